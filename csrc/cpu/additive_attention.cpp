@@ -1,0 +1,243 @@
+// Fused additive attention on the CPU (Bahdanau; Luong concat), forward and backward.
+// Reference: fast_s2s/reference.py::additive_attention.
+//
+// The callers project the keys once per source sentence (keys_proj) and the query once per
+// step (query_proj); this kernel does the rest for query row (n, t), b = n / beam, L = lengths[b]:
+//   score[s] = sum_a v[a] tanh(query_proj[a] + keys_proj[b, s, a])    (no N x S x A tensor)
+//   p        = softmax_{s < L}(score);   ctx = sum_{s < L} p[s] values[b, s]
+// The unfused composite materialises the N x S x A sum and its tanh; here each tanh value lives
+// in a register for one multiply-add. Rows run in parallel; beam rows share keys_proj and values.
+//
+// Backward runs in parallel over source rows b (so dkeys_proj[b], dvalues[b] need no atomics);
+// each query row recomputes its tanh values once into a S x A scratch buffer and reuses them:
+//   dS[s]          = p[s] (dP[s] - sum_s' p[s'] dP[s']),  dP[s] = dctx . values[b, s] + dw[s]
+//   g[s, a]        = dS[s] v[a] (1 - tanh^2)
+//   dquery_proj[a] = sum_s g[s, a];  dkeys_proj[b, s, a] += g[s, a]
+//   dv[a]         += sum_s dS[s] tanh[s, a];  dvalues[b, s] += p[s] dctx
+// dv is summed per source row, then over rows in a fixed order: the result is deterministic.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/attention_checks.h"
+#include "cpu/vec_utils.h"
+
+namespace fast_s2s::cpu {
+namespace {
+
+constexpr const char* kOp = "additive_attention";
+
+// score = sum_a v[a] tanh(q[a] + k[a]); if th != nullptr the tanh values are stored there.
+template <typename scalar_t>
+acc_t<scalar_t> additive_score(const acc_t<scalar_t>* q, const acc_t<scalar_t>* v,
+                               const scalar_t* k, int64_t n, acc_t<scalar_t>* th) {
+  using A = acc_t<scalar_t>;
+  constexpr int64_t W = Vec<A>::size();
+  Vec<A> a0(A(0)), a1(A(0));
+  int64_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const Vec<A> t0 = fast_tanh(Vec<A>::loadu(q + i) + load_acc(k + i));
+    const Vec<A> t1 = fast_tanh(Vec<A>::loadu(q + i + W) + load_acc(k + i + W));
+    a0 = at::vec::fmadd(Vec<A>::loadu(v + i), t0, a0);
+    a1 = at::vec::fmadd(Vec<A>::loadu(v + i + W), t1, a1);
+    if (th != nullptr) {
+      t0.store(th + i);
+      t1.store(th + i + W);
+    }
+  }
+  for (; i + W <= n; i += W) {
+    const Vec<A> t0 = fast_tanh(Vec<A>::loadu(q + i) + load_acc(k + i));
+    a0 = at::vec::fmadd(Vec<A>::loadu(v + i), t0, a0);
+    if (th != nullptr) t0.store(th + i);
+  }
+  A s = reduce_add(a0 + a1);
+  for (; i < n; ++i) {
+    const A t = fast_tanh(q[i] + static_cast<A>(k[i]));
+    s += v[i] * t;
+    if (th != nullptr) th[i] = t;
+  }
+  return s;
+}
+
+// dq += g, dk += g, dv += ds * th, where g = ds * v * (1 - th^2), over n features.
+template <typename A>
+void additive_score_backward(A ds, const A* v, const A* th, int64_t n, A* dq, A* dk, A* dv) {
+  constexpr int64_t W = Vec<A>::size();
+  const Vec<A> dsv(ds), one(A(1));
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const Vec<A> t = Vec<A>::loadu(th + i);
+    const Vec<A> g = dsv * Vec<A>::loadu(v + i) * (one - t * t);
+    (Vec<A>::loadu(dq + i) + g).store(dq + i);
+    (Vec<A>::loadu(dk + i) + g).store(dk + i);
+    at::vec::fmadd(dsv, t, Vec<A>::loadu(dv + i)).store(dv + i);
+  }
+  for (; i < n; ++i) {
+    const A g = ds * v[i] * (A(1) - th[i] * th[i]);
+    dq[i] += g;
+    dk[i] += g;
+    dv[i] += ds * th[i];
+  }
+}
+
+template <typename scalar_t>
+void additive_forward_kernel(const scalar_t* qp, const scalar_t* kp, const scalar_t* vw,
+                             const scalar_t* values, const std::vector<int64_t>& lens,
+                             scalar_t* ctx, scalar_t* w, const AttentionGeometry& g) {
+  using A = acc_t<scalar_t>;
+  const int64_t Ad = g.Dq, Dv = g.Dv, S = g.S;
+  // Each score costs A tanh evaluations: a far heavier row than dot attention.
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, S * (4 * Ad + Dv)));
+  at::parallel_for(0, g.N * g.T, grain, [&](int64_t begin, int64_t end) {
+    std::vector<A> q(Ad), v(Ad), p(S), c(Dv);
+    convert_row(vw, v.data(), Ad);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / g.T / g.beam;
+      const int64_t L = lens[b];
+      convert_row(qp + r * Ad, q.data(), Ad);
+      const scalar_t* kb = kp + b * S * Ad;
+      for (int64_t s = 0; s < L; ++s) {
+        p[s] = additive_score<scalar_t>(q.data(), v.data(), kb + s * Ad, Ad, nullptr);
+      }
+      masked_softmax_inplace<A>(p.data(), L, S);
+      weighted_row_sum<scalar_t>(p.data(), values + b * S * Dv, Dv, L, Dv, c.data(), false);
+      convert_row(c.data(), ctx + r * Dv, Dv);
+      convert_row(p.data(), w + r * S, S);
+    }
+  });
+}
+
+template <typename scalar_t>
+void additive_backward_kernel(const scalar_t* grad_ctx, const scalar_t* grad_w,
+                              const scalar_t* qp, const scalar_t* kp, const scalar_t* vw,
+                              const scalar_t* values, const std::vector<int64_t>& lens,
+                              scalar_t* grad_qp, scalar_t* grad_kp, acc_t<scalar_t>* grad_v_parts,
+                              scalar_t* grad_values, const AttentionGeometry& g) {
+  using A = acc_t<scalar_t>;
+  const int64_t Ad = g.Dq, Dv = g.Dv, S = g.S;
+  const int64_t rows_per_source = g.beam * g.T;
+  at::parallel_for(0, g.B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> q(Ad), v(Ad), th(S * Ad), p(S), dp(S), gc(Dv), dq(Ad), dk(S * Ad),
+        dvals(S * Dv);
+    convert_row(vw, v.data(), Ad);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t L = lens[b];
+      const scalar_t* kb = kp + b * S * Ad;
+      const scalar_t* vb = values + b * S * Dv;
+      A* dv = grad_v_parts + b * Ad;
+      std::fill(dv, dv + Ad, A(0));
+      std::fill(dk.begin(), dk.end(), A(0));
+      std::fill(dvals.begin(), dvals.end(), A(0));
+      for (int64_t r = b * rows_per_source; r < (b + 1) * rows_per_source; ++r) {
+        convert_row(qp + r * Ad, q.data(), Ad);
+        for (int64_t s = 0; s < L; ++s) {
+          p[s] = additive_score<scalar_t>(q.data(), v.data(), kb + s * Ad, Ad, th.data() + s * Ad);
+        }
+        masked_softmax_inplace<A>(p.data(), L, S);
+        convert_row(grad_ctx + r * Dv, gc.data(), Dv);
+        dot_rows<scalar_t>(gc.data(), vb, Dv, L, Dv, dp.data());
+        A p_dot_dp = 0;
+        for (int64_t s = 0; s < L; ++s) {
+          if (grad_w != nullptr) dp[s] += static_cast<A>(grad_w[r * S + s]);
+          p_dot_dp += p[s] * dp[s];
+        }
+        std::fill(dq.begin(), dq.end(), A(0));
+        for (int64_t s = 0; s < L; ++s) {
+          const A ds = p[s] * (dp[s] - p_dot_dp);
+          additive_score_backward<A>(ds, v.data(), th.data() + s * Ad, Ad, dq.data(),
+                                     dk.data() + s * Ad, dv);
+          axpy<A>(p[s], gc.data(), Dv, dvals.data() + s * Dv);
+        }
+        convert_row(dq.data(), grad_qp + r * Ad, Ad);
+      }
+      convert_row(dk.data(), grad_kp + b * S * Ad, S * Ad);
+      convert_row(dvals.data(), grad_values + b * S * Dv, S * Dv);
+    }
+  });
+}
+
+AttentionGeometry check_additive(const char* op, const at::Tensor& query_proj,
+                                 const at::Tensor& keys_proj, const at::Tensor& v,
+                                 const at::Tensor& values,
+                                 const std::optional<at::Tensor>& lengths) {
+  const AttentionGeometry g = check_attention_inputs(op, query_proj, "query_proj", keys_proj,
+                                                     "keys_proj", values, lengths);
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == g.Dq, op, ": v must have shape (A,) = (", g.Dq,
+              ",) like the last dimension of query_proj, got ", v.sizes());
+  TORCH_CHECK(v.scalar_type() == query_proj.scalar_type(), op,
+              ": v must have the dtype of query_proj (", query_proj.scalar_type(), "), got ",
+              v.scalar_type());
+  TORCH_CHECK(v.device() == query_proj.device(), op, ": v must be on the device of query_proj (",
+              query_proj.device(), "), got ", v.device());
+  return g;
+}
+
+std::tuple<at::Tensor, at::Tensor> additive_attention_cpu(
+    const at::Tensor& query_proj, const at::Tensor& keys_proj, const at::Tensor& v,
+    const at::Tensor& values, const std::optional<at::Tensor>& lengths) {
+  const AttentionGeometry g = check_additive(kOp, query_proj, keys_proj, v, values, lengths);
+  const std::vector<int64_t> lens = read_lengths(kOp, lengths, g.B, g.S);
+  const at::Tensor q = query_proj.contiguous(), k = keys_proj.contiguous(),
+                   vw = v.contiguous(), vals = values.contiguous();
+  at::Tensor context = at::empty({g.N, g.T, g.Dv}, query_proj.options());
+  at::Tensor weights = at::empty({g.N, g.T, g.S}, query_proj.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "additive_attention_cpu", [&] {
+    additive_forward_kernel<scalar_t>(
+        q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), vw.const_data_ptr<scalar_t>(),
+        vals.const_data_ptr<scalar_t>(), lens, context.mutable_data_ptr<scalar_t>(),
+        weights.mutable_data_ptr<scalar_t>(), g);
+  });
+  if (g.query_2d) return {context.view({g.N, g.Dv}), weights.view({g.N, g.S})};
+  return {context, weights};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_attention_backward_cpu(
+    const at::Tensor& grad_context, const std::optional<at::Tensor>& grad_weights,
+    const at::Tensor& query_proj, const at::Tensor& keys_proj, const at::Tensor& v,
+    const at::Tensor& values, const at::Tensor& weights,
+    const std::optional<at::Tensor>& lengths) {
+  (void)weights;  // recomputed in float32 (see dot_attention.cpp)
+  const char* op = "additive_attention_backward";
+  const AttentionGeometry g = check_additive(op, query_proj, keys_proj, v, values, lengths);
+  check_output_grad(op, "grad_context", grad_context, g, g.Dv, query_proj);
+  const std::vector<int64_t> lens = read_lengths(op, lengths, g.B, g.S);
+  const auto dtype = query_proj.scalar_type();
+  const at::Tensor q = query_proj.contiguous(), k = keys_proj.contiguous(),
+                   vw = v.contiguous(), vals = values.contiguous();
+  const at::Tensor gc = grad_context.to(dtype).contiguous();
+  at::Tensor gw;
+  if (grad_weights.has_value()) {
+    check_output_grad(op, "grad_weights", *grad_weights, g, g.S, query_proj);
+    gw = grad_weights->to(dtype).contiguous();
+  }
+  const auto acc_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor grad_q = at::empty(query_proj.sizes(), query_proj.options());
+  at::Tensor grad_k = at::empty({g.B, g.S, g.Dq}, query_proj.options());
+  at::Tensor grad_v_parts = at::empty({g.B, g.Dq}, query_proj.options().dtype(acc_dtype));
+  at::Tensor grad_vals = at::empty({g.B, g.S, g.Dv}, query_proj.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "additive_attention_backward_cpu", [&] {
+    additive_backward_kernel<scalar_t>(
+        gc.const_data_ptr<scalar_t>(), gw.defined() ? gw.const_data_ptr<scalar_t>() : nullptr,
+        q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), vw.const_data_ptr<scalar_t>(),
+        vals.const_data_ptr<scalar_t>(), lens, grad_q.mutable_data_ptr<scalar_t>(),
+        grad_k.mutable_data_ptr<scalar_t>(), grad_v_parts.mutable_data_ptr<acc_t<scalar_t>>(),
+        grad_vals.mutable_data_ptr<scalar_t>(), g);
+  });
+  // Sum the per-source-row parts of dv in a fixed order (deterministic), in float32/64.
+  at::Tensor grad_v = grad_v_parts.sum(0).to(dtype);
+  return {grad_q, grad_k, grad_v, grad_vals};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fast_s2s, CPU, m) {
+  m.impl("additive_attention", &additive_attention_cpu);
+  m.impl("additive_attention_backward", &additive_attention_backward_cpu);
+}
+
+}  // namespace fast_s2s::cpu

@@ -1,0 +1,129 @@
+"""Argument checks run before any backend: one wording of every error, whatever runs next.
+
+Every message names the argument, what was seen and what was expected. Checks that read tensor
+data (the range of `lengths`) run only in eager mode and only for lengths on the CPU, so
+torch.compile sees no data-dependent branch and decoding on a GPU does not synchronise; the
+compiled kernels repeat them where they read the lengths anyway.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+LENGTH_DTYPES = (torch.int32, torch.int64)
+
+
+def _shape(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def check_float_tensor(op: str, name: str, t: object) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    allowed = CUDA_DTYPES if t.device.type == "cuda" else CPU_DTYPES
+    if t.dtype not in allowed:
+        names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
+        raise ValueError(f"{op}: {name} must be one of {names} on {t.device.type}, got {t.dtype}")
+
+
+def check_same(op: str, name: str, t: Tensor, like_name: str, like: Tensor) -> None:
+    if t.dtype != like.dtype:
+        raise ValueError(
+            f"{op}: {name} must have the dtype of {like_name} ({like.dtype}), got {t.dtype}"
+        )
+    if t.device != like.device:
+        raise ValueError(
+            f"{op}: {name} must be on the device of {like_name} ({like.device}), got {t.device}"
+        )
+
+
+def check_lengths(op: str, lengths: Tensor | None, batch: int, limit: int, limit_name: str) -> None:
+    """lengths: (batch,) int32/int64 with 0 <= lengths[b] <= limit."""
+    if lengths is None:
+        return
+    if not isinstance(lengths, Tensor):
+        raise TypeError(
+            f"{op}: lengths must be a torch.Tensor or None, got {type(lengths).__name__}"
+        )
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"{op}: lengths must have shape ({batch},), got {_shape(lengths)}")
+    if lengths.dtype not in LENGTH_DTYPES:
+        raise ValueError(f"{op}: lengths must be int32 or int64, got {lengths.dtype}")
+    if torch.compiler.is_compiling() or lengths.device.type != "cpu" or lengths.numel() == 0:
+        return
+    if isinstance(lengths, torch._subclasses.FakeTensor):
+        return
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 0 or high > limit:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{op}: lengths must lie in [0, {limit_name}] = [0, {limit}], got a length of {bad}"
+        )
+
+
+def check_attention(
+    op: str,
+    query: Tensor,
+    query_name: str,
+    keys: Tensor,
+    keys_name: str,
+    values: Tensor,
+    lengths: Tensor | None,
+) -> None:
+    """query (N,T,D) or (N,D); keys (B,S,D); values (B,S,Dv); N a multiple of B; lengths (B,)."""
+    for name, t in ((query_name, query), (keys_name, keys), ("values", values)):
+        check_float_tensor(op, name, t)
+    if query.dim() not in (2, 3):
+        raise ValueError(
+            f"{op}: {query_name} must be 3-D (N, T, D) or 2-D (N, D), got shape {_shape(query)}"
+        )
+    if keys.dim() != 3:
+        raise ValueError(f"{op}: {keys_name} must be 3-D (B, S, D), got shape {_shape(keys)}")
+    if values.dim() != 3:
+        raise ValueError(f"{op}: values must be 3-D (B, S, Dv), got shape {_shape(values)}")
+    check_same(op, keys_name, keys, query_name, query)
+    check_same(op, "values", values, query_name, query)
+    n_rows, feat = query.shape[0], query.shape[-1]
+    n_src, src_len = keys.shape[0], keys.shape[1]
+    if keys.shape[2] != feat:
+        raise ValueError(
+            f"{op}: {keys_name} feature size must equal the {query_name} feature size {feat}, "
+            f"got {keys_name} of shape {_shape(keys)}"
+        )
+    if values.shape[0] != n_src or values.shape[1] != src_len:
+        raise ValueError(
+            f"{op}: values must have shape (B, S, Dv) = ({n_src}, {src_len}, Dv) like "
+            f"{keys_name}, got {_shape(values)}"
+        )
+    if (n_src == 0 and n_rows != 0) or (n_src > 0 and n_rows % n_src != 0):
+        raise ValueError(
+            f"{op}: the number of {query_name} rows ({n_rows}) must be a multiple of the number "
+            f"of source rows B = {n_src} (N = B * beam; row n reads source row n // beam)"
+        )
+    if (
+        lengths is not None
+        and isinstance(lengths, Tensor)
+        and lengths.device.type
+        not in (
+            "cpu",
+            query.device.type,
+        )
+    ):
+        raise ValueError(
+            f"{op}: lengths must be on the CPU or on the device of {query_name} "
+            f"({query.device}), got {lengths.device}"
+        )
+    check_lengths(op, lengths, n_src, src_len, "S")
+
+
+def check_additive_v(op: str, v: Tensor, query_proj: Tensor) -> None:
+    check_float_tensor(op, "v", v)
+    check_same(op, "v", v, "query_proj", query_proj)
+    if v.dim() != 1 or v.shape[0] != query_proj.shape[-1]:
+        raise ValueError(
+            f"{op}: v must have shape (A,) = ({query_proj.shape[-1]},) like the last dimension "
+            f"of query_proj, got {_shape(v)}"
+        )

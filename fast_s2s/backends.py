@@ -1,0 +1,85 @@
+"""Which implementation of an op runs: backend names, availability, and what `auto` picks.
+
+`auto` picks per op and device the fastest implementation the benchmarks measured
+(`fast-s2s bench`); see AUTO_PREFERENCE for the order and the measurement behind it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fast_s2s import _extension
+
+BACKENDS = ("auto", "reference", "cpp", "triton")
+
+# Ops with a compiled kernel, per device type. Grows as kernels land.
+CPP_KERNELS: dict[str, frozenset[str]] = {
+    "cpu": frozenset({"dot_attention", "additive_attention"}),
+    "cuda": frozenset(),
+}
+TRITON_KERNELS: frozenset[str] = frozenset()
+
+# Order in which `auto` tries backends, per device type. CPU: the C++ kernels beat the reference
+# on every shape `fast-s2s bench` measures on the 2-core development machine (see README,
+# "Benchmarks"), so they come first.
+AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpp", "reference"),
+    "cuda": ("cpp", "triton", "reference"),
+}
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run this op on this device; the message says why."""
+
+
+def why_unavailable(op: str, backend: str, device: torch.device | str) -> str | None:
+    """None if `backend` can run `op` on `device`, else a sentence saying why not and what to do."""
+    device_type = torch.device(device).type
+    if backend == "reference":
+        return None
+    if backend == "cpp":
+        if not _extension.extension_loaded():
+            return _extension.EXTENSION_ERROR
+        if device_type == "cuda" and not _extension.cuda_compiled():
+            return (
+                "the extension was built without CUDA sources; rebuild with a CUDA build of torch "
+                "and nvcc on PATH (or CUDA_HOME set), e.g. FAST_S2S_CUDA=1 pip install "
+                "--no-build-isolation -e ."
+            )
+        if op not in CPP_KERNELS.get(device_type, frozenset()):
+            return f"no compiled {device_type} kernel for {op} yet"
+        return None
+    if backend == "triton":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "triton is not installed (pip install triton, or a CUDA build of torch)"
+        if op not in TRITON_KERNELS:
+            return f"no Triton kernel for {op} yet"
+        return None
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def available_backends(op: str, device: torch.device | str) -> dict[str, str | None]:
+    """Every concrete backend mapped to None (available) or the reason it is not."""
+    return {b: why_unavailable(op, b, device) for b in BACKENDS if b != "auto"}
+
+
+def resolve_backend(op: str, backend: str, device: torch.device | str) -> str:
+    """The concrete backend that runs `op` on `device` when `backend` is asked for.
+
+    Raises BackendUnavailableError (saying why and how to fix it) for an explicit backend that
+    is not available; `auto` never raises, it falls back down AUTO_PREFERENCE.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        reason = why_unavailable(op, backend, device)
+        if reason is not None:
+            raise BackendUnavailableError(f"{op}: backend={backend!r} is not available: {reason}")
+        return backend
+    device_type = torch.device(device).type
+    for candidate in AUTO_PREFERENCE.get(device_type, ("reference",)):
+        if why_unavailable(op, candidate, device) is None:
+            return candidate
+    return "reference"

@@ -1,0 +1,104 @@
+"""What the numbers were measured on: CPU, threads, SIMD level, torch, GPU."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS does not report one)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_warning(info: dict) -> str | None:
+    """A warning when other work competes for the cores: multi-threaded calls then wait for
+    descheduled threads (millisecond stalls), so their timings mean little."""
+    load, cores, threads = (
+        info.get("load_average_1min"),
+        info.get("cpu_count"),
+        info.get("torch_threads"),
+    )
+    if load is None or not cores or info.get("device") != "cpu":
+        return None
+    if load > 0.5 * cores and (threads or 1) > 1:
+        return (
+            f"the machine may be busy (1-minute load average {load} on {cores} cores) and torch "
+            f"uses {threads} threads: timings will be noisy; rerun when idle or with --threads 1"
+        )
+    return None
+
+
+def _extension_info() -> dict[str, object]:
+    try:
+        from fast_s2s import _extension
+    except Exception as exc:  # fast_s2s itself broken: still describe the machine
+        return {"extension_loaded": False, "extension_error": str(exc), "cpu_capability": None}
+    capability = _extension.cpu_capability()
+    if callable(capability):
+        capability = capability()
+    return {
+        "extension_loaded": _extension.extension_loaded(),
+        "extension_error": _extension.EXTENSION_ERROR,
+        "cpu_capability": capability,
+        "cuda_compiled": _extension.cuda_compiled(),
+    }
+
+
+def machine_info(device: torch.device | str = "cpu") -> dict[str, object]:
+    """A JSON-ready description of the machine and software the benchmark runs on."""
+    device = torch.device(device)
+    try:
+        import fast_s2s
+
+        version = getattr(fast_s2s, "__version__", None)
+    except Exception:
+        version = None
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:
+        triton_version = None
+    info: dict[str, object] = {
+        "device": device.type,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": load_average(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "triton": triton_version,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "fast_s2s": version,
+        **_extension_info(),
+    }
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        info.update(
+            gpu=props.name,
+            gpu_capability=f"{props.major}.{props.minor}",
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            gpu_count=torch.cuda.device_count(),
+        )
+    return info

@@ -1,0 +1,268 @@
+"""The implementations each case times: every fast_s2s backend and the peers a user would
+otherwise write.
+
+An `Impl` turns a case's `Inputs` into a zero-argument callable returning the context. Work a
+user does once per batch of source sentences and not at every decoder step (building the padding
+mask, tiling the encoder states over the beam, as OpenNMT's beam search does) happens in that
+set-up, outside the timed call, except where the tensor needs a gradient: then it is part of the
+graph and timed.
+
+Peers (labels):
+  reference  fast_s2s.reference (the pure-PyTorch definition, float32 accumulation)
+  composite  bmm + masked softmax + bmm, as a user writes it in the input dtype (additive: tanh
+             of the broadcast sum, times v), keys and values repeat_interleave'd over the beam
+  sdpa       torch.nn.functional.scaled_dot_product_attention (dot only), beam rows folded into
+             the query length so keys are not copied, boolean attn_mask from lengths
+  compile    torch.compile(fast_s2s.reference.<op>, dynamic=False), compiled per case before
+             timing; a compile error becomes a failed row, not a crash
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fast_s2s.benchmark.cases import Case, Inputs
+
+Call = Callable[[], torch.Tensor]
+Factory = Callable[[Inputs], Call]
+
+FAST_S2S = "fast_s2s"
+PEER = "peer"
+
+CONCRETE_BACKENDS = ("reference", "cpp", "triton")
+
+
+@dataclass
+class Impl:
+    """One row of a case: `make(inputs)` returns the call to time (it returns the context).
+
+    `reason` is set (and `make` is None) when the implementation cannot run here.
+    """
+
+    label: str
+    kind: str  # FAST_S2S or PEER
+    make: Factory | None
+    backend_requested: str | None = None
+    backend: str | None = None  # the concrete fast_s2s backend that runs
+    reason: str | None = None
+
+
+# ----------------------------------------------------------------------------- fast_s2s backends
+
+
+def fast_s2s_label(requested: str, concrete: str | None) -> str:
+    if requested == "auto":
+        return f"fast_s2s[auto->{concrete}]" if concrete else "fast_s2s[auto]"
+    return f"fast_s2s[{requested}]"
+
+
+def default_backends(
+    op: str, device: torch.device | str, quick: bool = False
+) -> tuple[list[str], dict[str, str]]:
+    """Every available concrete backend plus "auto", and the ones left out with the reason.
+
+    Triton on CPU tensors runs only in the interpreter (TRITON_INTERPRET=1): a correctness tool,
+    not a performance path, so it is timed on CPU only when asked for explicitly. `quick` also
+    leaves out the reference backend (the reference peer plus dispatch, and the slowest row).
+    """
+    from fast_s2s.backends import available_backends
+
+    chosen: list[str] = []
+    left_out: dict[str, str] = {}
+    for backend, reason in available_backends(op, device).items():
+        if reason is not None:
+            left_out[backend] = reason
+        elif backend == "triton" and torch.device(device).type == "cpu":
+            left_out[backend] = (
+                "Triton runs on CPU tensors only in the interpreter (TRITON_INTERPRET=1), which "
+                "is not a performance path; pass --backends triton to time it anyway"
+            )
+        elif backend == "reference" and quick:
+            left_out[backend] = (
+                "--quick leaves it out (it is the reference peer plus dispatch); name it in "
+                "--backends to time it"
+            )
+        else:
+            chosen.append(backend)
+    return [*chosen, "auto"], left_out
+
+
+def fast_s2s_impl(op: str, backend: str, device: torch.device | str) -> Impl:
+    """The fast_s2s op with `backend=...`, labelled with the concrete backend that runs."""
+    from fast_s2s import ops
+    from fast_s2s.backends import BackendUnavailableError, resolve_backend
+
+    try:
+        concrete = resolve_backend(op, backend, device)
+    except (BackendUnavailableError, ValueError) as exc:
+        return Impl(fast_s2s_label(backend, None), FAST_S2S, None, backend, None, str(exc))
+    fn = getattr(ops, op, None)
+    if fn is None:
+        return Impl(
+            fast_s2s_label(backend, concrete), FAST_S2S, None, backend, concrete,
+            f"fast_s2s.ops has no {op}",
+        )  # fmt: skip
+
+    def make(inputs: Inputs) -> Call:
+        args, kwargs = inputs.args, inputs.kwargs
+        return lambda: fn(*args, **kwargs, backend=backend)[0]
+
+    return Impl(fast_s2s_label(backend, concrete), FAST_S2S, make, backend, concrete)
+
+
+# ----------------------------------------------------------------------------- peers
+
+
+def _row_lengths(lengths: torch.Tensor | None, beam: int) -> torch.Tensor | None:
+    if lengths is None or beam == 1:
+        return lengths
+    return lengths.repeat_interleave(beam)
+
+
+def _pad_mask(lengths: torch.Tensor | None, S: int, device: torch.device) -> torch.Tensor | None:
+    """(rows, 1, S) bool, True where the position is padding."""
+    if lengths is None:
+        return None
+    return (torch.arange(S, device=device)[None, :] >= lengths[:, None])[:, None, :]
+
+
+def _tile(t: torch.Tensor, beam: int) -> torch.Tensor:
+    return t if beam == 1 else t.repeat_interleave(beam, dim=0)
+
+
+def _masked_softmax_bmm(scores: torch.Tensor, pad: torch.Tensor | None, values: torch.Tensor):
+    if pad is not None:
+        scores = scores.masked_fill(pad, float("-inf"))
+    return torch.bmm(torch.softmax(scores, dim=-1), values)
+
+
+def _reference(op: str) -> Factory:
+    def make(inputs: Inputs) -> Call:
+        from fast_s2s import reference
+
+        fn = getattr(reference, op)
+        args, kwargs = inputs.args, inputs.kwargs
+        return lambda: fn(*args, **kwargs)[0]
+
+    return make
+
+
+def _compile(op: str) -> Factory:
+    def make(inputs: Inputs) -> Call:
+        from fast_s2s import reference
+
+        disabled = compile_disabled_reason()
+        if disabled is not None:
+            raise RuntimeError(f"torch.compile would run eagerly: {disabled}")
+        torch.compiler.reset()  # fresh caches per case: no recompile limit, no dynamic shapes
+        fn = torch.compile(getattr(reference, op), dynamic=False)
+        args, kwargs = inputs.args, inputs.kwargs
+        return lambda: fn(*args, **kwargs)[0]
+
+    return make
+
+
+def _dot_composite(inputs: Inputs) -> Call:
+    query, keys, values = inputs.args
+    lengths, scale, beam = inputs.kwargs["lengths"], inputs.kwargs["scale"], inputs.beam
+    pad = _pad_mask(_row_lengths(lengths, beam), keys.shape[1], keys.device)
+    if keys.requires_grad or values.requires_grad:  # tiling is part of the graph
+
+        def call() -> torch.Tensor:
+            k, v = _tile(keys, beam), _tile(values, beam)
+            return _masked_softmax_bmm(torch.bmm(query, k.transpose(1, 2)) * scale, pad, v)
+
+        return call
+    k, v = _tile(keys, beam), _tile(values, beam)  # once per source batch
+    return lambda: _masked_softmax_bmm(torch.bmm(query, k.transpose(1, 2)) * scale, pad, v)
+
+
+def _dot_sdpa(inputs: Inputs) -> Call:
+    query, keys, values = inputs.args
+    lengths, scale, beam = inputs.kwargs["lengths"], inputs.kwargs["scale"], inputs.beam
+    B, S, _ = keys.shape
+    N, T, D = query.shape
+    Dv = values.shape[-1]
+    mask = None  # bool, True = may attend; (B, 1, S) broadcasts over the beam*T query rows
+    if lengths is not None:
+        mask = (torch.arange(S, device=keys.device)[None, :] < lengths[:, None])[:, None, :]
+
+    def call() -> torch.Tensor:
+        q = query.reshape(B, beam * T, D)  # beam rows of one source share its keys: no copy
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
+        return out.reshape(N, T, Dv)
+
+    return call
+
+
+def _additive_composite(inputs: Inputs) -> Call:
+    query_proj, keys_proj, v, values = inputs.args
+    lengths, beam = inputs.kwargs["lengths"], inputs.beam
+    pad = _pad_mask(_row_lengths(lengths, beam), keys_proj.shape[1], keys_proj.device)
+
+    def scores(kp: torch.Tensor) -> torch.Tensor:  # (N,T,1,A) + (N,1,S,A) -> (N,T,S)
+        return torch.tanh(query_proj.unsqueeze(2) + kp.unsqueeze(1)) @ v
+
+    if keys_proj.requires_grad or values.requires_grad:
+        return lambda: _masked_softmax_bmm(scores(_tile(keys_proj, beam)), pad, _tile(values, beam))
+    kp, vals = _tile(keys_proj, beam), _tile(values, beam)
+    return lambda: _masked_softmax_bmm(scores(kp), pad, vals)
+
+
+# Per op: peer label -> factory. Order is the column order of the report.
+PEERS: dict[str, dict[str, Factory]] = {
+    "dot_attention": {
+        "reference": _reference("dot_attention"),
+        "composite": _dot_composite,
+        "sdpa": _dot_sdpa,
+        "compile": _compile("dot_attention"),
+    },
+    "additive_attention": {
+        "reference": _reference("additive_attention"),
+        "composite": _additive_composite,
+        "compile": _compile("additive_attention"),
+    },
+}
+PEER_NAMES = ("reference", "composite", "sdpa", "compile")
+
+
+def peer_impls(op: str, names: list[str] | None = None) -> list[Impl]:
+    """The peers of `op` among `names` (all by default), in PEERS order; a peer that does not
+    apply to the op (sdpa for additive attention) is left out."""
+    table = PEERS.get(op, {})
+    wanted = list(table) if names is None else [n for n in table if n in names]
+    return [Impl(label, PEER, table[label]) for label in wanted]
+
+
+def build_impls(
+    case: Case,
+    device: torch.device | str,
+    backends: list[str] | None = None,
+    peers: list[str] | None = None,
+    quick: bool = False,
+) -> list[Impl]:
+    """Every implementation timed for `case`: fast_s2s backends first, then peers. Backends
+    that cannot run come back with `reason` set (and no `make`). `backends=None` means
+    default_backends(op, device, quick)."""
+    if backends is None:
+        chosen, left_out = default_backends(case.op, device, quick)
+        impls = [fast_s2s_impl(case.op, b, device) for b in chosen]
+        impls += [
+            Impl(fast_s2s_label(b, None), FAST_S2S, None, b, None, reason)
+            for b, reason in left_out.items()
+        ]
+    else:
+        impls = [fast_s2s_impl(case.op, b, device) for b in backends]
+    return impls + peer_impls(case.op, peers)
+
+
+def compile_disabled_reason() -> str | None:
+    """Why torch.compile will not run, if that is known up front."""
+    if os.environ.get("TORCHDYNAMO_DISABLE") == "1":
+        return "TORCHDYNAMO_DISABLE=1 is set"
+    return None

@@ -1,0 +1,221 @@
+"""Showing and saving results: the rich table, the JSON file (written atomically) and the PNG."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from fast_s2s.benchmark.peers import FAST_S2S, PEER_NAMES
+
+MACHINE_KEYS = (
+    ("cpu", "CPU"),
+    ("cpu_count", "CPU cores (os)"),
+    ("torch_threads", "torch threads"),
+    ("load_average_1min", "load average (1 min)"),
+    ("cpu_capability", "fast_s2s CPU kernels"),
+    ("torch_cpu_capability", "torch CPU capability"),
+    ("gpu", "GPU"),
+    ("gpu_capability", "GPU compute capability"),
+    ("torch", "torch"),
+    ("torch_cuda", "torch CUDA"),
+    ("triton", "triton"),
+    ("python", "python"),
+    ("fast_s2s", "fast_s2s"),
+    ("extension_loaded", "extension loaded"),
+)
+
+
+def print_machine(console: Console, info: dict) -> None:
+    """The machine block printed above the results."""
+    table = Table(title="machine", show_header=False, box=None, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, name in MACHINE_KEYS:
+        if key in info and info[key] is not None:
+            table.add_row(name, str(info[key]))
+    if not info.get("extension_loaded") and info.get("extension_error"):
+        table.add_row("extension error", str(info["extension_error"]))
+    console.print(table)
+
+
+def peer_columns(rows: list[dict]) -> list[str]:
+    """Peer labels that appear in `rows`, in the canonical order."""
+    present = {r["impl"] for r in rows if r["kind"] != FAST_S2S}
+    ordered = [p for p in PEER_NAMES if p in present]
+    return ordered + sorted(present - set(ordered))
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return ""
+    style = "green" if value >= 1.05 else ("red" if value < 0.95 else "")
+    text = f"{value:.2f}x"
+    return f"[{style}]{text}[/{style}]" if style else text
+
+
+def _gbps(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _us(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def results_table(rows: list[dict], title: str = "results") -> Table:
+    """One section per case; fast_s2s rows carry 'speedup vs <peer>' (peer time / fast_s2s
+    time: above 1 means fast_s2s is faster), forward cases GB/s and % of the read roofline."""
+    peers = peer_columns(rows)
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("case", no_wrap=True)
+    table.add_column("implementation", no_wrap=True)
+    table.add_column("median us", justify="right")
+    table.add_column("IQR us", justify="right")
+    for peer in peers:
+        table.add_column(f"vs {peer}", justify="right")
+    table.add_column("GB/s", justify="right")
+    table.add_column("% roof", justify="right")
+
+    cases: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["status"] != "skipped":
+            cases.setdefault(row["case_id"], []).append(row)
+    for i, case_rows in enumerate(cases.values()):
+        if i:
+            table.add_section()
+        first = case_rows[0]
+        roof = first.get("roofline_gbps")
+        captions = [f"{first['op']}", first["case"]]
+        if roof:
+            captions.append(f"[dim]roofline {_gbps(roof)} GB/s[/dim]")
+        for j, row in enumerate(case_rows):
+            case_cell = captions[j] if j < len(captions) else ""
+            name = Text(row["impl"], style="bold" if row["kind"] == FAST_S2S else "")
+            if row["status"] != "ok":
+                table.add_row(
+                    case_cell, name, "[red]failed[/red]", "", *([""] * len(peers)), "", ""
+                )
+                continue
+            ratios = [_ratio(row["speedup_vs"].get(p)) for p in peers]
+            gbps, frac = row.get("gbps"), row.get("roofline_fraction")
+            table.add_row(
+                case_cell,
+                name,
+                _us(row["median_us"]),
+                _us(row["iqr_us"]),
+                *ratios,
+                _gbps(gbps),
+                f"{100 * frac:.0f}%" if frac is not None else "",
+            )
+        for caption in captions[len(case_rows) :]:
+            table.add_row(caption, *([""] * (len(table.columns) - 1)))
+    return table
+
+
+def print_results(console: Console, rows: list[dict], title: str = "results") -> None:
+    """The table, then the rows that failed and the backends left out, each with its reason."""
+    console.print(results_table(rows, title))
+    console.print(
+        "[dim]vs X = X's median / this row's median (above 1: fast_s2s is faster). GB/s counts "
+        "the compulsory reads (query, keys, values); roofline = torch.sum over as many bytes, "
+        "same run.[/dim]"
+    )
+    failed: dict[tuple[str, str, str], list[str]] = {}
+    for row in rows:
+        if row["status"] == "failed":
+            key = (row["op"], row["impl"], row["reason"] or "")
+            failed.setdefault(key, []).append(row["case"])
+    for (op, impl, reason), cases in failed.items():
+        where = cases[0] if len(cases) == 1 else f"{len(cases)} cases"
+        console.print(f"[red]failed[/red] {escape(impl)} on {op} ({where}): {escape(reason)}")
+    skipped: dict[tuple[str, str, str], None] = {}
+    for row in rows:
+        if row["status"] == "skipped":
+            skipped[(row["op"], row["impl"], row["reason"] or "")] = None
+    for op, impl, reason in skipped:
+        console.print(f"[yellow]not timed[/yellow] {escape(impl)} on {op}: {escape(reason)}")
+
+
+def build_payload(machine: dict, settings: dict, rows: list[dict]) -> dict:
+    """What the JSON file holds: the machine, the settings of the run, and the result rows."""
+    return {"machine": machine, "settings": settings, "results": rows}
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> Path:
+    """Writes `payload` to `path` atomically (a temporary file in the same folder, then
+    os.replace), creating the folder if needed. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str | None:
+    """A horizontal bar chart of median time per implementation and case (log scale) to `path`.
+
+    Returns None on success, else the reason no plot was written (matplotlib missing).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed, so no plot was written (pip install matplotlib)"
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return "no successful rows to plot"
+    cases = list(dict.fromkeys(f"{r['op']}\n{r['case']}" for r in ok))
+    impls = list(dict.fromkeys(r["impl"] for r in ok))
+    height = 0.8 / max(1, len(impls))
+    fig, ax = plt.subplots(figsize=(10, 1.2 + len(cases) * (0.12 * len(impls) + 0.25)))
+    for k, impl in enumerate(impls):
+        ys, xs = [], []
+        for i, case in enumerate(cases):
+            for r in ok:
+                if r["impl"] == impl and f"{r['op']}\n{r['case']}" == case:
+                    ys.append(i + k * height)
+                    xs.append(r["median_us"])
+        ax.barh(ys, xs, height=height, label=impl)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(cases))])
+    ax.set_yticklabels(cases, fontsize=7)
+    ax.margins(y=0.005)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("median time per call (us, log scale; shorter is faster)")
+    where = machine.get("gpu") or machine.get("cpu")
+    dtype = ok[0]["dtype"]
+    ax.set_title(f"fast_s2s vs peers, {machine.get('device')} {dtype}: {where}", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return None

@@ -1,0 +1,162 @@
+"""Runs the cases: builds each implementation's call, times it, and turns timings into rows.
+
+A row is a flat dict (JSON-ready). `add_speedups` then gives every fast_s2s row the ratio
+peer time / fast_s2s time for each peer measured on the same case in the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from fast_s2s.benchmark.cases import FORWARD, FORWARD_BACKWARD, Case, Inputs, make_inputs
+from fast_s2s.benchmark.peers import FAST_S2S, Call, Impl, build_impls
+from fast_s2s.benchmark.roofline import ReadRoofline, gbps
+from fast_s2s.benchmark.timing import FULL_BUDGET, Budget, measure
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+def make_step(call: Call, case: Case, inputs: Inputs) -> Callable[[], object]:
+    """What one timed iteration runs: the forward call, or (forward+backward) the forward call
+    and the gradients of sum(context) with respect to every input that requires grad."""
+    if case.mode == FORWARD:
+        return call
+    if case.mode != FORWARD_BACKWARD:
+        raise ValueError(f"unknown mode {case.mode!r}")
+    wrt = inputs.grad_inputs
+
+    def step() -> object:
+        return torch.autograd.grad(call().sum(), wrt, allow_unused=True)
+
+    return step
+
+
+def grad_mode(case: Case) -> contextlib.AbstractContextManager:
+    """Forward cases run without autograd (set around the timing loop, not inside the call)."""
+    return torch.no_grad() if case.mode == FORWARD else contextlib.nullcontext()
+
+
+def error_reason(exc: BaseException) -> str:
+    """One line: the exception type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
+
+
+def base_row(case: Case, impl: Impl, device: torch.device, dtype: torch.dtype) -> dict:
+    return {
+        "op": case.op,
+        "case": case.name,
+        "case_id": case.id,
+        "label": case.label,
+        "mode": case.mode,
+        "shape": case.shape,
+        "lengths": case.lengths,
+        "target": case.target,
+        "device": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "impl": impl.label,
+        "kind": impl.kind,
+        "backend_requested": impl.backend_requested,
+        "backend": impl.backend,
+        "status": SKIPPED,
+        "reason": impl.reason,
+        "median_us": None,
+        "iqr_us": None,
+        "q1_us": None,
+        "q3_us": None,
+        "min_us": None,
+        "repeats": 0,
+        "first_call_s": None,
+        "read_bytes": None,
+        "gbps": None,
+        "roofline_gbps": None,
+        "roofline_fraction": None,
+        "speedup_vs": {},
+    }
+
+
+def time_impl(
+    case: Case,
+    impl: Impl,
+    inputs: Inputs,
+    device: torch.device,
+    dtype: torch.dtype,
+    budget: Budget,
+) -> dict:
+    """One row: `impl` timed on `case`. Failures (in set-up, compilation or the call) become a
+    row with status "failed" and the reason, never an exception."""
+    row = base_row(case, impl, device, dtype)
+    if impl.make is None:
+        return row
+    try:
+        with grad_mode(case):
+            step = make_step(impl.make(inputs), case, inputs)
+            start = time.perf_counter()
+            step()  # the first call compiles (torch.compile) and initialises; not timed
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            row["first_call_s"] = time.perf_counter() - start
+            # the first call was one warm-up call already
+            timing = measure(step, device, replace(budget, warmup=max(0, budget.warmup - 1)))
+    except Exception as exc:  # a failing implementation is a result, not a crash
+        row.update(status=FAILED, reason=error_reason(exc))
+        return row
+    row.update(status=OK, reason=None, **timing.as_dict())
+    return row
+
+
+def run_case(
+    case: Case,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    backends: list[str] | None = None,
+    peers: list[str] | None = None,
+    budget: Budget = FULL_BUDGET,
+    roofline: ReadRoofline | None = None,
+    impls: list[Impl] | None = None,
+    quick: bool = False,
+) -> list[dict]:
+    """Every implementation of `case`, timed one after another on the same inputs.
+
+    Forward cases also get GB/s over the compulsory reads and the fraction of the read roofline.
+    `quick` leaves fast_s2s[reference] out of the default backends.
+    """
+    device = torch.device(device)
+    if impls is None:
+        impls = build_impls(case, device, backends, peers, quick=quick)
+    inputs = make_inputs(case, device, dtype)
+    rows = [time_impl(case, impl, inputs, device, dtype, budget) for impl in impls]
+    if case.mode == FORWARD and any(r["status"] == OK for r in rows):
+        roofline = roofline or ReadRoofline(device, budget)
+        nbytes = inputs.read_bytes
+        roof_gbps, _ = roofline.measure(nbytes, dtype)
+        for row in rows:
+            row["read_bytes"] = nbytes
+            row["roofline_gbps"] = roof_gbps
+            if row["status"] == OK:
+                row["gbps"] = gbps(nbytes, row["median_us"] * 1e-6)
+                row["roofline_fraction"] = row["gbps"] / roof_gbps
+    return rows
+
+
+def add_speedups(rows: list[dict]) -> list[dict]:
+    """Sets `speedup_vs[peer] = peer median / fast_s2s median` on every fast_s2s row that ran,
+    for every peer that ran on the same case (same case_id, device and dtype). Returns `rows`."""
+    peers: dict[tuple, dict[str, float]] = {}
+    for row in rows:
+        if row["kind"] != FAST_S2S and row["status"] == OK:
+            key = (row["case_id"], row["device"], row["dtype"])
+            peers.setdefault(key, {})[row["impl"]] = row["median_us"]
+    for row in rows:
+        if row["kind"] == FAST_S2S and row["status"] == OK and row["median_us"]:
+            key = (row["case_id"], row["device"], row["dtype"])
+            row["speedup_vs"] = {
+                peer: peer_us / row["median_us"] for peer, peer_us in peers.get(key, {}).items()
+            }
+    return rows

@@ -1,0 +1,408 @@
+"""Pure-PyTorch reference of every fast_s2s op: the definition of "correct".
+
+Written to be read, not to be fast (in the spirit of state-spaces/mamba's
+``selective_scan_ref``): every op upcasts to float32 (float64 stays float64),
+computes the result step by step, and casts the outputs back to the input
+dtype. Everything is differentiable with torch autograd, so these functions are
+also the gradient reference for the fused kernels.
+
+Shapes (see DESIGN.md, "The ops"):
+
+    B     source sentences (batch of the encoder)
+    beam  query rows per source row; N = B * beam, query row n reads source row n // beam
+    T     query steps (T = 1 when decoding one step)
+    S     source positions
+    D     query/key features, Dv value features, A additive-attention features
+    I, H  GRU input and hidden features
+
+This module is the bottom layer: it imports nothing from fast_s2s.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "additive_attention",
+    "check_lengths",
+    "dot_attention",
+    "gru_cell",
+    "gru_layer",
+]
+
+
+# --------------------------------------------------------------------------- #
+# Helpers
+# --------------------------------------------------------------------------- #
+
+
+def _acc_dtype(*tensors: Tensor | None) -> torch.dtype:
+    """Accumulation dtype: float64 if any input is float64, float32 otherwise."""
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
+def _describe(t: Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def _check_tensor(name: str, t: object, ndims: tuple[int, ...]) -> Tensor:
+    """Raise ValueError unless ``t`` is a floating-point tensor of one of the ranks ``ndims``."""
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() not in ndims:
+        ranks = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{name} must be {ranks}, got {_describe(t)}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {_describe(t)}")
+    return t
+
+
+def _check_same(names: list[str], tensors: list[Tensor | None]) -> None:
+    """Raise ValueError unless all given tensors share one dtype and one device."""
+    pairs = [(n, t) for n, t in zip(names, tensors, strict=True) if t is not None]
+    first_name, first = pairs[0]
+    for name, t in pairs[1:]:
+        if t.dtype != first.dtype:
+            raise ValueError(
+                f"{name} has dtype {t.dtype}, expected {first.dtype} (the dtype of {first_name})"
+            )
+        if t.device != first.device:
+            raise ValueError(
+                f"{name} is on device {t.device}, expected {first.device} "
+                f"(the device of {first_name})"
+            )
+
+
+def check_lengths(
+    lengths: Tensor | None,
+    batch: int,
+    max_len: int,
+    device: torch.device,
+    name: str = "lengths",
+) -> Tensor | None:
+    """Validate ``lengths`` and return it as int64 on ``device`` (None stays None).
+
+    lengths: (B,) int32 or int64, each value in [0, max_len]. It may live on
+    another device than the inputs (e.g. on the CPU next to CUDA inputs); it is
+    moved. Raises ValueError naming the argument, what was seen and what was
+    expected.
+    """
+    if lengths is None:
+        return None
+    if not isinstance(lengths, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(lengths).__name__}")
+    if lengths.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"{name} must have dtype torch.int32 or torch.int64, got {lengths.dtype}")
+    if tuple(lengths.shape) != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},), got {tuple(lengths.shape)}")
+    if lengths.numel() > 0:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 0 or hi > max_len:
+            raise ValueError(f"{name} must lie in [0, {max_len}], got values in [{lo}, {hi}]")
+    return lengths.to(device=device, dtype=torch.int64)
+
+
+def _valid_mask(lengths: Tensor | None, batch: int, size: int, device: torch.device) -> Tensor:
+    """valid[b, s] = s < lengths[b], shape (B, S) bool; all True when lengths is None."""
+    if lengths is None:
+        return torch.ones(batch, size, dtype=torch.bool, device=device)
+    positions = torch.arange(size, device=device)  # (S,)
+    return positions[None, :] < lengths[:, None]  # (B, S)
+
+
+def _masked_softmax(scores: Tensor, valid: Tensor) -> Tensor:
+    """Softmax over the last dim of ``scores`` where ``valid`` is True, 0 elsewhere.
+
+    scores: (B, beam, T, S) float32/float64; valid: (B, 1, 1, S) bool.
+    Returns weights (B, beam, T, S). A row with no valid position gets all-zero
+    weights (and zero gradients), never NaN: the max is subtracted only where
+    it is finite, and the denominator of an empty row is replaced by 1.
+    """
+    if scores.shape[-1] == 0:
+        return scores * 0  # nothing to attend to; keeps the graph and the shape
+    masked = scores.masked_fill(~valid, float("-inf"))  # masked positions: no gradient
+    # Softmax is invariant to the shift, so the max is a constant (detached);
+    # a fully masked row has max -inf, shift it by 0 instead.
+    row_max = masked.amax(dim=-1, keepdim=True).detach()
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    numer = torch.exp(masked - row_max)  # exactly 0 at masked positions
+    denom = numer.sum(dim=-1, keepdim=True)  # >= 1 for a row with a valid position, else 0
+    safe_denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return numer / safe_denom
+
+
+def _attention_shapes(
+    query: Tensor, keys: Tensor, values: Tensor, q_name: str, k_name: str
+) -> tuple[int, int, int, int]:
+    """Check the shared attention shapes; return (B, beam, T, S)."""
+    _check_tensor(q_name, query, (2, 3))
+    _check_tensor(k_name, keys, (3,))
+    _check_tensor("values", values, (3,))
+    B, S = keys.shape[0], keys.shape[1]
+    N = query.shape[0]
+    T = 1 if query.dim() == 2 else query.shape[1]
+    if values.shape[:2] != keys.shape[:2]:
+        raise ValueError(
+            f"values must have shape ({B}, {S}, Dv) to match {k_name} (B, S) = ({B}, {S}), "
+            f"got {tuple(values.shape)}"
+        )
+    if query.shape[-1] != keys.shape[-1]:
+        raise ValueError(
+            f"{q_name} last dim must equal the last dim of {k_name} ({keys.shape[-1]}), "
+            f"got {tuple(query.shape)}"
+        )
+    if B == 0:
+        if N != 0:
+            raise ValueError(f"{q_name} has {N} rows but {k_name} has batch 0")
+        return 0, 1, T, S
+    if N % B != 0:
+        raise ValueError(
+            f"{q_name} rows N = {N} must be a multiple of the {k_name} batch B = {B} "
+            f"(N = B * beam), got {tuple(query.shape)} and {tuple(keys.shape)}"
+        )
+    return B, N // B, T, S
+
+
+# --------------------------------------------------------------------------- #
+# Attention
+# --------------------------------------------------------------------------- #
+
+
+def _attend(
+    scores: Tensor, values: Tensor, valid: Tensor, out_dtype: torch.dtype, squeeze: bool
+) -> tuple[Tensor, Tensor]:
+    """Masked softmax of scores (B, beam, T, S) and weighted sum of values (B, S, Dv)."""
+    B, beam, T, S = scores.shape
+    weights = _masked_softmax(scores, valid[:, None, None, :])  # (B, beam, T, S)
+    # context[b, k, t, :] = sum_s weights[b, k, t, s] * values[b, s, :]
+    context = torch.einsum("bkts,bsv->bktv", weights, values)  # (B, beam, T, Dv)
+    context = context.reshape(B * beam, T, values.shape[-1])  # (N, T, Dv)
+    weights = weights.reshape(B * beam, T, S)  # (N, T, S)
+    if squeeze:
+        context, weights = context[:, 0], weights[:, 0]
+    return context.to(out_dtype), weights.to(out_dtype)
+
+
+def dot_attention(
+    query: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    lengths: Tensor | None = None,
+    scale: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Masked scaled dot-product attention with beam rows sharing source rows.
+
+    Args:
+        query:   (N, T, D) or (N, D) (a 2-D query means T = 1 and 2-D outputs).
+        keys:    (B, S, D); N = B * beam, query row n reads source row n // beam.
+        values:  (B, S, Dv).
+        lengths: (B,) int32/int64 in [0, S] or None; positions s >= lengths[b]
+                 get no weight. May live on another device (it is moved).
+        scale:   multiplies the scores.
+
+    Returns:
+        context: (N, T, Dv) or (N, Dv); context[n, t] = sum_s weights[n, t, s] * values[b, s]
+        weights: (N, T, S) or (N, S);   weights[n, t] = softmax_s(scale * query[n, t] . keys[b, s])
+        with b = n // beam. A row with length 0 gets zero context and zero weights.
+        Both in the dtype of ``query``.
+    """
+    B, beam, T, S = _attention_shapes(query, keys, values, "query", "keys")
+    _check_same(["query", "keys", "values"], [query, keys, values])
+    lengths = check_lengths(lengths, B, S, query.device)
+    out_dtype = query.dtype
+    acc = _acc_dtype(query, keys, values)
+
+    D = keys.shape[-1]
+    q = query.to(acc).reshape(B, beam, T, D)  # (B, beam, T, D): row n = b * beam + k
+    k = keys.to(acc)  # (B, S, D)
+    v = values.to(acc)  # (B, S, Dv)
+
+    # scores[b, beam_k, t, s] = scale * sum_d q[b, beam_k, t, d] * k[b, s, d]
+    scores = scale * torch.einsum("bktd,bsd->bkts", q, k)  # (B, beam, T, S)
+    valid = _valid_mask(lengths, B, S, query.device)  # (B, S)
+    return _attend(scores, v, valid, out_dtype, squeeze=query.dim() == 2)
+
+
+def additive_attention(
+    query_proj: Tensor,
+    keys_proj: Tensor,
+    v: Tensor,
+    values: Tensor,
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Masked additive (Bahdanau / Luong ``concat``) attention, beam rows sharing source rows.
+
+    Args:
+        query_proj: (N, T, A) or (N, A): the projected query.
+        keys_proj:  (B, S, A): the projected keys (computed once per source sentence).
+        v:          (A,): the score vector.
+        values:     (B, S, Dv).
+        lengths:    (B,) int32/int64 in [0, S] or None.
+
+    Returns:
+        context: (N, T, Dv) (or (N, Dv)) and weights: (N, T, S) (or (N, S)) where
+        score[n, t, s] = sum_a v[a] * tanh(query_proj[n, t, a] + keys_proj[n // beam, s, a]),
+        weights = masked softmax over s of score, context = weights @ values.
+        A row with length 0 gets zero context and zero weights. Both in the
+        dtype of ``query_proj``.
+    """
+    B, beam, T, S = _attention_shapes(query_proj, keys_proj, values, "query_proj", "keys_proj")
+    _check_tensor("v", v, (1,))
+    A = keys_proj.shape[-1]
+    if v.shape[0] != A:
+        raise ValueError(f"v must have shape ({A},) to match keys_proj, got {tuple(v.shape)}")
+    _check_same(["query_proj", "keys_proj", "v", "values"], [query_proj, keys_proj, v, values])
+    lengths = check_lengths(lengths, B, S, query_proj.device)
+    out_dtype = query_proj.dtype
+    acc = _acc_dtype(query_proj, keys_proj, v, values)
+
+    q = query_proj.to(acc).reshape(B, beam, T, 1, A)  # (B, beam, T, 1, A)
+    k = keys_proj.to(acc)[:, None, None, :, :]  # (B, 1, 1, S, A)
+    # scores[b, beam_k, t, s] = sum_a v[a] * tanh(q[b, beam_k, t, a] + k[b, s, a])
+    hidden = torch.tanh(q + k)  # (B, beam, T, S, A)
+    scores = (hidden * v.to(acc)).sum(dim=-1)  # (B, beam, T, S)
+    valid = _valid_mask(lengths, B, S, query_proj.device)  # (B, S)
+    return _attend(scores, values.to(acc), valid, out_dtype, squeeze=query_proj.dim() == 2)
+
+
+# --------------------------------------------------------------------------- #
+# GRU
+# --------------------------------------------------------------------------- #
+
+
+def _check_gru_weights(
+    x_name: str,
+    x: Tensor,
+    h: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+) -> None:
+    I, H = x.shape[-1], h.shape[-1]
+    _check_tensor("w_ih", w_ih, (2,))
+    _check_tensor("w_hh", w_hh, (2,))
+    if tuple(w_ih.shape) != (3 * H, I):
+        raise ValueError(f"w_ih must have shape (3H, I) = ({3 * H}, {I}), got {tuple(w_ih.shape)}")
+    if tuple(w_hh.shape) != (3 * H, H):
+        raise ValueError(f"w_hh must have shape (3H, H) = ({3 * H}, {H}), got {tuple(w_hh.shape)}")
+    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if b is not None:
+            _check_tensor(name, b, (1,))
+            if tuple(b.shape) != (3 * H,):
+                raise ValueError(f"{name} must have shape (3H,) = ({3 * H},), got {tuple(b.shape)}")
+    _check_same([x_name, "h", "w_ih", "w_hh", "b_ih", "b_hh"], [x, h, w_ih, w_hh, b_ih, b_hh])
+
+
+def gru_cell(
+    x: Tensor,
+    h: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+) -> Tensor:
+    """One GRU step, torch.nn.GRUCell semantics (gate order r, z, n).
+
+    Args:
+        x:    (B, I) input.
+        h:    (B, H) previous hidden state.
+        w_ih: (3H, I), rows [W_ir; W_iz; W_in].
+        w_hh: (3H, H), rows [W_hr; W_hz; W_hn].
+        b_ih, b_hh: (3H,) or None.
+
+    Returns:
+        h': (B, H) in the dtype of ``x``, where
+            r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+            z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+            n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+            h' = (1 - z) * n + z * h
+    """
+    _check_tensor("x", x, (2,))
+    _check_tensor("h", h, (2,))
+    if h.shape[0] != x.shape[0]:
+        raise ValueError(f"h must have batch {x.shape[0]} like x, got {tuple(h.shape)}")
+    _check_gru_weights("x", x, h, w_ih, w_hh, b_ih, b_hh)
+    out_dtype = x.dtype
+    acc = _acc_dtype(x, h, w_ih, w_hh, b_ih, b_hh)
+    x_, h_ = x.to(acc), h.to(acc)
+
+    gi = x_ @ w_ih.to(acc).t()  # (B, 3H)
+    gh = h_ @ w_hh.to(acc).t()  # (B, 3H)
+    if b_ih is not None:
+        gi = gi + b_ih.to(acc)
+    if b_hh is not None:
+        gh = gh + b_hh.to(acc)
+    i_r, i_z, i_n = gi.chunk(3, dim=1)  # each (B, H)
+    h_r, h_z, h_n = gh.chunk(3, dim=1)
+
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    h_new = (1 - z) * n + z * h_
+    return h_new.to(out_dtype)
+
+
+def gru_layer(
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One GRU layer, one direction, over a whole (padded) sequence.
+
+    Args:
+        x:       (T, B, I) time-major input.
+        h0:      (B, H) initial state.
+        w_ih, w_hh, b_ih, b_hh: as in :func:`gru_cell`.
+        lengths: (B,) int32/int64 in [0, T] or None (all rows have length T).
+                 Steps t >= lengths[b] leave h unchanged and output zeros
+                 (packed-sequence semantics of torch.nn.GRU).
+        reverse: run from the row's last valid step, lengths[b] - 1, down to 0
+                 (the backward direction of a packed bidirectional torch.nn.GRU).
+
+    Returns:
+        output: (T, B, H), output[t] = the state after step t (0 at padded steps).
+        h_n:    (B, H), the state after the row's last valid step (h0 for a
+                length-0 row). Both in the dtype of ``x``; the state is carried
+                in float32 (float64) between steps.
+    """
+    _check_tensor("x", x, (3,))
+    _check_tensor("h0", h0, (2,))
+    T, B, _ = x.shape
+    if h0.shape[0] != B:
+        raise ValueError(f"h0 must have shape ({B}, H) to match x (T, B, I), got {tuple(h0.shape)}")
+    _check_gru_weights("x", x, h0, w_ih, w_hh, b_ih, b_hh)
+    lengths = check_lengths(lengths, B, T, x.device)
+    out_dtype = x.dtype
+    acc = _acc_dtype(x, h0, w_ih, w_hh, b_ih, b_hh)
+    # Upcast once; gru_cell on float32 (float64) inputs stays in that dtype.
+    x_, h = x.to(acc), h0.to(acc)
+    w_ih_, w_hh_ = w_ih.to(acc), w_hh.to(acc)
+    b_ih_ = None if b_ih is None else b_ih.to(acc)
+    b_hh_ = None if b_hh is None else b_hh.to(acc)
+
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    outputs: list[Tensor | None] = [None] * T
+    for t in steps:
+        h_new = gru_cell(x_[t], h, w_ih_, w_hh_, b_ih_, b_hh_)  # (B, H)
+        if lengths is None:
+            h = h_new
+            outputs[t] = h_new
+        else:
+            # Rows whose sequence has ended (forward) or not yet started (reverse)
+            # keep their state and output zeros.
+            valid = (t < lengths)[:, None]  # (B, 1)
+            h = torch.where(valid, h_new, h)
+            outputs[t] = torch.where(valid, h_new, torch.zeros_like(h_new))
+
+    # output: (T, B, H)
+    output = torch.stack(outputs, dim=0) if T > 0 else x_.new_zeros(0, B, h0.shape[-1])
+    return output.to(out_dtype), h.to(out_dtype)

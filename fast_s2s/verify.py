@@ -1,0 +1,205 @@
+"""`fast-s2s verify`: every op, on every backend available here, against its reference.
+
+For each op and backend it prints the implementation that actually ran (never a silent
+fallback: an unavailable backend is listed with the reason), the largest forward and gradient
+errors against a float64 reference, and whether they are inside the tolerance of the dtype.
+The exit status is non-zero if any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from fast_s2s import _extension, ops, reference
+from fast_s2s.backends import available_backends, resolve_backend
+
+# Largest accepted error against the float64 reference, per dtype of the run (forward, grad).
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+
+
+@dataclass
+class Problem:
+    """One op call: named tensors (the differentiable ones first) and how to call each side."""
+
+    name: str
+    tensors: dict[str, torch.Tensor]
+    differentiable: tuple[str, ...]
+    call_fused: Callable[..., tuple[torch.Tensor, ...]]
+    call_reference: Callable[..., tuple[torch.Tensor, ...]]
+
+
+def _attention_problems(device: str) -> list[Problem]:
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(device)
+
+    problems = []
+    # (label, B, beam, T, S, D): a decode step with beams and mixed lengths, and a training
+    # shape with all target steps at once (the matrix-product path of dot_attention).
+    for label, B, beam, T, S, D in (
+        ("decode beam=4", 4, 4, 1, 37, 65),
+        ("train T=12", 3, 1, 12, 29, 64),
+    ):
+        lengths = torch.tensor([S, 0, 1, S // 2][:B]).to(device)
+        query, keys, values = rand(B * beam, T, D), rand(B, S, D), rand(B, S, D + 3)
+        scale = D**-0.5
+        problems.append(
+            Problem(
+                f"dot_attention {label}",
+                dict(query=query, keys=keys, values=values),
+                ("query", "keys", "values"),
+                lambda backend, query, keys, values, L=lengths, sc=scale: ops.dot_attention(
+                    query, keys, values, L, sc, backend=backend
+                ),
+                lambda query, keys, values, L=lengths, sc=scale: reference.dot_attention(
+                    query, keys, values, L, sc
+                ),
+            )
+        )
+        qp, kp, v = rand(B * beam, T, D), rand(B, S, D), rand(D)
+        problems.append(
+            Problem(
+                f"additive_attention {label}",
+                dict(query_proj=qp, keys_proj=kp, v=v, values=values),
+                ("query_proj", "keys_proj", "v", "values"),
+                lambda backend, query_proj, keys_proj, v, values, L=lengths: ops.additive_attention(
+                    query_proj, keys_proj, v, values, L, backend=backend
+                ),
+                lambda query_proj, keys_proj, v, values, L=lengths: reference.additive_attention(
+                    query_proj, keys_proj, v, values, L
+                ),
+            )
+        )
+    return problems
+
+
+def _errors(problem: Problem, backend: str, dtype: torch.dtype) -> tuple[float, float]:
+    """Max abs error of the outputs and of the input gradients, against float64 reference."""
+
+    def prepared(dt):
+        return {
+            k: t.to(dt).requires_grad_(k in problem.differentiable)
+            for k, t in problem.tensors.items()
+        }
+
+    fused_in, exact_in = prepared(dtype), prepared(torch.float64)
+    fused_out = problem.call_fused(backend, **fused_in)
+    exact_out = problem.call_reference(**exact_in)
+    # One fixed random cotangent per output, the same on both sides.
+    gen = torch.Generator().manual_seed(1)
+    cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.device) for o in exact_out]
+    fwd_err = max(
+        (f.double() - e).abs().max().item() for f, e in zip(fused_out, exact_out, strict=True)
+    )
+    fused_grads = torch.autograd.grad(
+        fused_out, [fused_in[k] for k in problem.differentiable], [c.to(dtype) for c in cot]
+    )
+    exact_grads = torch.autograd.grad(exact_out, [exact_in[k] for k in problem.differentiable], cot)
+    grad_err = max(
+        (f.double() - e).abs().max().item() for f, e in zip(fused_grads, exact_grads, strict=True)
+    )
+    return fwd_err, grad_err
+
+
+def implementation_label(backend: str, device: str) -> str:
+    """Human-readable name of the code that runs for a concrete backend."""
+    if backend == "cpp":
+        if torch.device(device).type == "cuda":
+            return "CUDA C++ kernel"
+        return f"C++ kernel ({_extension.cpu_capability()})"
+    if backend == "triton":
+        return "Triton kernel"
+    return "PyTorch reference"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--dtypes",
+        default=None,
+        help="comma-separated dtypes (default: float32,float64,bfloat16 on cpu; "
+        "float32,float16,bfloat16 on cuda)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    # A wide console even when piped (CI logs): the table must stay readable.
+    console = Console(width=150) if not Console().is_terminal else Console()
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        console.print(
+            "[red]--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)"
+        )
+        return 2
+    default = "float32,float64,bfloat16" if device == "cpu" else "float32,float16,bfloat16"
+    dtypes = [getattr(torch, d.strip()) for d in (args.dtypes or default).split(",")]
+    if _extension.extension_loaded():
+        cuda = "cuda compiled" if _extension.cuda_compiled() else "no cuda"
+        built = f"loaded (cpu {_extension.cpu_capability()}, {cuda})"
+    else:
+        built = f"NOT loaded: {_extension.EXTENSION_ERROR}"
+    console.print(f"fast_s2s verify on {device}: torch {torch.__version__}, extension {built}")
+    table = Table(title="fused ops against the float64 reference")
+    for col in (
+        "op",
+        "shape",
+        "dtype",
+        "backend",
+        "implementation that ran",
+        "max |fwd err|",
+        "max |grad err|",
+        "ok",
+    ):
+        table.add_column(col)
+    failures = 0
+    unavailable: dict[tuple[str, str], str] = {}
+    for problem in _attention_problems(device):
+        op = problem.name.split()[0]
+        for backend, reason in available_backends(op, device).items():
+            if reason is not None:
+                unavailable[(op, backend)] = reason
+                continue
+            ran = resolve_backend(op, backend, device)
+            for dtype in dtypes:
+                fwd_err, grad_err = _errors(problem, backend, dtype)
+                ok = fwd_err <= TOLERANCE[dtype] and grad_err <= TOLERANCE[dtype] * 10
+                failures += not ok
+                table.add_row(
+                    op,
+                    problem.name.split(" ", 1)[1],
+                    str(dtype).removeprefix("torch."),
+                    backend,
+                    implementation_label(ran, device),
+                    f"{fwd_err:.2e}",
+                    f"{grad_err:.2e}",
+                    "[green]yes" if ok else "[red]NO",
+                )
+        table.add_row(
+            op,
+            problem.name.split(" ", 1)[1],
+            "",
+            "auto",
+            f"-> {implementation_label(resolve_backend(op, 'auto', device), device)}",
+            "",
+            "",
+            "",
+        )
+    if device == "cuda" and _extension.cuda_compiled():
+        x = torch.arange(8, dtype=torch.float32, device="cuda")
+        ok = torch.equal(torch.ops.fast_s2s.cuda_smoke(x).cpu(), x.cpu() + 1)
+        failures += not ok
+        console.print(f"CUDA extension smoke kernel: {'ok' if ok else 'WRONG RESULT'}")
+    console.print(table)
+    for (op, backend), reason in sorted(unavailable.items()):
+        console.print(f"[yellow]{op}: backend {backend!r} not available: {reason}")
+    console.print(
+        "[green]all checks passed" if failures == 0 else f"[red]{failures} check(s) failed"
+    )
+    return 0 if failures == 0 else 1

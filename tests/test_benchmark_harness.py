@@ -1,0 +1,278 @@
+"""The benchmark harness (fast_s2s.benchmark): timing, rows and labels, speedups, JSON, and an end
+to end `fast-s2s bench` run on toy shapes. Fast: tiny shapes, short timing budgets."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import pytest
+import torch
+from rich.console import Console
+
+pytest.importorskip("fast_s2s.ops", reason="fast_s2s.ops is not importable yet")
+
+from fast_s2s.backends import resolve_backend  # noqa: E402
+from fast_s2s.benchmark import add_arguments, main  # noqa: E402
+from fast_s2s.benchmark import peers as peers_mod  # noqa: E402
+from fast_s2s.benchmark.cases import (  # noqa: E402
+    FORWARD,
+    FORWARD_BACKWARD,
+    select_cases,
+)
+from fast_s2s.benchmark.cases import make_inputs as make_case_inputs  # noqa: E402
+from fast_s2s.benchmark.report import build_payload, print_results, write_json  # noqa: E402
+from fast_s2s.benchmark.runner import add_speedups, base_row, run_case  # noqa: E402
+from fast_s2s.benchmark.timing import Budget, measure, summarize  # noqa: E402
+
+TINY_BUDGET = Budget(warmup=1, min_repeats=3, max_repeats=5, min_time_s=0.0)
+OPS = ["dot_attention", "additive_attention"]
+
+
+def _tiny_case(op: str, mode: str = FORWARD, lengths: str | None = None):
+    for case in select_cases([op], "tiny"):
+        if case.mode == mode and (lengths is None or case.lengths == lengths):
+            return case
+    raise AssertionError(f"no tiny {op} {mode} case")
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def test_measure_returns_positive_median_within_budget():
+    timing = measure(lambda: torch.ones(64).sum(), "cpu", TINY_BUDGET)
+    assert timing.median_us > 0
+    assert 3 <= timing.repeats <= 5
+    assert timing.min_us <= timing.q1_us <= timing.median_us <= timing.q3_us
+    assert timing.iqr_us == pytest.approx(timing.q3_us - timing.q1_us)
+
+
+def test_measure_stops_at_max_repeats_and_honours_min_repeats():
+    calls = []
+    budget = Budget(warmup=2, min_repeats=4, max_repeats=7, min_time_s=3600.0)
+    timing = measure(lambda: calls.append(1), "cpu", budget)
+    assert timing.repeats == 7
+    assert len(calls) == 2 + 7  # warm-up calls are made but not timed
+    budget = Budget(warmup=0, min_repeats=4, max_repeats=100, min_time_s=0.0)
+    assert measure(lambda: None, "cpu", budget).repeats == 4
+
+
+def test_summarize_quartiles():
+    t = summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (t.median_us, t.q1_us, t.q3_us, t.min_us, t.iqr_us) == (3.0, 2.0, 4.0, 1.0, 2.0)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def test_quick_cases_are_the_project_targets():
+    shapes = {
+        (c.op, c.mode, c.dim("B") * c.dim("beam"), c.dim("T"), c.dim("S"), c.dim("D"), c.dim("Dv"))
+        for c in select_cases(OPS, "targets")
+    }
+    for op in OPS:
+        assert (op, FORWARD, 64, 1, 50, 512, 512) in shapes
+        assert (op, FORWARD_BACKWARD, 64, 30, 30, 512, 512) in shapes
+    full = select_cases(OPS, "full")
+    assert len({c.id for c in full}) == len(full), "case ids must be unique"
+    assert any(c.dim("beam") == 5 and c.dim("B") == 16 for c in full)
+    assert any(c.lengths == "ragged" for c in full)
+    with pytest.raises(ValueError, match="gru_cell"):
+        select_cases(["gru_cell"], "full")
+
+
+def test_inputs_require_grad_only_for_backward_and_count_reads():
+    fwd = make_case_inputs(_tiny_case("dot_attention"), "cpu", torch.float32)
+    assert not any(t.requires_grad for t in fwd.args) and fwd.grad_inputs == ()
+    q, k, v = fwd.args
+    assert fwd.read_bytes == 4 * (q.numel() + k.numel() + v.numel())
+    bwd = make_case_inputs(_tiny_case("additive_attention", FORWARD_BACKWARD), "cpu", torch.float32)
+    assert len(bwd.grad_inputs) == 4 and all(t.requires_grad for t in bwd.grad_inputs)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_peers_compute_the_same_context_as_the_reference(op):
+    """A peer that computes something else would make its speedup meaningless."""
+    from fast_s2s import reference
+
+    case = _tiny_case(op, FORWARD, lengths="ragged")  # beam 2, ragged lengths, Dv != D
+    inputs = make_case_inputs(case, "cpu", torch.float64)
+    expected = getattr(reference, op)(*inputs.args, **inputs.kwargs)[0]
+    impls = peers_mod.build_impls(case, "cpu", ["reference", "auto"], None)
+    for impl in impls:
+        if impl.label == "compile":
+            continue  # compiling takes seconds; its numerics are torch's business
+        got = impl.make(inputs)()
+        torch.testing.assert_close(got, expected, msg=f"{impl.label} differs from the reference")
+
+
+# ----------------------------------------------------------------------------- rows, labels
+
+
+def test_run_case_rows_carry_the_right_labels_and_numbers():
+    case = _tiny_case("dot_attention")
+    rows = run_case(
+        case,
+        "cpu",
+        torch.float32,
+        backends=["reference", "auto"],
+        peers=["reference", "composite", "sdpa"],
+        budget=TINY_BUDGET,
+    )
+    auto = resolve_backend("dot_attention", "auto", "cpu")
+    labels = [r["impl"] for r in rows]
+    assert labels == [
+        "fast_s2s[reference]",
+        f"fast_s2s[auto->{auto}]",
+        "reference",
+        "composite",
+        "sdpa",
+    ]
+    assert [r["kind"] for r in rows] == ["fast_s2s"] * 2 + ["peer"] * 3
+    assert [r["backend"] for r in rows[:2]] == ["reference", auto]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["median_us"] > 0 and row["repeats"] >= 3
+        assert row["case_id"] == case.id and row["dtype"] == "float32" and row["device"] == "cpu"
+        assert row["gbps"] > 0 and row["roofline_gbps"] > 0
+        assert row["roofline_fraction"] == pytest.approx(row["gbps"] / row["roofline_gbps"])
+
+
+def test_backward_case_times_forward_and_backward_without_roofline():
+    case = _tiny_case("additive_attention", FORWARD_BACKWARD)
+    rows = run_case(
+        case, "cpu", torch.float32, backends=["auto"], peers=["composite"], budget=TINY_BUDGET
+    )
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(r["mode"] == FORWARD_BACKWARD and r["gbps"] is None for r in rows)
+
+
+def test_unavailable_backend_is_a_skipped_row_with_the_reason(monkeypatch):
+    import fast_s2s.backends as backends
+
+    real = backends.why_unavailable
+    monkeypatch.setattr(
+        backends,
+        "why_unavailable",
+        lambda op, b, dev: "not built in this test" if b == "cpp" else real(op, b, dev),
+    )
+    rows = run_case(
+        _tiny_case("dot_attention"), "cpu", torch.float32, backends=["cpp"], peers=[],
+        budget=TINY_BUDGET,
+    )  # fmt: skip
+    assert rows[0]["impl"] == "fast_s2s[cpp]" and rows[0]["status"] == "skipped"
+    assert "not built in this test" in rows[0]["reason"]
+
+
+def test_failing_compile_is_a_failed_row_not_a_crash(monkeypatch):
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("inductor exploded\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    rows = run_case(
+        _tiny_case("dot_attention"), "cpu", torch.float32, backends=["reference"],
+        peers=["compile"], budget=TINY_BUDGET,
+    )  # fmt: skip
+    compile_row = rows[-1]
+    assert compile_row["impl"] == "compile" and compile_row["status"] == "failed"
+    assert compile_row["reason"] == "RuntimeError: inductor exploded"
+    assert rows[0]["status"] == "ok"
+    add_speedups(rows)
+    assert "compile" not in rows[0]["speedup_vs"]
+    console = Console(file=io.StringIO(), width=250)
+    print_results(console, rows, "t")
+    out = console.file.getvalue()
+    assert "fast_s2s[reference]" in out  # labels are not eaten as rich markup
+    assert "failed compile on dot_attention" in out and "inductor exploded" in out
+
+
+# ----------------------------------------------------------------------------- speedups
+
+
+def _row(case_id: str, impl: str, kind: str, median_us: float | None, status: str = "ok"):
+    case = _tiny_case("dot_attention")
+    row = base_row(case, peers_mod.Impl(impl, kind, None), torch.device("cpu"), torch.float32)
+    row.update(case_id=case_id, status=status, median_us=median_us)
+    return row
+
+
+def test_speedup_is_peer_time_over_fast_s2s_time():
+    rows = [
+        _row("a", "fast_s2s[cpp]", "fast_s2s", 10.0),
+        _row("a", "reference", "peer", 20.0),  # 2x slower -> 2.0
+        _row("a", "composite", "peer", 5.0),  # 2x faster -> 0.5
+        _row("a", "sdpa", "peer", None, status="failed"),  # not a peer time
+        _row("b", "reference", "peer", 1000.0),  # another case: not compared
+        _row("b", "fast_s2s[cpp]", "fast_s2s", 100.0),
+    ]
+    add_speedups(rows)
+    assert rows[0]["speedup_vs"] == {"reference": pytest.approx(2.0), "composite": 0.5}
+    assert rows[5]["speedup_vs"] == {"reference": pytest.approx(10.0)}
+    assert rows[1]["speedup_vs"] == {}  # peers get no ratios
+
+
+# ----------------------------------------------------------------------------- JSON, CLI
+
+
+def test_write_json_is_atomic_and_parseable(tmp_path):
+    path = tmp_path / "sub" / "bench.json"
+    rows = [_row("a", "fast_s2s[cpp]", "fast_s2s", 10.0)]
+    write_json(path, build_payload({"cpu": "x"}, {"device": "cpu"}, rows))
+    write_json(path, build_payload({"cpu": "y"}, {"device": "cpu"}, rows))  # replaces
+    data = json.loads(path.read_text())
+    assert set(data) == {"machine", "settings", "results"}
+    assert data["machine"] == {"cpu": "y"} and data["results"][0]["impl"] == "fast_s2s[cpp]"
+    assert [p.name for p in path.parent.iterdir()] == ["bench.json"]  # no temporary left
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_main_quick_tiny_end_to_end(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    plot = tmp_path / "bench.png"
+    args = _parse(
+        ["--quick", "--shapes", "tiny", "--json", str(path), "--plot", str(plot),
+         "--peers", "reference,composite,sdpa", "--min-time", "0"]
+    )  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "fast_s2s[auto->" in out and "vs composite" in out and str(path) in out
+    data = json.loads(path.read_text())
+    machine = data["machine"]
+    for key in ("cpu", "torch", "torch_threads", "cpu_capability", "device"):
+        assert key in machine
+    results = data["results"]
+    assert {r["op"] for r in results} == set(OPS)
+    assert {r["case_id"] for r in results} == {c.id for c in select_cases(OPS, "tiny")}
+    ran = [r for r in results if r["status"] == "ok"]
+    assert {r["impl"] for r in ran} >= {"reference", "composite", "sdpa"}
+    for row in ran:
+        if row["kind"] == "fast_s2s":
+            assert row["speedup_vs"].keys() >= {"reference", "composite"}
+            assert row["impl"] == f"fast_s2s[auto->{row['backend']}]" or row["impl"] == (
+                f"fast_s2s[{row['backend']}]"
+            )
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in out and not plot.exists()
+    else:
+        assert plot.stat().st_size > 0
+
+
+def test_main_rejects_bad_arguments(tmp_path, capsys):
+    json_path = str(tmp_path / "x.json")
+    assert main(_parse(["--ops", "nope", "--json", json_path])) == 2
+    assert main(_parse(["--peers", "nope", "--json", json_path])) == 2
+    assert main(_parse(["--backends", "fastest", "--json", json_path])) == 2
+    if not torch.cuda.is_available():
+        assert main(_parse(["--device", "cuda", "--json", json_path])) == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

@@ -105,7 +105,7 @@ void additive_forward_kernel(const scalar_t* qp, const scalar_t* kp, const scala
         p[s] = additive_score<scalar_t>(q.data(), v.data(), kb + s * Ad, Ad, nullptr);
       }
       masked_softmax_inplace<A>(p.data(), L, S);
-      weighted_row_sum<scalar_t>(p.data(), values + b * S * Dv, Dv, L, Dv, c.data(), false);
+      weighted_row_sum_stream<scalar_t>(p.data(), values + b * S * Dv, Dv, L, Dv, c.data());
       convert_row(c.data(), ctx + r * Dv, Dv);
       convert_row(p.data(), w + r * S, S);
     }

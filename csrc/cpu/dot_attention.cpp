@@ -12,8 +12,9 @@
 // matrix products: K[b] is then reused from registers across rows by BLAS (at::bmm on the
 // (B, beam*T, D) view of the query, still no copy of keys or values), and only mask, scale and
 // softmax run in our own loop between them. Row-wise kernels stream K[b] from L2 once per row and
-// are bounded by that bandwidth; measured on the 2-core AVX-512 machine, BLAS is ~2x faster from
-// 8 rows per source row (see kGemmMinRows).
+// are bounded by that bandwidth. Q K^T (and dC V^T) go through a register-tiled kernel of our own
+// (gemm_nt.h) that skips masked keys and reads bfloat16 without copies; P V and the backward
+// products, whose output is wide, through at::bmm.
 //
 // Backward takes p from the forward's weights (float32/64) or recomputes it from q and K
 // (bfloat16 weights are too coarse to differentiate through), and runs in parallel over source rows b, so dK[b], dV[b]
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "cpu/attention_checks.h"
+#include "cpu/gemm_nt.h"
 #include "cpu/vec_utils.h"
 
 namespace fast_s2s::cpu {
@@ -105,7 +107,7 @@ void dot_forward_kernel(const scalar_t* q, const scalar_t* k, const scalar_t* v,
       for (int64_t d = 0; d < D; ++d) qs[d] = static_cast<A>(qr[d]) * static_cast<A>(scale);
       dot_rows<scalar_t>(qs.data(), k + b * S * D, D, L, D, p.data());
       masked_softmax_inplace<A>(p.data(), L, S);
-      weighted_row_sum<scalar_t>(p.data(), v + b * S * Dv, Dv, L, Dv, c.data(), false);
+      weighted_row_sum_stream<scalar_t>(p.data(), v + b * S * Dv, Dv, L, Dv, c.data());
       convert_row(c.data(), ctx + r * Dv, Dv);
       convert_row(p.data(), w + r * S, S);
     }
@@ -164,23 +166,32 @@ void dot_backward_kernel(const scalar_t* grad_ctx, const scalar_t* grad_w,
 
 at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-// Forward through at::bmm; q (N,T,D), k, v contiguous. Writes context and weights.
+// Forward on the matrix-product path; q (N,T,D), k, v contiguous. Writes context and weights.
+// scores = Q K^T by our register-tiled kernel (skipping masked keys), then one fused
+// scale-mask-softmax pass, then context = P V by BLAS straight into the output.
 void dot_forward_gemm(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const std::vector<int64_t>& lens, at::Tensor& context, at::Tensor& weights,
                       const AttentionGeometry& g, double scale) {
-  const auto acc = acc_dtype(q.scalar_type());
+  const auto dtype = q.scalar_type();
+  const auto acc = acc_dtype(dtype);
   const int64_t m = g.beam * g.T;
-  const at::Tensor qa = q.to(acc).view({g.B, m, g.Dq});
-  at::Tensor p = at::bmm(qa, k.to(acc).transpose(1, 2));  // (B, m, S) raw scores
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "dot_softmax_cpu", [&] {
+  at::Tensor p = at::empty({g.B, m, g.S}, q.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "dot_scores_cpu", [&] {
+    batched_gemm_nt<scalar_t>(q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(),
+                              p.mutable_data_ptr<acc_t<scalar_t>>(), g.B, m, g.S, g.Dq,
+                              [&](int64_t b) { return lens[b]; });
     scale_mask_softmax_rows<scalar_t>(p.mutable_data_ptr<acc_t<scalar_t>>(),
                                       weights.mutable_data_ptr<scalar_t>(), lens, g, scale);
   });
-  at::Tensor ctx = at::bmm(p, v.to(acc));  // (B, m, Dv)
-  context.copy_(ctx.view({g.N, g.T, g.Dv}));
+  if (dtype == acc) {
+    at::Tensor out = context.view({g.B, m, g.Dv});
+    at::bmm_out(out, p, v);
+  } else {
+    context.copy_(at::bmm(p, v.to(acc)).view({g.N, g.T, g.Dv}));
+  }
 }
 
-// Backward through at::bmm. Returns (grad_q, grad_k, grad_v) in the input dtype.
+// Backward on the matrix-product path. Returns (grad_q, grad_k, grad_v) in the input dtype.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_backward_gemm(
     const at::Tensor& gc, const at::Tensor& gw, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& weights, const std::vector<int64_t>& lens,
@@ -188,28 +199,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_backward_gemm(
   const auto dtype = q.scalar_type();
   const auto acc = acc_dtype(dtype);
   const int64_t m = g.beam * g.T;
-  const at::Tensor qa = q.to(acc).view({g.B, m, g.Dq});
-  const at::Tensor ka = k.to(acc), va = v.to(acc);
-  const at::Tensor gca = gc.to(acc).view({g.B, m, g.Dv});
   at::Tensor p;
-  if (dtype == acc) {
-    p = weights.view({g.B, m, g.S});  // float32/64 weights are exactly what the forward computed
-  } else {
-    // bfloat16 weights are too coarse to differentiate through: recompute them in float32.
-    p = at::bmm(qa, ka.transpose(1, 2));
-    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "dot_softmax_cpu", [&] {
-      scale_mask_softmax_rows<scalar_t>(p.mutable_data_ptr<acc_t<scalar_t>>(), nullptr, lens, g,
-                                        scale);
-    });
-  }
-  at::Tensor ds = at::bmm(gca, va.transpose(1, 2));  // dP (B, m, S), becomes scale * dS
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "dot_softmax_backward_cpu", [&] {
+  at::Tensor ds = at::empty({g.B, m, g.S}, q.options().dtype(acc));  // dP, then scale * dS
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "dot_attention_backward_gemm_cpu", [&] {
     using A = acc_t<scalar_t>;
+    auto valid = [&](int64_t b) { return lens[b]; };
+    if (dtype == acc) {
+      p = weights.view({g.B, m, g.S});  // float32/64 weights are exactly the forward's softmax
+    } else {
+      // bfloat16 weights are too coarse to differentiate through: recompute them in float32.
+      p = at::empty({g.B, m, g.S}, q.options().dtype(acc));
+      batched_gemm_nt<scalar_t>(q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(),
+                                p.mutable_data_ptr<A>(), g.B, m, g.S, g.Dq, valid);
+      scale_mask_softmax_rows<scalar_t>(p.mutable_data_ptr<A>(), nullptr, lens, g, scale);
+    }
+    batched_gemm_nt<scalar_t>(gc.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
+                              ds.mutable_data_ptr<A>(), g.B, m, g.S, g.Dv, valid);
     softmax_backward_rows<A, scalar_t>(p.const_data_ptr<A>(), ds.mutable_data_ptr<A>(),
                                        gw.defined() ? gw.const_data_ptr<scalar_t>() : nullptr,
                                        lens, g, scale);
   });
-  at::Tensor grad_q = at::bmm(ds, ka).view(q.sizes()).to(dtype);
+  const at::Tensor qa = q.to(acc).view({g.B, m, g.Dq});
+  const at::Tensor gca = gc.to(acc).view({g.B, m, g.Dv});
+  at::Tensor grad_q = at::bmm(ds, k.to(acc)).view(q.sizes()).to(dtype);
   at::Tensor grad_k = at::bmm(ds.transpose(1, 2), qa).to(dtype);
   at::Tensor grad_v = at::bmm(p.transpose(1, 2), gca).to(dtype);
   return {grad_q, grad_k, grad_v};

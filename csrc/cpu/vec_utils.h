@@ -159,6 +159,31 @@ inline void axpy(acc_t<scalar_t> a, const scalar_t* x, int64_t n, acc_t<scalar_t
   for (; i < n; ++i) out[i] += a * static_cast<A>(x[i]);
 }
 
+// out[0:n] = sum_{s < count} w[s] * rows[s][0:n], walking the rows in memory order (two at a
+// time, so out is loaded and stored once per two rows): one sequential stream through the rows,
+// which the hardware prefetcher follows, for the memory-bound single-query decode step.
+template <typename scalar_t>
+inline void weighted_row_sum_stream(const acc_t<scalar_t>* w, const scalar_t* rows, int64_t stride,
+                                    int64_t count, int64_t n, acc_t<scalar_t>* out) {
+  using A = acc_t<scalar_t>;
+  constexpr int64_t W = Vec<A>::size();
+  std::fill(out, out + n, A(0));
+  int64_t s = 0;
+  for (; s + 2 <= count; s += 2) {
+    const scalar_t* r0 = rows + s * stride;
+    const scalar_t* r1 = r0 + stride;
+    const Vec<A> w0(w[s]), w1(w[s + 1]);
+    int64_t i = 0;
+    for (; i + W <= n; i += W) {
+      Vec<A> c = at::vec::fmadd(w0, load_acc(r0 + i), Vec<A>::loadu(out + i));
+      at::vec::fmadd(w1, load_acc(r1 + i), c).store(out + i);
+    }
+    for (; i < n; ++i) out[i] += w[s] * static_cast<A>(r0[i]) + w[s + 1] * static_cast<A>(r1[i]);
+  }
+  if (s < count) axpy<scalar_t>(w[s], rows + s * stride, n, out);
+}
+
+
 // In-place softmax over the first `valid` entries of p; entries [valid, total) become 0.
 // A row with valid == 0 is all zeros (zero weights, hence zero context), never NaN.
 // Scores are max-subtracted, so scores of 1e4 or more are exact, not inf.

@@ -127,3 +127,79 @@ def check_additive_v(op: str, v: Tensor, query_proj: Tensor) -> None:
             f"{op}: v must have shape (A,) = ({query_proj.shape[-1]},) like the last dimension "
             f"of query_proj, got {_shape(v)}"
         )
+
+
+def check_gru_weights(
+    op: str,
+    x_name: str,
+    x: Tensor,
+    h_name: str,
+    h: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+) -> None:
+    """w_ih (3H, I), w_hh (3H, H), b_ih / b_hh (3H,) or None, all of x's dtype and device."""
+    input_size, hidden = x.shape[-1], h.shape[-1]
+    for name, t in (("w_ih", w_ih), ("w_hh", w_hh)):
+        check_float_tensor(op, name, t)
+        check_same(op, name, t, x_name, x)
+    if tuple(w_ih.shape) != (3 * hidden, input_size):
+        raise ValueError(
+            f"{op}: w_ih must have shape (3H, I) = ({3 * hidden}, {input_size}) for H = {hidden} "
+            f"({h_name}) and I = {input_size} ({x_name}), got {_shape(w_ih)}"
+        )
+    if tuple(w_hh.shape) != (3 * hidden, hidden):
+        raise ValueError(
+            f"{op}: w_hh must have shape (3H, H) = ({3 * hidden}, {hidden}), got {_shape(w_hh)}"
+        )
+    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if b is None:
+            continue
+        check_float_tensor(op, name, b)
+        check_same(op, name, b, x_name, x)
+        if tuple(b.shape) != (3 * hidden,):
+            raise ValueError(
+                f"{op}: {name} must have shape (3H,) = ({3 * hidden},), got {_shape(b)}"
+            )
+
+
+def check_gru_cell(
+    x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
+) -> None:
+    """x (B, I), h (B, H)."""
+    op = "gru_cell"
+    check_float_tensor(op, "x", x)
+    check_float_tensor(op, "h", h)
+    if x.dim() != 2:
+        raise ValueError(f"{op}: x must be 2-D (B, I), got shape {_shape(x)}")
+    if h.dim() != 2 or h.shape[0] != x.shape[0]:
+        raise ValueError(f"{op}: h must have shape (B, H) with B = {x.shape[0]}, got {_shape(h)}")
+    check_same(op, "h", h, "x", x)
+    check_gru_weights(op, "x", x, "h", h, w_ih, w_hh, b_ih, b_hh)
+
+
+def check_gru_layer(
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+    lengths: Tensor | None,
+) -> None:
+    """x (T, B, I), h0 (B, H), lengths (B,) in [0, T]."""
+    op = "gru_layer"
+    check_float_tensor(op, "x", x)
+    check_float_tensor(op, "h0", h0)
+    if x.dim() != 3:
+        raise ValueError(f"{op}: x must be 3-D (T, B, I), got shape {_shape(x)}")
+    if h0.dim() != 2 or h0.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"{op}: h0 must have shape (B, H) with B = {x.shape[1]} (x is (T, B, I)), "
+            f"got {_shape(h0)}"
+        )
+    check_same(op, "h0", h0, "x", x)
+    check_gru_weights(op, "x", x, "h0", h0, w_ih, w_hh, b_ih, b_hh)
+    check_lengths(op, lengths, x.shape[1], x.shape[0], "T")

@@ -14,7 +14,7 @@ BACKENDS = ("auto", "reference", "cpp", "triton")
 
 # Ops with a compiled kernel, per device type. Grows as kernels land.
 CPP_KERNELS: dict[str, frozenset[str]] = {
-    "cpu": frozenset({"dot_attention", "additive_attention"}),
+    "cpu": frozenset({"dot_attention", "additive_attention", "gru_cell", "gru_layer"}),
     "cuda": frozenset(),
 }
 TRITON_KERNELS: frozenset[str] = frozenset()

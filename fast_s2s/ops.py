@@ -20,7 +20,7 @@ from torch import Tensor
 from fast_s2s import _extension, _validate, reference
 from fast_s2s.backends import resolve_backend
 
-__all__ = ["additive_attention", "dot_attention"]
+__all__ = ["additive_attention", "dot_attention", "gru_cell", "gru_layer"]
 
 
 def dot_attention(
@@ -84,6 +84,70 @@ def additive_attention(
     if impl == "cpp":
         return torch.ops.fast_s2s.additive_attention(query_proj, keys_proj, v, values, lengths)
     return reference.additive_attention(query_proj, keys_proj, v, values, lengths)
+
+
+def gru_cell(
+    x: Tensor,
+    h: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """One GRU step with torch.nn.GRUCell semantics (gate order r, z, n), fused.
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr), z = sigmoid(W_iz x + b_iz + W_hz h + b_hz),
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h.
+
+    Args:
+        x: (B, I) input; h: (B, H) state; w_ih: (3H, I); w_hh: (3H, H); b_ih, b_hh: (3H,) or None.
+        backend: "auto", "reference", "cpp" or "triton".
+
+    Returns:
+        h': (B, H).
+    """
+    _validate.check_gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+    impl = resolve_backend("gru_cell", backend, x.device)
+    if impl == "cpp":
+        return torch.ops.fast_s2s.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)[0]
+    return reference.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+
+
+def gru_layer(
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+    *,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """One GRU layer, one direction, over a whole (padded) sequence, fused.
+
+    Args:
+        x: (T, B, I) time-major input; h0: (B, H); weights as in gru_cell.
+        lengths: optional (B,) int32/int64 in [0, T]; steps t >= lengths[b] leave h unchanged and
+            output zeros (packed-sequence semantics of torch.nn.GRU).
+        reverse: run each row from its own last valid step lengths[b] - 1 down to 0 (the
+            backward direction of a bidirectional torch.nn.GRU).
+        backend: "auto", "reference", "cpp" or "triton".
+
+    Returns:
+        output (T, B, H) and h_n (B, H).
+    """
+    _validate.check_gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+    impl = resolve_backend("gru_layer", backend, x.device)
+    if impl == "cpp":
+        output, h_n, _ = torch.ops.fast_s2s.gru_layer(
+            x, h0, w_ih, w_hh, b_ih, b_hh, lengths, bool(reverse)
+        )
+        return output, h_n
+    return reference.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +223,94 @@ def _register_compiled_ops() -> None:
     torch.library.register_autograd(
         lib + "additive_attention", _add_backward, setup_context=_add_setup
     )
+
+    def _acc(t):
+        return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+    @torch.library.register_fake(lib + "gru_cell")
+    def _cell_fake(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+        batch, hidden = h.shape
+        return h.new_empty((batch, hidden)), h.new_empty((batch, 4 * hidden), dtype=_acc(x))
+
+    @torch.library.register_fake(lib + "gru_cell_backward")
+    def _cell_bwd_fake(grad_h_new, x, h, w_ih, w_hh, gates):
+        three_h = w_ih.shape[0]
+        return (
+            x.new_empty(x.shape),
+            h.new_empty(h.shape),
+            w_ih.new_empty(w_ih.shape),
+            w_hh.new_empty(w_hh.shape),
+            x.new_empty((three_h,)),
+            x.new_empty((three_h,)),
+        )
+
+    def _cell_setup(ctx, inputs, output):
+        x, h, w_ih, w_hh, b_ih, b_hh = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(x, h, w_ih, w_hh, output[1])
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+
+    def _cell_backward(ctx, grad_h_new, _grad_gates):
+        x, h, w_ih, w_hh, gates = ctx.saved_tensors
+        gx, gh, gw_ih, gw_hh, gb_ih, gb_hh = torch.ops.fast_s2s.gru_cell_backward(
+            grad_h_new, x, h, w_ih, w_hh, gates
+        )
+        return (
+            gx,
+            gh,
+            gw_ih,
+            gw_hh,
+            gb_ih if ctx.has_bias[0] else None,
+            gb_hh if ctx.has_bias[1] else None,
+        )
+
+    torch.library.register_autograd(lib + "gru_cell", _cell_backward, setup_context=_cell_setup)
+
+    @torch.library.register_fake(lib + "gru_layer")
+    def _layer_fake(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
+        steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
+        return (
+            x.new_empty((steps, batch, hidden)),
+            h0.new_empty((batch, hidden)),
+            x.new_empty((steps, batch, 5 * hidden), dtype=_acc(x)),
+        )
+
+    @torch.library.register_fake(lib + "gru_layer_backward")
+    def _layer_bwd_fake(grad_output, grad_h_n, x, h0, w_ih, w_hh, work, lengths, reverse):
+        three_h = w_ih.shape[0]
+        return (
+            x.new_empty(x.shape),
+            h0.new_empty(h0.shape),
+            w_ih.new_empty(w_ih.shape),
+            w_hh.new_empty(w_hh.shape),
+            x.new_empty((three_h,)),
+            x.new_empty((three_h,)),
+        )
+
+    def _layer_setup(ctx, inputs, output):
+        x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse = inputs
+        ctx.mark_non_differentiable(output[2])
+        ctx.save_for_backward(x, h0, w_ih, w_hh, output[2], lengths)
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.reverse = reverse
+
+    def _layer_backward(ctx, grad_output, grad_h_n, _grad_work):
+        x, h0, w_ih, w_hh, work, lengths = ctx.saved_tensors
+        gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh = torch.ops.fast_s2s.gru_layer_backward(
+            grad_output, grad_h_n, x, h0, w_ih, w_hh, work, lengths, ctx.reverse
+        )
+        return (
+            gx,
+            gh0,
+            gw_ih,
+            gw_hh,
+            gb_ih if ctx.has_bias[0] else None,
+            gb_hh if ctx.has_bias[1] else None,
+            None,
+            None,
+        )
+
+    torch.library.register_autograd(lib + "gru_layer", _layer_backward, setup_context=_layer_setup)
 
     @torch.library.register_fake(lib + "cuda_smoke")
     def _smoke_fake(x):

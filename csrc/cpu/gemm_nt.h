@@ -76,4 +76,32 @@ void batched_gemm_nt(const scalar_t* a, const scalar_t* b, acc_t<scalar_t>* c, i
   });
 }
 
+// C (M x N, row stride ldc) = A (M x K) B^T (B: N x K), both with contiguous rows, parallel
+// over blocks of rows of B: the split for a matrix-vector product with few rows of A and many
+// rows of B (a GRU step at batch 1..4: x or h against the 3H rows of a weight matrix). Each
+// weight row is read once and used against every row of A from registers.
+template <typename scalar_t>
+void gemm_nt_wide(const scalar_t* a, int64_t M, int64_t lda, const scalar_t* b, int64_t N,
+                  int64_t ldb, int64_t K, acc_t<scalar_t>* c, int64_t ldc) {
+  constexpr int64_t kBlock = 16;  // rows of B per task: 4 register tiles
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, kBlock * K * M));
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t j0 = blk * kBlock, n = std::min(kBlock, N - j0);
+      for (int64_t i = 0; i < M; i += 4) {
+        const scalar_t* ai = a + i * lda;
+        const scalar_t* bj = b + j0 * ldb;
+        acc_t<scalar_t>* ci = c + i * ldc + j0;
+        switch (std::min<int64_t>(4, M - i)) {
+          case 4: nt_row_block<4>(ai, lda, bj, ldb, n, K, ci, ldc); break;
+          case 3: nt_row_block<3>(ai, lda, bj, ldb, n, K, ci, ldc); break;
+          case 2: nt_row_block<2>(ai, lda, bj, ldb, n, K, ci, ldc); break;
+          default: nt_row_block<1>(ai, lda, bj, ldb, n, K, ci, ldc); break;
+        }
+      }
+    }
+  });
+}
+
 }  // namespace fast_s2s::cpu

@@ -1,0 +1,66 @@
+#include "cpu/gru_common.h"
+
+#include <ATen/Dispatch.h>
+#include <c10/util/Exception.h>
+
+#include "cpu/gemm_nt.h"
+
+namespace fast_s2s::cpu {
+
+at::ScalarType gru_acc_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+namespace {
+
+at::Tensor checked_weight(const char* op, const char* name, const at::Tensor& w, int64_t rows,
+                          int64_t cols, const at::Tensor& x) {
+  TORCH_CHECK(w.scalar_type() == x.scalar_type(), op, ": ", name, " must have the dtype of x (",
+              x.scalar_type(), "), got ", w.scalar_type());
+  TORCH_CHECK(w.device() == x.device(), op, ": ", name, " must be on the device of x (",
+              x.device(), "), got ", w.device());
+  const bool ok = cols < 0 ? (w.dim() == 1 && w.size(0) == rows)
+                           : (w.dim() == 2 && w.size(0) == rows && w.size(1) == cols);
+  if (cols < 0) {
+    TORCH_CHECK(ok, op, ": ", name, " must have shape (3H,) = (", rows, ",), got ", w.sizes());
+  } else {
+    TORCH_CHECK(ok, op, ": ", name, " must have shape (", rows, ", ", cols, "), got ", w.sizes());
+  }
+  return w.to(gru_acc_dtype(x.scalar_type())).contiguous();
+}
+
+}  // namespace
+
+GruParams gru_params(const char* op, const at::Tensor& x, int64_t input_size, int64_t hidden,
+                     const at::Tensor& w_ih, const at::Tensor& w_hh,
+                     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh) {
+  const auto dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16, op,
+              ": x must be float32, float64 or bfloat16 on the CPU, got ", dtype);
+  GruParams p;
+  p.input_size = input_size;
+  p.hidden = hidden;
+  p.w_ih = checked_weight(op, "w_ih", w_ih, 3 * hidden, input_size, x);
+  p.w_hh = checked_weight(op, "w_hh", w_hh, 3 * hidden, hidden, x);
+  if (b_ih.has_value()) p.b_ih = checked_weight(op, "b_ih", *b_ih, 3 * hidden, -1, x);
+  if (b_hh.has_value()) p.b_hh = checked_weight(op, "b_hh", *b_hh, 3 * hidden, -1, x);
+  return p;
+}
+
+void matmul_nt_out(const at::Tensor& a, const at::Tensor& w, at::Tensor& out) {
+  const int64_t M = a.size(0), K = a.size(1), N = w.size(0);
+  if (M == 0 || N == 0) return;
+  auto unit_columns = [](const at::Tensor& t) { return t.size(1) <= 1 || t.stride(1) == 1; };
+  TORCH_CHECK(unit_columns(a) && unit_columns(w) && unit_columns(out),
+              "matmul_nt_out: operands need unit column stride");
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "matmul_nt_out", [&] {
+    for (int64_t m0 = 0; m0 < M; m0 += kRowChunk) {
+      gemm_nt_wide<scalar_t>(a.const_data_ptr<scalar_t>() + m0 * a.stride(0),
+                             std::min(kRowChunk, M - m0), a.stride(0),
+                             w.const_data_ptr<scalar_t>(), N, w.stride(0), K,
+                             out.mutable_data_ptr<scalar_t>() + m0 * out.stride(0), out.stride(0));
+    }
+  });
+}
+
+}  // namespace fast_s2s::cpu

@@ -1,39 +1,37 @@
-"""The `fast-s2s` command: verify | bench (train and translate arrive with the model issue)."""
+"""The `fast-s2s` command: verify | bench | train | translate."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# subcommand -> (module with add_arguments/main, help)
+COMMANDS = {
+    "verify": (
+        "fast_s2s.verify",
+        "check every op on every available backend against its reference",
+    ),
+    "bench": ("fast_s2s.benchmark", "time the ops against the PyTorch peers a user would use"),
+    "train": ("fast_s2s.train", "train an attentional GRU seq2seq model (generated task or TSV)"),
+    "translate": ("fast_s2s.translate", "decode sentences with a trained checkpoint"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fast_s2s import benchmark, verify
-
     parser = argparse.ArgumentParser(
         prog="fast-s2s",
         description="Fused attention and GRU kernels for RNN seq2seq models.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    verify.add_arguments(
-        sub.add_parser(
-            "verify", help="check every op on every available backend against its reference"
-        )
-    )
-    benchmark.add_arguments(
-        sub.add_parser("bench", help="time the ops against the PyTorch peers a user would use")
-    )
+    for name, (module, help_text) in COMMANDS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "verify":
-        from fast_s2s import verify
-
-        return verify.main(args)
-    from fast_s2s import benchmark
-
-    return benchmark.main(args)
+    return importlib.import_module(COMMANDS[args.command][0]).main(args)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,41 @@ def _attention_problems(device: str) -> list[Problem]:
     return problems
 
 
+def _gru_problems(device: str) -> list[Problem]:
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape, scale=1.0):
+        return ((torch.rand(*shape, generator=gen) * 2 - 1) * scale).to(device)
+
+    T, B, I, H = 7, 5, 33, 48
+    s = H**-0.5
+    weights = dict(w_ih=rand(3 * H, I, scale=s), w_hh=rand(3 * H, H, scale=s))
+    biases = dict(b_ih=rand(3 * H, scale=s), b_hh=rand(3 * H, scale=s))
+    lengths = torch.tensor([T, 0, 1, 3, T]).to(device)
+    problems = [
+        Problem(
+            f"gru_cell B={B} I={I} H={H}",
+            dict(x=rand(B, I), h=rand(B, H), **weights, **biases),
+            ("x", "h", "w_ih", "w_hh", "b_ih", "b_hh"),
+            lambda backend, **t: (ops.gru_cell(**t, backend=backend),),
+            lambda **t: (reference.gru_cell(**t),),
+        )
+    ]
+    for reverse in (False, True):
+        problems.append(
+            Problem(
+                f"gru_layer T={T} B={B} {'reverse' if reverse else 'forward'}, lengths",
+                dict(x=rand(T, B, I), h0=rand(B, H), **weights, **biases),
+                ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"),
+                lambda backend, r=reverse, **t: ops.gru_layer(
+                    **t, lengths=lengths, reverse=r, backend=backend
+                ),
+                lambda r=reverse, **t: reference.gru_layer(**t, lengths=lengths, reverse=r),
+            )
+        )
+    return problems
+
+
 def _errors(problem: Problem, backend: str, dtype: torch.dtype) -> tuple[float, float]:
     """Max abs error of the outputs and of the input gradients, against float64 reference."""
 
@@ -160,7 +195,7 @@ def main(args: argparse.Namespace) -> int:
         table.add_column(col)
     failures = 0
     unavailable: dict[tuple[str, str], str] = {}
-    for problem in _attention_problems(device):
+    for problem in _attention_problems(device) + _gru_problems(device):
         op = problem.name.split()[0]
         for backend, reason in available_backends(op, device).items():
             if reason is not None:

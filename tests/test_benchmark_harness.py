@@ -17,6 +17,7 @@ from fast_s2s.backends import resolve_backend  # noqa: E402
 from fast_s2s.benchmark import add_arguments, main  # noqa: E402
 from fast_s2s.benchmark import peers as peers_mod  # noqa: E402
 from fast_s2s.benchmark.cases import (  # noqa: E402
+    CASES,
     FORWARD,
     FORWARD_BACKWARD,
     select_cases,
@@ -28,6 +29,7 @@ from fast_s2s.benchmark.timing import Budget, measure, summarize  # noqa: E402
 
 TINY_BUDGET = Budget(warmup=1, min_repeats=3, max_repeats=5, min_time_s=0.0)
 OPS = ["dot_attention", "additive_attention"]
+GRU_OPS = ["gru_cell", "gru_layer", "gru"]
 
 
 def _tiny_case(op: str, mode: str = FORWARD, lengths: str | None = None):
@@ -80,8 +82,8 @@ def test_quick_cases_are_the_project_targets():
     assert len({c.id for c in full}) == len(full), "case ids must be unique"
     assert any(c.dim("beam") == 5 and c.dim("B") == 16 for c in full)
     assert any(c.lengths == "ragged" for c in full)
-    with pytest.raises(ValueError, match="gru_cell"):
-        select_cases(["gru_cell"], "full")
+    with pytest.raises(ValueError, match="lstm_cell"):
+        select_cases(["lstm_cell"], "full")
 
 
 def test_inputs_require_grad_only_for_backward_and_count_reads():
@@ -239,7 +241,7 @@ def test_main_quick_tiny_end_to_end(tmp_path, capsys):
     plot = tmp_path / "bench.png"
     args = _parse(
         ["--quick", "--shapes", "tiny", "--json", str(path), "--plot", str(plot),
-         "--peers", "reference,composite,sdpa", "--min-time", "0"]
+         "--ops", ",".join(OPS), "--peers", "reference,composite,sdpa", "--min-time", "0"]
     )  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -267,6 +269,13 @@ def test_main_quick_tiny_end_to_end(tmp_path, capsys):
         assert plot.stat().st_size > 0
 
 
+def test_default_ops_include_the_gru_ops():
+    args = _parse([])
+    assert args.ops is None  # main picks every op fast_s2s has
+    assert {"GRUCell", "GRU"} <= set(args.peers)
+    assert set(select_cases(GRU_OPS, "targets")) <= set(select_cases(list(CASES), "targets"))
+
+
 def test_main_rejects_bad_arguments(tmp_path, capsys):
     json_path = str(tmp_path / "x.json")
     assert main(_parse(["--ops", "nope", "--json", json_path])) == 2
@@ -276,3 +285,154 @@ def test_main_rejects_bad_arguments(tmp_path, capsys):
         assert main(_parse(["--device", "cuda", "--json", json_path])) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+# ----------------------------------------------------------------------------- GRU
+
+
+def test_gru_quick_cases_are_the_project_targets():
+    got = {
+        (c.op, c.mode, tuple(sorted(c.shape.items())), c.lengths)
+        for c in select_cases(GRU_OPS, "targets")
+    }
+    cell_1, cell_64 = ((("B", b), ("H", 512), ("I", 512)) for b in (1, 64))
+    seq = (("B", 16), ("H", 512), ("I", 512), ("T", 50))
+    assert got == {
+        ("gru_cell", FORWARD, cell_1, "full"),
+        ("gru_cell", FORWARD, cell_64, "full"),
+        ("gru_cell", FORWARD_BACKWARD, cell_64, "full"),
+        ("gru_layer", FORWARD, seq, "full"),
+        ("gru_layer", FORWARD_BACKWARD, seq, "full"),
+        ("gru", FORWARD, tuple(sorted((*seq, ("L", 2), ("dirs", 2)))), "full"),
+    }
+    memory_bound = [c.id for c in select_cases(GRU_OPS, "full") if c.memory_bound]
+    assert memory_bound == ["gru_cell-fwd-B1-I512-H512"]
+    full = select_cases(GRU_OPS, "full")
+    assert len({c.id for c in full}) == len(full), "case ids must be unique"
+    assert {c.op for c in full if c.lengths == "ragged"} == {"gru_layer", "gru"}
+    assert any(c.op == "gru" and c.mode == FORWARD_BACKWARD for c in full)
+    assert "gru-fwd-T50-B16-I512-H512-L2-bidir" in {c.id for c in full}
+
+
+def test_gru_inputs_share_parameters_and_take_every_gradient():
+    cell = make_case_inputs(_tiny_case("gru_cell", FORWARD_BACKWARD), "cpu", torch.float32)
+    assert len(cell.grad_inputs) == 6  # x, h, w_ih, w_hh, b_ih, b_hh
+    assert all(t.requires_grad for t in cell.grad_inputs)
+    assert all(isinstance(w, torch.nn.Parameter) for w in cell.args[2:])
+    fwd = make_case_inputs(_tiny_case("gru_cell"), "cpu", torch.float32)
+    assert fwd.grad_inputs == () and not any(t.requires_grad for t in fwd.args)
+    assert fwd.read_bytes == 4 * sum(t.numel() for t in fwd.args)  # weights included
+    module = make_case_inputs(_tiny_case("gru", FORWARD_BACKWARD), "cpu", torch.float32)
+    names = list(module.extra["params"])
+    assert names == list(torch.nn.GRU(6, 5, num_layers=2, bidirectional=True).state_dict())
+    assert len(module.grad_inputs) == 2 + 16
+
+
+@pytest.mark.parametrize("op", GRU_OPS)
+def test_gru_peers_compute_the_same_output_as_the_reference(op):
+    """torch.nn.GRUCell / GRU on the case's weights, fast_s2s.nn.GRU and the ops agree; with
+    lengths the GRU peer returns the packed output's data."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    for case in select_cases([op], "tiny"):
+        inputs = make_case_inputs(case, "cpu", torch.float64)
+        impls = peers_mod.build_impls(case, "cpu", ["reference", "auto"], None)
+        expected = impls[0].make(inputs)()  # fast_s2s[reference]
+        assert impls[0].label == "fast_s2s[reference]"
+        lengths = inputs.kwargs.get("lengths")
+        for impl in impls[1:]:
+            if impl.label == "compile":
+                continue  # compiling takes seconds; its numerics are torch's business
+            with torch.no_grad():
+                got = impl.make(inputs)()
+            want = expected
+            if impl.label == "GRU" and lengths is not None:
+                want = pack_padded_sequence(expected, lengths, enforce_sorted=False).data
+            torch.testing.assert_close(got, want.detach(), msg=f"{case.id}: {impl.label}")
+
+
+def test_gru_module_backends_follow_gru_layer():
+    impl = peers_mod.fast_s2s_impl("gru", "auto", "cpu")
+    assert impl.backend == resolve_backend("gru_layer", "auto", "cpu")
+    assert impl.label == f"fast_s2s[auto->{impl.backend}]"
+    chosen, _ = peers_mod.default_backends("gru", "cpu")
+    assert chosen[-1] == "auto" and "reference" in chosen
+
+
+@pytest.mark.parametrize(
+    ("op", "peer"), [("gru_cell", "GRUCell"), ("gru_layer", "GRU"), ("gru", "GRU")]
+)
+@pytest.mark.parametrize("mode", [FORWARD, FORWARD_BACKWARD])
+def test_gru_rows_carry_the_right_labels_and_numbers(op, peer, mode):
+    case = _tiny_case(op, mode)
+    peers = ["reference", peer] if op != "gru" else [peer]
+    rows = run_case(
+        case, "cpu", torch.float32, backends=["reference", "auto"], peers=peers,
+        budget=TINY_BUDGET,
+    )  # fmt: skip
+    add_speedups(rows)
+    auto = resolve_backend("gru_layer" if op == "gru" else op, "auto", "cpu")
+    assert [r["impl"] for r in rows] == ["fast_s2s[reference]", f"fast_s2s[auto->{auto}]", *peers]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["median_us"] > 0 and row["repeats"] >= 3
+        assert row["op"] == op and row["mode"] == mode and row["case_id"] == case.id
+        if row["kind"] == "fast_s2s":
+            assert set(row["speedup_vs"]) == set(peers)
+        if case.memory_bound and mode == FORWARD:  # gru_cell at B=1
+            assert row["gbps"] > 0 and row["roofline_gbps"] > 0
+        else:
+            assert row["gbps"] is None and row["roofline_gbps"] is None
+
+
+def test_quick_leaves_compile_out_of_gru_layer_backward_with_a_reason():
+    case = _tiny_case("gru_layer", FORWARD_BACKWARD)
+    quick = peers_mod.build_impls(case, "cpu", ["auto"], ["compile"], quick=True)
+    assert [(i.label, i.make) for i in quick[1:]] == [("compile", None)]
+    assert "--quick leaves it out" in quick[1].reason
+    full = peers_mod.build_impls(case, "cpu", ["auto"], ["compile"])
+    assert full[1].make is not None and full[1].reason is None
+    fwd = peers_mod.build_impls(_tiny_case("gru_layer"), "cpu", ["auto"], ["compile"], quick=True)
+    assert fwd[1].make is not None
+
+
+def test_main_gru_tiny_end_to_end(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    args = _parse(
+        ["--quick", "--shapes", "tiny", "--json", str(path), "--ops", ",".join(GRU_OPS),
+         "--peers", "reference,GRUCell,GRU", "--min-time", "0"]
+    )  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "vs GRUCell" in out and "vs GRU " in out and "fast_s2s[auto->" in out
+    results = json.loads(path.read_text())["results"]
+    assert {r["case_id"] for r in results} == {c.id for c in select_cases(GRU_OPS, "tiny")}
+    ran = [r for r in results if r["status"] == "ok"]
+    assert all(r["median_us"] > 0 for r in ran)
+    expected_peers = {"gru_cell": {"reference", "GRUCell"}, "gru_layer": {"reference", "GRU"}}
+    expected_peers["gru"] = {"GRU"}
+    for row in ran:
+        if row["kind"] == "fast_s2s":
+            assert set(row["speedup_vs"]) == expected_peers[row["op"]], row["case_id"]
+        else:
+            assert row["impl"] in expected_peers[row["op"]]
+
+
+def test_results_print_one_table_per_family():
+    rows = [
+        _row("a", "fast_s2s[cpp]", "fast_s2s", 10.0),
+        _row("a", "composite", "peer", 20.0),
+    ]
+    gru = _row("b", "fast_s2s[cpp]", "fast_s2s", 10.0)
+    gru_peer = _row("b", "GRUCell", "peer", 30.0)
+    for row in (gru, gru_peer):
+        row["op"] = "gru_cell"
+    add_speedups(rows := [*rows, gru, gru_peer])
+    console = Console(file=io.StringIO(), width=250)
+    print_results(console, rows, "t")
+    out = console.file.getvalue()
+    attention, gru_table = out.split("t: GRU")
+    assert "t: attention" in attention and "vs composite" in attention
+    assert "vs GRUCell" not in attention
+    assert "vs GRUCell" in gru_table and "vs composite" not in gru_table
+    assert "3.00x" in gru_table

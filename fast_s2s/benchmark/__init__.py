@@ -1,19 +1,24 @@
 """`fast-s2s bench`: times every fast_s2s backend against the peers a user would otherwise use.
 
-    fast-s2s bench --quick                      # the project's target shapes, about a minute
+    fast-s2s bench --quick                      # the project's target shapes, a minute or two
     fast-s2s bench --device cuda --dtype bfloat16 --plot bench_results/bench-cuda.png
+
+Ops (--ops): dot_attention, additive_attention, gru_cell, gru_layer (fast_s2s.ops) and gru (the
+fast_s2s.nn.GRU module: a 2-layer bidirectional encoder, against torch.nn.GRU).
 
 Each case times, in the same run and on the same inputs, every available fast_s2s backend
 (rows labelled with the concrete backend that ran, e.g. fast_s2s[cpp], fast_s2s[auto->cpp]) and
 the peers (fast_s2s.benchmark.peers): the reference, the bmm + softmax + bmm composite,
-F.scaled_dot_product_attention and torch.compile of the reference. It reports medians and IQRs,
-the speedup against each peer, and for forward cases the GB/s over the compulsory reads against
-a read roofline (torch.sum over as many bytes) measured in the same run. Results go to a JSON
-file ({"machine", "settings", "results"}) and optionally a PNG.
+F.scaled_dot_product_attention, torch.nn.GRUCell / torch.nn.GRU and torch.compile of the
+reference. It reports medians and IQRs, the speedup against each peer, and for forward cases of
+memory-bound ops the GB/s over the compulsory reads against a read roofline (torch.sum over as
+many bytes) measured in the same run. Results go to a JSON file ({"machine", "settings",
+"results"}) and optionally a PNG.
 
 The CLI wires `add_arguments(parser)` and `main(args)`; the modules hold one concern each:
-timing (median timing), cases (shapes and inputs), peers (implementations), roofline, runner
-(rows and speedups), machine (machine info) and report (table, JSON, plot).
+timing (median timing), spec (what a case is), cases and gru_cases (shapes and inputs), peers
+and gru_peers (implementations), roofline, runner (rows and speedups), machine (machine info)
+and report (tables, JSON, plot).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import sys
 import time
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-DEFAULT_PEERS = ("reference", "composite", "sdpa", "compile")
-DEFAULT_OPS = ("dot_attention", "additive_attention")
+DEFAULT_PEERS = ("reference", "composite", "sdpa", "GRUCell", "GRU", "compile")
+DEFAULT_OPS = ("dot_attention", "additive_attention", "gru_cell", "gru_layer", "gru")
 
 __all__ = ["add_arguments", "main", "run_benchmarks"]
 
@@ -39,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="only the shapes the project's targets name, with short timing (about a minute)",
+        help="only the shapes the project's targets name, with short timing (a minute or two)",
     )
     parser.add_argument(
         "--ops",
@@ -47,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="OP[,OP]",
         help="ops to time, comma-separated (default: every op with benchmark cases that "
-        f"fast_s2s.ops has: {','.join(DEFAULT_OPS)})",
+        f"fast_s2s has: {','.join(DEFAULT_OPS)}; gru is the fast_s2s.nn.GRU module, 2 layers, "
+        "bidirectional)",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="default: float32")
     parser.add_argument(
@@ -63,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_csv,
         default=list(DEFAULT_PEERS),
         metavar="P[,P]",
-        help=f"peers to time (default: {','.join(DEFAULT_PEERS)}; sdpa applies to dot only)",
+        help=f"peers to time (default: {','.join(DEFAULT_PEERS)}; composite applies to "
+        "attention, sdpa to dot_attention, GRUCell to gru_cell, GRU to gru_layer and gru, "
+        "compile to every op but gru)",
     )
     parser.add_argument(
         "--json",
@@ -97,22 +105,22 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from fast_s2s.benchmark.cases import CASES
-    from fast_s2s.benchmark.peers import CONCRETE_BACKENDS, PEER_NAMES
+    from fast_s2s.benchmark.peers import CONCRETE_BACKENDS, PEER_NAMES, missing_reason
 
     if args.device == "cuda" and not torch.cuda.is_available():
         return _fail("--device cuda, but torch.cuda.is_available() is False (no GPU visible)")
     try:
-        from fast_s2s import ops
+        from fast_s2s import ops  # noqa: F401
     except Exception as exc:
         return _fail(f"fast_s2s.ops could not be imported ({type(exc).__name__}: {exc})")
 
-    ops_wanted = args.ops or [op for op in CASES if hasattr(ops, op)]
+    ops_wanted = args.ops or [op for op in CASES if missing_reason(op) is None]
     unknown = [op for op in ops_wanted if op not in CASES]
     if unknown:
-        return _fail(f"no benchmark cases for {unknown}; known: {','.join(sorted(CASES))}")
-    missing = [op for op in ops_wanted if not hasattr(ops, op)]
+        return _fail(f"no benchmark cases for {unknown}; known: {','.join(CASES)}")
+    missing = [reason for op in ops_wanted if (reason := missing_reason(op)) is not None]
     if missing:
-        return _fail(f"fast_s2s.ops has no {missing}")
+        return _fail("; ".join(missing))
     if args.backends is not None:
         bad = [b for b in args.backends if b not in ("auto", *CONCRETE_BACKENDS)]
         if bad:

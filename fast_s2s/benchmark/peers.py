@@ -13,8 +13,15 @@ Peers (labels):
              of the broadcast sum, times v), keys and values repeat_interleave'd over the beam
   sdpa       torch.nn.functional.scaled_dot_product_attention (dot only), beam rows folded into
              the query length so keys are not copied, boolean attn_mask from lengths
+  GRUCell    torch.nn.GRUCell (gru_cell), on the case's weights
+  GRU        torch.nn.GRU (gru_layer: one layer; gru: the module's layers and directions), on the
+             case's weights, over a packed sequence when there are lengths (gru_peers)
   compile    torch.compile(fast_s2s.reference.<op>, dynamic=False), compiled per case before
              timing; a compile error becomes a failed row, not a crash
+
+The GRU peers, and the fast_s2s rows of module ops (op "gru": fast_s2s.nn.GRU), live in
+gru_peers. --quick leaves some peers out of some cases (gru_peers.quick_left_out); they come
+back as rows that were not timed, with the reason.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fast_s2s.benchmark.cases import Case, Inputs
+from fast_s2s.benchmark import gru_peers
+from fast_s2s.benchmark.gru_cases import MODULE_OPS
+from fast_s2s.benchmark.spec import Case, Inputs
 
 Call = Callable[[], torch.Tensor]
 Factory = Callable[[Inputs], Call]
@@ -55,6 +64,30 @@ class Impl:
 # ----------------------------------------------------------------------------- fast_s2s backends
 
 
+def kernel_op(op: str) -> str:
+    """The fast_s2s.ops op whose backends an op runs on (a module op runs its layer op's)."""
+    return MODULE_OPS[op][1] if op in MODULE_OPS else op
+
+
+def missing_reason(op: str) -> str | None:
+    """None if fast_s2s has `op` (a fast_s2s.ops function, or a fast_s2s.nn module for a module
+    op), else what is missing."""
+    if op in MODULE_OPS:
+        import fast_s2s.nn
+
+        name = MODULE_OPS[op][0]
+        return None if hasattr(fast_s2s.nn, name) else f"fast_s2s.nn has no {name}"
+    from fast_s2s import ops
+
+    return None if hasattr(ops, op) else f"fast_s2s.ops has no {op}"
+
+
+def primary_output(out: torch.Tensor | tuple | list) -> torch.Tensor:
+    """What a call is timed (and differentiated) for: the context of the attention ops, the
+    output of gru_layer and the GRU module, h' of gru_cell (the ops that return one tensor)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def fast_s2s_label(requested: str, concrete: str | None) -> str:
     if requested == "auto":
         return f"fast_s2s[auto->{concrete}]" if concrete else "fast_s2s[auto]"
@@ -74,7 +107,7 @@ def default_backends(
 
     chosen: list[str] = []
     left_out: dict[str, str] = {}
-    for backend, reason in available_backends(op, device).items():
+    for backend, reason in available_backends(kernel_op(op), device).items():
         if reason is not None:
             left_out[backend] = reason
         elif backend == "triton" and torch.device(device).type == "cpu":
@@ -93,24 +126,26 @@ def default_backends(
 
 
 def fast_s2s_impl(op: str, backend: str, device: torch.device | str) -> Impl:
-    """The fast_s2s op with `backend=...`, labelled with the concrete backend that runs."""
+    """The fast_s2s op (or module, for a module op) with `backend=...`, labelled with the
+    concrete backend that runs."""
     from fast_s2s import ops
     from fast_s2s.backends import BackendUnavailableError, resolve_backend
 
     try:
-        concrete = resolve_backend(op, backend, device)
+        concrete = resolve_backend(kernel_op(op), backend, device)
     except (BackendUnavailableError, ValueError) as exc:
         return Impl(fast_s2s_label(backend, None), FAST_S2S, None, backend, None, str(exc))
-    fn = getattr(ops, op, None)
-    if fn is None:
-        return Impl(
-            fast_s2s_label(backend, concrete), FAST_S2S, None, backend, concrete,
-            f"fast_s2s.ops has no {op}",
-        )  # fmt: skip
+    missing = missing_reason(op)
+    if missing is not None:
+        return Impl(fast_s2s_label(backend, concrete), FAST_S2S, None, backend, concrete, missing)
+    if op in MODULE_OPS:
+        make = gru_peers.fast_s2s_module(op, backend)
+        return Impl(fast_s2s_label(backend, concrete), FAST_S2S, make, backend, concrete)
+    fn = getattr(ops, op)
 
     def make(inputs: Inputs) -> Call:
         args, kwargs = inputs.args, inputs.kwargs
-        return lambda: fn(*args, **kwargs, backend=backend)[0]
+        return lambda: primary_output(fn(*args, **kwargs, backend=backend))
 
     return Impl(fast_s2s_label(backend, concrete), FAST_S2S, make, backend, concrete)
 
@@ -147,7 +182,7 @@ def _reference(op: str) -> Factory:
 
         fn = getattr(reference, op)
         args, kwargs = inputs.args, inputs.kwargs
-        return lambda: fn(*args, **kwargs)[0]
+        return lambda: primary_output(fn(*args, **kwargs))
 
     return make
 
@@ -162,7 +197,7 @@ def _compile(op: str) -> Factory:
         torch.compiler.reset()  # fresh caches per case: no recompile limit, no dynamic shapes
         fn = torch.compile(getattr(reference, op), dynamic=False)
         args, kwargs = inputs.args, inputs.kwargs
-        return lambda: fn(*args, **kwargs)[0]
+        return lambda: primary_output(fn(*args, **kwargs))
 
     return make
 
@@ -227,16 +262,36 @@ PEERS: dict[str, dict[str, Factory]] = {
         "composite": _additive_composite,
         "compile": _compile("additive_attention"),
     },
+    "gru_cell": {
+        "reference": _reference("gru_cell"),
+        "GRUCell": gru_peers.torch_gru_cell,
+        "compile": _compile("gru_cell"),
+    },
+    "gru_layer": {
+        "reference": _reference("gru_layer"),
+        "GRU": gru_peers.torch_gru_layer,
+        "compile": _compile("gru_layer"),
+    },
+    "gru": {"GRU": gru_peers.torch_gru_module},
 }
-PEER_NAMES = ("reference", "composite", "sdpa", "compile")
+PEER_NAMES = ("reference", "composite", "sdpa", "GRUCell", "GRU", "compile")
 
 
-def peer_impls(op: str, names: list[str] | None = None) -> list[Impl]:
+def peer_impls(
+    op: str, names: list[str] | None = None, left_out: dict[str, str] | None = None
+) -> list[Impl]:
     """The peers of `op` among `names` (all by default), in PEERS order; a peer that does not
-    apply to the op (sdpa for additive attention) is left out."""
+    apply to the op (sdpa for additive attention) is left out. Peers in `left_out` come back
+    with that reason and nothing to run (rows that are not timed)."""
     table = PEERS.get(op, {})
+    left_out = left_out or {}
     wanted = list(table) if names is None else [n for n in table if n in names]
-    return [Impl(label, PEER, table[label]) for label in wanted]
+    return [
+        Impl(label, PEER, None, reason=left_out[label])
+        if label in left_out
+        else Impl(label, PEER, table[label])
+        for label in wanted
+    ]
 
 
 def build_impls(
@@ -248,7 +303,8 @@ def build_impls(
 ) -> list[Impl]:
     """Every implementation timed for `case`: fast_s2s backends first, then peers. Backends
     that cannot run come back with `reason` set (and no `make`). `backends=None` means
-    default_backends(op, device, quick)."""
+    default_backends(op, device, quick); `quick` also leaves out the peers
+    gru_peers.quick_left_out names for the case."""
     if backends is None:
         chosen, left_out = default_backends(case.op, device, quick)
         impls = [fast_s2s_impl(case.op, b, device) for b in chosen]
@@ -258,7 +314,8 @@ def build_impls(
         ]
     else:
         impls = [fast_s2s_impl(case.op, b, device) for b in backends]
-    return impls + peer_impls(case.op, peers)
+    left_out_peers = gru_peers.quick_left_out(case) if quick else {}
+    return impls + peer_impls(case.op, peers, left_out_peers)
 
 
 def compile_disabled_reason() -> str | None:

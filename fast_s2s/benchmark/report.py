@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from fast_s2s.benchmark.cases import FAMILIES
 from fast_s2s.benchmark.peers import FAST_S2S, PEER_NAMES
 
 MACHINE_KEYS = (
@@ -123,13 +124,25 @@ def results_table(rows: list[dict], title: str = "results") -> Table:
     return table
 
 
+def family_rows(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by op family (cases.FAMILIES: ops compared against the same peers), in the
+    order the families first appear; an op without a family is its own."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(FAMILIES.get(row["op"], row["op"]), []).append(row)
+    return groups
+
+
 def print_results(console: Console, rows: list[dict], title: str = "results") -> None:
-    """The table, then the rows that failed and the backends left out, each with its reason."""
-    console.print(results_table(rows, title))
+    """One table per op family (each with its own peer columns), then the rows that failed and
+    the implementations not timed, each with its reason."""
+    groups = family_rows(rows)
+    for family, group in groups.items():
+        console.print(results_table(group, f"{title}: {family}" if len(groups) > 1 else title))
     console.print(
         "[dim]vs X = X's median / this row's median (above 1: fast_s2s is faster). GB/s counts "
-        "the compulsory reads (query, keys, values); roofline = torch.sum over as many bytes, "
-        "same run.[/dim]"
+        "the compulsory reads (query, keys, values; x, h and the weights for gru_cell), for "
+        "memory-bound cases only; roofline = torch.sum over as many bytes, same run.[/dim]"
     )
     failed: dict[tuple[str, str, str], list[str]] = {}
     for row in rows:

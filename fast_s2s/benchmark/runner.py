@@ -23,7 +23,8 @@ OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
 def make_step(call: Call, case: Case, inputs: Inputs) -> Callable[[], object]:
     """What one timed iteration runs: the forward call, or (forward+backward) the forward call
-    and the gradients of sum(context) with respect to every input that requires grad."""
+    and the gradients of sum(output) with respect to every input that requires grad (the query,
+    keys and values; x, h and every weight of the GRU ops)."""
     if case.mode == FORWARD:
         return call
     if case.mode != FORWARD_BACKWARD:
@@ -124,15 +125,16 @@ def run_case(
 ) -> list[dict]:
     """Every implementation of `case`, timed one after another on the same inputs.
 
-    Forward cases also get GB/s over the compulsory reads and the fraction of the read roofline.
-    `quick` leaves fast_s2s[reference] out of the default backends.
+    Forward cases of memory-bound ops (case.memory_bound) also get GB/s over the compulsory reads
+    and the fraction of the read roofline. `quick` leaves fast_s2s[reference] out of the default
+    backends, and the peers gru_peers.quick_left_out names.
     """
     device = torch.device(device)
     if impls is None:
         impls = build_impls(case, device, backends, peers, quick=quick)
     inputs = make_inputs(case, device, dtype)
     rows = [time_impl(case, impl, inputs, device, dtype, budget) for impl in impls]
-    if case.mode == FORWARD and any(r["status"] == OK for r in rows):
+    if case.mode == FORWARD and case.memory_bound and any(r["status"] == OK for r in rows):
         roofline = roofline or ReadRoofline(device, budget)
         nbytes = inputs.read_bytes
         roof_gbps, _ = roofline.measure(nbytes, dtype)

@@ -1,0 +1,126 @@
+"""What a benchmark case is: `Case` (op, mode, shape), `Inputs` (what one call gets), and the
+input helpers the op families share (fast_s2s.benchmark.cases and gru_cases build on them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+FORWARD = "forward"
+FORWARD_BACKWARD = "forward+backward"
+MODES = (FORWARD, FORWARD_BACKWARD)
+
+# Case sets: "targets" = the shapes the project's targets name (what --quick runs), "full" =
+# targets plus beam search, ragged lengths and longer sequences, "tiny" = the targets' structure
+# at toy sizes (for the harness's own tests).
+SHAPE_SETS = ("targets", "full", "tiny")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One op at one shape in one mode.
+
+    `dims` are named sizes in display order; attention cases use B (source batch), beam
+    (N = B * beam query rows), T (query steps), S (source length), D (query/key width; the
+    attention width A for additive attention) and Dv (value width); GRU cases use T (steps), B
+    (batch), I (input features), H (hidden size), and for the module L (layers) and dirs (2:
+    bidirectional). `lengths` is "full" (no lengths passed) or "ragged" (lengths passed, some
+    rows short). `memory_bound`: forward rows report GB/s over the compulsory reads against the
+    read roofline (False for compute-bound cases, whose GB/s would say nothing).
+    """
+
+    op: str
+    mode: str
+    dims: tuple[tuple[str, int], ...]
+    label: str
+    lengths: str = "full"
+    target: bool = False
+    memory_bound: bool = True
+
+    def dim(self, name: str) -> int:
+        return dict(self.dims)[name]
+
+    @property
+    def shape(self) -> dict[str, int]:
+        return dict(self.dims)
+
+    @property
+    def shape_id(self) -> str:
+        """Readable shape, e.g. `N64-T1-S50-D512`, `B16x5-T1-S50-D512` (5 beam rows each) or
+        `T50-B16-I512-H512-L2-bidir`."""
+        d = self.shape
+        parts = []
+        if "B" in d and "beam" in d:
+            parts.append(f"N{d['B']}" if d["beam"] == 1 else f"B{d['B']}x{d['beam']}")
+        for key, value in self.dims:
+            if key == "beam" or (key == "B" and "beam" in d):
+                continue
+            if key == "Dv" and value == d.get("D"):
+                continue
+            if key == "dirs":
+                if value == 2:
+                    parts.append("bidir")
+                continue
+            name = "A" if key == "D" and self.op == "additive_attention" else key
+            parts.append(f"{name}{value}")
+        if self.lengths != "full":
+            parts.append(self.lengths)
+        return "-".join(parts)
+
+    @property
+    def id(self) -> str:
+        """Unique, stable identifier: op, mode and shape."""
+        return f"{self.op}-{'fwd' if self.mode == FORWARD else 'fwdbwd'}-{self.shape_id}"
+
+    @property
+    def name(self) -> str:
+        """Short display name: label and shape."""
+        mode = "fwd" if self.mode == FORWARD else "fwd+bwd"
+        return f"{self.label} {mode} {self.shape_id}"
+
+
+@dataclass
+class Inputs:
+    """What one call of the op gets, plus what the harness needs to know about it.
+
+    `extra` holds what is not an argument of the call, e.g. a module's parameters by name
+    (`extra["params"]`, shared by every implementation of the case).
+    """
+
+    args: tuple[torch.Tensor, ...]
+    kwargs: dict[str, object]
+    grad_inputs: tuple[torch.Tensor, ...] = ()
+    beam: int = 1
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def read_bytes(self) -> int:
+        """Compulsory reads: every floating-point input, read once (query, keys, values, ...;
+        x, h and the weights of gru_cell)."""
+        return sum(
+            t.numel() * t.element_size()
+            for t in (*self.args, *self.kwargs.values())
+            if isinstance(t, torch.Tensor) and t.is_floating_point()
+        )
+
+
+def ragged_lengths(B: int, S: int, device: torch.device) -> torch.Tensor:
+    """Every third row short (a quarter of S, at least 1), the others full: padded batches."""
+    lengths = torch.full((B,), S, dtype=torch.int64)
+    lengths[1::3] = max(1, S // 4)
+    lengths[2::3] = max(1, (3 * S) // 4)
+    return lengths.to(device)
+
+
+def randn(shape: tuple[int, ...], gen: torch.Generator, device, dtype, scale: float = 1.0):
+    """Standard normal times `scale`, drawn in float32 on the CPU from `gen` (the same numbers
+    on every device and dtype)."""
+    return (torch.randn(shape, generator=gen, dtype=torch.float32) * scale).to(device, dtype)
+
+
+def uniform(shape: tuple[int, ...], gen: torch.Generator, device, dtype, bound: float):
+    """uniform(-bound, bound), drawn like `randn` (torch.nn's RNN initialisation)."""
+    return ((torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound).to(
+        device, dtype
+    )

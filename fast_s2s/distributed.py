@@ -1,0 +1,68 @@
+"""torch.distributed for training: set up from torchrun's environment, one writer, equal shards.
+
+Launched with `torchrun --nproc-per-node N -m fast_s2s.cli train ...`, every process trains a
+replica wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU) on its own share of the
+batches; gradients are averaged, so the replicas stay identical. Only rank 0 prints and writes
+checkpoints. Launched plainly, everything here is a no-op and the world has one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def init_from_env(device: torch.device) -> World:
+    """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), if any."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return World(rank=dist.get_rank(), size=dist.get_world_size())
+
+
+def shard(items: list, world: World) -> list:
+    """This rank's share, every rank getting the same count (DDP needs equal step counts)."""
+    if not world.distributed:
+        return items
+    usable = len(items) - len(items) % world.size
+    return items[world.rank : usable : world.size]
+
+
+def broadcast_flag(flag: bool, world: World) -> bool:
+    """Rank 0's decision, on every rank (so all stop at the same epoch)."""
+    if not world.distributed:
+        return flag
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()

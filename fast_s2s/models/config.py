@@ -1,0 +1,153 @@
+"""Seq2SeqConfig: every hyper-parameter of the model, validated, and a dict round trip.
+
+The dict form (to_dict / from_dict) is what checkpoints store; from_dict rejects unknown keys,
+missing required keys and bad values with a ValueError that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from fast_s2s.backends import BACKENDS
+
+__all__ = ["SCORES", "WIRINGS", "Seq2SeqConfig"]
+
+WIRINGS = ("bahdanau", "luong")
+# The attention scores each wiring accepts (fast_s2s.nn.Attention kinds).
+SCORES: dict[str, tuple[str, ...]] = {
+    "bahdanau": ("additive",),
+    "luong": ("dot", "general", "concat"),
+}
+
+_INT_FIELDS = ("src_vocab_size", "tgt_vocab_size", "embed_size", "hidden_size")
+_LAYER_FIELDS = ("encoder_layers", "decoder_layers")
+_ID_FIELDS = ("pad_id", "bos_id", "eos_id")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Hyper-parameters of fast_s2s.models.Seq2Seq.
+
+    Args:
+        src_vocab_size, tgt_vocab_size: vocabulary sizes (including pad, bos, eos).
+        embed_size: E, source and target embedding size.
+        hidden_size: H, the decoder state size. The encoder is a bidirectional GRU with
+            H // 2 units per direction, so its concatenated states have H features (H must be
+            even); Luong dot attention then compares decoder and encoder states directly.
+        encoder_layers, decoder_layers: stacked GRU layers.
+        wiring: "bahdanau" (attention from the previous decoder state, context fed into the GRU)
+            or "luong" (GRU first, attention from the new state, h~ = tanh(W_c [c; h])).
+        score: attention score; "additive" for bahdanau; "dot", "general" or "concat" for luong.
+        input_feeding: luong only: feed the previous attentional state h~ into the GRU input.
+        dropout: on the embeddings, between stacked GRU layers and on the decoder output
+            (pre-softmax) vector; in [0, 1).
+        tie_embeddings: share the decoder input embedding matrix with the output projection
+            (a bias-free Linear(H -> E) is added before it when E != H).
+        pad_id, bos_id, eos_id: special token ids (distinct, inside both vocabularies' range;
+            bos / eos only need to be in the target vocabulary).
+        backend: "auto", "reference", "cpp" or "triton", passed to every fast_s2s op / module.
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    embed_size: int = 64
+    hidden_size: int = 128
+    encoder_layers: int = 1
+    decoder_layers: int = 1
+    wiring: str = "bahdanau"
+    score: str = "additive"
+    input_feeding: bool = False
+    dropout: float = 0.0
+    tie_embeddings: bool = False
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in _INT_FIELDS + _LAYER_FIELDS:
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ValueError(f"Seq2SeqConfig: {name} must be a positive integer, got {value!r}")
+        if self.hidden_size % 2:
+            raise ValueError(
+                "Seq2SeqConfig: hidden_size must be even (the bidirectional encoder has "
+                f"hidden_size // 2 units per direction), got {self.hidden_size}"
+            )
+        for name in _ID_FIELDS:
+            value = getattr(self, name)
+            if not _is_int(value) or not 0 <= value < self.tgt_vocab_size:
+                raise ValueError(
+                    f"Seq2SeqConfig: {name} must be an integer in [0, tgt_vocab_size) = "
+                    f"[0, {self.tgt_vocab_size}), got {value!r}"
+                )
+        if self.pad_id >= self.src_vocab_size:
+            raise ValueError(
+                f"Seq2SeqConfig: pad_id must be < src_vocab_size = {self.src_vocab_size}, "
+                f"got {self.pad_id}"
+            )
+        if len({self.pad_id, self.bos_id, self.eos_id}) != 3:
+            raise ValueError(
+                "Seq2SeqConfig: pad_id, bos_id and eos_id must be distinct, got "
+                f"pad_id={self.pad_id}, bos_id={self.bos_id}, eos_id={self.eos_id}"
+            )
+        if self.wiring not in WIRINGS:
+            raise ValueError(f"Seq2SeqConfig: wiring must be one of {WIRINGS}, got {self.wiring!r}")
+        if self.score not in SCORES[self.wiring]:
+            raise ValueError(
+                f"Seq2SeqConfig: score must be one of {SCORES[self.wiring]} for "
+                f"wiring={self.wiring!r}, got {self.score!r}"
+            )
+        for name in ("input_feeding", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"Seq2SeqConfig: {name} must be a bool, got {getattr(self, name)!r}"
+                )
+        if self.input_feeding and self.wiring != "luong":
+            raise ValueError(
+                "Seq2SeqConfig: input_feeding=True needs wiring='luong' (Bahdanau already feeds "
+                f"the context into the GRU), got wiring={self.wiring!r}"
+            )
+        if (
+            not isinstance(self.dropout, numbers.Real)
+            or isinstance(self.dropout, bool)
+            or not 0.0 <= self.dropout < 1.0
+        ):
+            raise ValueError(
+                f"Seq2SeqConfig: dropout must be a number in [0, 1), got {self.dropout!r}"
+            )
+        self.dropout = float(self.dropout)
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"Seq2SeqConfig: backend must be one of {BACKENDS}, got {self.backend!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Seq2SeqConfig:
+        """Inverse of to_dict. Unknown keys, missing required keys and bad values raise
+        ValueError naming the field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"Seq2SeqConfig.from_dict: expected a dict, got {type(d).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"Seq2SeqConfig.from_dict: unknown field(s) {unknown}; known fields: {list(fields)}"
+            )
+        missing = [
+            name for name, f in fields.items() if f.default is dataclasses.MISSING and name not in d
+        ]
+        if missing:
+            raise ValueError(f"Seq2SeqConfig.from_dict: missing required field(s) {missing}")
+        return cls(**d)

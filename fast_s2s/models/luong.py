@@ -1,0 +1,67 @@
+"""Luong et al. (2015), "Effective Approaches to Attention-based Neural Machine Translation".
+
+One decoder step, GRU first, then attention from the new state h_t (top layer):
+
+    h_t       = GRU(E y_{t-1}, h_{t-1})            (input feeding: GRU([E y_{t-1}; h~_{t-1}], ...))
+    c_t, a_t  = attention(h_t, encoder states)     dot / general / concat
+    h~_t      = tanh(W_c [c_t; h_t])               attentional hidden state (W_c without bias)
+    logits    = W_s h~_t + b_s
+
+Without input feeding, no step depends on the previous step's attention, so teacher-forced
+training runs the stacked decoder GRU over the whole target in one fast_s2s.nn.GRU call and
+then ONE attention call with a 3-D query (B, T, H). With input feeding the steps are a loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fast_s2s.models.config import Seq2SeqConfig
+from fast_s2s.models.decoder import Decoder
+from fast_s2s.models.state import DecoderState, EncoderState
+from fast_s2s.nn import Attention
+
+__all__ = ["LuongDecoder"]
+
+
+class LuongDecoder(Decoder):
+    """GRU, then attention from the new state, h~ = tanh(W_c [c; h]), logits = W_s h~."""
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        h, e = config.hidden_size, config.embed_size
+        attn_size = h if config.score == "concat" else None
+        attention = Attention(config.score, h, h, attn_size=attn_size, backend=config.backend)
+        self.input_feeding = config.input_feeding
+        rnn_input = e + h if config.input_feeding else e
+        super().__init__(config, rnn_input_size=rnn_input, attention=attention)
+        self.combine = nn.Linear(2 * h, h, bias=False)  # W_c
+
+    def initial_state(self, enc: EncoderState, beam: int = 1) -> DecoderState:
+        state = super().initial_state(enc, beam)
+        if not self.input_feeding:
+            return state
+        feed = state.hidden.new_zeros(state.hidden.shape[1], self.hidden_size)
+        return DecoderState(state.hidden, feed)
+
+    def _attend(self, enc: EncoderState, top: Tensor, beam: int) -> tuple[Tensor, Tensor]:
+        context, weights = self.attention(top, enc.memory, enc.src_lengths, beam=beam)
+        attentional = torch.tanh(self.combine(torch.cat([context, top], dim=-1)))
+        return self.dropout(attentional), weights
+
+    def step(
+        self, enc: EncoderState, state: DecoderState, embedded: Tensor, beam: int = 1
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        x = torch.cat([embedded, state.feed], dim=-1) if self.input_feeding else embedded
+        hidden = self.rnn_step(x, state.hidden)
+        attentional, weights = self._attend(enc, hidden[-1], beam)
+        feed = attentional if self.input_feeding else None
+        return attentional, DecoderState(hidden, feed), weights
+
+    def forward(self, enc: EncoderState, tgt_in: Tensor) -> Tensor:
+        if self.input_feeding:
+            return super().forward(enc, tgt_in)
+        embedded = self.embed(tgt_in)  # (B, T, E)
+        top, _ = self.rnn(embedded, enc.hidden)  # (B, T, H): every target step in one call
+        attentional, _ = self._attend(enc, top, beam=1)  # one attention call, 3-D query
+        return self.project(attentional)

@@ -1,0 +1,55 @@
+"""The state the decoder carries: EncoderState (once per source batch) and DecoderState (per step).
+
+Both are NamedTuples of tensors. Beam search never copies the encoder side: EncoderState keeps
+B rows, and a DecoderState for N = B * beam rows reads source row n // beam through the
+beam-row form of the attention ops.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+from fast_s2s.nn import AttentionMemory
+
+__all__ = ["DecoderState", "EncoderState"]
+
+
+class EncoderState(NamedTuple):
+    """What Seq2Seq.encode computes once per source batch (B rows, never repeated per beam).
+
+    states: (B, S, H) encoder outputs (forward and backward directions concatenated; zeros at
+        padded positions).
+    memory: the attention memory from Attention.precompute(states): keys projected once here
+        (for the additive / concat scores), values = states.
+    hidden: (decoder_layers, B, H) initial decoder state, tanh(W [h_fwd_final; h_bwd_final]).
+    src_lengths: (B,) int64 source lengths, on the device of the states.
+    """
+
+    states: Tensor
+    memory: AttentionMemory
+    hidden: Tensor
+    src_lengths: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.states.shape[0]
+
+
+class DecoderState(NamedTuple):
+    """The decoder state of N rows (N = B * beam; row n belongs to sentence n // beam).
+
+    hidden: (decoder_layers, N, H) GRU states.
+    feed: (N, H) the previous attentional state h~ (Luong input feeding), else None.
+    """
+
+    hidden: Tensor
+    feed: Tensor | None = None
+
+    def index_select(self, index: Tensor) -> DecoderState:
+        """The rows `index` (N',) of this state (beam search reordering)."""
+        return DecoderState(
+            self.hidden.index_select(1, index),
+            None if self.feed is None else self.feed.index_select(0, index),
+        )

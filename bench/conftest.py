@@ -4,7 +4,9 @@ test_bench_attention.py for how to run it).
 A test module sets BENCH_OPS (the ops of fast_s2s.benchmark.cases it times) and defines
 `test_bench(benchmark, case, impl_name, run_bench)`; it is parametrised here over every case of
 --bench-shapes and every implementation: each fast_s2s backend, each peer of the op and, for the
-forward cases of memory-bound ops, the read roofline.
+forward cases of memory-bound ops, the read roofline. Model cases (op "model") record their
+throughput in extra_info ("steps_per_s" or "tokens_per_s", from the median) and the torch
+thread count.
 """
 
 from __future__ import annotations
@@ -124,5 +126,9 @@ def run_bench(device: torch.device, dtype: torch.dtype) -> Callable[..., None]:
         if case.mode == FORWARD and case.memory_bound and benchmark.stats is not None:
             median_s = benchmark.stats.stats.median
             benchmark.extra_info["gbps"] = inputs.read_bytes / median_s / 1e9
+        work, unit = inputs.extra.get("work"), inputs.extra.get("work_unit")
+        if work and unit and benchmark.stats is not None:  # model cases: steps/s, tokens/s
+            benchmark.extra_info["threads"] = torch.get_num_threads()
+            benchmark.extra_info[f"{unit}s_per_s"] = work / benchmark.stats.stats.median
 
     return run

@@ -7,8 +7,9 @@
 
 Each epoch ends with greedy decoding of the validation set (exact match and sacrebleu BLEU);
 the checkpoint (model config, vocabularies, weights of the best epoch and the state to resume)
-is rewritten atomically after every epoch by rank 0 only. Training stops after --epochs, after
---patience epochs without a better validation exact match, or once --time-budget is spent.
+is rewritten atomically after every epoch by rank 0 only. An epoch without a better validation
+exact match halves the learning rate; training stops after --epochs, after --patience such
+epochs in a row, or once --time-budget is spent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -161,6 +163,14 @@ def evaluate(model: Seq2Seq, data: PreparedData, beam: int, device) -> dict[str,
     return {"exact": exact, "bleu": bleu}
 
 
+def out_of_time(settings: TrainSettings, started: float, world: distributed.World) -> bool:
+    """Whether --time-budget is spent, as rank 0 sees it (all ranks stop at the same batch)."""
+    spent = (
+        settings.time_budget is not None and time.perf_counter() - started >= settings.time_budget
+    )
+    return distributed.broadcast_flag(spent, world)
+
+
 class _LossModule(torch.nn.Module):
     """DistributedDataParallel only synchronises gradients of what its forward computed."""
 
@@ -281,6 +291,8 @@ def train(
                 total_loss += loss.item()
                 total_batches += 1
                 progress.update(task, advance=1, loss=total_loss / total_batches)
+                if out_of_time(settings, started, world):
+                    break  # the budget is spent mid-epoch: validate and save what we have
         metrics = evaluate(model, data, settings.eval_beam, dev)
         metrics.update(epoch=epoch + 1, loss=total_loss / max(1, total_batches))
         metrics["seconds"] = round(time.perf_counter() - started, 1)
@@ -291,7 +303,10 @@ def train(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             stale = 0
         else:
+            # Halve the learning rate on a plateau (Luong et al. 2015 halve it on a schedule).
             stale += 1
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.5
         result.best_exact = max(result.best_exact, metrics["exact"])
         result.best_bleu = max(result.best_bleu, metrics["bleu"])
         result.epochs_run += 1
@@ -316,13 +331,10 @@ def train(
                 ),
             )
             result.checkpoints_written += 1
-        out_of_time = (
-            settings.time_budget is not None
-            and time.perf_counter() - started >= settings.time_budget
-        )
-        stop = stale >= settings.patience or out_of_time or metrics["exact"] >= 1.0
+        spent = out_of_time(settings, started, world)
+        stop = stale >= settings.patience or spent or metrics["exact"] >= 1.0
         if distributed.broadcast_flag(stop, world):
-            why = "time budget spent" if out_of_time else "no improvement" if stale else "perfect"
+            why = "time budget spent" if spent else "no improvement" if stale else "perfect"
             console.print(f"stopping after epoch {epoch + 1}: {why}")
             break
     distributed.barrier(world)
@@ -424,7 +436,7 @@ def main(args: argparse.Namespace) -> int:
             device=args.device,
         )
     except (checkpoint.CheckpointError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]fast-s2s train: {exc}")
+        print(f"fast-s2s train: {exc}", file=sys.stderr)
         return 2
     console.print(
         f"best validation exact match {100 * result.best_exact:.2f}%, BLEU {result.best_bleu:.2f}"

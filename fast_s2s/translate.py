@@ -95,8 +95,8 @@ def run(
     console = console or Console()
     translator = Translator.from_checkpoint(checkpoint_path, backend=backend)
     results = translator.translate(texts, beam=beam)
-    for r in results:
-        console.print(f"{r.source}\t->\t{r.output}", markup=False, highlight=False)
+    for r in results:  # plain "source<TAB>output" lines on stdout, for pipes
+        print(f"{r.source}\t{r.output}", flush=True)
     if plot and results:
         from fast_s2s.plotting import plot_attention
 
@@ -126,10 +126,13 @@ def main(args: argparse.Namespace) -> int:
     if not texts and not sys.stdin.isatty():
         texts = [line.rstrip("\n\r") for line in sys.stdin if line.strip()]
     if not texts:
-        console.print("[red]fast-s2s translate: nothing to translate (give TEXT, --file or stdin)")
+        print(
+            "fast-s2s translate: nothing to translate (give TEXT, --file or stdin)",
+            file=sys.stderr,
+        )
         return 2
     if args.beam < 1:
-        console.print(f"[red]fast-s2s translate: --beam must be >= 1, got {args.beam}")
+        print(f"fast-s2s translate: --beam must be >= 1, got {args.beam}", file=sys.stderr)
         return 2
     try:
         return run(
@@ -138,8 +141,8 @@ def main(args: argparse.Namespace) -> int:
             beam=args.beam,
             plot=args.plot,
             backend=args.backend,
-            console=Console(),
+            console=console,
         )
     except checkpoint.CheckpointError as exc:
-        console.print(f"[red]fast-s2s translate: {exc}")
+        print(f"fast-s2s translate: {exc}", file=sys.stderr)
         return 2

@@ -18,8 +18,10 @@ from fast_s2s.benchmark import add_arguments, main  # noqa: E402
 from fast_s2s.benchmark import peers as peers_mod  # noqa: E402
 from fast_s2s.benchmark.cases import (  # noqa: E402
     CASES,
+    DECODE,
     FORWARD,
     FORWARD_BACKWARD,
+    TRAIN_STEP,
     select_cases,
 )
 from fast_s2s.benchmark.cases import make_inputs as make_case_inputs  # noqa: E402
@@ -28,6 +30,8 @@ from fast_s2s.benchmark.runner import add_speedups, base_row, run_case  # noqa: 
 from fast_s2s.benchmark.timing import Budget, measure, summarize  # noqa: E402
 
 TINY_BUDGET = Budget(warmup=1, min_repeats=3, max_repeats=5, min_time_s=0.0)
+THREADS = torch.get_num_threads()
+CPU = torch.device("cpu")
 OPS = ["dot_attention", "additive_attention"]
 GRU_OPS = ["gru_cell", "gru_layer", "gru"]
 
@@ -436,3 +440,182 @@ def test_results_print_one_table_per_family():
     assert "vs GRUCell" not in attention
     assert "vs GRUCell" in gru_table and "vs composite" not in gru_table
     assert "3.00x" in gru_table
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _tiny_model_case(label: str, variant: str | None = None):
+    for case in select_cases(["model"], "tiny"):
+        if case.label == label and (variant is None or case.variant == variant):
+            return case
+    raise AssertionError(f"no tiny model case {label} {variant}")
+
+
+def test_model_quick_cases_are_the_project_targets():
+    """Greedy and beam 5 at batch 1 and 32 (source 25, max_len 30) and a batch-32 training step
+    of both wirings, at the dates model's size."""
+    got = {
+        (c.mode, c.label, c.variant, c.dim("B"), c.shape.get("beam", 1))
+        for c in select_cases(["model"], "targets")
+    }
+    assert got == {
+        (DECODE, "greedy", "bahdanau", 1, 1),
+        (DECODE, "greedy", "bahdanau", 32, 1),
+        (DECODE, "beam5", "bahdanau", 1, 5),
+        (DECODE, "beam5", "bahdanau", 32, 5),
+        (TRAIN_STEP, "train", "bahdanau", 32, 1),
+        (TRAIN_STEP, "train", "luong-general", 32, 1),
+    }
+    for case in select_cases(["model"], "full"):
+        assert (case.dim("E"), case.dim("H")) == (64, 128) and not case.memory_bound
+        if case.mode == DECODE:
+            assert (case.dim("S"), case.dim("maxlen")) == (25, 30)
+    full = select_cases(["model"], "full")
+    assert len({c.id for c in full}) == len(full), "case ids must be unique"
+    assert "model-decode-bahdanau-B32x5-S25-maxlen30-E64-H128-V54" in {c.id for c in full}
+    assert "model-train-luong-general-B32-S30-T31-E64-H128-V54-ragged" in {c.id for c in full}
+    assert "model" in CASES
+
+
+def test_model_inputs_fix_the_decode_length_and_share_the_weights():
+    from fast_s2s.benchmark.model_cases import EOS_BIAS
+
+    case = _tiny_model_case("beam2")
+    a = make_case_inputs(case, "cpu", torch.float32)
+    b = make_case_inputs(case, "cpu", torch.float32)
+    for name, tensor in a.extra["state_dict"].items():
+        torch.testing.assert_close(tensor, b.extra["state_dict"][name])  # fixed seed
+    eos = a.extra["config"].eos_id
+    assert a.extra["state_dict"]["decoder.out.bias"][eos] == EOS_BIAS
+    B, S, maxlen = case.dim("B"), case.dim("S"), case.dim("maxlen")
+    assert a.extra["src"].shape == (B, S) and a.extra["src_lengths"].tolist() == [S] * B
+    assert (a.extra["work"], a.extra["work_unit"]) == (B * (maxlen + 1), "token")
+    assert a.extra["hypothesis_tokens"] == B * case.dim("beam") * (maxlen + 1)
+    train = make_case_inputs(_tiny_model_case("train", "bahdanau"), "cpu", torch.float32)
+    lengths = train.extra["src_lengths"]
+    assert int(lengths.max()) == train.extra["src"].shape[1] and int(lengths.min()) >= 1
+    assert train.extra["tgt_in"].shape == train.extra["tgt_out"].shape
+    assert (train.extra["work"], train.extra["work_unit"]) == (1, "step")
+
+
+def test_model_backends_leave_reference_out_as_the_peer():
+    chosen, left_out = peers_mod.default_backends("model", "cpu")
+    assert chosen[-1] == "auto" and "reference" not in chosen
+    assert "reference peer" in left_out["reference"]
+    impl = peers_mod.fast_s2s_impl("model", "auto", "cpu")
+    concrete = {resolve_backend(op, "auto", "cpu") for op in ("gru_cell", "dot_attention")}
+    assert impl.backend in concrete and impl.label == f"fast_s2s[auto->{impl.backend}]"
+    assert [p.label for p in peers_mod.peer_impls("model")] == ["reference"]
+
+
+@pytest.mark.parametrize("label", ["greedy", "beam2"])
+def test_model_decode_is_the_same_on_every_backend_and_runs_max_len_steps(label):
+    case = _tiny_model_case(label)
+    inputs = make_case_inputs(case, "cpu", torch.float64)
+    impls = peers_mod.build_impls(case, "cpu", ["auto"], ["reference"])
+    decoded = [impl.make(inputs)() for impl in impls]
+    for hyps in decoded:
+        assert len(hyps) == case.dim("B")
+        assert all(len(h.tokens) == case.dim("maxlen") for h in hyps)
+    assert [h.tokens for h in decoded[0]] == [h.tokens for h in decoded[1]]
+
+
+@pytest.mark.parametrize("variant", ["bahdanau", "luong-general"])
+def test_model_train_step_starts_from_the_same_loss_on_every_backend(variant):
+    case = _tiny_model_case("train", variant)
+    inputs = make_case_inputs(case, "cpu", torch.float64)
+    impls = peers_mod.build_impls(case, "cpu", ["auto"], ["reference"])
+    steps = [impl.make(inputs) for impl in impls]
+    first = [step() for step in steps]
+    torch.testing.assert_close(first[0], first[1])
+    second = [step() for step in steps]  # Adam moved the weights: the loss changes
+    assert all(float(s) != float(f) for s, f in zip(second, first, strict=True))
+
+
+@pytest.mark.parametrize("label", ["greedy", "beam2", "train"])
+def test_model_rows_carry_the_right_labels_and_throughput(label):
+    case = _tiny_model_case(label)
+    rows = run_case(
+        case, "cpu", torch.float32, backends=["auto"], peers=["reference"], budget=TINY_BUDGET
+    )
+    add_speedups(rows)
+    auto = peers_mod.fast_s2s_impl("model", "auto", "cpu").backend
+    assert [r["impl"] for r in rows] == [f"fast_s2s[auto->{auto}]", "reference"]
+    assert [r["kind"] for r in rows] == ["fast_s2s", "peer"]
+    unit = "step" if case.mode == TRAIN_STEP else "token"
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["op"] == "model" and row["mode"] == case.mode and row["case_id"] == case.id
+        assert row["variant"] == case.variant and row["threads"] == torch.get_num_threads()
+        assert row["median_us"] > 0 and row["repeats"] >= 3
+        assert row["work_unit"] == unit and row["work"] > 0
+        assert row["throughput"] == pytest.approx(row["work"] / (row["median_us"] * 1e-6))
+        assert row["gbps"] is None and row["roofline_gbps"] is None
+    fast, ref = rows
+    assert fast["speedup_vs"]["reference"] == pytest.approx(
+        fast["throughput"] / ref["throughput"]
+    )  # the time ratio is the speed ratio
+    beam_rows = case.shape.get("beam", 1) * case.dim("B")
+    expected = beam_rows * (case.dim("maxlen") + 1) if label == "beam2" else None
+    assert fast["hypothesis_tokens"] == ref["hypothesis_tokens"] == expected
+
+
+def test_model_decode_that_ends_early_is_a_failed_row(monkeypatch):
+    from fast_s2s.benchmark import model_cases
+
+    monkeypatch.setattr(model_cases, "EOS_BIAS", 1e4)  # eos always wins: 0 tokens
+    rows = run_case(
+        _tiny_model_case("greedy"), "cpu", torch.float32, backends=["auto"],
+        peers=["reference"], budget=TINY_BUDGET,
+    )  # fmt: skip
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert "not max_len=4" in rows[0]["reason"] and rows[0]["throughput"] is None
+
+
+def test_main_model_tiny_end_to_end(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    args = _parse(
+        ["--quick", "--shapes", "tiny", "--json", str(path), "--ops", "model", "--threads", "1",
+         "--min-time", "0"]
+    )  # fmt: skip
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(THREADS)
+    out = capsys.readouterr().out
+    assert "torch threads 1" in out and "tokens/s" in out and "steps/s" in out
+    assert "vs reference" in out and "median ms" in out and "GB/s" not in out
+    data = json.loads(path.read_text())
+    assert data["settings"]["threads"] == 1
+    results = data["results"]
+    assert {r["case_id"] for r in results} == {c.id for c in select_cases(["model"], "tiny")}
+    ran = [r for r in results if r["status"] == "ok"]
+    assert {r["impl"] for r in ran} >= {"reference"}
+    for row in ran:
+        assert row["threads"] == 1 and row["throughput"] > 0
+        assert row["work_unit"] == ("step" if row["mode"] == TRAIN_STEP else "token")
+        if row["kind"] == "fast_s2s":
+            assert set(row["speedup_vs"]) == {"reference"} and row["speedup_vs"]["reference"] > 0
+    skipped = {r["impl"]: r["reason"] for r in results if r["status"] == "skipped"}
+    assert "reference peer" in skipped["fast_s2s[reference]"]
+
+
+def test_model_family_prints_its_own_table():
+    case = _tiny_model_case("greedy")
+    fast = base_row(case, peers_mod.Impl("fast_s2s[cpp]", "fast_s2s", None), CPU, torch.float32)
+    ref = base_row(case, peers_mod.Impl("reference", "peer", None), CPU, torch.float32)
+    fast.update(status="ok", median_us=1000.0, iqr_us=10.0, work=31, work_unit="token")
+    ref.update(status="ok", median_us=4000.0, iqr_us=10.0, work=31, work_unit="token")
+    fast["throughput"], ref["throughput"] = 31_000.0, 7_750.0
+    attention = _row("a", "fast_s2s[cpp]", "fast_s2s", 10.0)
+    rows = add_speedups([attention, fast, ref])
+    console = Console(file=io.StringIO(), width=250)
+    print_results(console, rows, "t")
+    out = console.file.getvalue()
+    ops_part, model_part = out.split("t: model")
+    assert "tokens/s" not in ops_part and "GB/s" in ops_part
+    assert f"(torch threads {torch.get_num_threads()})" in model_part
+    assert "31,000 tokens/s" in model_part and "4.00x" in model_part
+    assert "GB/s" not in model_part.split("vs X =")[0]  # the model table has no GB/s column
+    assert "tokens/s: B x (max_len + 1)" in model_part

@@ -21,3 +21,14 @@ def test_readme_example_runs(index):
     exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), namespace)
     if "context" in namespace and "weights" in namespace:
         assert namespace["context"].shape[0] == namespace["weights"].shape[0]
+
+
+def test_ci_runs_the_readme_commands_verbatim():
+    """.ci/run must run the README's two set-up commands exactly as written."""
+    text = README.read_text()
+    section = text.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+    assert len(commands) == 2, commands
+    ci = (README.parent / ".ci" / "run").read_text()
+    for command in commands:
+        assert command.strip() in ci, f"CI does not run the README command: {command}"

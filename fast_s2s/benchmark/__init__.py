@@ -3,22 +3,29 @@
     fast-s2s bench --quick                      # the project's target shapes, a minute or two
     fast-s2s bench --device cuda --dtype bfloat16 --plot bench_results/bench-cuda.png
 
-Ops (--ops): dot_attention, additive_attention, gru_cell, gru_layer (fast_s2s.ops) and gru (the
-fast_s2s.nn.GRU module: a 2-layer bidirectional encoder, against torch.nn.GRU).
+    fast-s2s bench --quick --ops model --threads 2   # the whole seq2seq model only
+
+Ops (--ops): dot_attention, additive_attention, gru_cell, gru_layer (fast_s2s.ops), gru (the
+fast_s2s.nn.GRU module: a 2-layer bidirectional encoder, against torch.nn.GRU) and model (the
+whole fast_s2s.models.Seq2Seq, E 64 / H 128: training steps per second of Bahdanau and Luong
+general models, greedy and beam-5 decoding tokens per second at batch 1 and 32, each on
+backend="cpp" / "auto" against the same model and weights on backend="reference"; see
+model_cases).
 
 Each case times, in the same run and on the same inputs, every available fast_s2s backend
 (rows labelled with the concrete backend that ran, e.g. fast_s2s[cpp], fast_s2s[auto->cpp]) and
 the peers (fast_s2s.benchmark.peers): the reference, the bmm + softmax + bmm composite,
 F.scaled_dot_product_attention, torch.nn.GRUCell / torch.nn.GRU and torch.compile of the
-reference. It reports medians and IQRs, the speedup against each peer, and for forward cases of
+reference. It reports medians and IQRs, the speedup against each peer, for forward cases of
 memory-bound ops the GB/s over the compulsory reads against a read roofline (torch.sum over as
-many bytes) measured in the same run. Results go to a JSON file ({"machine", "settings",
+many bytes) measured in the same run, and for the model steps/s or tokens/s (its own table,
+titled with the torch thread count). Results go to a JSON file ({"machine", "settings",
 "results"}) and optionally a PNG.
 
 The CLI wires `add_arguments(parser)` and `main(args)`; the modules hold one concern each:
-timing (median timing), spec (what a case is), cases and gru_cases (shapes and inputs), peers
-and gru_peers (implementations), roofline, runner (rows and speedups), machine (machine info)
-and report (tables, JSON, plot).
+timing (median timing), spec (what a case is), cases, gru_cases and model_cases (shapes and
+inputs), peers, gru_peers and model_peers (implementations), roofline, runner (rows and
+speedups), machine (machine info) and report (tables, JSON, plot).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import time
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 DEFAULT_PEERS = ("reference", "composite", "sdpa", "GRUCell", "GRU", "compile")
-DEFAULT_OPS = ("dot_attention", "additive_attention", "gru_cell", "gru_layer", "gru")
+DEFAULT_OPS = ("dot_attention", "additive_attention", "gru_cell", "gru_layer", "gru", "model")
 
 __all__ = ["add_arguments", "main", "run_benchmarks"]
 
@@ -53,7 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="OP[,OP]",
         help="ops to time, comma-separated (default: every op with benchmark cases that "
         f"fast_s2s has: {','.join(DEFAULT_OPS)}; gru is the fast_s2s.nn.GRU module, 2 layers, "
-        "bidirectional)",
+        "bidirectional; model is the whole Seq2Seq model (E 64, H 128): training steps/s "
+        "(forward + backward + Adam, batch 32, Bahdanau and Luong general) and greedy / beam-5 "
+        "decoding tokens/s at batch 1 and 32 (source length 25, max_len 30, eos suppressed so "
+        "every decode runs 31 steps), backend cpp/auto against the same weights on "
+        "backend=reference)",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="default: float32")
     parser.add_argument(
@@ -71,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P[,P]",
         help=f"peers to time (default: {','.join(DEFAULT_PEERS)}; composite applies to "
         "attention, sdpa to dot_attention, GRUCell to gru_cell, GRU to gru_layer and gru, "
-        "compile to every op but gru)",
+        "compile to every op but gru and model; for model, reference is the model on "
+        "backend=reference)",
     )
     parser.add_argument(
         "--json",
@@ -81,7 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--plot", default=None, metavar="PATH", help="also write a PNG plot here")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch.set_num_threads before timing"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads before timing (default: torch's; the count that ran is in "
+        "the machine block, every JSON row and the model table's title)",
     )
     parser.add_argument(
         "--min-time",
@@ -176,6 +192,7 @@ def run_benchmarks(args: argparse.Namespace, ops_wanted: list[str]) -> int:
         "quick": bool(args.quick),
         "backends": args.backends,
         "peers": args.peers,
+        "threads": torch.get_num_threads(),
         "budget": budget.__dict__,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -4,7 +4,9 @@ One `Case` (fast_s2s.benchmark.spec) is an op, a mode ("forward" without autogra
 "forward+backward" of the sum of the output) and a shape. `make_inputs(case, device, dtype)`
 builds the op's positional arguments in the order of its signature, the keyword arguments, and
 the tensors gradients are taken for. This module holds the attention cases and the registry; the
-GRU cases (gru_cell, gru_layer and the fast_s2s.nn.GRU module, op "gru") live in gru_cases.
+GRU cases (gru_cell, gru_layer and the fast_s2s.nn.GRU module, op "gru") live in gru_cases, the
+whole-model cases (op "model": training steps and greedy / beam decoding of
+fast_s2s.models.Seq2Seq) in model_cases.
 
 To add an op: write its input maker, register it in INPUT_MAKERS, list its cases in CASES (and
 TINY_CASES), name its report table in FAMILIES, and give it peers in
@@ -17,12 +19,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from fast_s2s.benchmark import gru_cases
+from fast_s2s.benchmark import gru_cases, model_cases
 from fast_s2s.benchmark.spec import (
+    DECODE,
     FORWARD,
     FORWARD_BACKWARD,
     MODES,
     SHAPE_SETS,
+    TRAIN_STEP,
     Case,
     Inputs,
     ragged_lengths,
@@ -31,6 +35,7 @@ from fast_s2s.benchmark.spec import (
 
 __all__ = [
     "CASES",
+    "DECODE",
     "FAMILIES",
     "FORWARD",
     "FORWARD_BACKWARD",
@@ -38,6 +43,7 @@ __all__ = [
     "MODES",
     "SHAPE_SETS",
     "TINY_CASES",
+    "TRAIN_STEP",
     "Case",
     "Inputs",
     "make_inputs",
@@ -92,17 +98,20 @@ CASES: dict[str, list[Case]] = {
     "dot_attention": _attention_cases("dot_attention"),
     "additive_attention": _attention_cases("additive_attention"),
     **gru_cases.CASES,
+    **model_cases.CASES,
 }
 TINY_CASES: dict[str, list[Case]] = {
     "dot_attention": _tiny_attention_cases("dot_attention"),
     "additive_attention": _tiny_attention_cases("additive_attention"),
     **gru_cases.TINY_CASES,
+    **model_cases.TINY_CASES,
 }
 # The report prints one table per family (ops compared against the same peers).
 FAMILIES: dict[str, str] = {
     "dot_attention": "attention",
     "additive_attention": "attention",
     **dict.fromkeys(gru_cases.GRU_OPS, "GRU"),
+    **dict.fromkeys(model_cases.MODEL_OPS, "model"),
 }
 
 
@@ -162,10 +171,12 @@ INPUT_MAKERS: dict[str, Callable[[Case, torch.device | str, torch.dtype, bool], 
     "dot_attention": make_attention_inputs,
     "additive_attention": make_attention_inputs,
     **dict.fromkeys(gru_cases.GRU_OPS, gru_cases.make_gru_inputs),
+    **dict.fromkeys(model_cases.MODEL_OPS, model_cases.make_model_inputs),
 }
 
 
 def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> Inputs:
     """Inputs for `case` (fixed seed, so every implementation sees the same numbers); they
-    require grad exactly when the case's mode is forward+backward."""
+    require grad exactly when the case's mode is forward+backward (model cases: the model's
+    own parameters, see model_cases)."""
     return INPUT_MAKERS[case.op](case, device, dtype, case.mode == FORWARD_BACKWARD)

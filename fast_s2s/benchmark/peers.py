@@ -18,10 +18,12 @@ Peers (labels):
              case's weights, over a packed sequence when there are lengths (gru_peers)
   compile    torch.compile(fast_s2s.reference.<op>, dynamic=False), compiled per case before
              timing; a compile error becomes a failed row, not a crash
+  reference  (op "model") the same fast_s2s.models.Seq2Seq, same weights, on backend="reference"
 
 The GRU peers, and the fast_s2s rows of module ops (op "gru": fast_s2s.nn.GRU), live in
-gru_peers. --quick leaves some peers out of some cases (gru_peers.quick_left_out); they come
-back as rows that were not timed, with the reason.
+gru_peers; the whole-model rows (op "model") live in model_peers (the model's fast_s2s backends
+leave out "reference": it is the peer). --quick leaves some peers out of some cases
+(gru_peers.quick_left_out); they come back as rows that were not timed, with the reason.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fast_s2s.benchmark import gru_peers
+from fast_s2s.benchmark import gru_peers, model_peers
 from fast_s2s.benchmark.gru_cases import MODULE_OPS
+from fast_s2s.benchmark.model_cases import MODEL_OPS
 from fast_s2s.benchmark.spec import Case, Inputs
 
 Call = Callable[[], torch.Tensor]
@@ -70,8 +73,10 @@ def kernel_op(op: str) -> str:
 
 
 def missing_reason(op: str) -> str | None:
-    """None if fast_s2s has `op` (a fast_s2s.ops function, or a fast_s2s.nn module for a module
-    op), else what is missing."""
+    """None if fast_s2s has `op` (a fast_s2s.ops function, a fast_s2s.nn module for a module
+    op, fast_s2s.models for "model"), else what is missing."""
+    if op in MODEL_OPS:
+        return model_peers.missing_reason()
     if op in MODULE_OPS:
         import fast_s2s.nn
 
@@ -101,15 +106,22 @@ def default_backends(
 
     Triton on CPU tensors runs only in the interpreter (TRITON_INTERPRET=1): a correctness tool,
     not a performance path, so it is timed on CPU only when asked for explicitly. `quick` also
-    leaves out the reference backend (the reference peer plus dispatch, and the slowest row).
+    leaves out the reference backend (the reference peer plus dispatch, and the slowest row);
+    the model always leaves it out (its reference peer is that very model).
     """
     from fast_s2s.backends import available_backends
 
+    if op in MODEL_OPS:
+        available = model_peers.available_model_backends(device)
+    else:
+        available = available_backends(kernel_op(op), device)
     chosen: list[str] = []
     left_out: dict[str, str] = {}
-    for backend, reason in available_backends(kernel_op(op), device).items():
+    for backend, reason in available.items():
         if reason is not None:
             left_out[backend] = reason
+        elif backend == "reference" and op in MODEL_OPS:
+            left_out[backend] = model_peers.REFERENCE_IS_THE_PEER
         elif backend == "triton" and torch.device(device).type == "cpu":
             left_out[backend] = (
                 "Triton runs on CPU tensors only in the interpreter (TRITON_INTERPRET=1), which "
@@ -126,18 +138,24 @@ def default_backends(
 
 
 def fast_s2s_impl(op: str, backend: str, device: torch.device | str) -> Impl:
-    """The fast_s2s op (or module, for a module op) with `backend=...`, labelled with the
-    concrete backend that runs."""
+    """The fast_s2s op (or module, for a module op; the Seq2Seq model for "model") with
+    `backend=...`, labelled with the concrete backend that runs."""
     from fast_s2s import ops
     from fast_s2s.backends import BackendUnavailableError, resolve_backend
 
     try:
-        concrete = resolve_backend(kernel_op(op), backend, device)
+        if op in MODEL_OPS:
+            concrete = model_peers.resolve_model_backend(backend, device)
+        else:
+            concrete = resolve_backend(kernel_op(op), backend, device)
     except (BackendUnavailableError, ValueError) as exc:
         return Impl(fast_s2s_label(backend, None), FAST_S2S, None, backend, None, str(exc))
     missing = missing_reason(op)
     if missing is not None:
         return Impl(fast_s2s_label(backend, concrete), FAST_S2S, None, backend, concrete, missing)
+    if op in MODEL_OPS:
+        make = model_peers.model_factory(backend)
+        return Impl(fast_s2s_label(backend, concrete), FAST_S2S, make, backend, concrete)
     if op in MODULE_OPS:
         make = gru_peers.fast_s2s_module(op, backend)
         return Impl(fast_s2s_label(backend, concrete), FAST_S2S, make, backend, concrete)
@@ -273,6 +291,7 @@ PEERS: dict[str, dict[str, Factory]] = {
         "compile": _compile("gru_layer"),
     },
     "gru": {"GRU": gru_peers.torch_gru_module},
+    "model": {"reference": model_peers.model_factory("reference")},
 }
 PEER_NAMES = ("reference", "composite", "sdpa", "GRUCell", "GRU", "compile")
 

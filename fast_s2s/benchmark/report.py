@@ -16,6 +16,8 @@ from rich.text import Text
 from fast_s2s.benchmark.cases import FAMILIES
 from fast_s2s.benchmark.peers import FAST_S2S, PEER_NAMES
 
+MODEL_FAMILY = "model"  # cases.FAMILIES of op "model": printed by model_table
+
 MACHINE_KEYS = (
     ("cpu", "CPU"),
     ("cpu_count", "CPU cores (os)"),
@@ -124,6 +126,86 @@ def results_table(rows: list[dict], title: str = "results") -> Table:
     return table
 
 
+def _throughput(value: float | None, unit: str | None) -> str:
+    if value is None:
+        return ""
+    text = f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+    return f"{text} {unit or 'call'}s/s"
+
+
+def _ms(value_us: float | None) -> str:
+    if value_us is None:
+        return ""
+    ms = value_us / 1000
+    return f"{ms:,.1f}" if ms >= 10 else f"{ms:.2f}"
+
+
+def threads_caption(rows: list[dict]) -> str:
+    """ "torch threads N" (or "N, M" if rows ran with different counts)."""
+    counts = sorted({r["threads"] for r in rows if r.get("threads") is not None})
+    return f"torch threads {', '.join(map(str, counts))}" if counts else ""
+
+
+def model_table(rows: list[dict], title: str = "model") -> Table:
+    """The whole-model rows (op "model"): one section per case; median and IQR in ms, the
+    throughput (training steps/s, decoded tokens/s), and 'vs <peer>' (peer time / this row's
+    time = this row's throughput / the peer's: above 1 means fast_s2s is faster). The title says
+    how many torch threads ran."""
+    peers = peer_columns(rows)
+    threads = threads_caption(rows)
+    table = Table(
+        title=f"{title} ({threads})" if threads else title, title_justify="left", show_lines=False
+    )
+    table.add_column("case", no_wrap=True)
+    table.add_column("implementation", no_wrap=True)
+    table.add_column("median ms", justify="right")
+    table.add_column("IQR ms", justify="right")
+    table.add_column("throughput", justify="right")
+    for peer in peers:
+        table.add_column(f"vs {peer}", justify="right")
+    cases: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["status"] != "skipped":
+            cases.setdefault(row["case_id"], []).append(row)
+    for i, case_rows in enumerate(cases.values()):
+        if i:
+            table.add_section()
+        first = case_rows[0]
+        captions = [first["case"]]
+        if first.get("hypothesis_tokens"):
+            captions.append(f"[dim]{first['hypothesis_tokens']:,} hypothesis tokens/call[/dim]")
+        for j, row in enumerate(case_rows):
+            case_cell = captions[j] if j < len(captions) else ""
+            name = Text(row["impl"], style="bold" if row["kind"] == FAST_S2S else "")
+            if row["status"] != "ok":
+                table.add_row(case_cell, name, "[red]failed[/red]", "", "", *([""] * len(peers)))
+                continue
+            table.add_row(
+                case_cell,
+                name,
+                _ms(row["median_us"]),
+                _ms(row["iqr_us"]),
+                _throughput(row.get("throughput"), row.get("work_unit")),
+                *[_ratio(row["speedup_vs"].get(p)) for p in peers],
+            )
+        for caption in captions[len(case_rows) :]:
+            table.add_row(caption, *([""] * (len(table.columns) - 1)))
+    return table
+
+
+MODEL_NOTE = (
+    "[dim]model: the same fast_s2s.models.Seq2Seq and weights on each backend; reference = "
+    "backend='reference'. steps/s: training steps (loss, backward, clipping, Adam) per second; "
+    "tokens/s: B x (max_len + 1) output tokens per decode (the best hypothesis per sentence, eos "
+    "included), eos kept from winning before max_len so every decode runs the same steps.[/dim]"
+)
+OPS_NOTE = (
+    "[dim]vs X = X's median / this row's median (above 1: fast_s2s is faster). GB/s counts "
+    "the compulsory reads (query, keys, values; x, h and the weights for gru_cell), for "
+    "memory-bound cases only; roofline = torch.sum over as many bytes, same run.[/dim]"
+)
+
+
 def family_rows(rows: list[dict]) -> dict[str, list[dict]]:
     """Rows grouped by op family (cases.FAMILIES: ops compared against the same peers), in the
     order the families first appear; an op without a family is its own."""
@@ -134,16 +216,20 @@ def family_rows(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def print_results(console: Console, rows: list[dict], title: str = "results") -> None:
-    """One table per op family (each with its own peer columns), then the rows that failed and
-    the implementations not timed, each with its reason."""
+    """One table per op family (each with its own peer columns; the model family's with
+    throughput, model_table), then the rows that failed and the implementations not timed, each
+    with its reason."""
     groups = family_rows(rows)
     for family, group in groups.items():
-        console.print(results_table(group, f"{title}: {family}" if len(groups) > 1 else title))
-    console.print(
-        "[dim]vs X = X's median / this row's median (above 1: fast_s2s is faster). GB/s counts "
-        "the compulsory reads (query, keys, values; x, h and the weights for gru_cell), for "
-        "memory-bound cases only; roofline = torch.sum over as many bytes, same run.[/dim]"
-    )
+        name = f"{title}: {family}" if len(groups) > 1 else title
+        if family == MODEL_FAMILY:
+            console.print(model_table(group, name))
+        else:
+            console.print(results_table(group, name))
+    if any(family != MODEL_FAMILY for family in groups):
+        console.print(OPS_NOTE)
+    if MODEL_FAMILY in groups:
+        console.print(MODEL_NOTE)
     failed: dict[tuple[str, str, str], list[str]] = {}
     for row in rows:
         if row["status"] == "failed":

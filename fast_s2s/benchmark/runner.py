@@ -1,7 +1,11 @@
 """Runs the cases: builds each implementation's call, times it, and turns timings into rows.
 
 A row is a flat dict (JSON-ready). `add_speedups` then gives every fast_s2s row the ratio
-peer time / fast_s2s time for each peer measured on the same case in the same run.
+peer time / fast_s2s time for each peer measured on the same case in the same run. Whole-model
+rows (op "model") also carry their throughput: `work` (training steps or decoded tokens per call),
+`work_unit` ("step" or "token") and `throughput` (work per second of the median call); a ratio of
+median times is the inverse ratio of throughputs, so "vs reference" is also cpp speed / reference
+speed there. Every row records `threads` (torch.get_num_threads() when it ran).
 """
 
 from __future__ import annotations
@@ -13,7 +17,15 @@ from dataclasses import replace
 
 import torch
 
-from fast_s2s.benchmark.cases import FORWARD, FORWARD_BACKWARD, Case, Inputs, make_inputs
+from fast_s2s.benchmark.cases import (
+    DECODE,
+    FORWARD,
+    FORWARD_BACKWARD,
+    TRAIN_STEP,
+    Case,
+    Inputs,
+    make_inputs,
+)
 from fast_s2s.benchmark.peers import FAST_S2S, Call, Impl, build_impls
 from fast_s2s.benchmark.roofline import ReadRoofline, gbps
 from fast_s2s.benchmark.timing import FULL_BUDGET, Budget, measure
@@ -24,8 +36,9 @@ OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 def make_step(call: Call, case: Case, inputs: Inputs) -> Callable[[], object]:
     """What one timed iteration runs: the forward call, or (forward+backward) the forward call
     and the gradients of sum(output) with respect to every input that requires grad (the query,
-    keys and values; x, h and every weight of the GRU ops)."""
-    if case.mode == FORWARD:
+    keys and values; x, h and every weight of the GRU ops). A model case's call is already the
+    whole iteration (a training step, or a decode)."""
+    if case.mode in (FORWARD, TRAIN_STEP, DECODE):
         return call
     if case.mode != FORWARD_BACKWARD:
         raise ValueError(f"unknown mode {case.mode!r}")
@@ -38,8 +51,9 @@ def make_step(call: Call, case: Case, inputs: Inputs) -> Callable[[], object]:
 
 
 def grad_mode(case: Case) -> contextlib.AbstractContextManager:
-    """Forward cases run without autograd (set around the timing loop, not inside the call)."""
-    return torch.no_grad() if case.mode == FORWARD else contextlib.nullcontext()
+    """Forward and decode cases run without autograd (set around the timing loop, not inside the
+    call)."""
+    return torch.no_grad() if case.mode in (FORWARD, DECODE) else contextlib.nullcontext()
 
 
 def error_reason(exc: BaseException) -> str:
@@ -57,9 +71,11 @@ def base_row(case: Case, impl: Impl, device: torch.device, dtype: torch.dtype) -
         "mode": case.mode,
         "shape": case.shape,
         "lengths": case.lengths,
+        "variant": case.variant or None,
         "target": case.target,
         "device": device.type,
         "dtype": str(dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
         "impl": impl.label,
         "kind": impl.kind,
         "backend_requested": impl.backend_requested,
@@ -77,6 +93,10 @@ def base_row(case: Case, impl: Impl, device: torch.device, dtype: torch.dtype) -
         "gbps": None,
         "roofline_gbps": None,
         "roofline_fraction": None,
+        "work": None,
+        "work_unit": None,
+        "throughput": None,
+        "hypothesis_tokens": None,
         "speedup_vs": {},
     }
 
@@ -126,8 +146,9 @@ def run_case(
     """Every implementation of `case`, timed one after another on the same inputs.
 
     Forward cases of memory-bound ops (case.memory_bound) also get GB/s over the compulsory reads
-    and the fraction of the read roofline. `quick` leaves fast_s2s[reference] out of the default
-    backends, and the peers gru_peers.quick_left_out names.
+    and the fraction of the read roofline; model cases their throughput (add_throughput).
+    `quick` leaves fast_s2s[reference] out of the default backends, and the peers
+    gru_peers.quick_left_out names.
     """
     device = torch.device(device)
     if impls is None:
@@ -144,6 +165,22 @@ def run_case(
             if row["status"] == OK:
                 row["gbps"] = gbps(nbytes, row["median_us"] * 1e-6)
                 row["roofline_fraction"] = row["gbps"] / roof_gbps
+    add_throughput(rows, inputs)
+    return rows
+
+
+def add_throughput(rows: list[dict], inputs: Inputs) -> list[dict]:
+    """For cases whose inputs say how much work one call does (inputs.extra["work"] and
+    ["work_unit"]: model cases), sets `work`, `work_unit` and, on rows that ran, `throughput`
+    (work per second of the median call); beam search also gets `hypothesis_tokens`."""
+    work, unit = inputs.extra.get("work"), inputs.extra.get("work_unit")
+    if not work or not unit:
+        return rows
+    for row in rows:
+        row.update(work=work, work_unit=unit)
+        row["hypothesis_tokens"] = inputs.extra.get("hypothesis_tokens")
+        if row["status"] == OK and row["median_us"]:
+            row["throughput"] = work / (row["median_us"] * 1e-6)
     return rows
 
 

@@ -9,7 +9,18 @@ import torch
 
 FORWARD = "forward"
 FORWARD_BACKWARD = "forward+backward"
-MODES = (FORWARD, FORWARD_BACKWARD)
+# The whole-model cases (fast_s2s.benchmark.model_cases): one call is a complete training step
+# (forward, backward, clipping, Adam) or a complete decode (greedy or beam search) of a batch.
+TRAIN_STEP = "train-step"
+DECODE = "decode"
+MODES = (FORWARD, FORWARD_BACKWARD, TRAIN_STEP, DECODE)
+# mode -> (in case ids, in display names)
+MODE_TAGS: dict[str, tuple[str, str]] = {
+    FORWARD: ("fwd", "fwd"),
+    FORWARD_BACKWARD: ("fwdbwd", "fwd+bwd"),
+    TRAIN_STEP: ("train", "fwd+bwd+adam"),
+    DECODE: ("decode", "decode"),
+}
 
 # Case sets: "targets" = the shapes the project's targets name (what --quick runs), "full" =
 # targets plus beam search, ragged lengths and longer sequences, "tiny" = the targets' structure
@@ -25,9 +36,12 @@ class Case:
     (N = B * beam query rows), T (query steps), S (source length), D (query/key width; the
     attention width A for additive attention) and Dv (value width); GRU cases use T (steps), B
     (batch), I (input features), H (hidden size), and for the module L (layers) and dirs (2:
-    bidirectional). `lengths` is "full" (no lengths passed) or "ragged" (lengths passed, some
+    bidirectional); model cases use B (sentences), beam (beam search only), S (source length),
+    T (target steps, training), maxlen (decode), E, H (embedding and hidden size) and V
+    (vocabulary). `lengths` is "full" (no lengths passed) or "ragged" (lengths passed, some
     rows short). `memory_bound`: forward rows report GB/s over the compulsory reads against the
-    read roofline (False for compute-bound cases, whose GB/s would say nothing).
+    read roofline (False for compute-bound cases, whose GB/s would say nothing). `variant`
+    names what the dims do not (the model's wiring, e.g. "bahdanau"); it leads the shape id.
     """
 
     op: str
@@ -37,6 +51,7 @@ class Case:
     lengths: str = "full"
     target: bool = False
     memory_bound: bool = True
+    variant: str = ""
 
     def dim(self, name: str) -> int:
         return dict(self.dims)[name]
@@ -48,9 +63,10 @@ class Case:
     @property
     def shape_id(self) -> str:
         """Readable shape, e.g. `N64-T1-S50-D512`, `B16x5-T1-S50-D512` (5 beam rows each) or
-        `T50-B16-I512-H512-L2-bidir`."""
+        `T50-B16-I512-H512-L2-bidir`; a model case leads with its variant:
+        `bahdanau-B32x5-S25-maxlen30-E64-H128-V54`)."""
         d = self.shape
-        parts = []
+        parts = [self.variant] if self.variant else []
         if "B" in d and "beam" in d:
             parts.append(f"N{d['B']}" if d["beam"] == 1 else f"B{d['B']}x{d['beam']}")
         for key, value in self.dims:
@@ -71,13 +87,12 @@ class Case:
     @property
     def id(self) -> str:
         """Unique, stable identifier: op, mode and shape."""
-        return f"{self.op}-{'fwd' if self.mode == FORWARD else 'fwdbwd'}-{self.shape_id}"
+        return f"{self.op}-{MODE_TAGS[self.mode][0]}-{self.shape_id}"
 
     @property
     def name(self) -> str:
         """Short display name: label and shape."""
-        mode = "fwd" if self.mode == FORWARD else "fwd+bwd"
-        return f"{self.label} {mode} {self.shape_id}"
+        return f"{self.label} {MODE_TAGS[self.mode][1]} {self.shape_id}"
 
 
 @dataclass

@@ -1,0 +1,161 @@
+"""Training, checkpoints and the CLI end to end, on tiny generated tasks (seconds each)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fast_s2s import checkpoint, cli
+from fast_s2s.train import TrainSettings, train
+from fast_s2s.translate import Translator
+
+TINY_MODEL = dict(embed_size=16, hidden_size=32, wiring="bahdanau", score="additive")
+
+
+def tiny_settings(**over) -> TrainSettings:
+    base = dict(task="copy", num_examples=300, valid_size=40, max_len=6, epochs=2, batch_size=16)
+    base.update(over)
+    return TrainSettings(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small dates model, shared by the translate tests."""
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("ckpt") / "dates.pt"
+    settings = TrainSettings(task="dates", num_examples=1500, valid_size=100, epochs=2)
+    result = train(settings, dict(embed_size=16, hidden_size=48), str(path))
+    return path, result
+
+
+def test_training_writes_an_atomic_checkpoint_per_epoch(trained):
+    path, result = trained
+    assert result.epochs_run == 2 and result.checkpoints_written == 2
+    data = checkpoint.load_checkpoint(path)
+    assert data["epoch"] == 1 and len(data["history"]) == 2
+    assert {"config", "src_vocab", "tgt_vocab", "model", "optimizer"} <= data.keys()
+    assert not [f for f in os.listdir(path.parent) if f.startswith(".tmp-")]  # no leftovers
+
+
+def test_checkpoint_round_trip_gives_the_same_translations(trained):
+    path, result = trained
+    translator = Translator.from_checkpoint(str(path))
+    texts = ["tuesday 3 march 1998", "03/03/98"]
+    first = translator.translate(texts, beam=1)
+    again = Translator.from_checkpoint(str(path)).translate(texts, beam=1)
+    assert [t.output for t in first] == [t.output for t in again]
+    for t in first:
+        assert t.attention.shape == (len(t.output_tokens), len(t.source_tokens))
+        torch.testing.assert_close(t.attention.sum(-1), torch.ones(len(t.output_tokens)))
+
+
+def test_resume_continues_from_the_saved_epoch(tmp_path):
+    path = tmp_path / "copy.pt"
+    first = train(tiny_settings(epochs=1, patience=99), TINY_MODEL, str(path))
+    assert first.epochs_run == 1
+    resumed = train(tiny_settings(epochs=3, patience=99), TINY_MODEL, str(path), resume=True)
+    assert resumed.epochs_run == 2  # epochs 2 and 3
+    assert checkpoint.load_checkpoint(path)["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "not a readable fast_s2s checkpoint"),
+        (b"hello, not a checkpoint", "not a readable fast_s2s checkpoint"),
+    ],
+)
+def test_bad_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        checkpoint.load_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_refused(trained, tmp_path):
+    path, _ = trained
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(checkpoint.CheckpointError, match="truncated"):
+        checkpoint.load_checkpoint(cut)
+
+
+def test_other_formats_and_versions_are_refused(tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(checkpoint.CheckpointError, match="not a fast_s2s checkpoint"):
+        checkpoint.load_checkpoint(plain)
+    future = tmp_path / "future.pt"
+    torch.save({"format": checkpoint.FORMAT, "format_version": 99, "fast_s2s": "9.0"}, future)
+    with pytest.raises(checkpoint.CheckpointError, match="format version 99"):
+        checkpoint.load_checkpoint(future)
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        checkpoint.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    checkpoint.save_checkpoint(path, {"value": 1})
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", explode)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_checkpoint(path, {"value": 2})
+    monkeypatch.undo()
+    assert checkpoint.load_checkpoint(path)["value"] == 1
+    assert [f.name for f in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_cli_train_and_translate_end_to_end(tmp_path, capsys):
+    ckpt, png = tmp_path / "c.pt", tmp_path / "attn.png"
+    rc = cli.main(
+        ["train", "--task", "reverse", "--num-examples", "200", "--valid-size", "20",
+         "--max-len", "5", "--epochs", "1", "--embed-size", "16", "--hidden-size", "32",
+         "--checkpoint", str(ckpt)]
+    )  # fmt: skip
+    assert rc == 0 and ckpt.exists()
+    rc = cli.main(["translate", "--checkpoint", str(ckpt), "t1 t2 t3", "--plot", str(png)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "t1 t2 t3\t" in out
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_reports_bad_inputs(tmp_path, capsys):
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("a b\tc d\nno tab here\n", encoding="utf-8")
+    assert cli.main(["train", "--data", str(tsv), "--checkpoint", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "pairs.tsv:2" in err and "tab" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    assert cli.main(["translate", "--checkpoint", str(bad), "hello"]) == 2
+    assert "not a readable fast_s2s checkpoint" in capsys.readouterr().err
+
+
+def test_translate_reads_stdin(trained):
+    path, _ = trained
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fast_s2s.cli",
+            "translate",
+            "--checkpoint",
+            str(path),
+            "--beam",
+            "1",
+        ],
+        input="1 Jan 2001\n\n3 March 1998\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("1 Jan 2001\t")

@@ -10,6 +10,9 @@
 
 #include <ATen/Parallel.h>
 
+#include <initializer_list>
+#include <vector>
+
 #include "cpu/vec_utils.h"
 
 namespace fast_s2s::cpu {
@@ -76,30 +79,54 @@ void batched_gemm_nt(const scalar_t* a, const scalar_t* b, acc_t<scalar_t>* c, i
   });
 }
 
-// C (M x N, row stride ldc) = A (M x K) B^T (B: N x K), both with contiguous rows, parallel
-// over blocks of rows of B: the split for a matrix-vector product with few rows of A and many
-// rows of B (a GRU step at batch 1..4: x or h against the 3H rows of a weight matrix). Each
-// weight row is read once and used against every row of A from registers.
+// One product C (M x N, row stride ldc) = A (M x K) B^T (B: N x K), rows contiguous in K.
 template <typename scalar_t>
-void gemm_nt_wide(const scalar_t* a, int64_t M, int64_t lda, const scalar_t* b, int64_t N,
-                  int64_t ldb, int64_t K, acc_t<scalar_t>* c, int64_t ldc) {
+struct NtProduct {
+  const scalar_t* a;
+  int64_t M, lda;
+  const scalar_t* b;
+  int64_t N, ldb, K;
+  acc_t<scalar_t>* c;
+  int64_t ldc;
+};
+
+// Rows [j0, j0 + n) of B against every row of A, in 4 x 4 register tiles.
+template <typename scalar_t>
+inline void nt_column_block(const NtProduct<scalar_t>& p, int64_t j0, int64_t n) {
+  for (int64_t i = 0; i < p.M; i += 4) {
+    const scalar_t* ai = p.a + i * p.lda;
+    const scalar_t* bj = p.b + j0 * p.ldb;
+    acc_t<scalar_t>* ci = p.c + i * p.ldc + j0;
+    switch (std::min<int64_t>(4, p.M - i)) {
+      case 4: nt_row_block<4>(ai, p.lda, bj, p.ldb, n, p.K, ci, p.ldc); break;
+      case 3: nt_row_block<3>(ai, p.lda, bj, p.ldb, n, p.K, ci, p.ldc); break;
+      case 2: nt_row_block<2>(ai, p.lda, bj, p.ldb, n, p.K, ci, p.ldc); break;
+      default: nt_row_block<1>(ai, p.lda, bj, p.ldb, n, p.K, ci, p.ldc); break;
+    }
+  }
+}
+
+// Several independent products in ONE parallel region, split over blocks of rows of each B:
+// the split for matrix-vector products with few rows of A and many rows of B (a GRU step at
+// small batch: x against W_ih and h against W_hh together). Each weight row is read once and
+// used against every row of A from registers; one fork/join serves both products.
+template <typename scalar_t>
+void gemm_nt_wide(std::initializer_list<NtProduct<scalar_t>> products) {
   constexpr int64_t kBlock = 16;  // rows of B per task: 4 register tiles
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, kBlock * K * M));
-  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+  std::vector<NtProduct<scalar_t>> jobs(products);
+  std::vector<int64_t> first_block(jobs.size() + 1, 0);
+  int64_t work_per_block = 1;
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    first_block[k + 1] = first_block[k] + (jobs[k].N + kBlock - 1) / kBlock;
+    work_per_block = std::max<int64_t>(work_per_block, kBlock * jobs[k].K * jobs[k].M);
+  }
+  const int64_t grain = std::max<int64_t>(1, 16384 / work_per_block);
+  at::parallel_for(0, first_block.back(), grain, [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t j0 = blk * kBlock, n = std::min(kBlock, N - j0);
-      for (int64_t i = 0; i < M; i += 4) {
-        const scalar_t* ai = a + i * lda;
-        const scalar_t* bj = b + j0 * ldb;
-        acc_t<scalar_t>* ci = c + i * ldc + j0;
-        switch (std::min<int64_t>(4, M - i)) {
-          case 4: nt_row_block<4>(ai, lda, bj, ldb, n, K, ci, ldc); break;
-          case 3: nt_row_block<3>(ai, lda, bj, ldb, n, K, ci, ldc); break;
-          case 2: nt_row_block<2>(ai, lda, bj, ldb, n, K, ci, ldc); break;
-          default: nt_row_block<1>(ai, lda, bj, ldb, n, K, ci, ldc); break;
-        }
-      }
+      size_t k = 0;
+      while (blk >= first_block[k + 1]) ++k;
+      const int64_t j0 = (blk - first_block[k]) * kBlock;
+      nt_column_block(jobs[k], j0, std::min(kBlock, jobs[k].N - j0));
     }
   });
 }

@@ -52,8 +52,7 @@ std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::T
   const at::Tensor xa = x.to(acc).contiguous(), ha = h.to(acc).contiguous();
   at::Tensor gi = at::empty({B, 3 * H}, xa.options());
   at::Tensor gh = at::empty({B, 3 * H}, xa.options());
-  matmul_nt_out(xa, p.w_ih, gi);
-  matmul_nt_out(ha, p.w_hh, gh);
+  matmul_nt_pair_out(xa, p.w_ih, gi, ha, p.w_hh, gh);
   at::Tensor gates = at::empty({B, 4 * H}, xa.options());
   at::Tensor h_new = at::empty({B, H}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "gru_cell_cpu", [&] {

@@ -31,4 +31,9 @@ at::ScalarType gru_acc_dtype(at::ScalarType t);
 constexpr int64_t kRowChunk = 64;
 void matmul_nt_out(const at::Tensor& a, const at::Tensor& w, at::Tensor& out);
 
+// out1 = a1 w1^T and out2 = a2 w2^T in one parallel region (a GRU cell's two products), for at
+// most kRowChunk rows each; falls back to two matmul_nt_out calls for larger batches.
+void matmul_nt_pair_out(const at::Tensor& a1, const at::Tensor& w1, at::Tensor& out1,
+                        const at::Tensor& a2, const at::Tensor& w2, at::Tensor& out2);
+
 }  // namespace fast_s2s::cpu

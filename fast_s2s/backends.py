@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from fast_s2s import _extension
@@ -17,6 +19,7 @@ CPP_KERNELS: dict[str, frozenset[str]] = {
     "cpu": frozenset({"dot_attention", "additive_attention", "gru_cell", "gru_layer"}),
     "cuda": frozenset(),
 }
+# Ops with a Triton kernel in fast_s2s.kernels (kernels/ in the repository).
 TRITON_KERNELS: frozenset[str] = frozenset()
 
 # Order in which `auto` tries backends, per device type. CPU: the C++ kernels beat the reference
@@ -56,6 +59,11 @@ def why_unavailable(op: str, backend: str, device: torch.device | str) -> str | 
             return "triton is not installed (pip install triton, or a CUDA build of torch)"
         if op not in TRITON_KERNELS:
             return f"no Triton kernel for {op} yet"
+        if device_type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            return (
+                "Triton kernels run on CUDA tensors; on the CPU only in Triton's interpreter "
+                "(set TRITON_INTERPRET=1 before importing triton, for testing)"
+            )
         return None
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 

@@ -50,6 +50,8 @@ def dot_attention(
     impl = resolve_backend("dot_attention", backend, query.device)
     if impl == "cpp":
         return torch.ops.fast_s2s.dot_attention(query, keys, values, lengths, float(scale))
+    if impl == "triton":
+        return _triton().dot_attention(query, keys, values, lengths, float(scale))
     return reference.dot_attention(query, keys, values, lengths, scale)
 
 
@@ -83,6 +85,8 @@ def additive_attention(
     impl = resolve_backend(op, backend, query_proj.device)
     if impl == "cpp":
         return torch.ops.fast_s2s.additive_attention(query_proj, keys_proj, v, values, lengths)
+    if impl == "triton":
+        return _triton().additive_attention(query_proj, keys_proj, v, values, lengths)
     return reference.additive_attention(query_proj, keys_proj, v, values, lengths)
 
 
@@ -112,6 +116,8 @@ def gru_cell(
     impl = resolve_backend("gru_cell", backend, x.device)
     if impl == "cpp":
         return torch.ops.fast_s2s.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)[0]
+    if impl == "triton":
+        return _triton().gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
     return reference.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
 
 
@@ -147,7 +153,17 @@ def gru_layer(
             x, h0, w_ih, w_hh, b_ih, b_hh, lengths, bool(reverse)
         )
         return output, h_n
+    if impl == "triton":
+        return _triton().gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, bool(reverse))
     return reference.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
+
+
+def _triton():
+    """fast_s2s.kernels, imported on first use: importing triton costs time and needs a GPU
+    build of torch, so `import fast_s2s` never does it."""
+    from fast_s2s import kernels
+
+    return kernels
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,10 +104,8 @@ void additive_forward_kernel(const scalar_t* qp, const scalar_t* kp, const scala
       for (int64_t s = 0; s < L; ++s) {
         p[s] = additive_score<scalar_t>(q.data(), v.data(), kb + s * Ad, Ad, nullptr);
       }
-      masked_softmax_inplace<A>(p.data(), L, S);
-      weighted_row_sum_stream<scalar_t>(p.data(), values + b * S * Dv, Dv, L, Dv, c.data());
-      convert_row(c.data(), ctx + r * Dv, Dv);
-      convert_row(p.data(), w + r * S, S);
+      softmax_and_read<scalar_t>(p.data(), L, S, values + b * S * Dv, Dv, c.data(), ctx + r * Dv,
+                                 w + r * S);
     }
   });
 }

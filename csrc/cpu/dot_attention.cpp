@@ -106,10 +106,8 @@ void dot_forward_kernel(const scalar_t* q, const scalar_t* k, const scalar_t* v,
       const scalar_t* qr = q + r * D;
       for (int64_t d = 0; d < D; ++d) qs[d] = static_cast<A>(qr[d]) * static_cast<A>(scale);
       dot_rows<scalar_t>(qs.data(), k + b * S * D, D, L, D, p.data());
-      masked_softmax_inplace<A>(p.data(), L, S);
-      weighted_row_sum_stream<scalar_t>(p.data(), v + b * S * Dv, Dv, L, Dv, c.data());
-      convert_row(c.data(), ctx + r * Dv, Dv);
-      convert_row(p.data(), w + r * S, S);
+      softmax_and_read<scalar_t>(p.data(), L, S, v + b * S * Dv, Dv, c.data(), ctx + r * Dv,
+                                 w + r * S);
     }
   });
 }

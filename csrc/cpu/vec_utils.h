@@ -203,6 +203,18 @@ inline void masked_softmax_inplace(A* p, int64_t valid, int64_t total) {
   for (int64_t s = valid; s < total; ++s) p[s] = A(0);
 }
 
+// The tail every attention forward row shares: scores p (first L of S valid) become the
+// weights, the context is their sum over the source row's values (values_b: S x Dv), and both
+// are written in the storage dtype. c is an acc_t scratch row of Dv.
+template <typename scalar_t>
+inline void softmax_and_read(acc_t<scalar_t>* p, int64_t L, int64_t S, const scalar_t* values_b,
+                             int64_t Dv, acc_t<scalar_t>* c, scalar_t* ctx_row, scalar_t* w_row) {
+  masked_softmax_inplace<acc_t<scalar_t>>(p, L, S);
+  weighted_row_sum_stream<scalar_t>(p, values_b, Dv, L, Dv, c);
+  convert_row(c, ctx_row, Dv);
+  convert_row(p, w_row, S);
+}
+
 // tanh for the additive-attention score. float: the rational approximation Eigen and XLA use
 // (odd degree-13 / even degree-6 polynomials on a clamped input, a few ulp from std::tanh,
 // no exp and one division, several times faster than a libm-accurate tanh); double: Sleef's.

@@ -38,6 +38,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
             torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 import time
@@ -269,6 +270,11 @@ def train(
             bos_id=config.bos_id,
             eos_id=config.eos_id,
         )
+        if len(batches) < world.size:
+            raise ValueError(
+                f"only {len(batches)} batch(es) of --batch-size {settings.batch_size} for "
+                f"{world.size} processes: lower --batch-size or give more data"
+            )
         batches = distributed.shard(batches, world)
         total_loss, total_batches = 0.0, 0
         with Progress(
@@ -426,7 +432,8 @@ def config_from_args(args: argparse.Namespace) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    console = Console()
+    # Under torchrun every process runs main(); only rank 0 talks.
+    console = Console(quiet=int(os.environ.get("RANK", "0")) != 0)
     try:
         result = train(
             settings_from_args(args),

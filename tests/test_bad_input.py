@@ -113,12 +113,18 @@ def test_unknown_backend_names_the_choices():
         fast_s2s.dot_attention(**dot_args(), backend="cuda")
 
 
-def test_missing_triton_kernel_says_why():
-    with pytest.raises(
-        BackendUnavailableError_ := backends.BackendUnavailableError, match="(?i)triton"
-    ):
+def test_missing_triton_kernel_says_why(monkeypatch):
+    monkeypatch.setattr(backends, "TRITON_KERNELS", frozenset())
+    with pytest.raises(backends.BackendUnavailableError, match="(?i)triton"):
         fast_s2s.dot_attention(**dot_args(), backend="triton")
-    assert BackendUnavailableError_ is fast_s2s.BackendUnavailableError
+    assert backends.BackendUnavailableError is fast_s2s.BackendUnavailableError
+
+
+def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setattr(backends, "TRITON_KERNELS", frozenset({"dot_attention"}))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    reason = backends.why_unavailable("dot_attention", "triton", "cpu")
+    assert reason is not None and ("TRITON_INTERPRET=1" in reason or "not installed" in reason)
 
 
 def test_missing_extension_says_how_to_build(monkeypatch):

@@ -1,0 +1,408 @@
+"""The Triton attention kernels (fast_s2s.kernels) against the reference.
+
+On the CPU they run in Triton's interpreter (TRITON_INTERPRET=1, set by conftest before triton is
+imported), which is slow: the shapes are small and the cases few. The `cuda` tests run the same
+checks on a GPU in float16, bfloat16 and float32.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import fast_s2s
+from fast_s2s import backends, reference
+from tests.attention_cases import CASES, TOLERANCES, Case, additive_sample_inputs, dot_sample_inputs
+
+pytest.importorskip("triton")
+kernels = pytest.importorskip("fast_s2s.kernels.attention_ops")
+
+interpreter_only = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1",
+    reason="Triton kernels run on CPU tensors only with TRITON_INTERPRET=1",
+)
+
+OPS = ["dot_attention", "additive_attention"]
+
+# Small cases from attention_cases (S = 1 with D = 1, a 2-D query, beam > 1 with lengths
+# containing 0, 1 and S, T > 1 over several key blocks), plus one with beam * T = 20 >= 16
+# query rows per source row, which takes the tl.dot path over two row blocks.
+DOT_PATH_CASE = Case(B=3, beam=4, T=5, S=19, D=9, Dv=7, lengths="mixed")
+TRITON_CASES = [CASES[0], CASES[1], CASES[3], CASES[4], CASES[5], DOT_PATH_CASE]
+TRITON_IDS = [c.id for c in TRITON_CASES]
+
+
+def _inputs(op, case, device="cpu", dtype=torch.float32, requires_grad=False):
+    make = dot_sample_inputs if op == "dot_attention" else additive_sample_inputs
+    return make(case, device, dtype, requires_grad)
+
+
+def _run(op, args, impl):
+    """impl: "triton" (the kernels' public function) or "reference"."""
+    fn = getattr(kernels if impl == "triton" else reference, op)
+    return fn(*args)
+
+
+def _grad_inputs(args):
+    return [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+
+
+def _to(args, dtype):
+    return tuple(
+        a.detach().to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+        for a in args
+    )
+
+
+@pytest.fixture
+def nan_filled_empty():
+    """torch.empty returns NaN-filled memory: an output element the kernels leave unwritten
+    shows up as NaN in the comparison."""
+    old = torch.are_deterministic_algorithms_enabled()
+    old_fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(old)
+    torch.utils.deterministic.fill_uninitialized_memory = old_fill
+
+
+# --------------------------------------------------------------------------------------------
+# Checks shared by the interpreter and the GPU tests
+# --------------------------------------------------------------------------------------------
+
+
+def check_forward(op, case, device, dtype, flash_criterion=True):
+    args = _inputs(op, case, device, dtype)
+    context, weights = _run(op, args, "triton")
+    assert context.dtype == dtype and weights.dtype == dtype
+    if dtype in (torch.float16, torch.bfloat16) and flash_criterion:
+        # FlashAttention's criterion: the error against a float64 reference is at most twice
+        # that of the reference itself run in the low precision (plus a small floor).
+        exact = _run(op, _to(args, torch.float64), "reference")
+        low = _run(op, args, "reference")
+        for fused, ref64, ref_low in zip((context, weights), exact, low, strict=True):
+            fused_err = (fused.double() - ref64).abs().max().item()
+            ref_err = (ref_low.double() - ref64).abs().max().item()
+            assert fused_err <= 2 * ref_err + 1e-3, (fused_err, ref_err)
+        return
+    expected = _run(op, args, "reference")
+    torch.testing.assert_close(context, expected[0], **TOLERANCES[dtype])
+    torch.testing.assert_close(weights, expected[1], **TOLERANCES[dtype])
+
+
+def check_backward(op, case, device, dtype=torch.float32, atol=5e-5, rtol=5e-5):
+    """Fused backward against autograd through the reference, with a loss on both outputs (so
+    grad_weights reaches the kernels too). Low precision: compared with a float32 reference."""
+    grads = {}
+    for impl in ("triton", "reference"):
+        torch.manual_seed(1)
+        args = _inputs(op, case, device, dtype, requires_grad=True)
+        if impl == "reference" and dtype in (torch.float16, torch.bfloat16):
+            args = tuple(
+                a.detach().float().requires_grad_() if isinstance(a, torch.Tensor) and
+                a.requires_grad else a
+                for a in args
+            )  # fmt: skip
+        context, weights = _run(op, args, impl)
+        torch.manual_seed(2)
+        grad_c = torch.randn(context.shape, device=device)
+        grad_w = torch.randn(weights.shape, device=device)
+        loss = (context.float() * grad_c).sum() + (weights.float() * grad_w).sum()
+        loss.backward()
+        grads[impl] = [a.grad for a in _grad_inputs(args)]
+    for fused, expected in zip(grads["triton"], grads["reference"], strict=True):
+        assert fused.dtype == dtype
+        torch.testing.assert_close(fused.float(), expected.float(), atol=atol, rtol=rtol)
+
+
+# --------------------------------------------------------------------------------------------
+# Interpreter (CPU)
+# --------------------------------------------------------------------------------------------
+
+
+@interpreter_only
+@pytest.mark.parametrize("case", TRITON_CASES, ids=TRITON_IDS)
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_forward_matches_reference(op, case, dtype, nan_filled_empty):
+    check_forward(op, case, "cpu", dtype)
+
+
+@interpreter_only
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_forward_low_precision(op, dtype):
+    # The interpreter casts float32 to bfloat16 by truncation (a GPU rounds to nearest even), so
+    # its bfloat16 error can reach one ulp, not half: it gets the plain per-dtype tolerance, and
+    # the FlashAttention criterion is checked on the GPU.
+    check_forward(op, CASES[3], "cpu", dtype, flash_criterion=dtype == torch.float16)
+
+
+@interpreter_only
+@pytest.mark.parametrize("case", TRITON_CASES, ids=TRITON_IDS)
+@pytest.mark.parametrize("op", OPS)
+def test_backward_matches_reference(op, case, nan_filled_empty):
+    check_backward(op, case, "cpu")
+
+
+@interpreter_only
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("case", [DOT_PATH_CASE, CASES[3]], ids=["dot_path", "broadcast_path"])
+def test_many_small_blocks(op, case, monkeypatch):
+    """Blocks smaller than S: the online softmax rescales across key blocks, and the dK/dV
+    programs each own a slice of S."""
+    monkeypatch.setattr(kernels, "MAX_BLOCK_N", 16 if case is DOT_PATH_CASE else 4)
+    blocks = kernels.choose_blocks(20 if case is DOT_PATH_CASE else 6, case.S, case.D, case.Dv,
+                                   torch.float32, op == "additive_attention")  # fmt: skip
+    assert blocks["BLOCK_N"] < case.S and blocks["USE_DOT"] == (case is DOT_PATH_CASE)
+    check_forward(op, case, "cpu", torch.float32)
+    check_backward(op, case, "cpu")
+
+
+@interpreter_only
+@pytest.mark.parametrize("op", OPS)
+def test_gradcheck_float64(op):
+    case = Case(B=2, beam=2, T=2, S=3, D=3, Dv=2, lengths="mixed")
+    args = _inputs(op, case, dtype=torch.float64, requires_grad=True)
+    if op == "dot_attention":
+        query, keys, values, lengths, scale = args
+
+        def fn(q, k, v):
+            return kernels.dot_attention(q, k, v, lengths, scale)
+    else:
+        query_proj, keys_proj, v, values, lengths = args
+
+        def fn(q, k, vv, vals):
+            return kernels.additive_attention(q, k, vv, vals, lengths)
+
+    assert torch.autograd.gradcheck(fn, tuple(_grad_inputs(args)))
+
+
+@interpreter_only
+@pytest.mark.parametrize("op", OPS)
+def test_opcheck(op):
+    args = _inputs(op, CASES[3], requires_grad=True)
+    torch.library.opcheck(getattr(kernels, op + "_op"), args)
+
+
+@interpreter_only
+def test_opcheck_backward_ops():
+    case = CASES[3]
+    query, keys, values, lengths, scale = _inputs("dot_attention", case)
+    context, weights, lse = kernels.dot_attention_op(query, keys, values, lengths, scale)
+    torch.library.opcheck(
+        kernels.dot_attention_backward_op,
+        (torch.randn_like(context), torch.randn_like(weights), query, keys, values, lengths,
+         context, weights, lse, scale),
+    )  # fmt: skip
+    qp, kp, v, values, lengths = _inputs("additive_attention", case)
+    context, weights, lse = kernels.additive_attention_op(qp, kp, v, values, lengths)
+    torch.library.opcheck(
+        kernels.additive_attention_backward_op,
+        (torch.randn_like(context), None, qp, kp, v, values, lengths, context, weights, lse),
+    )
+
+
+@interpreter_only
+def test_torch_compile_fullgraph_forward_and_backward():
+    case = CASES[3]
+    query, keys, values, lengths, scale = _inputs("dot_attention", case, requires_grad=True)
+    qp, kp, v, _, _ = _inputs("additive_attention", case, requires_grad=True)
+
+    def step(query, keys, values, qp, kp, v, lengths):
+        c1, w1 = kernels.dot_attention(query, keys, values, lengths, scale)
+        c2, w2 = kernels.additive_attention(qp, kp, v, values, lengths)
+        return (c1 * c2).sum() + (w1 * w2).sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    inputs = (query, keys, values, qp, kp, v, lengths)
+    loss = compiled(*inputs)
+    grads = torch.autograd.grad(loss, (query, keys, values, qp, kp, v))
+    expected_loss = step(*inputs)
+    expected = torch.autograd.grad(expected_loss, (query, keys, values, qp, kp, v))
+    torch.testing.assert_close(loss, expected_loss)
+    for g, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+@interpreter_only
+@pytest.mark.parametrize("op", OPS)
+def test_zero_length_rows_give_zeros_not_nan(op):
+    case = Case(B=2, beam=2, T=2, S=5, D=4, Dv=3, lengths="none")
+    args = list(_inputs(op, case, requires_grad=True))
+    args[3 if op == "dot_attention" else 4] = torch.tensor([0, 3], dtype=torch.int32)
+    context, weights = _run(op, tuple(args), "triton")
+    assert (context[:2] == 0).all() and (weights[:2] == 0).all()
+    assert (weights[2:, :, 3:] == 0).all()  # past the length of source row 1
+    (context.sum() + weights.sum()).backward()
+    for a in _grad_inputs(args):
+        assert torch.isfinite(a.grad).all()
+    assert (args[0].grad[:2] == 0).all()  # rows reading the empty source get no gradient
+
+
+@interpreter_only
+def test_extreme_scores_stay_finite():
+    case = Case(B=2, beam=1, T=3, S=9, D=16, Dv=8, lengths="mixed")
+    query, keys, values, lengths, _ = _inputs("dot_attention", case)
+    query = query * 1e4 / query.norm(dim=-1, keepdim=True)  # scores of order 1e4
+    keys = keys / keys.norm(dim=-1, keepdim=True)
+    context, weights = kernels.dot_attention(query, keys, values, lengths)
+    assert torch.isfinite(context).all() and torch.isfinite(weights).all()
+    expected = reference.dot_attention(query, keys, values, lengths)
+    torch.testing.assert_close(context, expected[0], atol=1e-4, rtol=1e-4)
+    qp = torch.full((2, 3, 16), 1e4)
+    kp = -qp[:, :1].expand(2, 9, 16)  # an expanded (stride-0) input, too
+    context, weights = kernels.additive_attention(qp, kp, torch.full((16,), 1e4), values, lengths)
+    assert torch.isfinite(context).all() and torch.isfinite(weights).all()
+
+
+@interpreter_only
+@pytest.mark.parametrize("op", OPS)
+def test_non_contiguous_inputs(op):
+    case = Case(B=3, beam=2, T=4, S=11, D=19, Dv=7, lengths="mixed")
+    args = _inputs(op, case)
+
+    def strided(t):
+        # Same values, transposed storage.
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() < 2:
+            return t
+        return t.transpose(0, -1).contiguous().transpose(0, -1)
+
+    noncontig = tuple(strided(a) for a in args)
+    for got, expected in zip(_run(op, noncontig, "triton"), _run(op, args, "reference"),
+                             strict=True):  # fmt: skip
+        torch.testing.assert_close(got, expected, **TOLERANCES[torch.float32])
+
+
+@interpreter_only
+@pytest.mark.parametrize("op", OPS)
+def test_public_api_backend_triton(op, monkeypatch):
+    """fast_s2s.<op>(..., backend="triton") reaches these kernels once the backend lists them."""
+    monkeypatch.setattr(backends, "TRITON_KERNELS", backends.TRITON_KERNELS | frozenset(OPS))
+    args = _inputs(op, CASES[3], requires_grad=True)
+    context, weights = getattr(fast_s2s, op)(*args, backend="triton")
+    assert context.grad_fn is not None and "fast_s2s_triton" in context.grad_fn.name()
+    expected = _run(op, args, "reference")
+    torch.testing.assert_close(context, expected[0], **TOLERANCES[torch.float32])
+    torch.testing.assert_close(weights, expected[1], **TOLERANCES[torch.float32])
+
+
+# --------------------------------------------------------------------------------------------
+# GPU (skipped without one): the same checks on CUDA tensors, compiled Triton
+# --------------------------------------------------------------------------------------------
+
+CUDA_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# Low-precision gradients against a float32 reference: bounded by the rounding of the inputs.
+CUDA_GRAD_TOL = {
+    torch.float32: dict(atol=5e-5, rtol=5e-5),
+    torch.float16: dict(atol=1e-2, rtol=1e-2),
+    torch.bfloat16: dict(atol=5e-2, rtol=5e-2),
+}
+CUDA_CASES = [*CASES, DOT_PATH_CASE]
+CUDA_IDS = [c.id for c in CUDA_CASES]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", CUDA_CASES, ids=CUDA_IDS)
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+def test_cuda_forward_matches_reference(op, case, dtype):
+    check_forward(op, case, "cuda", dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", CUDA_CASES, ids=CUDA_IDS)
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+def test_cuda_backward_matches_reference(op, case, dtype):
+    check_backward(op, case, "cuda", dtype, **CUDA_GRAD_TOL[dtype])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("op", OPS)
+def test_cuda_opcheck(op):
+    args = _inputs(op, DOT_PATH_CASE, "cuda", requires_grad=True)
+    torch.library.opcheck(getattr(kernels, op + "_op"), args)
+
+
+@pytest.mark.cuda
+def test_cuda_torch_compile_fullgraph():
+    case = CASES[3]
+    query, keys, values, lengths, scale = _inputs("dot_attention", case, "cuda", requires_grad=True)
+    qp, kp, v, _, _ = _inputs("additive_attention", case, "cuda", requires_grad=True)
+
+    def step(query, keys, values, qp, kp, v, lengths):
+        c1, w1 = kernels.dot_attention(query, keys, values, lengths, scale)
+        c2, w2 = kernels.additive_attention(qp, kp, v, values, lengths)
+        return (c1 * c2).sum() + (w1 * w2).sum()
+
+    compiled = torch.compile(step, fullgraph=True)
+    inputs = (query, keys, values, qp, kp, v, lengths)
+    loss = compiled(*inputs)
+    grads = torch.autograd.grad(loss, (query, keys, values, qp, kp, v))
+    expected_loss = step(*inputs)
+    expected = torch.autograd.grad(expected_loss, (query, keys, values, qp, kp, v))
+    torch.testing.assert_close(loss, expected_loss)
+    for g, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+# A GPU build is checked without a GPU: Triton compiles the kernels for sm_90 down to a cubin
+# (its bundled ptxas) in a process without the interpreter. This catches what the interpreter
+# lets through (tl.dot shape limits, float64 math, type mismatches between branches).
+_COMPILE_SCRIPT = """
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from kernels import attention as A
+from kernels.attention_ops import choose_blocks
+
+PTR = {torch.float32: "*fp32", torch.float64: "*fp64", torch.bfloat16: "*bf16"}
+FWD = dict(Q=0, K=0, VEC=0, V=0, LEN="*i64", SCALE=1, CTX=0, W=0, SCORES=1, LSE=1)
+BWD = dict(Q=0, K=0, VEC=0, V=0, LEN="*i32", SCALE=1, DC=0, GW=0, LSE=1, DELTA=1, DQ=0, DK=0,
+           DVAL=0, DVEC_PART=1)
+
+def build(fn, ptrs, consts, io, acc, num_warps):
+    sig = {}
+    for name in fn.arg_names:
+        kind = "constexpr" if name in consts else ptrs.get(name, "i32")
+        sig[name] = {0: io, 1: acc}.get(kind, kind)
+    src = triton.compiler.ASTSource(fn, sig, constexprs=consts)
+    triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+for rows, dtype, additive in [(20, torch.float32, False), (1, torch.bfloat16, True),
+                              (3, torch.float64, False)]:
+    blocks = choose_blocks(rows, 50, 64, 48, dtype, additive)
+    warps = blocks.pop("num_warps")
+    io, acc = PTR[dtype], PTR[torch.float64 if dtype == torch.float64 else torch.float32]
+    flags = dict(HAS_LEN=True, ADDITIVE=additive, **blocks)
+    build(A.attention_fwd_kernel, FWD, flags, io, acc, warps)
+    for fn in (A.attention_bwd_dq_kernel, A.attention_bwd_dkdv_kernel):
+        build(fn, BWD, dict(HAS_GW=True, **flags), io, acc, warps)
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_sm90():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import triton
+
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.exists():
+        pytest.skip("triton's bundled ptxas is missing")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]

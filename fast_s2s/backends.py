@@ -20,7 +20,9 @@ CPP_KERNELS: dict[str, frozenset[str]] = {
     "cuda": frozenset(),
 }
 # Ops with a Triton kernel in fast_s2s.kernels (kernels/ in the repository).
-TRITON_KERNELS: frozenset[str] = frozenset({"dot_attention", "additive_attention"})
+TRITON_KERNELS: frozenset[str] = frozenset(
+    {"dot_attention", "additive_attention", "gru_cell", "gru_layer"}
+)
 
 # Order in which `auto` tries backends, per device type. CPU: the C++ kernels beat the reference
 # on every shape `fast-s2s bench` measures on the 2-core development machine (see README,

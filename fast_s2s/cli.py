@@ -1,4 +1,4 @@
-"""The `fast-s2s` command: verify | bench | train | translate."""
+"""The `fast-s2s` command: verify | bench | train | translate | experiment."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ COMMANDS = {
         "check every op on every available backend against its reference",
     ),
     "bench": ("fast_s2s.benchmark", "time the ops against the PyTorch peers a user would use"),
-    "train": ("fast_s2s.train", "train an attentional GRU seq2seq model (generated task or TSV)"),
+    "train": ("fast_s2s.train", "train a GRU seq2seq model (generated task, TSV or frames file)"),
     "translate": ("fast_s2s.translate", "decode sentences with a trained checkpoint"),
+    "experiment": (
+        "fast_s2s.experiment",
+        "length: classic vs attentional model, accuracy against source length (PNG + JSON)",
+    ),
 }
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
+
+_MAX_TICKS = 60
 
 
 def plot_attention(
@@ -17,6 +20,7 @@ def plot_attention(
     """Save a heat map of `weights` (len(output_tokens), len(source_tokens)) to a PNG.
 
     Source tokens run along the x axis, output tokens down the y axis; darker is more weight.
+    Sources longer than 60 tokens (frames) label every k-th column only.
     """
     try:
         import matplotlib
@@ -32,11 +36,15 @@ def plot_attention(
             f"{len(source_tokens)}), got {tuple(w.shape)}"
         )
     show = [t if t != " " else "␣" for t in source_tokens]
-    fig_w = max(4.0, 0.32 * len(show) + 1.5)
+    # Long sources (frames) keep a readable width: at most _MAX_TICKS labelled columns.
+    every = max(1, math.ceil(len(show) / _MAX_TICKS))
+    fig_w = max(4.0, 0.32 * min(len(show), _MAX_TICKS) + 1.5)
     fig_h = max(3.0, 0.32 * len(output_tokens) + 1.2)
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))
     ax.imshow(w, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(show)), show, rotation=90 if max(map(len, show), default=1) > 2 else 0)
+    ticks = range(0, len(show), every)
+    labels = [show[i] for i in ticks]
+    ax.set_xticks(ticks, labels, rotation=90 if max(map(len, labels), default=1) > 2 else 0)
     ax.set_yticks(range(len(output_tokens)), output_tokens)
     ax.set_xlabel("source")
     ax.set_ylabel("output")
@@ -44,4 +52,46 @@ def plot_attention(
         ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
+    """Save the bottleneck experiment's plot (fast_s2s.experiment): exact match (left) and token
+    accuracy (right) against source length, one line per model, one point per length bucket."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise RuntimeError("plotting needs matplotlib: pip install matplotlib") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = {"classic": ("tab:red", "s", "classic (no attention)"),
+              "attention": ("tab:blue", "o", "attention (Bahdanau)")}  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.7), sharey=True)
+    for ax, metric, label in zip(
+        axes, ("exact", "token_accuracy"), ("exact match", "token accuracy"), strict=True
+    ):
+        for name, stats in results["models"].items():
+            color, marker, legend = styles.get(name, (None, "o", name))
+            rows = stats["buckets"]
+            x = [(r["low"] + r["high"]) / 2 for r in rows]
+            ax.plot(x, [100 * r[metric] for r in rows], marker=marker, color=color, label=legend)
+        rows = next(iter(results["models"].values()))["buckets"]
+        ax.set_xticks([(r["low"] + r["high"]) / 2 for r in rows], [r["lengths"] for r in rows])
+        ax.set_xlabel("source length (symbols)")
+        ax.set_ylabel(f"{label} (%)")
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    settings = results.get("settings", {})
+    budget = settings.get("steps")
+    budget = f"{budget} steps" if budget else f"{settings.get('seconds', '?')} s"
+    fig.suptitle(
+        f"reverse task, same sizes (hidden {settings.get('hidden_size', '?')}) and budget "
+        f"({budget}) for both models",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=100)
     plt.close(fig)

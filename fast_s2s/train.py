@@ -2,6 +2,9 @@
 
     fast-s2s train --task dates --checkpoint dates.pt          # generated task, no download
     fast-s2s train --data pairs.tsv --tokenize word ...          # source<TAB>target per line
+    fast-s2s train --task tones ...                              # frames source (generated)
+    fast-s2s train --data frames.npz ...                         # frames source (.pt / .npz)
+    fast-s2s train --attention none ...                          # classic, no attention
     fast-s2s train ... --resume                                  # continue from --checkpoint
     torchrun --nproc-per-node 2 -m fast_s2s.cli train ...        # DistributedDataParallel
 
@@ -28,17 +31,22 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fast_s2s import checkpoint, distributed
 from fast_s2s.data import (
+    FRAME_TASKS,
     TASKS,
     Vocab,
     build_vocabs,
     detokenize,
     encode_pairs,
     filter_by_length,
+    generate_frames,
     generate_pairs,
+    is_frames_file,
+    load_frames,
     make_batches,
     read_tsv,
     split,
     task_tokenization,
+    tokenize,
     tokenize_pairs,
 )
 from fast_s2s.models import Seq2Seq, Seq2SeqConfig
@@ -68,12 +76,15 @@ class TrainSettings:
 
 @dataclass
 class PreparedData:
-    train: list[tuple[list[int], list[int]]]
-    valid: list[tuple[list[int], list[int]]]
+    """Encoded examples: (source ids or (T, F) frames tensor, target ids)."""
+
+    train: list
+    valid: list
     valid_refs: list[str]
-    src_vocab: Vocab
+    src_vocab: Vocab | None  # None for a frames source
     tgt_vocab: Vocab
     mode: str
+    frame_size: int = 0  # F of a frames source, else 0
 
 
 @dataclass
@@ -86,21 +97,59 @@ class TrainResult:
     model: Seq2Seq | None = None  # with the weights of the best epoch
 
 
+def uses_frames(settings: TrainSettings) -> bool:
+    """Whether the source is frames: a frames task (tones) or a .pt / .npz --data file."""
+    if settings.data:
+        return is_frames_file(settings.data)
+    return settings.task in FRAME_TASKS
+
+
 def load_pairs(settings: TrainSettings) -> tuple[list[tuple[str, str]], str]:
     """(text pairs, tokenisation mode) from the generated task or the TSV file."""
     if settings.data:
         mode = settings.tokenize or "word"
         return read_tsv(settings.data), mode
     if settings.task not in TASKS:
-        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {settings.task!r}")
+        choices = ", ".join(TASKS + FRAME_TASKS)
+        raise ValueError(f"--task must be one of {choices}, got {settings.task!r}")
     mode = settings.tokenize or task_tokenization(settings.task)
     return generate_pairs(settings.task, settings.num_examples, seed=settings.seed), mode
 
 
+def _prepare_frames(settings: TrainSettings, tgt_vocab: Vocab | None) -> PreparedData:
+    """The frames path of prepare_data: --max-len limits the target tokens only."""
+    if settings.data:
+        frames, targets = load_frames(settings.data)
+    else:
+        frames, targets = generate_frames(settings.task, settings.num_examples, settings.seed)
+    mode = settings.tokenize or "char"
+    examples = [(f, tokenize(t, mode)) for f, t in zip(frames, targets, strict=True)]
+    examples = [(f, t) for f, t in examples if t and len(t) <= settings.max_len]
+    if not examples:
+        raise ValueError(f"no training pairs left after filtering to --max-len {settings.max_len}")
+    valid_fraction = min(0.5, settings.valid_size / len(examples))
+    train_pairs, valid_pairs = split(examples, valid_fraction, seed=settings.seed)
+    if tgt_vocab is None:
+        tgt_vocab = Vocab.build((t for _, t in train_pairs), min_freq=settings.min_freq)
+    return PreparedData(
+        train=[(f, tgt_vocab.encode(t)) for f, t in train_pairs],
+        valid=[(f, tgt_vocab.encode(t)) for f, t in valid_pairs],
+        valid_refs=[detokenize(t, mode) for _, t in valid_pairs],
+        src_vocab=None,
+        tgt_vocab=tgt_vocab,
+        mode=mode,
+        frame_size=int(frames[0].shape[1]),
+    )
+
+
 def prepare_data(
-    settings: TrainSettings, vocabs: tuple[Vocab, Vocab] | None = None
+    settings: TrainSettings, vocabs: tuple[Vocab | None, Vocab] | None = None
 ) -> PreparedData:
-    """Tokenise, filter by length, split off validation, build (or reuse) vocabularies, encode."""
+    """Tokenise, filter by length, split off validation, build (or reuse) vocabularies, encode.
+
+    A frames source (uses_frames) has no source vocabulary (vocabs[0] is then None)."""
+    if uses_frames(settings):
+        return _prepare_frames(settings, vocabs[1] if vocabs else None)
     pairs, mode = load_pairs(settings)
     tokenized = filter_by_length(tokenize_pairs(pairs, mode), settings.max_len, settings.max_len)
     if not tokenized:
@@ -120,7 +169,7 @@ def prepare_data(
 
 def translate_examples(
     model: Seq2Seq,
-    examples: list[tuple[list[int], list[int]]],
+    examples: list,
     tgt_vocab: Vocab,
     mode: str,
     *,
@@ -129,7 +178,7 @@ def translate_examples(
     max_len: int = 100,
     device: torch.device | str = "cpu",
 ) -> list[str]:
-    """Decode every example's source, in the input order."""
+    """Decode every example's source (ids or a frames tensor), in the input order."""
     model.eval()
     outputs: list[str] = [""] * len(examples)
     batches = make_batches(
@@ -184,10 +233,56 @@ class _LossModule(torch.nn.Module):
         return loss / max(1, n_tokens)
 
 
+def describe(config: Seq2SeqConfig) -> str:
+    """A short name of the model: "bahdanau/additive", "classic (no attention)", "... on frames"."""
+    if config.attention == "none":
+        name = "classic (no attention)"
+    else:
+        name = f"{config.wiring}/{config.score}" + (
+            " input-feeding" if config.input_feeding else ""
+        )
+    if config.source == "frames":
+        name += f" on frames (F={config.frame_size})"
+    return name
+
+
+def _model_config(data: PreparedData, overrides: dict) -> Seq2SeqConfig:
+    """A new model's config for `data`: vocabulary sizes, special ids and the source kind."""
+    if data.src_vocab is None:
+        source = dict(src_vocab_size=1, source="frames", frame_size=data.frame_size)
+    else:
+        source = dict(src_vocab_size=len(data.src_vocab))
+    return Seq2SeqConfig(
+        tgt_vocab_size=len(data.tgt_vocab),
+        pad_id=data.tgt_vocab.pad_id,
+        bos_id=data.tgt_vocab.bos_id,
+        eos_id=data.tgt_vocab.eos_id,
+        **source,
+        **overrides,
+    )
+
+
+def _check_resumed(config: Seq2SeqConfig, frames: bool, path: str) -> None:
+    """The resumed model must read the kind of source the data has (frames or tokens)."""
+    kind = "frames" if frames else "tokens"
+    if config.source != kind:
+        raise ValueError(
+            f"--resume: {path} holds a model reading {config.source}, but the data is {kind}"
+        )
+
+
+def _check_frame_size(config: Seq2SeqConfig, data: PreparedData, path: str) -> None:
+    if config.source == "frames" and config.frame_size != data.frame_size:
+        raise ValueError(
+            f"--resume: {path} holds a model reading frames of {config.frame_size} features, "
+            f"but the data's frames have {data.frame_size}"
+        )
+
+
 def _payload(model, optimizer, config, data, settings, epoch, best, best_state, history):
     return {
         "config": config.to_dict(),
-        "src_vocab": data.src_vocab.to_dict(),
+        "src_vocab": None if data.src_vocab is None else data.src_vocab.to_dict(),
         "tgt_vocab": data.tgt_vocab.to_dict(),
         "tokenize": data.mode,
         "model": best_state,
@@ -223,19 +318,15 @@ def train(
         state = checkpoint.load_checkpoint(
             checkpoint_path, ("config", "src_vocab", "tgt_vocab", "last_model", "optimizer")
         )
-        vocabs = (Vocab.from_dict(state["src_vocab"]), Vocab.from_dict(state["tgt_vocab"]))
-        data = prepare_data(settings, vocabs)
         config = Seq2SeqConfig.from_dict(state["config"])
+        _check_resumed(config, uses_frames(settings), checkpoint_path)
+        saved_src = state["src_vocab"]
+        src_vocab = None if saved_src is None else Vocab.from_dict(saved_src)
+        data = prepare_data(settings, (src_vocab, Vocab.from_dict(state["tgt_vocab"])))
+        _check_frame_size(config, data, checkpoint_path)
     else:
         data = prepare_data(settings)
-        config = Seq2SeqConfig(
-            src_vocab_size=len(data.src_vocab),
-            tgt_vocab_size=len(data.tgt_vocab),
-            pad_id=data.tgt_vocab.pad_id,
-            bos_id=data.tgt_vocab.bos_id,
-            eos_id=data.tgt_vocab.eos_id,
-            **config_overrides,
-        )
+        config = _model_config(data, config_overrides)
     model = Seq2Seq(config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     result = TrainResult()
@@ -252,7 +343,7 @@ def train(
     if world.distributed:
         step_module = torch.nn.parallel.DistributedDataParallel(step_module)
     console.print(
-        f"training {config.wiring}/{config.score} GRU seq2seq "
+        f"training {describe(config)} GRU seq2seq "
         f"({sum(p.numel() for p in model.parameters()):,} parameters, backend {config.backend}) "
         f"on {len(data.train):,} pairs, validating on {len(data.valid):,}; "
         f"{world.size} process(es)"
@@ -354,11 +445,22 @@ def train(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--task", choices=TASKS, default=None, help="generated task (default dates)"
+        "--task",
+        choices=TASKS + FRAME_TASKS,
+        default=None,
+        help="generated task (default dates; tones has frames as its source)",
     )
-    source.add_argument("--data", metavar="PAIRS.tsv", help="parallel corpus: source<TAB>target")
+    source.add_argument(
+        "--data",
+        metavar="FILE",
+        help="parallel corpus PAIRS.tsv (source<TAB>target per line), or a frames file "
+        "FRAMES.pt / FRAMES.npz (float feature sequences and target strings, see "
+        "fast_s2s.data.frames)",
+    )
     parser.add_argument(
-        "--tokenize", choices=["char", "word"], help="default: char for dates, else word"
+        "--tokenize",
+        choices=["char", "word"],
+        help="default: char for dates and frames sources, else word",
     )
     parser.add_argument("--checkpoint", metavar="PATH", help="where to save (and --resume from)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --checkpoint")
@@ -382,6 +484,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--eval-beam", type=int, default=d.eval_beam, help="beam for validation")
     c = Seq2SeqConfig(src_vocab_size=4, tgt_vocab_size=4)
+    parser.add_argument(
+        "--attention",
+        choices=["on", "none"],
+        default=c.attention,
+        help="none: the classic encoder-decoder (Sutskever / Cho): the fixed final encoder "
+        "state, no attention",
+    )
     parser.add_argument("--wiring", choices=["bahdanau", "luong"], default=c.wiring)
     parser.add_argument("--score", choices=["additive", "dot", "general", "concat"], default=None)
     parser.add_argument("--input-feeding", action="store_true")
@@ -428,12 +537,30 @@ def config_from_args(args: argparse.Namespace) -> dict:
         dropout=args.dropout,
         tie_embeddings=args.tie_embeddings,
         backend=args.backend,
+        attention=args.attention,
     )
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of options, before any work; None if nothing."""
+    if args.plot and args.attention == "none":
+        return "--plot: a model without attention (--attention none) has no attention map"
+    frames = args.task in FRAME_TASKS or (args.data and is_frames_file(args.data))
+    if args.demo and frames:
+        return (
+            "--demo translates text, but this model reads frames; translate frames with "
+            "`fast-s2s translate --checkpoint PATH --frames FILE.pt`"
+        )
+    return None
 
 
 def main(args: argparse.Namespace) -> int:
     # Under torchrun every process runs main(); only rank 0 talks.
     console = Console(quiet=int(os.environ.get("RANK", "0")) != 0)
+    problem = check_args(args)
+    if problem:
+        print(f"fast-s2s train: {problem}", file=sys.stderr)
+        return 2
     try:
         result = train(
             settings_from_args(args),

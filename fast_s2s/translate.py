@@ -3,6 +3,7 @@
 fast-s2s translate --checkpoint dates.pt "tuesday 3 march 1998" "03/03/98"
 echo "March 3rd, 1998" | fast-s2s translate --checkpoint dates.pt
 fast-s2s translate --checkpoint dates.pt --file inputs.txt --beam 5 --plot attn.png
+fast-s2s translate --checkpoint tones.pt --frames sounds.npz     # a model that reads frames
 """
 
 from __future__ import annotations
@@ -15,27 +16,35 @@ import torch
 from rich.console import Console
 
 from fast_s2s import checkpoint
-from fast_s2s.data import Vocab, detokenize, make_batches, tokenize
-from fast_s2s.models import Seq2Seq, Seq2SeqConfig
+from fast_s2s.data import FramesFormatError, Vocab, detokenize, load_frames, make_batches, tokenize
+from fast_s2s.models import Hypothesis, Seq2Seq, Seq2SeqConfig
 from fast_s2s.models.search import beam_search, greedy_decode
 
 
 @dataclass
 class Translation:
-    source: str
+    source: str  # the text, or a name for frames ("frames[3]")
     output: str
-    source_tokens: list[str]
+    source_tokens: list[str]  # for frames: the frame indices "0", "1", ...
     output_tokens: list[str]  # ends with the end-of-sequence marker "</s>"
-    attention: torch.Tensor  # (len(output_tokens), len(source_tokens))
+    attention: torch.Tensor  # (len(output_tokens), len(source_tokens)); zeros without attention
     score: float
 
 
 class Translator:
-    """A trained model with its vocabularies and tokenisation, ready to decode text."""
+    """A trained model with its vocabularies and tokenisation, ready to decode text (or, for a
+    model with config.source="frames", feature frames: translate_frames; src_vocab is None)."""
 
-    def __init__(self, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, mode: str) -> None:
+    def __init__(
+        self, model: Seq2Seq, src_vocab: Vocab | None, tgt_vocab: Vocab, mode: str
+    ) -> None:
         self.model = model.eval()
         self.src_vocab, self.tgt_vocab, self.mode = src_vocab, tgt_vocab, mode
+
+    @property
+    def reads_frames(self) -> bool:
+        """Whether the model's source is feature frames rather than text."""
+        return self.model.config.source == "frames"
 
     @classmethod
     def from_checkpoint(
@@ -49,18 +58,19 @@ class Translator:
             config = Seq2SeqConfig.from_dict(config_dict)
             model = Seq2Seq(config)
             model.load_state_dict(data["model"])
-            src_vocab = Vocab.from_dict(data["src_vocab"])
+            frames = config.source == "frames"
+            src_vocab = None if frames else Vocab.from_dict(data["src_vocab"])
             tgt_vocab = Vocab.from_dict(data["tgt_vocab"])
         except (ValueError, RuntimeError, KeyError) as exc:
             raise checkpoint.CheckpointError(f"{path!r}: inconsistent checkpoint: {exc}") from exc
         return cls(model.to(device), src_vocab, tgt_vocab, str(data.get("tokenize", "word")))
 
-    def translate(self, texts: list[str], beam: int = 5, max_len: int = 100) -> list[Translation]:
+    def _decode(self, sources: list, beam: int, max_len: int) -> list[Hypothesis]:
+        """One Hypothesis per source (ids or a (T, F) frames tensor), in the input order."""
         device = next(self.model.parameters()).device
-        tokens = [tokenize(t, self.mode) for t in texts]
-        examples = [(self.src_vocab.encode(tok), []) for tok in tokens]
-        results: list[Translation | None] = [None] * len(texts)
+        results: list[Hypothesis | None] = [None] * len(sources)
         v = self.tgt_vocab
+        examples = [(src, []) for src in sources]
         with torch.no_grad():
             for batch in make_batches(
                 examples, 64, pad_id=v.pad_id, bos_id=v.bos_id, eos_id=v.eos_id
@@ -71,32 +81,108 @@ class Translator:
                 else:
                     hyps = greedy_decode(self.model, batch.src, batch.src_lengths, max_len)
                 for index, hyp in zip(batch.indices, hyps, strict=True):
-                    out_tokens = v.decode(hyp.tokens)
-                    results[index] = Translation(
-                        source=texts[index],
-                        output=detokenize(out_tokens, self.mode),
-                        source_tokens=tokens[index],
-                        output_tokens=[*out_tokens, "</s>"],
-                        attention=hyp.attention[: len(out_tokens) + 1].cpu(),
-                        score=hyp.score,
-                    )
+                    results[index] = hyp
         return results  # type: ignore[return-value]
+
+    def _result(self, source: str, source_tokens: list[str], hyp: Hypothesis) -> Translation:
+        out_tokens = self.tgt_vocab.decode(hyp.tokens)
+        return Translation(
+            source=source,
+            output=detokenize(out_tokens, self.mode),
+            source_tokens=source_tokens,
+            output_tokens=[*out_tokens, "</s>"],
+            attention=hyp.attention[: len(out_tokens) + 1].cpu(),
+            score=hyp.score,
+        )
+
+    def translate(self, texts: list[str], beam: int = 5, max_len: int = 100) -> list[Translation]:
+        """Decode sentences (a model whose source is text)."""
+        if self.src_vocab is None:
+            raise ValueError(
+                "this model reads frames (config.source='frames'), not text: use "
+                "translate_frames (CLI: fast-s2s translate --frames FILE.pt)"
+            )
+        tokens = [tokenize(t, self.mode) for t in texts]
+        hyps = self._decode([self.src_vocab.encode(tok) for tok in tokens], beam, max_len)
+        return [self._result(t, tok, h) for t, tok, h in zip(texts, tokens, hyps, strict=True)]
+
+    def translate_frames(
+        self,
+        frames: list[torch.Tensor],
+        beam: int = 5,
+        max_len: int = 100,
+        names: list[str] | None = None,
+    ) -> list[Translation]:
+        """Decode feature sequences, each a (T_i, frame_size) float tensor (a model whose
+        source is frames). names: Translation.source of each (default "frames[i]")."""
+        config = self.model.config
+        if config.source != "frames":
+            raise ValueError("this model reads text (config.source='tokens'), not frames")
+        for i, f in enumerate(frames):
+            if not isinstance(f, torch.Tensor) or f.dim() != 2 or not f.is_floating_point():
+                what = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+                raise ValueError(f"frames[{i}] must be a 2-D (T, F) float tensor, got {what}")
+            if f.shape[1] != config.frame_size:
+                raise ValueError(
+                    f"frames[{i}] has {f.shape[1]} features per frame; this model reads "
+                    f"frame_size={config.frame_size}"
+                )
+        names = names or [f"frames[{i}]" for i in range(len(frames))]
+        hyps = self._decode([f.float().cpu() for f in frames], beam, max_len)
+        return [
+            self._result(name, [str(t) for t in range(f.shape[0])], h)
+            for name, f, h in zip(names, frames, hyps, strict=True)
+        ]
 
 
 def run(
     checkpoint_path: str,
-    texts: list[str],
+    texts: list[str] | None,
     *,
     beam: int = 5,
     plot: str | None = None,
     backend: str | None = None,
     console: Console | None = None,
+    frames_file: str | None = None,
 ) -> int:
+    """Translate `texts`, or the sequences of `frames_file` (.pt / .npz, see
+    fast_s2s.data.frames), and print "source<TAB>output" lines; 2 on a user error."""
     console = console or Console()
     translator = Translator.from_checkpoint(checkpoint_path, backend=backend)
-    results = translator.translate(texts, beam=beam)
+    if plot and not translator.model.has_attention:
+        print(
+            f"fast-s2s translate: --plot: {checkpoint_path} is a model without attention "
+            "(attention='none'), so there is no attention map to plot",
+            file=sys.stderr,
+        )
+        return 2
+    if frames_file is not None:
+        if not translator.reads_frames:
+            print(
+                f"fast-s2s translate: --frames: {checkpoint_path} is a model that reads text, "
+                "not frames",
+                file=sys.stderr,
+            )
+            return 2
+        frames, targets = load_frames(frames_file, require_targets=False)
+        results = translator.translate_frames(
+            frames, beam=beam, names=[str(i) for i in range(len(frames))]
+        )
+    elif translator.reads_frames:
+        print(
+            f"fast-s2s translate: {checkpoint_path} is a model that reads frames: give "
+            "--frames FILE.pt or FILE.npz instead of text",
+            file=sys.stderr,
+        )
+        return 2
+    else:
+        targets = None
+        results = translator.translate(texts or [], beam=beam)
     for r in results:  # plain "source<TAB>output" lines on stdout, for pipes
         print(f"{r.source}\t{r.output}", flush=True)
+    if targets is not None:
+        hits = sum(r.output == t for r, t in zip(results, targets, strict=True))
+        console.print(f"exact match against the file's targets: {hits}/{len(targets)}")
     if plot and results:
         from fast_s2s.plotting import plot_attention
 
@@ -112,6 +198,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*", help="sentences to translate (default: stdin lines)")
     parser.add_argument("--checkpoint", required=True, metavar="PATH")
     parser.add_argument("--file", metavar="PATH", help="translate every line of this file")
+    parser.add_argument(
+        "--frames",
+        metavar="FILE",
+        help="translate the feature sequences of FILE.pt / FILE.npz (a model trained on frames; "
+        "lines are index<TAB>output)",
+    )
     parser.add_argument("--beam", type=int, default=5, help="beam width (1: greedy)")
     parser.add_argument("--plot", metavar="PNG", help="save the attention map of the first input")
     parser.add_argument("--backend", choices=["auto", "reference", "cpp", "triton"])
@@ -119,6 +211,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    if args.beam < 1:
+        print(f"fast-s2s translate: --beam must be >= 1, got {args.beam}", file=sys.stderr)
+        return 2
+    if args.frames:
+        if args.texts or args.file:
+            print(
+                "fast-s2s translate: give either --frames or text (TEXT, --file), not both",
+                file=sys.stderr,
+            )
+            return 2
+        return _run_guarded(args, console, None)
     texts = list(args.texts)
     if args.file:
         with open(args.file, encoding="utf-8") as f:
@@ -131,9 +234,10 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.beam < 1:
-        print(f"fast-s2s translate: --beam must be >= 1, got {args.beam}", file=sys.stderr)
-        return 2
+    return _run_guarded(args, console, texts)
+
+
+def _run_guarded(args: argparse.Namespace, console: Console, texts: list[str] | None) -> int:
     try:
         return run(
             args.checkpoint,
@@ -142,7 +246,8 @@ def main(args: argparse.Namespace) -> int:
             plot=args.plot,
             backend=args.backend,
             console=console,
+            frames_file=args.frames,
         )
-    except checkpoint.CheckpointError as exc:
+    except (checkpoint.CheckpointError, FramesFormatError, FileNotFoundError) as exc:
         print(f"fast-s2s translate: {exc}", file=sys.stderr)
         return 2

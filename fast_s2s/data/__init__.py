@@ -1,5 +1,5 @@
-"""Data for the seq2seq model, no network: generated tasks, a TSV corpus reader, vocabularies
-and length-bucketed batches.
+"""Data for the seq2seq model, no network: generated tasks, a TSV corpus reader, a frames file
+reader (float feature sequences), vocabularies and length-bucketed batches.
 
     from fast_s2s import data
 
@@ -8,10 +8,13 @@ and length-bucketed batches.
     src_vocab, tgt_vocab = data.build_vocabs(tokens)
     train, valid = data.split(data.encode_pairs(tokens, src_vocab, tgt_vocab), 0.1, seed=0)
     batches = data.make_batches(train, 64, shuffle=True, seed=epoch)
+
+    frames, targets = data.generate_frames("tones", 1000)    # or data.load_frames("x.npz")
 """
 
 from fast_s2s.data.dataset import (
     Batch,
+    FramePair,
     build_vocabs,
     collate,
     encode_pairs,
@@ -21,8 +24,22 @@ from fast_s2s.data.dataset import (
     tokenize_pairs,
 )
 from fast_s2s.data.dates import DATE_PATTERNS, format_date, random_date, random_date_pair
-from fast_s2s.data.tasks import TASKS, generate_pairs, task_tokenization
+from fast_s2s.data.frames import (
+    FRAMES_EXTENSIONS,
+    FramesFormatError,
+    is_frames_file,
+    load_frames,
+    save_frames,
+)
+from fast_s2s.data.tasks import (
+    FRAME_TASKS,
+    TASKS,
+    generate_frames,
+    generate_pairs,
+    task_tokenization,
+)
 from fast_s2s.data.tokenize import MODES, detokenize, tokenize
+from fast_s2s.data.tones import generate_tones
 from fast_s2s.data.tsv import CorpusFormatError, read_tsv
 from fast_s2s.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 
@@ -30,6 +47,8 @@ __all__ = [
     "BOS",
     "DATE_PATTERNS",
     "EOS",
+    "FRAMES_EXTENSIONS",
+    "FRAME_TASKS",
     "MODES",
     "PAD",
     "SPECIALS",
@@ -37,6 +56,8 @@ __all__ = [
     "UNK",
     "Batch",
     "CorpusFormatError",
+    "FramePair",
+    "FramesFormatError",
     "Vocab",
     "build_vocabs",
     "collate",
@@ -44,11 +65,16 @@ __all__ = [
     "encode_pairs",
     "filter_by_length",
     "format_date",
+    "generate_frames",
     "generate_pairs",
+    "generate_tones",
+    "is_frames_file",
+    "load_frames",
     "make_batches",
     "random_date",
     "random_date_pair",
     "read_tsv",
+    "save_frames",
     "split",
     "task_tokenization",
     "tokenize",

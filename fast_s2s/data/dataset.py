@@ -25,6 +25,8 @@ from fast_s2s.data.vocab import Vocab
 T = TypeVar("T")
 TokenPair = tuple[list[str], list[str]]
 IdPair = tuple[list[int], list[int]]
+# A frames example: (source frames (T, F) float tensor, target ids). collate pads either kind.
+FramePair = tuple[Tensor, list[int]]
 
 
 def tokenize_pairs(pairs: list[tuple[str, str]], mode: str) -> list[TokenPair]:
@@ -80,7 +82,8 @@ def encode_pairs(pairs: list[TokenPair], src_vocab: Vocab, tgt_vocab: Vocab) -> 
 class Batch:
     """A padded batch. B examples, S = longest source, T = longest target + 1.
 
-    src: (B, S) int64, padded with pad_id (not reversed).
+    src: (B, S) int64, padded with pad_id (not reversed); for frames examples (source a
+        (T, F) float tensor) (B, S, F) float32, padded with zeros.
     src_lengths: (B,) int64.
     tgt_in: (B, T) int64, bos + target, padded: the decoder inputs under teacher forcing.
     tgt_out: (B, T) int64, target + eos, padded: the prediction targets.
@@ -115,26 +118,43 @@ class Batch:
         )
 
 
+def _pad_frames(sources: list[Tensor], width: int) -> Tensor:
+    """(T_i, F) float tensors -> (B, width, F) float32, zeros after each T_i."""
+    features = sources[0].shape[-1]
+    out = torch.zeros(len(sources), width, features, dtype=torch.float32)
+    for row, frames in enumerate(sources):
+        out[row, : frames.shape[0]] = frames
+    return out
+
+
 def collate(
-    examples: Sequence[IdPair],
+    examples: Sequence[IdPair | FramePair],
     indices: list[int],
     *,
     pad_id: int = 0,
     bos_id: int = 1,
     eos_id: int = 2,
 ) -> Batch:
-    """Pad the examples at `indices` into one Batch (widths are at least 1)."""
+    """Pad the examples at `indices` into one Batch (widths are at least 1).
+
+    Sources are lists of ids, or (T, F) float tensors of frames (padded with zero frames).
+    """
     if not indices:
         raise ValueError("cannot make a batch of no examples")
     sources = [examples[i][0] for i in indices]
     targets = [examples[i][1] for i in indices]
     width_src = max(1, max(len(s) for s in sources))
     width_tgt = max(len(t) for t in targets) + 1
-    src = [s + [pad_id] * (width_src - len(s)) for s in sources]
+    if isinstance(sources[0], Tensor):
+        src = _pad_frames(sources, width_src)
+    else:
+        src = torch.tensor(
+            [s + [pad_id] * (width_src - len(s)) for s in sources], dtype=torch.int64
+        )
     tgt_in = [[bos_id, *t] + [pad_id] * (width_tgt - len(t) - 1) for t in targets]
     tgt_out = [[*t, eos_id] + [pad_id] * (width_tgt - len(t) - 1) for t in targets]
     return Batch(
-        src=torch.tensor(src, dtype=torch.int64),
+        src=src,
         src_lengths=torch.tensor([len(s) for s in sources], dtype=torch.int64),
         tgt_in=torch.tensor(tgt_in, dtype=torch.int64),
         tgt_out=torch.tensor(tgt_out, dtype=torch.int64),
@@ -144,7 +164,7 @@ def collate(
 
 
 def make_batches(
-    examples: list[IdPair],
+    examples: Sequence[IdPair | FramePair],
     batch_size: int,
     *,
     shuffle: bool = False,
@@ -155,6 +175,8 @@ def make_batches(
     eos_id: int = 2,
 ) -> list[Batch]:
     """Cut (source ids, target ids) examples into padded batches of at most `batch_size`.
+
+    Sources may also be (T, F) float tensors of frames (FramePair): lengths are then T.
 
     bucket=True: examples are sorted (stably) by source length, then target length, and cut in
     order, so each batch holds similar lengths; with shuffle the examples are shuffled before the

@@ -1,16 +1,34 @@
-"""Generated seq2seq tasks: copy, reverse, sort (word tokens) and dates (characters).
+"""Generated seq2seq tasks: copy, reverse, sort (word tokens) and dates (characters) with text
+sources; tones with frames (float feature vectors) as the source.
 
 pairs = generate_pairs("reverse", 1000, seed=0)   # [("t3 t17 t8", "t8 t17 t3"), ...]
 mode = task_tokenization("reverse")              # "word"
+frames, targets = generate_frames("tones", 1000, seed=0)   # [(T_i, 8) tensors], ["3141", ...]
 """
 
 from __future__ import annotations
 
 import random
 
+from torch import Tensor
+
 from fast_s2s.data.dates import random_date_pair
+from fast_s2s.data.tones import generate_tones
 
 TASKS: tuple[str, ...] = ("copy", "reverse", "sort", "dates")
+# Tasks whose source is a sequence of feature frames (see generate_frames).
+FRAME_TASKS: tuple[str, ...] = ("tones",)
+
+
+def generate_frames(task: str, n: int, seed: int = 0) -> tuple[list[Tensor], list[str]]:
+    """`n` (frames, target text) examples of a frames task (FRAME_TASKS), the same for the same
+    arguments: n float32 tensors (T_i, F) and n target strings (tokenize them with "char").
+
+    tones: a noisy keypad-tone waveform of 1-8 digits -> the digits (fast_s2s.data.tones).
+    """
+    if task not in FRAME_TASKS:
+        raise ValueError(f"unknown frames task {task!r}; choose one of {list(FRAME_TASKS)}")
+    return generate_tones(n, seed=seed)
 
 
 def _check_task(task: str) -> None:

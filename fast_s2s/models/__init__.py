@@ -1,4 +1,5 @@
-"""The seq2seq model on the fused ops: bidirectional GRU encoder, attentional GRU decoder.
+"""The seq2seq model on the fused ops: bidirectional GRU encoder, attentional or classic GRU
+decoder, over token ids or float feature frames.
 
     from fast_s2s.models import Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
 
@@ -7,26 +8,31 @@
     best = beam_search(model, src, src_lengths, beam_size=5)   # list of Hypothesis, one per row
 
 Files: config.py (Seq2SeqConfig), encoder.py, decoder.py (shared decoder parts), bahdanau.py and
-luong.py (the two wirings), state.py (EncoderState, DecoderState), seq2seq.py (Seq2Seq),
-search.py (greedy and beam search).
+luong.py (the two attentional wirings), classic.py (no attention: Sutskever / Cho), state.py
+(EncoderState, DecoderState), seq2seq.py (Seq2Seq), search.py (greedy and beam search).
 """
 
 from fast_s2s.models.bahdanau import BahdanauDecoder
-from fast_s2s.models.config import SCORES, WIRINGS, Seq2SeqConfig
+from fast_s2s.models.classic import ClassicDecoder
+from fast_s2s.models.config import ATTENTIONS, SCORES, SOURCES, WIRINGS, Seq2SeqConfig
 from fast_s2s.models.decoder import Decoder
-from fast_s2s.models.encoder import Encoder
+from fast_s2s.models.encoder import Encoder, EncoderOutput
 from fast_s2s.models.luong import LuongDecoder
 from fast_s2s.models.search import Hypothesis, beam_search, greedy_decode, length_normalize
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
 
 __all__ = [
+    "ATTENTIONS",
     "SCORES",
+    "SOURCES",
     "WIRINGS",
     "BahdanauDecoder",
+    "ClassicDecoder",
     "Decoder",
     "DecoderState",
     "Encoder",
+    "EncoderOutput",
     "EncoderState",
     "Hypothesis",
     "LuongDecoder",

@@ -13,9 +13,13 @@ from typing import Any
 
 from fast_s2s.backends import BACKENDS
 
-__all__ = ["SCORES", "WIRINGS", "Seq2SeqConfig"]
+__all__ = ["ATTENTIONS", "SCORES", "SOURCES", "WIRINGS", "Seq2SeqConfig"]
 
 WIRINGS = ("bahdanau", "luong")
+# "on": an attentional decoder (config.wiring); "none": the classic encoder-decoder.
+ATTENTIONS = ("on", "none")
+# What the encoder reads: token ids (B, S) or float feature frames (B, T, frame_size).
+SOURCES = ("tokens", "frames")
 # The attention scores each wiring accepts (fast_s2s.nn.Attention kinds).
 SCORES: dict[str, tuple[str, ...]] = {
     "bahdanau": ("additive",),
@@ -37,6 +41,8 @@ class Seq2SeqConfig:
 
     Args:
         src_vocab_size, tgt_vocab_size: vocabulary sizes (including pad, bos, eos).
+            src_vocab_size is unused when source="frames" (any positive integer; training
+            sets 1).
         embed_size: E, source and target embedding size.
         hidden_size: H, the decoder state size. The encoder is a bidirectional GRU with
             H // 2 units per direction, so its concatenated states have H features (H must be
@@ -53,6 +59,16 @@ class Seq2SeqConfig:
         pad_id, bos_id, eos_id: special token ids (distinct, inside both vocabularies' range;
             bos / eos only need to be in the target vocabulary).
         backend: "auto", "reference", "cpp" or "triton", passed to every fast_s2s op / module.
+        attention: "on" (the attentional decoder of `wiring`) or "none": the classic
+            encoder-decoder of Sutskever et al. (2014) and Cho et al. (2014), whose decoder starts
+            from the final encoder state and reads that one fixed context vector at every step
+            (fast_s2s.models.classic). wiring and score are then unused; input_feeding must be
+            False.
+        source: "tokens" (src is (B, S) token ids, embedded) or "frames" (src is (B, T,
+            frame_size) float feature vectors, projected by a Linear layer in place of the
+            embedding).
+        frame_size: F, the features per frame; a positive integer for source="frames", 0 for
+            tokens.
     """
 
     src_vocab_size: int
@@ -70,6 +86,9 @@ class Seq2SeqConfig:
     bos_id: int = 1
     eos_id: int = 2
     backend: str = "auto"
+    attention: str = "on"
+    source: str = "tokens"
+    frame_size: int = 0
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS + _LAYER_FIELDS:
@@ -88,7 +107,20 @@ class Seq2SeqConfig:
                     f"Seq2SeqConfig: {name} must be an integer in [0, tgt_vocab_size) = "
                     f"[0, {self.tgt_vocab_size}), got {value!r}"
                 )
-        if self.pad_id >= self.src_vocab_size:
+        if self.source not in SOURCES:
+            raise ValueError(f"Seq2SeqConfig: source must be one of {SOURCES}, got {self.source!r}")
+        if self.source == "frames":
+            if not _is_int(self.frame_size) or self.frame_size <= 0:
+                raise ValueError(
+                    "Seq2SeqConfig: frame_size must be a positive integer (features per frame) "
+                    f"for source='frames', got {self.frame_size!r}"
+                )
+        elif self.frame_size != 0:
+            raise ValueError(
+                "Seq2SeqConfig: frame_size must be 0 for source='tokens' (it is the features per "
+                f"frame of source='frames'), got {self.frame_size!r}"
+            )
+        if self.source == "tokens" and self.pad_id >= self.src_vocab_size:
             raise ValueError(
                 f"Seq2SeqConfig: pad_id must be < src_vocab_size = {self.src_vocab_size}, "
                 f"got {self.pad_id}"
@@ -100,6 +132,10 @@ class Seq2SeqConfig:
             )
         if self.wiring not in WIRINGS:
             raise ValueError(f"Seq2SeqConfig: wiring must be one of {WIRINGS}, got {self.wiring!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"Seq2SeqConfig: attention must be one of {ATTENTIONS}, got {self.attention!r}"
+            )
         if self.score not in SCORES[self.wiring]:
             raise ValueError(
                 f"Seq2SeqConfig: score must be one of {SCORES[self.wiring]} for "
@@ -110,6 +146,11 @@ class Seq2SeqConfig:
                 raise ValueError(
                     f"Seq2SeqConfig: {name} must be a bool, got {getattr(self, name)!r}"
                 )
+        if self.input_feeding and self.attention == "none":
+            raise ValueError(
+                "Seq2SeqConfig: input_feeding=True feeds the attentional state back and needs "
+                "attention='on', got attention='none'"
+            )
         if self.input_feeding and self.wiring != "luong":
             raise ValueError(
                 "Seq2SeqConfig: input_feeding=True needs wiring='luong' (Bahdanau already feeds "
@@ -136,7 +177,8 @@ class Seq2SeqConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Seq2SeqConfig:
         """Inverse of to_dict. Unknown keys, missing required keys and bad values raise
-        ValueError naming the field."""
+        ValueError naming the field. Keys added in later versions (attention, source,
+        frame_size) may be missing: they take their defaults, so older checkpoints load."""
         if not isinstance(d, dict):
             raise ValueError(f"Seq2SeqConfig.from_dict: expected a dict, got {type(d).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}

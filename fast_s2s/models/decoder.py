@@ -1,9 +1,10 @@
-"""What both decoder wirings share: target embedding, stacked GRU, output layer, the step loop.
+"""What every decoder shares: target embedding, stacked GRU, output layer, the step loop.
 
 A decoder turns (encoder state, previous target token) into (logits, new state, attention
-weights). Subclasses (bahdanau.py, luong.py) define `step`, the wiring of one decoder step; the
-teacher-forced `forward` here runs `step` over the target in a Python loop, and LuongDecoder
-overrides it with an all-steps-at-once version where the wiring allows.
+weights). Subclasses (bahdanau.py, luong.py, classic.py) define `step`, the wiring of one
+decoder step; the teacher-forced `forward` here runs `step` over the target in a Python loop,
+and LuongDecoder and ClassicDecoder override it with an all-steps-at-once version where the
+wiring allows.
 
 The stacked decoder GRU is one fast_s2s.nn.GRU (torch.nn.GRU parameters: weight_ih_l{k}, ...).
 Step by step its layers run through the fused fast_s2s.ops.gru_cell on those same weights; over a
@@ -26,16 +27,19 @@ __all__ = ["Decoder"]
 
 
 class Decoder(nn.Module):
-    """Base class of the attentional GRU decoders.
+    """Base class of the GRU decoders.
 
     Modules: ``embedding`` (tgt_vocab, E) with padding_idx=pad_id; ``rnn`` the stacked GRU
-    (rnn_input_size -> H); ``attention`` (fast_s2s.nn.Attention); ``out`` Linear(-> tgt_vocab)
+    (rnn_input_size -> H); ``attention`` (fast_s2s.nn.Attention, None for the classic decoder);
+    ``out`` Linear(-> tgt_vocab)
     from the pre-output vector (H features, or E through the bias-free ``tie_proj`` when the
     embeddings are tied and E != H). With tie_embeddings, out.weight is embedding.weight, and
     the embedding is initialised N(0, E^-1/2) (the output scale of a Linear) instead of N(0, 1).
     """
 
-    def __init__(self, config: Seq2SeqConfig, rnn_input_size: int, attention: Attention) -> None:
+    def __init__(
+        self, config: Seq2SeqConfig, rnn_input_size: int, attention: Attention | None
+    ) -> None:
         super().__init__()
         c = config
         self.config = c
@@ -117,7 +121,7 @@ class Decoder(nn.Module):
 
         Returns:
             pre_output (N, H) (dropped out; self.project gives the logits), the new state and the
-            attention weights (N, S).
+            attention weights (N, S) (all zeros without attention).
         """
         raise NotImplementedError
 

@@ -41,7 +41,8 @@ class Hypothesis:
         length_normalize(score, len(tokens) + 1, length_penalty)).
     attention: (len(tokens) + 1, S_b) float32 CPU tensor: the attention weights at every
         decoder step (the last row is the eos step) over the sentence's S_b = src_lengths[b]
-        valid source positions; each row sums to 1 (all zeros for an empty source).
+        valid source positions; each row sums to 1 (all zeros for an empty source, and for a
+        model without attention, config.attention="none").
     """
 
     tokens: list[int]
@@ -103,7 +104,8 @@ def greedy_decode(
 
     Args:
         model: the Seq2Seq model (run in eval mode and without gradients; its mode is restored).
-        src: (B, S) int64 padded source; src_lengths: (B,) lengths.
+        src: (B, S) int64 padded source (or (B, S, F) frames for source="frames");
+            src_lengths: (B,) lengths.
         max_len: at most this many tokens before eos (see the module docstring).
 
     Returns:
@@ -162,7 +164,8 @@ def beam_search(
 
     Args:
         model: the Seq2Seq model (run in eval mode and without gradients; its mode is restored).
-        src: (B, S) int64 padded source; src_lengths: (B,) lengths.
+        src: (B, S) int64 padded source (or (B, S, F) frames for source="frames");
+            src_lengths: (B,) lengths.
         beam_size: hypotheses kept per sentence.
         max_len: at most this many tokens before eos.
         length_penalty: alpha of the length normalisation score / length ** alpha (0: none).

@@ -1,4 +1,5 @@
-"""Seq2Seq: the attentional GRU encoder-decoder, for teacher-forced training and step decoding.
+"""Seq2Seq: the GRU encoder-decoder (attentional or classic), for teacher-forced training and
+step decoding.
 
     config = Seq2SeqConfig(src_vocab_size=100, tgt_vocab_size=120, wiring="luong", score="general")
     model = Seq2Seq(config)
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fast_s2s.models.bahdanau import BahdanauDecoder
+from fast_s2s.models.classic import ClassicDecoder
 from fast_s2s.models.config import Seq2SeqConfig
 from fast_s2s.models.decoder import Decoder
 from fast_s2s.models.encoder import Encoder
@@ -34,13 +36,13 @@ def _upcast(logits: Tensor) -> Tensor:
     return logits.float() if logits.dtype in _LOW_PRECISION else logits
 
 
-def _check_tokens(name: str, t: object, batch: int | None = None) -> Tensor:
+def _check_tokens(name: str, t: object, batch: int | None = None, hint: str = "") -> Tensor:
     if not isinstance(t, Tensor):
         raise TypeError(f"Seq2Seq: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 2 or t.dtype not in (torch.int64, torch.int32):
         raise ValueError(
             f"Seq2Seq: {name} must be a 2-D (B, length) int64 tensor of token ids, got shape "
-            f"{tuple(t.shape)} and dtype {t.dtype}"
+            f"{tuple(t.shape)} and dtype {t.dtype}{hint}"
         )
     if batch is not None and t.shape[0] != batch:
         raise ValueError(
@@ -49,12 +51,25 @@ def _check_tokens(name: str, t: object, batch: int | None = None) -> Tensor:
     return t.long()
 
 
+def _check_frames(t: object, frame_size: int) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"Seq2Seq: src must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 3 or not t.is_floating_point() or t.shape[-1] != frame_size:
+        raise ValueError(
+            "Seq2Seq: this model reads frames (config.source='frames'): src must be a 3-D "
+            f"(B, T, frame_size={frame_size}) floating-point tensor, got shape {tuple(t.shape)} "
+            f"and dtype {t.dtype}"
+        )
+    return t
+
+
 class Seq2Seq(nn.Module):
-    """Bidirectional GRU encoder and attentional GRU decoder (Bahdanau or Luong wiring).
+    """Bidirectional GRU encoder and GRU decoder: attentional (Bahdanau or Luong wiring) or
+    classic (config.attention="none": the fixed final encoder state, no attention).
 
     Submodules: ``encoder`` (fast_s2s.models.encoder.Encoder) and ``decoder``
-    (BahdanauDecoder or LuongDecoder, chosen by config.wiring); every fused op runs on
-    config.backend. See Seq2SeqConfig for the hyper-parameters.
+    (BahdanauDecoder or LuongDecoder, chosen by config.wiring, or ClassicDecoder); every fused
+    op runs on config.backend. See Seq2SeqConfig for the hyper-parameters.
     """
 
     def __init__(self, config: Seq2SeqConfig) -> None:
@@ -63,15 +78,36 @@ class Seq2Seq(nn.Module):
             raise TypeError(f"Seq2Seq: config must be a Seq2SeqConfig, got {type(config).__name__}")
         self.config = config
         self.encoder = Encoder(config)
-        decoder_cls = BahdanauDecoder if config.wiring == "bahdanau" else LuongDecoder
+        if config.attention == "none":
+            decoder_cls: type[Decoder] = ClassicDecoder
+        else:
+            decoder_cls = BahdanauDecoder if config.wiring == "bahdanau" else LuongDecoder
         self.decoder: Decoder = decoder_cls(config)
+
+    @property
+    def has_attention(self) -> bool:
+        """False for the classic encoder-decoder (config.attention="none")."""
+        return self.decoder.attention is not None
 
     def extra_repr(self) -> str:
         c = self.config
-        s = f"wiring={c.wiring!r}, score={c.score!r}"
+        if c.attention == "none":
+            s = "attention='none'"
+        else:
+            s = f"wiring={c.wiring!r}, score={c.score!r}"
         if c.input_feeding:
             s += ", input_feeding=True"
+        if c.source == "frames":
+            s += f", source='frames', frame_size={c.frame_size}"
         return s + f", backend={c.backend!r}"
+
+    def _check_src(self, src: object) -> Tensor:
+        if self.config.source == "frames":
+            return _check_frames(src, self.config.frame_size)
+        hint = ""
+        if isinstance(src, Tensor) and src.dim() == 3:
+            hint = " (this model reads token ids, config.source='tokens', not frames)"
+        return _check_tokens("src", src, hint=hint)
 
     # -- training ------------------------------------------------------------------------------
 
@@ -79,14 +115,16 @@ class Seq2Seq(nn.Module):
         """Run the encoder once per source batch.
 
         Args:
-            src: (B, S) int64 token ids, padded with pad_id.
+            src: (B, S) int64 token ids, padded with pad_id; or, for config.source="frames",
+                (B, S, frame_size) float frames (padded positions are ignored).
             src_lengths: (B,) int lengths in [0, S] (a tensor or a list).
 
         Returns:
-            EncoderState: states (B, S, H), the attention memory (keys projected once here),
-            the initial decoder hidden (decoder_layers, B, H) and the lengths (int64).
+            EncoderState: states (B, S, H), the attention memory (keys projected once here;
+            None without attention), the initial decoder hidden (decoder_layers, B, H), the
+            lengths (int64) and the fixed context vector (B, H).
         """
-        src = _check_tokens("src", src)
+        src = self._check_src(src)
         if not isinstance(src_lengths, Tensor):
             src_lengths = torch.as_tensor(src_lengths, dtype=torch.int64)
         if src_lengths.dim() != 1 or src_lengths.shape[0] != src.shape[0]:
@@ -95,15 +133,17 @@ class Seq2Seq(nn.Module):
                 f"{tuple(src_lengths.shape)}"
             )
         src_lengths = src_lengths.to(device=src.device, dtype=torch.int64)
-        states, hidden = self.encoder(src, src_lengths)
-        memory = self.decoder.attention.precompute(states)
-        return EncoderState(states, memory, hidden, src_lengths)
+        states, hidden, final = self.encoder(src, src_lengths)
+        attention = self.decoder.attention
+        memory = attention.precompute(states) if attention is not None else None
+        return EncoderState(states, memory, hidden, src_lengths, final)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, tgt_vocab_size).
 
-        src (B, S) and src_lengths (B,) as for encode; tgt_in (B, T) int64: bos followed by the
-        target, padded with pad_id (the logits at padded positions are computed and meaningless).
+        src (B, S) (or frames (B, S, F)) and src_lengths (B,) as for encode; tgt_in (B, T) int64:
+        bos followed by the target, padded with pad_id (the logits at padded positions are
+        computed and meaningless).
         """
         tgt_in = _check_tokens("tgt_in", tgt_in, src.shape[0] if isinstance(src, Tensor) else None)
         enc = self.encode(src, src_lengths)
@@ -150,7 +190,8 @@ class Seq2Seq(nn.Module):
             beam: rows per sentence; row n reads sentence n // beam.
 
         Returns:
-            log_probs (N, V) (float32 or wider), the new state, attention weights (N, S).
+            log_probs (N, V) (float32 or wider), the new state, attention weights (N, S) (all
+            zeros for a model without attention).
         """
         embedded = self.decoder.embed(prev_tokens)
         pre_output, state, weights = self.decoder.step(enc, state, embedded, beam)

@@ -22,15 +22,19 @@ class EncoderState(NamedTuple):
     states: (B, S, H) encoder outputs (forward and backward directions concatenated; zeros at
         padded positions).
     memory: the attention memory from Attention.precompute(states): keys projected once here
-        (for the additive / concat scores), values = states.
+        (for the additive / concat scores), values = states. None for a model without
+        attention (config.attention="none").
     hidden: (decoder_layers, B, H) initial decoder state, tanh(W [h_fwd_final; h_bwd_final]).
     src_lengths: (B,) int64 source lengths, on the device of the states.
+    context: (B, H) the top encoder layer's final states [h_fwd_final; h_bwd_final], the fixed
+        context vector a classic decoder reads at every step (None when not computed).
     """
 
     states: Tensor
-    memory: AttentionMemory
+    memory: AttentionMemory | None
     hidden: Tensor
     src_lengths: Tensor
+    context: Tensor | None = None
 
     @property
     def batch_size(self) -> int:

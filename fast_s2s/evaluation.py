@@ -1,0 +1,60 @@
+"""Decoding a set of examples and scoring it: exact match and sacrebleu BLEU."""
+
+from __future__ import annotations
+
+import torch
+
+from fast_s2s.data import (
+    Vocab,
+    detokenize,
+    make_batches,
+)
+from fast_s2s.models import Seq2Seq
+from fast_s2s.models.search import beam_search, greedy_decode
+from fast_s2s.training_data import PreparedData
+
+
+def translate_examples(
+    model: Seq2Seq,
+    examples: list,
+    tgt_vocab: Vocab,
+    mode: str,
+    *,
+    batch_size: int = 128,
+    beam: int = 1,
+    max_len: int = 100,
+    device: torch.device | str = "cpu",
+) -> list[str]:
+    """Decode every example's source (ids or a frames tensor), in the input order."""
+    model.eval()
+    outputs: list[str] = [""] * len(examples)
+    batches = make_batches(
+        [(src, []) for src, _ in examples],
+        batch_size,
+        pad_id=tgt_vocab.pad_id,
+        bos_id=tgt_vocab.bos_id,
+        eos_id=tgt_vocab.eos_id,
+    )
+    with torch.no_grad():
+        for batch in batches:
+            batch = batch.to(device)
+            if beam > 1:
+                hyps = beam_search(model, batch.src, batch.src_lengths, beam, max_len)
+            else:
+                hyps = greedy_decode(model, batch.src, batch.src_lengths, max_len)
+            for index, hyp in zip(batch.indices, hyps, strict=True):
+                outputs[index] = detokenize(tgt_vocab.decode(hyp.tokens), mode)
+    return outputs
+
+
+def evaluate(model: Seq2Seq, data: PreparedData, beam: int, device) -> dict[str, float]:
+    """Exact match (fraction) and corpus BLEU (sacrebleu) on the validation set."""
+    import sacrebleu
+
+    hyps = translate_examples(
+        model, data.valid, data.tgt_vocab, data.mode, beam=beam, device=device
+    )
+    exact = sum(h == r for h, r in zip(hyps, data.valid_refs, strict=True)) / max(1, len(hyps))
+    tokenize = "char" if data.mode == "char" else "13a"
+    bleu = sacrebleu.corpus_bleu(hyps, [data.valid_refs], tokenize=tokenize).score
+    return {"exact": exact, "bleu": bleu}

@@ -1,0 +1,262 @@
+"""The training loop behind `fast-s2s train`: model, Adam with clipping, bucketed batches,
+validation every epoch, learning-rate halving and early stopping, atomic checkpoints by rank 0,
+DistributedDataParallel under torchrun."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fast_s2s import checkpoint, distributed
+from fast_s2s.data import (
+    Vocab,
+    make_batches,
+)
+from fast_s2s.evaluation import evaluate
+from fast_s2s.models import Seq2Seq, Seq2SeqConfig
+from fast_s2s.training_data import PreparedData, TrainSettings, prepare_data, uses_frames
+
+
+@dataclass
+class TrainResult:
+    best_exact: float = 0.0
+    best_bleu: float = 0.0
+    epochs_run: int = 0
+    checkpoints_written: int = 0
+    history: list[dict] = field(default_factory=list)
+    model: Seq2Seq | None = None  # with the weights of the best epoch
+
+
+def out_of_time(settings: TrainSettings, started: float, world: distributed.World) -> bool:
+    """Whether --time-budget is spent, as rank 0 sees it (all ranks stop at the same batch)."""
+    spent = (
+        settings.time_budget is not None and time.perf_counter() - started >= settings.time_budget
+    )
+    return distributed.broadcast_flag(spent, world)
+
+
+class _LossModule(torch.nn.Module):
+    """DistributedDataParallel only synchronises gradients of what its forward computed."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src, src_lengths, tgt_in, tgt_out):
+        loss, n_tokens = self.model.loss(src, src_lengths, tgt_in, tgt_out)
+        return loss / max(1, n_tokens)
+
+
+def describe(config: Seq2SeqConfig) -> str:
+    """A short name of the model: "bahdanau/additive", "classic (no attention)", "... on frames"."""
+    if config.attention == "none":
+        name = "classic (no attention)"
+    else:
+        name = f"{config.wiring}/{config.score}" + (
+            " input-feeding" if config.input_feeding else ""
+        )
+    if config.source == "frames":
+        name += f" on frames (F={config.frame_size})"
+    return name
+
+
+def _model_config(data: PreparedData, overrides: dict) -> Seq2SeqConfig:
+    """A new model's config for `data`: vocabulary sizes, special ids and the source kind."""
+    if data.src_vocab is None:
+        source = dict(src_vocab_size=1, source="frames", frame_size=data.frame_size)
+    else:
+        source = dict(src_vocab_size=len(data.src_vocab))
+    return Seq2SeqConfig(
+        tgt_vocab_size=len(data.tgt_vocab),
+        pad_id=data.tgt_vocab.pad_id,
+        bos_id=data.tgt_vocab.bos_id,
+        eos_id=data.tgt_vocab.eos_id,
+        **source,
+        **overrides,
+    )
+
+
+def _check_resumed(config: Seq2SeqConfig, frames: bool, path: str) -> None:
+    """The resumed model must read the kind of source the data has (frames or tokens)."""
+    kind = "frames" if frames else "tokens"
+    if config.source != kind:
+        raise ValueError(
+            f"--resume: {path} holds a model reading {config.source}, but the data is {kind}"
+        )
+
+
+def _check_frame_size(config: Seq2SeqConfig, data: PreparedData, path: str) -> None:
+    if config.source == "frames" and config.frame_size != data.frame_size:
+        raise ValueError(
+            f"--resume: {path} holds a model reading frames of {config.frame_size} features, "
+            f"but the data's frames have {data.frame_size}"
+        )
+
+
+def _payload(model, optimizer, config, data, settings, epoch, best, best_state, history):
+    return {
+        "config": config.to_dict(),
+        "src_vocab": None if data.src_vocab is None else data.src_vocab.to_dict(),
+        "tgt_vocab": data.tgt_vocab.to_dict(),
+        "tokenize": data.mode,
+        "model": best_state,
+        "last_model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "best": best,
+        "settings": asdict(settings),
+        "history": history,
+    }
+
+
+def train(
+    settings: TrainSettings,
+    config_overrides: dict,
+    checkpoint_path: str | None,
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+    console: Console | None = None,
+) -> TrainResult:
+    """Run a whole training; returns what happened (also on every rank under torchrun)."""
+    dev = torch.device(device)
+    world = distributed.init_from_env(dev)
+    console = console or Console(quiet=not world.is_main)
+    random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+
+    state = None
+    if resume:
+        if not checkpoint_path:
+            raise ValueError("--resume needs --checkpoint PATH")
+        state = checkpoint.load_checkpoint(
+            checkpoint_path, ("config", "src_vocab", "tgt_vocab", "last_model", "optimizer")
+        )
+        config = Seq2SeqConfig.from_dict(state["config"])
+        _check_resumed(config, uses_frames(settings), checkpoint_path)
+        saved_src = state["src_vocab"]
+        src_vocab = None if saved_src is None else Vocab.from_dict(saved_src)
+        data = prepare_data(settings, (src_vocab, Vocab.from_dict(state["tgt_vocab"])))
+        _check_frame_size(config, data, checkpoint_path)
+    else:
+        data = prepare_data(settings)
+        config = _model_config(data, config_overrides)
+    model = Seq2Seq(config).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    result = TrainResult()
+    start_epoch, best, best_state = 0, -1.0, None
+    if state is not None:
+        model.load_state_dict(state["last_model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"]) + 1
+        best = float(state["best"])
+        best_state = state["model"]
+        result.history = list(state.get("history", []))
+        console.print(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+    step_module = _LossModule(model)
+    if world.distributed:
+        step_module = torch.nn.parallel.DistributedDataParallel(step_module)
+    console.print(
+        f"training {describe(config)} GRU seq2seq "
+        f"({sum(p.numel() for p in model.parameters()):,} parameters, backend {config.backend}) "
+        f"on {len(data.train):,} pairs, validating on {len(data.valid):,}; "
+        f"{world.size} process(es)"
+    )
+    started = time.perf_counter()
+    stale = 0
+    for epoch in range(start_epoch, settings.epochs):
+        model.train()
+        batches = make_batches(
+            data.train,
+            settings.batch_size,
+            shuffle=True,
+            seed=settings.seed + epoch,
+            pad_id=config.pad_id,
+            bos_id=config.bos_id,
+            eos_id=config.eos_id,
+        )
+        if len(batches) < world.size:
+            raise ValueError(
+                f"only {len(batches)} batch(es) of --batch-size {settings.batch_size} for "
+                f"{world.size} processes: lower --batch-size or give more data"
+            )
+        batches = distributed.shard(batches, world)
+        total_loss, total_batches = 0.0, 0
+        with Progress(
+            TextColumn(f"epoch {epoch + 1}/{settings.epochs}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} batches, loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not world.is_main,
+        ) as progress:
+            task = progress.add_task("train", total=len(batches), loss=math.nan)
+            for batch in batches:
+                batch = batch.to(dev)
+                loss = step_module(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
+                optimizer.step()
+                total_loss += loss.item()
+                total_batches += 1
+                progress.update(task, advance=1, loss=total_loss / total_batches)
+                if out_of_time(settings, started, world):
+                    break  # the budget is spent mid-epoch: validate and save what we have
+        metrics = evaluate(model, data, settings.eval_beam, dev)
+        metrics.update(epoch=epoch + 1, loss=total_loss / max(1, total_batches))
+        metrics["seconds"] = round(time.perf_counter() - started, 1)
+        result.history.append(metrics)
+        improved = metrics["exact"] > best
+        if improved:
+            best = metrics["exact"]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            stale = 0
+        else:
+            # Halve the learning rate on a plateau (Luong et al. 2015 halve it on a schedule).
+            stale += 1
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.5
+        result.best_exact = max(result.best_exact, metrics["exact"])
+        result.best_bleu = max(result.best_bleu, metrics["bleu"])
+        result.epochs_run += 1
+        console.print(
+            f"epoch {epoch + 1}: loss {metrics['loss']:.4f}, valid exact match "
+            f"{100 * metrics['exact']:.2f}%, BLEU {metrics['bleu']:.2f}, "
+            f"{metrics['seconds']:.0f} s{' (best)' if improved else ''}"
+        )
+        if checkpoint_path and world.is_main:
+            checkpoint.save_checkpoint(
+                checkpoint_path,
+                _payload(
+                    model,
+                    optimizer,
+                    config,
+                    data,
+                    settings,
+                    epoch,
+                    best,
+                    best_state,
+                    result.history,
+                ),
+            )
+            result.checkpoints_written += 1
+        spent = out_of_time(settings, started, world)
+        stop = stale >= settings.patience or spent or metrics["exact"] >= 1.0
+        if distributed.broadcast_flag(stop, world):
+            why = "time budget spent" if spent else "no improvement" if stale else "perfect"
+            console.print(f"stopping after epoch {epoch + 1}: {why}")
+            break
+    distributed.barrier(world)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.model = model
+    distributed.shutdown(world)
+    return result

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fast_s2s import _extension, _validate, reference
+from fast_s2s import _extension, _gru_autograd, _validate, reference
 from fast_s2s.backends import resolve_backend
 
 __all__ = ["additive_attention", "dot_attention", "gru_cell", "gru_layer"]
@@ -240,93 +240,15 @@ def _register_compiled_ops() -> None:
         lib + "additive_attention", _add_backward, setup_context=_add_setup
     )
 
-    def _acc(t):
-        return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-    @torch.library.register_fake(lib + "gru_cell")
-    def _cell_fake(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
-        batch, hidden = h.shape
-        return h.new_empty((batch, hidden)), h.new_empty((batch, 4 * hidden), dtype=_acc(x))
-
-    @torch.library.register_fake(lib + "gru_cell_backward")
-    def _cell_bwd_fake(grad_h_new, x, h, w_ih, w_hh, gates):
-        three_h = w_ih.shape[0]
-        return (
-            x.new_empty(x.shape),
-            h.new_empty(h.shape),
-            w_ih.new_empty(w_ih.shape),
-            w_hh.new_empty(w_hh.shape),
-            x.new_empty((three_h,)),
-            x.new_empty((three_h,)),
-        )
-
-    def _cell_setup(ctx, inputs, output):
-        x, h, w_ih, w_hh, b_ih, b_hh = inputs
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(x, h, w_ih, w_hh, output[1])
-        ctx.has_bias = (b_ih is not None, b_hh is not None)
-
-    def _cell_backward(ctx, grad_h_new, _grad_gates):
-        x, h, w_ih, w_hh, gates = ctx.saved_tensors
-        gx, gh, gw_ih, gw_hh, gb_ih, gb_hh = torch.ops.fast_s2s.gru_cell_backward(
-            grad_h_new, x, h, w_ih, w_hh, gates
-        )
-        return (
-            gx,
-            gh,
-            gw_ih,
-            gw_hh,
-            gb_ih if ctx.has_bias[0] else None,
-            gb_hh if ctx.has_bias[1] else None,
-        )
-
-    torch.library.register_autograd(lib + "gru_cell", _cell_backward, setup_context=_cell_setup)
-
-    @torch.library.register_fake(lib + "gru_layer")
-    def _layer_fake(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
-        steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
-        return (
-            x.new_empty((steps, batch, hidden)),
-            h0.new_empty((batch, hidden)),
-            x.new_empty((steps, batch, 5 * hidden), dtype=_acc(x)),
-        )
-
-    @torch.library.register_fake(lib + "gru_layer_backward")
-    def _layer_bwd_fake(grad_output, grad_h_n, x, h0, w_ih, w_hh, work, lengths, reverse):
-        three_h = w_ih.shape[0]
-        return (
-            x.new_empty(x.shape),
-            h0.new_empty(h0.shape),
-            w_ih.new_empty(w_ih.shape),
-            w_hh.new_empty(w_hh.shape),
-            x.new_empty((three_h,)),
-            x.new_empty((three_h,)),
-        )
-
-    def _layer_setup(ctx, inputs, output):
-        x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse = inputs
-        ctx.mark_non_differentiable(output[2])
-        ctx.save_for_backward(x, h0, w_ih, w_hh, output[2], lengths)
-        ctx.has_bias = (b_ih is not None, b_hh is not None)
-        ctx.reverse = reverse
-
-    def _layer_backward(ctx, grad_output, grad_h_n, _grad_work):
-        x, h0, w_ih, w_hh, work, lengths = ctx.saved_tensors
-        gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh = torch.ops.fast_s2s.gru_layer_backward(
-            grad_output, grad_h_n, x, h0, w_ih, w_hh, work, lengths, ctx.reverse
-        )
-        return (
-            gx,
-            gh0,
-            gw_ih,
-            gw_hh,
-            gb_ih if ctx.has_bias[0] else None,
-            gb_hh if ctx.has_bias[1] else None,
-            None,
-            None,
-        )
-
-    torch.library.register_autograd(lib + "gru_layer", _layer_backward, setup_context=_layer_setup)
+    # The GRU ops share their fake functions and autograd with the Triton ones.
+    torch.library.register_fake(lib + "gru_cell")(_gru_autograd.cell_fake)
+    torch.library.register_fake(lib + "gru_cell_backward")(_gru_autograd.cell_backward_fake)
+    backward, setup = _gru_autograd.cell_autograd(torch.ops.fast_s2s.gru_cell_backward)
+    torch.library.register_autograd(lib + "gru_cell", backward, setup_context=setup)
+    torch.library.register_fake(lib + "gru_layer")(_gru_autograd.layer_fake)
+    torch.library.register_fake(lib + "gru_layer_backward")(_gru_autograd.layer_backward_fake)
+    backward, setup = _gru_autograd.layer_autograd(torch.ops.fast_s2s.gru_layer_backward)
+    torch.library.register_autograd(lib + "gru_layer", backward, setup_context=setup)
 
     @torch.library.register_fake(lib + "cuda_smoke")
     def _smoke_fake(x):

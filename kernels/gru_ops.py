@@ -35,7 +35,7 @@ import torch
 import triton
 from torch import Tensor
 
-from fast_s2s import _validate
+from fast_s2s import _gru_autograd
 
 from .gru import (
     gru_backward_kernel,
@@ -221,10 +221,7 @@ def _gru_cell_op(
     return _cell_forward(x, h, w_ih, w_hh, b_ih, b_hh)
 
 
-@_gru_cell_op.register_fake
-def _(x, h, w_ih, w_hh, b_ih, b_hh):
-    batch, hidden = h.shape
-    return x.new_empty((batch, hidden)), x.new_empty((batch, 4 * hidden), dtype=_acc_dtype(x.dtype))
+_gru_cell_op.register_fake(_gru_autograd.cell_fake)
 
 
 @torch.library.custom_op("fast_s2s_triton::gru_cell_backward", mutates_args=())
@@ -235,39 +232,8 @@ def _gru_cell_backward_op(
     return _cell_backward(grad_h_new, x, h, w_ih, w_hh, gates)
 
 
-@_gru_cell_backward_op.register_fake
-def _(grad_h_new, x, h, w_ih, w_hh, gates):
-    three_h = w_ih.shape[0]
-    return (
-        torch.empty_like(x),
-        torch.empty_like(h),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        x.new_empty((three_h,)),
-        x.new_empty((three_h,)),
-    )
-
-
-def _cell_setup(ctx, inputs, output):
-    x, h, w_ih, w_hh, b_ih, b_hh = inputs
-    ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(x, h, w_ih, w_hh, output[1])
-    ctx.has_bias = (b_ih is not None, b_hh is not None)
-
-
-def _cell_autograd(ctx, grad_h_new, _grad_gates):
-    x, h, w_ih, w_hh, gates = ctx.saved_tensors
-    gx, gh, gw_ih, gw_hh, gb_ih, gb_hh = _gru_cell_backward_op(grad_h_new, x, h, w_ih, w_hh, gates)
-    return (
-        gx,
-        gh,
-        gw_ih,
-        gw_hh,
-        gb_ih if ctx.has_bias[0] else None,
-        gb_hh if ctx.has_bias[1] else None,
-    )
-
-
+_gru_cell_backward_op.register_fake(_gru_autograd.cell_backward_fake)
+_cell_autograd, _cell_setup = _gru_autograd.cell_autograd(_gru_cell_backward_op)
 _gru_cell_op.register_autograd(_cell_autograd, setup_context=_cell_setup)
 
 
@@ -283,7 +249,6 @@ def gru_cell(
 
     x (B, I), h (B, H), w_ih (3H, I), w_hh (3H, H), b_ih / b_hh (3H,) or None -> h' (B, H).
     """
-    _validate.check_gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
     return _gru_cell_op(x, h, w_ih, w_hh, b_ih, b_hh)[0]
 
 
@@ -472,15 +437,7 @@ def _gru_layer_op(
     return _layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
 
 
-@_gru_layer_op.register_fake
-def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
-    steps, batch = x.shape[0], x.shape[1]
-    hidden = h0.shape[1]
-    return (
-        x.new_empty((steps, batch, hidden)),
-        x.new_empty((batch, hidden)),
-        x.new_empty((steps, batch, 5 * hidden), dtype=_acc_dtype(x.dtype)),
-    )
+_gru_layer_op.register_fake(_gru_autograd.layer_fake)
 
 
 @torch.library.custom_op("fast_s2s_triton::gru_layer_backward", mutates_args=())
@@ -499,44 +456,8 @@ def _gru_layer_backward_op(
     return _layer_backward(grad_output, grad_h_n, x, h0, w_ih, w_hh, work, lengths, reverse)
 
 
-@_gru_layer_backward_op.register_fake
-def _(grad_output, grad_h_n, x, h0, w_ih, w_hh, work, lengths, reverse):
-    three_h = w_ih.shape[0]
-    return (
-        torch.empty_like(x),
-        torch.empty_like(h0),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        x.new_empty((three_h,)),
-        x.new_empty((three_h,)),
-    )
-
-
-def _layer_setup(ctx, inputs, output):
-    x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse = inputs
-    ctx.mark_non_differentiable(output[2])
-    ctx.save_for_backward(x, h0, w_ih, w_hh, output[2], lengths)
-    ctx.has_bias = (b_ih is not None, b_hh is not None)
-    ctx.reverse = reverse
-
-
-def _layer_autograd(ctx, grad_output, grad_h_n, _grad_work):
-    x, h0, w_ih, w_hh, work, lengths = ctx.saved_tensors
-    gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh = _gru_layer_backward_op(
-        grad_output, grad_h_n, x, h0, w_ih, w_hh, work, lengths, ctx.reverse
-    )
-    return (
-        gx,
-        gh0,
-        gw_ih,
-        gw_hh,
-        gb_ih if ctx.has_bias[0] else None,
-        gb_hh if ctx.has_bias[1] else None,
-        None,
-        None,
-    )
-
-
+_gru_layer_backward_op.register_fake(_gru_autograd.layer_backward_fake)
+_layer_autograd, _layer_setup = _gru_autograd.layer_autograd(_gru_layer_backward_op)
 _gru_layer_op.register_autograd(_layer_autograd, setup_context=_layer_setup)
 
 
@@ -556,6 +477,5 @@ def gru_layer(
     reverse runs each row from its own last valid step down to 0.
     Returns output (T, B, H) (zeros at steps t >= lengths[b]) and h_n (B, H).
     """
-    _validate.check_gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     output, h_n, _ = _gru_layer_op(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, bool(reverse))
     return output, h_n

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 
 import fast_s2s
 from fast_s2s import _extension, reference
+from tests.gru_cases import GruCase, cast, cell_args, sample_inputs
 
 pytestmark = pytest.mark.skipif(
     not _extension.extension_loaded(), reason=str(_extension.EXTENSION_ERROR)
 )
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
-
-
-@dataclass(frozen=True)
-class GruCase:
-    T: int
-    B: int
-    I: int
-    H: int
-    bias: bool
-    lengths: str  # "none" | "full" | "mixed" (contains 0, 1 and T)
-
-    @property
-    def id(self) -> str:
-        return f"T{self.T}-B{self.B}-I{self.I}-H{self.H}-bias{int(self.bias)}-len_{self.lengths}"
 
 
 # Batch 1..4 (matrix-vector), 5 (a 4-row tile plus a remainder), 70 (over the 64-row chunk);
@@ -41,41 +26,6 @@ CASES = [
     GruCase(T=6, B=4, I=65, H=33, bias=True, lengths="none"),
 ]
 IDS = [c.id for c in CASES]
-
-
-def sample_inputs(case: GruCase, dtype=torch.float32, requires_grad=False, device="cpu"):
-    """(x (T,B,I), h0 (B,H), w_ih, w_hh, b_ih, b_hh, lengths) for gru_layer; the first row of x
-    and h0 are the gru_cell inputs."""
-    scale = case.H**-0.5  # the torch.nn.GRU initialisation range
-
-    def rand(*shape, s=1.0):
-        t = (torch.rand(*shape, device=device, dtype=torch.float64) * 2 - 1) * s
-        return t.to(dtype).requires_grad_(requires_grad)
-
-    x, h0 = rand(case.T, case.B, case.I), rand(case.B, case.H)
-    w_ih, w_hh = rand(3 * case.H, case.I, s=scale), rand(3 * case.H, case.H, s=scale)
-    b_ih = rand(3 * case.H, s=scale) if case.bias else None
-    b_hh = rand(3 * case.H, s=scale) if case.bias else None
-    if case.lengths == "none":
-        lengths = None
-    elif case.lengths == "full":
-        lengths = torch.full((case.B,), case.T)
-    else:
-        pattern = [0, case.T, 1, max(case.T // 2, 1)]
-        lengths = torch.tensor([pattern[b % 4] for b in range(case.B)])
-    return x, h0, w_ih, w_hh, b_ih, b_hh, lengths
-
-
-def _cell_args(args):
-    x, h0, w_ih, w_hh, b_ih, b_hh, _ = args
-    return x[0], h0, w_ih, w_hh, b_ih, b_hh
-
-
-def _cast(args, dtype):
-    return tuple(
-        a.detach().to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-        for a in args
-    )
 
 
 def _close(fused, ref, dtype, exact=None, ref_low=None):
@@ -92,10 +42,10 @@ def _close(fused, ref, dtype, exact=None, ref_low=None):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_gru_cell_matches_reference(case, dtype):
-    args = _cell_args(sample_inputs(case, dtype))
+    args = cell_args(sample_inputs(case, dtype))
     got = fast_s2s.gru_cell(*args, backend="cpp")
     assert got.dtype == dtype and got.shape == (case.B, case.H)
-    exact = reference.gru_cell(*_cast(args, torch.float64))
+    exact = reference.gru_cell(*cast(args, torch.float64))
     _close(got, reference.gru_cell(*args), dtype, exact, reference.gru_cell(*args))
 
 
@@ -107,7 +57,7 @@ def test_gru_layer_matches_reference(case, dtype, reverse):
     out, h_n = fast_s2s.gru_layer(*args, reverse=reverse, backend="cpp")
     assert out.shape == (case.T, case.B, case.H) and h_n.shape == (case.B, case.H)
     ref = reference.gru_layer(*args, reverse=reverse)
-    exact = reference.gru_layer(*_cast(args, torch.float64), reverse=reverse)
+    exact = reference.gru_layer(*cast(args, torch.float64), reverse=reverse)
     for got, expected, ex in zip((out, h_n), ref, exact, strict=True):
         _close(got, expected, dtype, ex, expected)
 
@@ -154,7 +104,7 @@ def test_gru_gradcheck_float64(case):
 @pytest.mark.parametrize("case", [CASES[1], CASES[2]], ids=[IDS[1], IDS[2]])
 def test_opcheck(case):
     args = sample_inputs(case, requires_grad=True)
-    torch.library.opcheck(torch.ops.fast_s2s.gru_cell.default, _cell_args(args))
+    torch.library.opcheck(torch.ops.fast_s2s.gru_cell.default, cell_args(args))
     torch.library.opcheck(torch.ops.fast_s2s.gru_layer.default, (*args, True))
 
 

@@ -14,13 +14,13 @@ and float32.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import pytest
 import torch
 
 import fast_s2s
 from fast_s2s import backends, reference
+from tests.gru_cases import GruCase, cast, cell_args, sample_inputs
 
 pytest.importorskip("triton")
 
@@ -30,20 +30,6 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 cpu_only_in_interpreter = pytest.mark.skipif(
     not INTERPRETED, reason="Triton runs on CPU tensors only with TRITON_INTERPRET=1"
 )
-
-
-@dataclass(frozen=True)
-class GruCase:
-    T: int
-    B: int
-    I: int
-    H: int
-    bias: bool
-    lengths: str  # "none" | "full" | "mixed" (contains 0, T and 1)
-
-    @property
-    def id(self) -> str:
-        return f"T{self.T}-B{self.B}-I{self.I}-H{self.H}-bias{int(self.bias)}-len_{self.lengths}"
 
 
 CASES = [
@@ -58,41 +44,6 @@ TOL = {
     torch.float32: dict(atol=1e-5, rtol=1e-5),
     torch.float64: dict(atol=1e-12, rtol=1e-10),
 }
-
-
-def sample_inputs(case: GruCase, dtype=torch.float32, requires_grad=False, device="cpu"):
-    """(x (T,B,I), h0 (B,H), w_ih, w_hh, b_ih, b_hh, lengths) for gru_layer; x[0] and h0 are the
-    gru_cell inputs."""
-    scale = case.H**-0.5  # the torch.nn.GRU initialisation range
-
-    def rand(*shape, s=1.0):
-        t = (torch.rand(*shape, dtype=torch.float64) * 2 - 1) * s
-        return t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-
-    x, h0 = rand(case.T, case.B, case.I), rand(case.B, case.H)
-    w_ih, w_hh = rand(3 * case.H, case.I, s=scale), rand(3 * case.H, case.H, s=scale)
-    b_ih = rand(3 * case.H, s=scale) if case.bias else None
-    b_hh = rand(3 * case.H, s=scale) if case.bias else None
-    if case.lengths == "none":
-        lengths = None
-    elif case.lengths == "full":
-        lengths = torch.full((case.B,), case.T, device=device)
-    else:
-        pattern = [0, case.T, 1, max(case.T // 2, 1)]
-        lengths = torch.tensor([pattern[b % 4] for b in range(case.B)], device=device)
-    return x, h0, w_ih, w_hh, b_ih, b_hh, lengths
-
-
-def _cell_args(args):
-    x, h0, w_ih, w_hh, b_ih, b_hh, _ = args
-    return x[0], h0, w_ih, w_hh, b_ih, b_hh
-
-
-def _cast(args, dtype):
-    return tuple(
-        a.detach().to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-        for a in args
-    )
 
 
 def _close_low_precision(got, low_ref, exact):
@@ -133,7 +84,7 @@ def _loss_grads(fn, args, seed=3):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_gru_cell_matches_reference(case, dtype):
-    args = _cell_args(sample_inputs(case, dtype))
+    args = cell_args(sample_inputs(case, dtype))
     got = gru_ops.gru_cell(*args)
     assert got.dtype == dtype and got.shape == (case.B, case.H)
     torch.testing.assert_close(got, reference.gru_cell(*args), **TOL[dtype])
@@ -159,7 +110,7 @@ def test_gru_cell_backward_matches_reference(case):
     grads = {}
     for name, fn in (("triton", gru_ops.gru_cell), ("reference", reference.gru_cell)):
         torch.manual_seed(1)  # the same inputs for both
-        args = _cell_args(sample_inputs(case, torch.float64, requires_grad=True))
+        args = cell_args(sample_inputs(case, torch.float64, requires_grad=True))
         grads[name] = _loss_grads(fn, args)
     for got, expected in zip(grads["triton"], grads["reference"], strict=True):
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-9)
@@ -199,7 +150,7 @@ def test_bfloat16_matches_reference_precision(recurrence):
     """bfloat16 (matrix-vector form): no worse than twice the reference's own bfloat16 error."""
     case = CASES[2]
     args = sample_inputs(case, torch.bfloat16)
-    exact_args = _cast(args, torch.float64)
+    exact_args = cast(args, torch.float64)
     for got, low, exact in zip(
         gru_ops.gru_layer(*args, reverse=True),
         reference.gru_layer(*args, reverse=True),
@@ -208,11 +159,11 @@ def test_bfloat16_matches_reference_precision(recurrence):
     ):
         assert got.dtype == torch.bfloat16
         _close_low_precision(got, low, exact)
-    cell = _cell_args(args)
+    cell = cell_args(args)
     _close_low_precision(
         gru_ops.gru_cell(*cell),
         reference.gru_cell(*cell),
-        reference.gru_cell(*_cell_args(exact_args)),
+        reference.gru_cell(*cell_args(exact_args)),
     )
 
 
@@ -227,15 +178,15 @@ def test_tl_dot_path(dtype, recurrence, monkeypatch):
     args = sample_inputs(case, dtype, requires_grad=True)
     *tensors, lengths = args
     out, h_n, _ = torch.ops.fast_s2s_triton.gru_layer(*tensors, lengths, True)
-    h_cell, _ = torch.ops.fast_s2s_triton.gru_cell(*_cell_args(args))
-    exact = _cast(args, torch.float64)
+    h_cell, _ = torch.ops.fast_s2s_triton.gru_cell(*cell_args(args))
+    exact = cast(args, torch.float64)
     if dtype == torch.float32:
         ref_out, ref_h_n = reference.gru_layer(*args, reverse=True)
         torch.testing.assert_close(out, ref_out, **TOL[dtype])
         torch.testing.assert_close(h_n, ref_h_n, **TOL[dtype])
-        torch.testing.assert_close(h_cell, reference.gru_cell(*_cell_args(args)), **TOL[dtype])
+        torch.testing.assert_close(h_cell, reference.gru_cell(*cell_args(args)), **TOL[dtype])
     else:
-        low = reference.gru_layer(*_cast(args, dtype), reverse=True)
+        low = reference.gru_layer(*cast(args, dtype), reverse=True)
         _close_low_precision(out, low[0], reference.gru_layer(*exact, reverse=True)[0])
         _close_low_precision(h_n, low[1], reference.gru_layer(*exact, reverse=True)[1])
     # The backward's recurrent product takes the same path.
@@ -275,7 +226,7 @@ def test_edge_cases():
 @cpu_only_in_interpreter
 def test_opcheck():
     args = sample_inputs(CASES[2], requires_grad=True)
-    torch.library.opcheck(torch.ops.fast_s2s_triton.gru_cell.default, _cell_args(args))
+    torch.library.opcheck(torch.ops.fast_s2s_triton.gru_cell.default, cell_args(args))
     torch.library.opcheck(torch.ops.fast_s2s_triton.gru_layer.default, (*args, True))
 
 
@@ -306,7 +257,7 @@ def test_through_fast_s2s_ops_backend_triton(monkeypatch):
     got = fast_s2s.ops.gru_layer(*args, reverse=True, backend="triton")
     for g, e in zip(got, reference.gru_layer(*args, reverse=True), strict=True):
         torch.testing.assert_close(g, e, **TOL[torch.float32])
-    cell = _cell_args(args)
+    cell = cell_args(args)
     torch.testing.assert_close(
         fast_s2s.ops.gru_cell(*cell, backend="triton"),
         reference.gru_cell(*cell),
@@ -448,12 +399,12 @@ CUDA_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_cuda_forward_matches_reference(case, dtype, reverse):
     args = sample_inputs(case, dtype, device="cuda")
-    exact = _cast(args, torch.float64)
+    exact = cast(args, torch.float64)
     got = gru_ops.gru_layer(*args, reverse=reverse)
     ref = reference.gru_layer(*args, reverse=reverse)
     ref_exact = reference.gru_layer(*exact, reverse=reverse)
-    cell = gru_ops.gru_cell(*_cell_args(args))
-    cell_ref = reference.gru_cell(*_cell_args(args))
+    cell = gru_ops.gru_cell(*cell_args(args))
+    cell_ref = reference.gru_cell(*cell_args(args))
     if dtype == torch.float32:
         for g, e in zip(got, ref, strict=True):
             torch.testing.assert_close(g, e, **TOL[dtype])
@@ -461,7 +412,7 @@ def test_cuda_forward_matches_reference(case, dtype, reverse):
     else:
         for g, low, ex in zip(got, ref, ref_exact, strict=True):
             _close_low_precision(g, low, ex)
-        _close_low_precision(cell, cell_ref, reference.gru_cell(*_cell_args(exact)))
+        _close_low_precision(cell, cell_ref, reference.gru_cell(*cell_args(exact)))
 
 
 @pytest.mark.cuda
@@ -481,7 +432,7 @@ def test_cuda_backward_matches_reference(case, dtype):
     cell_grads = {}
     for name, fn in (("triton", gru_ops.gru_cell), ("reference", reference.gru_cell)):
         torch.manual_seed(1)
-        args = _cell_args(sample_inputs(case, dtype, requires_grad=True, device="cuda"))
+        args = cell_args(sample_inputs(case, dtype, requires_grad=True, device="cuda"))
         cell_grads[name] = _loss_grads(fn, args)
     for got, expected in zip(cell_grads["triton"], cell_grads["reference"], strict=True):
         torch.testing.assert_close(got.float(), expected.float(), **tol)
@@ -505,7 +456,7 @@ def test_cuda_gradcheck_float64(case):
 def test_cuda_opcheck_and_compile():
     case = GruCase(T=3, B=17, I=16, H=16, bias=True, lengths="mixed")
     args = sample_inputs(case, requires_grad=True, device="cuda")
-    torch.library.opcheck(torch.ops.fast_s2s_triton.gru_cell.default, _cell_args(args))
+    torch.library.opcheck(torch.ops.fast_s2s_triton.gru_cell.default, cell_args(args))
     torch.library.opcheck(torch.ops.fast_s2s_triton.gru_layer.default, (*args, False))
 
     def step(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):

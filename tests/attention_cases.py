@@ -77,6 +77,14 @@ def additive_sample_inputs(case: Case, device="cpu", dtype=torch.float32, requir
     return query_proj, keys_proj, v, values, make_lengths(case, device)
 
 
+def transposed_storage(t):
+    """The same values with transposed storage (non-contiguous); non-tensors, integer tensors
+    and 1-D tensors come back unchanged. Kernels must not assume contiguity."""
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() < 2:
+        return t
+    return t.transpose(0, -1).contiguous().transpose(0, -1)
+
+
 # Absolute / relative tolerances of a fused output against the reference, per dtype.
 TOLERANCES = {
     torch.float64: dict(atol=1e-10, rtol=1e-9),

@@ -14,6 +14,7 @@ from tests.attention_cases import (
     Case,
     additive_sample_inputs,
     dot_sample_inputs,
+    transposed_storage,
 )
 
 needs_ext = pytest.mark.skipif(
@@ -206,13 +207,7 @@ def test_non_contiguous_inputs(op):
     case = Case(B=3, beam=2, T=4, S=11, D=19, Dv=7, lengths="mixed")
     args = _inputs(op, case)
 
-    def strided(t):
-        # Same values, transposed storage: the kernel must not assume contiguity.
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() < 2:
-            return t
-        return t.transpose(0, -1).contiguous().transpose(0, -1)
-
-    noncontig = tuple(strided(a) for a in args)
+    noncontig = tuple(transposed_storage(a) for a in args)
     assert any(
         isinstance(a, torch.Tensor) and a.dim() > 1 and not a.is_contiguous() for a in noncontig
     )

@@ -14,7 +14,14 @@ import torch
 
 import fast_s2s
 from fast_s2s import backends, reference
-from tests.attention_cases import CASES, TOLERANCES, Case, additive_sample_inputs, dot_sample_inputs
+from tests.attention_cases import (
+    CASES,
+    TOLERANCES,
+    Case,
+    additive_sample_inputs,
+    dot_sample_inputs,
+    transposed_storage,
+)
 
 pytest.importorskip("triton")
 kernels = pytest.importorskip("fast_s2s.kernels.attention_ops")
@@ -265,13 +272,7 @@ def test_non_contiguous_inputs(op):
     case = Case(B=3, beam=2, T=4, S=11, D=19, Dv=7, lengths="mixed")
     args = _inputs(op, case)
 
-    def strided(t):
-        # Same values, transposed storage.
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() < 2:
-            return t
-        return t.transpose(0, -1).contiguous().transpose(0, -1)
-
-    noncontig = tuple(strided(a) for a in args)
+    noncontig = tuple(transposed_storage(a) for a in args)
     for got, expected in zip(_run(op, noncontig, "triton"), _run(op, args, "reference"),
                              strict=True):  # fmt: skip
         torch.testing.assert_close(got, expected, **TOLERANCES[torch.float32])

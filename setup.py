@@ -144,6 +144,8 @@ if BUILD_CUDA:
         define_macros=[("FAST_S2S_WITH_CUDA", "1")],
         extra_compile_args={
             "cxx": cxx_flags,
+            # No --use_fast_math: the kernels are held to the float64 reference.
+            "nvcc": ["-O3", "-lineinfo"],
         },
         extra_link_args=extra_link_args,
         py_limited_api=True,

@@ -177,7 +177,8 @@ AttentionGeometry check_additive(const char* op, const at::Tensor& query_proj,
 
 std::tuple<at::Tensor, at::Tensor> additive_attention_cpu(
     const at::Tensor& query_proj, const at::Tensor& keys_proj, const at::Tensor& v,
-    const at::Tensor& values, const std::optional<at::Tensor>& lengths) {
+    const at::Tensor& values, const std::optional<at::Tensor>& lengths, bool need_weights) {
+  (void)need_weights;  // written anyway, as in dot_attention.cpp
   const AttentionGeometry g = check_additive(kOp, query_proj, keys_proj, v, values, lengths);
   const std::vector<int64_t> lens = read_lengths(kOp, lengths, g.B, g.S);
   const at::Tensor q = query_proj.contiguous(), k = keys_proj.contiguous(),

@@ -16,6 +16,18 @@ void check_dtype_device(const char* op, const char* name, const at::Tensor& t,
 
 }  // namespace
 
+void check_float_dtype(const char* op, const char* name, const at::Tensor& t) {
+  const auto dtype = t.scalar_type();
+  const bool common = dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16;
+  if (t.is_cuda()) {
+    TORCH_CHECK(common || dtype == at::kHalf, op, ": ", name,
+                " must be float32, float64, float16 or bfloat16 on CUDA, got ", dtype);
+  } else {
+    TORCH_CHECK(common, op, ": ", name, " must be float32, float64 or bfloat16 on the CPU, got ",
+                dtype);
+  }
+}
+
 AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query,
                                          const char* query_name, const at::Tensor& keys,
                                          const char* keys_name, const at::Tensor& values,
@@ -26,9 +38,7 @@ AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query
               keys.sizes());
   TORCH_CHECK(values.dim() == 3, op, ": values must be 3-D (B, S, Dv), got shape ",
               values.sizes());
-  const auto dtype = query.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16, op, ": ",
-              query_name, " must be float32, float64 or bfloat16 on the CPU, got ", dtype);
+  check_float_dtype(op, query_name, query);
   check_dtype_device(op, keys_name, keys, query, query_name);
   check_dtype_device(op, "values", values, query, query_name);
 

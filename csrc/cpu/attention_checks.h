@@ -22,6 +22,10 @@ struct AttentionGeometry {
   bool query_2d = false;
 };
 
+// The floating dtypes a kernel takes: float32, float64 and bfloat16 on the CPU, also float16 on
+// CUDA.
+void check_float_dtype(const char* op, const char* name, const at::Tensor& t);
+
 AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query,
                                          const char* query_name, const at::Tensor& keys,
                                          const char* keys_name, const at::Tensor& values,

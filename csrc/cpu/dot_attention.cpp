@@ -229,7 +229,10 @@ std::tuple<at::Tensor, at::Tensor> dot_attention_cpu(const at::Tensor& query,
                                                      const at::Tensor& keys,
                                                      const at::Tensor& values,
                                                      const std::optional<at::Tensor>& lengths,
-                                                     double scale) {
+                                                     double scale, bool need_weights) {
+  // The weights are written whatever need_weights says: the float32/64 backward reads them, and
+  // writing them costs little next to reading K and V on the CPU (see csrc/op_schemas.h).
+  (void)need_weights;
   const AttentionGeometry g =
       check_attention_inputs(kOp, query, "query", keys, "keys", values, lengths);
   const std::vector<int64_t> lens = read_lengths(kOp, lengths, g.B, g.S);

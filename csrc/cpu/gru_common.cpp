@@ -3,6 +3,7 @@
 #include <ATen/Dispatch.h>
 #include <c10/util/Exception.h>
 
+#include "cpu/attention_checks.h"
 #include "cpu/gemm_nt.h"
 
 namespace fast_s2s::cpu {
@@ -26,7 +27,7 @@ at::Tensor checked_weight(const char* op, const char* name, const at::Tensor& w,
   } else {
     TORCH_CHECK(ok, op, ": ", name, " must have shape (", rows, ", ", cols, "), got ", w.sizes());
   }
-  return w.to(gru_acc_dtype(x.scalar_type())).contiguous();
+  return w.contiguous();
 }
 
 }  // namespace
@@ -34,9 +35,20 @@ at::Tensor checked_weight(const char* op, const char* name, const at::Tensor& w,
 GruParams gru_params(const char* op, const at::Tensor& x, int64_t input_size, int64_t hidden,
                      const at::Tensor& w_ih, const at::Tensor& w_hh,
                      const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh) {
-  const auto dtype = x.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16, op,
-              ": x must be float32, float64 or bfloat16 on the CPU, got ", dtype);
+  GruParams p = check_gru_params(op, x, input_size, hidden, w_ih, w_hh, b_ih, b_hh);
+  const auto acc = gru_acc_dtype(x.scalar_type());
+  p.w_ih = p.w_ih.to(acc);
+  p.w_hh = p.w_hh.to(acc);
+  if (p.b_ih.defined()) p.b_ih = p.b_ih.to(acc);
+  if (p.b_hh.defined()) p.b_hh = p.b_hh.to(acc);
+  return p;
+}
+
+GruParams check_gru_params(const char* op, const at::Tensor& x, int64_t input_size,
+                           int64_t hidden, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                           const std::optional<at::Tensor>& b_ih,
+                           const std::optional<at::Tensor>& b_hh) {
+  check_float_dtype(op, "x", x);
   GruParams p;
   p.input_size = input_size;
   p.hidden = hidden;

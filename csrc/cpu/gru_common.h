@@ -20,6 +20,13 @@ GruParams gru_params(const char* op, const at::Tensor& x, int64_t input_size, in
                      const at::Tensor& w_ih, const at::Tensor& w_hh,
                      const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh);
 
+// The same checks, weights kept in their own dtype (contiguous): for the CUDA kernels, which read
+// float16 / bfloat16 weights directly.
+GruParams check_gru_params(const char* op, const at::Tensor& x, int64_t input_size,
+                           int64_t hidden, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                           const std::optional<at::Tensor>& b_ih,
+                           const std::optional<at::Tensor>& b_hh);
+
 at::ScalarType gru_acc_dtype(at::ScalarType t);
 
 // out (M, N) = a (M, K) w^T (w: N x K); a and w with contiguous rows, of the accumulation dtype;

@@ -1,6 +1,6 @@
-// Placeholder until the GPU issue: a trivial kernel that proves the CUDA half of the extension
-// compiles, links, loads and launches. `fast-s2s verify --device cuda` and the cuda-marked tests
-// call it. The fused attention and GRU CUDA kernels replace it.
+// A one-line kernel (x + 1) that proves the CUDA half of the extension loads and launches on this
+// machine before anything else runs: `fast-s2s verify --device cuda` calls it first, so a broken
+// driver or an architecture the build did not target shows up as one clear failure.
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty_like.h>

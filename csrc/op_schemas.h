@@ -1,0 +1,44 @@
+// Every fast_s2s op schema, in one list: csrc/ops.cpp declares them for torch.ops.fast_s2s, and
+// the CPU emulation of the CUDA kernels (csrc/cuda/emulate.h, tests/test_cuda_emulation.py) for
+// torch.ops.fast_s2s_emu. Fake (meta) kernels and autograd live in fast_s2s/ops.py.
+#pragma once
+
+namespace fast_s2s {
+
+inline constexpr const char* kOpSchemas[] = {
+    // query (N,T,D) or (N,D); keys (B,S,D); values (B,S,Dv); N = B * beam. need_weights=False:
+    // the CUDA kernel skips the weights and returns an empty (0,) tensor in their place (its
+    // backward recomputes them); the CPU kernel writes them anyway (its backward reads them).
+    "dot_attention(Tensor query, Tensor keys, Tensor values, Tensor? lengths=None, "
+        "float scale=1.0, bool need_weights=True) -> (Tensor context, Tensor weights)",
+    "dot_attention_backward(Tensor grad_context, Tensor? grad_weights, Tensor query, "
+        "Tensor keys, Tensor values, Tensor weights, Tensor? lengths, float scale) "
+        "-> (Tensor grad_query, Tensor grad_keys, Tensor grad_values)",
+    // query_proj (N,T,A) or (N,A); keys_proj (B,S,A); v (A,); values (B,S,Dv).
+    "additive_attention(Tensor query_proj, Tensor keys_proj, Tensor v, Tensor values, "
+        "Tensor? lengths=None, bool need_weights=True) -> (Tensor context, Tensor weights)",
+    "additive_attention_backward(Tensor grad_context, Tensor? grad_weights, "
+        "Tensor query_proj, Tensor keys_proj, Tensor v, Tensor values, Tensor weights, "
+        "Tensor? lengths) -> (Tensor grad_query_proj, Tensor grad_keys_proj, Tensor grad_v, "
+        "Tensor grad_values)",
+    // torch.nn.GRUCell semantics. `gates` is the (B, 4H) float32/64 workspace [r, z, n, W_hn h +
+    // b_hn] the backward reads; fast_s2s.ops.gru_cell returns h_new only.
+    "gru_cell(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih=None, "
+        "Tensor? b_hh=None) -> (Tensor h_new, Tensor gates)",
+    "gru_cell_backward(Tensor grad_h_new, Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, "
+        "Tensor gates) -> (Tensor grad_x, Tensor grad_h, Tensor grad_w_ih, Tensor grad_w_hh, "
+        "Tensor grad_b_ih, Tensor grad_b_hh)",
+    // One layer, one direction: x (T, B, I), h0 (B, H) -> output (T, B, H), h_n (B, H), and the
+    // (T, B, 5H) float32/64 workspace [r, z, n, W_hn h + b_hn, h_prev] per step for the backward.
+    "gru_layer(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih=None, "
+        "Tensor? b_hh=None, Tensor? lengths=None, bool reverse=False) "
+        "-> (Tensor output, Tensor h_n, Tensor work)",
+    "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor h0, "
+        "Tensor w_ih, Tensor w_hh, Tensor work, Tensor? lengths, bool reverse) "
+        "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
+        "Tensor grad_b_ih, Tensor grad_b_hh)",
+    // A one-line CUDA kernel (x + 1) proving that the CUDA half of the build loads and runs.
+    "cuda_smoke(Tensor x) -> Tensor",
+};
+
+}  // namespace fast_s2s

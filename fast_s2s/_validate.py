@@ -29,6 +29,12 @@ def check_float_tensor(op: str, name: str, t: object) -> None:
         raise ValueError(f"{op}: {name} must be one of {names} on {t.device.type}, got {t.dtype}")
 
 
+def check_bool(op: str, name: str, value: object) -> None:
+    """A flag such as need_weights: a Python bool (not 0 / 1, not a tensor)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be a bool (True or False), got {value!r}")
+
+
 def check_same(op: str, name: str, t: Tensor, like_name: str, like: Tensor) -> None:
     if t.dtype != like.dtype:
         raise ValueError(

@@ -31,7 +31,8 @@ def dot_attention(
     scale: float = 1.0,
     *,
     backend: str = "auto",
-) -> tuple[Tensor, Tensor]:
+    need_weights: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Dot-product attention read of encoder states, fused: score, mask, softmax, weighted sum.
 
     Args:
@@ -42,17 +43,28 @@ def dot_attention(
             weight, and a length-0 row gives zero context and zero weights.
         scale: multiplies the scores (1/sqrt(D) for scaled dot-product attention).
         backend: "auto", "reference", "cpp" or "triton" (see fast_s2s.backends).
+        need_weights: return the weights (torch.nn.MultiheadAttention's convention). False
+            returns None in their place; the "triton" backend then never writes them (no
+            (N, T, S) output, less memory traffic), the others compute and drop them.
 
     Returns:
-        context (N, T, Dv) and weights (N, T, S); (N, Dv) and (N, S) for a 2-D query.
+        context (N, T, Dv) and weights (N, T, S) or None; (N, Dv) and (N, S) for a 2-D query.
     """
-    _validate.check_attention("dot_attention", query, "query", keys, "keys", values, lengths)
-    impl = resolve_backend("dot_attention", backend, query.device)
-    if impl == "cpp":
-        return torch.ops.fast_s2s.dot_attention(query, keys, values, lengths, float(scale))
+    op = "dot_attention"
+    _validate.check_attention(op, query, "query", keys, "keys", values, lengths)
+    _validate.check_bool(op, "need_weights", need_weights)
+    impl = resolve_backend(op, backend, query.device)
     if impl == "triton":
-        return _triton().dot_attention(query, keys, values, lengths, float(scale))
-    return reference.dot_attention(query, keys, values, lengths, scale)
+        return _triton().dot_attention(
+            query, keys, values, lengths, float(scale), need_weights=need_weights
+        )
+    if impl == "cpp":
+        context, weights = torch.ops.fast_s2s.dot_attention(
+            query, keys, values, lengths, float(scale), need_weights
+        )
+    else:
+        context, weights = reference.dot_attention(query, keys, values, lengths, scale)
+    return context, weights if need_weights else None
 
 
 def additive_attention(
@@ -63,7 +75,8 @@ def additive_attention(
     lengths: Tensor | None = None,
     *,
     backend: str = "auto",
-) -> tuple[Tensor, Tensor]:
+    need_weights: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Additive (Bahdanau / Luong concat) attention, fused: score, mask, softmax, weighted sum.
 
     score[n, t, s] = sum_a v[a] * tanh(query_proj[n, t, a] + keys_proj[n // beam, s, a])
@@ -75,19 +88,29 @@ def additive_attention(
         values: (B, S, Dv) encoder states to read.
         lengths: optional (B,) source lengths, as for dot_attention.
         backend: "auto", "reference", "cpp" or "triton".
+        need_weights: return the weights; False returns None in their place (see
+            dot_attention).
 
     Returns:
-        context (N, T, Dv) and weights (N, T, S); (N, Dv) and (N, S) for a 2-D query_proj.
+        context (N, T, Dv) and weights (N, T, S) or None; (N, Dv) and (N, S) for a 2-D
+        query_proj.
     """
     op = "additive_attention"
     _validate.check_attention(op, query_proj, "query_proj", keys_proj, "keys_proj", values, lengths)
     _validate.check_additive_v(op, v, query_proj)
+    _validate.check_bool(op, "need_weights", need_weights)
     impl = resolve_backend(op, backend, query_proj.device)
-    if impl == "cpp":
-        return torch.ops.fast_s2s.additive_attention(query_proj, keys_proj, v, values, lengths)
     if impl == "triton":
-        return _triton().additive_attention(query_proj, keys_proj, v, values, lengths)
-    return reference.additive_attention(query_proj, keys_proj, v, values, lengths)
+        return _triton().additive_attention(
+            query_proj, keys_proj, v, values, lengths, need_weights=need_weights
+        )
+    if impl == "cpp":
+        context, weights = torch.ops.fast_s2s.additive_attention(
+            query_proj, keys_proj, v, values, lengths, need_weights
+        )
+    else:
+        context, weights = reference.additive_attention(query_proj, keys_proj, v, values, lengths)
+    return context, weights if need_weights else None
 
 
 def gru_cell(
@@ -172,19 +195,28 @@ def _triton():
 # ---------------------------------------------------------------------------------------------
 
 
-def _attention_out_shapes(query: Tensor, keys: Tensor, values: Tensor):
+def _attention_out_shapes(query: Tensor, keys: Tensor, values: Tensor, need_weights: bool):
+    """Shapes of context and weights. need_weights=False: the CUDA kernel returns (0,) weights;
+    the CPU kernel writes them anyway (its backward reads them), see csrc/op_schemas.h."""
     n_rows, src_len, dv = query.shape[0], keys.shape[1], values.shape[2]
-    if query.dim() == 2:
-        return (n_rows, dv), (n_rows, src_len)
-    return (n_rows, query.shape[1], dv), (n_rows, query.shape[1], src_len)
+    lead = (n_rows,) if query.dim() == 2 else (n_rows, query.shape[1])
+    weights = lead + (src_len,) if need_weights or query.device.type == "cpu" else (0,)
+    return lead + (dv,), weights
+
+
+def _weights_grad(grad_weights: Tensor | None, weights: Tensor) -> Tensor | None:
+    """None for the gradient of weights the kernel did not write (need_weights=False on CUDA)."""
+    if grad_weights is None or (weights.dim() == 1 and weights.shape[0] == 0):
+        return None
+    return grad_weights
 
 
 def _register_compiled_ops() -> None:
     lib = "fast_s2s::"
 
     @torch.library.register_fake(lib + "dot_attention")
-    def _dot_fake(query, keys, values, lengths=None, scale=1.0):
-        ctx_shape, w_shape = _attention_out_shapes(query, keys, values)
+    def _dot_fake(query, keys, values, lengths=None, scale=1.0, need_weights=True):
+        ctx_shape, w_shape = _attention_out_shapes(query, keys, values, need_weights)
         return query.new_empty(ctx_shape), query.new_empty(w_shape)
 
     @torch.library.register_fake(lib + "dot_attention_backward")
@@ -196,22 +228,29 @@ def _register_compiled_ops() -> None:
         )
 
     def _dot_setup(ctx, inputs, output):
-        query, keys, values, lengths, scale = inputs
+        query, keys, values, lengths, scale, _need_weights = inputs
         ctx.save_for_backward(query, keys, values, output[1], lengths)
         ctx.scale = scale
 
     def _dot_backward(ctx, grad_context, grad_weights):
         query, keys, values, weights, lengths = ctx.saved_tensors
         gq, gk, gv = torch.ops.fast_s2s.dot_attention_backward(
-            grad_context, grad_weights, query, keys, values, weights, lengths, ctx.scale
+            grad_context,
+            _weights_grad(grad_weights, weights),
+            query,
+            keys,
+            values,
+            weights,
+            lengths,
+            ctx.scale,
         )
-        return gq, gk, gv, None, None
+        return gq, gk, gv, None, None, None
 
     torch.library.register_autograd(lib + "dot_attention", _dot_backward, setup_context=_dot_setup)
 
     @torch.library.register_fake(lib + "additive_attention")
-    def _add_fake(query_proj, keys_proj, v, values, lengths=None):
-        ctx_shape, w_shape = _attention_out_shapes(query_proj, keys_proj, values)
+    def _add_fake(query_proj, keys_proj, v, values, lengths=None, need_weights=True):
+        ctx_shape, w_shape = _attention_out_shapes(query_proj, keys_proj, values, need_weights)
         return query_proj.new_empty(ctx_shape), query_proj.new_empty(w_shape)
 
     @torch.library.register_fake(lib + "additive_attention_backward")
@@ -226,15 +265,22 @@ def _register_compiled_ops() -> None:
         )
 
     def _add_setup(ctx, inputs, output):
-        query_proj, keys_proj, v, values, lengths = inputs
+        query_proj, keys_proj, v, values, lengths, _need_weights = inputs
         ctx.save_for_backward(query_proj, keys_proj, v, values, output[1], lengths)
 
     def _add_backward(ctx, grad_context, grad_weights):
         query_proj, keys_proj, v, values, weights, lengths = ctx.saved_tensors
         grads = torch.ops.fast_s2s.additive_attention_backward(
-            grad_context, grad_weights, query_proj, keys_proj, v, values, weights, lengths
+            grad_context,
+            _weights_grad(grad_weights, weights),
+            query_proj,
+            keys_proj,
+            v,
+            values,
+            weights,
+            lengths,
         )
-        return (*grads, None)
+        return (*grads, None, None)
 
     torch.library.register_autograd(
         lib + "additive_attention", _add_backward, setup_context=_add_setup

@@ -5,9 +5,10 @@ and register_autograd (backward as a custom op of its own), so one path runs on 
 under TRITON_INTERPRET=1, on CPU tensors in the tests, and passes opcheck and
 torch.compile(fullgraph=True) (see ../shared/DESIGN.md, "Backends").
 
-The public functions have the signatures of their fast_s2s.reference counterparts and expect
-checked arguments: fast_s2s.ops validates them before it dispatches here. They are imported on
-first use, so importing this package does not import triton.
+The public functions have the signatures of their fast_s2s.reference counterparts (the
+attention ones also take need_weights, as fast_s2s.ops does) and expect checked arguments:
+fast_s2s.ops validates them before it dispatches here. They are imported on first use, so
+importing this package does not import triton.
 """
 
 from __future__ import annotations

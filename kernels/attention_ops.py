@@ -9,22 +9,33 @@ does not under the interpreter: see ../shared/DESIGN.md, "Backends").
 Ops (namespace ``fast_s2s_triton``), shapes as in fast_s2s.reference (N = B * beam rows, row n
 reads source row n // beam; a 2-D query means T = 1 and 2-D outputs):
 
-    dot_attention(query, keys, values, lengths, scale)
-        -> context (N, T, Dv), weights (N, T, S), lse (N, T)
-    additive_attention(query_proj, keys_proj, v, values, lengths)
+    dot_attention(query, keys, values, lengths, scale, need_weights=True)
+        -> context (N, T, Dv), weights (N, T, S) or (0,), lse (N, T)
+    additive_attention(query_proj, keys_proj, v, values, lengths, need_weights=True)
         -> context, weights, lse
     dot_attention_backward(...) -> grad query, keys, values
     additive_attention_backward(...) -> grad query_proj, keys_proj, v, values
 
 ``lse`` (float32; float64 for float64 inputs) is the log-sum-exp of each row's valid scores,
 +inf for a row with none; it is what the backward recomputes the weights from. The public
-functions return (context, weights) only.
+functions return (context, weights), weights None when not asked for.
 
-What is saved for the backward: the inputs, the two outputs (context and weights feed
-delta = rowsum(dC * C + dW * W)) and the LSE. The weights are always written (the API returns
-them): the forward pass stores the raw scores to a scratch buffer as it goes and normalises them
-with the final LSE at the end, which costs a write and a read of N*T*S scores instead of a second
-pass over the keys.
+Weights are written only when asked for. With ``need_weights=True`` the forward stores the raw
+scores to a scratch buffer as it goes and normalises them with the final LSE at the end, which
+costs a write and a read of N*T*S scores instead of a second pass over the keys. With
+``need_weights=False`` neither the (N, T, S) weights nor the scores scratch is allocated or
+written (the weights slot holds an empty (0,) tensor, since a custom op cannot return None),
+and the backward computes delta = rowsum(dC * C) only.
+
+Forward grid: one program per (source row, block of query rows), each walking all of S. When
+that is too few programs to fill the GPU and S spans several key blocks (decoding with long
+sources), choose_split cuts S into chunks handled by separate programs and a combine kernel
+merges them by log-sum-exp (flash-decoding; see attention.py, "Forward split over S").
+
+What is saved for the backward: the inputs, the context and (when written) the weights, which
+feed delta = rowsum(dC * C + dW * W), and the LSE. Gradients of outputs the loss does not use
+arrive as None (grads are not materialised), so the backward never allocates a zero (N, T, S)
+grad_weights.
 
 Arguments are validated by fast_s2s.ops before they get here; the launcher only makes them
 contiguous and moves lengths to the device of the query.
@@ -36,7 +47,13 @@ import torch
 import triton
 from torch import Tensor
 
-from .attention import attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel
+from .attention import (
+    attention_bwd_dkdv_kernel,
+    attention_bwd_dq_kernel,
+    attention_fwd_combine_kernel,
+    attention_fwd_kernel,
+    attention_fwd_split_kernel,
+)
 
 __all__ = ["additive_attention", "dot_attention"]
 
@@ -46,6 +63,16 @@ __all__ = ["additive_attention", "dot_attention"]
 TILE_ELEMS = 8192
 MAX_BLOCK_N = 64
 MAX_BLOCK_M = 16
+
+# Split-over-S forward (flash-decoding), see choose_split.
+# NUM_SPLITS: None lets choose_split decide; an int forces that many chunks of S everywhere (1:
+# the single-pass kernel; >= 2: the split path, even where chunks come out empty), for tests.
+NUM_SPLITS: int | None = None
+# Most chunks per row: bounds the combine kernel's (BLOCK_M, splits) tile and the scratch.
+MAX_SPLITS = 64
+# Streaming multiprocessors assumed where there is no GPU to ask (the interpreter): an H100's,
+# so the CPU tests take the same decisions a GPU of that size would.
+INTERPRETER_SM_COUNT = 132
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +133,34 @@ def choose_blocks(
     )
 
 
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return INTERPRETER_SM_COUNT
+
+
+def choose_split(programs: int, src_len: int, block_n: int, device: torch.device) -> int:
+    """Number of chunks of S the forward splits each row's source into; 1 for no split.
+
+    The single-pass forward runs `programs` = B * cdiv(R, BLOCK_M) programs, each walking all
+    of S. Decoding has few query rows (beam * T per sentence, small batches), so with long
+    sources most SMs idle while a few programs stream the keys and values: then the split path
+    (flash-decoding) runs `programs` * splits programs, each over one chunk of at least one
+    BLOCK_N block, at the cost of a combine launch and a small scratch (B * R * splits * (Dv + 1)
+    numbers). Split only when the single-pass grid is under two programs per SM (one wave with
+    room for latency hiding) and S spans at least 2 blocks; aim at about 2 programs per SM.
+    The SM count is the device's, or INTERPRETER_SM_COUNT in the interpreter. Module-level
+    NUM_SPLITS overrides the choice (tests). Untuned: no GPU has timed either path yet.
+    """
+    if NUM_SPLITS is not None:
+        return int(NUM_SPLITS)
+    n_blocks = triton.cdiv(src_len, block_n)
+    target = 2 * _sm_count(device)
+    if n_blocks < 2 or programs >= target:
+        return 1
+    return min(triton.cdiv(target, programs), n_blocks, MAX_SPLITS)
+
+
 def _sizes(query: Tensor, keys: Tensor, values: Tensor) -> tuple[int, int, int, int, int]:
     """(B, R, S, D, Dv) with R = beam * T, the query rows of one source row."""
     n_src, src_len, feat = keys.shape
@@ -114,10 +169,12 @@ def _sizes(query: Tensor, keys: Tensor, values: Tensor) -> tuple[int, int, int, 
     return n_src, beam * steps, src_len, feat, values.shape[2]
 
 
-def _out_shapes(query: Tensor, keys: Tensor, values: Tensor):
-    """Shapes of context, weights and lse: query.shape[:-1] + (Dv,), + (S,), and + ()."""
+def _out_shapes(query: Tensor, keys: Tensor, values: Tensor, need_weights: bool):
+    """Shapes of context, weights and lse: query.shape[:-1] + (Dv,), + (S,) (or (0,) without
+    weights), and + ()."""
     lead = tuple(query.shape[:-1])
-    return lead + (values.shape[2],), lead + (keys.shape[1],), lead
+    w_shape = lead + (keys.shape[1],) if need_weights else (0,)
+    return lead + (values.shape[2],), w_shape, lead
 
 
 def _common_args(query, keys, vec, values, lengths, scale, acc):
@@ -131,10 +188,11 @@ def _common_args(query, keys, vec, values, lengths, scale, acc):
     return query, keys, vec, values, len_arg, scale_t, has_len
 
 
-def _forward(query, keys, vec, values, lengths, scale, additive):
+def _forward(query, keys, vec, values, lengths, scale, additive, need_weights):
+    """(context, weights, lse); weights is an empty (0,) tensor when not need_weights."""
     B, R, S, D, DV = _sizes(query, keys, values)
     acc = _acc_dtype(query.dtype)
-    ctx_shape, w_shape, lse_shape = _out_shapes(query, keys, values)
+    ctx_shape, w_shape, lse_shape = _out_shapes(query, keys, values, need_weights)
     context = query.new_empty(ctx_shape)
     weights = query.new_empty(w_shape)
     lse = query.new_empty(lse_shape, dtype=acc)
@@ -143,12 +201,34 @@ def _forward(query, keys, vec, values, lengths, scale, additive):
     query, keys, vec, values, len_arg, scale_t, has_len = _common_args(
         query, keys, vec, values, lengths, scale, acc
     )
-    scores = torch.empty((B * R * S,), dtype=acc, device=query.device)  # scratch
     blocks = choose_blocks(R, S, D, DV, query.dtype, additive)
-    grid = (B, triton.cdiv(R, blocks["BLOCK_M"]))
-    attention_fwd_kernel[grid](
-        query, keys, vec, values, len_arg, scale_t, context, weights, scores, lse,
-        R, S, D, DV, HAS_LEN=has_len, ADDITIVE=additive, **blocks,
+    row_blocks = triton.cdiv(R, blocks["BLOCK_M"])
+    n_splits = choose_split(B * row_blocks, S, blocks["BLOCK_N"], query.device)
+    # Without weights, W and SCORES are never touched: lse stands in for both pointers.
+    scores = torch.empty((B * R * S,), dtype=acc, device=query.device) if need_weights else lse
+    w_arg = weights if need_weights else lse
+    flags = dict(HAS_LEN=has_len, NEED_WEIGHTS=need_weights)
+    if n_splits == 1:
+        attention_fwd_kernel[(B, row_blocks)](
+            query, keys, vec, values, len_arg, scale_t, context, w_arg, scores, lse,
+            R, S, D, DV, ADDITIVE=additive, **flags, **blocks,
+        )  # fmt: skip
+        return context, weights, lse
+
+    # Split over S: partial (lse, normalised context) per chunk, then merged.
+    part_lse = torch.empty((B * R * n_splits,), dtype=acc, device=query.device)
+    part_ctx = torch.empty((B * R * n_splits * DV,), dtype=acc, device=query.device)
+    attention_fwd_split_kernel[(B, row_blocks, n_splits)](
+        query, keys, vec, values, len_arg, scale_t, scores, part_lse, part_ctx,
+        R, S, D, DV, n_splits, ADDITIVE=additive, **flags, **blocks,
+    )  # fmt: skip
+    # Program (b, row block, 0) merges the context and LSE; with weights, program (b, row block,
+    # j) also writes the weights of the j-th chunk of S, so that pass is split too.
+    attention_fwd_combine_kernel[(B, row_blocks, n_splits if need_weights else 1)](
+        part_lse, part_ctx, len_arg, scores, context, w_arg, lse,
+        R, S, DV, n_splits, **flags,
+        BLOCK_M=blocks["BLOCK_M"], BLOCK_N=blocks["BLOCK_N"], BLOCK_DV=blocks["BLOCK_DV"],
+        BLOCK_SPLIT=_pow2(n_splits), num_warps=blocks["num_warps"],
     )  # fmt: skip
     return context, weights, lse
 
@@ -157,7 +237,13 @@ def _backward(
     grad_context, grad_weights, query, keys, vec, values, lengths, context, weights, lse, scale,
     additive,
 ):  # fmt: skip
-    """(d query, d keys, d vec or None, d values)."""
+    """(d query, d keys, d vec or None, d values).
+
+    grad_context / grad_weights None mean zero; weights is None when the forward did not write
+    them (need_weights=False), and then grad_weights is ignored: there was no weights output.
+    """
+    if weights is None:
+        grad_weights = None
     B, R, S, D, DV = _sizes(query, keys, values)
     acc = lse.dtype
     if B == 0 or R == 0 or S == 0:  # nothing to launch: every gradient is zero (or empty)
@@ -169,7 +255,7 @@ def _backward(
     d_values = torch.empty(values.shape, dtype=values.dtype, device=values.device)
     if grad_context is None:
         grad_context = torch.zeros_like(context)
-    # delta[row] = sum_s P * dP = dC . C + sum_s dW * W
+    # delta[row] = sum_s P * dP = dC . C + sum_s dW * W (the second term only with weights)
     delta = (grad_context.to(acc) * context.to(acc)).sum(-1)
     if grad_weights is not None:
         delta = delta + (grad_weights.to(acc) * weights.to(acc)).sum(-1)
@@ -200,8 +286,8 @@ def _backward(
     return d_query, d_keys, d_vec, d_values
 
 
-def _fake_forward(query: Tensor, keys: Tensor, values: Tensor):
-    ctx_shape, w_shape, lse_shape = _out_shapes(query, keys, values)
+def _fake_forward(query: Tensor, keys: Tensor, values: Tensor, need_weights: bool):
+    ctx_shape, w_shape, lse_shape = _out_shapes(query, keys, values, need_weights)
     return (
         query.new_empty(ctx_shape),
         query.new_empty(w_shape),
@@ -216,15 +302,21 @@ def _fake_forward(query: Tensor, keys: Tensor, values: Tensor):
 
 @torch.library.custom_op("fast_s2s_triton::dot_attention", mutates_args=())
 def dot_attention_op(
-    query: Tensor, keys: Tensor, values: Tensor, lengths: Tensor | None, scale: float
+    query: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    lengths: Tensor | None,
+    scale: float,
+    need_weights: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(context, weights, lse) of dot_attention; see the module docstring."""
-    return _forward(query, keys, None, values, lengths, scale, additive=False)
+    """(context, weights, lse) of dot_attention, weights (0,) without need_weights; see the
+    module docstring."""
+    return _forward(query, keys, None, values, lengths, scale, False, need_weights)
 
 
 @dot_attention_op.register_fake
-def _dot_attention_fake(query, keys, values, lengths, scale):
-    return _fake_forward(query, keys, values)
+def _dot_attention_fake(query, keys, values, lengths, scale, need_weights=True):
+    return _fake_forward(query, keys, values, need_weights)
 
 
 @torch.library.custom_op("fast_s2s_triton::dot_attention_backward", mutates_args=())
@@ -236,11 +328,12 @@ def dot_attention_backward_op(
     values: Tensor,
     lengths: Tensor | None,
     context: Tensor,
-    weights: Tensor,
+    weights: Tensor | None,
     lse: Tensor,
     scale: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of query, keys and values; grad_context / grad_weights None mean zero."""
+    """Gradients of query, keys and values; grad_context / grad_weights None mean zero, weights
+    None means the forward had need_weights=False."""
     d_query, d_keys, _, d_values = _backward(
         grad_context, grad_weights, query, keys, None, values, lengths, context, weights, lse,
         scale, additive=False,
@@ -255,10 +348,21 @@ def _dot_attention_backward_fake(
     return torch.empty_like(query), torch.empty_like(keys), torch.empty_like(values)
 
 
-def _dot_setup(ctx, inputs, output):
-    query, keys, values, lengths, scale = inputs
+def _setup_common(ctx, need_weights, output):
+    """Marks what has no gradient and returns (context, weights or None, lse) to save."""
     context, weights, lse = output
     ctx.mark_non_differentiable(lse)
+    if not need_weights:
+        ctx.mark_non_differentiable(weights)  # the empty placeholder
+    # An output the loss does not use gets None, not a materialised zero tensor: no (N, T, S)
+    # zeros for grad_weights when only the context is used. The backward treats None as zero.
+    ctx.set_materialize_grads(False)
+    return context, weights if need_weights else None, lse
+
+
+def _dot_setup(ctx, inputs, output):
+    query, keys, values, lengths, scale, need_weights = inputs
+    context, weights, lse = _setup_common(ctx, need_weights, output)
     ctx.save_for_backward(query, keys, values, lengths, context, weights, lse)
     ctx.scale = scale
 
@@ -268,7 +372,7 @@ def _dot_backward(ctx, grad_context, grad_weights, _grad_lse):
     d_query, d_keys, d_values = dot_attention_backward_op(
         grad_context, grad_weights, query, keys, values, lengths, context, weights, lse, ctx.scale
     )
-    return d_query, d_keys, d_values, None, None
+    return d_query, d_keys, d_values, None, None, None
 
 
 dot_attention_op.register_autograd(_dot_backward, setup_context=_dot_setup)
@@ -280,14 +384,19 @@ def dot_attention(
     values: Tensor,
     lengths: Tensor | None = None,
     scale: float = 1.0,
-) -> tuple[Tensor, Tensor]:
+    *,
+    need_weights: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Triton dot_attention with the contract of fast_s2s.reference.dot_attention.
 
     query (N, T, D) or (N, D), keys (B, S, D), values (B, S, Dv), lengths (B,) or None.
-    Returns context (N, T, Dv) and weights (N, T, S) ((N, Dv), (N, S) for a 2-D query).
+    Returns context (N, T, Dv) and weights (N, T, S) ((N, Dv), (N, S) for a 2-D query); weights
+    is None, and never computed, when need_weights is False.
     """
-    context, weights, _ = dot_attention_op(query, keys, values, lengths, float(scale))
-    return context, weights
+    context, weights, _ = dot_attention_op(
+        query, keys, values, lengths, float(scale), bool(need_weights)
+    )
+    return context, weights if need_weights else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,15 +406,21 @@ def dot_attention(
 
 @torch.library.custom_op("fast_s2s_triton::additive_attention", mutates_args=())
 def additive_attention_op(
-    query_proj: Tensor, keys_proj: Tensor, v: Tensor, values: Tensor, lengths: Tensor | None
+    query_proj: Tensor,
+    keys_proj: Tensor,
+    v: Tensor,
+    values: Tensor,
+    lengths: Tensor | None,
+    need_weights: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(context, weights, lse) of additive_attention; see the module docstring."""
-    return _forward(query_proj, keys_proj, v, values, lengths, 1.0, additive=True)
+    """(context, weights, lse) of additive_attention, weights (0,) without need_weights; see the
+    module docstring."""
+    return _forward(query_proj, keys_proj, v, values, lengths, 1.0, True, need_weights)
 
 
 @additive_attention_op.register_fake
-def _additive_attention_fake(query_proj, keys_proj, v, values, lengths):
-    return _fake_forward(query_proj, keys_proj, values)
+def _additive_attention_fake(query_proj, keys_proj, v, values, lengths, need_weights=True):
+    return _fake_forward(query_proj, keys_proj, values, need_weights)
 
 
 @torch.library.custom_op("fast_s2s_triton::additive_attention_backward", mutates_args=())
@@ -318,10 +433,10 @@ def additive_attention_backward_op(
     values: Tensor,
     lengths: Tensor | None,
     context: Tensor,
-    weights: Tensor,
+    weights: Tensor | None,
     lse: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of query_proj, keys_proj, v and values."""
+    """Gradients of query_proj, keys_proj, v and values (None arguments as for dot)."""
     return _backward(
         grad_context, grad_weights, query_proj, keys_proj, v, values, lengths, context, weights,
         lse, 1.0, additive=True,
@@ -341,15 +456,14 @@ def _additive_attention_backward_fake(
 
 
 def _additive_setup(ctx, inputs, output):
-    query_proj, keys_proj, v, values, lengths = inputs
-    context, weights, lse = output
-    ctx.mark_non_differentiable(lse)
+    query_proj, keys_proj, v, values, lengths, need_weights = inputs
+    context, weights, lse = _setup_common(ctx, need_weights, output)
     ctx.save_for_backward(query_proj, keys_proj, v, values, lengths, context, weights, lse)
 
 
 def _additive_backward(ctx, grad_context, grad_weights, _grad_lse):
     grads = additive_attention_backward_op(grad_context, grad_weights, *ctx.saved_tensors)
-    return (*grads, None)
+    return (*grads, None, None)
 
 
 additive_attention_op.register_autograd(_additive_backward, setup_context=_additive_setup)
@@ -361,11 +475,16 @@ def additive_attention(
     v: Tensor,
     values: Tensor,
     lengths: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
+    *,
+    need_weights: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Triton additive_attention with the contract of fast_s2s.reference.additive_attention.
 
     query_proj (N, T, A) or (N, A), keys_proj (B, S, A), v (A,), values (B, S, Dv).
-    Returns context (N, T, Dv) and weights (N, T, S) ((N, Dv), (N, S) for a 2-D query_proj).
+    Returns context (N, T, Dv) and weights (N, T, S) ((N, Dv), (N, S) for a 2-D query_proj);
+    weights is None, and never computed, when need_weights is False.
     """
-    context, weights, _ = additive_attention_op(query_proj, keys_proj, v, values, lengths)
-    return context, weights
+    context, weights, _ = additive_attention_op(
+        query_proj, keys_proj, v, values, lengths, bool(need_weights)
+    )
+    return context, weights if need_weights else None

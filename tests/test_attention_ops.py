@@ -141,6 +141,8 @@ OPCHECK_CASES = [CASES[i] for i in (2, 3, 4, 5)]
 def test_opcheck(op, case):
     args = _inputs(op, case, torch.float32, requires_grad=True)
     torch.library.opcheck(getattr(torch.ops.fast_s2s, op).default, args)
+    # need_weights=False: the CPU kernel still writes the weights, and its fake says so.
+    torch.library.opcheck(getattr(torch.ops.fast_s2s, op).default, (*args, False))
 
 
 def test_opcheck_backward_ops():
@@ -247,6 +249,60 @@ def test_zero_length_rows_give_zeros_not_nan(op):
         if isinstance(a, torch.Tensor) and a.requires_grad:
             assert torch.isfinite(a.grad).all()
     assert (args[0].grad[:2] == 0).all()  # rows reading the empty source get no gradient
+
+
+NEED_WEIGHTS_CASES = [CASES[0], CASES[1], CASES[3], CASES[4]]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("case", NEED_WEIGHTS_CASES, ids=[c.id for c in NEED_WEIGHTS_CASES])
+@pytest.mark.parametrize("op", OPS)
+def test_need_weights_false_returns_none_and_the_same_context(op, case, backend):
+    """need_weights=False (torch.nn.MultiheadAttention's convention): weights None, the
+    context and its gradients those of need_weights=True. These backends compute the weights
+    anyway (the C++ op schema has no flag) and drop them."""
+    fn = getattr(fast_s2s, op)
+    results = {}
+    for need_weights in (True, False):
+        torch.manual_seed(1)
+        args = _inputs(op, case, torch.float32, requires_grad=True)
+        context, weights = fn(*args, backend=backend, need_weights=need_weights)
+        assert (weights is None) == (not need_weights)
+        context.backward(torch.ones_like(context))
+        grads = [a.grad for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        results[need_weights] = (context, grads)
+    (context, grads), (context_w, grads_w) = results[False], results[True]
+    assert torch.equal(context, context_w)
+    for g, g_w in zip(grads, grads_w, strict=True):
+        assert torch.equal(g, g_w)
+    expected = _run(op, args, "reference")[0]  # args: the inputs of the last run
+    torch.testing.assert_close(context, expected, **TOLERANCES[torch.float32])
+
+
+def test_need_weights_false_under_torch_compile():
+    case = CASES[3]
+    query, keys, values, lengths, scale = _inputs("dot_attention", case, requires_grad=True)
+    qp, kp, v, _, _ = _inputs("additive_attention", case, requires_grad=True)
+
+    def step(query, keys, values, qp, kp, v, lengths):
+        c1, w1 = fast_s2s.dot_attention(
+            query, keys, values, lengths, scale, backend="cpp", need_weights=False
+        )
+        c2, w2 = fast_s2s.additive_attention(
+            qp, kp, v, values, lengths, backend="cpp", need_weights=False
+        )
+        assert w1 is None and w2 is None
+        return (c1 * c2).sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    inputs = (query, keys, values, qp, kp, v, lengths)
+    loss = compiled(*inputs)
+    grads = torch.autograd.grad(loss, (query, keys, values, qp, kp, v))
+    expected_loss = step(*inputs)
+    expected = torch.autograd.grad(expected_loss, (query, keys, values, qp, kp, v))
+    torch.testing.assert_close(loss, expected_loss)
+    for g, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g, e)
 
 
 def test_cpp_backend_available_and_labelled():

@@ -89,6 +89,15 @@ def test_additive_attention_bad_input(backend, what, over, message):
         fast_s2s.additive_attention(**add_args(**over), backend=backend)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flag", [1, None, "no", torch.tensor(True)], ids=repr)
+def test_need_weights_must_be_a_bool(backend, flag):
+    with pytest.raises(TypeError, match=r"dot_attention: need_weights must be a bool"):
+        fast_s2s.dot_attention(**dot_args(), backend=backend, need_weights=flag)
+    with pytest.raises(TypeError, match=r"additive_attention: need_weights must be a bool"):
+        fast_s2s.additive_attention(**add_args(), backend=backend, need_weights=flag)
+
+
 @pytest.mark.skipif(not _extension.extension_loaded(), reason="extension not built")
 @pytest.mark.parametrize(
     "over,message",

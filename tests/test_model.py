@@ -236,6 +236,25 @@ def test_luong_without_input_feeding_runs_decoder_gru_once(monkeypatch):
     assert calls["dot_attention"] == [(4, tgt_in.shape[1], 32)]
 
 
+@pytest.mark.parametrize("name", ["bahdanau", "luong-general", "luong-general-feed"])
+def test_teacher_forcing_asks_for_no_attention_weights(name):
+    """Training never reads the attention weights, so the teacher-forced forward (all steps at
+    once or the step loop) passes need_weights=False; decode_step still returns them."""
+    model = Seq2Seq(make_config(name))
+    asked = []
+    model.decoder.attention.register_forward_pre_hook(
+        lambda _module, _args, kwargs: asked.append(kwargs.get("need_weights", True)),
+        with_kwargs=True,
+    )
+    src, lengths, tgt_in, _ = reverse_batch(4, torch.Generator().manual_seed(0))
+    model(src, lengths, tgt_in)
+    assert asked and not any(asked)
+    asked.clear()
+    enc = model.encode(src, lengths)
+    _, _, weights = model.decode_step(enc, model.initial_state(enc), tgt_in[:, 0])
+    assert asked == [True] and weights.shape == src.shape
+
+
 def test_dropout_only_in_training_mode():
     model = Seq2Seq(make_config("bahdanau", dropout=0.5, encoder_layers=2, decoder_layers=2))
     src, lengths, tgt_in, _ = reverse_batch(4, torch.Generator().manual_seed(0))

@@ -496,9 +496,34 @@ def test_attention_non_contiguous_inputs(kind, backend):
     _close(got[1], want[1], TOL[backend])
 
 
-@pytest.mark.parametrize("backend", _backends("dot_attention", include_reference=False))
+@pytest.mark.parametrize("backend", _backends("dot_attention"))
+@pytest.mark.parametrize("qdim", ["2d", "3d"])
 @pytest.mark.parametrize("kind", ATTENTION_KINDS)
-def test_attention_gradients_match_reference_backend(kind, backend):
+def test_attention_need_weights_false(kind, qdim, backend):
+    """need_weights=False, as torch.nn.MultiheadAttention: weights None, the same context."""
+    if kind in ("concat", "additive") and available_backends("additive_attention", "cpu")[backend]:
+        pytest.skip(available_backends("additive_attention", "cpu")[backend])
+    att = _attention(kind, backend, bias=kind == "additive")
+    query = torch.randn(B * BEAM, att.query_size)
+    if qdim == "3d":
+        query = torch.randn(B * BEAM, 3, att.query_size)
+    keys, values = torch.randn(B, S, DK), torch.randn(B, S, DV)
+    lens = torch.tensor([2, 0, S])
+    memory = att.precompute(keys, values)
+    context, weights = att(query, memory, lengths=lens, beam=BEAM, need_weights=False)
+    assert weights is None
+    want_context, _ = att(query, memory, lengths=lens, beam=BEAM)
+    _close(context, want_context, TOL[backend])
+    _close(context, _direct(att, query, keys, values, lens, BEAM)[0], TOL[backend])
+    with pytest.raises(TypeError, match="need_weights must be a bool"):
+        att(query, memory, lengths=lens, beam=BEAM, need_weights="no")
+
+
+@pytest.mark.parametrize("backend", _backends("dot_attention", include_reference=False))
+@pytest.mark.parametrize("need_weights", [True, False], ids=["weights", "no_weights"])
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_attention_gradients_match_reference_backend(kind, need_weights, backend):
+    """A loss on context and weights, or on the context alone with need_weights=False."""
     if kind in ("concat", "additive") and available_backends("additive_attention", "cpu")[backend]:
         pytest.skip(available_backends("additive_attention", "cpu")[backend])
     att = _attention(kind, backend, bias=kind == "additive")
@@ -510,8 +535,12 @@ def test_attention_gradients_match_reference_backend(kind, backend):
     grads = []
     for module in (att, ref):
         q, k, v = (t.clone().requires_grad_() for t in (query, keys, values))
-        context, weights = module(q, module.precompute(k, v), lengths=lens, beam=BEAM)
-        ((context * grad_ctx).sum() + weights.square().sum()).backward()
+        memory = module.precompute(k, v)
+        context, weights = module(q, memory, lengths=lens, beam=BEAM, need_weights=need_weights)
+        loss = (context * grad_ctx).sum()
+        if need_weights:
+            loss = loss + weights.square().sum()
+        loss.backward()
         grads.append([q.grad, k.grad, v.grad] + [p.grad for p in module.parameters()])
     for got, want in zip(*grads, strict=True):
         _close(got, want, TOL[backend])

@@ -36,11 +36,17 @@ class BahdanauDecoder(Decoder):
         self.readout = nn.Linear(2 * h + e, h)
 
     def step(
-        self, enc: EncoderState, state: DecoderState, embedded: Tensor, beam: int = 1
-    ) -> tuple[Tensor, DecoderState, Tensor]:
+        self,
+        enc: EncoderState,
+        state: DecoderState,
+        embedded: Tensor,
+        beam: int = 1,
+        *,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
         context, weights = self.attention(
-            state.hidden[-1], enc.memory, enc.src_lengths, beam=beam
-        )  # (N, H), (N, S)
+            state.hidden[-1], enc.memory, enc.src_lengths, beam=beam, need_weights=need_weights
+        )  # (N, H), (N, S) or None
         hidden = self.rnn_step(torch.cat([embedded, context], dim=-1), state.hidden)
         readout = torch.tanh(self.readout(torch.cat([hidden[-1], context, embedded], dim=-1)))
         return self.dropout(readout), DecoderState(hidden, None), weights

@@ -43,11 +43,19 @@ class ClassicDecoder(Decoder):
         return enc.context if beam == 1 else enc.context.repeat_interleave(beam, dim=0)
 
     def step(
-        self, enc: EncoderState, state: DecoderState, embedded: Tensor, beam: int = 1
-    ) -> tuple[Tensor, DecoderState, Tensor]:
+        self,
+        enc: EncoderState,
+        state: DecoderState,
+        embedded: Tensor,
+        beam: int = 1,
+        *,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
         context = self._context(enc, beam)  # (N, H): one small vector per row
         hidden = self.rnn_step(torch.cat([embedded, context], dim=-1), state.hidden)
         readout = torch.tanh(self.readout(torch.cat([hidden[-1], context, embedded], dim=-1)))
+        if not need_weights:
+            return self.dropout(readout), DecoderState(hidden, None), None
         weights = embedded.new_zeros(embedded.shape[0], enc.states.shape[1])  # no attention
         return self.dropout(readout), DecoderState(hidden, None), weights
 

@@ -109,8 +109,14 @@ class Decoder(nn.Module):
         return DecoderState(hidden, None)
 
     def step(
-        self, enc: EncoderState, state: DecoderState, embedded: Tensor, beam: int = 1
-    ) -> tuple[Tensor, DecoderState, Tensor]:
+        self,
+        enc: EncoderState,
+        state: DecoderState,
+        embedded: Tensor,
+        beam: int = 1,
+        *,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One decoder step for N = B * beam rows.
 
         Args:
@@ -118,10 +124,12 @@ class Decoder(nn.Module):
             state: the decoder state (N rows).
             embedded: (N, E) the embedded previous target tokens (self.embed).
             beam: rows per sentence.
+            need_weights: return the attention weights; False returns None in their place, so
+                the attention op can skip writing them (teacher-forced training discards them).
 
         Returns:
             pre_output (N, H) (dropped out; self.project gives the logits), the new state and the
-            attention weights (N, S) (all zeros without attention).
+            attention weights (N, S) (all zeros without attention), or None.
         """
         raise NotImplementedError
 
@@ -132,7 +140,7 @@ class Decoder(nn.Module):
         state = self.initial_state(enc)
         outputs = []
         for t in range(tgt_in.shape[1]):
-            pre_output, state, _ = self.step(enc, state, embedded[:, t])
+            pre_output, state, _ = self.step(enc, state, embedded[:, t], need_weights=False)
             outputs.append(pre_output)
         if not outputs:
             return embedded.new_zeros(tgt_in.shape[0], 0, self.out.out_features)

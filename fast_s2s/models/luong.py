@@ -44,17 +44,27 @@ class LuongDecoder(Decoder):
         feed = state.hidden.new_zeros(state.hidden.shape[1], self.hidden_size)
         return DecoderState(state.hidden, feed)
 
-    def _attend(self, enc: EncoderState, top: Tensor, beam: int) -> tuple[Tensor, Tensor]:
-        context, weights = self.attention(top, enc.memory, enc.src_lengths, beam=beam)
+    def _attend(
+        self, enc: EncoderState, top: Tensor, beam: int, need_weights: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        context, weights = self.attention(
+            top, enc.memory, enc.src_lengths, beam=beam, need_weights=need_weights
+        )
         attentional = torch.tanh(self.combine(torch.cat([context, top], dim=-1)))
         return self.dropout(attentional), weights
 
     def step(
-        self, enc: EncoderState, state: DecoderState, embedded: Tensor, beam: int = 1
-    ) -> tuple[Tensor, DecoderState, Tensor]:
+        self,
+        enc: EncoderState,
+        state: DecoderState,
+        embedded: Tensor,
+        beam: int = 1,
+        *,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
         x = torch.cat([embedded, state.feed], dim=-1) if self.input_feeding else embedded
         hidden = self.rnn_step(x, state.hidden)
-        attentional, weights = self._attend(enc, hidden[-1], beam)
+        attentional, weights = self._attend(enc, hidden[-1], beam, need_weights)
         feed = attentional if self.input_feeding else None
         return attentional, DecoderState(hidden, feed), weights
 
@@ -63,5 +73,6 @@ class LuongDecoder(Decoder):
             return super().forward(enc, tgt_in)
         embedded = self.embed(tgt_in)  # (B, T, E)
         top, _ = self.rnn(embedded, enc.hidden)  # (B, T, H): every target step in one call
-        attentional, _ = self._attend(enc, top, beam=1)  # one attention call, 3-D query
+        # One attention call, 3-D query; training never reads the weights.
+        attentional, _ = self._attend(enc, top, beam=1, need_weights=False)
         return self.project(attentional)

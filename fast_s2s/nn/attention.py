@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from fast_s2s import ops
+from fast_s2s import _validate, ops
 from fast_s2s.backends import BACKENDS
 
 __all__ = ["ATTENTION_KINDS", "Attention", "AttentionMemory"]
@@ -195,7 +195,9 @@ class Attention(nn.Module):
         memory: AttentionMemory | Tensor,
         lengths: Tensor | None = None,
         beam: int = 1,
-    ) -> tuple[Tensor, Tensor]:
+        *,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
         """Attend from the queries to the memory.
 
         Args:
@@ -206,10 +208,12 @@ class Attention(nn.Module):
             lengths: optional (B,) int32/int64 source lengths in [0, S]; positions s >= lengths[b]
                 get no weight; a length-0 row gives zero context and zero weights.
             beam: query rows per source row.
+            need_weights: return the attention weights (as torch.nn.MultiheadAttention). False
+                returns None in their place, and the "triton" backend skips writing them.
 
         Returns:
             context (N, value_size) and weights (N, S) for a 2-D query; (N, T, value_size) and
-            (N, T, S) for a 3-D query.
+            (N, T, S) for a 3-D query; weights None when need_weights is False.
         """
         if not isinstance(memory, AttentionMemory):
             memory = self.precompute(memory)
@@ -234,19 +238,16 @@ class Attention(nn.Module):
                 f"beam = {beam}; query row n reads source row n // beam)"
             )
 
+        _validate.check_bool("Attention", "need_weights", need_weights)
+        flags = dict(backend=self.backend, need_weights=need_weights)
         if self.kind in ("dot", "scaled_dot"):
             return ops.dot_attention(
-                query, memory.keys, memory.values, lengths, self.scale, backend=self.backend
+                query, memory.keys, memory.values, lengths, self.scale, **flags
             )
         if self.kind == "general":
             return ops.dot_attention(
-                self.query_proj(query), memory.keys, memory.values, lengths, backend=self.backend
+                self.query_proj(query), memory.keys, memory.values, lengths, **flags
             )
         return ops.additive_attention(
-            self.query_proj(query),
-            memory.keys,
-            self.v,
-            memory.values,
-            lengths,
-            backend=self.backend,
+            self.query_proj(query), memory.keys, self.v, memory.values, lengths, **flags
         )

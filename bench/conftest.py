@@ -3,10 +3,12 @@ test_bench_attention.py for how to run it).
 
 A test module sets BENCH_OPS (the ops of fast_s2s.benchmark.cases it times) and defines
 `test_bench(benchmark, case, impl_name, run_bench)`; it is parametrised here over every case of
---bench-shapes and every implementation: each fast_s2s backend, each peer of the op and, for the
-forward cases of memory-bound ops, the read roofline. Model cases (op "model") record their
-throughput in extra_info ("steps_per_s" or "tokens_per_s", from the median) and the torch
-thread count.
+--bench-shapes for --bench-device's type (the CUDA case list is issue 4's GPU shapes, as in
+`fast-s2s bench --device cuda`) and every implementation: each fast_s2s backend, each peer of
+the op and, for the forward cases of memory-bound ops, the read roofline (torch.sum over the
+compulsory reads) and the copy roofline (dst.copy_(src) moving the compulsory reads + writes).
+Model cases (op "model") record their throughput in extra_info ("steps_per_s" or
+"tokens_per_s", from the median) and the torch thread count.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 BACKENDS = ("auto", "reference", "cpp", "triton")
 ROOFLINE = "roofline"
+COPY_ROOFLINE = "copy-roofline"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,11 +48,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from fast_s2s.benchmark.peers import PEERS
 
     shapes = metafunc.config.getoption("--bench-shapes")
+    device = metafunc.config.getoption("--bench-device")  # a name only: CUDA is not touched
     params = []
-    for case in select_cases(ops, shapes):
+    for case in select_cases(ops, shapes, device):
         impls = [f"fast_s2s[{b}]" for b in BACKENDS] + list(PEERS[case.op])
         if case.mode == FORWARD and case.memory_bound:
-            impls.append(ROOFLINE)
+            impls += [ROOFLINE, COPY_ROOFLINE]
         params += [pytest.param(case, impl, id=f"{case.id}-{impl}") for impl in impls]
     metafunc.parametrize(("case", "impl_name"), params)
 
@@ -95,10 +99,20 @@ def run_bench(device: torch.device, dtype: torch.dtype) -> Callable[..., None]:
         inputs = make_inputs(case, device, dtype)
         benchmark.extra_info["read_bytes"] = inputs.read_bytes
 
+        benchmark.extra_info["write_bytes"] = inputs.write_bytes
+
+        itemsize = torch.empty((), dtype=dtype).element_size()
         if impl_name == ROOFLINE:
-            itemsize = torch.empty((), dtype=dtype).element_size()
             x = torch.rand(max(1, inputs.read_bytes // itemsize), device=device).to(dtype)
             benchmark(_synchronized(lambda: torch.sum(x), device))
+            return
+        if impl_name == COPY_ROOFLINE:  # as roofline.CopyRoofline: half the traffic each way
+            src = torch.rand(max(1, inputs.moved_bytes // 2 // itemsize), device=device).to(dtype)
+            dst = torch.empty_like(src)
+            benchmark(_synchronized(lambda: dst.copy_(src), device))
+            if benchmark.stats is not None:
+                moved = 2 * src.numel() * itemsize
+                benchmark.extra_info["copy_gbps"] = moved / benchmark.stats.stats.median / 1e9
             return
 
         if impl_name.startswith("fast_s2s["):
@@ -126,6 +140,7 @@ def run_bench(device: torch.device, dtype: torch.dtype) -> Callable[..., None]:
         if case.mode == FORWARD and case.memory_bound and benchmark.stats is not None:
             median_s = benchmark.stats.stats.median
             benchmark.extra_info["gbps"] = inputs.read_bytes / median_s / 1e9
+            benchmark.extra_info["copy_gbps"] = inputs.moved_bytes / median_s / 1e9
         work, unit = inputs.extra.get("work"), inputs.extra.get("work_unit")
         if work and unit and benchmark.stats is not None:  # model cases: steps/s, tokens/s
             benchmark.extra_info["threads"] = torch.get_num_threads()

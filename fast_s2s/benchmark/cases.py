@@ -8,8 +8,16 @@ GRU cases (gru_cell, gru_layer and the fast_s2s.nn.GRU module, op "gru") live in
 whole-model cases (op "model": training steps and greedy / beam decoding of
 fast_s2s.models.Seq2Seq) in model_cases.
 
-To add an op: write its input maker, register it in INPUT_MAKERS, list its cases in CASES (and
-TINY_CASES), name its report table in FAMILIES, and give it peers in
+Case lists are per device type (DEVICE_CASES): "cpu" is CASES, the shapes of the project's CPU
+targets; "cuda" is CUDA_CASES, issue 4's GPU targets: attention at the decode shape N64-T1-S50-D512
+(goal in bfloat16: 2x the composite, and not slower than SDPA) and at a large memory-bound shape
+(N64-T1-S2048-D512: keys and values 268 MB in 16-bit, over 4x a 50-60 MB L2; goal: 80% of the copy
+bandwidth), gru_cell at B=1 and B=16 with H=1024 (goal: 2x torch.nn.GRUCell) and gru_layer at
+T=50, B=16, H=1024 (goal: torch.nn.GRU, i.e. cuDNN). The goals ride on the cases (Case.goals) and
+are checked by fast_s2s.benchmark.summary. The tiny set is the same on every device.
+
+To add an op: write its input maker, register it in INPUT_MAKERS, list its cases in CASES,
+CUDA_CASES (and TINY_CASES), name its report table in FAMILIES, and give it peers in
 fast_s2s.benchmark.peers.PEERS.
 """
 
@@ -21,13 +29,16 @@ import torch
 
 from fast_s2s.benchmark import gru_cases, model_cases
 from fast_s2s.benchmark.spec import (
+    COPY_FRACTION,
     DECODE,
     FORWARD,
     FORWARD_BACKWARD,
     MODES,
     SHAPE_SETS,
+    SPEEDUP,
     TRAIN_STEP,
     Case,
+    Goal,
     Inputs,
     ragged_lengths,
     randn,
@@ -35,7 +46,9 @@ from fast_s2s.benchmark.spec import (
 
 __all__ = [
     "CASES",
+    "CUDA_CASES",
     "DECODE",
+    "DEVICE_CASES",
     "FAMILIES",
     "FORWARD",
     "FORWARD_BACKWARD",
@@ -46,6 +59,7 @@ __all__ = [
     "TRAIN_STEP",
     "Case",
     "Inputs",
+    "cases_for",
     "make_inputs",
     "select_cases",
 ]
@@ -64,9 +78,12 @@ def _attention_case(
     Dv: int | None = None,
     lengths: str = "full",
     target: bool = False,
+    goals: tuple[Goal, ...] = (),
 ) -> Case:
     dims = (("B", B), ("beam", beam), ("T", T), ("S", S), ("D", D), ("Dv", D if Dv is None else Dv))
-    return Case(op=op, mode=mode, dims=dims, label=label, lengths=lengths, target=target)
+    return Case(
+        op=op, mode=mode, dims=dims, label=label, lengths=lengths, target=target, goals=goals
+    )
 
 
 def _attention_cases(op: str) -> list[Case]:
@@ -79,6 +96,38 @@ def _attention_cases(op: str) -> list[Case]:
         c(op, fwd, "decode", B=64, T=1, S=50, D=512, lengths="ragged"),
         c(op, fwd, "beam5", B=16, beam=5, T=1, S=50, D=512),
         c(op, fwd, "beam5", B=16, beam=5, T=1, S=50, D=512, lengths="ragged"),
+        c(op, fwd, "long-src", B=32, T=1, S=200, D=256),
+        c(op, fwd, "train", B=64, T=30, S=30, D=512),
+        c(op, fwdbwd, "train", B=64, T=30, S=30, D=512, lengths="ragged"),
+    ]
+
+
+# Issue 4's CUDA goals for the attention ops.
+MEMORY_BOUND_GOAL = Goal(COPY_FRACTION, 0.8)
+DECODE_GOALS: dict[str, tuple[Goal, ...]] = {
+    "dot_attention": (
+        Goal(SPEEDUP, 2.0, "composite", ("bfloat16",)),
+        Goal(SPEEDUP, 1.0, "sdpa", ("bfloat16",)),
+    ),
+    "additive_attention": (Goal(SPEEDUP, 2.0, "composite", ("bfloat16",)),),
+}
+
+
+def _cuda_attention_cases(op: str) -> list[Case]:
+    """The CPU cases with issue 4's goals on the decode shape, plus a large memory-bound decode
+    read (keys and values 2 x 64 x 2048 x 512 elements: 268 MB in 16-bit, 537 MB in float32,
+    several times any L2, so it streams from device memory) as a target."""
+    fwd, fwdbwd = FORWARD, FORWARD_BACKWARD
+    c = _attention_case
+    large = {"B": 64, "T": 1, "S": 2048, "D": 512}
+    return [
+        c(op, fwd, "decode", B=64, T=1, S=50, D=512, target=True, goals=DECODE_GOALS[op]),
+        c(op, fwd, "large", **large, target=True, goals=(MEMORY_BOUND_GOAL,)),
+        c(op, fwdbwd, "train", B=64, T=30, S=30, D=512, target=True),
+        c(op, fwd, "decode", B=64, T=1, S=50, D=512, lengths="ragged"),
+        c(op, fwd, "beam5", B=16, beam=5, T=1, S=50, D=512),
+        c(op, fwd, "beam5", B=16, beam=5, T=1, S=50, D=512, lengths="ragged"),
+        c(op, fwd, "large", **large, lengths="ragged"),
         c(op, fwd, "long-src", B=32, T=1, S=200, D=256),
         c(op, fwd, "train", B=64, T=30, S=30, D=512),
         c(op, fwdbwd, "train", B=64, T=30, S=30, D=512, lengths="ragged"),
@@ -100,6 +149,14 @@ CASES: dict[str, list[Case]] = {
     **gru_cases.CASES,
     **model_cases.CASES,
 }
+CUDA_CASES: dict[str, list[Case]] = {
+    "dot_attention": _cuda_attention_cases("dot_attention"),
+    "additive_attention": _cuda_attention_cases("additive_attention"),
+    **gru_cases.CUDA_CASES,
+    **model_cases.CASES,  # the model is the same on every device
+}
+# Case lists per device type ("cpu" also for any device type not listed).
+DEVICE_CASES: dict[str, dict[str, list[Case]]] = {"cpu": CASES, "cuda": CUDA_CASES}
 TINY_CASES: dict[str, list[Case]] = {
     "dot_attention": _tiny_attention_cases("dot_attention"),
     "additive_attention": _tiny_attention_cases("additive_attention"),
@@ -115,21 +172,31 @@ FAMILIES: dict[str, str] = {
 }
 
 
-def select_cases(ops: Sequence[str], shapes: str = "full") -> list[Case]:
-    """The cases of `ops` (in that order) in the shape set `shapes` (see SHAPE_SETS)."""
+def cases_for(device: torch.device | str) -> dict[str, list[Case]]:
+    """The case lists of `device`'s type (DEVICE_CASES; CASES for a type not listed). Touches no
+    device: a plan for "cuda" can be built on a machine without a GPU."""
+    return DEVICE_CASES.get(torch.device(device).type, CASES)
+
+
+def select_cases(
+    ops: Sequence[str], shapes: str = "full", device: torch.device | str = "cpu"
+) -> list[Case]:
+    """The cases of `ops` (in that order) in the shape set `shapes` (see SHAPE_SETS) for
+    `device`'s type (cases_for)."""
     if shapes not in SHAPE_SETS:
         raise ValueError(f"shapes must be one of {SHAPE_SETS}, got {shapes!r}")
-    unknown = [op for op in ops if op not in CASES]
+    table = cases_for(device)
+    unknown = [op for op in ops if op not in table]
     if unknown:
-        raise ValueError(f"no benchmark cases for {unknown}; known ops: {sorted(CASES)}")
+        raise ValueError(f"no benchmark cases for {unknown}; known ops: {sorted(table)}")
     out: list[Case] = []
     for op in ops:
         if shapes == "tiny":
             out.extend(TINY_CASES[op])
         elif shapes == "targets":
-            out.extend(case for case in CASES[op] if case.target)
+            out.extend(case for case in table[op] if case.target)
         else:
-            out.extend(CASES[op])
+            out.extend(table[op])
     return out
 
 
@@ -164,7 +231,14 @@ def make_attention_inputs(
     if requires_grad:
         for t in args:
             t.requires_grad_(True)
-    return Inputs(args=args, kwargs=kwargs, grad_inputs=args if requires_grad else (), beam=beam)
+    itemsize = args[0].element_size()
+    return Inputs(
+        args=args,
+        kwargs=kwargs,
+        grad_inputs=args if requires_grad else (),
+        beam=beam,
+        write_bytes=N * T * (Dv + S) * itemsize,  # context (N, T, Dv) and weights (N, T, S)
+    )
 
 
 INPUT_MAKERS: dict[str, Callable[[Case, torch.device | str, torch.dtype, bool], Inputs]] = {

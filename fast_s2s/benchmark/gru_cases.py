@@ -4,8 +4,9 @@ Ops: `gru_cell` (one decoder step, fast_s2s.ops.gru_cell), `gru_layer` (one laye
 over a padded sequence, fast_s2s.ops.gru_layer) and `gru` (the fast_s2s.nn.GRU module as an
 encoder: 2 layers, bidirectional). Dims: B batch, I input features, H hidden size, T steps; the
 module adds L (layers) and dirs (2: bidirectional). All are compute-bound (matrix products over
-the weights) except gru_cell at B=1, which reads every weight once for one row: only that case
-reports GB/s against the read roofline.
+the weights) except gru_cell at small batches, which reads every weight once for a few rows: on
+the CPU only B=1 reports GB/s against the rooflines, on CUDA (CUDA_CASES: H=1024, issue 4's
+targets) B=1 and B=16.
 
 Weights are torch.nn.Parameter (torch.nn's initialisation, uniform(-1/sqrt(H), 1/sqrt(H))), so
 the torch.nn peers use the very same tensors as their parameters: same numbers, and in
@@ -21,7 +22,9 @@ from torch import nn
 from fast_s2s.benchmark.spec import (
     FORWARD,
     FORWARD_BACKWARD,
+    SPEEDUP,
     Case,
+    Goal,
     Inputs,
     ragged_lengths,
     randn,
@@ -34,18 +37,24 @@ GRU_OPS = ("gru_cell", "gru_layer", "gru")
 MODULE_OPS: dict[str, tuple[str, str]] = {"gru": ("GRU", "gru_layer")}
 
 
-def _cell(mode: str, label: str, *, B: int, I: int, H: int, target: bool = False) -> Case:
+def _cell(
+    mode: str, label: str, *, B: int, I: int, H: int, target: bool = False,
+    memory_bound: bool | None = None, goals: tuple[Goal, ...] = (),
+) -> Case:  # fmt: skip
     dims = (("B", B), ("I", I), ("H", H))
     # One row reads all 3H * (I + H) weights once: memory-bound. Batched, it is a matrix product.
-    return Case("gru_cell", mode, dims, label, target=target, memory_bound=B == 1)
+    memory_bound = B == 1 if memory_bound is None else memory_bound
+    return Case(
+        "gru_cell", mode, dims, label, target=target, memory_bound=memory_bound, goals=goals
+    )
 
 
 def _layer(
     mode: str, label: str, *, T: int, B: int, I: int, H: int, lengths: str = "full",
-    target: bool = False,
+    target: bool = False, goals: tuple[Goal, ...] = (),
 ) -> Case:  # fmt: skip
     dims = (("T", T), ("B", B), ("I", I), ("H", H))
-    return Case("gru_layer", mode, dims, label, lengths, target, memory_bound=False)
+    return Case("gru_layer", mode, dims, label, lengths, target, memory_bound=False, goals=goals)
 
 
 def _module(
@@ -85,6 +94,43 @@ def _cases() -> dict[str, list[Case]]:
     }
 
 
+# Issue 4's CUDA goals: gru_cell at B <= 16 twice as fast as torch.nn.GRUCell, gru_layer at
+# least as fast as torch.nn.GRU (cuDNN).
+CELL_GOAL = Goal(SPEEDUP, 2.0, "GRUCell")
+LAYER_GOAL = Goal(SPEEDUP, 1.0, "GRU")
+
+
+def _cuda_cases() -> dict[str, list[Case]]:
+    """Issue 4's GPU shapes (H=1024; I=H) first, then ragged lengths, beam-search batches and a
+    longer sequence. On a GPU, gru_cell at B <= 16 streams its 3H x (I + H) weights (12.6 MB in
+    16-bit) for a few rows: memory-bound, so it reports GB/s and the copy-roofline fraction."""
+    fwd, fwdbwd = FORWARD, FORWARD_BACKWARD
+    d = {"I": 1024, "H": 1024}
+    seq = {"T": 50, "B": 16, **d}
+    small = {"memory_bound": True, "goals": (CELL_GOAL,)}
+    return {
+        "gru_cell": [
+            _cell(fwd, "decode", B=1, **d, target=True, **small),
+            _cell(fwd, "decode", B=16, **d, target=True, **small),
+            _cell(fwdbwd, "train", B=64, **d, target=True),
+            _cell(fwd, "decode", B=64, **d),
+            _cell(fwd, "beam5", B=80, **d),  # 16 sentences x 5 hypotheses
+        ],
+        "gru_layer": [
+            _layer(fwd, "encoder", **seq, target=True, goals=(LAYER_GOAL,)),
+            _layer(fwdbwd, "train", **seq, target=True),
+            _layer(fwd, "encoder", **seq, lengths="ragged"),
+            _layer(fwdbwd, "train", **seq, lengths="ragged"),
+            _layer(fwd, "long", T=200, B=32, I=512, H=512),
+        ],
+        "gru": [
+            _module(fwd, "encoder", **seq, target=True),
+            _module(fwdbwd, "train", **seq),
+            _module(fwd, "encoder", **seq, lengths="ragged"),
+        ],
+    }
+
+
 def _tiny_cases() -> dict[str, list[Case]]:
     fwd, fwdbwd = FORWARD, FORWARD_BACKWARD
     return {
@@ -104,6 +150,7 @@ def _tiny_cases() -> dict[str, list[Case]]:
 
 
 CASES: dict[str, list[Case]] = _cases()
+CUDA_CASES: dict[str, list[Case]] = _cuda_cases()
 TINY_CASES: dict[str, list[Case]] = _tiny_cases()
 
 
@@ -171,4 +218,15 @@ def make_gru_inputs(
         x.requires_grad_(True)
         h.requires_grad_(True)
         grad_inputs = (x, h, *params)
-    return Inputs(args=args, kwargs=kwargs, grad_inputs=grad_inputs, extra=extra)
+    # Outputs: h' (B, H); gru_layer output (T, B, H) and h_n (B, H); the module output
+    # (T, B, dirs * H) and h_n (L * dirs, B, H). The final states are h-shaped.
+    if case.op == "gru_cell":
+        output_numel = 0  # h' is the final state
+    elif case.op == "gru_layer":
+        output_numel = d["T"] * B * H
+    else:
+        output_numel = d["T"] * B * d["dirs"] * H
+    written = (output_numel + h.numel()) * x.element_size()
+    return Inputs(
+        args=args, kwargs=kwargs, grad_inputs=grad_inputs, extra=extra, write_bytes=written
+    )

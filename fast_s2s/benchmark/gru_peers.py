@@ -7,6 +7,7 @@ Peers (labels; the reference and torch.compile peers are fast_s2s.benchmark.peer
            pack_padded_sequence(x, lengths, enforce_sorted=False), packed in the set-up (inside
            the timed call only when x needs a gradient), and returns the packed output's data:
            no pad_packed_sequence is timed, so the peer gets the packed path at its cheapest.
+           On CUDA the call says whether cuDNN runs it (gru_implementation).
 
 The torch.nn modules and the fast_s2s.nn.GRU rows take the case's own Parameters as theirs (the
 same tensors: as load_state_dict, but without copies), so every implementation computes with the
@@ -77,12 +78,25 @@ def _torch_gru_call(
         return h0.unsqueeze(0) if one_layer else h0
 
     if lengths is None:
-        return lambda: gru(x, state())[0]
-    lengths = lengths.cpu()  # pack_padded_sequence takes CPU lengths
-    if x.requires_grad:  # packing is part of the graph
-        return lambda: gru(_packed(x, lengths), state())[0].data
-    packed = _packed(x, lengths)  # once per batch, outside the timed call
-    return lambda: gru(packed, state())[0].data
+        call = lambda: gru(x, state())[0]  # noqa: E731
+    else:
+        lengths = lengths.cpu()  # pack_padded_sequence takes CPU lengths
+        if x.requires_grad:  # packing is part of the graph
+            call = lambda: gru(_packed(x, lengths), state())[0].data  # noqa: E731
+        else:
+            packed = _packed(x, lengths)  # once per batch, outside the timed call
+            call = lambda: gru(packed, state())[0].data  # noqa: E731
+    if x.is_cuda:
+        call.implementation = gru_implementation(x)  # type: ignore[attr-defined]
+    return call
+
+
+def gru_implementation(x: torch.Tensor) -> str:
+    """Whether torch runs torch.nn.GRU on `x` with cuDNN: its RNNs take cuDNN exactly when
+    torch.cudnn_is_acceptable(input) (aten/src/ATen/native/RNN.cpp)."""
+    if torch.cudnn_is_acceptable(x):
+        return "torch.nn.GRU (cuDNN)"
+    return "torch.nn.GRU (torch's own kernels: torch.cudnn_is_acceptable is False)"
 
 
 def torch_gru_layer(inputs: Inputs) -> Call:

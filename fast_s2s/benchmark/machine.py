@@ -1,4 +1,6 @@
-"""What the numbers were measured on: CPU, threads, SIMD level, torch, GPU."""
+"""What the numbers were measured on: CPU, threads, SIMD level, torch, GPU (name, compute
+capability, multiprocessors, L2, cuDNN). The device's copy bandwidth is measured by the run
+(roofline.device_copy_bandwidth) and added to this block there."""
 
 from __future__ import annotations
 
@@ -95,10 +97,14 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, object]:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
+        l2 = getattr(props, "L2_cache_size", None)
         info.update(
             gpu=props.name,
             gpu_capability=f"{props.major}.{props.minor}",
             gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            gpu_sm_count=getattr(props, "multi_processor_count", None),
+            gpu_l2_mib=round(l2 / 2**20, 1) if l2 else None,
             gpu_count=torch.cuda.device_count(),
+            cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         )
     return info

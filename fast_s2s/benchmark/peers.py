@@ -11,11 +11,15 @@ Peers (labels):
   reference  fast_s2s.reference (the pure-PyTorch definition, float32 accumulation)
   composite  bmm + masked softmax + bmm, as a user writes it in the input dtype (additive: tanh
              of the broadcast sum, times v), keys and values repeat_interleave'd over the beam
-  sdpa       torch.nn.functional.scaled_dot_product_attention (dot only), beam rows folded into
-             the query length so keys are not copied, boolean attn_mask from lengths
+  sdpa       torch.nn.functional.scaled_dot_product_attention (dot only), as one head of 4-D
+             (batch, heads, length, width) tensors (the fused flash / memory-efficient / CPU
+             kernels take only 4-D inputs; 3-D ones fall back to the unfused math path), beam
+             rows folded into the query length so keys are not copied, boolean attn_mask from
+             lengths
   GRUCell    torch.nn.GRUCell (gru_cell), on the case's weights
   GRU        torch.nn.GRU (gru_layer: one layer; gru: the module's layers and directions), on the
-             case's weights, over a packed sequence when there are lengths (gru_peers)
+             case's weights, over a packed sequence when there are lengths (gru_peers); on CUDA
+             the row says whether torch ran it on cuDNN (torch.cudnn_is_acceptable)
   compile    torch.compile(fast_s2s.reference.<op>, dynamic=False), compiled per case before
              timing; a compile error becomes a failed row, not a crash
   reference  (op "model") the same fast_s2s.models.Seq2Seq, same weights, on backend="reference"
@@ -47,6 +51,16 @@ FAST_S2S = "fast_s2s"
 PEER = "peer"
 
 CONCRETE_BACKENDS = ("reference", "cpp", "triton")
+
+# What runs behind each label, for the JSON's "implementation" (see implementation_name).
+PEER_IMPLEMENTATIONS = {
+    "reference": "fast_s2s.reference (PyTorch)",
+    "composite": "bmm + softmax + bmm (PyTorch, input dtype)",
+    "sdpa": "torch.nn.functional.scaled_dot_product_attention",
+    "GRUCell": "torch.nn.GRUCell",
+    "GRU": "torch.nn.GRU",
+    "compile": "torch.compile(fast_s2s.reference)",
+}
 
 
 @dataclass
@@ -93,6 +107,29 @@ def primary_output(out: torch.Tensor | tuple | list) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _backend_name(backend: str, device_type: str) -> str:
+    if backend == "cpp":
+        return "CUDA C++ (fast_s2s._C)" if device_type == "cuda" else "C++ (fast_s2s._C)"
+    if backend == "triton":
+        return "Triton (fast_s2s.kernels)" + (" in the interpreter" if device_type == "cpu" else "")
+    if backend == "reference":
+        return "fast_s2s.reference (PyTorch)"
+    return backend
+
+
+def implementation_name(impl: Impl, device: torch.device | str) -> str | None:
+    """What code runs behind a row, in words: "CUDA C++ (fast_s2s._C)", "Triton (...)",
+    "torch.nn.GRU" ... None for a fast_s2s row whose backend could not be resolved. A call may
+    say more once built (its `implementation` attribute, e.g. the GRU peer on CUDA: "(cuDNN)" or
+    not; runner.time_impl takes it)."""
+    device_type = torch.device(device).type
+    if impl.kind == FAST_S2S:
+        if impl.backend is None:
+            return None
+        return " + ".join(_backend_name(b, device_type) for b in impl.backend.split("+"))
+    return PEER_IMPLEMENTATIONS.get(impl.label, impl.label)
+
+
 def fast_s2s_label(requested: str, concrete: str | None) -> str:
     if requested == "auto":
         return f"fast_s2s[auto->{concrete}]" if concrete else "fast_s2s[auto]"
@@ -105,9 +142,12 @@ def default_backends(
     """Every available concrete backend plus "auto", and the ones left out with the reason.
 
     Triton on CPU tensors runs only in the interpreter (TRITON_INTERPRET=1): a correctness tool,
-    not a performance path, so it is timed on CPU only when asked for explicitly. `quick` also
-    leaves out the reference backend (the reference peer plus dispatch, and the slowest row);
-    the model always leaves it out (its reference peer is that very model).
+    not a performance path, so it is timed on CPU only when asked for explicitly; on CUDA with
+    TRITON_INTERPRET=1 set it would run interpreted too, so it is left out there as well. On the
+    CPU `quick` also leaves out the reference backend (the reference peer plus dispatch, and the
+    slowest row); on CUDA every available backend is timed, quick or not (cpp, triton and
+    reference: the fastest-backend summary compares them). The model always leaves the
+    reference backend out (its reference peer is that very model).
     """
     from fast_s2s.backends import available_backends
 
@@ -115,6 +155,7 @@ def default_backends(
         available = model_peers.available_model_backends(device)
     else:
         available = available_backends(kernel_op(op), device)
+    device_type = torch.device(device).type
     chosen: list[str] = []
     left_out: dict[str, str] = {}
     for backend, reason in available.items():
@@ -122,12 +163,17 @@ def default_backends(
             left_out[backend] = reason
         elif backend == "reference" and op in MODEL_OPS:
             left_out[backend] = model_peers.REFERENCE_IS_THE_PEER
-        elif backend == "triton" and torch.device(device).type == "cpu":
+        elif backend == "triton" and device_type == "cpu":
             left_out[backend] = (
                 "Triton runs on CPU tensors only in the interpreter (TRITON_INTERPRET=1), which "
                 "is not a performance path; pass --backends triton to time it anyway"
             )
-        elif backend == "reference" and quick:
+        elif backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
+            left_out[backend] = (
+                "TRITON_INTERPRET=1 is set, so Triton would run in its interpreter, not on the "
+                "GPU; unset it (or set TRITON_INTERPRET=0) to time the Triton kernels"
+            )
+        elif backend == "reference" and quick and device_type == "cpu":
             left_out[backend] = (
                 "--quick leaves it out (it is the reference peer plus dispatch); name it in "
                 "--backends to time it"
@@ -241,13 +287,14 @@ def _dot_sdpa(inputs: Inputs) -> Call:
     B, S, _ = keys.shape
     N, T, D = query.shape
     Dv = values.shape[-1]
-    mask = None  # bool, True = may attend; (B, 1, S) broadcasts over the beam*T query rows
+    mask = None  # bool, True = may attend; (B, 1, 1, S) broadcasts over the beam*T query rows
     if lengths is not None:
-        mask = (torch.arange(S, device=keys.device)[None, :] < lengths[:, None])[:, None, :]
+        mask = (torch.arange(S, device=keys.device)[None, :] < lengths[:, None])[:, None, None, :]
 
     def call() -> torch.Tensor:
-        q = query.reshape(B, beam * T, D)  # beam rows of one source share its keys: no copy
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
+        # One head, 4-D views (no copies): beam rows of one source share its keys.
+        q, k, v = query.reshape(B, 1, beam * T, D), keys.unsqueeze(1), values.unsqueeze(1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         return out.reshape(N, T, Dv)
 
     return call

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from fast_s2s.benchmark.cases import FAMILIES
 from fast_s2s.benchmark.peers import FAST_S2S, PEER_NAMES
+from fast_s2s.benchmark.summary import check_goals, fastest_backends
 
 MODEL_FAMILY = "model"  # cases.FAMILIES of op "model": printed by model_table
 
@@ -27,6 +28,10 @@ MACHINE_KEYS = (
     ("torch_cpu_capability", "torch CPU capability"),
     ("gpu", "GPU"),
     ("gpu_capability", "GPU compute capability"),
+    ("gpu_sm_count", "GPU multiprocessors"),
+    ("gpu_l2_mib", "GPU L2 (MiB)"),
+    ("cudnn", "cuDNN"),
+    ("copy_gbps", "copy bandwidth (GB/s, read + written)"),
     ("torch", "torch"),
     ("torch_cuda", "torch CUDA"),
     ("triton", "triton"),
@@ -43,7 +48,10 @@ def print_machine(console: Console, info: dict) -> None:
     table.add_column()
     for key, name in MACHINE_KEYS:
         if key in info and info[key] is not None:
-            table.add_row(name, str(info[key]))
+            value = info[key]
+            if key == "copy_gbps":
+                value = f"{value:,.1f} ({info.get('copy_bytes', 0) / 2**20:,.0f} MiB each way)"
+            table.add_row(name, str(value))
     if not info.get("extension_loaded") and info.get("extension_error"):
         table.add_row("extension error", str(info["extension_error"]))
     console.print(table)
@@ -77,8 +85,9 @@ def _us(value: float | None) -> str:
 
 
 def results_table(rows: list[dict], title: str = "results") -> Table:
-    """One section per case; fast_s2s rows carry 'speedup vs <peer>' (peer time / fast_s2s
-    time: above 1 means fast_s2s is faster), forward cases GB/s and % of the read roofline."""
+    """One section per case and dtype; fast_s2s rows carry 'speedup vs <peer>' (peer time /
+    fast_s2s time: above 1 means fast_s2s is faster), forward cases of memory-bound ops GB/s, %
+    of the read roofline and % of the copy roofline."""
     peers = peer_columns(rows)
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("case", no_wrap=True)
@@ -89,29 +98,40 @@ def results_table(rows: list[dict], title: str = "results") -> Table:
         table.add_column(f"vs {peer}", justify="right")
     table.add_column("GB/s", justify="right")
     table.add_column("% roof", justify="right")
+    table.add_column("% copy", justify="right")
 
-    cases: dict[str, list[dict]] = {}
+    several_dtypes = len({r["dtype"] for r in rows}) > 1
+    cases: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         if row["status"] != "skipped":
-            cases.setdefault(row["case_id"], []).append(row)
+            cases.setdefault((row["case_id"], row["dtype"]), []).append(row)
     for i, case_rows in enumerate(cases.values()):
         if i:
             table.add_section()
         first = case_rows[0]
-        roof = first.get("roofline_gbps")
-        captions = [f"{first['op']}", first["case"]]
+        roof, copy_roof = first.get("roofline_gbps"), first.get("copy_roofline_gbps")
+        captions = [
+            f"{first['op']}" + (f" {first['dtype']}" if several_dtypes else ""),
+            first["case"],
+        ]
         if roof:
-            captions.append(f"[dim]roofline {_gbps(roof)} GB/s[/dim]")
+            captions.append(f"[dim]read roofline {_gbps(roof)} GB/s[/dim]")
+        if copy_roof:
+            captions.append(f"[dim]copy roofline {_gbps(copy_roof)} GB/s[/dim]")
         for j, row in enumerate(case_rows):
             case_cell = captions[j] if j < len(captions) else ""
             name = Text(row["impl"], style="bold" if row["kind"] == FAST_S2S else "")
             if row["status"] != "ok":
                 table.add_row(
-                    case_cell, name, "[red]failed[/red]", "", *([""] * len(peers)), "", ""
+                    case_cell, name, "[red]failed[/red]", "", *([""] * len(peers)), "", "", ""
                 )
                 continue
             ratios = [_ratio(row["speedup_vs"].get(p)) for p in peers]
-            gbps, frac = row.get("gbps"), row.get("roofline_fraction")
+            gbps, frac, copy = (
+                row.get("gbps"),
+                row.get("roofline_fraction"),
+                row.get("copy_fraction"),
+            )
             table.add_row(
                 case_cell,
                 name,
@@ -120,6 +140,7 @@ def results_table(rows: list[dict], title: str = "results") -> Table:
                 *ratios,
                 _gbps(gbps),
                 f"{100 * frac:.0f}%" if frac is not None else "",
+                f"{100 * copy:.0f}%" if copy is not None else "",
             )
         for caption in captions[len(case_rows) :]:
             table.add_row(caption, *([""] * (len(table.columns) - 1)))
@@ -202,7 +223,9 @@ MODEL_NOTE = (
 OPS_NOTE = (
     "[dim]vs X = X's median / this row's median (above 1: fast_s2s is faster). GB/s counts "
     "the compulsory reads (query, keys, values; x, h and the weights for gru_cell), for "
-    "memory-bound cases only; roofline = torch.sum over as many bytes, same run.[/dim]"
+    "memory-bound cases only; % roof = of the read roofline (torch.sum over as many bytes); "
+    "% copy = reads + writes (context and weights; h') per second, of the copy roofline "
+    "(dst.copy_(src) moving as many bytes, read + written); both measured in the same run.[/dim]"
 )
 
 
@@ -247,8 +270,17 @@ def print_results(console: Console, rows: list[dict], title: str = "results") ->
 
 
 def build_payload(machine: dict, settings: dict, rows: list[dict]) -> dict:
-    """What the JSON file holds: the machine, the settings of the run, and the result rows."""
-    return {"machine": machine, "settings": settings, "results": rows}
+    """What the JSON file holds: the machine (GPU name, copy bandwidth, ...), the settings of the
+    run, the result rows, the fastest backend per op at the target shapes
+    (summary.fastest_backends: what AUTO_PREFERENCE should say) and the goals checked
+    (summary.check_goals)."""
+    return {
+        "machine": machine,
+        "settings": settings,
+        "results": rows,
+        "fastest_backends": fastest_backends(rows),
+        "goals": check_goals(rows),
+    }
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> Path:
@@ -288,7 +320,12 @@ def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str 
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         return "no successful rows to plot"
-    cases = list(dict.fromkeys(f"{r['op']}\n{r['case']}" for r in ok))
+    dtypes = list(dict.fromkeys(r["dtype"] for r in ok))
+
+    def case_key(r: dict) -> str:
+        return f"{r['op']}" + (f" {r['dtype']}" if len(dtypes) > 1 else "") + f"\n{r['case']}"
+
+    cases = list(dict.fromkeys(case_key(r) for r in ok))
     impls = list(dict.fromkeys(r["impl"] for r in ok))
     height = 0.8 / max(1, len(impls))
     fig, ax = plt.subplots(figsize=(10, 1.2 + len(cases) * (0.12 * len(impls) + 0.25)))
@@ -296,7 +333,7 @@ def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str 
         ys, xs = [], []
         for i, case in enumerate(cases):
             for r in ok:
-                if r["impl"] == impl and f"{r['op']}\n{r['case']}" == case:
+                if r["impl"] == impl and case_key(r) == case:
                     ys.append(i + k * height)
                     xs.append(r["median_us"])
         ax.barh(ys, xs, height=height, label=impl)
@@ -307,7 +344,7 @@ def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str 
     ax.set_xscale("log")
     ax.set_xlabel("median time per call (us, log scale; shorter is faster)")
     where = machine.get("gpu") or machine.get("cpu")
-    dtype = ok[0]["dtype"]
+    dtype = ", ".join(dtypes)
     ax.set_title(f"fast_s2s vs peers, {machine.get('device')} {dtype}: {where}", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

@@ -1,11 +1,16 @@
 """Runs the cases: builds each implementation's call, times it, and turns timings into rows.
 
 A row is a flat dict (JSON-ready). `add_speedups` then gives every fast_s2s row the ratio
-peer time / fast_s2s time for each peer measured on the same case in the same run. Whole-model
-rows (op "model") also carry their throughput: `work` (training steps or decoded tokens per call),
-`work_unit` ("step" or "token") and `throughput` (work per second of the median call); a ratio of
-median times is the inverse ratio of throughputs, so "vs reference" is also cpp speed / reference
-speed there. Every row records `threads` (torch.get_num_threads() when it ran).
+peer time / fast_s2s time for each peer measured on the same case in the same run. Forward rows of
+memory-bound cases carry two bandwidths (fast_s2s.benchmark.roofline): `gbps` (compulsory reads /
+median, against the read roofline: `roofline_gbps`, `roofline_fraction`) and `copy_gbps`
+(compulsory reads + writes / median, against the copy roofline at the same traffic:
+`copy_roofline_gbps`, `copy_fraction`). Whole-model rows (op "model") also carry their
+throughput: `work` (training steps or decoded tokens per call), `work_unit` ("step" or "token")
+and `throughput` (work per second of the median call); a ratio of median times is the inverse
+ratio of throughputs, so "vs reference" is also cpp speed / reference speed there. Every row
+records `threads` (torch.get_num_threads() when it ran), `implementation` (what code ran, in
+words) and `goals` (its case's goals for its dtype, fast_s2s rows only).
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from fast_s2s.benchmark.cases import (
     Inputs,
     make_inputs,
 )
-from fast_s2s.benchmark.peers import FAST_S2S, Call, Impl, build_impls
-from fast_s2s.benchmark.roofline import ReadRoofline, gbps
+from fast_s2s.benchmark.peers import FAST_S2S, Call, Impl, build_impls, implementation_name
+from fast_s2s.benchmark.roofline import CopyRoofline, ReadRoofline, gbps
+from fast_s2s.benchmark.summary import goal_dicts
 from fast_s2s.benchmark.timing import FULL_BUDGET, Budget, measure
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
@@ -63,6 +69,7 @@ def error_reason(exc: BaseException) -> str:
 
 
 def base_row(case: Case, impl: Impl, device: torch.device, dtype: torch.dtype) -> dict:
+    dtype_name = str(dtype).removeprefix("torch.")
     return {
         "op": case.op,
         "case": case.name,
@@ -73,13 +80,15 @@ def base_row(case: Case, impl: Impl, device: torch.device, dtype: torch.dtype) -
         "lengths": case.lengths,
         "variant": case.variant or None,
         "target": case.target,
+        "goals": goal_dicts(case.goals, dtype_name) if impl.kind == FAST_S2S else [],
         "device": device.type,
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": dtype_name,
         "threads": torch.get_num_threads(),
         "impl": impl.label,
         "kind": impl.kind,
         "backend_requested": impl.backend_requested,
         "backend": impl.backend,
+        "implementation": implementation_name(impl, device),
         "status": SKIPPED,
         "reason": impl.reason,
         "median_us": None,
@@ -90,9 +99,13 @@ def base_row(case: Case, impl: Impl, device: torch.device, dtype: torch.dtype) -
         "repeats": 0,
         "first_call_s": None,
         "read_bytes": None,
+        "write_bytes": None,
         "gbps": None,
         "roofline_gbps": None,
         "roofline_fraction": None,
+        "copy_gbps": None,
+        "copy_roofline_gbps": None,
+        "copy_fraction": None,
         "work": None,
         "work_unit": None,
         "throughput": None,
@@ -116,7 +129,9 @@ def time_impl(
         return row
     try:
         with grad_mode(case):
-            step = make_step(impl.make(inputs), case, inputs)
+            call = impl.make(inputs)
+            row["implementation"] = getattr(call, "implementation", row["implementation"])
+            step = make_step(call, case, inputs)
             start = time.perf_counter()
             step()  # the first call compiles (torch.compile) and initialises; not timed
             if device.type == "cuda":
@@ -142,13 +157,15 @@ def run_case(
     roofline: ReadRoofline | None = None,
     impls: list[Impl] | None = None,
     quick: bool = False,
+    copy_roofline: CopyRoofline | None = None,
 ) -> list[dict]:
     """Every implementation of `case`, timed one after another on the same inputs.
 
-    Forward cases of memory-bound ops (case.memory_bound) also get GB/s over the compulsory reads
-    and the fraction of the read roofline; model cases their throughput (add_throughput).
-    `quick` leaves fast_s2s[reference] out of the default backends, and the peers
-    gru_peers.quick_left_out names.
+    Forward cases of memory-bound ops (case.memory_bound) also get the GB/s of their compulsory
+    reads against the read roofline and of their reads + writes against the copy roofline
+    (add_bandwidth); model cases their throughput (add_throughput). `quick` leaves
+    fast_s2s[reference] out of the default CPU backends, and the peers gru_peers.quick_left_out
+    names.
     """
     device = torch.device(device)
     if impls is None:
@@ -157,15 +174,29 @@ def run_case(
     rows = [time_impl(case, impl, inputs, device, dtype, budget) for impl in impls]
     if case.mode == FORWARD and case.memory_bound and any(r["status"] == OK for r in rows):
         roofline = roofline or ReadRoofline(device, budget)
-        nbytes = inputs.read_bytes
-        roof_gbps, _ = roofline.measure(nbytes, dtype)
-        for row in rows:
-            row["read_bytes"] = nbytes
-            row["roofline_gbps"] = roof_gbps
-            if row["status"] == OK:
-                row["gbps"] = gbps(nbytes, row["median_us"] * 1e-6)
-                row["roofline_fraction"] = row["gbps"] / roof_gbps
+        copy_roofline = copy_roofline or CopyRoofline(device, budget)
+        read_gbps, _ = roofline.measure(inputs.read_bytes, dtype)
+        copy_gbps, _ = copy_roofline.measure(inputs.moved_bytes, dtype)
+        add_bandwidth(rows, inputs.read_bytes, inputs.write_bytes, read_gbps, copy_gbps)
     add_throughput(rows, inputs)
+    return rows
+
+
+def add_bandwidth(
+    rows: list[dict], read_bytes: int, write_bytes: int, read_roof: float, copy_roof: float
+) -> list[dict]:
+    """Sets the byte counts and rooflines on every row, and on rows that ran `gbps` (reads /
+    median), `roofline_fraction` (of the read roofline), `copy_gbps` ((reads + writes) /
+    median) and `copy_fraction` (of the copy roofline)."""
+    for row in rows:
+        row.update(read_bytes=read_bytes, write_bytes=write_bytes)
+        row.update(roofline_gbps=read_roof, copy_roofline_gbps=copy_roof)
+        if row["status"] == OK and row["median_us"]:
+            seconds = row["median_us"] * 1e-6
+            row["gbps"] = gbps(read_bytes, seconds)
+            row["roofline_fraction"] = row["gbps"] / read_roof
+            row["copy_gbps"] = gbps(read_bytes + write_bytes, seconds)
+            row["copy_fraction"] = row["copy_gbps"] / copy_roof
     return rows
 
 

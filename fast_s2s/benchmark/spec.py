@@ -1,5 +1,6 @@
-"""What a benchmark case is: `Case` (op, mode, shape), `Inputs` (what one call gets), and the
-input helpers the op families share (fast_s2s.benchmark.cases and gru_cases build on them)."""
+"""What a benchmark case is: `Case` (op, mode, shape), `Goal` (a number a case's fast_s2s rows
+must reach), `Inputs` (what one call gets), and the input helpers the op families share
+(fast_s2s.benchmark.cases and gru_cases build on them)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,47 @@ MODE_TAGS: dict[str, tuple[str, str]] = {
 # at toy sizes (for the harness's own tests).
 SHAPE_SETS = ("targets", "full", "tiny")
 
+# Goal metrics: the fraction of the device's copy bandwidth a row moves its compulsory bytes at
+# (runner: row["copy_fraction"]), or the speedup against a peer (row["speedup_vs"][peer]).
+COPY_FRACTION = "copy_fraction"
+SPEEDUP = "speedup"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A number the fast_s2s rows of a case should reach (the project's targets, e.g. issue 4's
+    for CUDA): `metric` COPY_FRACTION (of the copy roofline) or SPEEDUP (against `peer`), at
+    least `at_least`, in the dtypes named (every dtype when `dtypes` is empty)."""
+
+    metric: str
+    at_least: float
+    peer: str | None = None
+    dtypes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.metric not in (COPY_FRACTION, SPEEDUP):
+            raise ValueError(f"Goal.metric must be {COPY_FRACTION!r} or {SPEEDUP!r}")
+        if (self.metric == SPEEDUP) != (self.peer is not None):
+            raise ValueError("a SPEEDUP goal names its peer; a COPY_FRACTION goal none")
+
+    def applies_to(self, dtype: str) -> bool:
+        return not self.dtypes or dtype in self.dtypes
+
+    @property
+    def description(self) -> str:
+        """E.g. ">= 80% of copy bandwidth", ">= 2.00x composite (bfloat16)"."""
+        if self.metric == COPY_FRACTION:
+            text = f">= {100 * self.at_least:.0f}% of copy bandwidth"
+        else:
+            text = f">= {self.at_least:.2f}x {self.peer}"
+        return f"{text} ({', '.join(self.dtypes)})" if self.dtypes else text
+
+    def value(self, row: dict) -> float | None:
+        """The row's value of the metric (None when it was not measured)."""
+        if self.metric == COPY_FRACTION:
+            return row.get("copy_fraction")
+        return (row.get("speedup_vs") or {}).get(self.peer)
+
 
 @dataclass(frozen=True)
 class Case:
@@ -40,8 +82,10 @@ class Case:
     T (target steps, training), maxlen (decode), E, H (embedding and hidden size) and V
     (vocabulary). `lengths` is "full" (no lengths passed) or "ragged" (lengths passed, some
     rows short). `memory_bound`: forward rows report GB/s over the compulsory reads against the
-    read roofline (False for compute-bound cases, whose GB/s would say nothing). `variant`
-    names what the dims do not (the model's wiring, e.g. "bahdanau"); it leads the shape id.
+    read roofline, and the fraction of the copy roofline their compulsory reads and writes are
+    moved at (False for compute-bound cases, whose GB/s would say nothing). `variant` names what
+    the dims do not (the model's wiring, e.g. "bahdanau"); it leads the shape id. `goals`: what
+    the case's fast_s2s rows should reach (report.check_goals).
     """
 
     op: str
@@ -52,6 +96,7 @@ class Case:
     target: bool = False
     memory_bound: bool = True
     variant: str = ""
+    goals: tuple[Goal, ...] = ()
 
     def dim(self, name: str) -> int:
         return dict(self.dims)[name]
@@ -100,7 +145,8 @@ class Inputs:
     """What one call of the op gets, plus what the harness needs to know about it.
 
     `extra` holds what is not an argument of the call, e.g. a module's parameters by name
-    (`extra["params"]`, shared by every implementation of the case).
+    (`extra["params"]`, shared by every implementation of the case). `write_bytes`: the
+    compulsory writes of one call (every output, written once), set by the input maker.
     """
 
     args: tuple[torch.Tensor, ...]
@@ -108,6 +154,7 @@ class Inputs:
     grad_inputs: tuple[torch.Tensor, ...] = ()
     beam: int = 1
     extra: dict[str, object] = field(default_factory=dict)
+    write_bytes: int = 0
 
     @property
     def read_bytes(self) -> int:
@@ -118,6 +165,11 @@ class Inputs:
             for t in (*self.args, *self.kwargs.values())
             if isinstance(t, torch.Tensor) and t.is_floating_point()
         )
+
+    @property
+    def moved_bytes(self) -> int:
+        """Compulsory traffic of one call: reads plus writes (what the copy roofline compares)."""
+        return self.read_bytes + self.write_bytes
 
 
 def ragged_lengths(B: int, S: int, device: torch.device) -> torch.Tensor:

@@ -13,6 +13,7 @@ from tests.attention_cases import (
     TOLERANCES,
     Case,
     additive_sample_inputs,
+    assert_compiled_matches_eager,
     dot_sample_inputs,
     transposed_storage,
 )
@@ -180,15 +181,9 @@ def test_torch_compile_fullgraph_forward_and_backward():
         c2, w2 = fast_s2s.additive_attention(qp, kp, v, values, lengths, backend="cpp")
         return (c1 * c2).sum() + (w1 * w2).sum()
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    inputs = (query, keys, values, qp, kp, v, lengths)
-    loss = compiled(*inputs)
-    grads = torch.autograd.grad(loss, (query, keys, values, qp, kp, v))
-    expected_loss = step(*inputs)
-    expected = torch.autograd.grad(expected_loss, (query, keys, values, qp, kp, v))
-    torch.testing.assert_close(loss, expected_loss)
-    for g, e in zip(grads, expected, strict=True):
-        torch.testing.assert_close(g, e)
+    assert_compiled_matches_eager(
+        step, (query, keys, values, qp, kp, v, lengths), (query, keys, values, qp, kp, v)
+    )
 
 
 @pytest.mark.slow
@@ -294,15 +289,9 @@ def test_need_weights_false_under_torch_compile():
         assert w1 is None and w2 is None
         return (c1 * c2).sum()
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    inputs = (query, keys, values, qp, kp, v, lengths)
-    loss = compiled(*inputs)
-    grads = torch.autograd.grad(loss, (query, keys, values, qp, kp, v))
-    expected_loss = step(*inputs)
-    expected = torch.autograd.grad(expected_loss, (query, keys, values, qp, kp, v))
-    torch.testing.assert_close(loss, expected_loss)
-    for g, e in zip(grads, expected, strict=True):
-        torch.testing.assert_close(g, e)
+    assert_compiled_matches_eager(
+        step, (query, keys, values, qp, kp, v, lengths), (query, keys, values, qp, kp, v)
+    )
 
 
 def test_cpp_backend_available_and_labelled():

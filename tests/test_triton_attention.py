@@ -23,6 +23,7 @@ from tests.attention_cases import (
     TOLERANCES,
     Case,
     additive_sample_inputs,
+    assert_compiled_matches_eager,
     dot_sample_inputs,
     transposed_storage,
 )
@@ -397,15 +398,9 @@ def test_torch_compile_fullgraph_forward_and_backward(need_weights):
         loss = (c1 * c2).sum()
         return loss + (w1 * w2).sum() if need_weights else loss
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    inputs = (query, keys, values, qp, kp, v, lengths)
-    loss = compiled(*inputs)
-    grads = torch.autograd.grad(loss, (query, keys, values, qp, kp, v))
-    expected_loss = step(*inputs)
-    expected = torch.autograd.grad(expected_loss, (query, keys, values, qp, kp, v))
-    torch.testing.assert_close(loss, expected_loss)
-    for g, e in zip(grads, expected, strict=True):
-        torch.testing.assert_close(g, e)
+    assert_compiled_matches_eager(
+        step, (query, keys, values, qp, kp, v, lengths), (query, keys, values, qp, kp, v)
+    )
 
 
 @interpreter_only

@@ -26,16 +26,6 @@ namespace {
 
 constexpr const char* kOp = "gru_cell";
 
-void check_cell_inputs(const char* op, const at::Tensor& x, const at::Tensor& h) {
-  TORCH_CHECK(x.dim() == 2, op, ": x must be 2-D (B, I), got shape ", x.sizes());
-  TORCH_CHECK(h.dim() == 2 && h.size(0) == x.size(0), op, ": h must have shape (B, H) with B = ",
-              x.size(0), ", got ", h.sizes());
-  TORCH_CHECK(h.scalar_type() == x.scalar_type(), op, ": h must have the dtype of x (",
-              x.scalar_type(), "), got ", h.scalar_type());
-  TORCH_CHECK(h.device() == x.device(), op, ": h must be on the device of x (", x.device(),
-              "), got ", h.device());
-}
-
 template <typename A>
 const A* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<A>() : nullptr;

@@ -8,6 +8,38 @@
 
 namespace fast_s2s::cpu {
 
+void check_cell_inputs(const char* op, const at::Tensor& x, const at::Tensor& h) {
+  TORCH_CHECK(x.dim() == 2, op, ": x must be 2-D (B, I), got shape ", x.sizes());
+  TORCH_CHECK(h.dim() == 2 && h.size(0) == x.size(0), op, ": h must have shape (B, H) with B = ",
+              x.size(0), ", got ", h.sizes());
+  TORCH_CHECK(h.scalar_type() == x.scalar_type(), op, ": h must have the dtype of x (",
+              x.scalar_type(), "), got ", h.scalar_type());
+  TORCH_CHECK(h.device() == x.device(), op, ": h must be on the device of x (", x.device(),
+              "), got ", h.device());
+}
+
+void check_layer_inputs(const char* op, const at::Tensor& x, const at::Tensor& h0) {
+  TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D (T, B, I), got shape ", x.sizes());
+  TORCH_CHECK(h0.dim() == 2 && h0.size(0) == x.size(1), op,
+              ": h0 must have shape (B, H) with B = ", x.size(1), " (x is (T, B, I)), got ",
+              h0.sizes());
+  TORCH_CHECK(h0.scalar_type() == x.scalar_type(), op, ": h0 must have the dtype of x (",
+              x.scalar_type(), "), got ", h0.scalar_type());
+  TORCH_CHECK(h0.device() == x.device(), op, ": h0 must be on the device of x (", x.device(),
+              "), got ", h0.device());
+}
+
+std::vector<int64_t> layer_lengths(const char* op, const std::optional<at::Tensor>& lengths,
+                                   int64_t B, int64_t T) {
+  if (lengths.has_value()) {
+    TORCH_CHECK(lengths->dim() == 1 && lengths->size(0) == B, op,
+                ": lengths must have shape (B,) = (", B, ",), got ", lengths->sizes());
+    TORCH_CHECK(lengths->scalar_type() == at::kInt || lengths->scalar_type() == at::kLong, op,
+                ": lengths must be int32 or int64, got ", lengths->scalar_type());
+  }
+  return read_lengths(op, lengths, B, T);  // checks 0 <= lengths[b] <= T
+}
+
 at::ScalarType gru_acc_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <vector>
 
 namespace fast_s2s::cpu {
 
@@ -26,6 +27,17 @@ GruParams check_gru_params(const char* op, const at::Tensor& x, int64_t input_si
                            int64_t hidden, const at::Tensor& w_ih, const at::Tensor& w_hh,
                            const std::optional<at::Tensor>& b_ih,
                            const std::optional<at::Tensor>& b_hh);
+
+// x (B, I) and h (B, H) of a GRU cell: ranks, batch, dtype and device agree.
+void check_cell_inputs(const char* op, const at::Tensor& x, const at::Tensor& h);
+
+// x (T, B, I) and h0 (B, H) of a GRU layer.
+void check_layer_inputs(const char* op, const at::Tensor& x, const at::Tensor& h0);
+
+// lengths (B,) int32/int64 with 0 <= lengths[b] <= T, read to the host (T for every row when
+// absent).
+std::vector<int64_t> layer_lengths(const char* op, const std::optional<at::Tensor>& lengths,
+                                   int64_t B, int64_t T);
 
 at::ScalarType gru_acc_dtype(at::ScalarType t);
 

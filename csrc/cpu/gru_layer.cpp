@@ -32,28 +32,6 @@ namespace {
 
 constexpr const char* kOp = "gru_layer";
 
-void check_layer_inputs(const char* op, const at::Tensor& x, const at::Tensor& h0) {
-  TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D (T, B, I), got shape ", x.sizes());
-  TORCH_CHECK(h0.dim() == 2 && h0.size(0) == x.size(1), op,
-              ": h0 must have shape (B, H) with B = ", x.size(1), " (x is (T, B, I)), got ",
-              h0.sizes());
-  TORCH_CHECK(h0.scalar_type() == x.scalar_type(), op, ": h0 must have the dtype of x (",
-              x.scalar_type(), "), got ", h0.scalar_type());
-  TORCH_CHECK(h0.device() == x.device(), op, ": h0 must be on the device of x (", x.device(),
-              "), got ", h0.device());
-}
-
-std::vector<int64_t> layer_lengths(const char* op, const std::optional<at::Tensor>& lengths,
-                                   int64_t B, int64_t T) {
-  if (lengths.has_value()) {
-    TORCH_CHECK(lengths->dim() == 1 && lengths->size(0) == B, op,
-                ": lengths must have shape (B,) = (", B, ",), got ", lengths->sizes());
-    TORCH_CHECK(lengths->scalar_type() == at::kInt || lengths->scalar_type() == at::kLong, op,
-                ": lengths must be int32 or int64, got ", lengths->scalar_type());
-  }
-  return read_lengths(op, lengths, B, T);  // checks 0 <= lengths[b] <= T
-}
-
 // Row-parallel grain: enough gate work per task to pay for a thread hand-off.
 int64_t gate_grain(int64_t H) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)); }
 

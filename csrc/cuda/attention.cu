@@ -646,11 +646,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_attention_ba
 
 }  // namespace
 
-#ifdef FAST_S2S_EMULATE_CUDA
-TORCH_LIBRARY_IMPL(fast_s2s_emu, CPU, m) {  // CPU tensors through the emulated kernels
-#else
-TORCH_LIBRARY_IMPL(fast_s2s, CUDA, m) {
-#endif
+FAST_S2S_CUDA_LIBRARY_IMPL(m) {
   m.impl("dot_attention", &dot_attention_cuda);
   m.impl("dot_attention_backward", &dot_attention_backward_cuda);
   m.impl("additive_attention", &additive_attention_cuda);

@@ -8,9 +8,13 @@
 
 #include <cstdint>
 
+#include <torch/library.h>
+
 #ifdef FAST_S2S_EMULATE_CUDA
-// Compiled as C++ for the CPU emulation of the kernels (tests/test_cuda_emulation.py).
+// Compiled as C++ for the CPU emulation of the kernels (tests/test_cuda_emulation.py), whose ops
+// are registered for CPU tensors under torch.ops.fast_s2s_emu.
 #include "cuda/emulate.h"
+#define FAST_S2S_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(fast_s2s_emu, CPU, m)
 #else
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -20,6 +24,8 @@
 // FAST_S2S_LAUNCH(kernel, grid, block, stream)(args...): a kernel launch that the emulation can
 // replace (kernel is a name or a pointer to a __global__ function).
 #define FAST_S2S_LAUNCH(kernel, grid, block, stream) kernel<<<grid, block, 0, stream>>>
+// Where the CUDA kernels register their ops.
+#define FAST_S2S_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(fast_s2s, CUDA, m)
 #endif
 
 namespace fast_s2s::cuda {
@@ -89,30 +95,27 @@ __device__ __forceinline__ A warp_max(A v) {
 
 // Sum / max over the whole block; every thread gets the result. `scratch` holds one value per
 // warp (blockDim.x / 32 <= 32). Must be reached by every thread of the block.
-template <typename A>
-__device__ A block_sum(A v, A* scratch) {
+template <bool MAX, typename A>
+__device__ A block_reduce(A v, A* scratch) {
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int n_warps = blockDim.x / kWarpSize;
-  v = warp_sum(v);
+  v = MAX ? warp_max(v) : warp_sum(v);
   __syncthreads();  // scratch may still be read by a previous reduction
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
-  A total = 0;
-  for (int w = 0; w < n_warps; ++w) total += scratch[w];
-  return total;
+  A out = scratch[0];
+  for (int w = 1; w < n_warps; ++w) out = MAX ? dmax(out, scratch[w]) : out + scratch[w];
+  return out;
+}
+
+template <typename A>
+__device__ A block_sum(A v, A* scratch) {
+  return block_reduce<false>(v, scratch);
 }
 
 template <typename A>
 __device__ A block_max(A v, A* scratch) {
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const int n_warps = blockDim.x / kWarpSize;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  A best = scratch[0];
-  for (int w = 1; w < n_warps; ++w) best = dmax(best, scratch[w]);
-  return best;
+  return block_reduce<true>(v, scratch);
 }
 
 __device__ __forceinline__ float dev_exp(float x) { return expf(x); }

@@ -118,6 +118,41 @@ __device__ __forceinline__ void gru_epilogue(const GruWeights<scalar_t>& w,
   }
 }
 
+// One warp's share of the three products of unit j for rows b0 .. b0 + nb - 1 of v (n_cols
+// wide): r[bb] += W[j] . v[b], z[bb] += W[H + j] . v[b], n[bb] += W[2H + j] . v[b], lanes striding
+// the columns in VEC-wide loads (sums per lane; the caller reduces over the warp).
+template <typename scalar_t, typename VT, int VEC>
+__device__ __forceinline__ void accumulate_gate_rows(const scalar_t* weight, int64_t n_cols,
+                                                     int64_t H, int64_t j, const VT* v,
+                                                     int64_t b0, int nb, int lane,
+                                                     acc_t<scalar_t> (&r)[kBatchTile],
+                                                     acc_t<scalar_t> (&z)[kBatchTile],
+                                                     acc_t<scalar_t> (&n)[kBatchTile]) {
+  using A = acc_t<scalar_t>;
+  const scalar_t* wr = weight + j * n_cols;
+  const scalar_t* wz = wr + H * n_cols;
+  const scalar_t* wn = wz + H * n_cols;
+  for (int64_t i = static_cast<int64_t>(lane) * VEC; i < n_cols; i += kWarpSize * VEC) {
+    A wrv[VEC], wzv[VEC], wnv[VEC];
+    load_pack<A, scalar_t, VEC>(wr + i, wrv);
+    load_pack<A, scalar_t, VEC>(wz + i, wzv);
+    load_pack<A, scalar_t, VEC>(wn + i, wnv);
+#pragma unroll
+    for (int bb = 0; bb < kBatchTile; ++bb) {
+      if (bb < nb) {
+        A vv[VEC];
+        load_pack<A, VT, VEC>(v + (b0 + bb) * n_cols + i, vv);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+          r[bb] += wrv[e] * vv[e];
+          z[bb] += wzv[e] * vv[e];
+          n[bb] += wnv[e] * vv[e];
+        }
+      }
+    }
+  }
+}
+
 // One warp per (unit j, tile of kBatchTile rows); see the top of the file. HT is the type of the
 // state read: the input dtype for the cell, float32/64 for the layer's running state.
 template <typename scalar_t, typename HT, int VEC, bool CELL>
@@ -135,56 +170,15 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int bb = 0; bb < kBatchTile; ++bb) pre_r[bb] = pre_z[bb] = gi_n[bb] = gh_n[bb] = 0;
 
-  if constexpr (CELL) {  // input part: W_ih rows j, H + j, 2H + j against x
-    const scalar_t* wr = w.w_ih + j * w.I;
-    const scalar_t* wz = wr + H * w.I;
-    const scalar_t* wn = wz + H * w.I;
-    for (int64_t i = static_cast<int64_t>(lane) * VEC; i < w.I; i += kWarpSize * VEC) {
-      A r[VEC], z[VEC], n[VEC];
-      load_pack<A, scalar_t, VEC>(wr + i, r);
-      load_pack<A, scalar_t, VEC>(wz + i, z);
-      load_pack<A, scalar_t, VEC>(wn + i, n);
-#pragma unroll
-      for (int bb = 0; bb < kBatchTile; ++bb) {
-        if (bb < nb) {
-          A xv[VEC];
-          load_pack<A, scalar_t, VEC>(st.x + (b0 + bb) * w.I + i, xv);
-#pragma unroll
-          for (int e = 0; e < VEC; ++e) {
-            pre_r[bb] += r[e] * xv[e];
-            pre_z[bb] += z[e] * xv[e];
-            gi_n[bb] += n[e] * xv[e];
-          }
-        }
-      }
-    }
+  if constexpr (CELL) {  // input part: W_ih rows j, H + j, 2H + j against x (gi_n apart)
+    accumulate_gate_rows<scalar_t, scalar_t, VEC>(w.w_ih, w.I, H, j, st.x, b0, nb, lane, pre_r,
+                                                  pre_z, gi_n);
   }
-  {  // hidden part: W_hh rows j, H + j, 2H + j against the state
-    const HT* hs = CELL ? reinterpret_cast<const HT*>(st.h_in)
-                        : reinterpret_cast<const HT*>(st.h_acc);
-    const scalar_t* wr = w.w_hh + j * H;
-    const scalar_t* wz = wr + H * H;
-    const scalar_t* wn = wz + H * H;
-    for (int64_t i = static_cast<int64_t>(lane) * VEC; i < H; i += kWarpSize * VEC) {
-      A r[VEC], z[VEC], n[VEC];
-      load_pack<A, scalar_t, VEC>(wr + i, r);
-      load_pack<A, scalar_t, VEC>(wz + i, z);
-      load_pack<A, scalar_t, VEC>(wn + i, n);
-#pragma unroll
-      for (int bb = 0; bb < kBatchTile; ++bb) {
-        if (bb < nb) {
-          A hv[VEC];
-          load_pack<A, HT, VEC>(hs + (b0 + bb) * H + i, hv);
-#pragma unroll
-          for (int e = 0; e < VEC; ++e) {
-            pre_r[bb] += r[e] * hv[e];
-            pre_z[bb] += z[e] * hv[e];
-            gh_n[bb] += n[e] * hv[e];
-          }
-        }
-      }
-    }
-  }
+  // hidden part: W_hh rows j, H + j, 2H + j against the state (gh_n apart)
+  const HT* state = CELL ? reinterpret_cast<const HT*>(st.h_in)
+                         : reinterpret_cast<const HT*>(st.h_acc);
+  accumulate_gate_rows<scalar_t, HT, VEC>(w.w_hh, H, H, j, state, b0, nb, lane, pre_r, pre_z,
+                                          gh_n);
 #pragma unroll
   for (int bb = 0; bb < kBatchTile; ++bb) {
     if (bb < nb) {  // nb is the same for the whole warp
@@ -307,22 +301,12 @@ void launch_small_batch(const GruWeights<scalar_t>& w, const GruStep<scalar_t>& 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void check_cell_inputs(const char* op, const at::Tensor& x, const at::Tensor& h) {
-  TORCH_CHECK(x.dim() == 2, op, ": x must be 2-D (B, I), got shape ", x.sizes());
-  TORCH_CHECK(h.dim() == 2 && h.size(0) == x.size(0), op, ": h must have shape (B, H) with B = ",
-              x.size(0), ", got ", h.sizes());
-  TORCH_CHECK(h.scalar_type() == x.scalar_type(), op, ": h must have the dtype of x (",
-              x.scalar_type(), "), got ", h.scalar_type());
-  TORCH_CHECK(h.device() == x.device(), op, ": h must be on the device of x (", x.device(),
-              "), got ", h.device());
-}
-
 std::tuple<at::Tensor, at::Tensor> gru_cell_cuda(const at::Tensor& x, const at::Tensor& h,
                                                  const at::Tensor& w_ih, const at::Tensor& w_hh,
                                                  const std::optional<at::Tensor>& b_ih,
                                                  const std::optional<at::Tensor>& b_hh) {
   const char* op = "gru_cell";
-  check_cell_inputs(op, x, h);
+  cpu::check_cell_inputs(op, x, h);
   const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
   const cpu::GruParams p = cpu::check_gru_params(op, x, I, H, w_ih, w_hh, b_ih, b_hh);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -365,7 +349,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 gru_cell_backward_cuda(const at::Tensor& grad_h_new, const at::Tensor& x, const at::Tensor& h,
                        const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates) {
   const char* op = "gru_cell_backward";
-  check_cell_inputs(op, x, h);
+  cpu::check_cell_inputs(op, x, h);
   const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
   const cpu::GruParams p =
       cpu::check_gru_params(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt);
@@ -405,17 +389,6 @@ gru_cell_backward_cuda(const at::Tensor& grad_h_new, const at::Tensor& x, const 
           dgh.sum(0).to(dtype)};
 }
 
-void check_layer_inputs(const char* op, const at::Tensor& x, const at::Tensor& h0) {
-  TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D (T, B, I), got shape ", x.sizes());
-  TORCH_CHECK(h0.dim() == 2 && h0.size(0) == x.size(1), op,
-              ": h0 must have shape (B, H) with B = ", x.size(1), " (x is (T, B, I)), got ",
-              h0.sizes());
-  TORCH_CHECK(h0.scalar_type() == x.scalar_type(), op, ": h0 must have the dtype of x (",
-              x.scalar_type(), "), got ", h0.scalar_type());
-  TORCH_CHECK(h0.device() == x.device(), op, ": h0 must be on the device of x (", x.device(),
-              "), got ", h0.device());
-}
-
 // Host copy of the lengths (checked: 0 <= len <= T; one device-to-host copy per layer call,
 // as for torch.nn.utils.rnn.pack_padded_sequence), and the same as int64 on the device.
 struct LayerLengths {
@@ -424,17 +397,11 @@ struct LayerLengths {
   std::optional<at::Tensor> device;
 };
 
-LayerLengths layer_lengths(const char* op, const std::optional<at::Tensor>& lengths, int64_t B,
-                           int64_t T, const at::Tensor& like) {
+LayerLengths device_layer_lengths(const char* op, const std::optional<at::Tensor>& lengths,
+                                  int64_t B, int64_t T, const at::Tensor& like) {
   LayerLengths out;
-  if (lengths.has_value()) {
-    TORCH_CHECK(lengths->dim() == 1 && lengths->size(0) == B, op,
-                ": lengths must have shape (B,) = (", B, ",), got ", lengths->sizes());
-    TORCH_CHECK(lengths->scalar_type() == at::kInt || lengths->scalar_type() == at::kLong, op,
-                ": lengths must be int32 or int64, got ", lengths->scalar_type());
-    out.device = lengths->to(like.device(), at::kLong).contiguous();
-  }
-  out.host = cpu::read_lengths(op, lengths, B, T);
+  out.host = cpu::layer_lengths(op, lengths, B, T);
+  if (lengths.has_value()) out.device = lengths->to(like.device(), at::kLong).contiguous();
   out.max_len = B == 0 ? 0 : *std::max_element(out.host.begin(), out.host.end());
   return out;
 }
@@ -444,11 +411,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cuda(
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& lengths, bool reverse) {
   const char* op = "gru_layer";
-  check_layer_inputs(op, x, h0);
+  cpu::check_layer_inputs(op, x, h0);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   const cpu::GruParams p = cpu::check_gru_params(op, x, I, H, w_ih, w_hh, b_ih, b_hh);
   const c10::cuda::CUDAGuard guard(x.device());
-  const LayerLengths lens = layer_lengths(op, lengths, B, T, x);
+  const LayerLengths lens = device_layer_lengths(op, lengths, B, T, x);
   const auto acc = cpu::gru_acc_dtype(x.scalar_type());
   at::Tensor output = at::empty({T, B, H}, x.options());
   at::Tensor work = at::empty({T, B, 5 * H}, x.options().dtype(acc));
@@ -511,7 +478,7 @@ gru_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h_
                         const at::Tensor& w_hh, const at::Tensor& work,
                         const std::optional<at::Tensor>& lengths, bool reverse) {
   const char* op = "gru_layer_backward";
-  check_layer_inputs(op, x, h0);
+  cpu::check_layer_inputs(op, x, h0);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   const cpu::GruParams p =
       cpu::check_gru_params(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt);
@@ -530,7 +497,7 @@ gru_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h_
               op, ": work must be the workspace the forward returned, (T, B, 5H) ", acc, ", got ",
               work.sizes(), " ", work.scalar_type());
   const c10::cuda::CUDAGuard guard(x.device());
-  const LayerLengths lens = layer_lengths(op, lengths, B, T, x);
+  const LayerLengths lens = device_layer_lengths(op, lengths, B, T, x);
   const at::Tensor wk = work.contiguous();
   const at::Tensor gout = grad_output.to(dtype).contiguous();
   at::Tensor dh = grad_h_n.to(acc).contiguous().clone();
@@ -572,11 +539,7 @@ gru_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h_
 
 }  // namespace
 
-#ifdef FAST_S2S_EMULATE_CUDA
-TORCH_LIBRARY_IMPL(fast_s2s_emu, CPU, m) {  // CPU tensors through the emulated kernels
-#else
-TORCH_LIBRARY_IMPL(fast_s2s, CUDA, m) {
-#endif
+FAST_S2S_CUDA_LIBRARY_IMPL(m) {
   m.impl("gru_cell", &gru_cell_cuda);
   m.impl("gru_cell_backward", &gru_cell_backward_cuda);
   m.impl("gru_layer", &gru_layer_cuda);

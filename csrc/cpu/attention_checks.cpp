@@ -19,7 +19,12 @@ void check_dtype_device(const char* op, const char* name, const at::Tensor& t,
 void check_float_dtype(const char* op, const char* name, const at::Tensor& t) {
   const auto dtype = t.scalar_type();
   const bool common = dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16;
-  if (t.is_cuda()) {
+#ifdef FAST_S2S_EMULATE_CUDA
+  const bool cuda_rules = true;  // the CPU emulation of the CUDA kernels (csrc/cuda/emulate.h)
+#else
+  const bool cuda_rules = t.is_cuda();
+#endif
+  if (cuda_rules) {
     TORCH_CHECK(common || dtype == at::kHalf, op, ": ", name,
                 " must be float32, float64, float16 or bfloat16 on CUDA, got ", dtype);
   } else {

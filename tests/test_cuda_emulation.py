@@ -22,7 +22,12 @@ import torch
 import torch.utils.cpp_extension
 
 from fast_s2s import reference
-from tests.attention_cases import Case, additive_sample_inputs, dot_sample_inputs
+from tests.attention_cases import (
+    Case,
+    additive_sample_inputs,
+    dot_sample_inputs,
+    transposed_storage,
+)
 from tests.gru_cases import GruCase, cast, cell_args, sample_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +213,20 @@ def test_gru_layer_backward(emu, case, reverse):
     got = emu.gru_layer_backward(grad_output, grad_h_n, x, h0, w_ih, w_hh, work, lengths, reverse)
     for g, e in zip(got[: len(expected)], expected, strict=True):  # no bias: 4 gradients
         torch.testing.assert_close(g, e, atol=1e-10, rtol=1e-9)
+
+
+def test_non_contiguous_inputs(emu):
+    """Transposed storage gives the same results as contiguous inputs (the host code copies)."""
+    for op in ("dot_attention", "additive_attention"):
+        args = _attention_inputs(op, ATTENTION_CASES[1], torch.float32)
+        for got, want in zip(
+            getattr(emu, op)(*map(transposed_storage, args)), getattr(emu, op)(*args), strict=True
+        ):
+            torch.testing.assert_close(got, want, atol=0, rtol=0)
+    args = sample_inputs(GRU_CASES[1], torch.float32)
+    for got, want in zip(emu.gru_layer(*map(transposed_storage, args), True),
+                         emu.gru_layer(*args, True), strict=True):  # fmt: skip
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
 def test_emulated_kernels_refuse_bad_input(emu):

@@ -17,7 +17,8 @@ __global__ void add_one_kernel(const float* __restrict__ x, float* __restrict__ 
 
 at::Tensor cuda_smoke(const at::Tensor& x) {
   TORCH_CHECK(x.is_cuda(), "cuda_smoke: x must be a CUDA tensor, got ", x.device());
-  TORCH_CHECK(x.scalar_type() == at::kFloat, "cuda_smoke: x must be float32, got ", x.scalar_type());
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "cuda_smoke: x must be float32, got ",
+              x.scalar_type());
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor xc = x.contiguous();
   at::Tensor y = at::empty_like(xc);

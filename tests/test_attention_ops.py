@@ -13,10 +13,10 @@ from tests.attention_cases import (
     TOLERANCES,
     Case,
     additive_sample_inputs,
-    assert_compiled_matches_eager,
     dot_sample_inputs,
     transposed_storage,
 )
+from tests.compile_checks import assert_compiled_matches_eager
 
 needs_ext = pytest.mark.skipif(
     not _extension.extension_loaded(), reason=str(_extension.EXTENSION_ERROR)

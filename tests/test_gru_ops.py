@@ -7,6 +7,7 @@ import torch
 
 import fast_s2s
 from fast_s2s import _extension, reference
+from tests.compile_checks import assert_compiled_matches_eager
 from tests.gru_cases import GruCase, cast, cell_args, sample_inputs
 
 pytestmark = pytest.mark.skipif(
@@ -120,12 +121,8 @@ def test_torch_compile_fullgraph():
         args = sample_inputs(
             GruCase(T=3, B=2, I=16, H=16, bias=True, lengths="mixed"), requires_grad=True
         )
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
     diff = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    got = torch.autograd.grad(compiled(*args), diff)
-    expected = torch.autograd.grad(step(*args), diff)
-    for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e)
+    assert_compiled_matches_eager(step, args, diff)
 
 
 def test_non_contiguous_inputs():

@@ -23,10 +23,10 @@ from tests.attention_cases import (
     TOLERANCES,
     Case,
     additive_sample_inputs,
-    assert_compiled_matches_eager,
     dot_sample_inputs,
     transposed_storage,
 )
+from tests.compile_checks import assert_compiled_matches_eager
 
 pytest.importorskip("triton")
 kernels = pytest.importorskip("fast_s2s.kernels.attention_ops")

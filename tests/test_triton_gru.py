@@ -20,6 +20,7 @@ import torch
 
 import fast_s2s
 from fast_s2s import backends, reference
+from tests.compile_checks import assert_compiled_matches_eager
 from tests.gru_cases import GruCase, cast, cell_args, sample_inputs
 
 pytest.importorskip("triton")
@@ -240,12 +241,8 @@ def test_torch_compile_fullgraph():
         h2 = gru_ops.gru_cell(out[-1], h_n, w_ih, w_hh, b_ih, b_hh)
         return h2.sum() + out.sum()
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
     diff = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    got = torch.autograd.grad(compiled(*args), diff)
-    expected = torch.autograd.grad(step(*args), diff)
-    for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e)
+    assert_compiled_matches_eager(step, args, diff)
 
 
 @cpu_only_in_interpreter

@@ -389,20 +389,19 @@ gru_cell_backward_cuda(const at::Tensor& grad_h_new, const at::Tensor& x, const 
           dgh.sum(0).to(dtype)};
 }
 
-// Host copy of the lengths (checked: 0 <= len <= T; one device-to-host copy per layer call,
-// as for torch.nn.utils.rnn.pack_padded_sequence), and the same as int64 on the device.
+// The longest row (from a checked host copy: 0 <= len <= T; one device-to-host copy per layer
+// call, as for torch.nn.utils.rnn.pack_padded_sequence) and the lengths as int64 on the device.
 struct LayerLengths {
-  std::vector<int64_t> host;
   int64_t max_len = 0;
   std::optional<at::Tensor> device;
 };
 
 LayerLengths device_layer_lengths(const char* op, const std::optional<at::Tensor>& lengths,
                                   int64_t B, int64_t T, const at::Tensor& like) {
+  const std::vector<int64_t> host = cpu::layer_lengths(op, lengths, B, T);
   LayerLengths out;
-  out.host = cpu::layer_lengths(op, lengths, B, T);
+  out.max_len = B == 0 ? 0 : *std::max_element(host.begin(), host.end());
   if (lengths.has_value()) out.device = lengths->to(like.device(), at::kLong).contiguous();
-  out.max_len = B == 0 ? 0 : *std::max_element(out.host.begin(), out.host.end());
   return out;
 }
 

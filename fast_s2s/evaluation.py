@@ -10,7 +10,7 @@ from fast_s2s.data import (
     make_batches,
 )
 from fast_s2s.models import Seq2Seq
-from fast_s2s.models.search import beam_search, greedy_decode
+from fast_s2s.models.search import SearchOptions, search
 from fast_s2s.training_data import PreparedData
 
 
@@ -24,8 +24,11 @@ def translate_examples(
     beam: int = 1,
     max_len: int = 100,
     device: torch.device | str = "cpu",
+    options: SearchOptions | None = None,
 ) -> list[str]:
-    """Decode every example's source (ids or a frames tensor), in the input order."""
+    """Decode every example's source (ids or a frames tensor), in the input order: the best
+    output of `options` (default: beam `beam`, greedy for 1, up to max_len tokens)."""
+    options = options or SearchOptions(beam=beam, max_len=max_len)
     model.eval()
     outputs: list[str] = [""] * len(examples)
     batches = make_batches(
@@ -38,12 +41,9 @@ def translate_examples(
     with torch.no_grad():
         for batch in batches:
             batch = batch.to(device)
-            if beam > 1:
-                hyps = beam_search(model, batch.src, batch.src_lengths, beam, max_len)
-            else:
-                hyps = greedy_decode(model, batch.src, batch.src_lengths, max_len)
-            for index, hyp in zip(batch.indices, hyps, strict=True):
-                outputs[index] = detokenize(tgt_vocab.decode(hyp.tokens), mode)
+            ranked = search(model, batch.src, batch.src_lengths, options)
+            for index, hyps in zip(batch.indices, ranked, strict=True):
+                outputs[index] = detokenize(tgt_vocab.decode(hyps[0].tokens), mode)
     return outputs
 
 

@@ -30,7 +30,7 @@ from fast_s2s.data import (
     is_frames_file,
 )
 from fast_s2s.evaluation import evaluate, translate_examples
-from fast_s2s.models import Seq2SeqConfig
+from fast_s2s.models import SearchOptions, Seq2SeqConfig
 from fast_s2s.trainer import TrainResult, train
 from fast_s2s.training_data import PreparedData, TrainSettings, prepare_data, uses_frames
 
@@ -86,7 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--time-budget", type=float, help="seconds; stop after the epoch that passes it"
     )
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--eval-beam", type=int, default=d.eval_beam, help="beam for validation")
+    parser.add_argument(
+        "--eval-beam",
+        type=int,
+        default=d.eval_beam,
+        help="beam width for validation (1: greedy; beam search ranks by mean log-prob)",
+    )
     c = Seq2SeqConfig(src_vocab_size=4, tgt_vocab_size=4)
     parser.add_argument(
         "--attention",
@@ -177,7 +182,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"fast-s2s train: {exc}", file=sys.stderr)
         return 2
     console.print(
-        f"best validation exact match {100 * result.best_exact:.2f}%, BLEU {result.best_bleu:.2f}"
+        f"best validation exact match ({SearchOptions(beam=args.eval_beam).describe()}) "
+        f"{100 * result.best_exact:.2f}%, BLEU {result.best_bleu:.2f}"
         + (f"; checkpoint {args.checkpoint}" if args.checkpoint else "")
     )
     if args.demo and args.checkpoint:

@@ -19,7 +19,7 @@ from fast_s2s.data import (
     make_batches,
 )
 from fast_s2s.evaluation import evaluate
-from fast_s2s.models import Seq2Seq, Seq2SeqConfig
+from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig
 from fast_s2s.training_data import PreparedData, TrainSettings, prepare_data, uses_frames
 
 
@@ -211,6 +211,7 @@ def train(
                 if out_of_time(settings, started, world):
                     break  # the budget is spent mid-epoch: validate and save what we have
         metrics = evaluate(model, data, settings.eval_beam, dev)
+        search_label = SearchOptions(beam=settings.eval_beam).describe()
         metrics.update(epoch=epoch + 1, loss=total_loss / max(1, total_batches))
         metrics["seconds"] = round(time.perf_counter() - started, 1)
         result.history.append(metrics)
@@ -228,7 +229,7 @@ def train(
         result.best_bleu = max(result.best_bleu, metrics["bleu"])
         result.epochs_run += 1
         console.print(
-            f"epoch {epoch + 1}: loss {metrics['loss']:.4f}, valid exact match "
+            f"epoch {epoch + 1}: loss {metrics['loss']:.4f}, valid exact match ({search_label}) "
             f"{100 * metrics['exact']:.2f}%, BLEU {metrics['bleu']:.2f}, "
             f"{metrics['seconds']:.0f} s{' (best)' if improved else ''}"
         )

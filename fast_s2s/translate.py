@@ -3,6 +3,7 @@
 fast-s2s translate --checkpoint dates.pt "tuesday 3 march 1998" "03/03/98"
 echo "March 3rd, 1998" | fast-s2s translate --checkpoint dates.pt
 fast-s2s translate --checkpoint dates.pt --file inputs.txt --beam 5 --plot attn.png
+fast-s2s translate --checkpoint dates.pt --n-best 3 "03/03/98"   # source, rank, scores, output
 fast-s2s translate --checkpoint tones.pt --frames sounds.npz     # a model that reads frames
 """
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from fast_s2s import checkpoint
 from fast_s2s.data import FramesFormatError, Vocab, detokenize, load_frames, make_batches, tokenize
 from fast_s2s.models import Hypothesis, Seq2Seq, Seq2SeqConfig
-from fast_s2s.models.search import beam_search, greedy_decode
+from fast_s2s.models.search import LENGTH_PENALTIES, SearchOptions, search
 
 
 @dataclass
@@ -28,7 +29,8 @@ class Translation:
     source_tokens: list[str]  # for frames: the frame indices "0", "1", ...
     output_tokens: list[str]  # ends with the end-of-sequence marker "</s>"
     attention: torch.Tensor  # (len(output_tokens), len(source_tokens)); zeros without attention
-    score: float
+    score: float  # total log-probability of the output and eos
+    ranking: float  # the length-normalised score the search ranked it by
 
 
 class Translator:
@@ -65,10 +67,10 @@ class Translator:
             raise checkpoint.CheckpointError(f"{path!r}: inconsistent checkpoint: {exc}") from exc
         return cls(model.to(device), src_vocab, tgt_vocab, str(data.get("tokenize", "word")))
 
-    def _decode(self, sources: list, beam: int, max_len: int) -> list[Hypothesis]:
-        """One Hypothesis per source (ids or a (T, F) frames tensor), in the input order."""
+    def _decode(self, sources: list, options: SearchOptions) -> list[list[Hypothesis]]:
+        """Ranked hypotheses per source (ids or a (T, F) frames tensor), in the input order."""
         device = next(self.model.parameters()).device
-        results: list[Hypothesis | None] = [None] * len(sources)
+        results: list[list[Hypothesis]] = [[] for _ in sources]
         v = self.tgt_vocab
         examples = [(src, []) for src in sources]
         with torch.no_grad():
@@ -76,15 +78,14 @@ class Translator:
                 examples, 64, pad_id=v.pad_id, bos_id=v.bos_id, eos_id=v.eos_id
             ):
                 batch = batch.to(device)
-                if beam > 1:
-                    hyps = beam_search(self.model, batch.src, batch.src_lengths, beam, max_len)
-                else:
-                    hyps = greedy_decode(self.model, batch.src, batch.src_lengths, max_len)
-                for index, hyp in zip(batch.indices, hyps, strict=True):
-                    results[index] = hyp
-        return results  # type: ignore[return-value]
+                ranked = search(self.model, batch.src, batch.src_lengths, options)
+                for index, hyps in zip(batch.indices, ranked, strict=True):
+                    results[index] = hyps
+        return results
 
-    def _result(self, source: str, source_tokens: list[str], hyp: Hypothesis) -> Translation:
+    def _result(
+        self, source: str, source_tokens: list[str], hyp: Hypothesis, options: SearchOptions
+    ) -> Translation:
         out_tokens = self.tgt_vocab.decode(hyp.tokens)
         return Translation(
             source=source,
@@ -93,18 +94,41 @@ class Translator:
             output_tokens=[*out_tokens, "</s>"],
             attention=hyp.attention[: len(out_tokens) + 1].cpu(),
             score=hyp.score,
+            ranking=options.rank(hyp),
         )
 
-    def translate(self, texts: list[str], beam: int = 5, max_len: int = 100) -> list[Translation]:
-        """Decode sentences (a model whose source is text)."""
+    def _results(
+        self, sources: list[str], source_tokens: list[list[str]], decoded, options, n_best
+    ) -> list[Translation] | list[list[Translation]]:
+        ranked = [
+            [self._result(src, toks, h, options) for h in hyps]
+            for src, toks, hyps in zip(sources, source_tokens, decoded, strict=True)
+        ]
+        return [r[0] for r in ranked] if n_best is None else ranked
+
+    def translate(
+        self,
+        texts: list[str],
+        beam: int = 5,
+        max_len: int = 100,
+        *,
+        n_best: int | None = None,
+        length_penalty: float = 1.0,
+        penalty: str = "power",
+        min_len: int = 0,
+    ) -> list[Translation] | list[list[Translation]]:
+        """Decode sentences (a model whose source is text): the best Translation of each, or
+        with n_best=k a ranked list of up to k per sentence (beam search options as in
+        fast_s2s.models.beam_search; beam=1 is greedy)."""
         if self.src_vocab is None:
             raise ValueError(
                 "this model reads frames (config.source='frames'), not text: use "
                 "translate_frames (CLI: fast-s2s translate --frames FILE.pt)"
             )
+        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
         tokens = [tokenize(t, self.mode) for t in texts]
-        hyps = self._decode([self.src_vocab.encode(tok) for tok in tokens], beam, max_len)
-        return [self._result(t, tok, h) for t, tok, h in zip(texts, tokens, hyps, strict=True)]
+        decoded = self._decode([self.src_vocab.encode(tok) for tok in tokens], options)
+        return self._results(texts, tokens, decoded, options, n_best)
 
     def translate_frames(
         self,
@@ -112,9 +136,15 @@ class Translator:
         beam: int = 5,
         max_len: int = 100,
         names: list[str] | None = None,
-    ) -> list[Translation]:
+        *,
+        n_best: int | None = None,
+        length_penalty: float = 1.0,
+        penalty: str = "power",
+        min_len: int = 0,
+    ) -> list[Translation] | list[list[Translation]]:
         """Decode feature sequences, each a (T_i, frame_size) float tensor (a model whose
-        source is frames). names: Translation.source of each (default "frames[i]")."""
+        source is frames). names: Translation.source of each (default "frames[i]"); the other
+        options as for translate."""
         config = self.model.config
         if config.source != "frames":
             raise ValueError("this model reads text (config.source='tokens'), not frames")
@@ -128,11 +158,10 @@ class Translator:
                     f"frame_size={config.frame_size}"
                 )
         names = names or [f"frames[{i}]" for i in range(len(frames))]
-        hyps = self._decode([f.float().cpu() for f in frames], beam, max_len)
-        return [
-            self._result(name, [str(t) for t in range(f.shape[0])], h)
-            for name, f, h in zip(names, frames, hyps, strict=True)
-        ]
+        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
+        decoded = self._decode([f.float().cpu() for f in frames], options)
+        positions = [[str(t) for t in range(f.shape[0])] for f in frames]
+        return self._results(names, positions, decoded, options, n_best)
 
 
 def run(
@@ -144,10 +173,23 @@ def run(
     backend: str | None = None,
     console: Console | None = None,
     frames_file: str | None = None,
+    options: SearchOptions | None = None,
+    n_best: bool = False,
 ) -> int:
     """Translate `texts`, or the sequences of `frames_file` (.pt / .npz, see
-    fast_s2s.data.frames), and print "source<TAB>output" lines; 2 on a user error."""
+    fast_s2s.data.frames), and print "source<TAB>output" lines (with n_best:
+    "source<TAB>rank<TAB>ranking score<TAB>log-prob<TAB>output", options.n_best lines per
+    source, best first); 2 on a user error. options (default: beam `beam`) says how to decode."""
     console = console or Console()
+    options = options or SearchOptions(beam=beam)
+    search_kwargs = dict(
+        beam=options.beam,
+        max_len=options.max_len,
+        n_best=options.n_best,
+        length_penalty=options.length_penalty,
+        penalty=options.penalty,
+        min_len=options.min_len,
+    )
     translator = Translator.from_checkpoint(checkpoint_path, backend=backend)
     if plot and not translator.model.has_attention:
         print(
@@ -165,8 +207,8 @@ def run(
             )
             return 2
         frames, targets = load_frames(frames_file, require_targets=False)
-        results = translator.translate_frames(
-            frames, beam=beam, names=[str(i) for i in range(len(frames))]
+        ranked = translator.translate_frames(
+            frames, names=[str(i) for i in range(len(frames))], **search_kwargs
         )
     elif translator.reads_frames:
         print(
@@ -177,9 +219,14 @@ def run(
         return 2
     else:
         targets = None
-        results = translator.translate(texts or [], beam=beam)
-    for r in results:  # plain "source<TAB>output" lines on stdout, for pipes
-        print(f"{r.source}\t{r.output}", flush=True)
+        ranked = translator.translate(texts or [], **search_kwargs)
+    results = [hyps[0] for hyps in ranked]
+    for hyps in ranked:  # plain tab-separated lines on stdout, for pipes
+        if not n_best:
+            print(f"{hyps[0].source}\t{hyps[0].output}", flush=True)
+            continue
+        for rank, r in enumerate(hyps, start=1):
+            print(f"{r.source}\t{rank}\t{r.ranking:.4f}\t{r.score:.4f}\t{r.output}", flush=True)
     if targets is not None:
         hits = sum(r.output == t for r, t in zip(results, targets, strict=True))
         console.print(f"exact match against the file's targets: {hits}/{len(targets)}")
@@ -205,14 +252,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "lines are index<TAB>output)",
     )
     parser.add_argument("--beam", type=int, default=5, help="beam width (1: greedy)")
+    parser.add_argument(
+        "--n-best",
+        type=int,
+        metavar="K",
+        help="print the K best outputs per source (K <= --beam), one line each: "
+        "source, rank, ranking score, log-probability, output",
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=1.0,
+        metavar="ALPHA",
+        help="rank finished outputs by log-prob / lp(length); 0: total log-prob",
+    )
+    parser.add_argument(
+        "--penalty",
+        choices=LENGTH_PENALTIES,
+        default="power",
+        help="lp(L): power = L ** ALPHA, gnmt = ((5 + L) / 6) ** ALPHA",
+    )
+    parser.add_argument("--min-len", type=int, default=0, help="at least this many tokens")
+    parser.add_argument("--max-len", type=int, default=100, help="at most this many tokens")
     parser.add_argument("--plot", metavar="PNG", help="save the attention map of the first input")
     parser.add_argument("--backend", choices=["auto", "reference", "cpp", "triton"])
 
 
 def main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    if args.beam < 1:
-        print(f"fast-s2s translate: --beam must be >= 1, got {args.beam}", file=sys.stderr)
+    problem = _search_problem(args)
+    if problem:
+        print(f"fast-s2s translate: {problem}", file=sys.stderr)
         return 2
     if args.frames:
         if args.texts or args.file:
@@ -237,12 +307,34 @@ def main(args: argparse.Namespace) -> int:
     return _run_guarded(args, console, texts)
 
 
+def _search_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the search options, or None."""
+    if args.beam < 1:
+        return f"--beam must be >= 1, got {args.beam}"
+    if args.n_best is not None and not 1 <= args.n_best <= args.beam:
+        return f"--n-best must be in [1, --beam={args.beam}], got {args.n_best}"
+    if args.max_len < 0:
+        return f"--max-len must be >= 0, got {args.max_len}"
+    if not 0 <= args.min_len <= args.max_len:
+        return f"--min-len must be in [0, --max-len={args.max_len}], got {args.min_len}"
+    return None
+
+
 def _run_guarded(args: argparse.Namespace, console: Console, texts: list[str] | None) -> int:
+    options = SearchOptions(
+        beam=args.beam,
+        max_len=args.max_len,
+        min_len=args.min_len,
+        length_penalty=args.length_penalty,
+        penalty=args.penalty,
+        n_best=args.n_best or 1,
+    )
     try:
         return run(
             args.checkpoint,
             texts,
-            beam=args.beam,
+            options=options,
+            n_best=args.n_best is not None,
             plot=args.plot,
             backend=args.backend,
             console=console,

@@ -32,6 +32,7 @@ from fast_s2s.data import (
     tokenize_pairs,
 )
 from fast_s2s.data.dates import WEEKDAYS
+from fast_s2s.data.numbers import number_to_words
 
 # ----------------------------------------------------------------------------------- vocabulary
 
@@ -314,7 +315,38 @@ def test_dates_task_and_tokenization():
     assert all(datetime.date.fromisoformat(iso) for _, iso in pairs)
     assert task_tokenization("dates") == "char"
     assert {task_tokenization(t) for t in ("copy", "reverse", "sort")} == {"word"}
-    assert set(TASKS) == {"copy", "reverse", "sort", "dates"}
+    assert set(TASKS) == {"copy", "reverse", "sort", "dates", "numbers"}
+
+
+@pytest.mark.parametrize(
+    "n,words",
+    [
+        (0, "zero"),
+        (5, "five"),
+        (19, "nineteen"),
+        (20, "twenty"),
+        (99, "ninety-nine"),
+        (105, "one hundred five"),
+        (1000, "one thousand"),
+        (100_010, "one hundred thousand ten"),
+        (399_417, "three hundred ninety-nine thousand four hundred seventeen"),
+        (999_999, "nine hundred ninety-nine thousand nine hundred ninety-nine"),
+    ],
+)
+def test_number_to_words(n, words):
+    assert number_to_words(n) == words
+
+
+def test_numbers_task_has_long_character_targets():
+    pairs = generate_pairs("numbers", 500, seed=0)
+    assert task_tokenization("numbers") == "char"
+    assert generate_pairs("numbers", 500, seed=0) == pairs
+    for digits, words in pairs:
+        assert 30 <= len(words) <= 60
+        assert number_to_words(int(digits)) == words
+    assert len({d for d, _ in pairs}) > 490
+    with pytest.raises(ValueError, match="n must be"):
+        number_to_words(1_000_000)
 
 
 def test_unknown_task_names_the_choices():

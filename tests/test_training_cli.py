@@ -159,3 +159,43 @@ def test_translate_reads_stdin(trained):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("1 Jan 2001\t")
+
+
+def test_translate_n_best_prints_ranked_lines(trained, capsys):
+    path, _ = trained
+    args = ["translate", "--checkpoint", str(path), "03/03/98", "1 Jan 2001", "--beam", "4"]
+    assert cli.main([*args, "--n-best", "3"]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(f[0], f[1]) for f in lines] == [
+        (src, str(rank)) for src in ("03/03/98", "1 Jan 2001") for rank in (1, 2, 3)
+    ]
+    for source in ("03/03/98", "1 Jan 2001"):
+        ranks = [float(f[2]) for f in lines if f[0] == source]
+        assert ranks == sorted(ranks, reverse=True)
+        assert len({f[4] for f in lines if f[0] == source}) == 3  # three different outputs
+    assert all(float(f[3]) <= 0 for f in lines)  # total log-probabilities
+    # the first of the n-best is what plain translate prints
+    assert cli.main(args) == 0
+    best = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines())
+    assert best == {f[0]: f[4] for f in lines if f[1] == "1"}
+    # the same with the GNMT penalty and a minimum length
+    assert cli.main([*args, "--penalty", "gnmt", "--length-penalty", "0.6", "--min-len", "8"]) == 0
+    outputs = [line.split("\t")[1] for line in capsys.readouterr().out.strip().splitlines()]
+    assert all(len(o) >= 8 for o in outputs)  # character tokens: at least 8 characters
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--n-best", "6"], "--n-best must be in [1, --beam=5]"),
+        (["--n-best", "0"], "--n-best"),
+        (["--min-len", "9", "--max-len", "4"], "--min-len"),
+        (["--max-len", "-1"], "--max-len"),
+        (["--beam", "0"], "--beam"),
+    ],
+)
+def test_translate_refuses_bad_search_options(trained, capsys, extra, message):
+    path, _ = trained
+    assert cli.main(["translate", "--checkpoint", str(path), "03/03/98", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

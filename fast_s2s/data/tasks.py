@@ -1,5 +1,5 @@
-"""Generated seq2seq tasks: copy, reverse, sort (word tokens) and dates (characters) with text
-sources; tones with frames (float feature vectors) as the source.
+"""Generated seq2seq tasks: copy, reverse, sort (word tokens), dates and numbers (characters)
+with text sources; tones with frames (float feature vectors) as the source.
 
 pairs = generate_pairs("reverse", 1000, seed=0)   # [("t3 t17 t8", "t8 t17 t3"), ...]
 mode = task_tokenization("reverse")              # "word"
@@ -13,9 +13,12 @@ import random
 from torch import Tensor
 
 from fast_s2s.data.dates import random_date_pair
+from fast_s2s.data.numbers import random_number_pair
 from fast_s2s.data.tones import generate_tones
 
-TASKS: tuple[str, ...] = ("copy", "reverse", "sort", "dates")
+TASKS: tuple[str, ...] = ("copy", "reverse", "sort", "dates", "numbers")
+# Tasks read and written character by character.
+CHAR_TASKS: tuple[str, ...] = ("dates", "numbers")
 # Tasks whose source is a sequence of feature frames (see generate_frames).
 FRAME_TASKS: tuple[str, ...] = ("tones",)
 
@@ -37,9 +40,10 @@ def _check_task(task: str) -> None:
 
 
 def task_tokenization(task: str) -> str:
-    """The tokenization mode a task is meant for: "char" for dates, "word" for the others."""
+    """The tokenization mode a task is meant for: "char" for dates and numbers, "word" for the
+    others."""
     _check_task(task)
-    return "char" if task == "dates" else "word"
+    return "char" if task in CHAR_TASKS else "word"
 
 
 def symbol(index: int) -> str:
@@ -60,7 +64,8 @@ def generate_pairs(
     copy/reverse/sort: the source is a space-separated sequence of symbols t0 .. t{vocab_size-1}
     drawn uniformly, its length uniform in [min_len, max_len]; the target is the same sequence,
     reversed, or sorted by symbol index. dates: (human-readable date, ISO date), see
-    fast_s2s.data.dates; min_len, max_len and vocab_size do not apply.
+    fast_s2s.data.dates; numbers: (digits, English words, 30-60 characters), see
+    fast_s2s.data.numbers; for these two min_len, max_len and vocab_size do not apply.
     """
     _check_task(task)
     if n < 0:
@@ -68,6 +73,8 @@ def generate_pairs(
     rng = random.Random(seed)
     if task == "dates":
         return [random_date_pair(rng) for _ in range(n)]
+    if task == "numbers":
+        return [random_number_pair(rng) for _ in range(n)]
     if not 1 <= min_len <= max_len:
         raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
     if vocab_size < 1:

@@ -18,7 +18,13 @@ from fast_s2s.models.config import ATTENTIONS, SCORES, SOURCES, WIRINGS, Seq2Seq
 from fast_s2s.models.decoder import Decoder
 from fast_s2s.models.encoder import Encoder, EncoderOutput
 from fast_s2s.models.luong import LuongDecoder
-from fast_s2s.models.search import Hypothesis, beam_search, greedy_decode, length_normalize
+from fast_s2s.models.search import (
+    Hypothesis,
+    SearchOptions,
+    beam_search,
+    greedy_decode,
+    length_normalize,
+)
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
 
@@ -36,6 +42,7 @@ __all__ = [
     "EncoderState",
     "Hypothesis",
     "LuongDecoder",
+    "SearchOptions",
     "Seq2Seq",
     "Seq2SeqConfig",
     "beam_search",

@@ -6,14 +6,15 @@ per beam (only the small decoder hidden is, by Seq2Seq.initial_state).
 
 Conventions shared by both searches (so beam_size=1 gives exactly the greedy result):
 
-- pad and bos are never generated (their log-probs are set to -inf before choosing).
+- pad and bos are never generated (their log-probs are set to -inf before choosing); eos is
+  not generated before min_len tokens.
 - At most max_len tokens are generated before eos: if a hypothesis has not ended after
   max_len tokens, eos is forced at step max_len + 1 (its log-prob counts in the score). Every
   hypothesis therefore ends with eos, and its attention has len(tokens) + 1 rows.
 - Hypothesis.score is the total log-probability of tokens + eos (natural log).
 - Beam search ranks finished hypotheses by the length-normalised score
-  score / (len(tokens) + 1) ** length_penalty (the simple power form: 0 = raw total
-  log-prob, 1 = mean log-prob per token, as in length_normalize).
+  score / lp(len(tokens) + 1) (see length_normalize): the power form lp(L) = L ** alpha
+  (0: raw total log-prob, 1: mean log-prob per token) or GNMT's ((5 + L) / 6) ** alpha.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -29,7 +31,19 @@ from torch import Tensor
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
 
-__all__ = ["Hypothesis", "beam_search", "greedy_decode", "length_normalize"]
+__all__ = [
+    "LENGTH_PENALTIES",
+    "Hypothesis",
+    "SearchOptions",
+    "beam_search",
+    "greedy_decode",
+    "length_normalize",
+    "length_penalty_factor",
+    "search",
+]
+
+# The forms of the length penalty lp(L) that beam search divides a finished score by.
+LENGTH_PENALTIES: tuple[str, ...] = ("power", "gnmt")
 
 
 @dataclass
@@ -38,7 +52,7 @@ class Hypothesis:
 
     tokens: the output token ids, without bos and eos.
     score: total log-probability of tokens followed by eos (beam search ranks by
-        length_normalize(score, len(tokens) + 1, length_penalty)).
+        length_normalize(score, len(tokens) + 1, length_penalty, penalty)).
     attention: (len(tokens) + 1, S_b) float32 CPU tensor: the attention weights at every
         decoder step (the last row is the eos step) over the sentence's S_b = src_lengths[b]
         valid source positions; each row sums to 1 (all zeros for an empty source, and for a
@@ -50,10 +64,24 @@ class Hypothesis:
     attention: Tensor
 
 
-def length_normalize(score: float, length: int, length_penalty: float = 1.0) -> float:
-    """The ranking score of a finished hypothesis: score / length ** length_penalty, with
-    length the number of generated tokens including eos (>= 1)."""
-    return score / max(length, 1) ** length_penalty
+def length_penalty_factor(length: int, alpha: float = 1.0, penalty: str = "power") -> float:
+    """lp(length) for a hypothesis of `length` generated tokens including eos (>= 1):
+    length ** alpha ("power") or ((5 + length) / 6) ** alpha ("gnmt", Wu et al. 2016). Both
+    are 1 at alpha = 0 and grow with length for alpha > 0."""
+    length = max(length, 1)
+    if penalty == "power":
+        return float(length) ** alpha
+    if penalty == "gnmt":
+        return ((5.0 + length) / 6.0) ** alpha
+    raise ValueError(f"penalty must be one of {list(LENGTH_PENALTIES)}, got {penalty!r}")
+
+
+def length_normalize(
+    score: float, length: int, length_penalty: float = 1.0, penalty: str = "power"
+) -> float:
+    """The ranking score of a finished hypothesis: score / lp(length), with length the number
+    of generated tokens including eos (see length_penalty_factor)."""
+    return score / length_penalty_factor(length, length_penalty, penalty)
 
 
 @contextlib.contextmanager
@@ -67,12 +95,18 @@ def _eval_mode(model: Seq2Seq) -> Iterator[None]:
         model.train(was_training)
 
 
-def _check_args(model: Seq2Seq, max_len: int, beam_size: int = 1) -> None:
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_args(model: Seq2Seq, max_len: int, min_len: int, beam_size: int = 1) -> None:
     if not isinstance(model, Seq2Seq):
         raise TypeError(f"model must be a fast_s2s.models.Seq2Seq, got {type(model).__name__}")
-    if not isinstance(max_len, numbers.Integral) or isinstance(max_len, bool) or max_len < 0:
+    if not _is_int(max_len) or max_len < 0:
         raise ValueError(f"max_len must be a non-negative integer, got {max_len!r}")
-    if not isinstance(beam_size, numbers.Integral) or isinstance(beam_size, bool) or beam_size < 1:
+    if not _is_int(min_len) or not 0 <= min_len <= max_len:
+        raise ValueError(f"min_len must be an integer in [0, max_len={max_len}], got {min_len!r}")
+    if not _is_int(beam_size) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
 
 
@@ -82,9 +116,12 @@ def _step(
     state: DecoderState,
     prev: Tensor,
     beam: int,
+    *,
     force_eos: bool,
+    block_eos: bool,
 ) -> tuple[Tensor, DecoderState, Tensor]:
-    """decode_step, then the search conventions: no pad / bos; only eos when force_eos."""
+    """decode_step, then the search conventions: no pad / bos; only eos when force_eos; no eos
+    when block_eos (fewer than min_len tokens so far)."""
     cfg = model.config
     log_probs, state, weights = model.decode_step(enc, state, prev, beam)
     if force_eos:
@@ -94,11 +131,13 @@ def _step(
     else:
         log_probs[:, cfg.pad_id] = float("-inf")
         log_probs[:, cfg.bos_id] = float("-inf")
+        if block_eos:
+            log_probs[:, cfg.eos_id] = float("-inf")
     return log_probs, state, weights
 
 
 def greedy_decode(
-    model: Seq2Seq, src: Tensor, src_lengths: Tensor, max_len: int = 100
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, max_len: int = 100, *, min_len: int = 0
 ) -> list[Hypothesis]:
     """Greedy decoding of a batch: the most probable token at every step, rows stop at eos.
 
@@ -107,11 +146,12 @@ def greedy_decode(
         src: (B, S) int64 padded source (or (B, S, F) frames for source="frames");
             src_lengths: (B,) lengths.
         max_len: at most this many tokens before eos (see the module docstring).
+        min_len: at least this many tokens before eos (0 <= min_len <= max_len).
 
     Returns:
         One Hypothesis per source row, in order.
     """
-    _check_args(model, max_len)
+    _check_args(model, max_len, min_len)
     eos = model.config.eos_id
     with _eval_mode(model):
         enc = model.encode(src, src_lengths)
@@ -122,7 +162,9 @@ def greedy_decode(
         scores = torch.zeros(batch, dtype=torch.float32, device=src.device)
         tokens, attention = [], []
         for t in range(max_len + 1):
-            log_probs, state, weights = _step(model, enc, state, prev, 1, force_eos=t == max_len)
+            log_probs, state, weights = _step(
+                model, enc, state, prev, 1, force_eos=t == max_len, block_eos=t < min_len
+            )
             best, prev = log_probs.max(dim=-1)
             scores = torch.where(finished, scores, scores + best)
             tokens.append(prev)
@@ -144,6 +186,40 @@ def greedy_decode(
     return hyps
 
 
+@dataclass
+class _Finished:
+    """A finished hypothesis of one sentence, with its ranking score."""
+
+    normalized: float
+    hypothesis: Hypothesis
+
+
+@overload
+def beam_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam_size: int = ...,
+    max_len: int = ...,
+    length_penalty: float = ...,
+    *,
+    n_best: None = ...,
+    penalty: str = ...,
+    min_len: int = ...,
+) -> list[Hypothesis]: ...
+@overload
+def beam_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam_size: int = ...,
+    max_len: int = ...,
+    length_penalty: float = ...,
+    *,
+    n_best: int,
+    penalty: str = ...,
+    min_len: int = ...,
+) -> list[list[Hypothesis]]: ...
 def beam_search(
     model: Seq2Seq,
     src: Tensor,
@@ -151,16 +227,30 @@ def beam_search(
     beam_size: int = 5,
     max_len: int = 100,
     length_penalty: float = 1.0,
-) -> list[Hypothesis]:
+    *,
+    n_best: int | None = None,
+    penalty: str = "power",
+    min_len: int = 0,
+) -> list[Hypothesis] | list[list[Hypothesis]]:
     """Batched beam search: B sentences x beam_size hypotheses = N decoder rows per step.
 
-    At each step every live hypothesis is extended by every token; per sentence the 2 * beam_size
-    best extensions are taken. Those ending in eos among the first beam_size are finished (kept
-    with their length-normalised score); the first beam_size that do not end in eos become the
-    live hypotheses of the next step. A sentence is done when it has beam_size finished
-    hypotheses; the search stops when every sentence is done or after max_len + 1 steps (eos
-    forced at the last). The best finished hypothesis by length_normalize(score, len + 1,
-    length_penalty) is returned per sentence. beam_size=1 is exactly greedy_decode.
+    At each step every live hypothesis of a sentence is extended by every token, and the
+    beam_size best extensions by total log-probability are kept: those ending in eos are
+    finished (ranked by length_normalize(score, len + 1, length_penalty, penalty)), the others
+    are the live hypotheses of the next step (fewer than beam_size after a step that finished
+    some; the next step fills the beam again). With beam_size=1 this is exactly greedy_decode.
+
+    Stopping rule: a sentence is finished when it has no live hypothesis, or when its k-th best
+    finished hypothesis (k = n_best, 1 by default) ranks at least as high as the best that any
+    live hypothesis could still reach, or after max_len + 1 steps (eos forced at the last). A
+    live hypothesis with total log-prob s can only lose log-prob, and finishes with a length L
+    in [its length + 1, max_len + 1] (and >= min_len + 1), so it can reach at most
+    s / max(lp(L_min), lp(L_max)) (s <= 0). The search therefore never stops while a live
+    hypothesis could still beat what it would return: with a beam wide enough to keep every
+    prefix it returns the true best sequence under the ranking. (Stopping once beam_size
+    hypotheses have finished, the rule of several toolkits, returns short wrong outputs on long
+    targets: the correct hypothesis is still live when the quota fills.) With alpha > 0 the
+    bound is loose, so sentences often run until their live hypotheses fall out of the beam.
 
     Args:
         model: the Seq2Seq model (run in eval mode and without gradients; its mode is restored).
@@ -168,17 +258,43 @@ def beam_search(
             src_lengths: (B,) lengths.
         beam_size: hypotheses kept per sentence.
         max_len: at most this many tokens before eos.
-        length_penalty: alpha of the length normalisation score / length ** alpha (0: none).
+        length_penalty: alpha of the length penalty (0: rank by total log-prob).
+        n_best: None: return the best hypothesis per sentence; k (1 <= k <= beam_size): return
+            a list of the k best finished hypotheses per sentence, best first (fewer when fewer
+            finished).
+        penalty: the form of the length penalty, "power" (L ** alpha) or "gnmt"
+            (((5 + L) / 6) ** alpha).
+        min_len: at least this many tokens before eos.
 
     Returns:
-        One Hypothesis per source row, in order (score: its total log-probability).
+        One Hypothesis per source row, in order, or (n_best=k) one ranked list per row
+        (Hypothesis.score: the total log-probability).
     """
-    _check_args(model, max_len, beam_size)
+    _check_args(model, max_len, min_len, beam_size)
     if not isinstance(length_penalty, numbers.Real) or isinstance(length_penalty, bool):
         raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
+    if penalty not in LENGTH_PENALTIES:
+        raise ValueError(f"penalty must be one of {list(LENGTH_PENALTIES)}, got {penalty!r}")
+    if n_best is not None and (not _is_int(n_best) or not 1 <= n_best <= beam_size):
+        raise ValueError(
+            f"n_best must be None or an integer in [1, beam_size={beam_size}], got {n_best!r}"
+        )
+    keep = 1 if n_best is None else int(n_best)
+    alpha = float(length_penalty)
     cfg = model.config
     beam = int(beam_size)
     neg_inf = float("-inf")
+
+    def reachable(best_live: Tensor, length: int) -> Tensor:
+        """The best ranking a live hypothesis of `length` tokens and total log-prob best_live
+        (B,) can still reach (see the stopping rule)."""
+        shortest = max(length + 1, min_len + 1)
+        largest_lp = max(
+            length_penalty_factor(shortest, alpha, penalty),
+            length_penalty_factor(max_len + 1, alpha, penalty),
+        )
+        return best_live / largest_lp
+
     with _eval_mode(model):
         enc = model.encode(src, src_lengths)
         batch, src_len = enc.batch_size, enc.states.shape[1]
@@ -192,47 +308,54 @@ def beam_search(
         history_attention = enc.states.new_zeros(batch, beam, 0, src_len)
         row_base = (torch.arange(batch, device=device) * beam).unsqueeze(1)  # (B, 1)
         src_lengths_list = enc.src_lengths.cpu().tolist()
-        # per sentence: (normalised score, score, tokens, attention) in the order finished
-        finished: list[list[tuple[float, float, list[int], Tensor]]] = [[] for _ in range(batch)]
+        finished: list[list[_Finished]] = [[] for _ in range(batch)]  # in the order finished
+        # per sentence: the ranking score of its keep-th best finished hypothesis (-inf: fewer)
+        kth_best = torch.full((batch,), neg_inf, dtype=torch.float64)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
 
         for t in range(max_len + 1):
-            log_probs, state, weights = _step(model, enc, state, prev, beam, force_eos=t == max_len)
+            log_probs, state, weights = _step(
+                model, enc, state, prev, beam, force_eos=t == max_len, block_eos=t < min_len
+            )
             vocab = log_probs.shape[-1]
             candidates = beam_scores.unsqueeze(-1) + log_probs.view(batch, beam, vocab)
-            top_scores, top_index = candidates.view(batch, beam * vocab).topk(
-                min(2 * beam, beam * vocab), dim=1
-            )  # sorted, best first
+            top_scores, top_index = candidates.view(batch, beam * vocab).topk(beam, dim=1)
             top_beam = top_index // vocab
             top_token = top_index % vocab
             is_eos = top_token == cfg.eos_id
+            alive = torch.isfinite(top_scores) & ~done.unsqueeze(1)
 
-            to_finish = is_eos[:, :beam] & torch.isfinite(top_scores[:, :beam])
-            to_finish &= ~done.unsqueeze(1)
+            to_finish = is_eos & alive
             if bool(to_finish.any()):
                 step_weights = weights.view(batch, beam, src_len)
                 for b, j in to_finish.nonzero().tolist():
-                    if len(finished[b]) >= beam:
-                        continue
                     k = int(top_beam[b, j])
-                    toks = history[b, k].tolist()
                     attn = torch.cat([history_attention[b, k], step_weights[b, k, None]], dim=0)
-                    attn = attn[:, : src_lengths_list[b]].float().cpu()
-                    score = float(top_scores[b, j])
-                    norm = length_normalize(score, len(toks) + 1, length_penalty)
-                    finished[b].append((norm, score, toks, attn))
-                done = torch.tensor(
-                    [len(f) >= beam for f in finished], dtype=torch.bool, device=device
-                )
-            if t == max_len or bool(done.all()):
+                    hyp = Hypothesis(
+                        history[b, k].tolist(),
+                        float(top_scores[b, j]),
+                        attn[:, : src_lengths_list[b]].float().cpu(),
+                    )
+                    norm = length_normalize(hyp.score, len(hyp.tokens) + 1, alpha, penalty)
+                    finished[b].append(_Finished(norm, hyp))
+                    ranked = sorted((f.normalized for f in finished[b]), reverse=True)
+                    if len(ranked) >= keep:
+                        kth_best[b] = ranked[keep - 1]
+            if t == max_len:
                 break
 
-            # The live hypotheses: the first `beam` candidates that do not end in eos (there are
-            # at least that many: at most one eos candidate per live beam).
-            live = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :beam]
-            beam_scores = top_scores.gather(1, live).masked_fill(done.unsqueeze(1), neg_inf)
-            chosen = (row_base + top_beam.gather(1, live)).view(-1)  # (N,) rows to continue
-            prev = top_token.gather(1, live).view(-1)
+            # The live hypotheses: the non-eos candidates among the kept ones; the others
+            # (finished, -inf, or of a finished sentence) become dead rows with score -inf.
+            live = alive & ~is_eos
+            beam_scores = top_scores.masked_fill(~live, neg_inf)
+            best_live = beam_scores.max(dim=1).values  # (B,), -inf without a live hypothesis
+            can_win = reachable(best_live.double().cpu(), t + 1) > kth_best
+            done = done | ~(torch.isfinite(best_live) & can_win.to(device))
+            if bool(done.all()):
+                break
+
+            chosen = (row_base + top_beam).view(-1)  # (N,) rows to continue
+            prev = top_token.reshape(-1)
             state = model.reorder_state(state, chosen)
             history = torch.cat(
                 [history.view(rows, t)[chosen].view(batch, beam, t), prev.view(batch, beam, 1)],
@@ -246,8 +369,63 @@ def beam_search(
                 dim=1,
             ).view(batch, beam, t + 1, src_len)
 
-    hyps = []
+    results = []
     for b in range(batch):
-        best = max(finished[b], key=lambda f: f[0])  # first of equals: the earlier finished
-        hyps.append(Hypothesis(best[2], best[1], best[3]))
-    return hyps
+        if not finished[b]:
+            raise ValueError(
+                f"beam_search: no hypothesis of sentence {b} has a finite log-probability "
+                "(the model gives NaN or -inf log-probs: check its weights)"
+            )
+        # stable sort: of equal ranking scores, the earlier finished first
+        ranked = sorted(finished[b], key=lambda f: f.normalized, reverse=True)
+        results.append([f.hypothesis for f in ranked[:keep]])
+    if n_best is None:
+        return [r[0] for r in results]
+    return results
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to decode: greedy (beam=1) or beam search, and its options (see beam_search).
+
+    n_best: how many ranked hypotheses search() returns per sentence (<= beam)."""
+
+    beam: int = 5
+    max_len: int = 100
+    min_len: int = 0
+    length_penalty: float = 1.0
+    penalty: str = "power"
+    n_best: int = 1
+
+    def describe(self) -> str:
+        """A short label for reports: "greedy" or "beam 5 (power 1.0)"."""
+        if self.beam == 1:
+            return "greedy"
+        return f"beam {self.beam} ({self.penalty} {self.length_penalty:g})"
+
+    def rank(self, hyp: Hypothesis) -> float:
+        """The ranking score of a finished hypothesis under these options."""
+        return length_normalize(hyp.score, len(hyp.tokens) + 1, self.length_penalty, self.penalty)
+
+
+def search(
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, options: SearchOptions
+) -> list[list[Hypothesis]]:
+    """Decode a batch as `options` says: per source row, a ranked list of up to
+    options.n_best hypotheses (greedy_decode's single one when options.beam == 1)."""
+    if options.beam == 1:
+        if options.n_best != 1:
+            raise ValueError(f"n_best must be 1 for greedy decoding (beam=1), got {options.n_best}")
+        hyps = greedy_decode(model, src, src_lengths, options.max_len, min_len=options.min_len)
+        return [[h] for h in hyps]
+    return beam_search(
+        model,
+        src,
+        src_lengths,
+        options.beam,
+        options.max_len,
+        options.length_penalty,
+        n_best=options.n_best,
+        penalty=options.penalty,
+        min_len=options.min_len,
+    )

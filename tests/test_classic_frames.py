@@ -21,11 +21,10 @@ from fast_s2s.data import (
     load_frames,
     save_frames,
 )
-from fast_s2s.experiment import length_buckets, parse_budget
 from fast_s2s.models import Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
 from fast_s2s.nn import Attention
-from fast_s2s.train import TrainSettings, train
-from fast_s2s.translate import Translator
+from fast_s2s.training import TrainSettings, Translator, train
+from fast_s2s.training.length_experiment import length_buckets, parse_budget
 
 VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
 

@@ -1,6 +1,6 @@
 """Training under torch.distributed: 2 CPU processes (gloo) launched with torchrun.
 
-The driver calls the real fast_s2s.train.train() in each process; afterwards every rank saves
+The driver calls the real fast_s2s.training.train() in each process; afterwards every rank saves
 its parameters, and the test checks the replicas ended identical and that only rank 0 wrote the
 checkpoint.
 """
@@ -18,7 +18,7 @@ DRIVER = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    from fast_s2s.train import TrainSettings, train
+    from fast_s2s.training import TrainSettings, train
 
     out = sys.argv[1]
     torch.set_num_threads(1)
@@ -52,6 +52,6 @@ def test_two_cpu_processes_train_identical_replicas(tmp_path):
     assert results[1] == {"written": 0, "epochs": 2}  # rank 1 trained but wrote nothing
     assert (tmp_path / "ckpt.pt").exists()
     # The replicas really trained (moved away from the initialisation of the same seed).
-    from fast_s2s.checkpoint import load_checkpoint
+    from fast_s2s.training import load_checkpoint
 
     assert load_checkpoint(tmp_path / "ckpt.pt")["epoch"] == 1

@@ -9,9 +9,8 @@ import sys
 import pytest
 import torch
 
-from fast_s2s import checkpoint, cli
-from fast_s2s.train import TrainSettings, train
-from fast_s2s.translate import Translator
+from fast_s2s import cli
+from fast_s2s.training import TrainSettings, Translator, checkpoint, train
 
 TINY_MODEL = dict(embed_size=16, hidden_size=32, wiring="bahdanau", score="additive")
 

@@ -1,22 +1,29 @@
-"""The `fast-s2s` command: verify | bench | train | translate | experiment."""
+"""The `fast-s2s` command: verify | bench | train | translate | experiment, one module each.
+
+Each module has add_arguments(parser) and main(args) -> exit code (2 for a user error, with one
+line on stderr). The work itself is in the library (fast_s2s.ops, fast_s2s.benchmark) and the
+application (fast_s2s.training); these modules only parse and report.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 # subcommand -> (module with add_arguments/main, help)
 COMMANDS = {
     "verify": (
-        "fast_s2s.verify",
+        "fast_s2s.cli.verify",
         "check every op on every available backend against its reference",
     ),
-    "bench": ("fast_s2s.benchmark", "time the ops against the PyTorch peers a user would use"),
-    "train": ("fast_s2s.train", "train a GRU seq2seq model (generated task, TSV or frames file)"),
-    "translate": ("fast_s2s.translate", "decode sentences with a trained checkpoint"),
+    "bench": ("fast_s2s.cli.bench", "time the ops against the PyTorch peers a user would use"),
+    "train": (
+        "fast_s2s.cli.train",
+        "train a GRU seq2seq model (generated task, TSV or frames file)",
+    ),
+    "translate": ("fast_s2s.cli.translate", "decode sentences with a trained checkpoint"),
     "experiment": (
-        "fast_s2s.experiment",
+        "fast_s2s.cli.experiment",
         "length: classic vs attentional model, accuracy against source length (PNG + JSON)",
     ),
 }
@@ -36,7 +43,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return importlib.import_module(COMMANDS[args.command][0]).main(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

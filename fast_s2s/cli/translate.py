@@ -11,157 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 
-import torch
 from rich.console import Console
 
-from fast_s2s import checkpoint
-from fast_s2s.data import FramesFormatError, Vocab, detokenize, load_frames, make_batches, tokenize
-from fast_s2s.models import Hypothesis, Seq2Seq, Seq2SeqConfig
-from fast_s2s.models.search import LENGTH_PENALTIES, SearchOptions, search
-
-
-@dataclass
-class Translation:
-    source: str  # the text, or a name for frames ("frames[3]")
-    output: str
-    source_tokens: list[str]  # for frames: the frame indices "0", "1", ...
-    output_tokens: list[str]  # ends with the end-of-sequence marker "</s>"
-    attention: torch.Tensor  # (len(output_tokens), len(source_tokens)); zeros without attention
-    score: float  # total log-probability of the output and eos
-    ranking: float  # the length-normalised score the search ranked it by
-
-
-class Translator:
-    """A trained model with its vocabularies and tokenisation, ready to decode text (or, for a
-    model with config.source="frames", feature frames: translate_frames; src_vocab is None)."""
-
-    def __init__(
-        self, model: Seq2Seq, src_vocab: Vocab | None, tgt_vocab: Vocab, mode: str
-    ) -> None:
-        self.model = model.eval()
-        self.src_vocab, self.tgt_vocab, self.mode = src_vocab, tgt_vocab, mode
-
-    @property
-    def reads_frames(self) -> bool:
-        """Whether the model's source is feature frames rather than text."""
-        return self.model.config.source == "frames"
-
-    @classmethod
-    def from_checkpoint(
-        cls, path: str, backend: str | None = None, device: str = "cpu"
-    ) -> Translator:
-        data = checkpoint.load_checkpoint(path, ("config", "src_vocab", "tgt_vocab", "model"))
-        config_dict = dict(data["config"])
-        if backend is not None:
-            config_dict["backend"] = backend
-        try:
-            config = Seq2SeqConfig.from_dict(config_dict)
-            model = Seq2Seq(config)
-            model.load_state_dict(data["model"])
-            frames = config.source == "frames"
-            src_vocab = None if frames else Vocab.from_dict(data["src_vocab"])
-            tgt_vocab = Vocab.from_dict(data["tgt_vocab"])
-        except (ValueError, RuntimeError, KeyError) as exc:
-            raise checkpoint.CheckpointError(f"{path!r}: inconsistent checkpoint: {exc}") from exc
-        return cls(model.to(device), src_vocab, tgt_vocab, str(data.get("tokenize", "word")))
-
-    def _decode(self, sources: list, options: SearchOptions) -> list[list[Hypothesis]]:
-        """Ranked hypotheses per source (ids or a (T, F) frames tensor), in the input order."""
-        device = next(self.model.parameters()).device
-        results: list[list[Hypothesis]] = [[] for _ in sources]
-        v = self.tgt_vocab
-        examples = [(src, []) for src in sources]
-        with torch.no_grad():
-            for batch in make_batches(
-                examples, 64, pad_id=v.pad_id, bos_id=v.bos_id, eos_id=v.eos_id
-            ):
-                batch = batch.to(device)
-                ranked = search(self.model, batch.src, batch.src_lengths, options)
-                for index, hyps in zip(batch.indices, ranked, strict=True):
-                    results[index] = hyps
-        return results
-
-    def _result(
-        self, source: str, source_tokens: list[str], hyp: Hypothesis, options: SearchOptions
-    ) -> Translation:
-        out_tokens = self.tgt_vocab.decode(hyp.tokens)
-        return Translation(
-            source=source,
-            output=detokenize(out_tokens, self.mode),
-            source_tokens=source_tokens,
-            output_tokens=[*out_tokens, "</s>"],
-            attention=hyp.attention[: len(out_tokens) + 1].cpu(),
-            score=hyp.score,
-            ranking=options.rank(hyp),
-        )
-
-    def _results(
-        self, sources: list[str], source_tokens: list[list[str]], decoded, options, n_best
-    ) -> list[Translation] | list[list[Translation]]:
-        ranked = [
-            [self._result(src, toks, h, options) for h in hyps]
-            for src, toks, hyps in zip(sources, source_tokens, decoded, strict=True)
-        ]
-        return [r[0] for r in ranked] if n_best is None else ranked
-
-    def translate(
-        self,
-        texts: list[str],
-        beam: int = 5,
-        max_len: int = 100,
-        *,
-        n_best: int | None = None,
-        length_penalty: float = 1.0,
-        penalty: str = "power",
-        min_len: int = 0,
-    ) -> list[Translation] | list[list[Translation]]:
-        """Decode sentences (a model whose source is text): the best Translation of each, or
-        with n_best=k a ranked list of up to k per sentence (beam search options as in
-        fast_s2s.models.beam_search; beam=1 is greedy)."""
-        if self.src_vocab is None:
-            raise ValueError(
-                "this model reads frames (config.source='frames'), not text: use "
-                "translate_frames (CLI: fast-s2s translate --frames FILE.pt)"
-            )
-        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
-        tokens = [tokenize(t, self.mode) for t in texts]
-        decoded = self._decode([self.src_vocab.encode(tok) for tok in tokens], options)
-        return self._results(texts, tokens, decoded, options, n_best)
-
-    def translate_frames(
-        self,
-        frames: list[torch.Tensor],
-        beam: int = 5,
-        max_len: int = 100,
-        names: list[str] | None = None,
-        *,
-        n_best: int | None = None,
-        length_penalty: float = 1.0,
-        penalty: str = "power",
-        min_len: int = 0,
-    ) -> list[Translation] | list[list[Translation]]:
-        """Decode feature sequences, each a (T_i, frame_size) float tensor (a model whose
-        source is frames). names: Translation.source of each (default "frames[i]"); the other
-        options as for translate."""
-        config = self.model.config
-        if config.source != "frames":
-            raise ValueError("this model reads text (config.source='tokens'), not frames")
-        for i, f in enumerate(frames):
-            if not isinstance(f, torch.Tensor) or f.dim() != 2 or not f.is_floating_point():
-                what = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-                raise ValueError(f"frames[{i}] must be a 2-D (T, F) float tensor, got {what}")
-            if f.shape[1] != config.frame_size:
-                raise ValueError(
-                    f"frames[{i}] has {f.shape[1]} features per frame; this model reads "
-                    f"frame_size={config.frame_size}"
-                )
-        names = names or [f"frames[{i}]" for i in range(len(frames))]
-        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
-        decoded = self._decode([f.float().cpu() for f in frames], options)
-        positions = [[str(t) for t in range(f.shape[0])] for f in frames]
-        return self._results(names, positions, decoded, options, n_best)
+from fast_s2s.data import FramesFormatError, load_frames
+from fast_s2s.models.search import LENGTH_PENALTIES, SearchOptions
+from fast_s2s.training import checkpoint
+from fast_s2s.training.translator import Translator
 
 
 def run(
@@ -231,7 +87,7 @@ def run(
         hits = sum(r.output == t for r, t in zip(results, targets, strict=True))
         console.print(f"exact match against the file's targets: {hits}/{len(targets)}")
     if plot and results:
-        from fast_s2s.plotting import plot_attention
+        from fast_s2s.training.plotting import plot_attention
 
         first = results[0]
         plot_attention(

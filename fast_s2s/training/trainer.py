@@ -13,14 +13,14 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fast_s2s import checkpoint, distributed
 from fast_s2s.data import (
     Vocab,
     make_batches,
 )
-from fast_s2s.evaluation import evaluate
 from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig
-from fast_s2s.training_data import PreparedData, TrainSettings, prepare_data, uses_frames
+from fast_s2s.training import checkpoint, distributed
+from fast_s2s.training.data import PreparedData, TrainSettings, prepare_data, uses_frames
+from fast_s2s.training.evaluation import evaluate
 
 
 @dataclass

@@ -23,27 +23,13 @@ import sys
 
 from rich.console import Console
 
-from fast_s2s import checkpoint
 from fast_s2s.data import (
     FRAME_TASKS,
     TASKS,
     is_frames_file,
 )
-from fast_s2s.evaluation import evaluate, translate_examples
 from fast_s2s.models import SearchOptions, Seq2SeqConfig
-from fast_s2s.trainer import TrainResult, train
-from fast_s2s.training_data import PreparedData, TrainSettings, prepare_data, uses_frames
-
-__all__ = [
-    "PreparedData",
-    "TrainResult",
-    "TrainSettings",
-    "evaluate",
-    "prepare_data",
-    "train",
-    "translate_examples",
-    "uses_frames",
-]
+from fast_s2s.training import TrainSettings, checkpoint, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -187,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
         + (f"; checkpoint {args.checkpoint}" if args.checkpoint else "")
     )
     if args.demo and args.checkpoint:
-        from fast_s2s import translate
+        from fast_s2s.cli import translate
 
         return translate.run(args.checkpoint, args.demo, beam=5, plot=args.plot, console=console)
     return 0

@@ -11,7 +11,7 @@ from fast_s2s.data import (
 )
 from fast_s2s.models import Seq2Seq
 from fast_s2s.models.search import SearchOptions, search
-from fast_s2s.training_data import PreparedData
+from fast_s2s.training.data import PreparedData
 
 
 def translate_examples(

@@ -1,4 +1,4 @@
-"""`fast-s2s experiment length`: the bottleneck experiment.
+"""The bottleneck experiment (`fast-s2s experiment length`, fast_s2s.cli.experiment).
 
 The argument of Bahdanau et al. (2014): a classic encoder-decoder (Sutskever et al. 2014, Cho
 et al. 2014) squeezes the whole source into one fixed vector, so its quality falls as sources
@@ -18,11 +18,9 @@ source length, both models), and the same numbers as a table on the console.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -40,7 +38,13 @@ from fast_s2s.data import (
 )
 from fast_s2s.models import Seq2Seq, Seq2SeqConfig, greedy_decode
 
-__all__ = ["LengthSettings", "parse_budget", "run_length_experiment"]
+__all__ = [
+    "TINY",
+    "LengthSettings",
+    "length_buckets",
+    "parse_budget",
+    "run_length_experiment",
+]
 
 MODELS = ("classic", "attention")  # classic: attention="none"; attention: Bahdanau additive
 
@@ -237,7 +241,7 @@ def run_length_experiment(s: LengthSettings, out: str, console: Console | None =
     json_path, png_path = os.path.join(out, "bottleneck.json"), os.path.join(out, "bottleneck.png")
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
-    from fast_s2s.plotting import plot_length_curves
+    from fast_s2s.training.plotting import plot_length_curves
 
     plot_length_curves(results, png_path)
     console.print(f"wrote {json_path} and {png_path}", markup=False)
@@ -259,44 +263,3 @@ def results_table(results: dict) -> Table:
         token = [f"{100 * r['token_accuracy']:.1f}%" for r in rows]
         table.add_row(rows[0]["lengths"], str(rows[0]["n"]), *exact, *token)
     return table
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "name", choices=["length"], help="length: accuracy against source length, classic vs "
-        "attention (the bottleneck experiment)"
-    )  # fmt: skip
-    d = LengthSettings()
-    parser.add_argument(
-        "--budget",
-        default=str(d.steps),
-        help=f"per model: Adam steps (e.g. 2000) or seconds (e.g. 300s); default {d.steps}",
-    )
-    parser.add_argument("--out", default="runs/bottleneck", help="folder for the JSON and PNG")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument(
-        "--tiny", action="store_true", help="tiny sizes and a 6-step budget (a smoke test)"
-    )
-    parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
-    parser.add_argument("--backend", default="auto", choices=["auto", "reference", "cpp", "triton"])
-
-
-def settings_from_args(args: argparse.Namespace) -> LengthSettings:
-    """The settings of the command line: --tiny replaces the sizes and the budget by TINY."""
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    steps, seconds = parse_budget(args.budget)
-    base = dict(seed=args.seed, backend=args.backend, threads=args.threads)
-    if args.tiny:
-        return LengthSettings(**{**base, **TINY})
-    return LengthSettings(**base, steps=steps, seconds=seconds)
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args)
-    except ValueError as exc:
-        print(f"fast-s2s experiment: {exc}", file=sys.stderr)
-        return 2
-    run_length_experiment(settings, args.out)
-    return 0

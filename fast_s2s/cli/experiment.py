@@ -1,0 +1,59 @@
+"""`fast-s2s experiment length`: the bottleneck experiment of fast_s2s.training.length_experiment.
+
+fast-s2s experiment length                       # defaults: about 6 minutes on 1 CPU thread
+fast-s2s experiment length --budget 300s --out runs/bottleneck
+fast-s2s experiment length --tiny                # seconds: a smoke test of the pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fast_s2s.training.length_experiment import (
+    TINY,
+    LengthSettings,
+    parse_budget,
+    run_length_experiment,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name", choices=["length"], help="length: accuracy against source length, classic vs "
+        "attention (the bottleneck experiment)"
+    )  # fmt: skip
+    d = LengthSettings()
+    parser.add_argument(
+        "--budget",
+        default=str(d.steps),
+        help=f"per model: Adam steps (e.g. 2000) or seconds (e.g. 300s); default {d.steps}",
+    )
+    parser.add_argument("--out", default="runs/bottleneck", help="folder for the JSON and PNG")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny sizes and a 6-step budget (a smoke test)"
+    )
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    parser.add_argument("--backend", default="auto", choices=["auto", "reference", "cpp", "triton"])
+
+
+def settings_from_args(args: argparse.Namespace) -> LengthSettings:
+    """The settings of the command line: --tiny replaces the sizes and the budget by TINY."""
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    steps, seconds = parse_budget(args.budget)
+    base = dict(seed=args.seed, backend=args.backend, threads=args.threads)
+    if args.tiny:
+        return LengthSettings(**{**base, **TINY})
+    return LengthSettings(**base, steps=steps, seconds=seconds)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"fast-s2s experiment: {exc}", file=sys.stderr)
+        return 2
+    run_length_experiment(settings, args.out)
+    return 0

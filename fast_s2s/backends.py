@@ -11,8 +11,16 @@ import os
 import torch
 
 from fast_s2s import _extension
+from fast_s2s.checks import BACKENDS, check_backend
 
-BACKENDS = ("auto", "reference", "cpp", "triton")
+__all__ = [
+    "AUTO_PREFERENCE",
+    "BACKENDS",
+    "BackendUnavailableError",
+    "available_backends",
+    "resolve_backend",
+    "why_unavailable",
+]
 
 # Ops with a compiled kernel, per device type. Grows as kernels land.
 CPP_KERNELS: dict[str, frozenset[str]] = {
@@ -71,7 +79,8 @@ def why_unavailable(op: str, backend: str, device: torch.device | str) -> str | 
                 "(set TRITON_INTERPRET=1 before importing triton, for testing)"
             )
         return None
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend(op, backend)
+    raise AssertionError(f"unhandled backend {backend!r}")  # BACKENDS and this function disagree
 
 
 def available_backends(op: str, device: torch.device | str) -> dict[str, str | None]:
@@ -85,8 +94,7 @@ def resolve_backend(op: str, backend: str, device: torch.device | str) -> str:
     Raises BackendUnavailableError (saying why and how to fix it) for an explicit backend that
     is not available; `auto` never raises, it falls back down AUTO_PREFERENCE.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend(op, backend)
     if backend != "auto":
         reason = why_unavailable(op, backend, device)
         if reason is not None:

@@ -1,15 +1,16 @@
 """The typed Python API of the fused ops: argument checks, backend choice, fake and autograd.
 
-Each public function checks its arguments (fast_s2s._validate), picks the implementation
+Each public function checks its arguments (fast_s2s.checks), picks the implementation
 (fast_s2s.backends.resolve_backend) and calls it:
 
 - "cpp":       torch.ops.fast_s2s.<op>, the compiled extension (C++ on CPU, CUDA C++ on GPU),
                whose schemas live in csrc/ops.cpp. Its fake (shape) functions and autograd
-               formulas are registered below; each backward is a custom op of its own, so
-               torch.compile(fullgraph=True) traces through forward and backward.
+               formulas are registered in fast_s2s.compiled_ops; each backward is a custom op
+               of its own, so torch.compile(fullgraph=True) traces through forward and backward.
+- "triton":    fast_s2s.kernels (kernels/ in the repository), imported on first use.
 - "reference": fast_s2s.reference, plain PyTorch, differentiated by autograd.
 
-Shapes follow ../shared/DESIGN.md: N = B * beam query rows, row n reads source row n // beam.
+Shapes follow docs/DESIGN.md: N = B * beam query rows, row n reads source row n // beam.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fast_s2s import _extension, _gru_autograd, _validate, reference
+from fast_s2s import checks, compiled_ops, reference  # noqa: F401 (compiled_ops registers)
 from fast_s2s.backends import resolve_backend
 
 __all__ = ["additive_attention", "dot_attention", "gru_cell", "gru_layer"]
@@ -51,8 +52,8 @@ def dot_attention(
         context (N, T, Dv) and weights (N, T, S) or None; (N, Dv) and (N, S) for a 2-D query.
     """
     op = "dot_attention"
-    _validate.check_attention(op, query, "query", keys, "keys", values, lengths)
-    _validate.check_bool(op, "need_weights", need_weights)
+    checks.check_attention(op, query, "query", keys, "keys", values, lengths)
+    checks.check_bool(op, "need_weights", need_weights)
     impl = resolve_backend(op, backend, query.device)
     if impl == "triton":
         return _triton().dot_attention(
@@ -96,9 +97,9 @@ def additive_attention(
         query_proj.
     """
     op = "additive_attention"
-    _validate.check_attention(op, query_proj, "query_proj", keys_proj, "keys_proj", values, lengths)
-    _validate.check_additive_v(op, v, query_proj)
-    _validate.check_bool(op, "need_weights", need_weights)
+    checks.check_attention(op, query_proj, "query_proj", keys_proj, "keys_proj", values, lengths)
+    checks.check_additive_v(op, v, query_proj)
+    checks.check_bool(op, "need_weights", need_weights)
     impl = resolve_backend(op, backend, query_proj.device)
     if impl == "triton":
         return _triton().additive_attention(
@@ -135,7 +136,7 @@ def gru_cell(
     Returns:
         h': (B, H).
     """
-    _validate.check_gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+    checks.check_gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
     impl = resolve_backend("gru_cell", backend, x.device)
     if impl == "cpp":
         return torch.ops.fast_s2s.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)[0]
@@ -169,7 +170,7 @@ def gru_layer(
     Returns:
         output (T, B, H) and h_n (B, H).
     """
-    _validate.check_gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+    checks.check_gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     impl = resolve_backend("gru_layer", backend, x.device)
     if impl == "cpp":
         output, h_n, _ = torch.ops.fast_s2s.gru_layer(
@@ -187,119 +188,3 @@ def _triton():
     from fast_s2s import kernels
 
     return kernels
-
-
-# ---------------------------------------------------------------------------------------------
-# Fake (shape) functions and autograd of the compiled ops. Registered only when the extension
-# is loaded: without it, the schemas in csrc/ops.cpp do not exist.
-# ---------------------------------------------------------------------------------------------
-
-
-def _attention_out_shapes(query: Tensor, keys: Tensor, values: Tensor, need_weights: bool):
-    """Shapes of context and weights. need_weights=False: the CUDA kernel returns (0,) weights;
-    the CPU kernel writes them anyway (its backward reads them), see csrc/op_schemas.h."""
-    n_rows, src_len, dv = query.shape[0], keys.shape[1], values.shape[2]
-    lead = (n_rows,) if query.dim() == 2 else (n_rows, query.shape[1])
-    weights = lead + (src_len,) if need_weights or query.device.type == "cpu" else (0,)
-    return lead + (dv,), weights
-
-
-def _weights_grad(grad_weights: Tensor | None, weights: Tensor) -> Tensor | None:
-    """None for the gradient of weights the kernel did not write (need_weights=False on CUDA)."""
-    if grad_weights is None or (weights.dim() == 1 and weights.shape[0] == 0):
-        return None
-    return grad_weights
-
-
-def _register_compiled_ops() -> None:
-    lib = "fast_s2s::"
-
-    @torch.library.register_fake(lib + "dot_attention")
-    def _dot_fake(query, keys, values, lengths=None, scale=1.0, need_weights=True):
-        ctx_shape, w_shape = _attention_out_shapes(query, keys, values, need_weights)
-        return query.new_empty(ctx_shape), query.new_empty(w_shape)
-
-    @torch.library.register_fake(lib + "dot_attention_backward")
-    def _dot_bwd_fake(grad_context, grad_weights, query, keys, values, weights, lengths, scale):
-        return (
-            query.new_empty(query.shape),
-            keys.new_empty(keys.shape),
-            values.new_empty(values.shape),
-        )
-
-    def _dot_setup(ctx, inputs, output):
-        query, keys, values, lengths, scale, _need_weights = inputs
-        ctx.save_for_backward(query, keys, values, output[1], lengths)
-        ctx.scale = scale
-
-    def _dot_backward(ctx, grad_context, grad_weights):
-        query, keys, values, weights, lengths = ctx.saved_tensors
-        gq, gk, gv = torch.ops.fast_s2s.dot_attention_backward(
-            grad_context,
-            _weights_grad(grad_weights, weights),
-            query,
-            keys,
-            values,
-            weights,
-            lengths,
-            ctx.scale,
-        )
-        return gq, gk, gv, None, None, None
-
-    torch.library.register_autograd(lib + "dot_attention", _dot_backward, setup_context=_dot_setup)
-
-    @torch.library.register_fake(lib + "additive_attention")
-    def _add_fake(query_proj, keys_proj, v, values, lengths=None, need_weights=True):
-        ctx_shape, w_shape = _attention_out_shapes(query_proj, keys_proj, values, need_weights)
-        return query_proj.new_empty(ctx_shape), query_proj.new_empty(w_shape)
-
-    @torch.library.register_fake(lib + "additive_attention_backward")
-    def _add_bwd_fake(
-        grad_context, grad_weights, query_proj, keys_proj, v, values, weights, lengths
-    ):
-        return (
-            query_proj.new_empty(query_proj.shape),
-            keys_proj.new_empty(keys_proj.shape),
-            v.new_empty(v.shape),
-            values.new_empty(values.shape),
-        )
-
-    def _add_setup(ctx, inputs, output):
-        query_proj, keys_proj, v, values, lengths, _need_weights = inputs
-        ctx.save_for_backward(query_proj, keys_proj, v, values, output[1], lengths)
-
-    def _add_backward(ctx, grad_context, grad_weights):
-        query_proj, keys_proj, v, values, weights, lengths = ctx.saved_tensors
-        grads = torch.ops.fast_s2s.additive_attention_backward(
-            grad_context,
-            _weights_grad(grad_weights, weights),
-            query_proj,
-            keys_proj,
-            v,
-            values,
-            weights,
-            lengths,
-        )
-        return (*grads, None, None)
-
-    torch.library.register_autograd(
-        lib + "additive_attention", _add_backward, setup_context=_add_setup
-    )
-
-    # The GRU ops share their fake functions and autograd with the Triton ones.
-    torch.library.register_fake(lib + "gru_cell")(_gru_autograd.cell_fake)
-    torch.library.register_fake(lib + "gru_cell_backward")(_gru_autograd.cell_backward_fake)
-    backward, setup = _gru_autograd.cell_autograd(torch.ops.fast_s2s.gru_cell_backward)
-    torch.library.register_autograd(lib + "gru_cell", backward, setup_context=setup)
-    torch.library.register_fake(lib + "gru_layer")(_gru_autograd.layer_fake)
-    torch.library.register_fake(lib + "gru_layer_backward")(_gru_autograd.layer_backward_fake)
-    backward, setup = _gru_autograd.layer_autograd(torch.ops.fast_s2s.gru_layer_backward)
-    torch.library.register_autograd(lib + "gru_layer", backward, setup_context=setup)
-
-    @torch.library.register_fake(lib + "cuda_smoke")
-    def _smoke_fake(x):
-        return torch.empty_like(x)
-
-
-if _extension.extension_loaded():
-    _register_compiled_ops()

@@ -15,7 +15,9 @@ Shapes (see DESIGN.md, "The ops"):
     D     query/key features, Dv value features, A additive-attention features
     I, H  GRU input and hidden features
 
-This module is the bottom layer: it imports nothing from fast_s2s.
+It checks nothing: fast_s2s.ops (through fast_s2s.checks) has validated every argument before
+a backend runs, and a call with bad arguments here fails however torch fails. This module is
+the bottom layer: it imports nothing from fast_s2s.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from torch import Tensor
 
 __all__ = [
     "additive_attention",
-    "check_lengths",
     "dot_attention",
     "gru_cell",
     "gru_layer",
@@ -44,73 +45,14 @@ def _acc_dtype(*tensors: Tensor | None) -> torch.dtype:
     return torch.float32
 
 
-def _describe(t: Tensor) -> str:
-    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
-
-
-def _check_tensor(name: str, t: object, ndims: tuple[int, ...]) -> Tensor:
-    """Raise ValueError unless ``t`` is a floating-point tensor of one of the ranks ``ndims``."""
-    if not isinstance(t, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() not in ndims:
-        ranks = " or ".join(f"{n}-D" for n in ndims)
-        raise ValueError(f"{name} must be {ranks}, got {_describe(t)}")
-    if not t.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {_describe(t)}")
-    return t
-
-
-def _check_same(names: list[str], tensors: list[Tensor | None]) -> None:
-    """Raise ValueError unless all given tensors share one dtype and one device."""
-    pairs = [(n, t) for n, t in zip(names, tensors, strict=True) if t is not None]
-    first_name, first = pairs[0]
-    for name, t in pairs[1:]:
-        if t.dtype != first.dtype:
-            raise ValueError(
-                f"{name} has dtype {t.dtype}, expected {first.dtype} (the dtype of {first_name})"
-            )
-        if t.device != first.device:
-            raise ValueError(
-                f"{name} is on device {t.device}, expected {first.device} "
-                f"(the device of {first_name})"
-            )
-
-
-def check_lengths(
-    lengths: Tensor | None,
-    batch: int,
-    max_len: int,
-    device: torch.device,
-    name: str = "lengths",
-) -> Tensor | None:
-    """Validate ``lengths`` and return it as int64 on ``device`` (None stays None).
-
-    lengths: (B,) int32 or int64, each value in [0, max_len]. It may live on
-    another device than the inputs (e.g. on the CPU next to CUDA inputs); it is
-    moved. Raises ValueError naming the argument, what was seen and what was
-    expected.
-    """
-    if lengths is None:
-        return None
-    if not isinstance(lengths, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(lengths).__name__}")
-    if lengths.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"{name} must have dtype torch.int32 or torch.int64, got {lengths.dtype}")
-    if tuple(lengths.shape) != (batch,):
-        raise ValueError(f"{name} must have shape ({batch},), got {tuple(lengths.shape)}")
-    if lengths.numel() > 0:
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < 0 or hi > max_len:
-            raise ValueError(f"{name} must lie in [0, {max_len}], got values in [{lo}, {hi}]")
-    return lengths.to(device=device, dtype=torch.int64)
-
-
 def _valid_mask(lengths: Tensor | None, batch: int, size: int, device: torch.device) -> Tensor:
-    """valid[b, s] = s < lengths[b], shape (B, S) bool; all True when lengths is None."""
+    """valid[b, s] = s < lengths[b], shape (B, S) bool; all True when lengths is None.
+
+    lengths: (B,) int32/int64, on any device (CPU lengths beside CUDA inputs are moved)."""
     if lengths is None:
         return torch.ones(batch, size, dtype=torch.bool, device=device)
     positions = torch.arange(size, device=device)  # (S,)
-    return positions[None, :] < lengths[:, None]  # (B, S)
+    return positions[None, :] < lengths.to(device=device, dtype=torch.int64)[:, None]  # (B, S)
 
 
 def _masked_softmax(scores: Tensor, valid: Tensor) -> Tensor:
@@ -134,36 +76,12 @@ def _masked_softmax(scores: Tensor, valid: Tensor) -> Tensor:
     return numer / safe_denom
 
 
-def _attention_shapes(
-    query: Tensor, keys: Tensor, values: Tensor, q_name: str, k_name: str
-) -> tuple[int, int, int, int]:
-    """Check the shared attention shapes; return (B, beam, T, S)."""
-    _check_tensor(q_name, query, (2, 3))
-    _check_tensor(k_name, keys, (3,))
-    _check_tensor("values", values, (3,))
+def _attention_sizes(query: Tensor, keys: Tensor) -> tuple[int, int, int, int]:
+    """(B, beam, T, S) of query (N, T, D) or (N, D) and keys (B, S, D); N = B * beam."""
     B, S = keys.shape[0], keys.shape[1]
-    N = query.shape[0]
     T = 1 if query.dim() == 2 else query.shape[1]
-    if values.shape[:2] != keys.shape[:2]:
-        raise ValueError(
-            f"values must have shape ({B}, {S}, Dv) to match {k_name} (B, S) = ({B}, {S}), "
-            f"got {tuple(values.shape)}"
-        )
-    if query.shape[-1] != keys.shape[-1]:
-        raise ValueError(
-            f"{q_name} last dim must equal the last dim of {k_name} ({keys.shape[-1]}), "
-            f"got {tuple(query.shape)}"
-        )
-    if B == 0:
-        if N != 0:
-            raise ValueError(f"{q_name} has {N} rows but {k_name} has batch 0")
-        return 0, 1, T, S
-    if N % B != 0:
-        raise ValueError(
-            f"{q_name} rows N = {N} must be a multiple of the {k_name} batch B = {B} "
-            f"(N = B * beam), got {tuple(query.shape)} and {tuple(keys.shape)}"
-        )
-    return B, N // B, T, S
+    beam = query.shape[0] // B if B > 0 else 1
+    return B, beam, T, S
 
 
 # --------------------------------------------------------------------------- #
@@ -209,9 +127,7 @@ def dot_attention(
         with b = n // beam. A row with length 0 gets zero context and zero weights.
         Both in the dtype of ``query``.
     """
-    B, beam, T, S = _attention_shapes(query, keys, values, "query", "keys")
-    _check_same(["query", "keys", "values"], [query, keys, values])
-    lengths = check_lengths(lengths, B, S, query.device)
+    B, beam, T, S = _attention_sizes(query, keys)
     out_dtype = query.dtype
     acc = _acc_dtype(query, keys, values)
 
@@ -249,13 +165,8 @@ def additive_attention(
         A row with length 0 gets zero context and zero weights. Both in the
         dtype of ``query_proj``.
     """
-    B, beam, T, S = _attention_shapes(query_proj, keys_proj, values, "query_proj", "keys_proj")
-    _check_tensor("v", v, (1,))
+    B, beam, T, S = _attention_sizes(query_proj, keys_proj)
     A = keys_proj.shape[-1]
-    if v.shape[0] != A:
-        raise ValueError(f"v must have shape ({A},) to match keys_proj, got {tuple(v.shape)}")
-    _check_same(["query_proj", "keys_proj", "v", "values"], [query_proj, keys_proj, v, values])
-    lengths = check_lengths(lengths, B, S, query_proj.device)
     out_dtype = query_proj.dtype
     acc = _acc_dtype(query_proj, keys_proj, v, values)
 
@@ -271,30 +182,6 @@ def additive_attention(
 # --------------------------------------------------------------------------- #
 # GRU
 # --------------------------------------------------------------------------- #
-
-
-def _check_gru_weights(
-    x_name: str,
-    x: Tensor,
-    h: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
-) -> None:
-    I, H = x.shape[-1], h.shape[-1]
-    _check_tensor("w_ih", w_ih, (2,))
-    _check_tensor("w_hh", w_hh, (2,))
-    if tuple(w_ih.shape) != (3 * H, I):
-        raise ValueError(f"w_ih must have shape (3H, I) = ({3 * H}, {I}), got {tuple(w_ih.shape)}")
-    if tuple(w_hh.shape) != (3 * H, H):
-        raise ValueError(f"w_hh must have shape (3H, H) = ({3 * H}, {H}), got {tuple(w_hh.shape)}")
-    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if b is not None:
-            _check_tensor(name, b, (1,))
-            if tuple(b.shape) != (3 * H,):
-                raise ValueError(f"{name} must have shape (3H,) = ({3 * H},), got {tuple(b.shape)}")
-    _check_same([x_name, "h", "w_ih", "w_hh", "b_ih", "b_hh"], [x, h, w_ih, w_hh, b_ih, b_hh])
 
 
 def gru_cell(
@@ -321,11 +208,6 @@ def gru_cell(
             n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
             h' = (1 - z) * n + z * h
     """
-    _check_tensor("x", x, (2,))
-    _check_tensor("h", h, (2,))
-    if h.shape[0] != x.shape[0]:
-        raise ValueError(f"h must have batch {x.shape[0]} like x, got {tuple(h.shape)}")
-    _check_gru_weights("x", x, h, w_ih, w_hh, b_ih, b_hh)
     out_dtype = x.dtype
     acc = _acc_dtype(x, h, w_ih, w_hh, b_ih, b_hh)
     x_, h_ = x.to(acc), h.to(acc)
@@ -374,13 +256,9 @@ def gru_layer(
                 length-0 row). Both in the dtype of ``x``; the state is carried
                 in float32 (float64) between steps.
     """
-    _check_tensor("x", x, (3,))
-    _check_tensor("h0", h0, (2,))
     T, B, _ = x.shape
-    if h0.shape[0] != B:
-        raise ValueError(f"h0 must have shape ({B}, H) to match x (T, B, I), got {tuple(h0.shape)}")
-    _check_gru_weights("x", x, h0, w_ih, w_hh, b_ih, b_hh)
-    lengths = check_lengths(lengths, B, T, x.device)
+    if lengths is not None:
+        lengths = lengths.to(device=x.device, dtype=torch.int64)
     out_dtype = x.dtype
     acc = _acc_dtype(x, h0, w_ih, w_hh, b_ih, b_hh)
     # Upcast once; gru_cell on float32 (float64) inputs stays in that dtype.

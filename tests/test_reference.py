@@ -8,6 +8,7 @@ and torch.nn.GRU over packed sequences.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from fast_s2s import ops
 from fast_s2s import reference as ref
 
 # Tolerances per dtype (output compared with a float64 independent definition).
@@ -559,33 +561,44 @@ BAD_LENGTHS = {
 @pytest.mark.parametrize("kind", list(BAD_LENGTHS), ids=list(BAD_LENGTHS))
 @pytest.mark.parametrize("op", ["dot_attention", "additive_attention", "gru_layer"])
 def test_bad_lengths_raise(op, kind):
+    """The reference checks nothing itself: its arguments are checked by fast_s2s.ops
+    (fast_s2s.checks) before it runs, as for every backend."""
     B, beam, S, D = 2, 2, 4, 3
     lengths = BAD_LENGTHS[kind](B, S)
     with pytest.raises(ValueError, match="lengths"):
         if op == "dot_attention":
             q, k, v = torch.randn(B * beam, 1, D), torch.randn(B, S, D), torch.randn(B, S, D)
-            ref.dot_attention(q, k, v, lengths)
+            ops.dot_attention(q, k, v, lengths, backend="reference")
         elif op == "additive_attention":
             q, k = torch.randn(B * beam, D), torch.randn(B, S, D)
-            ref.additive_attention(q, k, torch.randn(D), torch.randn(B, S, 2), lengths)
+            ops.additive_attention(
+                q, k, torch.randn(D), torch.randn(B, S, 2), lengths, backend="reference"
+            )
         else:
             H = 3
             x, h0 = torch.randn(S, B, D), torch.randn(B, H)
-            ref.gru_layer(x, h0, torch.randn(3 * H, D), torch.randn(3 * H, H), lengths=lengths)
+            ops.gru_layer(
+                x, h0, torch.randn(3 * H, D), torch.randn(3 * H, H), lengths=lengths,
+                backend="reference",
+            )  # fmt: skip
 
 
 def test_bad_shapes_raise():
     q, k, v = torch.randn(5, 1, 3), torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    dot = functools.partial(ops.dot_attention, backend="reference")
     with pytest.raises(ValueError, match="multiple"):
-        ref.dot_attention(q, k, v)  # N = 5 not divisible by B = 2
+        dot(q, k, v)  # N = 5 not divisible by B = 2
     with pytest.raises(ValueError, match="keys"):
-        ref.dot_attention(torch.randn(4, 1, 3), torch.randn(2, 4, 2), v)
+        dot(torch.randn(4, 1, 3), torch.randn(2, 4, 2), v)
     with pytest.raises(ValueError, match="values"):
-        ref.dot_attention(torch.randn(4, 1, 3), k, torch.randn(2, 5, 3))
+        dot(torch.randn(4, 1, 3), k, torch.randn(2, 5, 3))
     with pytest.raises(ValueError, match="dtype"):
-        ref.dot_attention(torch.randn(4, 1, 3), k.double(), v)
+        dot(torch.randn(4, 1, 3), k.double(), v)
     with pytest.raises(ValueError, match="w_ih"):
-        ref.gru_cell(torch.randn(2, 3), torch.randn(2, 4), torch.randn(12, 2), torch.randn(12, 4))
+        ops.gru_cell(
+            torch.randn(2, 3), torch.randn(2, 4), torch.randn(12, 2), torch.randn(12, 4),
+            backend="reference",
+        )  # fmt: skip
 
 
 @pytest.mark.cuda

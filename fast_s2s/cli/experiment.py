@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fast_s2s.backends import BACKENDS
 from fast_s2s.training.length_experiment import (
     TINY,
     LengthSettings,
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tiny", action="store_true", help="tiny sizes and a 6-step budget (a smoke test)"
     )
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
-    parser.add_argument("--backend", default="auto", choices=["auto", "reference", "cpp", "triton"])
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
 
 
 def settings_from_args(args: argparse.Namespace) -> LengthSettings:

@@ -23,6 +23,7 @@ import sys
 
 from rich.console import Console
 
+from fast_s2s.backends import BACKENDS
 from fast_s2s.data import (
     FRAME_TASKS,
     TASKS,
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--checkpoint", metavar="PATH", help="where to save (and --resume from)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --checkpoint")
-    parser.add_argument("--backend", default="auto", choices=["auto", "reference", "cpp", "triton"])
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="cpu")
     d = TrainSettings()
     parser.add_argument("--num-examples", type=int, default=d.num_examples, help="generated pairs")

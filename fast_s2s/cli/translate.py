@@ -14,6 +14,7 @@ import sys
 
 from rich.console import Console
 
+from fast_s2s.backends import BACKENDS
 from fast_s2s.data import FramesFormatError, load_frames
 from fast_s2s.models.search import LENGTH_PENALTIES, SearchOptions
 from fast_s2s.training import checkpoint
@@ -131,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-len", type=int, default=0, help="at least this many tokens")
     parser.add_argument("--max-len", type=int, default=100, help="at most this many tokens")
     parser.add_argument("--plot", metavar="PNG", help="save the attention map of the first input")
-    parser.add_argument("--backend", choices=["auto", "reference", "cpp", "triton"])
+    parser.add_argument("--backend", choices=BACKENDS)
 
 
 def main(args: argparse.Namespace) -> int:

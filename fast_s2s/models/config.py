@@ -11,7 +11,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from fast_s2s.backends import BACKENDS
+from fast_s2s.checks import check_backend
 
 __all__ = ["ATTENTIONS", "SCORES", "SOURCES", "WIRINGS", "Seq2SeqConfig"]
 
@@ -165,10 +165,7 @@ class Seq2SeqConfig:
                 f"Seq2SeqConfig: dropout must be a number in [0, 1), got {self.dropout!r}"
             )
         self.dropout = float(self.dropout)
-        if self.backend not in BACKENDS:
-            raise ValueError(
-                f"Seq2SeqConfig: backend must be one of {BACKENDS}, got {self.backend!r}"
-            )
+        check_backend("Seq2SeqConfig", self.backend)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (JSON-serialisable)."""

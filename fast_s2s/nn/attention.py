@@ -25,8 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from fast_s2s import _validate, ops
-from fast_s2s.backends import BACKENDS
+from fast_s2s import checks, ops
 
 __all__ = ["ATTENTION_KINDS", "Attention", "AttentionMemory"]
 
@@ -100,8 +99,7 @@ class Attention(nn.Module):
         super().__init__()
         if kind not in ATTENTION_KINDS:
             raise ValueError(f"Attention: kind must be one of {ATTENTION_KINDS}, got {kind!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"Attention: backend must be one of {BACKENDS}, got {backend!r}")
+        checks.check_backend("Attention", backend)
         value_size = key_size if value_size is None else value_size
         attn_size = key_size if attn_size is None else attn_size
         for name, size in (
@@ -238,7 +236,7 @@ class Attention(nn.Module):
                 f"beam = {beam}; query row n reads source row n // beam)"
             )
 
-        _validate.check_bool("Attention", "need_weights", need_weights)
+        checks.check_bool("Attention", "need_weights", need_weights)
         flags = dict(backend=self.backend, need_weights=need_weights)
         if self.kind in ("dot", "scaled_dot"):
             return ops.dot_attention(

@@ -23,16 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from fast_s2s import ops
-from fast_s2s.backends import BACKENDS
+from fast_s2s import checks, ops
 
 __all__ = ["GRU", "GRUCell"]
-
-
-def _check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
 
 
 def _check_sizes(cls: str, input_size: int, hidden_size: int) -> None:
@@ -75,7 +68,7 @@ class GRUCell(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        self.backend = _check_backend(backend)
+        self.backend = checks.check_backend("GRUCell", backend)
         self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size, **factory))
         if bias:
@@ -195,7 +188,7 @@ class GRU(nn.Module):
         self.batch_first = batch_first
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
-        self.backend = _check_backend(backend)
+        self.backend = checks.check_backend("GRU", backend)
 
         num_directions = 2 if bidirectional else 1
         gate_size = 3 * hidden_size
@@ -259,27 +252,11 @@ class GRU(nn.Module):
         return s
 
     def _check_lengths(self, lengths: Tensor | None, batch: int, steps: int) -> Tensor | None:
-        """(B,) int lengths in [0, T]; lists are accepted. The range is checked for CPU lengths
-        only (no device synchronisation); returned on the device of the input by the caller."""
-        if lengths is None:
-            return None
-        if not isinstance(lengths, Tensor):
+        """(B,) int lengths in [0, T] (fast_s2s.checks.check_lengths); lists are accepted.
+        Returned on the device of the input by the caller."""
+        if lengths is not None and not isinstance(lengths, Tensor):
             lengths = torch.as_tensor(lengths, dtype=torch.int64)
-        if lengths.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"GRU: lengths must be int32 or int64, got {lengths.dtype}")
-        if tuple(lengths.shape) != (batch,):
-            raise ValueError(
-                f"GRU: lengths must have shape ({batch},) (one per batch row), "
-                f"got {tuple(lengths.shape)}"
-            )
-        if lengths.device.type == "cpu" and batch > 0 and not torch.compiler.is_compiling():
-            low, high = int(lengths.min()), int(lengths.max())
-            if low < 0 or high > steps:
-                bad = low if low < 0 else high
-                raise ValueError(
-                    f"GRU: lengths must lie in [0, T] = [0, {steps}] (T = the sequence length "
-                    f"of input), got a length of {bad}"
-                )
+        checks.check_lengths("GRU", lengths, batch, steps, "T")
         return lengths
 
     def forward(

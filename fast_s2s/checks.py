@@ -1,15 +1,22 @@
-"""Argument checks run before any backend: one wording of every error, whatever runs next.
+"""Argument checks, the one home of every error message about an argument.
 
-Every message names the argument, what was seen and what was expected. Checks that read tensor
-data (the range of `lengths`) run only in eager mode and only for lengths on the CPU, so
-torch.compile sees no data-dependent branch and decoding on a GPU does not synchronise; the
-compiled kernels repeat them where they read the lengths anyway.
+fast_s2s.ops runs them before any backend, fast_s2s.nn and fast_s2s.models before calling the
+ops, so every path reports a bad argument in one wording: "<op or class>: <argument> must be
+<what was expected>, got <what was seen>". fast_s2s.reference does no checking at all: it is
+only the maths. Checks that read tensor data (the range of `lengths`) run only in eager mode
+and only for lengths on the CPU, so torch.compile sees no data-dependent branch and decoding on
+a GPU does not synchronise; the compiled kernels repeat them where they read the lengths anyway.
+
+This module is the bottom layer with fast_s2s.reference: it imports nothing from fast_s2s.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+# The implementations a caller may ask for (see fast_s2s.backends for what each means).
+BACKENDS: tuple[str, ...] = ("auto", "reference", "cpp", "triton")
 
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -27,6 +34,13 @@ def check_float_tensor(op: str, name: str, t: object) -> None:
     if t.dtype not in allowed:
         names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
         raise ValueError(f"{op}: {name} must be one of {names} on {t.device.type}, got {t.dtype}")
+
+
+def check_backend(owner: str, backend: object) -> str:
+    """backend: one of BACKENDS; owner names the op or class in the message."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"{owner}: backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
 
 
 def check_bool(op: str, name: str, value: object) -> None:
@@ -47,7 +61,7 @@ def check_same(op: str, name: str, t: Tensor, like_name: str, like: Tensor) -> N
 
 
 def check_lengths(op: str, lengths: Tensor | None, batch: int, limit: int, limit_name: str) -> None:
-    """lengths: (batch,) int32/int64 with 0 <= lengths[b] <= limit."""
+    """lengths: (batch,) int32/int64 with 0 <= lengths[b] <= limit (limit_name: "S" or "T")."""
     if lengths is None:
         return
     if not isinstance(lengths, Tensor):

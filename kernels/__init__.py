@@ -3,7 +3,7 @@
 Each op is a torch.library.custom_op whose body launches the Triton kernel, with register_fake
 and register_autograd (backward as a custom op of its own), so one path runs on CUDA tensors and,
 under TRITON_INTERPRET=1, on CPU tensors in the tests, and passes opcheck and
-torch.compile(fullgraph=True) (see ../shared/DESIGN.md, "Backends").
+torch.compile(fullgraph=True) (see docs/DESIGN.md, "Backends").
 
 The public functions have the signatures of their fast_s2s.reference counterparts (the
 attention ones also take need_weights, as fast_s2s.ops does) and expect checked arguments:

@@ -4,7 +4,7 @@ Each op is a ``torch.library.custom_op`` whose body launches the kernels, with a
 function and an autograd formula whose backward is a custom op of its own. That one path runs on
 CUDA tensors and, under ``TRITON_INTERPRET=1``, on CPU tensors, and passes
 ``torch.library.opcheck`` and ``torch.compile(fullgraph=True)`` (``triton_op``/``wrap_triton``
-does not under the interpreter: see ../shared/DESIGN.md, "Backends").
+does not under the interpreter: see docs/DESIGN.md, "Backends").
 
 Ops (namespace ``fast_s2s_triton``), shapes as in fast_s2s.reference (N = B * beam rows, row n
 reads source row n // beam; a 2-D query means T = 1 and 2-D outputs):

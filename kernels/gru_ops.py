@@ -8,7 +8,7 @@ Public functions (signatures of fast_s2s.reference.gru_cell / gru_layer):
 
 Each is a torch.library.custom_op (namespace fast_s2s_triton) with register_fake and
 register_autograd, its backward a custom op of its own, so torch.compile(fullgraph=True) and
-torch.library.opcheck see opaque ops with known shapes (../shared/DESIGN.md, "Backends": a
+torch.library.opcheck see opaque ops with known shapes (docs/DESIGN.md, "Backends": a
 triton_op / wrap_triton op fails opcheck and torch.compile under the interpreter).
 
 What runs where:

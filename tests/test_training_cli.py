@@ -198,3 +198,141 @@ def test_translate_refuses_bad_search_options(trained, capsys, extra, message):
     assert cli.main(["translate", "--checkpoint", str(path), "03/03/98", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# User errors: one line on stderr, exit code 2, nothing lost
+# --------------------------------------------------------------------------------------------
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+TINY_TRAIN = ["train", "--task", "copy", "--num-examples", "60", "--max-len", "4", "--epochs",
+              "1", "--embed-size", "8", "--hidden-size", "16"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--valid-size", "0"], "--valid-size must be >= 1"),
+        (["--eval-beam", "0"], "--eval-beam must be >= 1"),
+        (["--resume", "--overwrite"], "not both"),
+    ],
+)
+def test_train_refuses_bad_options_before_any_work(tmp_path, capsys, extra, message):
+    ckpt = tmp_path / "m.pt"
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt), *extra]) == 2
+    assert message in one_line_error(capsys)
+    assert not ckpt.exists()
+
+
+def test_train_refuses_tiny_empty_and_directory_corpora(tmp_path, capsys):
+    one = tmp_path / "one.tsv"
+    one.write_text("a b\tc d\n", encoding="utf-8")
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("", encoding="utf-8")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for data, message in ((one, "only 1 pair"), (empty, "the corpus is empty"),
+                          (folder, "is a directory")):  # fmt: skip
+        assert cli.main(["train", "--data", str(data), "--checkpoint", str(tmp_path / "x.pt")]) == 2
+        assert message in one_line_error(capsys)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_train_never_overwrites_a_checkpoint_silently(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt)]) == 0
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt)]) == 2
+    assert "exists: give --resume" in one_line_error(capsys)
+    assert ckpt.read_bytes() == before
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt), "--overwrite", "--seed", "1"]) == 0
+    assert ckpt.read_bytes() != before
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(tmp_path)]) == 2
+    assert "is a directory" in one_line_error(capsys)
+
+
+def test_training_removes_temporary_files_of_an_interrupted_write(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    stale = tmp_path / ".tmp-m.pt-abc123.pt"  # what save_checkpoint(m.pt) leaves when killed
+    other = tmp_path / ".tmp-other.pt-abc123.pt"  # another checkpoint's: not ours to delete
+    stale.write_bytes(b"x" * 100)
+    other.write_bytes(b"x")
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt)]) == 0
+    assert not stale.exists() and other.exists() and ckpt.exists()
+    assert "removed" in capsys.readouterr().out
+
+
+def test_translate_refuses_unreadable_input_with_one_line(trained, tmp_path, capsys):
+    path, _ = trained
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"03/03/98\n\xff\xfe\n")
+    cases = [
+        (["--file", str(tmp_path / "missing.txt")], "no such file"),
+        (["--file", str(tmp_path)], "is a directory"),
+        (["--file", str(bad)], "bad.txt:2: not UTF-8"),
+    ]
+    for extra, message in cases:
+        assert cli.main(["translate", "--checkpoint", str(path), *extra]) == 2
+        assert message in one_line_error(capsys)
+    assert cli.main(["translate", "--checkpoint", str(tmp_path), "x"]) == 2
+    assert "is a directory" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("stdin", [None, b"03/03/98\n\xff\n"], ids=["closed", "not-utf8"])
+def test_translate_with_closed_or_binary_stdin(trained, stdin):
+    path, _ = trained
+    command = [sys.executable, "-m", "fast_s2s.cli", "translate", "--checkpoint", str(path)]
+    if stdin is None:  # the shell's `<&-`: no file descriptor 0 at all
+        proc = subprocess.run(
+            ["bash", "-c", 'exec "$@" <&-', "bash", *command],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        expected = "nothing to translate"
+    else:
+        proc = subprocess.run(command, input=stdin, capture_output=True, timeout=120)
+        proc = subprocess.CompletedProcess(proc.args, proc.returncode, "", proc.stderr.decode())
+        expected = "stdin:2: not UTF-8"
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_checkpoint_contents_are_refused(trained, tmp_path, capsys):
+    path, _ = trained
+    data = checkpoint.load_checkpoint(path)
+    string_config = tmp_path / "string-config.pt"
+    checkpoint.save_checkpoint(string_config, {**data, "config": "bahdanau"})
+    nan_weights = tmp_path / "nan.pt"
+    weights = dict(data["model"])
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    checkpoint.save_checkpoint(nan_weights, {**data, "model": weights})
+    for bad, message in ((string_config, "model config must be a dict"), (nan_weights, "NaN")):
+        assert cli.main(["translate", "--checkpoint", str(bad), "03/03/98"]) == 2
+        assert message in one_line_error(capsys)
+    assert (
+        cli.main(["train", "--task", "dates", "--checkpoint", str(string_config), "--resume"]) == 2
+    )
+    assert "model config must be a dict" in one_line_error(capsys)
+
+
+def test_missing_matplotlib_is_reported_before_any_work(trained, tmp_path, capsys, monkeypatch):
+    from fast_s2s.training import plotting
+
+    monkeypatch.setattr(plotting.importlib.util, "find_spec", lambda name: None)
+    path, _ = trained
+    png = tmp_path / "a.png"
+    assert cli.main(["translate", "--checkpoint", str(path), "03/03/98", "--plot", str(png)]) == 2
+    assert "needs matplotlib" in one_line_error(capsys)
+    ckpt = tmp_path / "m.pt"
+    assert (
+        cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt), "--demo", "t1", "--plot", str(png)]) == 2
+    )
+    assert "needs matplotlib" in one_line_error(capsys)
+    assert not ckpt.exists() and not png.exists()

@@ -31,6 +31,7 @@ from fast_s2s.data import (
 )
 from fast_s2s.models import SearchOptions, Seq2SeqConfig
 from fast_s2s.training import TrainSettings, checkpoint, train
+from fast_s2s.training.plotting import plotting_unavailable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--checkpoint", metavar="PATH", help="where to save (and --resume from)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --checkpoint")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --checkpoint (a new run)"
+    )
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="cpu")
     d = TrainSettings()
@@ -141,6 +145,23 @@ def check_args(args: argparse.Namespace) -> str | None:
     """What is wrong with a combination of options, before any work; None if nothing."""
     if args.plot and args.attention == "none":
         return "--plot: a model without attention (--attention none) has no attention map"
+    if args.plot and plotting_unavailable():
+        return f"--plot: {plotting_unavailable()}"
+    if args.valid_size < 1:
+        return f"--valid-size must be >= 1 (validation picks the checkpoint), got {args.valid_size}"
+    if args.eval_beam < 1:
+        return f"--eval-beam must be >= 1, got {args.eval_beam}"
+    if args.resume and args.overwrite:
+        return "give --resume (continue the run) or --overwrite (start a new one), not both"
+    if args.resume and not args.checkpoint:
+        return "--resume needs --checkpoint PATH"
+    if args.checkpoint and os.path.isdir(args.checkpoint):
+        return f"--checkpoint {args.checkpoint} is a directory; give a file path such as m.pt"
+    if args.checkpoint and os.path.exists(args.checkpoint) and not (args.resume or args.overwrite):
+        return (
+            f"--checkpoint {args.checkpoint} exists: give --resume to continue that run or "
+            "--overwrite to replace it"
+        )
     frames = args.task in FRAME_TASKS or (args.data and is_frames_file(args.data))
     if args.demo and frames:
         return (

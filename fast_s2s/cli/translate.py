@@ -10,6 +10,7 @@ fast-s2s translate --checkpoint tones.pt --frames sounds.npz     # a model that 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from fast_s2s.backends import BACKENDS
 from fast_s2s.data import FramesFormatError, load_frames
 from fast_s2s.models.search import LENGTH_PENALTIES, SearchOptions
 from fast_s2s.training import checkpoint
+from fast_s2s.training.plotting import plotting_unavailable
 from fast_s2s.training.translator import Translator
 
 
@@ -138,6 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     problem = _search_problem(args)
+    if problem is None and args.plot and plotting_unavailable():
+        problem = f"--plot: {plotting_unavailable()}"
     if problem:
         print(f"fast-s2s translate: {problem}", file=sys.stderr)
         return 2
@@ -150,11 +154,15 @@ def main(args: argparse.Namespace) -> int:
             return 2
         return _run_guarded(args, console, None)
     texts = list(args.texts)
-    if args.file:
-        with open(args.file, encoding="utf-8") as f:
-            texts += [line.rstrip("\n\r") for line in f if line.strip()]
-    if not texts and not sys.stdin.isatty():
-        texts = [line.rstrip("\n\r") for line in sys.stdin if line.strip()]
+    try:
+        if args.file:
+            texts += _read_lines(args.file)
+        stdin = sys.stdin  # None when the shell closed it (`<&-`)
+        if not texts and stdin is not None and not stdin.isatty():
+            texts = _read_stdin(stdin)
+    except InputError as exc:
+        print(f"fast-s2s translate: {exc}", file=sys.stderr)
+        return 2
     if not texts:
         print(
             "fast-s2s translate: nothing to translate (give TEXT, --file or stdin)",
@@ -162,6 +170,42 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     return _run_guarded(args, console, texts)
+
+
+class InputError(ValueError):
+    """A --file that cannot be read as UTF-8 text lines."""
+
+
+def _nonblank(lines: list[str]) -> list[str]:
+    return [line.rstrip("\r") for line in lines if line.strip()]
+
+
+def _decode_lines(data: bytes, where: str) -> list[str]:
+    """The non-blank lines of UTF-8 bytes, or InputError naming the line that is not UTF-8."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{where}:{line}: not UTF-8 text ({exc.reason})") from None
+    return _nonblank(text.removeprefix("\ufeff").split("\n"))
+
+
+def _read_lines(path: str) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, or InputError saying why it cannot be read."""
+    if os.path.isdir(path):
+        raise InputError(f"--file {path} is a directory, not a text file")
+    if not os.path.isfile(path):
+        raise InputError(f"--file {path}: no such file")
+    with open(path, "rb") as f:
+        return _decode_lines(f.read(), f"--file {path}")
+
+
+def _read_stdin(stdin) -> list[str]:
+    """stdin's non-blank lines, decoded strictly as UTF-8 (the text layer may not be strict)."""
+    buffer = getattr(stdin, "buffer", None)
+    if buffer is None:  # a text stream without bytes beneath (tests, embedding)
+        return _nonblank(stdin.read().split("\n"))
+    return _decode_lines(buffer.read(), "stdin")
 
 
 def _search_problem(args: argparse.Namespace) -> str | None:
@@ -197,6 +241,7 @@ def _run_guarded(args: argparse.Namespace, console: Console, texts: list[str] | 
             console=console,
             frames_file=args.frames,
         )
-    except (checkpoint.CheckpointError, FramesFormatError, FileNotFoundError) as exc:
+    except (checkpoint.CheckpointError, FramesFormatError, FileNotFoundError, ValueError) as exc:
+        # ValueError: fast_s2s's own argument checks, e.g. a model that yields no finite output
         print(f"fast-s2s translate: {exc}", file=sys.stderr)
         return 2

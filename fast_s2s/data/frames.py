@@ -178,6 +178,8 @@ def load_frames(
         FileNotFoundError for a missing file; FramesFormatError for anything malformed.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"frames file {path} is a directory; give a .pt or .npz file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"frames file not found: {path}")
     ext = _extension(path)

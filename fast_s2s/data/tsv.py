@@ -44,6 +44,8 @@ def read_tsv(path: str | os.PathLike, encoding: str = "utf-8") -> list[tuple[str
     The encoding must write "\\n" as the byte 0x0A (UTF-8, Latin-1 and the like).
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"corpus file {path} is a directory; give a PAIRS.tsv file")
     if not os.path.exists(path):
         raise FileNotFoundError(f"corpus file not found: {path}")
     with open(path, "rb") as f:

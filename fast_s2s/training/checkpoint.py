@@ -4,17 +4,23 @@ A checkpoint is one `torch.save` file holding plain data only (tensors, numbers,
 dicts), so it is read with `torch.load(weights_only=True)`: no code runs on load. It carries
 the model config and both vocabularies, so `fast-s2s translate` needs nothing else.
 
-Writing goes to a temporary file in the same folder, flushed to disk, then renamed over the
-target: a crash mid-write leaves the previous checkpoint intact, never a half-written one.
+Writing goes to a temporary file in the same folder (".tmp-<name>-<random>.pt"), flushed to
+disk, then renamed over the target: a crash mid-write leaves the previous checkpoint intact,
+never a half-written one, and at worst a temporary file that remove_stale_temporaries (run when
+training starts) deletes.
 """
 
 from __future__ import annotations
 
+import glob
+import math
 import os
 import tempfile
 from typing import Any
 
 import torch
+
+from fast_s2s.models import Seq2SeqConfig
 
 FORMAT = "fast_s2s-checkpoint"
 FORMAT_VERSION = 1
@@ -32,7 +38,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, "fast_s2s": __version__, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".pt", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(data, f)
@@ -49,9 +55,54 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         raise
 
 
+def _temporary_prefix(path: str) -> str:
+    return f".tmp-{os.path.basename(path)}-"
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Delete the temporary files an interrupted save_checkpoint(path) left; returns them."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    pattern = os.path.join(glob.escape(folder), glob.escape(_temporary_prefix(path)) + "*.pt")
+    stale = sorted(glob.glob(pattern))
+    for tmp in stale:
+        os.unlink(tmp)
+    return stale
+
+
+def model_config(data: dict[str, Any], path: str | os.PathLike) -> Seq2SeqConfig:
+    """The Seq2SeqConfig stored in a loaded checkpoint, or CheckpointError saying what is wrong."""
+    config = data.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{os.fspath(path)!r}: its model config must be a dict of Seq2SeqConfig fields, got "
+            f"{type(config).__name__}"
+        )
+    try:
+        return Seq2SeqConfig.from_dict(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{os.fspath(path)!r}: bad model config: {exc}") from exc
+
+
+def check_finite_weights(state_dict: dict[str, Any], path: str | os.PathLike, key: str) -> None:
+    """Refuse weights with NaN or infinity (a run that diverged): nothing can be decoded."""
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value)).sum())
+                raise CheckpointError(
+                    f"{os.fspath(path)!r}: {key}[{name!r}] holds {bad} NaN or infinite values "
+                    "(the training run that wrote it diverged); retrain, e.g. with a lower --lr"
+                )
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise CheckpointError(f"{os.fspath(path)!r}: {key}[{name!r}] is {value}")
+
+
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """Read a checkpoint written by save_checkpoint, or raise CheckpointError saying why not."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:

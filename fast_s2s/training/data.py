@@ -70,12 +70,33 @@ def load_pairs(settings: TrainSettings) -> tuple[list[tuple[str, str]], str]:
     """(text pairs, tokenisation mode) from the generated task or the TSV file."""
     if settings.data:
         mode = settings.tokenize or "word"
-        return read_tsv(settings.data), mode
+        pairs = read_tsv(settings.data)
+        if not pairs:
+            raise ValueError(f"{settings.data}: the corpus is empty (no source<TAB>target lines)")
+        return pairs, mode
     if settings.task not in TASKS:
         choices = ", ".join(TASKS + FRAME_TASKS)
         raise ValueError(f"--task must be one of {choices}, got {settings.task!r}")
     mode = settings.tokenize or task_tokenization(settings.task)
     return generate_pairs(settings.task, settings.num_examples, seed=settings.seed), mode
+
+
+def _split_off_validation(examples: list, settings: TrainSettings) -> tuple[list, list]:
+    """(train, valid): about settings.valid_size examples, at most half, for validation. Both
+    must be non-empty: validation exact match picks the checkpoint that is kept."""
+    if settings.valid_size < 1:
+        raise ValueError(
+            "--valid-size must be >= 1 (validation picks the checkpoint that is kept), got "
+            f"{settings.valid_size}"
+        )
+    if len(examples) < 2:
+        raise ValueError(
+            f"only {len(examples)} pair(s) after filtering to --max-len {settings.max_len}: "
+            "training needs at least 2, one to train on and one to validate"
+        )
+    valid_fraction = min(0.5, settings.valid_size / len(examples))
+    n_valid = max(1, round(len(examples) * valid_fraction))
+    return split(examples, n_valid / len(examples), seed=settings.seed)
 
 
 def _prepare_frames(settings: TrainSettings, tgt_vocab: Vocab | None) -> PreparedData:
@@ -89,8 +110,7 @@ def _prepare_frames(settings: TrainSettings, tgt_vocab: Vocab | None) -> Prepare
     examples = [(f, t) for f, t in examples if t and len(t) <= settings.max_len]
     if not examples:
         raise ValueError(f"no training pairs left after filtering to --max-len {settings.max_len}")
-    valid_fraction = min(0.5, settings.valid_size / len(examples))
-    train_pairs, valid_pairs = split(examples, valid_fraction, seed=settings.seed)
+    train_pairs, valid_pairs = _split_off_validation(examples, settings)
     if tgt_vocab is None:
         tgt_vocab = Vocab.build((t for _, t in train_pairs), min_freq=settings.min_freq)
     return PreparedData(
@@ -116,8 +136,7 @@ def prepare_data(
     tokenized = filter_by_length(tokenize_pairs(pairs, mode), settings.max_len, settings.max_len)
     if not tokenized:
         raise ValueError(f"no training pairs left after filtering to --max-len {settings.max_len}")
-    valid_fraction = min(0.5, settings.valid_size / len(tokenized))
-    train_pairs, valid_pairs = split(tokenized, valid_fraction, seed=settings.seed)
+    train_pairs, valid_pairs = _split_off_validation(tokenized, settings)
     src_vocab, tgt_vocab = vocabs or build_vocabs(train_pairs, min_freq=settings.min_freq)
     return PreparedData(
         train=encode_pairs(train_pairs, src_vocab, tgt_vocab),

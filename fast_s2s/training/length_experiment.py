@@ -241,8 +241,12 @@ def run_length_experiment(s: LengthSettings, out: str, console: Console | None =
     json_path, png_path = os.path.join(out, "bottleneck.json"), os.path.join(out, "bottleneck.png")
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
-    from fast_s2s.training.plotting import plot_length_curves
+    from fast_s2s.training.plotting import plot_length_curves, plotting_unavailable
 
+    missing = plotting_unavailable()
+    if missing:  # the numbers are in the JSON and the table; only the figure is skipped
+        console.print(f"wrote {json_path}; no {png_path}: {missing}", markup=False)
+        return results
     plot_length_curves(results, png_path)
     console.print(f"wrote {json_path} and {png_path}", markup=False)
     return results

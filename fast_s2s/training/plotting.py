@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 
 import torch
 
 _MAX_TICKS = 60
+MISSING_MATPLOTLIB = "plotting needs matplotlib: pip install matplotlib"
+
+
+def plotting_unavailable() -> str | None:
+    """None when the plots can be drawn, else what to install (checked before any work)."""
+    return None if importlib.util.find_spec("matplotlib") is not None else MISSING_MATPLOTLIB
 
 
 def plot_attention(
@@ -25,7 +32,7 @@ def plot_attention(
     try:
         import matplotlib
     except ImportError as exc:  # an optional dependency: say how to get it
-        raise RuntimeError("plotting needs matplotlib: pip install matplotlib") from exc
+        raise RuntimeError(MISSING_MATPLOTLIB) from exc
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
@@ -61,7 +68,7 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
     try:
         import matplotlib
     except ImportError as exc:
-        raise RuntimeError("plotting needs matplotlib: pip install matplotlib") from exc
+        raise RuntimeError(MISSING_MATPLOTLIB) from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

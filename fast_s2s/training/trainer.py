@@ -131,6 +131,9 @@ def train(
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
 
+    if checkpoint_path and world.is_main:
+        for stale in checkpoint.remove_stale_temporaries(checkpoint_path):
+            console.print(f"removed {stale}, left by an interrupted checkpoint write", markup=False)
     state = None
     if resume:
         if not checkpoint_path:
@@ -138,7 +141,7 @@ def train(
         state = checkpoint.load_checkpoint(
             checkpoint_path, ("config", "src_vocab", "tgt_vocab", "last_model", "optimizer")
         )
-        config = Seq2SeqConfig.from_dict(state["config"])
+        config = checkpoint.model_config(state, checkpoint_path)
         _check_resumed(config, uses_frames(settings), checkpoint_path)
         saved_src = state["src_vocab"]
         src_vocab = None if saved_src is None else Vocab.from_dict(saved_src)

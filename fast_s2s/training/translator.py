@@ -50,17 +50,17 @@ class Translator:
         cls, path: str, backend: str | None = None, device: str = "cpu"
     ) -> Translator:
         data = checkpoint.load_checkpoint(path, ("config", "src_vocab", "tgt_vocab", "model"))
-        config_dict = dict(data["config"])
+        config = checkpoint.model_config(data, path)
         if backend is not None:
-            config_dict["backend"] = backend
+            config = Seq2SeqConfig.from_dict({**config.to_dict(), "backend": backend})
+        checkpoint.check_finite_weights(data["model"], path, "model")
         try:
-            config = Seq2SeqConfig.from_dict(config_dict)
             model = Seq2Seq(config)
             model.load_state_dict(data["model"])
             frames = config.source == "frames"
             src_vocab = None if frames else Vocab.from_dict(data["src_vocab"])
             tgt_vocab = Vocab.from_dict(data["tgt_vocab"])
-        except (ValueError, RuntimeError, KeyError) as exc:
+        except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
             raise checkpoint.CheckpointError(f"{path!r}: inconsistent checkpoint: {exc}") from exc
         return cls(model.to(device), src_vocab, tgt_vocab, str(data.get("tokenize", "word")))
 

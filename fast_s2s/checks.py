@@ -12,6 +12,9 @@ This module is the bottom layer with fast_s2s.reference: it imports nothing from
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -49,6 +52,16 @@ def check_bool(op: str, name: str, value: object) -> None:
         raise TypeError(f"{op}: {name} must be a bool (True or False), got {value!r}")
 
 
+def check_scale(op: str, value: object) -> float:
+    """scale: a finite real Python number (int or float; not a bool, a string, a complex or a
+    tensor, which the compiled ops and the reference would read differently)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{op}: scale must be a real number (a Python float), got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{op}: scale must be finite, got {value!r}")
+    return float(value)
+
+
 def check_same(op: str, name: str, t: Tensor, like_name: str, like: Tensor) -> None:
     if t.dtype != like.dtype:
         raise ValueError(
@@ -60,13 +73,27 @@ def check_same(op: str, name: str, t: Tensor, like_name: str, like: Tensor) -> N
         )
 
 
-def check_lengths(op: str, lengths: Tensor | None, batch: int, limit: int, limit_name: str) -> None:
-    """lengths: (batch,) int32/int64 with 0 <= lengths[b] <= limit (limit_name: "S" or "T")."""
+def check_lengths(
+    op: str,
+    lengths: Tensor | None,
+    batch: int,
+    limit: int,
+    limit_name: str,
+    like: Tensor | None = None,
+    like_name: str = "",
+) -> None:
+    """lengths: (batch,) int32/int64 with 0 <= lengths[b] <= limit (limit_name: "S" or "T"), on
+    the CPU or on the device of `like` (the op's main input, named like_name)."""
     if lengths is None:
         return
     if not isinstance(lengths, Tensor):
         raise TypeError(
             f"{op}: lengths must be a torch.Tensor or None, got {type(lengths).__name__}"
+        )
+    if like is not None and lengths.device.type not in ("cpu", like.device.type):
+        raise ValueError(
+            f"{op}: lengths must be on the CPU or on the device of {like_name} ({like.device}), "
+            f"got {lengths.device}"
         )
     if lengths.dim() != 1 or lengths.shape[0] != batch:
         raise ValueError(f"{op}: lengths must have shape ({batch},), got {_shape(lengths)}")
@@ -123,20 +150,7 @@ def check_attention(
             f"{op}: the number of {query_name} rows ({n_rows}) must be a multiple of the number "
             f"of source rows B = {n_src} (N = B * beam; row n reads source row n // beam)"
         )
-    if (
-        lengths is not None
-        and isinstance(lengths, Tensor)
-        and lengths.device.type
-        not in (
-            "cpu",
-            query.device.type,
-        )
-    ):
-        raise ValueError(
-            f"{op}: lengths must be on the CPU or on the device of {query_name} "
-            f"({query.device}), got {lengths.device}"
-        )
-    check_lengths(op, lengths, n_src, src_len, "S")
+    check_lengths(op, lengths, n_src, src_len, "S", query, query_name)
 
 
 def check_additive_v(op: str, v: Tensor, query_proj: Tensor) -> None:
@@ -195,7 +209,9 @@ def check_gru_cell(
     if x.dim() != 2:
         raise ValueError(f"{op}: x must be 2-D (B, I), got shape {_shape(x)}")
     if h.dim() != 2 or h.shape[0] != x.shape[0]:
-        raise ValueError(f"{op}: h must have shape (B, H) with B = {x.shape[0]}, got {_shape(h)}")
+        raise ValueError(
+            f"{op}: h must have shape (B, H) with B = {x.shape[0]} (the rows of x), got {_shape(h)}"
+        )
     check_same(op, "h", h, "x", x)
     check_gru_weights(op, "x", x, "h", h, w_ih, w_hh, b_ih, b_hh)
 
@@ -222,4 +238,4 @@ def check_gru_layer(
         )
     check_same(op, "h0", h0, "x", x)
     check_gru_weights(op, "x", x, "h0", h0, w_ih, w_hh, b_ih, b_hh)
-    check_lengths(op, lengths, x.shape[1], x.shape[0], "T")
+    check_lengths(op, lengths, x.shape[1], x.shape[0], "T", x, "x")

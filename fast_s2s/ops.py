@@ -53,15 +53,16 @@ def dot_attention(
     """
     op = "dot_attention"
     checks.check_attention(op, query, "query", keys, "keys", values, lengths)
+    scale = checks.check_scale(op, scale)
     checks.check_bool(op, "need_weights", need_weights)
     impl = resolve_backend(op, backend, query.device)
     if impl == "triton":
         return _triton().dot_attention(
-            query, keys, values, lengths, float(scale), need_weights=need_weights
+            query, keys, values, lengths, scale, need_weights=need_weights
         )
     if impl == "cpp":
         context, weights = torch.ops.fast_s2s.dot_attention(
-            query, keys, values, lengths, float(scale), need_weights
+            query, keys, values, lengths, scale, need_weights
         )
     else:
         context, weights = reference.dot_attention(query, keys, values, lengths, scale)
@@ -171,14 +172,15 @@ def gru_layer(
         output (T, B, H) and h_n (B, H).
     """
     checks.check_gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+    checks.check_bool("gru_layer", "reverse", reverse)
     impl = resolve_backend("gru_layer", backend, x.device)
     if impl == "cpp":
         output, h_n, _ = torch.ops.fast_s2s.gru_layer(
-            x, h0, w_ih, w_hh, b_ih, b_hh, lengths, bool(reverse)
+            x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse
         )
         return output, h_n
     if impl == "triton":
-        return _triton().gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, bool(reverse))
+        return _triton().gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
     return reference.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
 
 

@@ -251,12 +251,13 @@ class GRU(nn.Module):
             s += f", backend={self.backend!r}"
         return s
 
-    def _check_lengths(self, lengths: Tensor | None, batch: int, steps: int) -> Tensor | None:
-        """(B,) int lengths in [0, T] (fast_s2s.checks.check_lengths); lists are accepted.
-        Returned on the device of the input by the caller."""
+    def _check_lengths(self, lengths: Tensor | None, x: Tensor) -> Tensor | None:
+        """(B,) int lengths in [0, T] for time-major x (T, B, I), on the CPU or x's device
+        (fast_s2s.checks.check_lengths); lists are accepted. Returned on the device of the
+        input by the caller."""
         if lengths is not None and not isinstance(lengths, Tensor):
             lengths = torch.as_tensor(lengths, dtype=torch.int64)
-        checks.check_lengths("GRU", lengths, batch, steps, "T")
+        checks.check_lengths("GRU", lengths, x.shape[1], x.shape[0], "T", x, "input")
         return lengths
 
     def forward(
@@ -297,7 +298,7 @@ class GRU(nn.Module):
             return output.squeeze(1), h_n.squeeze(1)
 
         x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
-        lengths = self._check_lengths(lengths, x.shape[1], x.shape[0])
+        lengths = self._check_lengths(lengths, x)
         output, h_n = self._forward_time_major(x, h0, lengths)
         if self.batch_first:
             output = output.transpose(0, 1)

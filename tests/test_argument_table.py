@@ -1,0 +1,192 @@
+"""Every argument of every public op and module, each made wrong in every way that applies (rank,
+dtype, device, size, value): the call must raise, and the message must name the argument.
+
+The table is generated: for each op a valid call, then one mutation of one argument at a time.
+The checks run in fast_s2s.checks before any backend, so one backend would do; the ops are
+called on "reference" and, where built, "cpp" to hold both paths to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import fast_s2s
+from fast_s2s.backends import why_unavailable
+from fast_s2s.nn import GRU, Attention, GRUCell
+
+B, BEAM, T, S, D, DV, A, I, H = 2, 2, 3, 5, 4, 6, 4, 3, 5
+N = B * BEAM
+
+BACKENDS = ["reference"] + (["cpp"] if why_unavailable("gru_cell", "cpp", "cpu") is None else [])
+
+
+def valid_calls() -> dict[str, tuple[Callable, dict]]:
+    """op name -> (function, keyword arguments of a valid call)."""
+    f32 = dict(dtype=torch.float32)
+    lengths = torch.tensor([S, 2])
+    return {
+        "dot_attention": (
+            fast_s2s.dot_attention,
+            dict(
+                query=torch.randn(N, T, D, **f32),
+                keys=torch.randn(B, S, D, **f32),
+                values=torch.randn(B, S, DV, **f32),
+                lengths=lengths,
+                scale=0.5,
+                need_weights=True,
+            ),
+        ),
+        "additive_attention": (
+            fast_s2s.additive_attention,
+            dict(
+                query_proj=torch.randn(N, T, A, **f32),
+                keys_proj=torch.randn(B, S, A, **f32),
+                v=torch.randn(A, **f32),
+                values=torch.randn(B, S, DV, **f32),
+                lengths=lengths,
+                need_weights=True,
+            ),
+        ),
+        "gru_cell": (
+            fast_s2s.gru_cell,
+            dict(
+                x=torch.randn(B, I),
+                h=torch.randn(B, H),
+                w_ih=torch.randn(3 * H, I),
+                w_hh=torch.randn(3 * H, H),
+                b_ih=torch.randn(3 * H),
+                b_hh=torch.randn(3 * H),
+            ),
+        ),
+        "gru_layer": (
+            fast_s2s.gru_layer,
+            dict(
+                x=torch.randn(T, B, I),
+                h0=torch.randn(B, H),
+                w_ih=torch.randn(3 * H, I),
+                w_hh=torch.randn(3 * H, H),
+                b_ih=torch.randn(3 * H),
+                b_hh=torch.randn(3 * H),
+                lengths=torch.tensor([T, 1]),
+                reverse=False,
+            ),
+        ),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    op: str
+    argument: str
+    how: str
+    value: object
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{self.argument}-{self.how}"
+
+
+# The dimension whose size the other arguments fix, where it is not the last one (values'
+# feature size Dv and x's time steps T are free).
+CONSTRAINED_DIM = {"values": 1, "lengths": 0}
+
+
+def mutations_of(name: str, value: object) -> list[tuple[str, object]]:
+    """(how, wrong value) for one argument."""
+    if isinstance(value, torch.Tensor):
+        wrong = [
+            ("rank-up", value.unsqueeze(0)),
+            ("device-meta", value.to("meta")),
+            ("not-a-tensor", value.tolist()),
+        ]
+        if value.dim() > 0:
+            dim = CONSTRAINED_DIM.get(name, -1)
+            wrong.append(("rank-down", value[0]))
+            wrong.append(("size", torch.cat([value, value.narrow(dim, 0, 1)], dim=dim)))
+        if value.is_floating_point():
+            wrong.append(("dtype-int", value.long()))
+            wrong.append(("dtype-complex", value.to(torch.complex64)))
+        else:  # lengths
+            wrong.append(("dtype-float", value.float()))
+            wrong.append(("value-negative", -value))
+            wrong.append(("value-too-long", value + 100))
+        return wrong
+    if isinstance(value, bool):
+        return [("int", 1), ("string", "no"), ("none", None)]
+    if isinstance(value, float):
+        return [
+            ("string", "0.5"),
+            ("complex", 1j),
+            ("tensor", torch.ones(S)),
+            ("nan", float("nan")),
+        ]
+    raise AssertionError(f"no mutations for {name}")
+
+
+def all_mutations() -> list[Mutation]:
+    table = []
+    for op, (_, kwargs) in valid_calls().items():
+        for argument, value in kwargs.items():
+            table += [
+                Mutation(op, argument, how, bad) for how, bad in mutations_of(argument, value)
+            ]
+    return table
+
+
+MUTATIONS = all_mutations()
+
+
+def test_the_valid_calls_run():
+    for backend in BACKENDS:
+        for fn, kwargs in valid_calls().values():
+            fn(**kwargs, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=[m.id for m in MUTATIONS])
+def test_a_wrong_argument_is_named(mutation, backend):
+    fn, kwargs = valid_calls()[mutation.op]
+    kwargs[mutation.argument] = mutation.value
+    with pytest.raises((ValueError, TypeError)) as info:
+        fn(**kwargs, backend=backend)
+    assert mutation.argument in str(info.value), str(info.value)
+    assert str(info.value).startswith(mutation.op), str(info.value)
+
+
+def test_the_table_covers_every_argument():
+    """A new argument of an op must be added to valid_calls (and so to the table)."""
+    import inspect
+
+    for op, (fn, kwargs) in valid_calls().items():
+        names = [p for p in inspect.signature(fn).parameters if p != "backend"]
+        assert sorted(names) == sorted(kwargs), op
+    assert len(MUTATIONS) > 120
+
+
+# Modules: constructor arguments and call arguments.
+# fmt: off
+MODULE_CASES = [
+    ("GRUCell-input_size", lambda: GRUCell(0, H), "input_size"),
+    ("GRUCell-hidden_size", lambda: GRUCell(I, -1), "hidden_size"),
+    ("GRUCell-backend", lambda: GRUCell(I, H, backend="cuda"), "backend"),
+    ("GRU-num_layers", lambda: GRU(I, H, num_layers=0), "num_layers"),
+    ("GRU-backend", lambda: GRU(I, H, backend=None), "backend"),
+    ("Attention-kind", lambda: Attention("cosine", query_size=D, key_size=D), "kind"),
+    ("Attention-backend", lambda: Attention("dot", D, D, backend="fast"), "backend"),
+    ("GRUCell-input-dtype", lambda: GRUCell(I, H)(torch.ones(B, I, dtype=torch.long)), "x"),
+    ("GRUCell-hx-device", lambda: GRUCell(I, H)(
+        torch.randn(B, I), torch.randn(B, H, device="meta")), "h"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "make,argument", [c[1:] for c in MODULE_CASES], ids=[c[0] for c in MODULE_CASES]
+)
+def test_module_arguments_are_named(make, argument):  # noqa: E501
+    with pytest.raises((ValueError, TypeError)) as info:
+        make()
+    assert argument in str(info.value), str(info.value)

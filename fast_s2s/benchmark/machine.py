@@ -1,6 +1,6 @@
-"""What the numbers were measured on: CPU, threads, SIMD level, torch, GPU (name, compute
-capability, multiprocessors, L2, cuDNN). The device's copy bandwidth is measured by the run
-(roofline.device_copy_bandwidth) and added to this block there."""
+"""What the numbers were measured on: CPU, threads, SIMD level, load, torch, triton, the GPU
+(name, compute capability, multiprocessors, L2, cuDNN). The run adds the device's copy bandwidth
+(roofline.device_copy_bandwidth)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 
 def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform knows."""
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -20,14 +20,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def load_average() -> float | None:
-    """The 1-minute load average (None where the OS does not report one)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
 
 
 def busy_warning(info: dict) -> str | None:
@@ -48,55 +40,53 @@ def busy_warning(info: dict) -> str | None:
     return None
 
 
+def _version(module: str) -> str | None:
+    try:
+        return getattr(__import__(module), "__version__", None)
+    except Exception:
+        return None
+
+
 def _extension_info() -> dict[str, object]:
     try:
         from fast_s2s import _extension
     except Exception as exc:  # fast_s2s itself broken: still describe the machine
         return {"extension_loaded": False, "extension_error": str(exc), "cpu_capability": None}
     capability = _extension.cpu_capability()
-    if callable(capability):
-        capability = capability()
     return {
         "extension_loaded": _extension.extension_loaded(),
         "extension_error": _extension.EXTENSION_ERROR,
-        "cpu_capability": capability,
+        "cpu_capability": capability() if callable(capability) else capability,
         "cuda_compiled": _extension.cuda_compiled(),
     }
 
 
 def machine_info(device: torch.device | str = "cpu") -> dict[str, object]:
-    """A JSON-ready description of the machine and software the benchmark runs on."""
+    """The machine block of the JSON file."""
     device = torch.device(device)
     try:
-        import fast_s2s
-
-        version = getattr(fast_s2s, "__version__", None)
-    except Exception:
-        version = None
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = None
+        load: float | None = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not every OS reports one
+        load = None
     info: dict[str, object] = {
         "device": device.type,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "load_average_1min": load_average(),
+        "load_average_1min": load,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "triton": triton_version,
+        "triton": _version("triton"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "fast_s2s": version,
+        "fast_s2s": _version("fast_s2s"),
         **_extension_info(),
     }
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(index)
+        props = torch.cuda.get_device_properties(
+            device.index if device.index is not None else torch.cuda.current_device()
+        )
         l2 = getattr(props, "L2_cache_size", None)
         info.update(
             gpu=props.name,

@@ -1,0 +1,215 @@
+"""The model family (op "model"): training steps and decoding of the whole
+fast_s2s.models.Seq2Seq, on each fast_s2s backend against the same model and weights on
+backend="reference" (the peer "reference"): "vs reference" is the speedup of the fused ops inside
+the whole model, everything else (embeddings, projections, loss, Adam, the search loop) the same.
+
+Modes:
+  train-step  one call = one teacher-forced training step, as `fast-s2s train` runs it: summed
+              cross-entropy / target tokens, zero_grad, backward, gradient-norm clipping (1.0),
+              Adam (each implementation its own). Throughput: steps per second.
+  decode      one call = greedy_decode or beam_search (beam 5) of B sources of S tokens, with
+              max_len = maxlen. The eos logit's output bias is -1e4, so no hypothesis ends early:
+              every call runs maxlen + 1 decoder steps (the last the eos search forces), whatever
+              the untrained weights, and every call checks it. Throughput: tokens per second,
+              B * (maxlen + 1), the best hypothesis of each sentence with its eos; beam search's
+              hypothesis tokens (B * beam * (maxlen + 1)) are the row's "hypothesis_tokens".
+
+Data: the reverse task's shape (symbols t0..t49, V = 54 with the 4 specials) from a seeded
+random.Random, padded by fast_s2s.data.collate; training sources are ragged (lengths in
+[S - 10, S], the first S), targets reversed (T = S + 1 with bos / eos). Sizes: the dates model's
+(E 64, H 128). Variants: "bahdanau" (additive attention), "luong-general" (general score, no input
+feeding: training runs the decoder GRU over all steps at once) and, in the full set,
+"luong-general-feed" (input feeding: a step loop again).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import torch
+
+from fast_s2s.benchmark.case import DECODE, TRAIN_STEP, Case, Inputs
+from fast_s2s.benchmark.family import Call, Factory, Family
+
+# The fast_s2s.ops the model runs, whose backends decide the model's.
+MODEL_KERNEL_OPS = ("gru_layer", "gru_cell", "additive_attention", "dot_attention")
+VARIANTS: dict[str, dict[str, object]] = {
+    "bahdanau": {"wiring": "bahdanau", "score": "additive"},
+    "luong-general": {"wiring": "luong", "score": "general"},
+    "luong-general-feed": {"wiring": "luong", "score": "general", "input_feeding": True},
+}
+NUM_SPECIALS = 4  # pad, bos, eos, unk
+EOS_BIAS = -1e4  # the output bias of eos in decode cases: eos never wins before max_len
+CLIP = 1.0  # fast-s2s train's gradient-norm clipping
+LR = 1e-3
+
+
+def train_case(variant: str, *, B: int, S: int, E: int, H: int, V: int, target=False) -> Case:
+    dims = (("B", B), ("S", S), ("T", S + 1), ("E", E), ("H", H), ("V", V))
+    return Case("model", TRAIN_STEP, dims, "train", "ragged", target, False, variant)
+
+
+def decode_case(
+    variant: str, *, B: int, beam: int = 1, S: int, maxlen: int, E: int, H: int, V: int,
+    target: bool = False,
+) -> Case:  # fmt: skip
+    beam_dims = (("beam", beam),) if beam > 1 else ()
+    dims = (("B", B), *beam_dims, ("S", S), ("maxlen", maxlen), ("E", E), ("H", H), ("V", V))
+    label = "greedy" if beam == 1 else f"beam{beam}"
+    return Case("model", DECODE, dims, label, "full", target, False, variant)
+
+
+def _cases() -> list[Case]:
+    """The targets first (greedy and beam 5 at batch 1 and 32, a training step of both
+    wirings), then Luong decoding and the input-feeding training step."""
+    size = {"E": 64, "H": 128, "V": 50 + NUM_SPECIALS}
+    dec = {"S": 25, "maxlen": 30, **size}
+    return [
+        decode_case("bahdanau", B=1, **dec, target=True),
+        decode_case("bahdanau", B=32, **dec, target=True),
+        decode_case("bahdanau", B=1, beam=5, **dec, target=True),
+        decode_case("bahdanau", B=32, beam=5, **dec, target=True),
+        train_case("bahdanau", B=32, S=30, **size, target=True),
+        train_case("luong-general", B=32, S=30, **size, target=True),
+        decode_case("luong-general", B=1, **dec),
+        decode_case("luong-general", B=32, **dec),
+        decode_case("luong-general", B=32, beam=5, **dec),
+        train_case("luong-general-feed", B=32, S=30, **size),
+    ]
+
+
+def _tiny_cases() -> list[Case]:
+    size = {"E": 8, "H": 8, "V": 16}
+    return [
+        decode_case("bahdanau", B=1, S=5, maxlen=4, **size, target=True),
+        decode_case("luong-general", B=3, beam=2, S=5, maxlen=4, **size, target=True),
+        train_case("bahdanau", B=3, S=6, **size, target=True),
+        train_case("luong-general", B=3, S=6, **size, target=True),
+    ]
+
+
+def model_config(case: Case, backend: str = "reference"):
+    """The case's Seq2SeqConfig on `backend`."""
+    from fast_s2s.models import Seq2SeqConfig
+
+    d = case.shape
+    return Seq2SeqConfig(
+        src_vocab_size=d["V"], tgt_vocab_size=d["V"], embed_size=d["E"], hidden_size=d["H"],
+        backend=backend, **VARIANTS[case.variant],  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> Inputs:
+    """Everything is in extra: "mode", "config", "state_dict" (the weights every implementation
+    loads), the batch ("src", "src_lengths"; training also "tgt_in", "tgt_out"), "beam",
+    "max_len", and the throughput's "work" per call, "work_unit" and "hypothesis_tokens"."""
+    from fast_s2s.data import collate
+    from fast_s2s.models import Seq2Seq
+
+    device = torch.device(device)
+    d = case.shape
+    B, S, V = d["B"], d["S"], d["V"]
+    config = model_config(case)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Seq2Seq(config)
+    rng = random.Random(0)
+
+    def ids(n: int) -> list[int]:
+        return [rng.randrange(NUM_SPECIALS, V) for _ in range(n)]
+
+    extra: dict[str, object] = {"config": config, "mode": case.mode}
+    if case.mode == TRAIN_STEP:
+        lengths = [S] + [rng.randint(max(1, S - 10), S) for _ in range(B - 1)]
+        batch = collate([(s, s[::-1]) for s in map(ids, lengths)], list(range(B)))
+        extra.update(tgt_in=batch.tgt_in.to(device), tgt_out=batch.tgt_out.to(device))
+        extra.update(work=1, work_unit="step")
+    else:
+        beam, max_len = d.get("beam", 1), d["maxlen"]
+        with torch.no_grad():
+            model.decoder.out.bias[config.eos_id] = EOS_BIAS
+        batch = collate([(ids(S), []) for _ in range(B)], list(range(B)))
+        extra.update(beam=beam, max_len=max_len, work=B * (max_len + 1), work_unit="token")
+        if beam > 1:
+            extra["hypothesis_tokens"] = B * beam * (max_len + 1)
+    model.to(device=device, dtype=dtype)
+    extra["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    extra.update(src=batch.src.to(device), src_lengths=batch.src_lengths.to(device))
+    return Inputs(args=(), kwargs={}, extra=extra)
+
+
+def _train_step(model, x: dict) -> Call:
+    """One training step per call, as fast-s2s train does it, with this model's own Adam."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+
+    def step() -> torch.Tensor:
+        loss_sum, n_tokens = model.loss(x["src"], x["src_lengths"], x["tgt_in"], x["tgt_out"])
+        loss = loss_sum / max(1, n_tokens)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, CLIP)
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def _decode(model, x: dict) -> Call:
+    """greedy_decode or beam_search; fails the row if a hypothesis ended before max_len, which
+    would make the tokens per call, and so the tokens/s, wrong."""
+    from fast_s2s.models import beam_search, greedy_decode
+
+    src, src_lengths, beam, max_len = x["src"], x["src_lengths"], x["beam"], x["max_len"]
+    model.eval()
+
+    def run() -> list:
+        if beam == 1:
+            hyps = greedy_decode(model, src, src_lengths, max_len=max_len)
+        else:
+            hyps = beam_search(model, src, src_lengths, beam_size=beam, max_len=max_len)
+        short = [len(h.tokens) for h in hyps if len(h.tokens) != max_len]
+        if short:
+            raise RuntimeError(
+                f"a hypothesis ended after {short[0]} tokens, not max_len={max_len}: the decode "
+                "did not run the fixed number of steps its tokens/s assumes"
+            )
+        return hyps
+
+    return run
+
+
+def model_call(op: str, backend: str) -> Factory:
+    """The case's model built with `backend`, loaded with the case's weights: a training step
+    or a decode per call."""
+    del op  # the family has one op
+
+    def make(inputs: Inputs) -> Call:
+        from fast_s2s.models import Seq2Seq
+
+        x = inputs.extra
+        weights: dict[str, torch.Tensor] = x["state_dict"]  # type: ignore[assignment]
+        model = Seq2Seq(replace(x["config"], backend=backend))  # type: ignore[type-var]
+        model.to(device=x["src"].device, dtype=weights["decoder.out.weight"].dtype)  # type: ignore[union-attr]
+        model.load_state_dict(weights)
+        return _train_step(model, x) if x["mode"] == TRAIN_STEP else _decode(model, x)
+
+    return make
+
+
+FAMILY = Family(
+    name="model",
+    cases={
+        "cpu": {"model": _cases()},
+        "cuda": {"model": _cases()},
+        "tiny": {"model": _tiny_cases()},
+    },
+    make_inputs=make_inputs,
+    peers={"model": {"reference": model_call("model", "reference")}},
+    fast_s2s=model_call,
+    kernel_ops={"model": MODEL_KERNEL_OPS},
+    reference_is_peer=True,
+    throughput_table=True,
+)

@@ -1,0 +1,211 @@
+"""Every op family in one place, and what is looked up through them: the cases of a device and
+shape set, the inputs of a case, and the implementations a case times (`Impl`: each fast_s2s
+backend, labelled with the concrete backend that runs, then the peers).
+
+To add an op family: write its module (cases, make_inputs, peers, the fast_s2s call: see
+attention_family.py) and list its FAMILY here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from fast_s2s import backends as _backends
+from fast_s2s.benchmark import attention_family, gru_family, model_family
+from fast_s2s.benchmark.case import SHAPE_SETS, Case, Inputs
+from fast_s2s.benchmark.family import Factory, Family
+
+FAMILIES: tuple[Family, ...] = (attention_family.FAMILY, gru_family.FAMILY, model_family.FAMILY)
+FAMILY_OF: dict[str, Family] = {op: f for f in FAMILIES for op in f.ops}
+OPS: tuple[str, ...] = tuple(FAMILY_OF)  # every op, in report order
+
+FAST_S2S, PEER = "fast_s2s", "peer"  # a row's "kind"
+CONCRETE_BACKENDS = tuple(b for b in _backends.BACKENDS if b != "auto")
+PEER_NAMES = ("reference", "composite", "sdpa", "GRUCell", "GRU", "compile")  # column order
+# What runs behind each peer label, for the rows' "implementation".
+PEER_IMPLEMENTATIONS = {
+    "reference": "fast_s2s.reference (PyTorch)",
+    "composite": "bmm + softmax + bmm (PyTorch, input dtype)",
+    "sdpa": "torch.nn.functional.scaled_dot_product_attention",
+    "GRUCell": "torch.nn.GRUCell",
+    "GRU": "torch.nn.GRU",
+    "compile": "torch.compile(fast_s2s.reference)",
+}
+
+
+def select_cases(
+    ops: list[str] | tuple[str, ...], shapes: str = "full", device: torch.device | str = "cpu"
+) -> list[Case]:
+    """The cases of `ops`, in that order, in shape set `shapes` for `device`'s type (its own
+    list where it has one, else the CPU's). Touches no device: a CUDA plan needs no GPU."""
+    if shapes not in SHAPE_SETS:
+        raise ValueError(f"shapes must be one of {SHAPE_SETS}, got {shapes!r}")
+    unknown = [op for op in ops if op not in FAMILY_OF]
+    if unknown:
+        raise ValueError(f"no benchmark cases for {unknown}; known ops: {sorted(FAMILY_OF)}")
+    device_type = torch.device(device).type
+    out: list[Case] = []
+    for op in ops:
+        lists = FAMILY_OF[op].cases
+        cases = lists[
+            "tiny" if shapes == "tiny" else device_type if device_type in lists else "cpu"
+        ]
+        out += [c for c in cases[op] if shapes != "targets" or c.target]
+    return out
+
+
+def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> Inputs:
+    """The case's inputs (fixed seed: every implementation sees the same numbers); they require
+    grad exactly in forward+backward."""
+    return FAMILY_OF[case.op].make_inputs(case, torch.device(device), dtype)
+
+
+@dataclass
+class Impl:
+    """One row of a case: `make(inputs)` returns the call to time; None with `reason` set when
+    it cannot run here. `backend` is the concrete fast_s2s backend (several joined by "+" when
+    auto picks different ones for the ops a model runs)."""
+
+    label: str
+    kind: str
+    make: Factory | None
+    backend_requested: str | None = None
+    backend: str | None = None
+    reason: str | None = None
+
+
+def fast_s2s_label(requested: str, concrete: str | None) -> str:
+    if requested == "auto":
+        return f"fast_s2s[auto->{concrete}]" if concrete else "fast_s2s[auto]"
+    return f"fast_s2s[{requested}]"
+
+
+def _backend_name(backend: str, device_type: str) -> str:
+    if backend == "cpp":
+        return "CUDA C++ (fast_s2s._C)" if device_type == "cuda" else "C++ (fast_s2s._C)"
+    if backend == "triton":
+        return "Triton (fast_s2s.kernels)" + (" in the interpreter" if device_type == "cpu" else "")
+    return PEER_IMPLEMENTATIONS["reference"] if backend == "reference" else backend
+
+
+def implementation_name(impl: Impl, device: torch.device | str) -> str | None:
+    """What code runs behind a row, in words (None for a backend that did not resolve). A call
+    may say more once built, in its `implementation` attribute (rows.time_impl takes it)."""
+    if impl.kind != FAST_S2S:
+        return PEER_IMPLEMENTATIONS.get(impl.label, impl.label)
+    if impl.backend is None:
+        return None
+    device_type = torch.device(device).type
+    return " + ".join(_backend_name(b, device_type) for b in impl.backend.split("+"))
+
+
+def _kernel_ops(op: str) -> tuple[str, ...]:
+    return FAMILY_OF[op].kernel_ops.get(op, (op,))
+
+
+def backend_reasons(op: str, device: torch.device | str) -> dict[str, str | None]:
+    """Each concrete backend -> None if it runs every kernel op of `op` on `device`, else why
+    not (the first kernel op's reason, named when there are several)."""
+    kernels = _kernel_ops(op)
+    out: dict[str, str | None] = {}
+    for backend in CONCRETE_BACKENDS:
+        reasons = [
+            f"{k}: {r}" if len(kernels) > 1 else r
+            for k in kernels
+            if (r := _backends.why_unavailable(k, backend, device)) is not None
+        ]
+        out[backend] = reasons[0] if reasons else None
+    return out
+
+
+def default_backends(
+    op: str, device: torch.device | str, quick: bool = False
+) -> tuple[list[str], dict[str, str]]:
+    """Every available concrete backend plus "auto", and those left out with the reason.
+
+    Triton on CPU tensors runs only in its interpreter, a correctness tool: timed on the CPU only
+    when named, and never on CUDA with TRITON_INTERPRET=1. On the CPU --quick also leaves out the
+    reference backend (the reference peer plus dispatch, the slowest row); on CUDA every backend
+    is timed, as the fastest-backend summary compares them. A family whose reference peer is its
+    reference backend (the model) leaves that out always.
+    """
+    device_type = torch.device(device).type
+    chosen: list[str] = []
+    left_out: dict[str, str] = {}
+    for backend, reason in backend_reasons(op, device).items():
+        if reason is None and backend == "reference" and FAMILY_OF[op].reference_is_peer:
+            reason = (
+                "it is the reference peer (the same model on backend='reference'); name it in "
+                "--backends to time it as a fast_s2s row too"
+            )
+        elif reason is None and backend == "triton" and device_type == "cpu":
+            reason = (
+                "Triton runs on CPU tensors only in the interpreter (TRITON_INTERPRET=1), which "
+                "is not a performance path; pass --backends triton to time it anyway"
+            )
+        elif reason is None and backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
+            reason = (
+                "TRITON_INTERPRET=1 is set, so Triton would run in its interpreter, not on the "
+                "GPU; unset it (or set TRITON_INTERPRET=0) to time the Triton kernels"
+            )
+        elif reason is None and backend == "reference" and quick and device_type == "cpu":
+            reason = (
+                "--quick leaves it out (it is the reference peer plus dispatch); name it in "
+                "--backends to time it"
+            )
+        if reason is None:
+            chosen.append(backend)
+        else:
+            left_out[backend] = reason
+    return [*chosen, "auto"], left_out
+
+
+def fast_s2s_impl(op: str, backend: str, device: torch.device | str) -> Impl:
+    """The fast_s2s row of `op` on `backend`, labelled with the concrete backend that runs."""
+    try:
+        concrete = "+".join(
+            dict.fromkeys(_backends.resolve_backend(k, backend, device) for k in _kernel_ops(op))
+        )
+    except (_backends.BackendUnavailableError, ValueError) as exc:
+        return Impl(fast_s2s_label(backend, None), FAST_S2S, None, backend, None, str(exc))
+    make = FAMILY_OF[op].fast_s2s(op, backend)
+    return Impl(fast_s2s_label(backend, concrete), FAST_S2S, make, backend, concrete)
+
+
+def peer_impls(
+    op: str, names: list[str] | None = None, left_out: dict[str, str] | None = None
+) -> list[Impl]:
+    """The peers of `op` among `names` (all by default), in column order; those in `left_out`
+    come back with the reason and nothing to run."""
+    table = FAMILY_OF[op].peers.get(op, {})
+    left_out = left_out or {}
+    return [
+        Impl(label, PEER, None if label in left_out else table[label], reason=left_out.get(label))
+        for label in table
+        if names is None or label in names
+    ]
+
+
+def build_impls(
+    case: Case,
+    device: torch.device | str,
+    backends: list[str] | None = None,
+    peers: list[str] | None = None,
+    quick: bool = False,
+) -> list[Impl]:
+    """Every implementation of `case`: the fast_s2s backends (default_backends when `backends`
+    is None, those left out as rows with their reason), then the peers (--quick leaving out what
+    the family says)."""
+    if backends is None:
+        chosen, left_out = default_backends(case.op, device, quick)
+        impls = [fast_s2s_impl(case.op, b, device) for b in chosen]
+        impls += [
+            Impl(fast_s2s_label(b, None), FAST_S2S, None, b, None, r) for b, r in left_out.items()
+        ]
+    else:
+        impls = [fast_s2s_impl(case.op, b, device) for b in backends]
+    skipped = FAMILY_OF[case.op].quick_left_out.get((case.op, case.mode), {}) if quick else {}
+    return impls + peer_impls(case.op, peers, skipped)

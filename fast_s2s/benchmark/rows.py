@@ -1,0 +1,208 @@
+"""Result rows: what one implementation of one case measured, a flat JSON-ready dict, built here
+for `fast-s2s bench` (run_case) and for the pytest-benchmark suite in bench/ alike.
+
+`speedup_vs[peer]` = peer median / fast_s2s median on the same case, device and dtype (above 1:
+fast_s2s is faster; for the model also fast_s2s throughput / peer throughput). Memory-bound
+forward rows: `gbps` = compulsory reads / median against the read roofline (`roofline_gbps`,
+`roofline_fraction`), `copy_gbps` = reads + writes / median against the copy roofline at the
+same traffic (`copy_roofline_gbps`, `copy_fraction`). Model rows: `work` per call, `work_unit`
+("step" or "token") and `throughput` = work / median.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from fast_s2s.benchmark.case import DECODE, FORWARD, FORWARD_BACKWARD, Case, Inputs
+from fast_s2s.benchmark.registry import (
+    FAST_S2S,
+    Impl,
+    build_impls,
+    implementation_name,
+    make_inputs,
+)
+from fast_s2s.benchmark.roofline import COPY, READ, Roofline, gbps
+from fast_s2s.benchmark.timing import FULL_BUDGET, Budget, Timing, measure
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+# The measured fields of a row, None (repeats 0, speedup_vs {}) until they are measured.
+MEASURED_FIELDS = (
+    "median_us", "iqr_us", "q1_us", "q3_us", "min_us", "repeats", "first_call_s",
+    "read_bytes", "write_bytes", "gbps", "roofline_gbps", "roofline_fraction",
+    "copy_gbps", "copy_roofline_gbps", "copy_fraction",
+    "work", "work_unit", "throughput", "hypothesis_tokens", "speedup_vs",
+)  # fmt: skip
+
+
+def base_row(case: Case, impl: Impl, device: torch.device, dtype: torch.dtype) -> dict:
+    """The row before timing: what was asked for, status "skipped", nothing measured. Only
+    fast_s2s rows carry their case's goals for the dtype (peers are what goals compare with)."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    goals = [g.as_dict() for g in case.goals if g.applies_to(dtype_name)]
+    row = {
+        "op": case.op, "case": case.name, "case_id": case.id, "label": case.label,
+        "mode": case.mode, "shape": case.shape, "lengths": case.lengths,
+        "variant": case.variant or None, "target": case.target,
+        "goals": goals if impl.kind == FAST_S2S else [],
+        "device": device.type, "dtype": dtype_name, "threads": torch.get_num_threads(),
+        "impl": impl.label, "kind": impl.kind, "backend_requested": impl.backend_requested,
+        "backend": impl.backend, "implementation": implementation_name(impl, device),
+        "status": SKIPPED, "reason": impl.reason,
+        **dict.fromkeys(MEASURED_FIELDS),
+    }  # fmt: skip
+    row.update(repeats=0, speedup_vs={})
+    return row
+
+
+def grad_mode(case: Case) -> contextlib.AbstractContextManager:
+    """Forward and decode cases run without autograd (around the timing loop, not in the call)."""
+    return torch.no_grad() if case.mode in (FORWARD, DECODE) else contextlib.nullcontext()
+
+
+def make_step(call: Callable[[], object], case: Case, inputs: Inputs) -> Callable[[], object]:
+    """One timed iteration: the call, or in forward+backward the call and the gradients of the
+    sum of its output with respect to every input that requires grad. (A model call already is
+    a whole training step or decode.)"""
+    if case.mode != FORWARD_BACKWARD:
+        return call
+    wrt = inputs.grad_inputs
+    return lambda: torch.autograd.grad(call().sum(), wrt, allow_unused=True)  # type: ignore[union-attr]
+
+
+def error_reason(exc: BaseException) -> str:
+    """The exception's type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
+
+
+def prepare(
+    impl: Impl, case: Case, inputs: Inputs, device: torch.device, row: dict
+) -> Callable[[], object]:
+    """Builds the step of `impl` (under grad_mode) and runs it once (the first call compiles
+    and initialises; never timed), recording what ran and how long that first call took."""
+    assert impl.make is not None
+    call = impl.make(inputs)
+    row["implementation"] = getattr(call, "implementation", row["implementation"])
+    step = make_step(call, case, inputs)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    row["first_call_s"] = time.perf_counter() - start
+    return step
+
+
+def record(row: dict, timing: Timing) -> dict:
+    """The row of an implementation that ran, with its timing."""
+    row.update(status=OK, reason=None, **timing.as_dict())
+    return row
+
+
+def time_impl(
+    case: Case, impl: Impl, inputs: Inputs, device: torch.device, dtype: torch.dtype,
+    budget: Budget,
+) -> dict:  # fmt: skip
+    """One row; a failure in set-up, compilation or the call is a "failed" row with the reason,
+    never an exception."""
+    row = base_row(case, impl, device, dtype)
+    if impl.make is None:
+        return row
+    try:
+        with grad_mode(case):
+            step = prepare(impl, case, inputs, device, row)
+            # the first call was one warm-up call already
+            timing = measure(step, device, replace(budget, warmup=max(0, budget.warmup - 1)))
+    except Exception as exc:  # a failing implementation is a result, not a crash
+        row.update(status=FAILED, reason=error_reason(exc))
+        return row
+    return record(row, timing)
+
+
+def add_bandwidth(
+    rows: list[dict], read_bytes: int, write_bytes: int, read_roof: float | None,
+    copy_roof: float | None,
+) -> list[dict]:  # fmt: skip
+    """Byte counts and rooflines on every row; GB/s and roofline fractions on rows that ran (no
+    fractions where a roofline was not measured, as in bench/)."""
+    for row in rows:
+        row.update(read_bytes=read_bytes, write_bytes=write_bytes)
+        row.update(roofline_gbps=read_roof, copy_roofline_gbps=copy_roof)
+        if row["status"] == OK and row["median_us"]:
+            seconds = row["median_us"] * 1e-6
+            row["gbps"] = gbps(read_bytes, seconds)
+            row["copy_gbps"] = gbps(read_bytes + write_bytes, seconds)
+            row["roofline_fraction"] = row["gbps"] / read_roof if read_roof else None
+            row["copy_fraction"] = row["copy_gbps"] / copy_roof if copy_roof else None
+    return rows
+
+
+def add_throughput(rows: list[dict], inputs: Inputs) -> list[dict]:
+    """Where the inputs say how much work one call does (the model), `work`, `work_unit`,
+    `hypothesis_tokens`, and on rows that ran `throughput`."""
+    work, unit = inputs.extra.get("work"), inputs.extra.get("work_unit")
+    if not work or not unit:
+        return rows
+    for row in rows:
+        row.update(
+            work=work, work_unit=unit, hypothesis_tokens=inputs.extra.get("hypothesis_tokens")
+        )
+        if row["status"] == OK and row["median_us"]:
+            row["throughput"] = work / (row["median_us"] * 1e-6)  # type: ignore[operator]
+    return rows
+
+
+def reports_bandwidth(case: Case) -> bool:
+    """GB/s say something only for forward calls of memory-bound cases."""
+    return case.mode == FORWARD and case.memory_bound
+
+
+def run_case(
+    case: Case,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    backends: list[str] | None = None,
+    peers: list[str] | None = None,
+    budget: Budget = FULL_BUDGET,
+    rooflines: dict[str, Roofline] | None = None,
+    impls: list[Impl] | None = None,
+    quick: bool = False,
+) -> list[dict]:
+    """Every implementation of `case` (registry.build_impls unless `impls` is given), timed one
+    after another on the same inputs, with bandwidths and throughput. `rooflines` (READ and COPY)
+    are shared across cases, so each traffic size is measured once per run."""
+    device = torch.device(device)
+    impls = build_impls(case, device, backends, peers, quick=quick) if impls is None else impls
+    inputs = make_inputs(case, device, dtype)
+    rows = [time_impl(case, impl, inputs, device, dtype, budget) for impl in impls]
+    if reports_bandwidth(case) and any(r["status"] == OK for r in rows):
+        roofs = rooflines or {kind: Roofline(kind, device, budget) for kind in (READ, COPY)}
+        read_roof, _ = roofs[READ].measure(inputs.read_bytes, dtype)
+        copy_roof, _ = roofs[COPY].measure(inputs.moved_bytes, dtype)
+        add_bandwidth(rows, inputs.read_bytes, inputs.write_bytes, read_roof, copy_roof)
+    return add_throughput(rows, inputs)
+
+
+def add_speedups(rows: list[dict]) -> list[dict]:
+    """`speedup_vs[peer]` = peer median / fast_s2s median on every fast_s2s row that ran, for
+    every peer that ran on the same case, device and dtype."""
+
+    def key(row: dict) -> tuple:
+        return row["case_id"], row["device"], row["dtype"]
+
+    peers: dict[tuple, dict[str, float]] = {}
+    for row in rows:
+        if row["kind"] != FAST_S2S and row["status"] == OK:
+            peers.setdefault(key(row), {})[row["impl"]] = row["median_us"]
+    for row in rows:
+        if row["kind"] == FAST_S2S and row["status"] == OK and row["median_us"]:
+            times = peers.get(key(row), {})
+            row["speedup_vs"] = {peer: t / row["median_us"] for peer, t in times.items()}
+    return rows

@@ -120,7 +120,12 @@ cxx_flags = [
     f'-DFAST_S2S_CPU_CAPABILITY="{CPU_CAPABILITY}"',
     *CAPABILITY_FLAGS,
 ]
-sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
+# csrc/common: what the CPU and the CUDA kernels share (argument checks, gate formulas).
+sources = (
+    sorted(glob.glob("csrc/*.cpp"))
+    + sorted(glob.glob("csrc/common/*.cpp"))
+    + sorted(glob.glob("csrc/cpu/*.cpp"))
+)
 include_dirs = [os.path.join(ROOT, "csrc")]
 extra_link_args = ["-fopenmp"]
 

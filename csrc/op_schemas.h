@@ -5,6 +5,7 @@
 
 namespace fast_s2s {
 
+// clang-format off: each schema's continuation lines stay indented under its first line.
 inline constexpr const char* kOpSchemas[] = {
     // query (N,T,D) or (N,D); keys (B,S,D); values (B,S,Dv); N = B * beam. need_weights=False:
     // the CUDA kernel skips the weights and returns an empty (0,) tensor in their place (its
@@ -40,5 +41,6 @@ inline constexpr const char* kOpSchemas[] = {
     // A one-line CUDA kernel (x + 1) proving that the CUDA half of the build loads and runs.
     "cuda_smoke(Tensor x) -> Tensor",
 };
+// clang-format on
 
 }  // namespace fast_s2s

@@ -8,8 +8,9 @@
 // The unfused composite materialises the N x S x A sum and its tanh; here each tanh value lives
 // in a register for one multiply-add. Rows run in parallel; beam rows share keys_proj and values.
 //
-// Backward runs in parallel over source rows b (so dkeys_proj[b], dvalues[b] need no atomics);
-// each query row recomputes its tanh values once into a S x A scratch buffer and reuses them:
+// Backward runs the loop it shares with dot attention (attention_backward.h: parallel over source
+// rows b, so dkeys_proj[b], dvalues[b] need no atomics); each query row recomputes its tanh values
+// once into a S x A scratch buffer and reuses them:
 //   dS[s]          = p[s] (dP[s] - sum_s' p[s'] dP[s']),  dP[s] = dctx . values[b, s] + dw[s]
 //   g[s, a]        = dS[s] v[a] (1 - tanh^2)
 //   dquery_proj[a] = sum_s g[s, a];  dkeys_proj[b, s, a] += g[s, a]
@@ -24,7 +25,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "cpu/attention_checks.h"
+#include "common/attention_checks.h"
+#include "cpu/attention_backward.h"
 #include "cpu/vec_utils.h"
 
 namespace fast_s2s::cpu {
@@ -110,61 +112,72 @@ void additive_forward_kernel(const scalar_t* qp, const scalar_t* kp, const scala
   });
 }
 
+// The additive-attention half of the backward loop (attention_backward.h), one per thread: the
+// weights recomputed with their tanh values kept, then dquery_proj, dkeys_proj and the source
+// row's part of dv from dS (formulas at the top of the file).
 template <typename scalar_t>
-void additive_backward_kernel(const scalar_t* grad_ctx, const scalar_t* grad_w,
-                              const scalar_t* qp, const scalar_t* kp, const scalar_t* vw,
-                              const scalar_t* values, const std::vector<int64_t>& lens,
-                              scalar_t* grad_qp, scalar_t* grad_kp, acc_t<scalar_t>* grad_v_parts,
-                              scalar_t* grad_values, const AttentionGeometry& g) {
+struct AdditiveBackwardRows {
   using A = acc_t<scalar_t>;
-  const int64_t Ad = g.Dq, Dv = g.Dv, S = g.S;
-  const int64_t rows_per_source = g.beam * g.T;
-  at::parallel_for(0, g.B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> q(Ad), v(Ad), th(S * Ad), p(S), dp(S), gc(Dv), dq(Ad), dk(S * Ad),
-        dvals(S * Dv);
+  const scalar_t* qp;
+  const scalar_t* kp;
+  scalar_t* grad_qp;
+  scalar_t* grad_kp;
+  A* grad_v_parts;
+  int64_t Ad, S;
+  std::vector<A> q, v, th, dq, dk;  // one query row, v, its tanh values, dq; dkeys_proj[b]
+  A* dv = nullptr;                  // grad_v_parts of the current source row
+
+  AdditiveBackwardRows(const scalar_t* qp_, const scalar_t* kp_, const scalar_t* vw,
+                       scalar_t* grad_qp_, scalar_t* grad_kp_, A* grad_v_parts_,
+                       const AttentionGeometry& g)
+      : qp(qp_),
+        kp(kp_),
+        grad_qp(grad_qp_),
+        grad_kp(grad_kp_),
+        grad_v_parts(grad_v_parts_),
+        Ad(g.Dq),
+        S(g.S),
+        q(Ad),
+        v(Ad),
+        th(S * Ad),
+        dq(Ad),
+        dk(S * Ad) {
     convert_row(vw, v.data(), Ad);
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t L = lens[b];
-      const scalar_t* kb = kp + b * S * Ad;
-      const scalar_t* vb = values + b * S * Dv;
-      A* dv = grad_v_parts + b * Ad;
-      std::fill(dv, dv + Ad, A(0));
-      std::fill(dk.begin(), dk.end(), A(0));
-      std::fill(dvals.begin(), dvals.end(), A(0));
-      for (int64_t r = b * rows_per_source; r < (b + 1) * rows_per_source; ++r) {
-        convert_row(qp + r * Ad, q.data(), Ad);
-        for (int64_t s = 0; s < L; ++s) {
-          p[s] = additive_score<scalar_t>(q.data(), v.data(), kb + s * Ad, Ad, th.data() + s * Ad);
-        }
-        masked_softmax_inplace<A>(p.data(), L, S);
-        convert_row(grad_ctx + r * Dv, gc.data(), Dv);
-        dot_rows<scalar_t>(gc.data(), vb, Dv, L, Dv, dp.data());
-        A p_dot_dp = 0;
-        for (int64_t s = 0; s < L; ++s) {
-          if (grad_w != nullptr) dp[s] += static_cast<A>(grad_w[r * S + s]);
-          p_dot_dp += p[s] * dp[s];
-        }
-        std::fill(dq.begin(), dq.end(), A(0));
-        for (int64_t s = 0; s < L; ++s) {
-          const A ds = p[s] * (dp[s] - p_dot_dp);
-          additive_score_backward<A>(ds, v.data(), th.data() + s * Ad, Ad, dq.data(),
-                                     dk.data() + s * Ad, dv);
-          axpy<A>(p[s], gc.data(), Dv, dvals.data() + s * Dv);
-        }
-        convert_row(dq.data(), grad_qp + r * Ad, Ad);
-      }
-      convert_row(dk.data(), grad_kp + b * S * Ad, S * Ad);
-      convert_row(dvals.data(), grad_values + b * S * Dv, S * Dv);
+  }
+
+  void begin_source(int64_t b) {
+    dv = grad_v_parts + b * Ad;
+    std::fill(dv, dv + Ad, A(0));
+    std::fill(dk.begin(), dk.end(), A(0));
+  }
+
+  void weights(int64_t r, int64_t b, int64_t L, A* p) {
+    convert_row(qp + r * Ad, q.data(), Ad);
+    const scalar_t* kb = kp + b * S * Ad;
+    for (int64_t s = 0; s < L; ++s) {
+      p[s] = additive_score<scalar_t>(q.data(), v.data(), kb + s * Ad, Ad, th.data() + s * Ad);
     }
-  });
-}
+    masked_softmax_inplace<A>(p, L, S);
+  }
+
+  void row_grads(int64_t r, int64_t /*b*/, int64_t L, const A* /*p*/, const A* ds) {
+    std::fill(dq.begin(), dq.end(), A(0));
+    for (int64_t s = 0; s < L; ++s) {
+      additive_score_backward<A>(ds[s], v.data(), th.data() + s * Ad, Ad, dq.data(),
+                                 dk.data() + s * Ad, dv);
+    }
+    convert_row(dq.data(), grad_qp + r * Ad, Ad);
+  }
+
+  void end_source(int64_t b) { convert_row(dk.data(), grad_kp + b * S * Ad, S * Ad); }
+};
 
 AttentionGeometry check_additive(const char* op, const at::Tensor& query_proj,
                                  const at::Tensor& keys_proj, const at::Tensor& v,
                                  const at::Tensor& values,
                                  const std::optional<at::Tensor>& lengths) {
-  const AttentionGeometry g = check_attention_inputs(op, query_proj, "query_proj", keys_proj,
-                                                     "keys_proj", values, lengths);
+  const AttentionGeometry g =
+      check_attention_inputs(op, query_proj, "query_proj", keys_proj, "keys_proj", values, lengths);
   TORCH_CHECK(v.dim() == 1 && v.size(0) == g.Dq, op, ": v must have shape (A,) = (", g.Dq,
               ",) like the last dimension of query_proj, got ", v.sizes());
   TORCH_CHECK(v.scalar_type() == query_proj.scalar_type(), op,
@@ -181,8 +194,8 @@ std::tuple<at::Tensor, at::Tensor> additive_attention_cpu(
   (void)need_weights;  // written anyway, as in dot_attention.cpp
   const AttentionGeometry g = check_additive(kOp, query_proj, keys_proj, v, values, lengths);
   const std::vector<int64_t> lens = read_lengths(kOp, lengths, g.B, g.S);
-  const at::Tensor q = query_proj.contiguous(), k = keys_proj.contiguous(),
-                   vw = v.contiguous(), vals = values.contiguous();
+  const at::Tensor q = query_proj.contiguous(), k = keys_proj.contiguous(), vw = v.contiguous(),
+                   vals = values.contiguous();
   at::Tensor context = at::empty({g.N, g.T, g.Dv}, query_proj.options());
   at::Tensor weights = at::empty({g.N, g.T, g.S}, query_proj.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, q.scalar_type(), "additive_attention_cpu", [&] {
@@ -198,16 +211,15 @@ std::tuple<at::Tensor, at::Tensor> additive_attention_cpu(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_attention_backward_cpu(
     const at::Tensor& grad_context, const std::optional<at::Tensor>& grad_weights,
     const at::Tensor& query_proj, const at::Tensor& keys_proj, const at::Tensor& v,
-    const at::Tensor& values, const at::Tensor& weights,
-    const std::optional<at::Tensor>& lengths) {
+    const at::Tensor& values, const at::Tensor& weights, const std::optional<at::Tensor>& lengths) {
   (void)weights;  // recomputed in float32 (see dot_attention.cpp)
   const char* op = "additive_attention_backward";
   const AttentionGeometry g = check_additive(op, query_proj, keys_proj, v, values, lengths);
   check_output_grad(op, "grad_context", grad_context, g, g.Dv, query_proj);
   const std::vector<int64_t> lens = read_lengths(op, lengths, g.B, g.S);
   const auto dtype = query_proj.scalar_type();
-  const at::Tensor q = query_proj.contiguous(), k = keys_proj.contiguous(),
-                   vw = v.contiguous(), vals = values.contiguous();
+  const at::Tensor q = query_proj.contiguous(), k = keys_proj.contiguous(), vw = v.contiguous(),
+                   vals = values.contiguous();
   const at::Tensor gc = grad_context.to(dtype).contiguous();
   at::Tensor gw;
   if (grad_weights.has_value()) {
@@ -220,12 +232,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_attention_ba
   at::Tensor grad_v_parts = at::empty({g.B, g.Dq}, query_proj.options().dtype(acc_dtype));
   at::Tensor grad_vals = at::empty({g.B, g.S, g.Dv}, query_proj.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "additive_attention_backward_cpu", [&] {
-    additive_backward_kernel<scalar_t>(
+    attention_backward_by_source<scalar_t>(
         gc.const_data_ptr<scalar_t>(), gw.defined() ? gw.const_data_ptr<scalar_t>() : nullptr,
-        q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), vw.const_data_ptr<scalar_t>(),
-        vals.const_data_ptr<scalar_t>(), lens, grad_q.mutable_data_ptr<scalar_t>(),
-        grad_k.mutable_data_ptr<scalar_t>(), grad_v_parts.mutable_data_ptr<acc_t<scalar_t>>(),
-        grad_vals.mutable_data_ptr<scalar_t>(), g);
+        vals.const_data_ptr<scalar_t>(), lens, grad_vals.mutable_data_ptr<scalar_t>(), g, [&] {
+          return AdditiveBackwardRows<scalar_t>(
+              q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(),
+              vw.const_data_ptr<scalar_t>(), grad_q.mutable_data_ptr<scalar_t>(),
+              grad_k.mutable_data_ptr<scalar_t>(), grad_v_parts.mutable_data_ptr<acc_t<scalar_t>>(),
+              g);
+        });
   });
   // Sum the per-source-row parts of dv in a fixed order (deterministic), in float32/64.
   at::Tensor grad_v = grad_v_parts.sum(0).to(dtype);

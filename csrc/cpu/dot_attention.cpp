@@ -17,11 +17,12 @@
 // products, whose output is wide, through at::bmm.
 //
 // Backward takes p from the forward's weights (float32/64) or recomputes it from q and K
-// (bfloat16 weights are too coarse to differentiate through), and runs in parallel over source rows b, so dK[b], dV[b]
-// (sums over the beam * T query rows that read b) are accumulated by one thread without atomics:
+// (bfloat16 weights are too coarse to differentiate through). Row-wise, it runs the loop it
+// shares with additive attention (attention_backward.h: parallel over source rows b, no atomics):
 //   dP[s] = dctx . V[b, s] + dweights[s]
 //   dS[s] = p[s] (dP[s] - sum_s' p[s'] dP[s'])
 //   dq    = scale sum_s dS[s] K[b, s];  dK[b, s] += scale dS[s] q;  dV[b, s] += p[s] dctx
+// and on the matrix-product path the same formulas as batched products around one dS pass.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -32,7 +33,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "cpu/attention_checks.h"
+#include "common/attention_checks.h"
+#include "cpu/attention_backward.h"
 #include "cpu/gemm_nt.h"
 #include "cpu/vec_utils.h"
 
@@ -112,55 +114,58 @@ void dot_forward_kernel(const scalar_t* q, const scalar_t* k, const scalar_t* v,
   });
 }
 
-// saved_p: the forward's weights when they are exact (float32/64), else nullptr (recompute).
+// The dot-attention half of the backward loop (attention_backward.h), one per thread: the weights
+// of a row, then dq and dK[b] from dS (formulas at the top of the file). saved_p: the forward's
+// weights when they are exact (float32/64), else nullptr (recompute).
 template <typename scalar_t>
-void dot_backward_kernel(const scalar_t* grad_ctx, const scalar_t* grad_w,
-                         const acc_t<scalar_t>* saved_p, const scalar_t* q,
-                         const scalar_t* k, const scalar_t* v, const std::vector<int64_t>& lens,
-                         scalar_t* grad_q, scalar_t* grad_k, scalar_t* grad_v,
-                         const AttentionGeometry& g, double scale) {
+struct DotBackwardRows {
   using A = acc_t<scalar_t>;
-  const int64_t D = g.Dq, Dv = g.Dv, S = g.S;
-  const int64_t rows_per_source = g.beam * g.T;
-  const A sc = static_cast<A>(scale);
-  at::parallel_for(0, g.B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> qs(D), p(S), dp(S), gc(Dv), dq(D), dk(S * D), dv(S * Dv);
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t L = lens[b];
-      const scalar_t* kb = k + b * S * D;
-      const scalar_t* vb = v + b * S * Dv;
-      std::fill(dk.begin(), dk.end(), A(0));
-      std::fill(dv.begin(), dv.end(), A(0));
-      for (int64_t r = b * rows_per_source; r < (b + 1) * rows_per_source; ++r) {
-        const scalar_t* qr = q + r * D;
-        for (int64_t d = 0; d < D; ++d) qs[d] = static_cast<A>(qr[d]) * sc;
-        if (saved_p != nullptr) {
-          std::copy(saved_p + r * S, saved_p + (r + 1) * S, p.begin());
-        } else {  // recompute the weights of this row exactly as the forward did
-          dot_rows<scalar_t>(qs.data(), kb, D, L, D, p.data());
-          masked_softmax_inplace<A>(p.data(), L, S);
-        }
-        convert_row(grad_ctx + r * Dv, gc.data(), Dv);
-        dot_rows<scalar_t>(gc.data(), vb, Dv, L, Dv, dp.data());
-        A p_dot_dp = 0;
-        for (int64_t s = 0; s < L; ++s) {
-          if (grad_w != nullptr) dp[s] += static_cast<A>(grad_w[r * S + s]);
-          p_dot_dp += p[s] * dp[s];
-        }
-        for (int64_t s = 0; s < L; ++s) dp[s] = p[s] * (dp[s] - p_dot_dp);  // dp now holds dS
-        weighted_row_sum<scalar_t>(dp.data(), kb, D, L, D, dq.data(), false);
-        scalar_t* gq = grad_q + r * D;
-        for (int64_t d = 0; d < D; ++d) gq[d] = static_cast<scalar_t>(dq[d] * sc);
-        for (int64_t s = 0; s < L; ++s) {
-          axpy<A>(dp[s], qs.data(), D, dk.data() + s * D);  // qs = scale * q
-          axpy<A>(p[s], gc.data(), Dv, dv.data() + s * Dv);
-        }
-      }
-      convert_row(dk.data(), grad_k + b * S * D, S * D);
-      convert_row(dv.data(), grad_v + b * S * Dv, S * Dv);
+  const scalar_t* q;
+  const scalar_t* k;
+  const A* saved_p;
+  scalar_t* grad_q;
+  scalar_t* grad_k;
+  int64_t D, S;
+  A sc;
+  std::vector<A> qs, dq, dk;  // scale * q, dq of one row; dK of one source row
+
+  DotBackwardRows(const scalar_t* q_, const scalar_t* k_, const A* saved_p_, scalar_t* grad_q_,
+                  scalar_t* grad_k_, const AttentionGeometry& g, double scale)
+      : q(q_),
+        k(k_),
+        saved_p(saved_p_),
+        grad_q(grad_q_),
+        grad_k(grad_k_),
+        D(g.Dq),
+        S(g.S),
+        sc(static_cast<A>(scale)),
+        qs(D),
+        dq(D),
+        dk(S * D) {}
+
+  void begin_source(int64_t) { std::fill(dk.begin(), dk.end(), A(0)); }
+
+  void weights(int64_t r, int64_t b, int64_t L, A* p) {
+    const scalar_t* qr = q + r * D;
+    for (int64_t d = 0; d < D; ++d) qs[d] = static_cast<A>(qr[d]) * sc;
+    if (saved_p != nullptr) {
+      std::copy(saved_p + r * S, saved_p + (r + 1) * S, p);
+    } else {  // recompute the weights of this row exactly as the forward did
+      dot_rows<scalar_t>(qs.data(), k + b * S * D, D, L, D, p);
+      masked_softmax_inplace<A>(p, L, S);
     }
-  });
-}
+  }
+
+  void row_grads(int64_t r, int64_t b, int64_t L, const A* /*p*/, const A* ds) {
+    weighted_row_sum<scalar_t>(ds, k + b * S * D, D, L, D, dq.data(), false);
+    scalar_t* gq = grad_q + r * D;
+    for (int64_t d = 0; d < D; ++d) gq[d] = static_cast<scalar_t>(dq[d] * sc);
+    // dK[b, s] += scale dS[s] q, from qs = scale q
+    for (int64_t s = 0; s < L; ++s) axpy<A>(ds[s], qs.data(), D, dk.data() + s * D);
+  }
+
+  void end_source(int64_t b) { convert_row(dk.data(), grad_k + b * S * D, S * D); }
+};
 
 at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -214,8 +219,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_backward_gemm(
     batched_gemm_nt<scalar_t>(gc.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
                               ds.mutable_data_ptr<A>(), g.B, m, g.S, g.Dv, valid);
     softmax_backward_rows<A, scalar_t>(p.const_data_ptr<A>(), ds.mutable_data_ptr<A>(),
-                                       gw.defined() ? gw.const_data_ptr<scalar_t>() : nullptr,
-                                       lens, g, scale);
+                                       gw.defined() ? gw.const_data_ptr<scalar_t>() : nullptr, lens,
+                                       g, scale);
   });
   const at::Tensor qa = q.to(acc).view({g.B, m, g.Dq});
   const at::Tensor gca = gc.to(acc).view({g.B, m, g.Dv});
@@ -242,12 +247,12 @@ std::tuple<at::Tensor, at::Tensor> dot_attention_cpu(const at::Tensor& query,
   if (use_gemm(g)) {
     dot_forward_gemm(q.view({g.N, g.T, g.Dq}), k, v, lens, context, weights, g, scale);
   } else {
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, query.scalar_type(), "dot_attention_cpu", [&] {
-    dot_forward_kernel<scalar_t>(q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(),
-                                 v.const_data_ptr<scalar_t>(), lens,
-                                 context.mutable_data_ptr<scalar_t>(),
-                                 weights.mutable_data_ptr<scalar_t>(), g, scale);
-  });
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, query.scalar_type(), "dot_attention_cpu", [&] {
+      dot_forward_kernel<scalar_t>(q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(),
+                                   v.const_data_ptr<scalar_t>(), lens,
+                                   context.mutable_data_ptr<scalar_t>(),
+                                   weights.mutable_data_ptr<scalar_t>(), g, scale);
+    });
   }
   if (g.query_2d) return {context.view({g.N, g.Dv}), weights.view({g.N, g.S})};
   return {context, weights};
@@ -270,8 +275,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cpu(
     check_output_grad(op, "grad_weights", *grad_weights, g, g.S, query);
     gw = grad_weights->to(dtype).contiguous();
   }
-  TORCH_CHECK(weights.sizes() == (g.query_2d ? at::IntArrayRef{g.N, g.S}
-                                               : at::IntArrayRef{g.N, g.T, g.S}) &&
+  TORCH_CHECK(weights.sizes() ==
+                      (g.query_2d ? at::IntArrayRef{g.N, g.S} : at::IntArrayRef{g.N, g.T, g.S}) &&
                   weights.scalar_type() == dtype,
               op, ": weights must be the forward's weights output, of shape (N, T, S) = (", g.N,
               ", ", g.T, ", ", g.S, ") and dtype ", dtype, ", got ", weights.sizes(), " ",
@@ -285,12 +290,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "dot_attention_backward_cpu", [&] {
     using A = acc_t<scalar_t>;
     const A* saved_p = std::is_same_v<A, scalar_t> ? w.const_data_ptr<A>() : nullptr;
-    dot_backward_kernel<scalar_t>(
+    attention_backward_by_source<scalar_t>(
         gc.const_data_ptr<scalar_t>(), gw.defined() ? gw.const_data_ptr<scalar_t>() : nullptr,
-        saved_p,
-        q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
-        lens, grad_q.mutable_data_ptr<scalar_t>(), grad_k.mutable_data_ptr<scalar_t>(),
-        grad_v.mutable_data_ptr<scalar_t>(), g, scale);
+        v.const_data_ptr<scalar_t>(), lens, grad_v.mutable_data_ptr<scalar_t>(), g, [&] {
+          return DotBackwardRows<scalar_t>(
+              q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), saved_p,
+              grad_q.mutable_data_ptr<scalar_t>(), grad_k.mutable_data_ptr<scalar_t>(), g, scale);
+        });
   });
   return {grad_q, grad_k, grad_v};
 }

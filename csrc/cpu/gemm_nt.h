@@ -47,8 +47,8 @@ inline void nt_tile(const scalar_t* a, int64_t lda, const scalar_t* b, int64_t l
 
 // One row block of up to 4 rows of A against all N rows of B.
 template <int TM, typename scalar_t>
-inline void nt_row_block(const scalar_t* a, int64_t lda, const scalar_t* b, int64_t ldb,
-                         int64_t N, int64_t K, acc_t<scalar_t>* c, int64_t ldc) {
+inline void nt_row_block(const scalar_t* a, int64_t lda, const scalar_t* b, int64_t ldb, int64_t N,
+                         int64_t K, acc_t<scalar_t>* c, int64_t ldc) {
   int64_t j = 0;
   for (; j + 4 <= N; j += 4) nt_tile<TM, 4>(a, lda, b + j * ldb, ldb, K, c + j, ldc);
   for (; j < N; ++j) nt_tile<TM, 1>(a, lda, b + j * ldb, ldb, K, c + j, ldc);

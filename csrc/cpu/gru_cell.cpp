@@ -78,8 +78,8 @@ gru_cell_backward_cpu(const at::Tensor& grad_h_new, const at::Tensor& x, const a
               ", got ", grad_h_new.sizes());
   TORCH_CHECK(gates.dim() == 2 && gates.size(0) == B && gates.size(1) == 4 * H &&
                   gates.scalar_type() == acc,
-              op, ": gates must be the workspace the forward returned, (B, 4H) = (", B, ", ",
-              4 * H, ") ", acc, ", got ", gates.sizes(), " ", gates.scalar_type());
+              op, ": gates must be the workspace the forward returned, (B, 4H) = (", B, ", ", 4 * H,
+              ") ", acc, ", got ", gates.sizes(), " ", gates.scalar_type());
   const at::Tensor xa = x.to(acc).contiguous(), ha = h.to(acc).contiguous();
   const at::Tensor dh = grad_h_new.to(acc).contiguous(), g = gates.contiguous();
   at::Tensor dgi = at::empty({B, 3 * H}, xa.options());
@@ -95,8 +95,7 @@ gru_cell_backward_cpu(const at::Tensor& grad_h_new, const at::Tensor& x, const a
                      [&](int64_t begin, int64_t end) {
                        for (int64_t b = begin; b < end; ++b) {
                          gru_gates_backward<A>(dhp + b * H, gp + b * 4 * H, hp + b * H,
-                                               dgip + b * 3 * H, dghp + b * 3 * H, ddp + b * H,
-                                               H);
+                                               dgip + b * 3 * H, dghp + b * 3 * H, ddp + b * H, H);
                        }
                      });
   });

@@ -1,18 +1,9 @@
-// The GRU gate arithmetic of one row, forward and backward, in one vectorised pass each.
-// torch.nn.GRU semantics, gate order r, z, n (reference: fast_s2s/reference.py::gru_cell):
-//   r  = sigmoid(gi_r + b_ir + gh_r + b_hr)
-//   z  = sigmoid(gi_z + b_iz + gh_z + b_hz)
-//   hn = gh_n + b_hn
-//   n  = tanh(gi_n + b_in + r * hn)
-//   h' = (1 - z) * n + z * h  =  n + z * (h - n)
-// gi = W_ih x and gh = W_hh h come from the matrix products, without biases: the biases are
-// added here, so no (B, 3H) bias-broadcast tensor is ever written.
-// The forward saves [r, z, n, hn] (4H per row, the "gates" workspace) for the backward:
-//   dn = dh' (1 - z);  dz = dh' (h - n);  dh (direct) = dh' z
-//   dn_pre = dn (1 - n^2);  dz_pre = dz z (1 - z);  dr_pre = dn_pre hn r (1 - r)
-//   dgi = [dr_pre, dz_pre, dn_pre];  dgh = [dr_pre, dz_pre, dn_pre r]
+// The GRU gate arithmetic of one row, forward and backward, in one vectorised pass each. The
+// formulas and the workspace layout are in csrc/common/gru_gates.h; here they run over a row of H
+// units, Vec<A>::size() at a time, with a scalar tail.
 #pragma once
 
+#include "common/gru_gates.h"
 #include "cpu/vec_utils.h"
 
 namespace fast_s2s::cpu {
@@ -31,15 +22,16 @@ inline A sigmoid_scalar(A x) {
 
 // bih, bhh: 3H biases or nullptr. gates: 4H output [r, z, n, hn]. h_new may alias h_prev.
 template <typename A>
-inline void gru_gates_forward(const A* gi, const A* gh, const A* bih, const A* bhh,
-                              const A* h_prev, A* h_new, A* gates, int64_t H) {
+inline void gru_gates_forward(const A* gi, const A* gh, const A* bih, const A* bhh, const A* h_prev,
+                              A* h_new, A* gates, int64_t H) {
   constexpr int64_t W = Vec<A>::size();
   auto bias = [](const A* b, int64_t off) { return b ? Vec<A>::loadu(b + off) : Vec<A>(A(0)); };
   auto bias_s = [](const A* b, int64_t off) { return b ? b[off] : A(0); };
   int64_t j = 0;
+  // gru_unit_forward written out in vectors, with fused multiply-adds for r hn and z (h - n).
   for (; j + W <= H; j += W) {
-    const Vec<A> r = sigmoid_vec<A>(Vec<A>::loadu(gi + j) + bias(bih, j) + Vec<A>::loadu(gh + j) +
-                                    bias(bhh, j));
+    const Vec<A> r =
+        sigmoid_vec<A>(Vec<A>::loadu(gi + j) + bias(bih, j) + Vec<A>::loadu(gh + j) + bias(bhh, j));
     const Vec<A> z = sigmoid_vec<A>(Vec<A>::loadu(gi + H + j) + bias(bih, H + j) +
                                     Vec<A>::loadu(gh + H + j) + bias(bhh, H + j));
     const Vec<A> hn = Vec<A>::loadu(gh + 2 * H + j) + bias(bhh, 2 * H + j);
@@ -53,16 +45,16 @@ inline void gru_gates_forward(const A* gi, const A* gh, const A* bih, const A* b
     at::vec::fmadd(z, hp - n, n).store(h_new + j);
   }
   for (; j < H; ++j) {
-    const A r = sigmoid_scalar<A>(gi[j] + bias_s(bih, j) + gh[j] + bias_s(bhh, j));
-    const A z = sigmoid_scalar<A>(gi[H + j] + bias_s(bih, H + j) + gh[H + j] + bias_s(bhh, H + j));
-    const A hn = gh[2 * H + j] + bias_s(bhh, 2 * H + j);
-    const A n = fast_tanh(gi[2 * H + j] + bias_s(bih, 2 * H + j) + r * hn);
-    const A hp = h_prev[j];
-    gates[j] = r;
-    gates[H + j] = z;
-    gates[2 * H + j] = n;
-    gates[3 * H + j] = hn;
-    h_new[j] = n + z * (hp - n);
+    const GruUnit<A> u = gru_unit_forward<A>(
+        gi[j] + bias_s(bih, j) + gh[j] + bias_s(bhh, j),
+        gi[H + j] + bias_s(bih, H + j) + gh[H + j] + bias_s(bhh, H + j),
+        gi[2 * H + j] + bias_s(bih, 2 * H + j), gh[2 * H + j], bias_s(bhh, 2 * H + j), h_prev[j],
+        [](A x) { return sigmoid_scalar<A>(x); }, [](A x) { return fast_tanh(x); });
+    gates[j] = u.r;
+    gates[H + j] = u.z;
+    gates[2 * H + j] = u.n;
+    gates[3 * H + j] = u.hn;
+    h_new[j] = u.h;
   }
 }
 
@@ -71,37 +63,30 @@ template <typename A>
 inline void gru_gates_backward(const A* dh, const A* gates, const A* h_prev, A* dgi, A* dgh,
                                A* dh_prev, int64_t H) {
   constexpr int64_t W = Vec<A>::size();
-  const Vec<A> one(A(1));
   int64_t j = 0;
   for (; j + W <= H; j += W) {
-    const Vec<A> d = Vec<A>::loadu(dh + j);
-    const Vec<A> r = Vec<A>::loadu(gates + j), z = Vec<A>::loadu(gates + H + j);
-    const Vec<A> n = Vec<A>::loadu(gates + 2 * H + j), hn = Vec<A>::loadu(gates + 3 * H + j);
-    const Vec<A> hp = Vec<A>::loadu(h_prev + j);
-    const Vec<A> dn_pre = d * (one - z) * (one - n * n);
-    const Vec<A> dz_pre = d * (hp - n) * z * (one - z);
-    const Vec<A> dr_pre = dn_pre * hn * r * (one - r);
-    dr_pre.store(dgi + j);
-    dz_pre.store(dgi + H + j);
-    dn_pre.store(dgi + 2 * H + j);
-    dr_pre.store(dgh + j);
-    dz_pre.store(dgh + H + j);
-    (dn_pre * r).store(dgh + 2 * H + j);
-    (d * z).store(dh_prev + j);
+    const GruUnitGrad<Vec<A>> d =
+        gru_unit_backward<Vec<A>>(Vec<A>::loadu(dh + j), Vec<A>::loadu(gates + j),
+                                  Vec<A>::loadu(gates + H + j), Vec<A>::loadu(gates + 2 * H + j),
+                                  Vec<A>::loadu(gates + 3 * H + j), Vec<A>::loadu(h_prev + j));
+    d.dr_pre.store(dgi + j);
+    d.dz_pre.store(dgi + H + j);
+    d.dn_pre.store(dgi + 2 * H + j);
+    d.dr_pre.store(dgh + j);
+    d.dz_pre.store(dgh + H + j);
+    d.dgh_n.store(dgh + 2 * H + j);
+    d.dh_direct.store(dh_prev + j);
   }
   for (; j < H; ++j) {
-    const A d = dh[j], r = gates[j], z = gates[H + j], n = gates[2 * H + j];
-    const A hn = gates[3 * H + j], hp = h_prev[j];
-    const A dn_pre = d * (A(1) - z) * (A(1) - n * n);
-    const A dz_pre = d * (hp - n) * z * (A(1) - z);
-    const A dr_pre = dn_pre * hn * r * (A(1) - r);
-    dgi[j] = dr_pre;
-    dgi[H + j] = dz_pre;
-    dgi[2 * H + j] = dn_pre;
-    dgh[j] = dr_pre;
-    dgh[H + j] = dz_pre;
-    dgh[2 * H + j] = dn_pre * r;
-    dh_prev[j] = d * z;
+    const GruUnitGrad<A> d = gru_unit_backward<A>(dh[j], gates[j], gates[H + j], gates[2 * H + j],
+                                                  gates[3 * H + j], h_prev[j]);
+    dgi[j] = d.dr_pre;
+    dgi[H + j] = d.dz_pre;
+    dgi[2 * H + j] = d.dn_pre;
+    dgh[j] = d.dr_pre;
+    dgh[H + j] = d.dz_pre;
+    dgh[2 * H + j] = d.dgh_n;
+    dh_prev[j] = d.dh_direct;
   }
 }
 

@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "cpu/attention_checks.h"
 #include "cpu/gru_common.h"
 #include "cpu/gru_gates.h"
 
@@ -111,8 +110,8 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
               grad_output.sizes());
   TORCH_CHECK(grad_h_n.sizes() == h0.sizes(), op, ": grad_h_n must have shape ", h0.sizes(),
               ", got ", grad_h_n.sizes());
-  TORCH_CHECK(work.dim() == 3 && work.size(0) == T && work.size(1) == B &&
-                  work.size(2) == 5 * H && work.scalar_type() == acc,
+  TORCH_CHECK(work.dim() == 3 && work.size(0) == T && work.size(1) == B && work.size(2) == 5 * H &&
+                  work.scalar_type() == acc,
               op, ": work must be the workspace the forward returned, (T, B, 5H) ", acc, ", got ",
               work.sizes(), " ", work.scalar_type());
   const at::Tensor xa = x.to(acc).contiguous(), wk = work.contiguous();

@@ -93,8 +93,8 @@ inline acc_t<scalar_t> dot1(const acc_t<scalar_t>* q, const scalar_t* k, int64_t
 
 // out[s] = q . rows[s] for s < count, where row s starts at rows + s * stride.
 template <typename scalar_t>
-inline void dot_rows(const acc_t<scalar_t>* q, const scalar_t* rows, int64_t stride,
-                     int64_t count, int64_t n, acc_t<scalar_t>* out) {
+inline void dot_rows(const acc_t<scalar_t>* q, const scalar_t* rows, int64_t stride, int64_t count,
+                     int64_t n, acc_t<scalar_t>* out) {
   int64_t s = 0;
   for (; s + 4 <= count; s += 4) {
     const scalar_t* r = rows + s * stride;
@@ -183,7 +183,6 @@ inline void weighted_row_sum_stream(const acc_t<scalar_t>* w, const scalar_t* ro
   if (s < count) axpy<scalar_t>(w[s], rows + s * stride, n, out);
 }
 
-
 // In-place softmax over the first `valid` entries of p; entries [valid, total) become 0.
 // A row with valid == 0 is all zeros (zero weights, hence zero context), never NaN.
 // Scores are max-subtracted, so scores of 1e4 or more are exact, not inf.
@@ -215,6 +214,7 @@ inline void softmax_and_read(acc_t<scalar_t>* p, int64_t L, int64_t S, const sca
   convert_row(p, w_row, S);
 }
 
+// clang-format off: fast_tanh's polynomial keeps one coefficient per line.
 // tanh for the additive-attention score. float: the rational approximation Eigen and XLA use
 // (odd degree-13 / even degree-6 polynomials on a clamped input, a few ulp from std::tanh,
 // no exp and one division, several times faster than a libm-accurate tanh); double: Sleef's.
@@ -243,5 +243,6 @@ inline float fast_tanh(float x) {
   return out[0];
 }
 inline double fast_tanh(double x) { return std::tanh(x); }
+// clang-format on
 
 }  // namespace fast_s2s::cpu

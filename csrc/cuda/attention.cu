@@ -44,13 +44,11 @@
 #include <algorithm>
 #include <optional>
 
-#include "cpu/attention_checks.h"
+#include "common/attention_checks.h"
 #include "cuda/cuda_utils.cuh"
 
 namespace fast_s2s::cuda {
 namespace {
-
-using cpu::AttentionGeometry;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
@@ -63,13 +61,13 @@ constexpr int64_t kMaxSplits = 65535;  // gridDim.y
 // Everything a kernel needs about one call. Pointers to inputs are contiguous.
 template <typename scalar_t>
 struct AttnArgs {
-  const scalar_t* query;    // (rows, D): query or query_proj
-  const scalar_t* keys;     // (B, S, D): keys or keys_proj
-  const scalar_t* vec;      // (D,): v of additive attention, nullptr for dot
-  const scalar_t* values;   // (B, S, Dv)
-  const int64_t* lengths;   // (B,) or nullptr
-  acc_t<scalar_t> scale;    // dot only
-  int64_t R, S, D, Dv;      // R = beam * T rows per source row
+  const scalar_t* query;   // (rows, D): query or query_proj
+  const scalar_t* keys;    // (B, S, D): keys or keys_proj
+  const scalar_t* vec;     // (D,): v of additive attention, nullptr for dot
+  const scalar_t* values;  // (B, S, Dv)
+  const int64_t* lengths;  // (B,) or nullptr
+  acc_t<scalar_t> scale;   // dot only
+  int64_t R, S, D, Dv;     // R = beam * T rows per source row
 };
 
 template <typename scalar_t>
@@ -106,8 +104,8 @@ __device__ __forceinline__ acc_t<scalar_t> warp_score(const AttnArgs<scalar_t>& 
 
 // dC . V[b, s], by one warp; every lane gets it.
 template <typename scalar_t, int VEC>
-__device__ __forceinline__ acc_t<scalar_t> warp_dot(const scalar_t* x, const scalar_t* y,
-                                                    int64_t n, int lane) {
+__device__ __forceinline__ acc_t<scalar_t> warp_dot(const scalar_t* x, const scalar_t* y, int64_t n,
+                                                    int lane) {
   using A = acc_t<scalar_t>;
   A part = 0;
   for (int64_t i = static_cast<int64_t>(lane) * VEC; i < n; i += kWarpSize * VEC) {
@@ -122,9 +120,9 @@ __device__ __forceinline__ acc_t<scalar_t> warp_dot(const scalar_t* x, const sca
 
 template <typename A, int VEC>
 struct ForwardSmem {
-  A p[kMaxChunk];            // scores, then exp(score - m), of this split's positions
-  A red[kWarps];             // block reductions
-  A ctx[kThreads * VEC];     // per-group partial contexts when Dv is narrow
+  A p[kMaxChunk];         // scores, then exp(score - m), of this split's positions
+  A red[kWarps];          // block reductions
+  A ctx[kThreads * VEC];  // per-group partial contexts when Dv is narrow
 };
 
 // Output pointers of the forward. One split: context / weights. Several: the float scratch.
@@ -388,7 +386,7 @@ __global__ void __launch_bounds__(kThreads)
 std::optional<at::Tensor> device_lengths(const char* op, const std::optional<at::Tensor>& lengths,
                                          const AttentionGeometry& g, const at::Tensor& like) {
   if (!lengths.has_value()) return std::nullopt;
-  if (!lengths->is_cuda()) cpu::read_lengths(op, lengths, g.B, g.S);
+  if (!lengths->is_cuda()) read_lengths(op, lengths, g.B, g.S);
   return lengths->to(like.device(), at::kLong).contiguous();
 }
 
@@ -419,7 +417,9 @@ bool use_vec16(const AttentionGeometry& g, std::initializer_list<const at::Tenso
 
 // Splits per row: enough that a split's scores fit in shared memory, and, when there are fewer
 // rows than twice the SM count, enough blocks to fill the GPU as long as each split keeps at
-// least kMinSplitChunk positions (a split costs a combine pass). Untuned: no GPU has timed it.
+// least kMinSplitChunk positions (a split costs a combine pass). kMinSplitChunk and the 2 x SM
+// target are estimates from the kernel's costs, not measured optima: time long rows at small
+// batch on the target GPU (fast-s2s bench --device cuda) before relying on them.
 int64_t choose_splits(int64_t rows, int64_t S) {
   int64_t splits = ceil_div(std::max<int64_t>(S, 1), kMaxChunk);
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
@@ -475,21 +475,23 @@ void launch_forward(const AttnArgs<scalar_t>& a, int64_t rows, bool vec16, at::T
 
 // Shared by both kinds: checks, contiguous operands, output allocation, dispatch.
 template <bool ADDITIVE>
-std::tuple<at::Tensor, at::Tensor> attention_forward_cuda(
-    const char* op, const at::Tensor& query, const at::Tensor& keys, const at::Tensor& vec,
-    const at::Tensor& values, const std::optional<at::Tensor>& lengths, double scale,
-    bool need_weights) {
-  const AttentionGeometry g = cpu::check_attention_inputs(
-      op, query, ADDITIVE ? "query_proj" : "query", keys, ADDITIVE ? "keys_proj" : "keys",
-      values, lengths);
+std::tuple<at::Tensor, at::Tensor> attention_forward_cuda(const char* op, const at::Tensor& query,
+                                                          const at::Tensor& keys,
+                                                          const at::Tensor& vec,
+                                                          const at::Tensor& values,
+                                                          const std::optional<at::Tensor>& lengths,
+                                                          double scale, bool need_weights) {
+  const AttentionGeometry g =
+      check_attention_inputs(op, query, ADDITIVE ? "query_proj" : "query", keys,
+                             ADDITIVE ? "keys_proj" : "keys", values, lengths);
   const c10::cuda::CUDAGuard guard(query.device());
   const at::Tensor q = query.contiguous(), k = keys.contiguous(), v = values.contiguous();
   const at::Tensor vc = vec.defined() ? vec.contiguous() : vec;
   const auto len = device_lengths(op, lengths, g, query);
   at::Tensor context = at::empty({g.N, g.T, g.Dv}, query.options());
   // Not asked for: an empty tensor, and the kernels skip every weights write.
-  at::Tensor weights = need_weights ? at::empty({g.N, g.T, g.S}, query.options())
-                                    : at::empty({0}, query.options());
+  at::Tensor weights =
+      need_weights ? at::empty({g.N, g.T, g.S}, query.options()) : at::empty({0}, query.options());
   const int64_t rows = g.N * g.T;
   if (rows > 0) {
     const auto dtype = q.scalar_type();
@@ -509,8 +511,8 @@ std::tuple<at::Tensor, at::Tensor> dot_attention_cuda(const at::Tensor& query,
                                                       const at::Tensor& values,
                                                       const std::optional<at::Tensor>& lengths,
                                                       double scale, bool need_weights) {
-  return attention_forward_cuda<false>("dot_attention", query, keys, at::Tensor(), values,
-                                       lengths, scale, need_weights);
+  return attention_forward_cuda<false>("dot_attention", query, keys, at::Tensor(), values, lengths,
+                                       scale, need_weights);
 }
 
 std::tuple<at::Tensor, at::Tensor> additive_attention_cuda(
@@ -519,9 +521,9 @@ std::tuple<at::Tensor, at::Tensor> additive_attention_cuda(
   const char* op = "additive_attention";
   TORCH_CHECK(v.dim() == 1 && v.size(0) == query_proj.size(-1), op, ": v must have shape (A,) = (",
               query_proj.size(-1), ",), got ", v.sizes());
-  TORCH_CHECK(v.scalar_type() == query_proj.scalar_type() && v.device() == query_proj.device(),
-              op, ": v must have the dtype and device of query_proj (", query_proj.scalar_type(),
-              ", ", query_proj.device(), "), got ", v.scalar_type(), ", ", v.device());
+  TORCH_CHECK(v.scalar_type() == query_proj.scalar_type() && v.device() == query_proj.device(), op,
+              ": v must have the dtype and device of query_proj (", query_proj.scalar_type(), ", ",
+              query_proj.device(), "), got ", v.scalar_type(), ", ", v.device());
   return attention_forward_cuda<true>(op, query_proj, keys_proj, v, values, lengths, 1.0,
                                       need_weights);
 }
@@ -565,10 +567,10 @@ std::pair<at::Tensor, at::Tensor> output_grads(const char* op, const at::Tensor&
                                                const std::optional<at::Tensor>& grad_weights,
                                                const AttentionGeometry& g,
                                                const at::Tensor& query) {
-  cpu::check_output_grad(op, "grad_context", grad_context, g, g.Dv, query);
+  check_output_grad(op, "grad_context", grad_context, g, g.Dv, query);
   at::Tensor gw;
   if (grad_weights.has_value()) {
-    cpu::check_output_grad(op, "grad_weights", *grad_weights, g, g.S, query);
+    check_output_grad(op, "grad_weights", *grad_weights, g, g.S, query);
     gw = grad_weights->to(query.scalar_type()).contiguous();
   }
   return {grad_context.to(query.scalar_type()).contiguous(), gw};
@@ -581,7 +583,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cuda(
   const char* op = "dot_attention_backward";
   (void)weights;  // recomputed in float32 from query and keys: may be empty (need_weights)
   const AttentionGeometry g =
-      cpu::check_attention_inputs(op, query, "query", keys, "keys", values, lengths);
+      check_attention_inputs(op, query, "query", keys, "keys", values, lengths);
   const c10::cuda::CUDAGuard guard(query.device());
   const at::Tensor q = query.contiguous(), k = keys.contiguous(), v = values.contiguous();
   const auto len = device_lengths(op, lengths, g, query);
@@ -602,12 +604,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cuda(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_attention_backward_cuda(
     const at::Tensor& grad_context, const std::optional<at::Tensor>& grad_weights,
     const at::Tensor& query_proj, const at::Tensor& keys_proj, const at::Tensor& v,
-    const at::Tensor& values, const at::Tensor& weights,
-    const std::optional<at::Tensor>& lengths) {
+    const at::Tensor& values, const at::Tensor& weights, const std::optional<at::Tensor>& lengths) {
   const char* op = "additive_attention_backward";
   (void)weights;  // recomputed in float32: may be empty (need_weights)
-  const AttentionGeometry g = cpu::check_attention_inputs(op, query_proj, "query_proj",
-                                                          keys_proj, "keys_proj", values, lengths);
+  const AttentionGeometry g =
+      check_attention_inputs(op, query_proj, "query_proj", keys_proj, "keys_proj", values, lengths);
   TORCH_CHECK(v.dim() == 1 && v.size(0) == g.Dq && v.scalar_type() == query_proj.scalar_type() &&
                   v.device() == query_proj.device(),
               op, ": v must be (A,) = (", g.Dq, ",) with the dtype and device of query_proj");
@@ -627,8 +628,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_attention_ba
       const auto a = make_args<scalar_t>(q, k, vc, vals, len, g, 1.0);
       const auto kernel = &additive_backward_keys_kernel<scalar_t>;
       FAST_S2S_LAUNCH(kernel, g.B * g.S, kThreads, at::cuda::getCurrentCUDAStream())(
-          a, r.dS.const_data_ptr<A>(), d_keys.mutable_data_ptr<A>(),
-          dv_part.mutable_data_ptr<A>());
+          a, r.dS.const_data_ptr<A>(), d_keys.mutable_data_ptr<A>(), dv_part.mutable_data_ptr<A>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   } else {
@@ -639,8 +639,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> additive_attention_ba
   const at::Tensor dca = dc.to(acc).view({g.B, R, g.Dv});
   at::Tensor d_values = at::bmm(P.transpose(1, 2), dca).to(dtype);
   at::Tensor d_query = r.d_query.to(dtype).view(query_proj.sizes());
-  at::Tensor d_v = (g.B * g.S > 0 ? dv_part.sum(0) : at::zeros({g.Dq}, dv_part.options()))
-                       .to(dtype);
+  at::Tensor d_v =
+      (g.B * g.S > 0 ? dv_part.sum(0) : at::zeros({g.Dq}, dv_part.options())).to(dtype);
   return {d_query, d_keys.to(dtype), d_v, d_values};
 }
 

@@ -5,10 +5,9 @@
 
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <cstdint>
-
-#include <torch/library.h>
 
 #ifdef FAST_S2S_EMULATE_CUDA
 // Compiled as C++ for the CPU emulation of the kernels (tests/test_cuda_emulation.py), whose ops

@@ -1,10 +1,10 @@
 // Fused GRU cell and GRU layer on CUDA, forward and backward (torch.nn.GRUCell / torch.nn.GRU
 // semantics, gate order r, z, n). Reference: fast_s2s/reference.py::gru_cell and ::gru_layer.
-// The gate arithmetic and the workspaces are those of the CPU kernels (csrc/cpu/gru_gates.h):
+// The gate formulas are those of the CPU kernels, written once in csrc/common/gru_gates.h:
 //   r = sigmoid(gi_r + b_ir + gh_r + b_hr),  z = sigmoid(gi_z + b_iz + gh_z + b_hz),
 //   hn = gh_n + b_hn,  n = tanh(gi_n + b_in + r hn),  h' = n + z (h - n),
-// gates (B, 4H) = [r, z, n, hn] for the cell, work (T, B, 5H) = [r, z, n, hn, h_prev] per step
-// for the layer, both float32 (float64 for float64 inputs).
+// and so are the workspaces: gates (B, 4H) = [r, z, n, hn] for the cell, work (T, B, 5H) =
+// [r, z, n, hn, h_prev] per step for the layer, both float32 (float64 for float64 inputs).
 //
 // Forward, small batch (B <= kSmallBatch): gru_small_batch_kernel, one launch per step. One warp
 // owns hidden unit j for up to kBatchTile rows: it streams the three weight rows of j (W_ih and
@@ -34,8 +34,8 @@
 #include <optional>
 #include <vector>
 
-#include "cpu/attention_checks.h"
-#include "cpu/gru_common.h"
+#include "common/gru_checks.h"
+#include "common/gru_gates.h"
 #include "cuda/cuda_utils.cuh"
 
 namespace fast_s2s::cuda {
@@ -68,12 +68,12 @@ struct GruStep {
   const int64_t* lengths = nullptr;
   int64_t t = 0;
   int64_t B = 0;
-  scalar_t* h_new = nullptr;       // cell: (B, H)
-  A* gates = nullptr;              // cell: (B, 4H)
-  scalar_t* out_t = nullptr;       // layer: output[t] (B, H)
-  A* work_t = nullptr;             // layer: work[t] (B, 5H)
-  A* h_next = nullptr;             // layer: (B, H)
-  scalar_t* h_next_st = nullptr;   // layer, large batch: h_next in the input dtype, for cuBLAS
+  scalar_t* h_new = nullptr;      // cell: (B, H)
+  A* gates = nullptr;             // cell: (B, 4H)
+  scalar_t* out_t = nullptr;      // layer: output[t] (B, H)
+  A* work_t = nullptr;            // layer: work[t] (B, 5H)
+  A* h_next = nullptr;            // layer: (B, H)
+  scalar_t* h_next_st = nullptr;  // layer, large batch: h_next in the input dtype, for cuBLAS
 };
 
 // Biases, gates and the state update of row b, unit j, from the bias-free pre-activations
@@ -92,11 +92,16 @@ __device__ __forceinline__ void gru_epilogue(const GruWeights<scalar_t>& w,
   const bool valid = CELL || st.lengths == nullptr || st.t < st.lengths[b];
   A r = 0, z = 0, n = 0, hn = 0, h = hp;
   if (valid) {
-    r = dev_sigmoid(pre_r + bias(w.b_ih, j) + bias(w.b_hh, j));
-    z = dev_sigmoid(pre_z + bias(w.b_ih, H + j) + bias(w.b_hh, H + j));
-    hn = gh_n + bias(w.b_hh, 2 * H + j);
-    n = dev_tanh(gi_n + bias(w.b_ih, 2 * H + j) + r * hn);
-    h = n + z * (hp - n);
+    const GruUnit<A> u = gru_unit_forward<A>(
+        pre_r + bias(w.b_ih, j) + bias(w.b_hh, j),
+        pre_z + bias(w.b_ih, H + j) + bias(w.b_hh, H + j), gi_n + bias(w.b_ih, 2 * H + j), gh_n,
+        bias(w.b_hh, 2 * H + j), hp, [](A x) { return dev_sigmoid(x); },
+        [](A x) { return dev_tanh(x); });
+    r = u.r;
+    z = u.z;
+    n = u.n;
+    hn = u.hn;
+    h = u.h;
   }
   if constexpr (CELL) {
     st.h_new[b * H + j] = static_cast<scalar_t>(h);
@@ -123,8 +128,8 @@ __device__ __forceinline__ void gru_epilogue(const GruWeights<scalar_t>& w,
 // the columns in VEC-wide loads (sums per lane; the caller reduces over the warp).
 template <typename scalar_t, typename VT, int VEC>
 __device__ __forceinline__ void accumulate_gate_rows(const scalar_t* weight, int64_t n_cols,
-                                                     int64_t H, int64_t j, const VT* v,
-                                                     int64_t b0, int nb, int lane,
+                                                     int64_t H, int64_t j, const VT* v, int64_t b0,
+                                                     int nb, int lane,
                                                      acc_t<scalar_t> (&r)[kBatchTile],
                                                      acc_t<scalar_t> (&z)[kBatchTile],
                                                      acc_t<scalar_t> (&n)[kBatchTile]) {
@@ -175,10 +180,9 @@ __global__ void __launch_bounds__(kThreads)
                                                   pre_z, gi_n);
   }
   // hidden part: W_hh rows j, H + j, 2H + j against the state (gh_n apart)
-  const HT* state = CELL ? reinterpret_cast<const HT*>(st.h_in)
-                         : reinterpret_cast<const HT*>(st.h_acc);
-  accumulate_gate_rows<scalar_t, HT, VEC>(w.w_hh, H, H, j, state, b0, nb, lane, pre_r, pre_z,
-                                          gh_n);
+  const HT* state =
+      CELL ? reinterpret_cast<const HT*>(st.h_in) : reinterpret_cast<const HT*>(st.h_acc);
+  accumulate_gate_rows<scalar_t, HT, VEC>(w.w_hh, H, H, j, state, b0, nb, lane, pre_r, pre_z, gh_n);
 #pragma unroll
   for (int bb = 0; bb < kBatchTile; ++bb) {
     if (bb < nb) {  // nb is the same for the whole warp
@@ -216,8 +220,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t b = idx / H, j = idx % H;
   const scalar_t* gi = st.gi + b * 3 * H;
   const scalar_t* gh = st.gh + b * 3 * H;
-  gru_epilogue<scalar_t, CELL>(w, st, b, j,
-                               static_cast<A>(gi[j]) + static_cast<A>(gh[j]),
+  gru_epilogue<scalar_t, CELL>(w, st, b, j, static_cast<A>(gi[j]) + static_cast<A>(gh[j]),
                                static_cast<A>(gi[H + j]) + static_cast<A>(gh[H + j]),
                                static_cast<A>(gi[2 * H + j]), static_cast<A>(gh[2 * H + j]));
 }
@@ -225,21 +228,22 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t>
 struct GruBackStep {
   using A = acc_t<scalar_t>;
-  const A* dh;                 // (B, H) gradient of h' from later steps (or grad_h_new)
-  const scalar_t* go;          // (B, H) grad_output[t], or nullptr (cell)
-  const A* gates;              // row b at gates + b * gstride: [r, z, n, hn]
-  int64_t gstride;
-  const A* h_prev;             // row b at h_prev + b * hstride
-  int64_t hstride;
-  const int64_t* lengths;      // layer: (B,) or nullptr
-  int64_t t;
-  A* dgi;                      // (B, 3H)
-  A* dgh;                      // (B, 3H)
-  A* dh_direct;                // (B, H): dh' z, or dh itself for a row that did not step
+  const A* dh;             // (B, H) gradient of h' from later steps (or grad_h_new)
+  const scalar_t* go;      // (B, H) grad_output[t], or nullptr (cell)
+  const A* gates;          // row b at gates + b * gstride: [r, z, n, hn]
+  int64_t gstride;         // 4H (cell) or 5H (layer)
+  const A* h_prev;         // row b at h_prev + b * hstride
+  int64_t hstride;         // H (cell) or 5H (layer)
+  const int64_t* lengths;  // layer: (B,) or nullptr
+  int64_t t;               // the step, for lengths
+  A* dgi;                  // (B, 3H)
+  A* dgh;                  // (B, 3H)
+  A* dh_direct;            // (B, H): dh' z, or dh itself for a row that did not step
   int64_t B, H;
 };
 
-// The backward of gru_epilogue (formulas in csrc/cpu/gru_gates.h), one thread per (row, unit).
+// The backward of gru_epilogue (gru_unit_backward, csrc/common/gru_gates.h), one thread per
+// (row, unit).
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     gru_gates_backward_kernel(const GruBackStep<scalar_t> p) {
@@ -258,18 +262,15 @@ __global__ void __launch_bounds__(kThreads)
   }
   const A d = p.dh[idx] + (p.go != nullptr ? static_cast<A>(p.go[idx]) : A(0));
   const A* g = p.gates + b * p.gstride;
-  const A r = g[j], z = g[H + j], n = g[2 * H + j], hn = g[3 * H + j];
-  const A hp = p.h_prev[b * p.hstride + j];
-  const A dn_pre = d * (A(1) - z) * (A(1) - n * n);
-  const A dz_pre = d * (hp - n) * z * (A(1) - z);
-  const A dr_pre = dn_pre * hn * r * (A(1) - r);
-  dgi[j] = dr_pre;
-  dgi[H + j] = dz_pre;
-  dgi[2 * H + j] = dn_pre;
-  dgh[j] = dr_pre;
-  dgh[H + j] = dz_pre;
-  dgh[2 * H + j] = dn_pre * r;
-  p.dh_direct[idx] = d * z;
+  const GruUnitGrad<A> u = gru_unit_backward<A>(d, g[j], g[H + j], g[2 * H + j], g[3 * H + j],
+                                                p.h_prev[b * p.hstride + j]);
+  dgi[j] = u.dr_pre;
+  dgi[H + j] = u.dz_pre;
+  dgi[2 * H + j] = u.dn_pre;
+  dgh[j] = u.dr_pre;
+  dgh[H + j] = u.dz_pre;
+  dgh[2 * H + j] = u.dgh_n;
+  p.dh_direct[idx] = u.dh_direct;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,9 +283,13 @@ const scalar_t* ptr_or_null(const at::Tensor& t) {
 }
 
 template <typename scalar_t>
-GruWeights<scalar_t> weights_of(const cpu::GruParams& p) {
-  return {p.w_ih.const_data_ptr<scalar_t>(), p.w_hh.const_data_ptr<scalar_t>(),
-          ptr_or_null<scalar_t>(p.b_ih), ptr_or_null<scalar_t>(p.b_hh), p.input_size, p.hidden};
+GruWeights<scalar_t> weights_of(const GruParams& p) {
+  return {p.w_ih.const_data_ptr<scalar_t>(),
+          p.w_hh.const_data_ptr<scalar_t>(),
+          ptr_or_null<scalar_t>(p.b_ih),
+          ptr_or_null<scalar_t>(p.b_hh),
+          p.input_size,
+          p.hidden};
 }
 
 int64_t blocks_for(int64_t n) { return std::max<int64_t>(1, ceil_div(n, kThreads)); }
@@ -306,11 +311,11 @@ std::tuple<at::Tensor, at::Tensor> gru_cell_cuda(const at::Tensor& x, const at::
                                                  const std::optional<at::Tensor>& b_ih,
                                                  const std::optional<at::Tensor>& b_hh) {
   const char* op = "gru_cell";
-  cpu::check_cell_inputs(op, x, h);
+  check_cell_inputs(op, x, h);
   const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
-  const cpu::GruParams p = cpu::check_gru_params(op, x, I, H, w_ih, w_hh, b_ih, b_hh);
+  const GruParams p = check_gru_params(op, x, I, H, w_ih, w_hh, b_ih, b_hh);
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto acc = cpu::gru_acc_dtype(x.scalar_type());
+  const auto acc = gru_acc_dtype(x.scalar_type());
   const at::Tensor xc = x.contiguous(), hc = h.contiguous();
   at::Tensor h_new = at::empty({B, H}, x.options());
   at::Tensor gates = at::empty({B, 4 * H}, x.options().dtype(acc));
@@ -349,19 +354,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 gru_cell_backward_cuda(const at::Tensor& grad_h_new, const at::Tensor& x, const at::Tensor& h,
                        const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates) {
   const char* op = "gru_cell_backward";
-  cpu::check_cell_inputs(op, x, h);
+  check_cell_inputs(op, x, h);
   const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
-  const cpu::GruParams p =
-      cpu::check_gru_params(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt);
+  const GruParams p = check_gru_params(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt);
   const auto dtype = x.scalar_type();
-  const auto acc = cpu::gru_acc_dtype(dtype);
+  const auto acc = gru_acc_dtype(dtype);
   TORCH_CHECK(grad_h_new.sizes() == h.sizes() && grad_h_new.device() == h.device(), op,
               ": grad_h_new must have shape ", h.sizes(), " on ", h.device(), ", got ",
               grad_h_new.sizes(), " on ", grad_h_new.device());
   TORCH_CHECK(gates.dim() == 2 && gates.size(0) == B && gates.size(1) == 4 * H &&
                   gates.scalar_type() == acc && gates.device() == x.device(),
-              op, ": gates must be the workspace the forward returned, (B, 4H) = (", B, ", ",
-              4 * H, ") ", acc, ", got ", gates.sizes(), " ", gates.scalar_type());
+              op, ": gates must be the workspace the forward returned, (B, 4H) = (", B, ", ", 4 * H,
+              ") ", acc, ", got ", gates.sizes(), " ", gates.scalar_type());
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xa = x.to(acc).contiguous(), ha = h.to(acc).contiguous();
   const at::Tensor dh = grad_h_new.to(acc).contiguous(), g = gates.contiguous();
@@ -371,22 +375,32 @@ gru_cell_backward_cuda(const at::Tensor& grad_h_new, const at::Tensor& x, const 
   if (B * H > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "gru_cell_backward_cuda", [&] {
       using A = acc_t<scalar_t>;
-      const GruBackStep<scalar_t> s{dh.const_data_ptr<A>(), nullptr, g.const_data_ptr<A>(), 4 * H,
-                                    ha.const_data_ptr<A>(), H, nullptr, 0,
-                                    dgi.mutable_data_ptr<A>(), dgh.mutable_data_ptr<A>(),
-                                    dh_direct.mutable_data_ptr<A>(), B, H};
+      const GruBackStep<scalar_t> s{dh.const_data_ptr<A>(),
+                                    nullptr,
+                                    g.const_data_ptr<A>(),
+                                    4 * H,
+                                    ha.const_data_ptr<A>(),
+                                    H,
+                                    nullptr,
+                                    0,
+                                    dgi.mutable_data_ptr<A>(),
+                                    dgh.mutable_data_ptr<A>(),
+                                    dh_direct.mutable_data_ptr<A>(),
+                                    B,
+                                    H};
       const auto kernel = &gru_gates_backward_kernel<scalar_t>;
       FAST_S2S_LAUNCH(kernel, blocks_for(B * H), kThreads, at::cuda::getCurrentCUDAStream())(s);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   const at::Tensor w_ih_a = p.w_ih.to(acc), w_hh_a = p.w_hh.to(acc);
-  return {at::mm(dgi, w_ih_a).to(dtype),
-          at::addmm(dh_direct, dgh, w_hh_a).to(dtype),
-          at::mm(dgi.t(), xa).to(dtype),
-          at::mm(dgh.t(), ha).to(dtype),
-          dgi.sum(0).to(dtype),
-          dgh.sum(0).to(dtype)};
+  at::Tensor grad_x = at::mm(dgi, w_ih_a).to(dtype);
+  at::Tensor grad_h = at::addmm(dh_direct, dgh, w_hh_a).to(dtype);
+  at::Tensor grad_w_ih = at::mm(dgi.t(), xa).to(dtype);
+  at::Tensor grad_w_hh = at::mm(dgh.t(), ha).to(dtype);
+  at::Tensor grad_b_ih = dgi.sum(0).to(dtype);
+  at::Tensor grad_b_hh = dgh.sum(0).to(dtype);
+  return {grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh};
 }
 
 // The longest row (from a checked host copy: 0 <= len <= T; one device-to-host copy per layer
@@ -398,7 +412,7 @@ struct LayerLengths {
 
 LayerLengths device_layer_lengths(const char* op, const std::optional<at::Tensor>& lengths,
                                   int64_t B, int64_t T, const at::Tensor& like) {
-  const std::vector<int64_t> host = cpu::layer_lengths(op, lengths, B, T);
+  const std::vector<int64_t> host = layer_lengths(op, lengths, B, T);
   LayerLengths out;
   out.max_len = B == 0 ? 0 : *std::max_element(host.begin(), host.end());
   if (lengths.has_value()) out.device = lengths->to(like.device(), at::kLong).contiguous();
@@ -410,12 +424,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cuda(
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& lengths, bool reverse) {
   const char* op = "gru_layer";
-  cpu::check_layer_inputs(op, x, h0);
+  check_layer_inputs(op, x, h0);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
-  const cpu::GruParams p = cpu::check_gru_params(op, x, I, H, w_ih, w_hh, b_ih, b_hh);
+  const GruParams p = check_gru_params(op, x, I, H, w_ih, w_hh, b_ih, b_hh);
   const c10::cuda::CUDAGuard guard(x.device());
   const LayerLengths lens = device_layer_lengths(op, lengths, B, T, x);
-  const auto acc = cpu::gru_acc_dtype(x.scalar_type());
+  const auto acc = gru_acc_dtype(x.scalar_type());
   at::Tensor output = at::empty({T, B, H}, x.options());
   at::Tensor work = at::empty({T, B, 5 * H}, x.options().dtype(acc));
   // Steps no row reaches (t >= max_len) output zeros and are never run.
@@ -477,12 +491,11 @@ gru_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h_
                         const at::Tensor& w_hh, const at::Tensor& work,
                         const std::optional<at::Tensor>& lengths, bool reverse) {
   const char* op = "gru_layer_backward";
-  cpu::check_layer_inputs(op, x, h0);
+  check_layer_inputs(op, x, h0);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
-  const cpu::GruParams p =
-      cpu::check_gru_params(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt);
+  const GruParams p = check_gru_params(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt);
   const auto dtype = x.scalar_type();
-  const auto acc = cpu::gru_acc_dtype(dtype);
+  const auto acc = gru_acc_dtype(dtype);
   TORCH_CHECK(grad_output.dim() == 3 && grad_output.size(0) == T && grad_output.size(1) == B &&
                   grad_output.size(2) == H && grad_output.device() == x.device(),
               op, ": grad_output must have shape (T, B, H) = (", T, ", ", B, ", ", H, ") on ",
@@ -490,9 +503,8 @@ gru_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h_
   TORCH_CHECK(grad_h_n.sizes() == h0.sizes() && grad_h_n.device() == x.device(), op,
               ": grad_h_n must have shape ", h0.sizes(), " on ", x.device(), ", got ",
               grad_h_n.sizes(), " on ", grad_h_n.device());
-  TORCH_CHECK(work.dim() == 3 && work.size(0) == T && work.size(1) == B &&
-                  work.size(2) == 5 * H && work.scalar_type() == acc &&
-                  work.device() == x.device(),
+  TORCH_CHECK(work.dim() == 3 && work.size(0) == T && work.size(1) == B && work.size(2) == 5 * H &&
+                  work.scalar_type() == acc && work.device() == x.device(),
               op, ": work must be the workspace the forward returned, (T, B, 5H) ", acc, ", got ",
               work.sizes(), " ", work.scalar_type());
   const c10::cuda::CUDAGuard guard(x.device());
@@ -513,11 +525,19 @@ gru_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h_
         if (t >= lens.max_len) continue;  // no row stepped: dh passes through, dgi = dgh = 0
         const A* wt = wk.const_data_ptr<A>() + t * B * 5 * H;
         const GruBackStep<scalar_t> s{
-            dh.const_data_ptr<A>(), gout.const_data_ptr<scalar_t>() + t * B * H, wt, 5 * H,
-            wt + 4 * H, 5 * H,
-            lens.device.has_value() ? lens.device->const_data_ptr<int64_t>() : nullptr, t,
-            dgi.mutable_data_ptr<A>() + t * B * 3 * H, dgh.mutable_data_ptr<A>() + t * B * 3 * H,
-            dh_direct.mutable_data_ptr<A>(), B, H};
+            dh.const_data_ptr<A>(),
+            gout.const_data_ptr<scalar_t>() + t * B * H,
+            wt,
+            5 * H,
+            wt + 4 * H,
+            5 * H,
+            lens.device.has_value() ? lens.device->const_data_ptr<int64_t>() : nullptr,
+            t,
+            dgi.mutable_data_ptr<A>() + t * B * 3 * H,
+            dgh.mutable_data_ptr<A>() + t * B * 3 * H,
+            dh_direct.mutable_data_ptr<A>(),
+            B,
+            H};
         const auto kernel = &gru_gates_backward_kernel<scalar_t>;
         FAST_S2S_LAUNCH(kernel, blocks_for(B * H), kThreads, stream)(s);
         C10_CUDA_KERNEL_LAUNCH_CHECK();

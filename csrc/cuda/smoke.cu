@@ -26,8 +26,8 @@ at::Tensor cuda_smoke(const at::Tensor& x) {
   if (n == 0) return y;
   const int threads = 256;
   const int64_t blocks = (n + threads - 1) / threads;
-  add_one_kernel<<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      xc.data_ptr<float>(), y.data_ptr<float>(), n);
+  add_one_kernel<<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(xc.data_ptr<float>(),
+                                                                           y.data_ptr<float>(), n);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return y;
 }

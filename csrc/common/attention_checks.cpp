@@ -1,8 +1,8 @@
-#include "cpu/attention_checks.h"
+#include "common/attention_checks.h"
 
 #include <c10/util/Exception.h>
 
-namespace fast_s2s::cpu {
+namespace fast_s2s {
 
 namespace {
 
@@ -10,8 +10,8 @@ void check_dtype_device(const char* op, const char* name, const at::Tensor& t,
                         const at::Tensor& like, const char* like_name) {
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have the dtype of ",
               like_name, " (", like.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK(t.device() == like.device(), op, ": ", name, " must be on the device of ",
-              like_name, " (", like.device(), "), got ", t.device());
+  TORCH_CHECK(t.device() == like.device(), op, ": ", name, " must be on the device of ", like_name,
+              " (", like.device(), "), got ", t.device());
 }
 
 }  // namespace
@@ -41,8 +41,7 @@ AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query
               " must be 3-D (N, T, D) or 2-D (N, D), got shape ", query.sizes());
   TORCH_CHECK(keys.dim() == 3, op, ": ", keys_name, " must be 3-D (B, S, D), got shape ",
               keys.sizes());
-  TORCH_CHECK(values.dim() == 3, op, ": values must be 3-D (B, S, Dv), got shape ",
-              values.sizes());
+  TORCH_CHECK(values.dim() == 3, op, ": values must be 3-D (B, S, Dv), got shape ", values.sizes());
   check_float_dtype(op, query_name, query);
   check_dtype_device(op, keys_name, keys, query, query_name);
   check_dtype_device(op, "values", values, query, query_name);
@@ -56,11 +55,10 @@ AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query
   g.S = keys.size(1);
   g.Dv = values.size(2);
   TORCH_CHECK(keys.size(2) == g.Dq, op, ": ", keys_name, " feature size must equal the ",
-              query_name, " feature size ", g.Dq, ", got ", keys_name, " of shape ",
-              keys.sizes());
+              query_name, " feature size ", g.Dq, ", got ", keys_name, " of shape ", keys.sizes());
   TORCH_CHECK(values.size(0) == g.B && values.size(1) == g.S, op,
-              ": values must have shape (B, S, Dv) = (", g.B, ", ", g.S, ", Dv) like ",
-              keys_name, ", got ", values.sizes());
+              ": values must have shape (B, S, Dv) = (", g.B, ", ", g.S, ", Dv) like ", keys_name,
+              ", got ", values.sizes());
   if (g.B == 0) {
     TORCH_CHECK(g.N == 0, op, ": ", keys_name, " has no source rows (B = 0) but ", query_name,
                 " has ", g.N, " rows");
@@ -72,8 +70,8 @@ AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query
   }
   if (lengths.has_value()) {
     const at::Tensor& len = *lengths;
-    TORCH_CHECK(len.dim() == 1 && len.size(0) == g.B, op, ": lengths must have shape (B,) = (",
-                g.B, ",), got ", len.sizes());
+    TORCH_CHECK(len.dim() == 1 && len.size(0) == g.B, op, ": lengths must have shape (B,) = (", g.B,
+                ",), got ", len.sizes());
     TORCH_CHECK(len.scalar_type() == at::kInt || len.scalar_type() == at::kLong, op,
                 ": lengths must be int32 or int64, got ", len.scalar_type());
   }
@@ -99,10 +97,10 @@ void check_output_grad(const char* op, const char* name, const at::Tensor& grad,
   const bool ok = g.query_2d ? (grad.dim() == 2 && grad.size(0) == g.N && grad.size(1) == last)
                              : (grad.dim() == 3 && grad.size(0) == g.N && grad.size(1) == g.T &&
                                 grad.size(2) == last);
-  TORCH_CHECK(ok, op, ": ", name, " must match the output shape (N=", g.N, ", T=", g.T, ", ",
-              last, "), got ", grad.sizes());
+  TORCH_CHECK(ok, op, ": ", name, " must match the output shape (N=", g.N, ", T=", g.T, ", ", last,
+              "), got ", grad.sizes());
   TORCH_CHECK(grad.device() == like.device(), op, ": ", name, " must be on ", like.device(),
               ", got ", grad.device());
 }
 
-}  // namespace fast_s2s::cpu
+}  // namespace fast_s2s

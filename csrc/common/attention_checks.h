@@ -1,5 +1,6 @@
-// Argument checks shared by the attention kernels: every failure names the argument, what was
-// seen and what was expected (TORCH_CHECK raises a Python RuntimeError/ValueError).
+// Argument checks of the attention ops, shared by the CPU and the CUDA kernels: every failure
+// names the argument, what was seen and what was expected (TORCH_CHECK raises a Python
+// RuntimeError/ValueError).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -8,17 +9,17 @@
 #include <optional>
 #include <vector>
 
-namespace fast_s2s::cpu {
+namespace fast_s2s {
 
 // Sizes of one attention call. A 2-D query (N, D) is treated as (N, 1, D): T = 1.
 struct AttentionGeometry {
-  int64_t N = 0;      // query rows = B * beam
-  int64_t T = 1;      // query steps per row
-  int64_t B = 0;      // source rows
-  int64_t S = 0;      // source length
-  int64_t Dq = 0;     // query / key feature size (D for dot, A for additive)
-  int64_t Dv = 0;     // value feature size
-  int64_t beam = 1;   // query row n reads source row n / beam
+  int64_t N = 0;     // query rows = B * beam
+  int64_t T = 1;     // query steps per row
+  int64_t B = 0;     // source rows
+  int64_t S = 0;     // source length
+  int64_t Dq = 0;    // query / key feature size (D for dot, A for additive)
+  int64_t Dv = 0;    // value feature size
+  int64_t beam = 1;  // query row n reads source row n / beam
   bool query_2d = false;
 };
 
@@ -39,4 +40,4 @@ std::vector<int64_t> read_lengths(const char* op, const std::optional<at::Tensor
 void check_output_grad(const char* op, const char* name, const at::Tensor& grad,
                        const AttentionGeometry& g, int64_t last, const at::Tensor& like);
 
-}  // namespace fast_s2s::cpu
+}  // namespace fast_s2s

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from fast_s2s import checks
+
 
 def acc_dtype(t: torch.Tensor) -> torch.dtype:
     """The dtype the kernels accumulate and keep their workspace in."""
@@ -33,6 +35,8 @@ def _weight_grads_fake(x, h, w_ih, w_hh):
 
 def cell_fake(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     """(h' (B, H), gates (B, 4H))."""
+    others = dict(h=h, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    checks.check_devices("gru_cell", "x", x, others)
     batch, hidden = h.shape
     return h.new_empty((batch, hidden)), h.new_empty((batch, 4 * hidden), dtype=acc_dtype(x))
 
@@ -43,6 +47,8 @@ def cell_backward_fake(grad_h_new, x, h, w_ih, w_hh, gates):
 
 def layer_fake(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
     """(output (T, B, H), h_n (B, H), work (T, B, 5H))."""
+    others = dict(h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    checks.check_devices("gru_layer", "x", x, others, lengths)
     steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
     return (
         x.new_empty((steps, batch, hidden)),

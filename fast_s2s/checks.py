@@ -62,6 +62,29 @@ def check_scale(op: str, value: object) -> float:
     return float(value)
 
 
+def check_devices(
+    op: str,
+    like_name: str,
+    like: Tensor,
+    tensors: dict[str, Tensor | None],
+    lengths: Tensor | None = None,
+) -> None:
+    """Every tensor on the device of `like`, lengths on the CPU or that device.
+
+    The fake (meta) functions of the ops run it: a call whose arguments mix a meta tensor with
+    real ones is dispatched to them, and without it returns uninitialised memory as a result."""
+    for name, t in tensors.items():
+        if t is not None and t.device != like.device:
+            raise ValueError(
+                f"{op}: {name} must be on the device of {like_name} ({like.device}), got {t.device}"
+            )
+    if lengths is not None and lengths.device.type not in ("cpu", like.device.type):
+        raise ValueError(
+            f"{op}: lengths must be on the CPU or on the device of {like_name} ({like.device}), "
+            f"got {lengths.device}"
+        )
+
+
 def check_same(op: str, name: str, t: Tensor, like_name: str, like: Tensor) -> None:
     if t.dtype != like.dtype:
         raise ValueError(

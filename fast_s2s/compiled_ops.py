@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fast_s2s import _extension, _gru_autograd
+from fast_s2s import _extension, _gru_autograd, checks
 
 
 def _attention_out_shapes(query: Tensor, keys: Tensor, values: Tensor, need_weights: bool):
@@ -38,6 +38,9 @@ def _register_compiled_ops() -> None:
 
     @torch.library.register_fake(lib + "dot_attention")
     def _dot_fake(query, keys, values, lengths=None, scale=1.0, need_weights=True):
+        checks.check_devices(
+            "dot_attention", "query", query, dict(keys=keys, values=values), lengths
+        )
         ctx_shape, w_shape = _attention_out_shapes(query, keys, values, need_weights)
         return query.new_empty(ctx_shape), query.new_empty(w_shape)
 
@@ -72,6 +75,8 @@ def _register_compiled_ops() -> None:
 
     @torch.library.register_fake(lib + "additive_attention")
     def _add_fake(query_proj, keys_proj, v, values, lengths=None, need_weights=True):
+        others = dict(keys_proj=keys_proj, v=v, values=values)
+        checks.check_devices("additive_attention", "query_proj", query_proj, others, lengths)
         ctx_shape, w_shape = _attention_out_shapes(query_proj, keys_proj, values, need_weights)
         return query_proj.new_empty(ctx_shape), query_proj.new_empty(w_shape)
 

@@ -47,6 +47,8 @@ import torch
 import triton
 from torch import Tensor
 
+from fast_s2s import checks
+
 from .attention import (
     attention_bwd_dkdv_kernel,
     attention_bwd_dq_kernel,
@@ -316,6 +318,7 @@ def dot_attention_op(
 
 @dot_attention_op.register_fake
 def _dot_attention_fake(query, keys, values, lengths, scale, need_weights=True):
+    checks.check_devices("dot_attention", "query", query, dict(keys=keys, values=values), lengths)
     return _fake_forward(query, keys, values, need_weights)
 
 
@@ -420,6 +423,8 @@ def additive_attention_op(
 
 @additive_attention_op.register_fake
 def _additive_attention_fake(query_proj, keys_proj, v, values, lengths, need_weights=True):
+    others = dict(keys_proj=keys_proj, v=v, values=values)
+    checks.check_devices("additive_attention", "query_proj", query_proj, others, lengths)
     return _fake_forward(query_proj, keys_proj, values, need_weights)
 
 

@@ -29,7 +29,7 @@ PY="$VENV/bin/python"
 if [[ "$TORCH_SPEC" != "none" ]]; then
   echo "== installing $TORCH_SPEC and the build/test tools"
   "$PY" -m pip install --quiet "$TORCH_SPEC" ninja setuptools wheel numpy rich sacrebleu \
-    matplotlib pytest pytest-benchmark expecttest ruff
+    matplotlib pytest pytest-benchmark hypothesis expecttest ruff
 fi
 
 echo "== building fast_s2s (C++ extension$( [[ -n "${CUDA_HOME:-}" ]] && echo ", CUDA from $CUDA_HOME"))"

@@ -190,3 +190,62 @@ def test_module_arguments_are_named(make, argument):  # noqa: E501
     with pytest.raises((ValueError, TypeError)) as info:
         make()
     assert argument in str(info.value), str(info.value)
+
+
+# The compiled ops called directly (torch.ops.fast_s2s.*, no Python checks in front): one
+# argument on the meta device sends the call to the fake function, which must refuse it rather
+# than return uninitialised memory as the result.
+def direct_calls() -> list[tuple[str, str, Callable]]:
+    if why_unavailable("gru_cell", "cpp", "cpu") is not None:
+        return []
+    ops = torch.ops.fast_s2s
+
+    def calls(op, argument):
+        def m(name, t):
+            return t.to("meta") if name == argument else t
+
+        x, h = torch.zeros(T, B, I), torch.zeros(B, H)
+        w_ih, w_hh, bias = torch.randn(3 * H, I), torch.randn(3 * H, H), torch.randn(3 * H)
+        q, k, vals, v = (
+            torch.randn(N, D),
+            torch.randn(B, S, D),
+            torch.randn(B, S, DV),
+            torch.randn(D),
+        )
+        lengths = torch.tensor([S, 1])
+        if op == "dot_attention":
+            return ops.dot_attention(m("query", q), m("keys", k), m("values", vals),
+                                     m("lengths", lengths), 1.0, True)  # fmt: skip
+        if op == "additive_attention":
+            return ops.additive_attention(m("query_proj", q), m("keys_proj", k), m("v", v),
+                                          m("values", vals), m("lengths", lengths),
+                                          True)  # fmt: skip
+        if op == "gru_cell":
+            return ops.gru_cell(m("x", x[0]), m("h", h), m("w_ih", w_ih), m("w_hh", w_hh),
+                                m("b_ih", bias), m("b_hh", bias))  # fmt: skip
+        return ops.gru_layer(m("x", x), m("h0", h), m("w_ih", w_ih), m("w_hh", w_hh),
+                             m("b_ih", bias), m("b_hh", bias), m("lengths", torch.tensor([T, 1])),
+                             False)  # fmt: skip
+
+    arguments = {
+        "dot_attention": ["keys", "values", "lengths"],
+        "additive_attention": ["keys_proj", "v", "values", "lengths"],
+        "gru_cell": ["h", "w_ih", "w_hh", "b_ih", "b_hh"],
+        "gru_layer": ["h0", "w_ih", "w_hh", "b_ih", "b_hh", "lengths"],
+    }
+    return [
+        (op, argument, lambda op=op, argument=argument: calls(op, argument))
+        for op, names in arguments.items()
+        for argument in names
+    ]
+
+
+DIRECT = direct_calls()
+
+
+@pytest.mark.skipif(not DIRECT, reason="C++ extension unavailable")
+@pytest.mark.parametrize("op,argument,call", DIRECT, ids=[f"{o}-{a}" for o, a, _ in DIRECT])
+def test_compiled_ops_refuse_one_meta_argument(op, argument, call):
+    with pytest.raises((ValueError, RuntimeError)) as info:
+        call()
+    assert argument in str(info.value) and "meta" in str(info.value), str(info.value)

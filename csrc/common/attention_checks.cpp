@@ -79,14 +79,15 @@ AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query
 }
 
 std::vector<int64_t> read_lengths(const char* op, const std::optional<at::Tensor>& lengths,
-                                  int64_t B, int64_t S) {
-  std::vector<int64_t> out(static_cast<size_t>(B), S);
+                                  int64_t B, int64_t limit, const char* limit_name) {
+  std::vector<int64_t> out(static_cast<size_t>(B), limit);
   if (!lengths.has_value()) return out;
   const at::Tensor len = lengths->to(at::kCPU, at::kLong).contiguous();
   const int64_t* p = len.data_ptr<int64_t>();
   for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK(p[b] >= 0 && p[b] <= S, op, ": lengths[", b, "] = ", p[b],
-                " is out of range; every length must lie in [0, S] = [0, ", S, "]");
+    TORCH_CHECK(p[b] >= 0 && p[b] <= limit, op, ": lengths[", b, "] = ", p[b],
+                " is out of range; every length must lie in [0, ", limit_name, "] = [0, ", limit,
+                "]");
     out[b] = p[b];
   }
   return out;

@@ -32,9 +32,10 @@ AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query
                                          const char* keys_name, const at::Tensor& values,
                                          const std::optional<at::Tensor>& lengths);
 
-// lengths as int64 on the host (S for every row when absent), each checked to lie in [0, S].
+// lengths as int64 on the host (limit for every row when absent), each checked to lie in
+// [0, limit]; limit_name says what the limit is in the message ("S" for attention, "T" for GRU).
 std::vector<int64_t> read_lengths(const char* op, const std::optional<at::Tensor>& lengths,
-                                  int64_t B, int64_t S);
+                                  int64_t B, int64_t limit, const char* limit_name = "S");
 
 // A gradient of an output must match that output's shape (N,T,X) or, for a 2-D query, (N,X).
 void check_output_grad(const char* op, const char* name, const at::Tensor& grad,

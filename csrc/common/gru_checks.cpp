@@ -35,7 +35,7 @@ std::vector<int64_t> layer_lengths(const char* op, const std::optional<at::Tenso
     TORCH_CHECK(lengths->scalar_type() == at::kInt || lengths->scalar_type() == at::kLong, op,
                 ": lengths must be int32 or int64, got ", lengths->scalar_type());
   }
-  return read_lengths(op, lengths, B, T);  // checks 0 <= lengths[b] <= T
+  return read_lengths(op, lengths, B, T, "T");  // checks 0 <= lengths[b] <= T
 }
 
 at::ScalarType gru_acc_dtype(at::ScalarType t) {

@@ -8,16 +8,24 @@
 
 namespace fast_s2s::cpu {
 
+// sigmoid from e = exp(-|x|) <= 1 (no overflow): 1 / (1 + e) for x >= 0, e / (1 + e) below.
+// Not (1 + tanh(x / 2)) / 2: near 0 that form keeps only the absolute precision of a number near
+// 1 (multiples of 3e-8 in float32), while a gate z ~ 1e-8 times a state of 1e4 is a gradient of
+// order 1 (the reference, torch.sigmoid, keeps z's relative precision); it also saturates at
+// exactly 0 and 1 where torch.sigmoid does.
 template <typename A>
 inline Vec<A> sigmoid_vec(const Vec<A>& x) {
-  // sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh, no exp overflow for large |x|.
-  const Vec<A> half(A(0.5));
-  return at::vec::fmadd(half, fast_tanh(x * half), half);
+  const Vec<A> one(A(1));
+  const Vec<A> e = (-x.abs()).exp();
+  const Vec<A> positive = one / (one + e);
+  return Vec<A>::blendv(e * positive, positive, x >= Vec<A>(A(0)));
 }
 
 template <typename A>
 inline A sigmoid_scalar(A x) {
-  return A(0.5) + A(0.5) * fast_tanh(x * A(0.5));
+  const A e = std::exp(-std::abs(x));
+  const A positive = A(1) / (A(1) + e);
+  return x >= A(0) ? positive : e * positive;
 }
 
 // bih, bhh: 3H biases or nullptr. gates: 4H output [r, z, n, hn]. h_new may alias h_prev.

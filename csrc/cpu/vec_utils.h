@@ -234,7 +234,14 @@ inline Vec<float> fast_tanh(const Vec<float>& a_x) {
   q = at::vec::fmadd(x2, q, Vec<float>(4.89352518554385e-03f));
   // Below 4e-4 tanh(x) == x to float precision; returning x keeps tiny inputs exact.
   const Vec<float> tiny_mask = a_x.abs() < Vec<float>(0.0004f);
-  return Vec<float>::blendv(p / q, a_x, tiny_mask);
+  const Vec<float> r = Vec<float>::blendv(p / q, a_x, tiny_mask);
+  // From |x| = 9.0108 on, float32 tanh is exactly +-1 (the reference's torch.tanh too), while the
+  // clamped rational stops just short of it: return +-1 there, so that the derivatives 1 - t^2
+  // and, through sigmoid(x) = (1 + tanh(x / 2)) / 2, z (1 - z) are exactly 0 where the
+  // reference's are, and a saturated gate times a huge input gives 0, not a spurious gradient.
+  const Vec<float> one(1.0f);
+  const Vec<float> saturated = Vec<float>::blendv(r, one, a_x >= Vec<float>(9.01084041595459f));
+  return Vec<float>::blendv(saturated, -one, a_x <= Vec<float>(-9.01084041595459f));
 }
 inline Vec<double> fast_tanh(const Vec<double>& x) { return x.tanh(); }
 inline float fast_tanh(float x) {

@@ -249,3 +249,16 @@ def test_compiled_ops_refuse_one_meta_argument(op, argument, call):
     with pytest.raises((ValueError, RuntimeError)) as info:
         call()
     assert argument in str(info.value) and "meta" in str(info.value), str(info.value)
+
+
+@pytest.mark.skipif(not DIRECT, reason="C++ extension unavailable")
+def test_compiled_gru_layer_names_its_length_limit_t():
+    x, h = torch.zeros(T, B, I), torch.zeros(B, H)
+    w_ih, w_hh = torch.randn(3 * H, I), torch.randn(3 * H, H)
+    with pytest.raises(RuntimeError, match=rf"lengths\[0\] = {T + 1} .* \[0, T\] = \[0, {T}\]"):
+        torch.ops.fast_s2s.gru_layer(x, h, w_ih, w_hh, None, None, torch.tensor([T + 1, 1]), False)
+    keys = torch.randn(B, S, D)
+    with pytest.raises(RuntimeError, match=rf"\[0, S\] = \[0, {S}\]"):
+        torch.ops.fast_s2s.dot_attention(
+            torch.randn(N, D), keys, keys, torch.tensor([S + 1, 1]), 1.0, True
+        )

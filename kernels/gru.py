@@ -1,7 +1,7 @@
 """Triton kernels of the GRU step: the recurrent product with the gate arithmetic fused in.
 
 torch.nn.GRU semantics, gate order r, z, n (definition: fast_s2s/reference.py::gru_cell;
-the C++ twin of this file is csrc/cpu/gru_gates.h):
+the C++ twin of this file is csrc/common/gru_gates.h):
 
     r  = sigmoid(gi_r + b_ir + gh_r + b_hr)
     z  = sigmoid(gi_z + b_iz + gh_z + b_hz)

@@ -1,5 +1,5 @@
 // Every fast_s2s op schema, in one list: csrc/ops.cpp declares them for torch.ops.fast_s2s, and
-// the CPU emulation of the CUDA kernels (csrc/cuda/emulate.h, tests/test_cuda_emulation.py) for
+// the CPU emulation of the CUDA kernels (csrc/cuda/emulate.h, tests/backends.py) for
 // torch.ops.fast_s2s_emu. Fake (meta) kernels and autograd live in fast_s2s/ops.py.
 #pragma once
 

@@ -1,4 +1,4 @@
-"""Sample inputs of the attention ops, shared by parity, gradient, opcheck and compile tests.
+"""Sample inputs of the attention ops, for every backend's tests (tests/test_attention.py).
 
 One `sample_inputs` per op (pattern of pytorch/extension-cpp's test_extension.py). The shapes hit
 every kernel path: S = 1, odd feature sizes, sizes just over a SIMD block (16 floats with AVX-512,
@@ -77,18 +77,7 @@ def additive_sample_inputs(case: Case, device="cpu", dtype=torch.float32, requir
     return query_proj, keys_proj, v, values, make_lengths(case, device)
 
 
-def transposed_storage(t):
-    """The same values with transposed storage (non-contiguous); non-tensors, integer tensors
-    and 1-D tensors come back unchanged. Kernels must not assume contiguity."""
-    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() < 2:
-        return t
-    return t.transpose(0, -1).contiguous().transpose(0, -1)
-
-
-# Absolute / relative tolerances of a fused output against the reference, per dtype.
-TOLERANCES = {
-    torch.float64: dict(atol=1e-10, rtol=1e-9),
-    torch.float32: dict(atol=2e-5, rtol=2e-5),
-    torch.bfloat16: dict(atol=2e-2, rtol=2e-2),
-    torch.float16: dict(atol=2e-3, rtol=2e-3),
-}
+def sample_inputs(op: str, case: Case, device="cpu", dtype=torch.float32, requires_grad=False):
+    """The arguments of `op` ("dot_attention" or "additive_attention") for `case`."""
+    make = dot_sample_inputs if op == "dot_attention" else additive_sample_inputs
+    return make(case, device, dtype, requires_grad)

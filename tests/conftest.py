@@ -1,4 +1,5 @@
-"""Shared test set-up: fixed seeds, the cuda marker, and the Triton interpreter switch."""
+"""Shared test set-up: fixed seeds, the cuda marker, the Triton interpreter switch, and the
+fixtures the op tests share (the backends themselves are in tests/backends.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,19 @@ def fixed_seed():
     random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def nan_filled_empty():
+    """torch.empty / at::empty return NaN-filled memory: a kernel that leaves part of an output
+    unwritten shows up as NaN in the comparison."""
+    old = torch.are_deterministic_algorithms_enabled()
+    old_fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(old)
+    torch.utils.deterministic.fill_uninitialized_memory = old_fill
 
 
 def pytest_collection_modifyitems(config, items):

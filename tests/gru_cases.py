@@ -1,4 +1,4 @@
-"""Sample inputs of the GRU ops, shared by the C++ and the Triton GRU tests.
+"""Sample inputs of the GRU ops, for every backend's tests (tests/test_gru.py).
 
 `sample_inputs` draws every tensor in float64 on the CPU and then casts and moves it, so a case
 has the same values in every dtype and on every device.
@@ -52,11 +52,3 @@ def cell_args(args):
     """The gru_cell arguments inside a gru_layer sample: the first step of x, and h0."""
     x, h0, w_ih, w_hh, b_ih, b_hh, _ = args
     return x[0], h0, w_ih, w_hh, b_ih, b_hh
-
-
-def cast(args, dtype):
-    """The same arguments with every floating tensor in `dtype`, detached."""
-    return tuple(
-        a.detach().to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-        for a in args
-    )

@@ -1,5 +1,5 @@
 // The op schemas again, under the namespace fast_s2s_emu, for the CPU emulation of the CUDA
-// kernels (see csrc/cuda/emulate.h and tests/test_cuda_emulation.py).
+// kernels (see csrc/cuda/emulate.h and tests/backends.py).
 #include <torch/library.h>
 
 #include "op_schemas.h"

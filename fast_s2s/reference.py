@@ -55,13 +55,16 @@ def _valid_mask(lengths: Tensor | None, batch: int, size: int, device: torch.dev
     return positions[None, :] < lengths.to(device=device, dtype=torch.int64)[:, None]  # (B, S)
 
 
-def _unread_zeroed(t: Tensor, valid: Tensor) -> Tensor:
-    """t (B, S, F) with the positions s >= lengths[b] set to 0 (valid: (B, S)).
+def _unread_zeroed(t: Tensor, valid: Tensor | None) -> Tensor:
+    """t (B, S, F) with the positions s >= lengths[b] set to 0 (valid: (B, S), or None when
+    there are no lengths and so nothing to zero: torch.where costs a pass over t).
 
     Padded positions are never read: their keys and values may hold anything, NaN and infinity
     included, as in the fused kernels, which do not load them. Zeroing them (rather than giving
     them a zero weight, since 0 * NaN is NaN) keeps the outputs and every gradient finite, with
     zero gradients at those positions."""
+    if valid is None:
+        return t
     return torch.where(valid[:, :, None], t, torch.zeros((), dtype=t.dtype, device=t.device))
 
 
@@ -100,14 +103,19 @@ def _attention_sizes(query: Tensor, keys: Tensor) -> tuple[int, int, int, int]:
 
 
 def _attend(
-    scores: Tensor, values: Tensor, valid: Tensor, out_dtype: torch.dtype, squeeze: bool
+    scores: Tensor,
+    values: Tensor,
+    valid: Tensor,
+    out_dtype: torch.dtype,
+    squeeze: bool,
+    padded: bool,
 ) -> tuple[Tensor, Tensor]:
     """Masked softmax of scores (B, beam, T, S) and weighted sum of values (B, S, Dv).
 
     Positions s >= lengths[b] are never read (see _unread_zeroed)."""
     B, beam, T, S = scores.shape
     weights = _masked_softmax(scores, valid[:, None, None, :])  # (B, beam, T, S)
-    values = _unread_zeroed(values, valid)
+    values = _unread_zeroed(values, valid if padded else None)
     # context[b, k, t, :] = sum_s weights[b, k, t, s] * values[b, s, :]
     context = torch.einsum("bkts,bsv->bktv", weights, values)  # (B, beam, T, Dv)
     context = context.reshape(B * beam, T, values.shape[-1])  # (N, T, Dv)
@@ -147,12 +155,12 @@ def dot_attention(
     D = keys.shape[-1]
     valid = _valid_mask(lengths, B, S, query.device)  # (B, S)
     q = query.to(acc).reshape(B, beam, T, D)  # (B, beam, T, D): row n = b * beam + k
-    k = _unread_zeroed(keys.to(acc), valid)  # (B, S, D)
+    k = _unread_zeroed(keys.to(acc), None if lengths is None else valid)  # (B, S, D)
     v = values.to(acc)  # (B, S, Dv)
 
     # scores[b, beam_k, t, s] = scale * sum_d q[b, beam_k, t, d] * k[b, s, d]
     scores = scale * torch.einsum("bktd,bsd->bkts", q, k)  # (B, beam, T, S)
-    return _attend(scores, v, valid, out_dtype, squeeze=query.dim() == 2)
+    return _attend(scores, v, valid, out_dtype, query.dim() == 2, lengths is not None)
 
 
 def additive_attention(
@@ -185,11 +193,14 @@ def additive_attention(
 
     valid = _valid_mask(lengths, B, S, query_proj.device)  # (B, S)
     q = query_proj.to(acc).reshape(B, beam, T, 1, A)  # (B, beam, T, 1, A)
-    k = _unread_zeroed(keys_proj.to(acc), valid)[:, None, None, :, :]  # (B, 1, 1, S, A)
+    k = _unread_zeroed(keys_proj.to(acc), None if lengths is None else valid)  # (B, S, A)
+    k = k[:, None, None, :, :]  # (B, 1, 1, S, A)
     # scores[b, beam_k, t, s] = sum_a v[a] * tanh(q[b, beam_k, t, a] + k[b, s, a])
     hidden = torch.tanh(q + k)  # (B, beam, T, S, A)
     scores = (hidden * v.to(acc)).sum(dim=-1)  # (B, beam, T, S)
-    return _attend(scores, values.to(acc), valid, out_dtype, squeeze=query_proj.dim() == 2)
+    return _attend(
+        scores, values.to(acc), valid, out_dtype, query_proj.dim() == 2, lengths is not None
+    )
 
 
 # --------------------------------------------------------------------------- #

@@ -78,11 +78,8 @@ def check_devices(
             raise ValueError(
                 f"{op}: {name} must be on the device of {like_name} ({like.device}), got {t.device}"
             )
-    if lengths is not None and lengths.device.type not in ("cpu", like.device.type):
-        raise ValueError(
-            f"{op}: lengths must be on the CPU or on the device of {like_name} ({like.device}), "
-            f"got {lengths.device}"
-        )
+    if lengths is not None:
+        _check_lengths_device(op, lengths, like, like_name)
 
 
 def check_same(op: str, name: str, t: Tensor, like_name: str, like: Tensor) -> None:
@@ -93,6 +90,14 @@ def check_same(op: str, name: str, t: Tensor, like_name: str, like: Tensor) -> N
     if t.device != like.device:
         raise ValueError(
             f"{op}: {name} must be on the device of {like_name} ({like.device}), got {t.device}"
+        )
+
+
+def _check_lengths_device(op: str, lengths: Tensor, like: Tensor, like_name: str) -> None:
+    if lengths.device.type not in ("cpu", like.device.type):
+        raise ValueError(
+            f"{op}: lengths must be on the CPU or on the device of {like_name} ({like.device}), "
+            f"got {lengths.device}"
         )
 
 
@@ -113,11 +118,8 @@ def check_lengths(
         raise TypeError(
             f"{op}: lengths must be a torch.Tensor or None, got {type(lengths).__name__}"
         )
-    if like is not None and lengths.device.type not in ("cpu", like.device.type):
-        raise ValueError(
-            f"{op}: lengths must be on the CPU or on the device of {like_name} ({like.device}), "
-            f"got {lengths.device}"
-        )
+    if like is not None:
+        _check_lengths_device(op, lengths, like, like_name)
     if lengths.dim() != 1 or lengths.shape[0] != batch:
         raise ValueError(f"{op}: lengths must have shape ({batch},), got {_shape(lengths)}")
     if lengths.dtype not in LENGTH_DTYPES:

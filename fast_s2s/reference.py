@@ -45,19 +45,20 @@ def _acc_dtype(*tensors: Tensor | None) -> torch.dtype:
     return torch.float32
 
 
-def _valid_mask(lengths: Tensor | None, batch: int, size: int, device: torch.device) -> Tensor:
-    """valid[b, s] = s < lengths[b], shape (B, S) bool; all True when lengths is None.
+def _valid_mask(lengths: Tensor | None, size: int, device: torch.device) -> Tensor | None:
+    """valid[b, s] = s < lengths[b], shape (B, S) bool; None when lengths is None (every
+    position is valid, and nothing needs masking or zeroing).
 
     lengths: (B,) int32/int64, on any device (CPU lengths beside CUDA inputs are moved)."""
     if lengths is None:
-        return torch.ones(batch, size, dtype=torch.bool, device=device)
+        return None
     positions = torch.arange(size, device=device)  # (S,)
     return positions[None, :] < lengths.to(device=device, dtype=torch.int64)[:, None]  # (B, S)
 
 
 def _unread_zeroed(t: Tensor, valid: Tensor | None) -> Tensor:
     """t (B, S, F) with the positions s >= lengths[b] set to 0 (valid: (B, S), or None when
-    there are no lengths and so nothing to zero: torch.where costs a pass over t).
+    there are no lengths and so nothing to zero, which skips torch.where's pass over t).
 
     Padded positions are never read: their keys and values may hold anything, NaN and infinity
     included, as in the fused kernels, which do not load them. Zeroing them (rather than giving
@@ -68,17 +69,19 @@ def _unread_zeroed(t: Tensor, valid: Tensor | None) -> Tensor:
     return torch.where(valid[:, :, None], t, torch.zeros((), dtype=t.dtype, device=t.device))
 
 
-def _masked_softmax(scores: Tensor, valid: Tensor) -> Tensor:
+def _masked_softmax(scores: Tensor, valid: Tensor | None) -> Tensor:
     """Softmax over the last dim of ``scores`` where ``valid`` is True, 0 elsewhere.
 
-    scores: (B, beam, T, S) float32/float64; valid: (B, 1, 1, S) bool.
+    scores: (B, beam, T, S) float32/float64; valid: (B, S) bool, or None (no masking).
     Returns weights (B, beam, T, S). A row with no valid position gets all-zero
     weights (and zero gradients), never NaN: the max is subtracted only where
     it is finite, and the denominator of an empty row is replaced by 1.
     """
     if scores.shape[-1] == 0:
         return scores * 0  # nothing to attend to; keeps the graph and the shape
-    masked = scores.masked_fill(~valid, float("-inf"))  # masked positions: no gradient
+    masked = scores
+    if valid is not None:  # masked positions: -inf, no gradient
+        masked = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
     # Softmax is invariant to the shift, so the max is a constant (detached);
     # a fully masked row has max -inf, shift it by 0 instead.
     row_max = masked.amax(dim=-1, keepdim=True).detach()
@@ -103,19 +106,14 @@ def _attention_sizes(query: Tensor, keys: Tensor) -> tuple[int, int, int, int]:
 
 
 def _attend(
-    scores: Tensor,
-    values: Tensor,
-    valid: Tensor,
-    out_dtype: torch.dtype,
-    squeeze: bool,
-    padded: bool,
+    scores: Tensor, values: Tensor, valid: Tensor | None, out_dtype: torch.dtype, squeeze: bool
 ) -> tuple[Tensor, Tensor]:
     """Masked softmax of scores (B, beam, T, S) and weighted sum of values (B, S, Dv).
 
     Positions s >= lengths[b] are never read (see _unread_zeroed)."""
     B, beam, T, S = scores.shape
-    weights = _masked_softmax(scores, valid[:, None, None, :])  # (B, beam, T, S)
-    values = _unread_zeroed(values, valid if padded else None)
+    weights = _masked_softmax(scores, valid)  # (B, beam, T, S)
+    values = _unread_zeroed(values, valid)
     # context[b, k, t, :] = sum_s weights[b, k, t, s] * values[b, s, :]
     context = torch.einsum("bkts,bsv->bktv", weights, values)  # (B, beam, T, Dv)
     context = context.reshape(B * beam, T, values.shape[-1])  # (N, T, Dv)
@@ -153,14 +151,14 @@ def dot_attention(
     acc = _acc_dtype(query, keys, values)
 
     D = keys.shape[-1]
-    valid = _valid_mask(lengths, B, S, query.device)  # (B, S)
+    valid = _valid_mask(lengths, S, query.device)  # (B, S) or None
     q = query.to(acc).reshape(B, beam, T, D)  # (B, beam, T, D): row n = b * beam + k
-    k = _unread_zeroed(keys.to(acc), None if lengths is None else valid)  # (B, S, D)
+    k = _unread_zeroed(keys.to(acc), valid)  # (B, S, D)
     v = values.to(acc)  # (B, S, Dv)
 
     # scores[b, beam_k, t, s] = scale * sum_d q[b, beam_k, t, d] * k[b, s, d]
     scores = scale * torch.einsum("bktd,bsd->bkts", q, k)  # (B, beam, T, S)
-    return _attend(scores, v, valid, out_dtype, query.dim() == 2, lengths is not None)
+    return _attend(scores, v, valid, out_dtype, squeeze=query.dim() == 2)
 
 
 def additive_attention(
@@ -191,16 +189,13 @@ def additive_attention(
     out_dtype = query_proj.dtype
     acc = _acc_dtype(query_proj, keys_proj, v, values)
 
-    valid = _valid_mask(lengths, B, S, query_proj.device)  # (B, S)
+    valid = _valid_mask(lengths, S, query_proj.device)  # (B, S) or None
     q = query_proj.to(acc).reshape(B, beam, T, 1, A)  # (B, beam, T, 1, A)
-    k = _unread_zeroed(keys_proj.to(acc), None if lengths is None else valid)  # (B, S, A)
-    k = k[:, None, None, :, :]  # (B, 1, 1, S, A)
+    k = _unread_zeroed(keys_proj.to(acc), valid)[:, None, None, :, :]  # (B, 1, 1, S, A)
     # scores[b, beam_k, t, s] = sum_a v[a] * tanh(q[b, beam_k, t, a] + k[b, s, a])
     hidden = torch.tanh(q + k)  # (B, beam, T, S, A)
     scores = (hidden * v.to(acc)).sum(dim=-1)  # (B, beam, T, S)
-    return _attend(
-        scores, values.to(acc), valid, out_dtype, query_proj.dim() == 2, lengths is not None
-    )
+    return _attend(scores, values.to(acc), valid, out_dtype, squeeze=query_proj.dim() == 2)
 
 
 # --------------------------------------------------------------------------- #

@@ -41,14 +41,6 @@ def run(
     source, best first); 2 on a user error. options (default: beam `beam`) says how to decode."""
     console = console or Console()
     options = options or SearchOptions(beam=beam)
-    search_kwargs = dict(
-        beam=options.beam,
-        max_len=options.max_len,
-        n_best=options.n_best,
-        length_penalty=options.length_penalty,
-        penalty=options.penalty,
-        min_len=options.min_len,
-    )
     translator = Translator.from_checkpoint(checkpoint_path, backend=backend)
     if plot and not translator.model.has_attention:
         print(
@@ -66,8 +58,8 @@ def run(
             )
             return 2
         frames, targets = load_frames(frames_file, require_targets=False)
-        ranked = translator.translate_frames(
-            frames, names=[str(i) for i in range(len(frames))], **search_kwargs
+        ranked = translator.translate_frames_ranked(
+            frames, options, names=[str(i) for i in range(len(frames))]
         )
     elif translator.reads_frames:
         print(
@@ -78,7 +70,7 @@ def run(
         return 2
     else:
         targets = None
-        ranked = translator.translate(texts or [], **search_kwargs)
+        ranked = translator.translate_ranked(texts or [], options)
     results = [hyps[0] for hyps in ranked]
     for hyps in ranked:  # plain tab-separated lines on stdout, for pipes
         if not n_best:

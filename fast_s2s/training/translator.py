@@ -94,15 +94,6 @@ class Translator:
             ranking=options.rank(hyp),
         )
 
-    def _results(
-        self, sources: list[str], source_tokens: list[list[str]], decoded, options, n_best
-    ) -> list[Translation] | list[list[Translation]]:
-        ranked = [
-            [self._result(src, toks, h, options) for h in hyps]
-            for src, toks, hyps in zip(sources, source_tokens, decoded, strict=True)
-        ]
-        return [r[0] for r in ranked] if n_best is None else ranked
-
     def translate(
         self,
         texts: list[str],
@@ -117,15 +108,19 @@ class Translator:
         """Decode sentences (a model whose source is text): the best Translation of each, or
         with n_best=k a ranked list of up to k per sentence (beam search options as in
         fast_s2s.models.beam_search; beam=1 is greedy)."""
+        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
+        return _best_or_ranked(self.translate_ranked(texts, options), n_best)
+
+    def translate_ranked(self, texts: list[str], options: SearchOptions) -> list[list[Translation]]:
+        """translate with the options in one object: up to options.n_best per sentence."""
         if self.src_vocab is None:
             raise ValueError(
                 "this model reads frames (config.source='frames'), not text: use "
                 "translate_frames (CLI: fast-s2s translate --frames FILE.pt)"
             )
-        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
         tokens = [tokenize(t, self.mode) for t in texts]
         decoded = self._decode([self.src_vocab.encode(tok) for tok in tokens], options)
-        return self._results(texts, tokens, decoded, options, n_best)
+        return self._results(texts, tokens, decoded, options)
 
     def translate_frames(
         self,
@@ -142,6 +137,13 @@ class Translator:
         """Decode feature sequences, each a (T_i, frame_size) float tensor (a model whose
         source is frames). names: Translation.source of each (default "frames[i]"); the other
         options as for translate."""
+        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
+        return _best_or_ranked(self.translate_frames_ranked(frames, options, names), n_best)
+
+    def translate_frames_ranked(
+        self, frames: list[torch.Tensor], options: SearchOptions, names: list[str] | None = None
+    ) -> list[list[Translation]]:
+        """translate_frames with the options in one object: up to options.n_best per sequence."""
         config = self.model.config
         if config.source != "frames":
             raise ValueError("this model reads text (config.source='tokens'), not frames")
@@ -155,7 +157,21 @@ class Translator:
                     f"frame_size={config.frame_size}"
                 )
         names = names or [f"frames[{i}]" for i in range(len(frames))]
-        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
         decoded = self._decode([f.float().cpu() for f in frames], options)
         positions = [[str(t) for t in range(f.shape[0])] for f in frames]
-        return self._results(names, positions, decoded, options, n_best)
+        return self._results(names, positions, decoded, options)
+
+    def _results(
+        self, sources: list[str], source_tokens: list[list[str]], decoded, options
+    ) -> list[list[Translation]]:
+        return [
+            [self._result(src, toks, h, options) for h in hyps]
+            for src, toks, hyps in zip(sources, source_tokens, decoded, strict=True)
+        ]
+
+
+def _best_or_ranked(
+    ranked: list[list[Translation]], n_best: int | None
+) -> list[Translation] | list[list[Translation]]:
+    """The best of each (n_best None) or the ranked lists, as beam_search returns them."""
+    return [r[0] for r in ranked] if n_best is None else ranked

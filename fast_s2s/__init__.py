@@ -12,6 +12,7 @@ from fast_s2s.backends import (
     available_backends,
     resolve_backend,
 )
+from fast_s2s.gemm import gemm_report, set_gemm_backend
 from fast_s2s.ops import additive_attention, dot_attention, gru_cell, gru_layer
 
 __version__ = "0.1.0"
@@ -21,8 +22,10 @@ __all__ = [
     "additive_attention",
     "available_backends",
     "dot_attention",
+    "gemm_report",
     "gru_cell",
     "gru_layer",
     "reference",
     "resolve_backend",
+    "set_gemm_backend",
 ]

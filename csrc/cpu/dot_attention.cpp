@@ -14,7 +14,8 @@
 // softmax run in our own loop between them. Row-wise kernels stream K[b] from L2 once per row and
 // are bounded by that bandwidth. Q K^T (and dC V^T) go through a register-tiled kernel of our own
 // (gemm_nt.h) that skips masked keys and reads bfloat16 without copies; P V and the backward
-// products, whose output is wide, through at::bmm.
+// products, whose output is wide, through the GEMM layer (gemm.h), which measures at::bmm
+// against the in-house kernel per shape.
 //
 // Backward takes p from the forward's weights (float32/64) or recomputes it from q and K
 // (bfloat16 weights are too coarse to differentiate through). Row-wise, it runs the loop it
@@ -35,6 +36,7 @@
 
 #include "common/attention_checks.h"
 #include "cpu/attention_backward.h"
+#include "cpu/gemm.h"
 #include "cpu/gemm_nt.h"
 #include "cpu/vec_utils.h"
 
@@ -188,9 +190,11 @@ void dot_forward_gemm(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   });
   if (dtype == acc) {
     at::Tensor out = context.view({g.B, m, g.Dv});
-    at::bmm_out(out, p, v);
+    gemm::bmm_out("dot_attention.context", p, v, out);
   } else {
-    context.copy_(at::bmm(p, v.to(acc)).view({g.N, g.T, g.Dv}));
+    at::Tensor out = at::empty({g.B, m, g.Dv}, p.options());
+    gemm::bmm_out("dot_attention.context", p, v.to(acc), out);
+    context.copy_(out.view({g.N, g.T, g.Dv}));
   }
 }
 
@@ -224,9 +228,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_backward_gemm(
   });
   const at::Tensor qa = q.to(acc).view({g.B, m, g.Dq});
   const at::Tensor gca = gc.to(acc).view({g.B, m, g.Dv});
-  at::Tensor grad_q = at::bmm(ds, k.to(acc)).view(q.sizes()).to(dtype);
-  at::Tensor grad_k = at::bmm(ds.transpose(1, 2), qa).to(dtype);
-  at::Tensor grad_v = at::bmm(p.transpose(1, 2), gca).to(dtype);
+  at::Tensor grad_q = at::empty({g.B, m, g.Dq}, ds.options());
+  gemm::bmm_out("dot_attention.grad_query", ds, k.to(acc), grad_q);
+  at::Tensor grad_k = at::empty({g.B, g.S, g.Dq}, ds.options());
+  gemm::bmm_out("dot_attention.grad_keys", ds.transpose(1, 2), qa, grad_k);
+  at::Tensor grad_v = at::empty({g.B, g.S, g.Dv}, ds.options());
+  gemm::bmm_out("dot_attention.grad_values", p.transpose(1, 2), gca, grad_v);
+  grad_q = grad_q.view(q.sizes()).to(dtype);
+  grad_k = grad_k.to(dtype);
+  grad_v = grad_v.to(dtype);
   return {grad_q, grad_k, grad_v};
 }
 

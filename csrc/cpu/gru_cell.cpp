@@ -1,23 +1,26 @@
 // Fused GRU cell on the CPU, forward and backward (torch.nn.GRUCell semantics).
 // Reference: fast_s2s/reference.py::gru_cell.
 //
-// Forward: gi = x W_ih^T and gh = h W_hh^T (matrix-vector kernel at small batch, BLAS above),
-// then one vectorised pass per row adds the biases and computes every gate and h' (gru_gates.h),
-// saving [r, z, n, W_hn h + b_hn] (B, 4H) for the backward. torch.nn.GRUCell runs about ten
-// separate elementwise ops over (B, 3H) and (B, H) tensors after its two products.
+// Forward, in one parallel region: each thread computes its block of units' gi = x W_ih^T and
+// gh = h W_hh^T (its rows of both weights, gru_blocks.h) and runs their gates and h' while the
+// products are in cache (gru_gates.h), saving [r, z, n, W_hn h + b_hn] (B, 4H) for the backward.
+// torch.nn.GRUCell runs two products and then about ten separate elementwise ops over (B, 3H)
+// and (B, H) tensors. Which GEMM runs is measured per shape (gemm.h), the weights' preparation
+// (MKL packing) included, since a cell call does not reuse it.
 // Backward: one pass per row gives dgi, dgh; then dx = dgi W_ih, dh = dgh W_hh + dh' z,
 // dW_ih = dgi^T x, dW_hh = dgh^T h, db = column sums.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
+#include <functional>
 #include <vector>
 
+#include "cpu/gemm.h"
+#include "cpu/gru_blocks.h"
 #include "cpu/gru_common.h"
 #include "cpu/gru_gates.h"
 
@@ -31,36 +34,64 @@ const A* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<A>() : nullptr;
 }
 
+using gemm::Backend;
+
 std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::Tensor& h,
                                                 const at::Tensor& w_ih, const at::Tensor& w_hh,
                                                 const std::optional<at::Tensor>& b_ih,
                                                 const std::optional<at::Tensor>& b_hh) {
   check_cell_inputs(kOp, x, h);
-  const int64_t B = x.size(0), H = h.size(1);
-  const GruParams p = gru_params(kOp, x, x.size(1), H, w_ih, w_hh, b_ih, b_hh);
+  const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
+  const GruParams p = gru_params(kOp, x, I, H, w_ih, w_hh, b_ih, b_hh);
   const auto acc = gru_acc_dtype(x.scalar_type());
   const at::Tensor xa = x.to(acc).contiguous(), ha = h.to(acc).contiguous();
-  at::Tensor gi = at::empty({B, 3 * H}, xa.options());
-  at::Tensor gh = at::empty({B, 3 * H}, xa.options());
-  matmul_nt_pair_out(xa, p.w_ih, gi, ha, p.w_hh, gh);
   at::Tensor gates = at::empty({B, 4 * H}, xa.options());
   at::Tensor h_new = at::empty({B, H}, x.options());
+  if (B == 0 || H == 0) return {h_new, gates};
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "gru_cell_cpu", [&] {
     using A = acc_t<scalar_t>;
-    const A *gip = gi.const_data_ptr<A>(), *ghp = gh.const_data_ptr<A>();
     const A *bih = ptr_or_null<A>(p.b_ih), *bhh = ptr_or_null<A>(p.b_hh);
-    const A* hp = ha.const_data_ptr<A>();
+    const A *xp = xa.const_data_ptr<A>(), *hp = ha.const_data_ptr<A>();
+    const UnitBlocks blocks = unit_blocks(H);
+    // Per block: gi (B x 3 len), gh (B x 3 len), and one row of h' in the accumulation dtype.
+    std::vector<std::vector<A>> scratch(blocks.count,
+                                        std::vector<A>(B * 6 * blocks.size + blocks.size));
+    struct Weights {
+      std::vector<GateBlockWeights<A>> ih, hh;
+    };
+    auto prepare = [&](Backend b) {
+      return Weights{prepare_gate_blocks<A>(b, p.w_ih, blocks, B),
+                     prepare_gate_blocks<A>(b, p.w_hh, blocks, B)};
+    };
+    auto products = [&](const Weights& w, int64_t k) {
+      A* gi = scratch[k].data();
+      w.ih[k].multiply(xp, I, gi);
+      w.hh[k].multiply(hp, H, gi + B * 3 * blocks.len(k));
+    };
+    const Backend backend = gemm::choose(
+        {kOp, B, 3 * H, I, acc}, {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse},
+        [&](Backend b) -> std::function<void()> {
+          return [&, b] {
+            const Weights w = prepare(b);
+            for_each_block(blocks, [&](int64_t k) { products(w, k); });
+          };
+        });
+    const Weights w = prepare(backend);
     A* gp = gates.mutable_data_ptr<A>();
     scalar_t* out = h_new.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, H)),
-                     [&](int64_t begin, int64_t end) {
-                       std::vector<A> row(H);
-                       for (int64_t b = begin; b < end; ++b) {
-                         gru_gates_forward<A>(gip + b * 3 * H, ghp + b * 3 * H, bih, bhh,
-                                              hp + b * H, row.data(), gp + b * 4 * H, H);
-                         convert_row(row.data(), out + b * H, H);
-                       }
-                     });
+    for_each_block(blocks, [&](int64_t k) {
+      const int64_t j0 = blocks.begin(k), len = blocks.len(k);
+      products(w, k);
+      const A* gi = scratch[k].data();
+      const A* gh = gi + B * 3 * len;
+      A* row = scratch[k].data() + B * 6 * blocks.size;
+      for (int64_t b = 0; b < B; ++b) {
+        gru_gates_forward<A>({gi + b * 3 * len, len}, {gh + b * 3 * len, len},
+                             {bih ? bih + j0 : nullptr, H}, {bhh ? bhh + j0 : nullptr, H},
+                             hp + b * H + j0, row, {gp + b * 4 * H + j0, H}, len);
+        convert_row(row, out + b * H + j0, len);
+      }
+    });
   });
   return {h_new, gates};
 }
@@ -94,15 +125,25 @@ gru_cell_backward_cpu(const at::Tensor& grad_h_new, const at::Tensor& x, const a
     at::parallel_for(0, B, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, H)),
                      [&](int64_t begin, int64_t end) {
                        for (int64_t b = begin; b < end; ++b) {
-                         gru_gates_backward<A>(dhp + b * H, gp + b * 4 * H, hp + b * H,
-                                               dgip + b * 3 * H, dghp + b * 3 * H, ddp + b * H, H);
+                         gru_gates_backward<A>(dhp + b * H, {gp + b * 4 * H, H}, hp + b * H,
+                                               {dgip + b * 3 * H, H}, {dghp + b * 3 * H, H},
+                                               ddp + b * H, H);
                        }
                      });
   });
-  at::Tensor grad_x = at::mm(dgi, p.w_ih).to(dtype);
-  at::Tensor grad_h = at::addmm(dh_direct, dgh, p.w_hh).to(dtype);
-  at::Tensor grad_w_ih = at::mm(dgi.t(), xa).to(dtype);
-  at::Tensor grad_w_hh = at::mm(dgh.t(), ha).to(dtype);
+  at::Tensor grad_x = at::empty({B, x.size(1)}, xa.options());
+  gemm::matmul_out("gru_cell.grad_x", dgi, p.w_ih, grad_x);
+  at::Tensor grad_h = at::empty({B, H}, xa.options());
+  gemm::matmul_out("gru_cell.grad_h", dgh, p.w_hh, grad_h);
+  grad_h.add_(dh_direct);
+  at::Tensor grad_w_ih = at::empty({3 * H, x.size(1)}, xa.options());
+  gemm::matmul_out("gru_cell.grad_w_ih", dgi.t(), xa, grad_w_ih);
+  at::Tensor grad_w_hh = at::empty({3 * H, H}, xa.options());
+  gemm::matmul_out("gru_cell.grad_w_hh", dgh.t(), ha, grad_w_hh);
+  grad_x = grad_x.to(dtype);
+  grad_h = grad_h.to(dtype);
+  grad_w_ih = grad_w_ih.to(dtype);
+  grad_w_hh = grad_w_hh.to(dtype);
   at::Tensor grad_b_ih = dgi.sum(0).to(dtype);
   at::Tensor grad_b_hh = dgh.sum(0).to(dtype);
   return {grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh};

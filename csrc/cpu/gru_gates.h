@@ -28,72 +28,92 @@ inline A sigmoid_scalar(A x) {
   return x >= A(0) ? positive : e * positive;
 }
 
-// bih, bhh: 3H biases or nullptr. gates: 4H output [r, z, n, hn]. h_new may alias h_prev.
+// Where one row's gate vectors lie: gate g (r, z, n) of unit j at p[g * stride + j]. A fused
+// step hands each task a block of units, so its products (B x 3 block) and the full rows
+// (3H) of gi, the biases and the saved gates differ in stride.
+template <typename P>
+struct Gated {
+  P p;
+  int64_t stride;
+  P gate(int g) const { return p == nullptr ? nullptr : p + g * stride; }
+};
+
+// n units of one row. gi, gh: the products (without biases); bih, bhh: biases or null; gates:
+// output [r, z, n, hn] (stride: gate offset). h_new may alias h_prev.
 template <typename A>
-inline void gru_gates_forward(const A* gi, const A* gh, const A* bih, const A* bhh, const A* h_prev,
-                              A* h_new, A* gates, int64_t H) {
+inline void gru_gates_forward(Gated<const A*> gi, Gated<const A*> gh, Gated<const A*> bih,
+                              Gated<const A*> bhh, const A* h_prev, A* h_new, Gated<A*> gates,
+                              int64_t n) {
   constexpr int64_t W = Vec<A>::size();
-  auto bias = [](const A* b, int64_t off) { return b ? Vec<A>::loadu(b + off) : Vec<A>(A(0)); };
-  auto bias_s = [](const A* b, int64_t off) { return b ? b[off] : A(0); };
+  auto bias = [](const A* b, int64_t j) { return b ? Vec<A>::loadu(b + j) : Vec<A>(A(0)); };
+  auto bias_s = [](const A* b, int64_t j) { return b ? b[j] : A(0); };
+  const A *gir = gi.gate(0), *giz = gi.gate(1), *gin = gi.gate(2);
+  const A *ghr = gh.gate(0), *ghz = gh.gate(1), *ghn = gh.gate(2);
+  const A *bir = bih.gate(0), *biz = bih.gate(1), *bin = bih.gate(2);
+  const A *bhr = bhh.gate(0), *bhz = bhh.gate(1), *bhn = bhh.gate(2);
+  A *gr = gates.gate(0), *gz = gates.gate(1), *gn = gates.gate(2),
+    *ghn_out = gates.p + 3 * gates.stride;
   int64_t j = 0;
   // gru_unit_forward written out in vectors, with fused multiply-adds for r hn and z (h - n).
-  for (; j + W <= H; j += W) {
-    const Vec<A> r =
-        sigmoid_vec<A>(Vec<A>::loadu(gi + j) + bias(bih, j) + Vec<A>::loadu(gh + j) + bias(bhh, j));
-    const Vec<A> z = sigmoid_vec<A>(Vec<A>::loadu(gi + H + j) + bias(bih, H + j) +
-                                    Vec<A>::loadu(gh + H + j) + bias(bhh, H + j));
-    const Vec<A> hn = Vec<A>::loadu(gh + 2 * H + j) + bias(bhh, 2 * H + j);
-    const Vec<A> n =
-        fast_tanh(at::vec::fmadd(r, hn, Vec<A>::loadu(gi + 2 * H + j) + bias(bih, 2 * H + j)));
+  for (; j + W <= n; j += W) {
+    const Vec<A> r = sigmoid_vec<A>(Vec<A>::loadu(gir + j) + bias(bir, j) + Vec<A>::loadu(ghr + j) +
+                                    bias(bhr, j));
+    const Vec<A> z = sigmoid_vec<A>(Vec<A>::loadu(giz + j) + bias(biz, j) + Vec<A>::loadu(ghz + j) +
+                                    bias(bhz, j));
+    const Vec<A> hn = Vec<A>::loadu(ghn + j) + bias(bhn, j);
+    const Vec<A> nv = fast_tanh(at::vec::fmadd(r, hn, Vec<A>::loadu(gin + j) + bias(bin, j)));
     const Vec<A> hp = Vec<A>::loadu(h_prev + j);
-    r.store(gates + j);
-    z.store(gates + H + j);
-    n.store(gates + 2 * H + j);
-    hn.store(gates + 3 * H + j);
-    at::vec::fmadd(z, hp - n, n).store(h_new + j);
+    r.store(gr + j);
+    z.store(gz + j);
+    nv.store(gn + j);
+    hn.store(ghn_out + j);
+    at::vec::fmadd(z, hp - nv, nv).store(h_new + j);
   }
-  for (; j < H; ++j) {
+  for (; j < n; ++j) {
     const GruUnit<A> u = gru_unit_forward<A>(
-        gi[j] + bias_s(bih, j) + gh[j] + bias_s(bhh, j),
-        gi[H + j] + bias_s(bih, H + j) + gh[H + j] + bias_s(bhh, H + j),
-        gi[2 * H + j] + bias_s(bih, 2 * H + j), gh[2 * H + j], bias_s(bhh, 2 * H + j), h_prev[j],
-        [](A x) { return sigmoid_scalar<A>(x); }, [](A x) { return fast_tanh(x); });
-    gates[j] = u.r;
-    gates[H + j] = u.z;
-    gates[2 * H + j] = u.n;
-    gates[3 * H + j] = u.hn;
+        gir[j] + bias_s(bir, j) + ghr[j] + bias_s(bhr, j),
+        giz[j] + bias_s(biz, j) + ghz[j] + bias_s(bhz, j), gin[j] + bias_s(bin, j), ghn[j],
+        bias_s(bhn, j), h_prev[j], [](A x) { return sigmoid_scalar<A>(x); },
+        [](A x) { return fast_tanh(x); });
+    gr[j] = u.r;
+    gz[j] = u.z;
+    gn[j] = u.n;
+    ghn_out[j] = u.hn;
     h_new[j] = u.h;
   }
 }
 
-// dh: gradient of h' (H). Writes dgi, dgh (3H each) and dh_prev (H) = the direct part dh' z.
+// n units of one row. dh: gradient of h'; gates: the saved [r, z, n, hn]. Writes dgi, dgh (three
+// gates each) and dh_prev = the direct part dh' z.
 template <typename A>
-inline void gru_gates_backward(const A* dh, const A* gates, const A* h_prev, A* dgi, A* dgh,
-                               A* dh_prev, int64_t H) {
+inline void gru_gates_backward(const A* dh, Gated<const A*> gates, const A* h_prev, Gated<A*> dgi,
+                               Gated<A*> dgh, A* dh_prev, int64_t n) {
   constexpr int64_t W = Vec<A>::size();
+  const A *gr = gates.gate(0), *gz = gates.gate(1), *gn = gates.gate(2),
+          *ghn = gates.p + 3 * gates.stride;
+  A *dir = dgi.gate(0), *diz = dgi.gate(1), *din = dgi.gate(2);
+  A *dhr = dgh.gate(0), *dhz = dgh.gate(1), *dhn = dgh.gate(2);
   int64_t j = 0;
-  for (; j + W <= H; j += W) {
-    const GruUnitGrad<Vec<A>> d =
-        gru_unit_backward<Vec<A>>(Vec<A>::loadu(dh + j), Vec<A>::loadu(gates + j),
-                                  Vec<A>::loadu(gates + H + j), Vec<A>::loadu(gates + 2 * H + j),
-                                  Vec<A>::loadu(gates + 3 * H + j), Vec<A>::loadu(h_prev + j));
-    d.dr_pre.store(dgi + j);
-    d.dz_pre.store(dgi + H + j);
-    d.dn_pre.store(dgi + 2 * H + j);
-    d.dr_pre.store(dgh + j);
-    d.dz_pre.store(dgh + H + j);
-    d.dgh_n.store(dgh + 2 * H + j);
+  for (; j + W <= n; j += W) {
+    const GruUnitGrad<Vec<A>> d = gru_unit_backward<Vec<A>>(
+        Vec<A>::loadu(dh + j), Vec<A>::loadu(gr + j), Vec<A>::loadu(gz + j), Vec<A>::loadu(gn + j),
+        Vec<A>::loadu(ghn + j), Vec<A>::loadu(h_prev + j));
+    d.dr_pre.store(dir + j);
+    d.dz_pre.store(diz + j);
+    d.dn_pre.store(din + j);
+    d.dr_pre.store(dhr + j);
+    d.dz_pre.store(dhz + j);
+    d.dgh_n.store(dhn + j);
     d.dh_direct.store(dh_prev + j);
   }
-  for (; j < H; ++j) {
-    const GruUnitGrad<A> d = gru_unit_backward<A>(dh[j], gates[j], gates[H + j], gates[2 * H + j],
-                                                  gates[3 * H + j], h_prev[j]);
-    dgi[j] = d.dr_pre;
-    dgi[H + j] = d.dz_pre;
-    dgi[2 * H + j] = d.dn_pre;
-    dgh[j] = d.dr_pre;
-    dgh[H + j] = d.dz_pre;
-    dgh[2 * H + j] = d.dgh_n;
+  for (; j < n; ++j) {
+    const GruUnitGrad<A> d = gru_unit_backward<A>(dh[j], gr[j], gz[j], gn[j], ghn[j], h_prev[j]);
+    dir[j] = d.dr_pre;
+    diz[j] = d.dz_pre;
+    din[j] = d.dn_pre;
+    dhr[j] = d.dr_pre;
+    dhz[j] = d.dz_pre;
+    dhn[j] = d.dgh_n;
     dh_prev[j] = d.dh_direct;
   }
 }

@@ -1,28 +1,35 @@
 // Fused GRU layer on the CPU: one layer, one direction, the whole sequence in one op, forward
 // and backward through time. Reference: fast_s2s/reference.py::gru_layer.
 //
-// Forward: the input projection of all T steps is one matrix product (T*B, I) x (I, 3H); then
-// the recurrence runs in this C++ loop: per step one product h W_hh^T and one fused gate pass
-// (gru_gates.h), with no Python and no per-gate tensors. Per step and row it saves
+// Forward: the input projection is one matrix product per chunk of steps (InputProjection); the
+// recurrence runs in this C++ loop, one parallel region per step: each thread multiplies h
+// by its block of W_hh's rows (prepared once per call, packed for MKL) and runs the gates of its
+// units on the result while it is in cache (gru_blocks.h). Per step and row it saves
 // [r, z, n, hn, h_prev] (the (T, B, 5H) workspace) for the backward.
 // lengths: steps t >= lengths[b] leave row b's state unchanged and output zeros (packed-sequence
 // semantics of torch.nn.GRU); with reverse the steps run from T-1 down to 0, so each row starts at
 // its own last valid step. Steps past the longest row are skipped outright.
-// Backward runs the steps in the opposite order: dh += doutput[t], one fused pass for dgi, dgh,
-// then dh = dgh W_hh + dh' z; afterwards dx, dW_ih, dW_hh are one matrix product each over all
-// steps, and the bias gradients column sums. Every product runs our A B^T kernel (gemm_nt.h,
-// with transposed copies where needed), which beat at::mm on these shapes (gru_common.h).
+// Backward runs the steps in the opposite order, one parallel region per step too: each thread
+// finishes its units of dh = dgh_(t+1) W_hh + dh' z, adds doutput[t] and runs the gate backward
+// of its units. Afterwards dx, dW_ih, dW_hh are one matrix product each over all steps, and the
+// bias gradients column sums. Which GEMM runs each product is measured (gemm.h).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <functional>
+#include <map>
 #include <vector>
 
+#include "cpu/gemm.h"
+#include "cpu/gru_blocks.h"
 #include "cpu/gru_common.h"
 #include "cpu/gru_gates.h"
 
@@ -31,13 +38,60 @@ namespace {
 
 constexpr const char* kOp = "gru_layer";
 
-// Row-parallel grain: enough gate work per task to pay for a thread hand-off.
-int64_t gate_grain(int64_t H) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H)); }
-
 template <typename A>
 const A* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<A>() : nullptr;
 }
+
+using gemm::Backend;
+constexpr Backend kStepBackends[] = {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse};
+
+// x_t W_ih^T for the steps in order, computed a chunk of steps at a time (one product of at least
+// kChunkRows rows) into a buffer that each thread keeps across calls: the projection goes from
+// the product to the gates through cache, and a call allocates no (T*B, 3H) tensor, whose fresh
+// pages cost more than the product on a VM (a page fault per 4 KiB).
+template <typename A>
+class InputProjection {
+ public:
+  static constexpr int64_t kChunkRows = 256;
+
+  InputProjection(const at::Tensor& x, const at::Tensor& w_ih, bool reverse, int64_t max_len)
+      : x_(x),
+        w_ih_(w_ih),
+        reverse_(reverse),
+        max_len_(max_len),
+        B_(x.size(1)),
+        N_(w_ih.size(0)),
+        chunk_(std::max<int64_t>(
+            1, std::min<int64_t>(x.size(0), kChunkRows / std::max<int64_t>(1, x.size(1))))) {
+    buffer().resize(chunk_ * B_ * N_);
+  }
+
+  // Row block (B, 3H) of step t; steps are asked for in the layer's order.
+  const A* step(int64_t t) {
+    if (t < lo_ || t >= hi_) {
+      // The chunk of steps that starts at t in the layer's direction, within [0, max_len).
+      lo_ = reverse_ ? std::max<int64_t>(0, t + 1 - chunk_) : t;
+      hi_ = reverse_ ? t + 1 : std::min(max_len_, t + chunk_);
+      const int64_t rows = (hi_ - lo_) * B_;
+      at::Tensor out = at::from_blob(buffer().data(), {rows, N_}, x_.options());
+      gemm::matmul_out("gru_layer.input", x_.narrow(0, lo_, hi_ - lo_).view({rows, x_.size(2)}),
+                       w_ih_.t(), out);
+    }
+    return buffer().data() + (t - lo_) * B_ * N_;
+  }
+
+ private:
+  static std::vector<A>& buffer() {
+    thread_local std::vector<A> storage;
+    return storage;
+  }
+  const at::Tensor& x_;
+  const at::Tensor& w_ih_;
+  bool reverse_;
+  int64_t max_len_, B_, N_, chunk_;
+  int64_t lo_ = 0, hi_ = 0;
+};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -50,17 +104,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
   const int64_t max_len = B == 0 ? 0 : *std::max_element(lens.begin(), lens.end());
   const auto acc = gru_acc_dtype(x.scalar_type());
   const at::Tensor xa = x.to(acc).contiguous();
-  at::Tensor gi = at::empty({T * B, 3 * H}, xa.options());
-  matmul_nt_out(xa.view({T * B, I}), p.w_ih, gi);  // every step's input projection at once
   at::Tensor h = h0.to(acc).contiguous().clone();  // the running state, float32/64
-  at::Tensor gh = at::empty({B, 3 * H}, xa.options());
+  at::Tensor h_next = at::empty_like(h);
   at::Tensor work = at::empty({T, B, 5 * H}, xa.options());
   at::Tensor output = at::empty({T, B, H}, x.options());
+  if (T == 0 || B == 0 || H == 0) return {output.zero_(), h.to(x.scalar_type()), work.zero_()};
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "gru_layer_cpu", [&] {
     using A = acc_t<scalar_t>;
     const A *bih = ptr_or_null<A>(p.b_ih), *bhh = ptr_or_null<A>(p.b_hh);
+    const UnitBlocks blocks = unit_blocks(H);
+    std::vector<std::vector<A>> scratch(blocks.count, std::vector<A>(B * 3 * blocks.size));
+    std::map<Backend, std::vector<GateBlockWeights<A>>> prepared;
+    auto step_products = [&](const std::vector<GateBlockWeights<A>>& w, const A* hp) {
+      for_each_block(blocks, [&](int64_t k) { w[k].multiply(hp, H, scratch[k].data()); });
+    };
+    const Backend backend = gemm::choose({"gru_layer.recurrent", B, 3 * H, H, acc},
+                                         {std::begin(kStepBackends), std::end(kStepBackends)},
+                                         [&](Backend b) -> std::function<void()> {
+                                           auto& w = prepared[b] =
+                                               prepare_gate_blocks<A>(b, p.w_hh, blocks, B);
+                                           return [&] { step_products(w, h.const_data_ptr<A>()); };
+                                         });
+    if (!prepared.count(backend))
+      prepared[backend] = prepare_gate_blocks<A>(backend, p.w_hh, blocks, B);
+    const std::vector<GateBlockWeights<A>>& w_blocks = prepared[backend];
     A* hp = h.mutable_data_ptr<A>();
+    A* hq = h_next.mutable_data_ptr<A>();
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
+    InputProjection<A> projection(xa, p.w_ih, reverse, max_len);
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
       A* wt = work.mutable_data_ptr<A>() + t * B * 5 * H;
@@ -69,25 +140,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
         std::fill(wt, wt + B * 5 * H, A(0));
         continue;
       }
-      matmul_nt_out(h, p.w_hh, gh);
-      const A* gip = gi.const_data_ptr<A>() + t * B * 3 * H;
-      const A* ghp = gh.const_data_ptr<A>();
-      at::parallel_for(0, B, gate_grain(H), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          A* hb = hp + b * H;
-          A* wb = wt + b * 5 * H;
-          scalar_t* ob = out + (t * B + b) * H;
-          std::copy(hb, hb + H, wb + 4 * H);  // h_prev, for the backward
+      const A* gip = projection.step(t);
+      for_each_block(blocks, [&](int64_t k) {
+        const int64_t j0 = blocks.begin(k), len = blocks.len(k);
+        const A* c = scratch[k].data();
+        w_blocks[k].multiply(hp, H, scratch[k].data());
+        for (int64_t b = 0; b < B; ++b) {
+          const A* h_b = hp + b * H + j0;
+          A* h_new = hq + b * H + j0;
+          A* wb = wt + b * 5 * H + j0;
+          scalar_t* ob = out + (t * B + b) * H + j0;
+          std::copy(h_b, h_b + len, wb + 4 * H);  // h_prev, for the backward
           if (t < lens[b]) {
-            gru_gates_forward<A>(gip + b * 3 * H, ghp + b * 3 * H, bih, bhh, hb, hb, wb, H);
-            convert_row(hb, ob, H);
+            gru_gates_forward<A>({gip + b * 3 * H + j0, H}, {c + b * 3 * len, len},
+                                 {bih ? bih + j0 : nullptr, H}, {bhh ? bhh + j0 : nullptr, H}, h_b,
+                                 h_new, {wb, H}, len);
+            convert_row(h_new, ob, len);
           } else {  // past this row's end: state kept, output zero, no gradient
-            std::fill(wb, wb + 4 * H, A(0));
-            std::fill(ob, ob + H, scalar_t(0));
+            std::copy(h_b, h_b + len, h_new);
+            for (int g = 0; g < 4; ++g) std::fill(wb + g * H, wb + g * H + len, A(0));
+            std::fill(ob, ob + len, scalar_t(0));
           }
         }
       });
+      std::swap(hp, hq);
     }
+    if (hp != h.mutable_data_ptr<A>()) std::swap(h, h_next);  // h holds the last state
   });
   return {output, h.to(x.scalar_type()), work};
 }
@@ -120,50 +198,80 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
   at::Tensor dgi = at::zeros({T, B, 3 * H}, xa.options());
   at::Tensor dgh = at::zeros({T, B, 3 * H}, xa.options());
   at::Tensor dh_direct = at::empty({B, H}, xa.options());
-  // Transposed copies so every product below is of the A B^T form our kernel runs (gemm_nt.h).
-  const at::Tensor w_hh_t = p.w_hh.t().contiguous();  // (H, 3H)
-  AT_DISPATCH_FLOATING_TYPES(acc, "gru_layer_backward_cpu", [&] {
-    using A = scalar_t;
-    A* dhp = dh.mutable_data_ptr<A>();
-    A* ddp = dh_direct.mutable_data_ptr<A>();
-    for (int64_t step = T - 1; step >= 0; --step) {
-      const int64_t t = reverse ? T - 1 - step : step;
-      const A* wt = wk.const_data_ptr<A>() + t * B * 5 * H;
-      const A* go = gout.const_data_ptr<A>() + t * B * H;
-      A* dgit = dgi.mutable_data_ptr<A>() + t * B * 3 * H;
-      A* dght = dgh.mutable_data_ptr<A>() + t * B * 3 * H;
-      bool any_valid = false;
-      for (int64_t b = 0; b < B; ++b) any_valid |= t < lens[b];
-      if (!any_valid) continue;  // dh passes through unchanged; dgi, dgh stay zero
-      at::parallel_for(0, B, gate_grain(H), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          A* dhb = dhp + b * H;
-          if (t < lens[b]) {
-            for (int64_t j = 0; j < H; ++j) dhb[j] += go[b * H + j];
-            const A* wb = wt + b * 5 * H;
-            gru_gates_backward<A>(dhb, wb, wb + 4 * H, dgit + b * 3 * H, dght + b * 3 * H,
-                                  ddp + b * H, H);
-          } else {  // the state was carried unchanged: its gradient too
-            std::copy(dhb, dhb + H, ddp + b * H);
-          }
+  if (T > 0 && B > 0 && H > 0) {
+    AT_DISPATCH_FLOATING_TYPES(acc, "gru_layer_backward_cpu", [&] {
+      using A = scalar_t;
+      const at::Tensor w_hh_t = p.w_hh.t().contiguous();  // (H, 3H): rows per unit
+      const UnitBlocks blocks = unit_blocks(H);
+      std::vector<std::vector<A>> scratch(blocks.count, std::vector<A>(B * blocks.size));
+      std::map<Backend, std::vector<gemm::NtWeight<A>>> prepared;
+      const A* dgh_last = dgh.const_data_ptr<A>() + (T - 1) * B * 3 * H;
+      const Backend backend =
+          gemm::choose({"gru_layer.recurrent_backward", B, H, 3 * H, acc},
+                       {std::begin(kStepBackends), std::end(kStepBackends)},
+                       [&](Backend b) -> std::function<void()> {
+                         auto& w = prepared[b] = prepare_transposed_blocks<A>(b, w_hh_t, blocks, B);
+                         return [&, dgh_last] {
+                           for_each_block(blocks, [&](int64_t k) {
+                             w[k].multiply(dgh_last, 3 * H, scratch[k].data(), blocks.len(k));
+                           });
+                         };
+                       });
+      if (!prepared.count(backend))
+        prepared[backend] = prepare_transposed_blocks<A>(backend, w_hh_t, blocks, B);
+      const std::vector<gemm::NtWeight<A>>& w_blocks = prepared[backend];
+      A* dhp = dh.mutable_data_ptr<A>();
+      A* ddp = dh_direct.mutable_data_ptr<A>();
+      // dh[:, block k] = dgh[t_owed] W_hh[:, block k] + dh' z: the part of dh that the step
+      // processed before (t_owed) passes back through W_hh.
+      auto finish_dh = [&](int64_t k, int64_t t_owed) {
+        const int64_t j0 = blocks.begin(k), len = blocks.len(k);
+        A* c = scratch[k].data();
+        w_blocks[k].multiply(dgh.const_data_ptr<A>() + t_owed * B * 3 * H, 3 * H, c, len);
+        for (int64_t b = 0; b < B; ++b) {
+          for (int64_t j = 0; j < len; ++j)
+            dhp[b * H + j0 + j] = c[b * len + j] + ddp[b * H + j0 + j];
         }
-      });
-      // dh = dgh_t W_hh + (dh' z, or dh for rows that did not step)
-      matmul_nt_out(dgh.select(0, t), w_hh_t, dh);
-      const A* dd = dh_direct.const_data_ptr<A>();
-      at::parallel_for(0, B * H, 16384, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) dhp[i] += dd[i];
-      });
-    }
-  });
+      };
+      int64_t t_owed = -1;  // the step whose dgh has not yet gone back through W_hh
+      for (int64_t step = T - 1; step >= 0; --step) {
+        const int64_t t = reverse ? T - 1 - step : step;
+        bool any_valid = false;
+        for (int64_t b = 0; b < B; ++b) any_valid |= t < lens[b];
+        if (!any_valid) continue;  // dh passes through unchanged; dgi, dgh stay zero
+        const A* wt = wk.const_data_ptr<A>() + t * B * 5 * H;
+        const A* go = gout.const_data_ptr<A>() + t * B * H;
+        A* dgit = dgi.mutable_data_ptr<A>() + t * B * 3 * H;
+        A* dght = dgh.mutable_data_ptr<A>() + t * B * 3 * H;
+        for_each_block(blocks, [&](int64_t k) {
+          const int64_t j0 = blocks.begin(k), len = blocks.len(k);
+          if (t_owed >= 0) finish_dh(k, t_owed);
+          for (int64_t b = 0; b < B; ++b) {
+            A* dhb = dhp + b * H + j0;
+            A* ddb = ddp + b * H + j0;
+            if (t < lens[b]) {
+              for (int64_t j = 0; j < len; ++j) dhb[j] += go[b * H + j0 + j];
+              const A* wb = wt + b * 5 * H + j0;
+              gru_gates_backward<A>(dhb, {wb, H}, wb + 4 * H, {dgit + b * 3 * H + j0, H},
+                                    {dght + b * 3 * H + j0, H}, ddb, len);
+            } else {  // the state was carried unchanged: its gradient too
+              std::copy(dhb, dhb + len, ddb);
+            }
+          }
+        });
+        t_owed = t;
+      }
+      if (t_owed >= 0) for_each_block(blocks, [&](int64_t k) { finish_dh(k, t_owed); });
+    });
+  }
   const at::Tensor dgi2 = dgi.view({T * B, 3 * H}), dgh2 = dgh.view({T * B, 3 * H});
   const at::Tensor h_prev = wk.view({T * B, 5 * H}).narrow(1, 4 * H, H);
   at::Tensor grad_x = at::empty({T * B, I}, xa.options());
-  matmul_nt_out(dgi2, p.w_ih.t().contiguous(), grad_x);
+  gemm::matmul_out("gru_layer.grad_x", dgi2, p.w_ih, grad_x);
   at::Tensor grad_w_ih = at::empty({3 * H, I}, xa.options());
-  matmul_nt_out(dgi2.t().contiguous(), xa.view({T * B, I}).t().contiguous(), grad_w_ih);
+  gemm::matmul_out("gru_layer.grad_w_ih", dgi2.t(), xa.view({T * B, I}), grad_w_ih);
   at::Tensor grad_w_hh = at::empty({3 * H, H}, xa.options());
-  matmul_nt_out(dgh2.t().contiguous(), h_prev.t().contiguous(), grad_w_hh);
+  gemm::matmul_out("gru_layer.grad_w_hh", dgh2.t(), h_prev, grad_w_hh);
   grad_x = grad_x.view({T, B, I}).to(dtype);
   grad_w_ih = grad_w_ih.to(dtype);
   grad_w_hh = grad_w_hh.to(dtype);

@@ -1,0 +1,401 @@
+#include "cpu/gemm.h"
+
+#include <ATen/Context.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <tuple>
+
+#include "cpu/gemm_nt.h"
+
+// MKL's packed GEMM, declared weak: resolved from torch's CPU library where it links MKL (x86
+// builds), null elsewhere, so the extension loads on every torch build. The CBLAS enum values
+// and LP64 integers are those of torch's MKL (mkl_cblas.h).
+extern "C" {
+size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
+void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha,
+                      const float* src, int ld, float* dest) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a,
+                         int lda, const float* b, int ldb, float beta, float* c, int ldc)
+    __attribute__((weak));
+void MKL_Get_Version_String(char* buffer, int len) __attribute__((weak));
+}
+
+namespace fast_s2s::cpu::gemm {
+namespace {
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
+
+bool mkl_packed_linked() {
+  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
+         cblas_sgemm_compute != nullptr && at::hasMKL();
+}
+
+std::optional<Backend> forced_from_env() {
+  const char* text = std::getenv("FAST_S2S_GEMM");
+  if (text == nullptr || *text == '\0' || std::string(text) == "auto") return std::nullopt;
+  const std::optional<Backend> backend = parse(text);
+  TORCH_CHECK(backend.has_value(), "FAST_S2S_GEMM must be auto, mkl_packed, blas or inhouse, got '",
+              text, "'");
+  return backend;
+}
+
+struct Choice {
+  Backend backend;
+  bool forced;
+  std::vector<std::pair<Backend, double>> median_us;  // what was measured
+};
+
+using Key = std::tuple<std::string, int64_t, int64_t, int64_t, int, int>;
+
+struct State {
+  std::mutex mutex;
+  bool env_read = false;
+  std::optional<Backend> forced;
+  std::map<Key, Choice> choices;
+};
+
+State& state() {
+  static State s;
+  return s;
+}
+
+int64_t pow2_at_least(int64_t m) {
+  int64_t p = 1;
+  while (p < m) p *= 2;
+  return p;
+}
+
+// Median wall time of `run` in microseconds: one untimed warm-up (page faults, caches), then
+// repeats until ~2 ms are spent (at least 3, at most 15).
+double median_us(const std::function<void()>& run) {
+  using clock = std::chrono::steady_clock;
+  run();
+  std::vector<double> times;
+  const auto start = clock::now();
+  while (times.size() < 3 ||
+         (times.size() < 15 && clock::now() - start < std::chrono::milliseconds(2))) {
+    const auto t0 = clock::now();
+    run();
+    times.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+// Packed weights are made per call (a GRU layer packs W_hh once per call): freshly mapped
+// buffers would cost a page fault per 4 KiB, more than the packing, so each thread keeps the
+// buffers it freed for reuse, up to kPoolBytes.
+class PackPool {
+ public:
+  static constexpr size_t kPoolBytes = size_t(64) << 20;
+
+  float* acquire(size_t bytes) {
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->first >= bytes) {
+        float* p = it->second;
+        held_ -= it->first;
+        sizes_[p] = it->first;
+        free_.erase(it);
+        return p;
+      }
+    }
+    const size_t rounded = (bytes + 63) / 64 * 64;  // aligned_alloc wants a multiple
+    float* p = static_cast<float*>(std::aligned_alloc(64, rounded));
+    TORCH_CHECK(p != nullptr, "gemm: out of memory packing a weight (", bytes, " bytes)");
+    sizes_[p] = rounded;
+    return p;
+  }
+
+  void release(float* p) {
+    auto it = sizes_.find(p);
+    if (it == sizes_.end()) return std::free(p);  // freed on another thread than it was made
+    const size_t bytes = it->second;
+    sizes_.erase(it);
+    if (held_ + bytes > kPoolBytes) return std::free(p);
+    held_ += bytes;
+    free_.emplace(bytes, p);
+  }
+
+  ~PackPool() {
+    for (auto& [bytes, p] : free_) std::free(p);
+  }
+
+ private:
+  std::multimap<size_t, float*> free_;  // by size, smallest first
+  std::map<float*, size_t> sizes_;      // buffers handed out by this thread
+  size_t held_ = 0;
+};
+
+PackPool& pack_pool() {
+  thread_local PackPool pool;
+  return pool;
+}
+
+void release_packed(float* p) { pack_pool().release(p); }
+
+}  // namespace
+
+const char* name(Backend backend) {
+  switch (backend) {
+    case Backend::kMklPacked: return "mkl_packed";
+    case Backend::kBlas: return "blas";
+    case Backend::kInHouse: return "inhouse";
+  }
+  return "?";
+}
+
+std::optional<Backend> parse(const std::string& text) {
+  for (Backend b : kAllBackends) {
+    if (text == name(b)) return b;
+  }
+  return std::nullopt;
+}
+
+bool available(Backend backend, at::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kDouble) return false;
+  if (backend == Backend::kMklPacked) return dtype == at::kFloat && mkl_packed_linked();
+  return true;
+}
+
+std::vector<Backend> candidates(at::ScalarType dtype) {
+  std::vector<Backend> out;
+  for (Backend b : kAllBackends) {
+    if (available(b, dtype)) out.push_back(b);
+  }
+  return out;
+}
+
+std::string mkl_version() {
+  if (MKL_Get_Version_String == nullptr || !at::hasMKL()) return "";
+  char buffer[256] = {0};
+  MKL_Get_Version_String(buffer, sizeof(buffer) - 1);
+  return buffer;
+}
+
+void set_forced(std::optional<Backend> backend) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.env_read = true;  // an explicit choice overrides the environment
+  s.forced = backend;
+  s.choices.clear();
+}
+
+std::optional<Backend> forced() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  if (!s.env_read) {
+    s.forced = forced_from_env();
+    s.env_read = true;
+  }
+  return s.forced;
+}
+
+void clear_choices() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.choices.clear();
+}
+
+Backend choose(Site site, const std::vector<Backend>& offered,
+               const std::function<std::function<void()>(Backend)>& trial) {
+  std::vector<Backend> options;
+  for (Backend b : offered) {
+    if (available(b, site.dtype)) options.push_back(b);
+  }
+  TORCH_CHECK(!options.empty(), site.op, ": no matrix product backend for dtype ", site.dtype);
+  const Key key{site.op, pow2_at_least(site.m),        site.n,
+                site.k,  static_cast<int>(site.dtype), at::get_num_threads()};
+  const std::optional<Backend> pinned = forced();
+  State& s = state();
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    auto it = s.choices.find(key);
+    if (it != s.choices.end()) return it->second.backend;
+  }
+  Choice choice{options.front(), false, {}};
+  if (pinned) {
+    // A pinned backend the site does not offer (mkl_packed for a one-shot product, float64)
+    // runs as blas: still one fixed implementation per site, so results are deterministic.
+    const bool offered_here = std::find(options.begin(), options.end(), *pinned) != options.end();
+    choice = Choice{offered_here ? *pinned : Backend::kBlas, true, {}};
+  } else {
+    // Measured outside the lock: two threads measuring the same site at once is harmless.
+    double best = 0;
+    for (Backend b : options) {
+      const double us = median_us(trial(b));
+      choice.median_us.emplace_back(b, us);
+      if (choice.median_us.size() == 1 || us < best) {
+        best = us;
+        choice.backend = b;
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(s.mutex);
+  return s.choices.emplace(key, choice).first->second.backend;
+}
+
+std::vector<std::string> report() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  std::vector<std::string> lines;
+  for (const auto& [key, choice] : s.choices) {
+    std::ostringstream line;
+    line << std::get<0>(key) << " m<=" << std::get<1>(key) << " n=" << std::get<2>(key)
+         << " k=" << std::get<3>(key) << " " << c10::toString(c10::ScalarType(std::get<4>(key)))
+         << " threads=" << std::get<5>(key) << ": " << name(choice.backend);
+    if (choice.forced) {
+      line << " (forced)";
+    } else {
+      line << " (median us:";
+      for (const auto& [b, us] : choice.median_us) line << " " << name(b) << " " << us;
+      line << ")";
+    }
+    lines.push_back(line.str());
+  }
+  return lines;
+}
+
+template <typename A>
+NtWeight<A>::NtWeight(Backend backend, const A* w, int64_t n, int64_t k, int64_t ldw, int64_t m)
+    : backend_(backend), w_(w), n_(n), k_(k), ldw_(ldw), m_(m) {
+  if (backend_ != Backend::kMklPacked) return;
+  if constexpr (std::is_same_v<A, float>) {
+    TORCH_CHECK(mkl_packed_linked(), "gemm: mkl_packed is not available in this torch build");
+    if (m <= 0 || n <= 0 || k <= 0) return;
+    const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, m, n, k);
+    float* buffer = pack_pool().acquire(bytes);  // 64-byte aligned, as MKL asks
+    packed_ = std::unique_ptr<float, void (*)(float*)>(buffer, release_packed);
+    cblas_sgemm_pack(kRowMajor, kBMatrix, kTrans, m, n, k, 1.0f, w, ldw, buffer);
+  } else {
+    TORCH_CHECK(false, "gemm: mkl_packed multiplies float32 only");
+  }
+}
+
+template <typename A>
+NtWeight<A>::~NtWeight() = default;
+
+template <typename A>
+void NtWeight<A>::multiply(const A* a, int64_t lda, A* c, int64_t ldc) const {
+  if (m_ == 0 || n_ == 0) return;
+  switch (backend_) {
+    case Backend::kMklPacked:
+      if constexpr (std::is_same_v<A, float>) {
+        if (k_ == 0) {
+          for (int64_t i = 0; i < m_; ++i) std::fill(c + i * ldc, c + i * ldc + n_, 0.0f);
+          return;
+        }
+        cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, m_, n_, k_, a, lda, packed_.get(), k_,
+                            0.0f, c, ldc);
+      }
+      return;
+    case Backend::kBlas: {
+      const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value);
+      const at::Tensor at_ = at::from_blob(const_cast<A*>(a), {m_, k_}, {lda, 1}, options);
+      const at::Tensor wt = at::from_blob(const_cast<A*>(w_), {n_, k_}, {ldw_, 1}, options);
+      at::Tensor ct = at::from_blob(c, {m_, n_}, {ldc, 1}, options);
+      at::mm_out(ct, at_, wt.t());
+      return;
+    }
+    case Backend::kInHouse:
+      nt_column_block(NtProduct<A>{a, m_, lda, w_, n_, ldw_, k_, c, ldc}, 0, n_);
+      return;
+  }
+}
+
+template class NtWeight<float>;
+template class NtWeight<double>;
+
+namespace {
+
+// out = a w^T with the in-house kernel, parallel over blocks of weight rows, in chunks of 64
+// rows of a so a chunk stays in L2 while the weights stream past. a, w contiguous rows.
+template <typename A>
+void inhouse_nt_out(const at::Tensor& a, const at::Tensor& w, at::Tensor& out) {
+  constexpr int64_t kRowChunk = 64;
+  const int64_t M = a.size(0), K = a.size(1), N = w.size(0);
+  for (int64_t m0 = 0; m0 < M; m0 += kRowChunk) {
+    gemm_nt_wide<A>(
+        {NtProduct<A>{a.const_data_ptr<A>() + m0 * a.stride(0), std::min(kRowChunk, M - m0),
+                      a.stride(0), w.const_data_ptr<A>(), N, w.stride(0), K,
+                      out.mutable_data_ptr<A>() + m0 * out.stride(0), out.stride(0)}});
+  }
+}
+
+}  // namespace
+
+void matmul_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  TORCH_CHECK(
+      b.size(0) == K && out.size(0) == M && out.size(1) == N && (N <= 1 || out.stride(1) == 1), op,
+      ": matmul_out shapes ", a.sizes(), " x ", b.sizes(), " -> ", out.sizes());
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    out.zero_();
+    return;
+  }
+  auto run_blas = [&] { at::mm_out(out, a, b); };
+  auto run_inhouse = [&] {
+    const at::Tensor ac = a.stride(1) == 1 ? a : a.contiguous();
+    const at::Tensor wt = b.t().stride(1) == 1 ? b.t() : b.t().contiguous();
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "matmul_out",
+                               [&] { inhouse_nt_out<scalar_t>(ac, wt, out); });
+  };
+  // mkl_packed is not offered: a one-shot product would not reuse the packing.
+  const Backend backend =
+      choose(Site{op, M, N, K, a.scalar_type()}, {Backend::kBlas, Backend::kInHouse},
+             [&](Backend candidate) -> std::function<void()> {
+               if (candidate == Backend::kInHouse) return run_inhouse;
+               return run_blas;
+             });
+  if (backend == Backend::kInHouse) {
+    run_inhouse();
+  } else {
+    run_blas();
+  }
+}
+
+void bmm_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  const int64_t G = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+  TORCH_CHECK(b.size(0) == G && b.size(1) == K && out.size(0) == G && out.size(1) == M &&
+                  out.size(2) == N && out.is_contiguous(),
+              op, ": bmm_out shapes ", a.sizes(), " x ", b.sizes(), " -> ", out.sizes());
+  if (G == 0 || M == 0 || N == 0) return;
+  if (K == 0) {
+    out.zero_();
+    return;
+  }
+  auto run_blas = [&] { at::bmm_out(out, a, b); };
+  auto run_inhouse = [&] {
+    const at::Tensor ac = a.contiguous(), bt = b.transpose(1, 2).contiguous();
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "bmm_out", [&] {
+      batched_gemm_nt<scalar_t>(ac.const_data_ptr<scalar_t>(), bt.const_data_ptr<scalar_t>(),
+                                out.mutable_data_ptr<scalar_t>(), G, M, N, K,
+                                [N](int64_t) { return N; });
+    });
+  };
+  // The shape class folds the batch into m: G x M rows against per-batch K x N.
+  const Backend backend =
+      choose(Site{op, G * M, N, K, a.scalar_type()}, {Backend::kBlas, Backend::kInHouse},
+             [&](Backend candidate) -> std::function<void()> {
+               if (candidate == Backend::kInHouse) return run_inhouse;
+               return run_blas;
+             });
+  if (backend == Backend::kInHouse) {
+    run_inhouse();
+  } else {
+    run_blas();
+  }
+}
+
+}  // namespace fast_s2s::cpu::gemm

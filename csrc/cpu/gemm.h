@@ -1,0 +1,107 @@
+// The one place every CPU matrix product of fast_s2s goes through. Design: docs/DESIGN.md,
+// "Matrix products on the CPU".
+//
+// Three implementations ("backends") of out = a w^T:
+//   mkl_packed  MKL's packed GEMM (cblas_sgemm_pack / cblas_sgemm_compute, exported by torch's
+//               CPU library on x86 builds that link MKL): w is packed once into MKL's internal
+//               panel layout and reused by every product (every step of a GRU layer, every call
+//               of a GRU cell with the same weights). float32 only.
+//   blas        at::mm: whatever BLAS torch was built with (MKL, OpenBLAS, Accelerate, ACL).
+//   inhouse     the register-tiled kernel of gemm_nt.h: no packing, no cache blocking; wins only
+//               where the machine's BLAS is weak on the shape (small M on some CPUs).
+// Which one runs is measured, not guessed: the first call of a site (op, shape class, dtype,
+// thread count) times every available candidate for a few milliseconds and caches the fastest
+// for the process (choose()). FAST_S2S_GEMM=mkl_packed|blas|inhouse or set_forced() pins one;
+// report() lists what was chosen, for `fast-s2s verify` and `fast-s2s bench`.
+//
+// Products run serially when called inside a parallel region (each task of a fused GRU step
+// multiplies its own block of weight rows): MKL and OpenBLAS run single-threaded in a nested
+// OpenMP region, at::parallel_for runs inline, and the in-house kernel is called serially.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fast_s2s::cpu::gemm {
+
+enum class Backend : int { kMklPacked = 0, kBlas = 1, kInHouse = 2 };
+inline constexpr Backend kAllBackends[] = {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse};
+
+const char* name(Backend backend);
+// "mkl_packed" | "blas" | "inhouse" -> the backend; anything else: nullopt.
+std::optional<Backend> parse(const std::string& text);
+// Whether `backend` can multiply matrices of `dtype` (float32 or float64) in this process.
+bool available(Backend backend, at::ScalarType dtype);
+// The backends available for dtype, in kAllBackends order.
+std::vector<Backend> candidates(at::ScalarType dtype);
+// The MKL version string when torch links MKL ("" otherwise).
+std::string mkl_version();
+
+// nullopt: measure (the default; FAST_S2S_GEMM is read once at the first product).
+void set_forced(std::optional<Backend> backend);
+std::optional<Backend> forced();
+
+// A product site and shape class: the cache key of a measured choice. m is the number of rows
+// of a, rounded up to a power of two; n, k exact.
+struct Site {
+  std::string op;  // e.g. "gru_layer.recurrent"
+  int64_t m = 0, n = 0, k = 0;
+  at::ScalarType dtype = at::kFloat;
+};
+
+// The backend for `site` among those it offers (and this process has for the dtype): the forced
+// one (blas where the site does not offer it), else the cached choice, else the fastest of
+// `trial` over the candidates. trial(backend) prepares the candidate (untimed) and returns the
+// callable to time: one real product of the site into scratch or into the caller's output,
+// which the caller then computes again with the chosen backend.
+Backend choose(Site site, const std::vector<Backend>& offered,
+               const std::function<std::function<void()>(Backend)>& trial);
+
+// One line per measured or forced choice: "op m<=M n=N k=K dtype threads=T: backend
+// (candidate median us, ...)". Empty before the first product.
+std::vector<std::string> report();
+// Forget every measured choice (tests; set_forced does it too).
+void clear_choices();
+
+// A weight w (N x K, rows contiguous, row stride ldw) prepared for many products out = a w^T
+// with a of exactly m rows (MKL packs for a given m), in the accumulation dtype A (float or
+// double). The weight's memory must outlive the NtWeight for the blas and inhouse backends;
+// mkl_packed keeps its own packed copy.
+template <typename A>
+class NtWeight {
+ public:
+  NtWeight(Backend backend, const A* w, int64_t n, int64_t k, int64_t ldw, int64_t m);
+  NtWeight(NtWeight&&) noexcept = default;
+  NtWeight& operator=(NtWeight&&) noexcept = default;
+  ~NtWeight();
+
+  // c (m x n, row stride ldc) = a (m x k, row stride lda) w^T. Serial inside a parallel region.
+  void multiply(const A* a, int64_t lda, A* c, int64_t ldc) const;
+  Backend backend() const { return backend_; }
+  int64_t rows() const { return n_; }
+
+ private:
+  Backend backend_;
+  const A* w_;
+  int64_t n_, k_, ldw_, m_;
+  std::unique_ptr<float, void (*)(float*)> packed_{nullptr, [](float*) {}};
+};
+
+// out (M x N) = a (M x K) b (K x N), torch.mm semantics (any strides of a and b; out with unit
+// column stride), for the
+// one-shot products (a layer's input projection, a backward's dx and dW over all steps): blas
+// or inhouse (with transposed contiguous copies where its A B^T form needs them), measured per
+// site. a, b, out in the accumulation dtype.
+void matmul_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out);
+
+// out (G x M x N) = a (G x M x K) b (G x K x N), torch.bmm semantics (out contiguous), blas or
+// inhouse (on contiguous copies of a and b^T), measured per site. Accumulation dtype.
+void bmm_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out);
+
+}  // namespace fast_s2s::cpu::gemm

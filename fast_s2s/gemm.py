@@ -1,0 +1,63 @@
+"""Which matrix-product implementation the CPU kernels use (csrc/cpu/gemm.h).
+
+Every product of the C++ CPU ops goes through one GEMM layer with three backends:
+
+- ``mkl_packed``: MKL's packed GEMM (weights packed once per call and reused by every step),
+  where torch links MKL (its x86 builds);
+- ``blas``: ``at::mm`` / ``at::bmm``, i.e. whatever BLAS torch was built with;
+- ``inhouse``: fast_s2s's register-tiled kernel.
+
+By default ("auto") the first call of each product site and shape class (op, rows rounded up to
+a power of two, columns, depth, dtype, thread count) times every candidate for a few
+milliseconds and keeps the fastest for the process. ``set_gemm_backend`` or the environment
+variable ``FAST_S2S_GEMM`` pins one (results are then deterministic per backend); a pinned
+backend a site does not offer (``mkl_packed`` for a one-shot product, or for float64) runs there
+as ``blas``. ``gemm_report()`` says what was chosen and what was measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from fast_s2s import _extension
+
+GEMM_BACKENDS = ("auto", "mkl_packed", "blas", "inhouse")
+
+
+@dataclass(frozen=True)
+class GemmReport:
+    """forced: the pinned backend or "auto"; available: the float32 backends of this process;
+    mkl: MKL's version string ("" without MKL); choices: one line per product site measured or
+    pinned so far, e.g. "gru_layer.recurrent m<=16 n=1536 k=512 Float threads=2: mkl_packed
+    (median us: mkl_packed 155 blas 167 inhouse 206)"."""
+
+    forced: str
+    available: tuple[str, ...]
+    mkl: str
+    choices: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _require_extension() -> None:
+    if not _extension.extension_loaded():
+        raise RuntimeError(_extension.EXTENSION_ERROR)
+
+
+def set_gemm_backend(name: str = "auto") -> None:
+    """Pins the CPU kernels' GEMM backend ("mkl_packed", "blas", "inhouse") or returns to
+    measuring ("auto"). Forgets every choice made so far."""
+    if name not in GEMM_BACKENDS:
+        raise ValueError(f"set_gemm_backend: name must be one of {GEMM_BACKENDS}, got {name!r}")
+    _require_extension()
+    torch.ops.fast_s2s.set_gemm_backend(name)
+
+
+def gemm_report() -> GemmReport:
+    """What the GEMM layer has chosen so far in this process (see GemmReport)."""
+    _require_extension()
+    lines = torch.ops.fast_s2s.gemm_report().split("\n")
+    forced = lines[0].removeprefix("forced: ")
+    available = tuple(lines[1].removeprefix("available:").split())
+    mkl = lines[2].removeprefix("mkl: ")
+    return GemmReport(forced, available, mkl, tuple(lines[3:]))

@@ -1,0 +1,182 @@
+"""The CPU GEMM layer (csrc/cpu/gemm.h, fast_s2s.gemm): every backend the process has, pinned in
+turn, gives the reference's results for every op whose products go through it, at the sizes
+users run; a pinned backend is deterministic; auto measures every candidate and says so; bad
+names are refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fast_s2s
+from fast_s2s import _extension, reference
+
+pytestmark = pytest.mark.skipif(
+    not _extension.extension_loaded(), reason="the C++ extension is not built"
+)
+
+BACKENDS = fast_s2s.gemm_report().available if _extension.extension_loaded() else ()
+TOL = {torch.float32: dict(atol=2e-4, rtol=2e-4), torch.float64: dict(atol=1e-10, rtol=1e-10)}
+
+
+@pytest.fixture(params=BACKENDS)
+def gemm_backend(request):
+    fast_s2s.set_gemm_backend(request.param)
+    yield request.param
+    fast_s2s.set_gemm_backend("auto")
+
+
+def _weights(I: int, H: int, dtype, grad: bool = False):
+    gen = torch.Generator().manual_seed(1)
+    bound = H**-0.5
+    shapes = ((3 * H, I), (3 * H, H), (3 * H,), (3 * H,))
+    return [
+        ((torch.rand(s, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+        .to(dtype)
+        .requires_grad_(grad)
+        for s in shapes
+    ]
+
+
+def _f64(tensors):
+    return [t.detach().double().requires_grad_(t.requires_grad) for t in tensors]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B", [1, 16, 64])
+def test_gru_cell_matches_reference(gemm_backend, dtype, B):
+    I, H = 384, 512
+    x, h = torch.randn(B, I, dtype=dtype), torch.randn(B, H, dtype=dtype)
+    w = _weights(I, H, dtype)
+    got = fast_s2s.gru_cell(x, h, *w, backend="cpp")
+    want = reference.gru_cell(*_f64([x, h, *w]))
+    torch.testing.assert_close(got.double(), want, **TOL[dtype])
+    assert fast_s2s.gemm_report().forced == gemm_backend
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gru_layer_forward_backward_matches_reference(gemm_backend, dtype, reverse):
+    T, B, I, H = 40, 16, 256, 320  # H not a multiple of the thread split: uneven unit blocks
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    w = _weights(I, H, dtype, grad=True)
+    lengths = torch.randint(1, T + 1, (B,))
+    lengths[0] = T
+    out, h_n = fast_s2s.gru_layer(x, h0, *w, lengths=lengths, reverse=reverse, backend="cpp")
+    ref_in = _f64([x, h0, *w])
+    ref_out, ref_h = reference.gru_layer(*ref_in, lengths, reverse)
+    torch.testing.assert_close(out.double(), ref_out, **TOL[dtype])
+    torch.testing.assert_close(h_n.double(), ref_h, **TOL[dtype])
+    gen = torch.Generator().manual_seed(2)
+    g_out = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    g_h = torch.randn(h_n.shape, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad(
+        (out.double() * g_out).sum() + (h_n.double() * g_h).sum(), [x, h0, *w]
+    )
+    want = torch.autograd.grad((ref_out * g_out).sum() + (ref_h * g_h).sum(), ref_in)
+    for name, g, r in zip(("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"), grads, want, strict=True):
+        torch.testing.assert_close(
+            g.double(), r, **TOL[dtype], msg=lambda m, n=name: f"grad {n}: {m}"
+        )
+
+
+@pytest.mark.parametrize("T", [1, 12])
+def test_dot_attention_matrix_path_matches_reference(gemm_backend, T):
+    B, beam, S, D = 4, 3, 37, 96  # beam * T rows per source row: the matrix-product path
+    q = torch.randn(B * beam, T, D, requires_grad=True)
+    k = torch.randn(B, S, D, requires_grad=True)
+    v = torch.randn(B, S, D, requires_grad=True)
+    lengths = torch.tensor([S, 20, 1, 33])
+    ctx, wts = fast_s2s.dot_attention(q, k, v, lengths, backend="cpp")
+    ref_in = _f64([q, k, v])
+    ref_ctx, ref_w = reference.dot_attention(*ref_in, lengths)
+    torch.testing.assert_close(ctx.double(), ref_ctx, **TOL[torch.float32])
+    torch.testing.assert_close(wts.double(), ref_w, **TOL[torch.float32])
+    g = torch.randn(ctx.shape, dtype=torch.float64)
+    grads = torch.autograd.grad((ctx.double() * g).sum(), [q, k, v])
+    want = torch.autograd.grad((ref_ctx * g).sum(), ref_in)
+    for got, ref in zip(grads, want, strict=True):
+        torch.testing.assert_close(got.double(), ref, **TOL[torch.float32])
+
+
+def test_pinned_backend_is_deterministic(gemm_backend):
+    T, B, H = 30, 16, 512
+    x, h0 = torch.randn(T, B, H), torch.randn(B, H)
+    w = _weights(H, H, torch.float32)
+    first = fast_s2s.gru_layer(x, h0, *w, backend="cpp")
+    second = fast_s2s.gru_layer(x, h0, *w, backend="cpp")
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_backends_agree_closely():
+    """Different backends may round differently, but not by more than float32 rounding."""
+    T, B, H = 30, 16, 512
+    x, h0 = torch.randn(T, B, H), torch.randn(B, H)
+    w = _weights(H, H, torch.float32)
+    outputs = {}
+    for name in BACKENDS:
+        fast_s2s.set_gemm_backend(name)
+        outputs[name] = fast_s2s.gru_layer(x, h0, *w, backend="cpp")[0]
+    fast_s2s.set_gemm_backend("auto")
+    first = next(iter(outputs.values()))
+    for out in outputs.values():
+        torch.testing.assert_close(out, first, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_measures_every_candidate_and_reports_it():
+    fast_s2s.set_gemm_backend("auto")
+    x, h0 = torch.randn(5, 8, 64), torch.randn(8, 64)
+    fast_s2s.gru_layer(x, h0, *_weights(64, 64, torch.float32), backend="cpp")
+    report = fast_s2s.gemm_report()
+    assert report.forced == "auto"
+    line = next(c for c in report.choices if c.startswith("gru_layer.recurrent m<=8 n=192 k=64"))
+    chosen = line.split(": ", 1)[1].split(" ")[0]
+    assert chosen in report.available
+    for name in report.available:  # every candidate was timed
+        assert f" {name} " in line.split("median us:", 1)[1] + " "
+
+
+def test_pinned_choice_is_reported_as_forced():
+    fast_s2s.set_gemm_backend("inhouse")
+    try:
+        fast_s2s.gru_cell(torch.randn(2, 8), torch.randn(2, 16), *_weights(8, 16, torch.float32))
+        report = fast_s2s.gemm_report()
+        assert report.forced == "inhouse"
+        assert any(
+            c.startswith("gru_cell ") and c.endswith(": inhouse (forced)") for c in report.choices
+        )
+    finally:
+        fast_s2s.set_gemm_backend("auto")
+
+
+def test_set_gemm_backend_refuses_unknown_names():
+    with pytest.raises(ValueError, match="set_gemm_backend: name must be one of"):
+        fast_s2s.set_gemm_backend("mkl")
+
+
+def _run_with_env(value: str) -> subprocess.CompletedProcess:
+    code = (
+        "import torch, fast_s2s;"
+        "fast_s2s.gru_cell(torch.randn(2, 8), torch.randn(2, 16), *[torch.randn(s) for s in "
+        "((48, 8), (48, 16))]);"
+        "print(fast_s2s.gemm_report().forced)"
+    )
+    env = {**os.environ, "FAST_S2S_GEMM": value}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+def test_environment_variable_pins_a_backend():
+    result = _run_with_env("blas")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "blas"
+
+
+def test_environment_variable_with_a_bad_value_is_refused_by_name():
+    result = _run_with_env("fastest")
+    assert result.returncode != 0
+    assert "FAST_S2S_GEMM must be auto, mkl_packed, blas or inhouse, got 'fastest'" in result.stderr

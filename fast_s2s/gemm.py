@@ -31,7 +31,7 @@ class GemmReport:
     """forced: the pinned backend or "auto"; available: the float32 backends of this process;
     mkl: MKL's version string ("" without MKL); choices: one line per product site measured or
     pinned so far, e.g. "gru_layer.recurrent m<=16 n=1536 k=512 Float threads=2: mkl_packed
-    (median us: mkl_packed 155 blas 167 inhouse 206)"."""
+    (best us: mkl_packed 155 blas 167 inhouse 206)"."""
 
     forced: str
     available: tuple[str, ...]

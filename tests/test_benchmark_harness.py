@@ -32,7 +32,8 @@ ROW_FIELDS = (
     "device", "dtype", "threads", "impl", "kind", "backend_requested", "backend",
     "implementation", "status", "reason", "median_us", "iqr_us", "q1_us", "q3_us", "min_us",
     "repeats", "first_call_s", "read_bytes", "write_bytes", "gbps", "roofline_gbps",
-    "roofline_fraction", "copy_gbps", "copy_roofline_gbps", "copy_fraction", "work",
+    "roofline_fraction", "copy_gbps", "copy_roofline_gbps", "copy_fraction", "flops", "gflops",
+    "sgemm_fraction", "work",
     "work_unit", "throughput", "hypothesis_tokens", "speedup_vs",
 )  # fmt: skip
 
@@ -435,9 +436,16 @@ def test_main_writes_every_family_s_rows_and_the_json_fields(tmp_path, capsys):
     assert "fast_s2s[auto->" in out and "vs composite" in out and "vs GRUCell" in out
     assert "torch threads 1" in out and "tokens/s" in out and "steps/s" in out
     data = json.loads(path.read_text())
-    assert list(data) == ["machine", "settings", "results", "fastest_backends", "goals"]
-    for key in ("cpu", "torch", "torch_threads", "cpu_capability", "device", "copy_gbps"):
+    assert list(data) == [
+        "machine", "settings", "results", "gemm_choices", "fastest_backends", "goals"
+    ]  # fmt: skip
+    for key in ("cpu", "torch", "torch_threads", "cpu_capability", "device", "copy_gbps",
+                "torch_cpu_capability", "blas", "sgemm_gflops"):  # fmt: skip
         assert key in data["machine"]
+    assert data["machine"]["sgemm_gflops"] > 0 and "sgemm rate (GFLOP/s)" in out
+    # The C++ GRU ops ran through the GEMM layer, and the run says what it chose.
+    assert any(line.startswith("gru_cell ") for line in data["gemm_choices"])
+    assert "GEMM backend per product site" in out
     assert data["settings"]["threads"] == 1 and data["settings"]["complete"] is True
     results = data["results"]
     assert {r["case_id"] for r in results} == {c.id for c in reg.select_cases(ops, "tiny")}
@@ -458,6 +466,12 @@ def test_main_writes_every_family_s_rows_and_the_json_fields(tmp_path, capsys):
         else:
             assert row["impl"] in expected_peers[row["op"]]
         assert (row["throughput"] is not None) == (row["op"] == "model")
+        # GEMM-bound rows (the GRU ops) report GFLOP/s against the machine's sgemm rate.
+        gemm_bound = row["op"] in ("gru_cell", "gru")
+        assert (row["gflops"] is not None) == gemm_bound, row["case_id"]
+        if gemm_bound:
+            ratio = row["gflops"] / data["machine"]["sgemm_gflops"]
+            assert row["sgemm_fraction"] == pytest.approx(ratio)
     assert set(data["fastest_backends"]["ops"]) == {"dot_attention", "gru_cell"}
     try:
         import matplotlib  # noqa: F401

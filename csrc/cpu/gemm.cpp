@@ -53,7 +53,7 @@ std::optional<Backend> forced_from_env() {
 struct Choice {
   Backend backend;
   bool forced;
-  std::vector<std::pair<Backend, double>> median_us;  // what was measured
+  std::vector<std::pair<Backend, double>> best_us;  // what was measured
 };
 
 using Key = std::tuple<std::string, int64_t, int64_t, int64_t, int, int>;
@@ -76,21 +76,23 @@ int64_t pow2_at_least(int64_t m) {
   return p;
 }
 
-// Median wall time of `run` in microseconds: one untimed warm-up (page faults, caches), then
-// repeats until ~2 ms are spent (at least 3, at most 15).
-double median_us(const std::function<void()>& run) {
+// Best wall time of `run` in microseconds: one untimed warm-up (page faults, caches), then
+// repeats until ~2 ms are spent (at least 3, at most 15). The minimum, not the median: a thread
+// descheduled by other work on the machine adds milliseconds to a sample, never removes any, so
+// the minimum is the one statistic that ranks the candidates the same on a busy machine.
+double best_us(const std::function<void()>& run) {
   using clock = std::chrono::steady_clock;
   run();
-  std::vector<double> times;
+  double best = 0;
+  int repeats = 0;
   const auto start = clock::now();
-  while (times.size() < 3 ||
-         (times.size() < 15 && clock::now() - start < std::chrono::milliseconds(2))) {
+  while (repeats < 3 || (repeats < 15 && clock::now() - start < std::chrono::milliseconds(2))) {
     const auto t0 = clock::now();
     run();
-    times.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
+    const double us = std::chrono::duration<double, std::micro>(clock::now() - t0).count();
+    best = repeats++ == 0 ? us : std::min(best, us);
   }
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
+  return best;
 }
 
 // Packed weights are made per call (a GRU layer packs W_hh once per call): freshly mapped
@@ -233,9 +235,9 @@ Backend choose(Site site, const std::vector<Backend>& offered,
     // Measured outside the lock: two threads measuring the same site at once is harmless.
     double best = 0;
     for (Backend b : options) {
-      const double us = median_us(trial(b));
-      choice.median_us.emplace_back(b, us);
-      if (choice.median_us.size() == 1 || us < best) {
+      const double us = best_us(trial(b));
+      choice.best_us.emplace_back(b, us);
+      if (choice.best_us.size() == 1 || us < best) {
         best = us;
         choice.backend = b;
       }
@@ -257,8 +259,8 @@ std::vector<std::string> report() {
     if (choice.forced) {
       line << " (forced)";
     } else {
-      line << " (median us:";
-      for (const auto& [b, us] : choice.median_us) line << " " << name(b) << " " << us;
+      line << " (best us:";
+      for (const auto& [b, us] : choice.best_us) line << " " << name(b) << " " << us;
       line << ")";
     }
     lines.push_back(line.str());

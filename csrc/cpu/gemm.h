@@ -64,7 +64,7 @@ Backend choose(Site site, const std::vector<Backend>& offered,
                const std::function<std::function<void()>(Backend)>& trial);
 
 // One line per measured or forced choice: "op m<=M n=N k=K dtype threads=T: backend
-// (candidate median us, ...)". Empty before the first product.
+// (best time of each candidate in us)". Empty before the first product.
 std::vector<std::string> report();
 // Forget every measured choice (tests; set_forced does it too).
 void clear_choices();

@@ -85,7 +85,7 @@ def _fail(message: str) -> int:
 def _console():
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return Console(width=None if sys.stdout.isatty() else 190)  # logs: every column readable
 
 
 def _shapes(args: argparse.Namespace) -> str:
@@ -188,7 +188,13 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
     from fast_s2s.benchmark import report
     from fast_s2s.benchmark.machine import busy_warning, machine_info
     from fast_s2s.benchmark.registry import select_cases
-    from fast_s2s.benchmark.roofline import COPY, READ, Roofline, device_copy_bandwidth
+    from fast_s2s.benchmark.roofline import (
+        COPY,
+        READ,
+        Roofline,
+        device_copy_bandwidth,
+        sgemm_rate,
+    )
     from fast_s2s.benchmark.rows import FAILED, add_speedups, run_case
     from fast_s2s.benchmark.summary import print_fastest, print_goals
     from fast_s2s.benchmark.timing import FULL_BUDGET, QUICK_BUDGET
@@ -204,6 +210,7 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
     machine = machine_info(device)
     # The device's copy bandwidth (a toy size for the harness's own tiny runs).
     machine.update(device_copy_bandwidth(device, budget, 1 << 20 if shapes == "tiny" else None))
+    machine.update(sgemm_rate(device, budget, 128 if shapes == "tiny" else None))
     report.print_machine(console, machine)
     if warning := busy_warning(machine):
         console.print(f"[yellow]warning:[/yellow] {warning}")
@@ -226,19 +233,22 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
             rows += run_case(
                 case, device, getattr(torch, dtype_name), backends=args.backends,
                 peers=args.peers, budget=budget, rooflines=rooflines, quick=bool(args.quick),
+                sgemm_gflops=machine["sgemm_gflops"],
             )  # fmt: skip
             # What ran so far survives a crash (a faulting kernel can take the process down).
             report.write_json(
-                json_path, report.build_payload(machine, settings, add_speedups(rows))
+                json_path,
+                report.build_payload(machine, settings, add_speedups(rows), report.gemm_choices()),
             )
     settings["seconds"] = round(time.perf_counter() - start, 1)
     settings["complete"] = True
 
     title = f"fast-s2s bench: {device.type} {', '.join(args.dtype)} ({settings['seconds']} s)"
     report.print_results(console, rows, title)
-    payload = report.build_payload(machine, settings, rows)
+    payload = report.build_payload(machine, settings, rows, report.gemm_choices())
     print_fastest(console, payload["fastest_backends"])
     print_goals(console, payload["goals"])
+    report.print_gemm_choices(console, payload["gemm_choices"])
     console.print(f"results written to {report.write_json(json_path, payload)}")
     if args.plot:
         problem = report.write_plot(args.plot, rows, machine)

@@ -139,7 +139,9 @@ class Case:
 class Inputs:
     """What one call gets (`args`, `kwargs`), the tensors gradients are taken for, and what the
     harness needs to know: `beam` rows per source, `extra` (e.g. a module's parameters by name,
-    a model's weights and batch) and `write_bytes`, the compulsory writes of one call."""
+    a model's weights and batch), `write_bytes`, the compulsory writes of one call, and `flops`,
+    the matrix-product floating-point operations of one call (0 where the op is not
+    GEMM-bound: its rows then report no GFLOP/s)."""
 
     args: tuple[torch.Tensor, ...]
     kwargs: dict[str, object]
@@ -147,6 +149,7 @@ class Inputs:
     beam: int = 1
     extra: dict[str, object] = field(default_factory=dict)
     write_bytes: int = 0
+    flops: int = 0
 
     @property
     def read_bytes(self) -> int:

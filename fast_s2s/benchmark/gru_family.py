@@ -154,7 +154,24 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
         grad_inputs=(x, h, *params) if grad else (),
         extra=extra,
         write_bytes=(output_numel + h.numel()) * x.element_size(),  # the output and h_n
+        flops=gemm_flops(case),
     )
+
+
+def gemm_flops(case: Case) -> int:
+    """The matrix products' floating-point operations of one call: 2 * rows * 3H * (I + H) per
+    layer and direction (x W_ih^T over every step, h W_hh^T per step), three times that with the
+    backward (dx and dh, dW_ih and dW_hh). The gates are not counted: they are O(H) per row."""
+    d = case.shape
+    B, I, H = d["B"], d["I"], d["H"]
+    rows = B * d.get("T", 1)
+    if case.op == "gru":
+        L, dirs = d["L"], d["dirs"]
+        inputs = I + (L - 1) * dirs * H  # layer 0 reads x, the others the directions' outputs
+        forward = 2 * rows * 3 * H * dirs * (inputs + L * H)
+    else:
+        forward = 2 * rows * 3 * H * (I + H)
+    return forward * (3 if case.mode == FORWARD_BACKWARD else 1)
 
 
 def share_parameters(module: nn.Module, params: dict[str, nn.Parameter]) -> nn.Module:

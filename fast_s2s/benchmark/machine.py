@@ -1,11 +1,13 @@
-"""What the numbers were measured on: CPU, threads, SIMD level, load, torch, triton, the GPU
-(name, compute capability, multiprocessors, L2, cuDNN). The run adds the device's copy bandwidth
-(roofline.device_copy_bandwidth)."""
+"""What the numbers were measured on: CPU, threads, SIMD level (fast_s2s's and torch's), BLAS and
+its version, the GEMM backend setting, load, torch, triton, the GPU (name, compute capability,
+multiprocessors, L2, cuDNN). The run adds the device's copy bandwidth and sgemm rate
+(roofline.device_copy_bandwidth, roofline.sgemm_rate)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 
 import torch
 
@@ -47,6 +49,32 @@ def _version(module: str) -> str | None:
         return None
 
 
+def blas_info() -> str:
+    """The BLAS torch was built with, and its version where it says one: "MKL 2024.2 (Intel(R)
+    oneAPI Math Kernel Library Version 2024.2-Product Build ...)", "openblas", ..."""
+    found = re.search(r"BLAS_INFO=([\w.+-]+)", torch.__config__.show())
+    name = found.group(1) if found else "unknown"
+    try:
+        from fast_s2s.gemm import gemm_report
+
+        mkl = gemm_report().mkl
+    except Exception:  # no extension: torch's own words only
+        mkl = ""
+    if mkl:
+        return f"{name} ({mkl})"
+    return name
+
+
+def _gemm_info() -> dict[str, object]:
+    try:
+        from fast_s2s.gemm import gemm_report
+
+        report = gemm_report()
+    except Exception:
+        return {}
+    return {"gemm_forced": report.forced, "gemm_available": " ".join(report.available)}
+
+
 def _extension_info() -> dict[str, object]:
     try:
         from fast_s2s import _extension
@@ -77,6 +105,9 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, object]:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": blas_info(),
+        "mkl_enable_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
+        **_gemm_info(),
         "triton": _version("triton"),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -24,12 +24,17 @@ MACHINE_KEYS = (
     ("load_average_1min", "load average (1 min)"),
     ("cpu_capability", "fast_s2s CPU kernels"),
     ("torch_cpu_capability", "torch CPU capability"),
+    ("mkl_enable_instructions", "MKL_ENABLE_INSTRUCTIONS"),
+    ("blas", "BLAS (torch)"),
+    ("gemm_available", "fast_s2s GEMM backends"),
+    ("gemm_forced", "fast_s2s GEMM choice"),
     ("gpu", "GPU"),
     ("gpu_capability", "GPU compute capability"),
     ("gpu_sm_count", "GPU multiprocessors"),
     ("gpu_l2_mib", "GPU L2 (MiB)"),
     ("cudnn", "cuDNN"),
     ("copy_gbps", "copy bandwidth (GB/s, read + written)"),
+    ("sgemm_gflops", "sgemm rate (GFLOP/s)"),
     ("torch", "torch"),
     ("torch_cuda", "torch CUDA"),
     ("triton", "triton"),
@@ -42,7 +47,10 @@ OPS_NOTE = (
     "the compulsory reads (query, keys, values; x, h and the weights for gru_cell), for "
     "memory-bound cases only; % roof = of the read roofline (torch.sum over as many bytes); "
     "% copy = reads + writes (context and weights; h') per second, of the copy roofline "
-    "(dst.copy_(src) moving as many bytes, read + written); both measured in the same run.[/dim]"
+    "(dst.copy_(src) moving as many bytes, read + written); both measured in the same run. "
+    "GFLOP/s counts the GRU ops' matrix products (2 x rows x 3H x (I + H) per layer and "
+    "direction, x3 with the backward); % sgemm = of the machine's sgemm rate above (torch.mm, "
+    "same run).[/dim]"
 )
 THROUGHPUT_NOTE = (
     "[dim]model: the same fast_s2s.models.Seq2Seq and weights on each backend; reference = "
@@ -60,6 +68,11 @@ def print_machine(console: Console, info: dict) -> None:
         value = info.get(key)
         if value is not None and key == "copy_gbps":
             value = f"{value:,.1f} ({info.get('copy_bytes', 0) / 2**20:,.0f} MiB each way)"
+        if value is not None and key == "sgemm_gflops":
+            n = info.get("sgemm_n")
+            value = f"{value:,.1f} (torch.mm float32 {n} x {n} x {n})"
+        if value is not None and key == "gemm_forced" and value == "auto":
+            value = "auto (measured per product site; see the GEMM choices below)"
         if value is not None:
             table.add_row(name, str(value))
     if not info.get("extension_loaded") and info.get("extension_error"):
@@ -129,7 +142,9 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
         table.add_column(name, no_wrap=True)
     for name in (f"median {unit}", f"IQR {unit}", *(["throughput"] if throughput else [])):
         table.add_column(name, justify="right")
-    for name in [f"vs {p}" for p in peers] + ([] if throughput else ["GB/s", "% roof", "% copy"]):
+    gemm = not throughput and any(r.get("flops") for r in rows)
+    kernel_columns = ["GB/s", "% roof", "% copy", *(["GFLOP/s", "% sgemm"] if gemm else [])]
+    for name in [f"vs {p}" for p in peers] + ([] if throughput else kernel_columns):
         table.add_column(name, justify="right")
     several_dtypes = len({r["dtype"] for r in rows}) > 1
     sections: dict[tuple[str, str], list[dict]] = {}
@@ -163,6 +178,8 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
             if not throughput:
                 cells += [_gbps(row.get("gbps")), _percent(row.get("roofline_fraction"))]
                 cells.append(_percent(row.get("copy_fraction")))
+                if gemm:
+                    cells += [_gbps(row.get("gflops")), _percent(row.get("sgemm_fraction"))]
             table.add_row(*cells)
         for caption in captions[len(section) :]:
             table.add_row(caption, *[""] * (len(table.columns) - 1))
@@ -201,13 +218,33 @@ def print_results(console: Console, rows: list[dict], title: str = "results") ->
             console.print(f"{word} {escape(impl)} on {op}{where}: {escape(reason)}")
 
 
-def build_payload(machine: dict, settings: dict, rows: list[dict]) -> dict:
+def gemm_choices() -> list[str]:
+    """What the CPU GEMM layer chose for each product site so far (fast_s2s.gemm_report)."""
+    try:
+        from fast_s2s.gemm import gemm_report
+
+        return list(gemm_report().choices)
+    except Exception:  # no extension
+        return []
+
+
+def print_gemm_choices(console: Console, choices: list[str]) -> None:
+    if choices:
+        console.print("[bold]GEMM backend per product site[/bold] (fast_s2s C++ CPU kernels):")
+        for line in choices:
+            console.print(f"  {escape(line)}")
+
+
+def build_payload(
+    machine: dict, settings: dict, rows: list[dict], gemm: list[str] | None = None
+) -> dict:
     """The JSON file: the machine, the run's settings, the rows, the fastest backend per op at
-    the target shapes and the goals checked."""
+    the target shapes, the goals checked and (from a run) the CPU GEMM layer's choices."""
     return {
         "machine": machine,
         "settings": settings,
         "results": rows,
+        "gemm_choices": gemm or [],
         "fastest_backends": fastest_backends(rows),
         "goals": check_goals(rows),
     }

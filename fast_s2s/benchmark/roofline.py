@@ -9,7 +9,9 @@ in a GPU's L2; the large attention case's 268 MB do not):
         counts a device-to-device copy
 
 `device_copy_bandwidth` is the copy at one large size (DEVICE_COPY_BYTES, far past the last-level
-cache): the device's copy bandwidth, recorded once per run with the machine.
+cache): the device's copy bandwidth, recorded once per run with the machine. `sgemm_rate` is the
+machine's matrix-product rate: torch.mm of two float32 n x n matrices (SGEMM_N), the roof the
+GEMM-bound rows (the GRU ops) are reported against ("% sgemm").
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ READ, COPY = "read", "copy"
 # Bytes each of source and destination hold for the device's copy bandwidth: 20 times a GPU's
 # 50-60 MB L2 (H100 / H200), and past a CPU's last-level cache.
 DEVICE_COPY_BYTES: dict[str, int] = {"cuda": 1 << 30, "cpu": 1 << 26}
+# Large enough that the product runs at the BLAS's peak (2048: 17 GFLOP, ~0.1 s on 2 CPU cores).
+SGEMM_N: dict[str, int] = {"cuda": 8192, "cpu": 2048}
 
 
 def gbps(nbytes: int, seconds: float) -> float:
@@ -75,3 +79,22 @@ def device_copy_bandwidth(
     nbytes = nbytes or DEVICE_COPY_BYTES.get(device.type, DEVICE_COPY_BYTES["cpu"])
     value, timing = Roofline(COPY, device, budget).measure(2 * nbytes, torch.float32)
     return {"copy_gbps": value, "copy_bytes": nbytes, "copy_median_us": timing.median_us}
+
+
+def sgemm_rate(
+    device: torch.device | str, budget: Budget = FULL_BUDGET, n: int | None = None
+) -> dict[str, object]:
+    """The machine block's {"sgemm_gflops", "sgemm_n", "sgemm_median_us"}: torch.mm of two
+    float32 n x n matrices (default SGEMM_N), 2 n^3 operations per call."""
+    device = torch.device(device)
+    n = n or SGEMM_N.get(device.type, SGEMM_N["cpu"])
+    a = torch.rand(n, n, device=device)
+    b = torch.rand(n, n, device=device)
+    timing = measure(
+        lambda: torch.mm(a, b), device, replace(budget, min_repeats=max(3, budget.min_repeats // 4))
+    )
+    return {
+        "sgemm_gflops": 2 * n**3 / (timing.median_us * 1e-6) / 1e9,
+        "sgemm_n": n,
+        "sgemm_median_us": timing.median_us,
+    }

@@ -36,7 +36,7 @@ OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 MEASURED_FIELDS = (
     "median_us", "iqr_us", "q1_us", "q3_us", "min_us", "repeats", "first_call_s",
     "read_bytes", "write_bytes", "gbps", "roofline_gbps", "roofline_fraction",
-    "copy_gbps", "copy_roofline_gbps", "copy_fraction",
+    "copy_gbps", "copy_roofline_gbps", "copy_fraction", "flops", "gflops", "sgemm_fraction",
     "work", "work_unit", "throughput", "hypothesis_tokens", "speedup_vs",
 )  # fmt: skip
 
@@ -158,6 +158,19 @@ def add_throughput(rows: list[dict], inputs: Inputs) -> list[dict]:
     return rows
 
 
+def add_gemm_rate(rows: list[dict], flops: int, sgemm_gflops: float | None) -> list[dict]:
+    """GFLOP/s of the matrix products on rows that ran, and their fraction of the machine's
+    measured sgemm rate (`sgemm_fraction`), for GEMM-bound cases (flops > 0)."""
+    if not flops:
+        return rows
+    for row in rows:
+        row["flops"] = flops
+        if row["status"] == OK and row.get("median_us"):
+            row["gflops"] = flops / (row["median_us"] * 1e-6) / 1e9
+            row["sgemm_fraction"] = row["gflops"] / sgemm_gflops if sgemm_gflops else None
+    return rows
+
+
 def reports_bandwidth(case: Case) -> bool:
     """GB/s say something only for forward calls of memory-bound cases."""
     return case.mode == FORWARD and case.memory_bound
@@ -174,10 +187,12 @@ def run_case(
     rooflines: dict[str, Roofline] | None = None,
     impls: list[Impl] | None = None,
     quick: bool = False,
+    sgemm_gflops: float | None = None,
 ) -> list[dict]:
     """Every implementation of `case` (registry.build_impls unless `impls` is given), timed one
     after another on the same inputs, with bandwidths and throughput. `rooflines` (READ and COPY)
-    are shared across cases, so each traffic size is measured once per run."""
+    are shared across cases, so each traffic size is measured once per run; `sgemm_gflops`, the
+    machine's measured matrix-product rate, is what GEMM-bound rows are a fraction of."""
     device = torch.device(device)
     impls = build_impls(case, device, backends, peers, quick=quick) if impls is None else impls
     inputs = make_inputs(case, device, dtype)
@@ -187,6 +202,7 @@ def run_case(
         read_roof, _ = roofs[READ].measure(inputs.read_bytes, dtype)
         copy_roof, _ = roofs[COPY].measure(inputs.moved_bytes, dtype)
         add_bandwidth(rows, inputs.read_bytes, inputs.write_bytes, read_roof, copy_roof)
+    add_gemm_rate(rows, inputs.flops, sgemm_gflops)
     return add_throughput(rows, inputs)
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from fast_s2s import _extension, ops, reference
 from fast_s2s.backends import available_backends, resolve_backend
+from fast_s2s.gemm import GemmReport, gemm_report, set_gemm_backend
 
 # Largest accepted error against the float64 reference, per dtype of the run (forward, grad).
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
@@ -154,6 +155,47 @@ def implementation_label(backend: str, device: str) -> str:
     return "PyTorch reference"
 
 
+def _check_gemm_backends(table: Table, device: str) -> int:
+    """The C++ ops whose products go through the GEMM layer, once per GEMM backend pinned
+    (float32, the dtype every backend multiplies), so each candidate the layer may pick is held
+    to the reference; the rows name the backend. Returns the failures."""
+    failures = 0
+    problems = [p for p in _attention_problems(device) + _gru_problems(device)]
+    problems = [
+        p for p in problems if p.name.split()[0] in ("dot_attention", "gru_cell", "gru_layer")
+    ]
+    try:
+        for name in gemm_report().available:
+            set_gemm_backend(name)
+            for problem in problems:
+                fwd_err, grad_err = _errors(problem, "cpp", torch.float32)
+                ok = (
+                    fwd_err <= TOLERANCE[torch.float32]
+                    and grad_err <= TOLERANCE[torch.float32] * 10
+                )
+                failures += not ok
+                table.add_row(
+                    problem.name.split()[0], problem.name.split(" ", 1)[1], "float32", "cpp",
+                    f"{implementation_label('cpp', device)}, GEMM {name}",
+                    f"{fwd_err:.2e}", f"{grad_err:.2e}", "[green]yes" if ok else "[red]NO",
+                )  # fmt: skip
+    finally:
+        set_gemm_backend("auto")
+    return failures
+
+
+def _print_gemm(console: Console, report: GemmReport) -> None:
+    """Which matrix-product backend the C++ CPU kernels chose, site by site, in the auto rows."""
+    console.print(
+        f"GEMM backends available: {', '.join(report.available)}"
+        + (f" ({report.mkl})" if report.mkl else "")
+    )
+    if report.choices:
+        console.print("GEMM backend chosen per product site (measured at first use):")
+        for line in report.choices:
+            console.print(f"  {line}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
@@ -226,6 +268,10 @@ def main(args: argparse.Namespace) -> int:
             "",
             "",
         )
+    auto_gemm = None
+    if device == "cpu" and _extension.extension_loaded():
+        auto_gemm = gemm_report()  # the auto rows' choices, before pinning each backend
+        failures += _check_gemm_backends(table, device)
     if device == "cuda" and _extension.cuda_compiled():
         x = torch.arange(8, dtype=torch.float32, device="cuda")
         ok = torch.equal(torch.ops.fast_s2s.cuda_smoke(x).cpu(), x.cpu() + 1)
@@ -234,6 +280,8 @@ def main(args: argparse.Namespace) -> int:
     console.print(table)
     for (op, backend), reason in sorted(unavailable.items()):
         console.print(f"[yellow]{op}: backend {backend!r} not available: {reason}")
+    if auto_gemm is not None:
+        _print_gemm(console, auto_gemm)
     console.print(
         "[green]all checks passed" if failures == 0 else f"[red]{failures} check(s) failed"
     )

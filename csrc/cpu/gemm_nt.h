@@ -1,7 +1,9 @@
-// C = A B^T for the small, long-inner-dimension products of attention (scores = Q K^T and
-// dP = dC V^T: M, N ~ tens of rows, K = D ~ hundreds of features, rows contiguous in D).
+// The in-house C = A B^T kernel: one of the GEMM layer's candidates (gemm.h, which measures it
+// against the BLAS per shape), and the kernel of attention's small, long-inner-dimension
+// products (scores = Q K^T and dP = dC V^T: M, N ~ tens of rows, K = D ~ hundreds of features,
+// rows contiguous in D), where it skips masked keys and reads bfloat16 without copies.
 //
-// BLAS is at its weakest on this shape (tiny output, long reduction): at::bmm took 609 us for
+// BLAS is at its weakest on that shape (tiny output, long reduction): at::bmm took 609 us for
 // Q K^T at B=64, M=N=30, K=512 on the 2-core AVX-512 machine against 342 us for P V of the same
 // size. Here a 4 x 4 register tile of output dot products shares each loaded vector of A across
 // 4 rows of B and back: 8 loads per 16 FMAs, no packing, any storage type (bfloat16 rows are

@@ -1,18 +1,21 @@
 // The fused GRU step on the CPU: the hidden units split into one block per thread, and each
-// task multiplies only the weight rows that produce its units' r, z and n, then runs the gates
-// of those units while its (B x 3 block) products are still in cache. One parallel region per
-// step; no (B, 3H) product tensor goes to memory and back; each thread reads only its share of
-// the weights, which it prepared (for MKL: packed) once per call. gemm.h runs the products.
+// task runs the gates of its units on its units' products: one parallel region per step. With
+// per-block products (StepProducts) each task multiplies only the weight rows of its units,
+// prepared (for MKL: packed) once per call, so no (B, 3H) product goes to memory and back and
+// each thread reads only its share of the weights. docs/DESIGN.md, "Matrix products on the CPU".
 #pragma once
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
 
 #include <algorithm>
 #include <memory>
 #include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/gru_gates.h"
 
 namespace fast_s2s::cpu {
 
@@ -33,51 +36,6 @@ inline UnitBlocks unit_blocks(int64_t H) {
   return {H, size, H == 0 ? 0 : (H + size - 1) / size};
 }
 
-// One block's three gate products against a gate-stacked weight w (3H x K, rows [r; z; n]):
-// multiply(a) gives c (m x 3 len) = [a w_r^T | a w_z^T | a w_n^T] over the block's units.
-// The rows are read in place (blas, inhouse) or packed (mkl_packed), one NtWeight per gate.
-template <typename A>
-struct GateBlockWeights {
-  std::vector<gemm::NtWeight<A>> gates;  // r, z, n
-  int64_t len = 0;
-
-  void multiply(const A* a, int64_t lda, A* c) const {
-    for (int g = 0; g < 3; ++g) gates[g].multiply(a, lda, c + g * len, 3 * len);
-  }
-};
-
-// w (3H x K, contiguous rows, float/double) prepared per block for products with m rows.
-template <typename A>
-std::vector<GateBlockWeights<A>> prepare_gate_blocks(gemm::Backend backend, const at::Tensor& w,
-                                                     const UnitBlocks& blocks, int64_t m) {
-  const int64_t K = w.size(1);
-  const A* wp = w.const_data_ptr<A>();
-  std::vector<GateBlockWeights<A>> out(blocks.count);
-  for (int64_t k = 0; k < blocks.count; ++k) {
-    out[k].len = blocks.len(k);
-    for (int g = 0; g < 3; ++g) {
-      const A* rows = wp + (g * blocks.H + blocks.begin(k)) * K;
-      out[k].gates.emplace_back(backend, rows, blocks.len(k), K, K, m);
-    }
-  }
-  return out;
-}
-
-// The backward's dh = dgh W_hh, block by block: the rows of W_hh^T for the block's units
-// (len x 3H), gathered once per call into `storage` (W_hh's columns are not rows in memory).
-template <typename A>
-std::vector<gemm::NtWeight<A>> prepare_transposed_blocks(gemm::Backend backend,
-                                                         const at::Tensor& w_t,
-                                                         const UnitBlocks& blocks, int64_t m) {
-  const int64_t K = w_t.size(1);  // 3H
-  const A* wp = w_t.const_data_ptr<A>();
-  std::vector<gemm::NtWeight<A>> out;
-  for (int64_t k = 0; k < blocks.count; ++k) {
-    out.emplace_back(backend, wp + blocks.begin(k) * K, blocks.len(k), K, K, m);
-  }
-  return out;
-}
-
 // Runs task(k) for every block k in one parallel region (one block per thread).
 template <typename Task>
 inline void for_each_block(const UnitBlocks& blocks, const Task& task) {
@@ -85,5 +43,79 @@ inline void for_each_block(const UnitBlocks& blocks, const Task& task) {
     for (int64_t k = begin; k < end; ++k) task(k);
   });
 }
+
+// The products of a GRU step, by block of units: w (G*U x K, contiguous rows) holds G groups of
+// U rows (the gates r, z, n of W_hh or W_ih: G = 3, U = H; or the rows of W_hh^T, one per unit:
+// G = 1), and block k of the units needs rows g*U + [begin(k), end(k)) of each group. Two ways:
+//   per block (mkl_packed, inhouse): each task multiplies its own rows (prepared once; packed
+//     for MKL) into its scratch, serially, so its gates read the result from cache;
+//   whole (blas): one at::mm of all rows before the parallel region, threaded by the BLAS
+//     itself, then the tasks read their columns of it. What torch.nn does, with fused gates.
+// The GEMM layer measures which is faster for the shape (gemm::choose).
+template <typename A>
+class StepProducts {
+ public:
+  StepProducts(gemm::Backend backend, const at::Tensor& w, int64_t groups, const UnitBlocks& blocks,
+               int64_t m)
+      : whole_(backend == gemm::Backend::kBlas), groups_(groups), blocks_(blocks), m_(m), w_(w) {
+    const int64_t K = w.size(1);
+    if (whole_) {
+      out_.reset(new A[std::max<int64_t>(1, m * groups * blocks.H)]);  // uninitialised: all written
+      return;
+    }
+    const A* wp = w.const_data_ptr<A>();
+    per_block_.resize(blocks.count);
+    for (int64_t k = 0; k < blocks.count; ++k) {
+      scratch_.emplace_back(new A[std::max<int64_t>(1, m * groups * blocks.size)]);
+      for (int64_t g = 0; g < groups; ++g) {
+        const A* rows = wp + (g * blocks.H + blocks.begin(k)) * K;
+        per_block_[k].emplace_back(backend, rows, blocks.len(k), K, K, m);
+      }
+    }
+  }
+
+  // Outside the parallel region: the whole product, where that is the way.
+  void before_blocks(const A* a, int64_t lda) {
+    if (!whole_ || m_ == 0) return;
+    const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value);
+    const int64_t K = w_.size(1);
+    at::Tensor out = at::from_blob(out_.get(), {m_, groups_ * blocks_.H}, options);
+    at::mm_out(out, at::from_blob(const_cast<A*>(a), {m_, K}, {lda, 1}, options), w_.t());
+  }
+
+  // Inside block k's task: its own products, where that is the way.
+  void block(int64_t k, const A* a, int64_t lda) {
+    if (whole_) return;
+    const int64_t len = blocks_.len(k);
+    for (int64_t g = 0; g < groups_; ++g) {
+      per_block_[k][g].multiply(a, lda, scratch_[k].get() + g * len, groups_ * len);
+    }
+  }
+
+  // Where row b's products for block k's units are: group g of unit j at .p[g * .stride + j].
+  Gated<const A*> row(int64_t k, int64_t b) const {
+    if (whole_) {
+      return {out_.get() + b * groups_ * blocks_.H + blocks_.begin(k), blocks_.H};
+    }
+    const int64_t len = blocks_.len(k);
+    return {scratch_[k].get() + b * groups_ * len, len};
+  }
+
+  // Both ways run the step this one would, for timing a candidate.
+  void run_step(const A* a, int64_t lda) {
+    before_blocks(a, lda);
+    for_each_block(blocks_, [&](int64_t k) { block(k, a, lda); });
+  }
+
+ private:
+  bool whole_;
+  int64_t groups_;
+  UnitBlocks blocks_;
+  int64_t m_;
+  const at::Tensor& w_;
+  std::vector<std::vector<gemm::NtWeight<A>>> per_block_;  // [block][group]
+  std::vector<std::unique_ptr<A[]>> scratch_;              // [block]: m x groups * len
+  std::unique_ptr<A[]> out_;                               // whole: m x groups * U
+};
 
 }  // namespace fast_s2s::cpu

@@ -17,6 +17,7 @@
 #include <torch/library.h>
 
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -53,43 +54,41 @@ std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::T
     const A *bih = ptr_or_null<A>(p.b_ih), *bhh = ptr_or_null<A>(p.b_hh);
     const A *xp = xa.const_data_ptr<A>(), *hp = ha.const_data_ptr<A>();
     const UnitBlocks blocks = unit_blocks(H);
-    // Per block: gi (B x 3 len), gh (B x 3 len), and one row of h' in the accumulation dtype.
-    std::vector<std::vector<A>> scratch(blocks.count,
-                                        std::vector<A>(B * 6 * blocks.size + blocks.size));
-    struct Weights {
-      std::vector<GateBlockWeights<A>> ih, hh;
+    struct Products {
+      StepProducts<A> gi, gh;
     };
     auto prepare = [&](Backend b) {
-      return Weights{prepare_gate_blocks<A>(b, p.w_ih, blocks, B),
-                     prepare_gate_blocks<A>(b, p.w_hh, blocks, B)};
+      return std::make_unique<Products>(Products{StepProducts<A>(b, p.w_ih, 3, blocks, B),
+                                                 StepProducts<A>(b, p.w_hh, 3, blocks, B)});
     };
-    auto products = [&](const Weights& w, int64_t k) {
-      A* gi = scratch[k].data();
-      w.ih[k].multiply(xp, I, gi);
-      w.hh[k].multiply(hp, H, gi + B * 3 * blocks.len(k));
-    };
-    const Backend backend = gemm::choose(
-        {kOp, B, 3 * H, I, acc}, {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse},
-        [&](Backend b) -> std::function<void()> {
-          return [&, b] {
-            const Weights w = prepare(b);
-            for_each_block(blocks, [&](int64_t k) { products(w, k); });
-          };
-        });
-    const Weights w = prepare(backend);
+    const Backend backend = gemm::choose({kOp, B, 3 * H, I, acc},
+                                         {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse},
+                                         [&](Backend b) -> std::function<void()> {
+                                           return [&, b] {  // preparing is part of a cell call
+                                             const std::unique_ptr<Products> candidate = prepare(b);
+                                             candidate->gi.before_blocks(xp, I);
+                                             candidate->gh.before_blocks(hp, H);
+                                             for_each_block(blocks, [&](int64_t k) {
+                                               candidate->gi.block(k, xp, I);
+                                               candidate->gh.block(k, hp, H);
+                                             });
+                                           };
+                                         });
+    const std::unique_ptr<Products> products = prepare(backend);
     A* gp = gates.mutable_data_ptr<A>();
     scalar_t* out = h_new.mutable_data_ptr<scalar_t>();
+    products->gi.before_blocks(xp, I);
+    products->gh.before_blocks(hp, H);
     for_each_block(blocks, [&](int64_t k) {
       const int64_t j0 = blocks.begin(k), len = blocks.len(k);
-      products(w, k);
-      const A* gi = scratch[k].data();
-      const A* gh = gi + B * 3 * len;
-      A* row = scratch[k].data() + B * 6 * blocks.size;
+      products->gi.block(k, xp, I);
+      products->gh.block(k, hp, H);
+      std::vector<A> row(len);  // h' in the accumulation dtype
       for (int64_t b = 0; b < B; ++b) {
-        gru_gates_forward<A>({gi + b * 3 * len, len}, {gh + b * 3 * len, len},
+        gru_gates_forward<A>(products->gi.row(k, b), products->gh.row(k, b),
                              {bih ? bih + j0 : nullptr, H}, {bhh ? bhh + j0 : nullptr, H},
-                             hp + b * H + j0, row, {gp + b * 4 * H + j0, H}, len);
-        convert_row(row, out + b * H + j0, len);
+                             hp + b * H + j0, row.data(), {gp + b * 4 * H + j0, H}, len);
+        convert_row(row.data(), out + b * H + j0, len);
       }
     });
   });

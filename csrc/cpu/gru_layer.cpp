@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -113,21 +114,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
     using A = acc_t<scalar_t>;
     const A *bih = ptr_or_null<A>(p.b_ih), *bhh = ptr_or_null<A>(p.b_hh);
     const UnitBlocks blocks = unit_blocks(H);
-    std::vector<std::vector<A>> scratch(blocks.count, std::vector<A>(B * 3 * blocks.size));
-    std::map<Backend, std::vector<GateBlockWeights<A>>> prepared;
-    auto step_products = [&](const std::vector<GateBlockWeights<A>>& w, const A* hp) {
-      for_each_block(blocks, [&](int64_t k) { w[k].multiply(hp, H, scratch[k].data()); });
+    std::map<Backend, std::unique_ptr<StepProducts<A>>> prepared;
+    auto prepare = [&](Backend b) -> StepProducts<A>& {
+      auto& slot = prepared[b];
+      if (!slot) slot = std::make_unique<StepProducts<A>>(b, p.w_hh, 3, blocks, B);
+      return *slot;
     };
-    const Backend backend = gemm::choose({"gru_layer.recurrent", B, 3 * H, H, acc},
-                                         {std::begin(kStepBackends), std::end(kStepBackends)},
-                                         [&](Backend b) -> std::function<void()> {
-                                           auto& w = prepared[b] =
-                                               prepare_gate_blocks<A>(b, p.w_hh, blocks, B);
-                                           return [&] { step_products(w, h.const_data_ptr<A>()); };
-                                         });
-    if (!prepared.count(backend))
-      prepared[backend] = prepare_gate_blocks<A>(backend, p.w_hh, blocks, B);
-    const std::vector<GateBlockWeights<A>>& w_blocks = prepared[backend];
+    const Backend backend =
+        gemm::choose({"gru_layer.recurrent", B, 3 * H, H, acc},
+                     {std::begin(kStepBackends), std::end(kStepBackends)},
+                     [&](Backend b) -> std::function<void()> {
+                       StepProducts<A>& products = prepare(b);
+                       return [&] { products.run_step(h.const_data_ptr<A>(), H); };
+                     });
+    StepProducts<A>& gh = prepare(backend);
     A* hp = h.mutable_data_ptr<A>();
     A* hq = h_next.mutable_data_ptr<A>();
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
@@ -141,10 +141,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
         continue;
       }
       const A* gip = projection.step(t);
+      gh.before_blocks(hp, H);
       for_each_block(blocks, [&](int64_t k) {
         const int64_t j0 = blocks.begin(k), len = blocks.len(k);
-        const A* c = scratch[k].data();
-        w_blocks[k].multiply(hp, H, scratch[k].data());
+        gh.block(k, hp, H);
         for (int64_t b = 0; b < B; ++b) {
           const A* h_b = hp + b * H + j0;
           A* h_new = hq + b * H + j0;
@@ -152,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
           scalar_t* ob = out + (t * B + b) * H + j0;
           std::copy(h_b, h_b + len, wb + 4 * H);  // h_prev, for the backward
           if (t < lens[b]) {
-            gru_gates_forward<A>({gip + b * 3 * H + j0, H}, {c + b * 3 * len, len},
+            gru_gates_forward<A>({gip + b * 3 * H + j0, H}, gh.row(k, b),
                                  {bih ? bih + j0 : nullptr, H}, {bhh ? bhh + j0 : nullptr, H}, h_b,
                                  h_new, {wb, H}, len);
             convert_row(h_new, ob, len);
@@ -203,34 +203,31 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
       using A = scalar_t;
       const at::Tensor w_hh_t = p.w_hh.t().contiguous();  // (H, 3H): rows per unit
       const UnitBlocks blocks = unit_blocks(H);
-      std::vector<std::vector<A>> scratch(blocks.count, std::vector<A>(B * blocks.size));
-      std::map<Backend, std::vector<gemm::NtWeight<A>>> prepared;
+      std::map<Backend, std::unique_ptr<StepProducts<A>>> prepared;
+      auto prepare = [&](Backend b) -> StepProducts<A>& {
+        auto& slot = prepared[b];
+        if (!slot) slot = std::make_unique<StepProducts<A>>(b, w_hh_t, 1, blocks, B);
+        return *slot;
+      };
       const A* dgh_last = dgh.const_data_ptr<A>() + (T - 1) * B * 3 * H;
       const Backend backend =
           gemm::choose({"gru_layer.recurrent_backward", B, H, 3 * H, acc},
                        {std::begin(kStepBackends), std::end(kStepBackends)},
                        [&](Backend b) -> std::function<void()> {
-                         auto& w = prepared[b] = prepare_transposed_blocks<A>(b, w_hh_t, blocks, B);
-                         return [&, dgh_last] {
-                           for_each_block(blocks, [&](int64_t k) {
-                             w[k].multiply(dgh_last, 3 * H, scratch[k].data(), blocks.len(k));
-                           });
-                         };
+                         StepProducts<A>& products = prepare(b);
+                         return [&, dgh_last] { products.run_step(dgh_last, 3 * H); };
                        });
-      if (!prepared.count(backend))
-        prepared[backend] = prepare_transposed_blocks<A>(backend, w_hh_t, blocks, B);
-      const std::vector<gemm::NtWeight<A>>& w_blocks = prepared[backend];
+      StepProducts<A>& dgh_w = prepare(backend);
       A* dhp = dh.mutable_data_ptr<A>();
       A* ddp = dh_direct.mutable_data_ptr<A>();
       // dh[:, block k] = dgh[t_owed] W_hh[:, block k] + dh' z: the part of dh that the step
-      // processed before (t_owed) passes back through W_hh.
+      // processed before (t_owed) passes back through W_hh. dgh_w.before_blocks came first.
       auto finish_dh = [&](int64_t k, int64_t t_owed) {
         const int64_t j0 = blocks.begin(k), len = blocks.len(k);
-        A* c = scratch[k].data();
-        w_blocks[k].multiply(dgh.const_data_ptr<A>() + t_owed * B * 3 * H, 3 * H, c, len);
+        dgh_w.block(k, dgh.const_data_ptr<A>() + t_owed * B * 3 * H, 3 * H);
         for (int64_t b = 0; b < B; ++b) {
-          for (int64_t j = 0; j < len; ++j)
-            dhp[b * H + j0 + j] = c[b * len + j] + ddp[b * H + j0 + j];
+          const A* c = dgh_w.row(k, b).p;
+          for (int64_t j = 0; j < len; ++j) dhp[b * H + j0 + j] = c[j] + ddp[b * H + j0 + j];
         }
       };
       int64_t t_owed = -1;  // the step whose dgh has not yet gone back through W_hh
@@ -243,6 +240,7 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
         const A* go = gout.const_data_ptr<A>() + t * B * H;
         A* dgit = dgi.mutable_data_ptr<A>() + t * B * 3 * H;
         A* dght = dgh.mutable_data_ptr<A>() + t * B * 3 * H;
+        if (t_owed >= 0) dgh_w.before_blocks(dgh.const_data_ptr<A>() + t_owed * B * 3 * H, 3 * H);
         for_each_block(blocks, [&](int64_t k) {
           const int64_t j0 = blocks.begin(k), len = blocks.len(k);
           if (t_owed >= 0) finish_dh(k, t_owed);
@@ -261,7 +259,10 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
         });
         t_owed = t;
       }
-      if (t_owed >= 0) for_each_block(blocks, [&](int64_t k) { finish_dh(k, t_owed); });
+      if (t_owed >= 0) {
+        dgh_w.before_blocks(dgh.const_data_ptr<A>() + t_owed * B * 3 * H, 3 * H);
+        for_each_block(blocks, [&](int64_t k) { finish_dh(k, t_owed); });
+      }
     });
   }
   const at::Tensor dgi2 = dgi.view({T * B, 3 * H}), dgh2 = dgh.view({T * B, 3 * H});

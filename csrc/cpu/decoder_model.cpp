@@ -113,10 +113,11 @@ DecoderParams parse_decoder(const char* op, at::TensorList params, at::IntArrayR
     TORCH_CHECK(id >= 0 && id < s.V, op, ": config[5:8] (pad, bos, eos) must lie in [0, V = ",
                 s.V, "), got ", id);
   }
-  // The hidden size from the first recurrent weight (3H, H).
-  TORCH_CHECK(static_cast<int64_t>(params.size()) > 2 && params[2].dim() == 2, op,
-              ": params[2] (w_hh_l0) must be a 2-D (3H, H) tensor");
-  const int64_t H = params[2].size(1);
+  // The hidden size from the rows of the first recurrent weight (3H, H).
+  TORCH_CHECK(static_cast<int64_t>(params.size()) > 2 && params[2].dim() == 2 &&
+                  params[2].size(0) % 3 == 0,
+              op, ": params[2] (w_hh_l0) must be a 2-D (3H, H) tensor");
+  const int64_t H = params[2].size(0) / 3;
   s.H = H;
   const int64_t E = s.E;
   const bool additive = s.score == kAdditive;

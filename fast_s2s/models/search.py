@@ -485,7 +485,8 @@ def _beam_native(
 class SearchOptions:
     """How to decode: greedy (beam=1) or beam search, and its options (see beam_search).
 
-    n_best: how many ranked hypotheses search() returns per sentence (<= beam)."""
+    n_best: how many ranked hypotheses search() returns per sentence (<= beam).
+    native: run the native loop where it can run (decode_path), else the Python loop."""
 
     beam: int = 5
     max_len: int = 100
@@ -493,6 +494,7 @@ class SearchOptions:
     length_penalty: float = 1.0
     penalty: str = "power"
     n_best: int = 1
+    native: bool = True
 
     def describe(self) -> str:
         """A short label for reports: "greedy" or "beam 5 (power 1.0)"."""
@@ -513,7 +515,10 @@ def search(
     if options.beam == 1:
         if options.n_best != 1:
             raise ValueError(f"n_best must be 1 for greedy decoding (beam=1), got {options.n_best}")
-        hyps = greedy_decode(model, src, src_lengths, options.max_len, min_len=options.min_len)
+        hyps = greedy_decode(
+            model, src, src_lengths, options.max_len, min_len=options.min_len,
+            native=options.native,
+        )  # fmt: skip
         return [[h] for h in hyps]
     return beam_search(
         model,
@@ -525,4 +530,5 @@ def search(
         n_best=options.n_best,
         penalty=options.penalty,
         min_len=options.min_len,
+        native=options.native,
     )

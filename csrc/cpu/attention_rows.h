@@ -10,7 +10,7 @@ namespace fast_s2s::cpu {
 // score = sum_a v[a] tanh(q[a] + k[a]); if th != nullptr the tanh values are stored there.
 template <typename scalar_t>
 inline acc_t<scalar_t> additive_score(const acc_t<scalar_t>* q, const acc_t<scalar_t>* v,
-                               const scalar_t* k, int64_t n, acc_t<scalar_t>* th) {
+                                      const scalar_t* k, int64_t n, acc_t<scalar_t>* th) {
   using A = acc_t<scalar_t>;
   constexpr int64_t W = Vec<A>::size();
   Vec<A> a0(A(0)), a1(A(0));
@@ -38,7 +38,6 @@ inline acc_t<scalar_t> additive_score(const acc_t<scalar_t>* q, const acc_t<scal
   }
   return s;
 }
-
 
 // One query row of attention over one source row (the forward of both ops for T = 1): scores
 // of the first L of S positions into p, masked softmax (p becomes the weights, zeros from L on),

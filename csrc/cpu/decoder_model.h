@@ -23,7 +23,10 @@
 
 #include <cstdint>
 #include <optional>
+#include <unordered_map>
 #include <vector>
+
+#include "cpu/decoder_gemm.h"
 
 namespace fast_s2s::cpu {
 
@@ -99,7 +102,8 @@ class DecoderStepper {
   const DecoderMemory& m_;
   int64_t N_, beam_;
   at::Tensor hidden_, feed_, spare_hidden_, spare_feed_;
-  std::vector<at::Tensor> layer_h_;  // hidden_[l] views
+  std::vector<at::Tensor> layer_h_;                          // hidden_[l] views
+  std::unordered_map<const void*, PackedWeight<A>> packed_;  // by weight data pointer
   at::Tensor emb_, x0_, gi_, gh_, gates_, q_, ctx_, cat_, pre_, tied_, log_probs_, weights_;
 };
 

@@ -50,8 +50,8 @@ void load_hidden(DecoderStepper<A>& st, const at::Tensor& hidden, int64_t beam) 
 
 void check_limits(const char* op, int64_t max_len, int64_t min_len) {
   TORCH_CHECK(max_len >= 0, op, ": max_len must be >= 0, got ", max_len);
-  TORCH_CHECK(min_len >= 0 && min_len <= max_len, op, ": min_len must lie in [0, max_len = ",
-              max_len, "], got ", min_len);
+  TORCH_CHECK(min_len >= 0 && min_len <= max_len, op,
+              ": min_len must lie in [0, max_len = ", max_len, "], got ", min_len);
 }
 
 Outputs decoder_step_cpu(at::TensorList params, at::IntArrayRef config,
@@ -75,8 +75,9 @@ Outputs decoder_step_cpu(at::TensorList params, at::IntArrayRef config,
   const at::Tensor tokens = prev.contiguous();
   const int64_t* tp = tokens.const_data_ptr<int64_t>();
   for (int64_t n = 0; n < N; ++n) {
-    TORCH_CHECK(tp[n] >= 0 && tp[n] < p.spec.V, op, ": prev must hold token ids in [0, V = ",
-                p.spec.V, "), got ", tp[n], " at row ", n);
+    TORCH_CHECK(tp[n] >= 0 && tp[n] < p.spec.V, op,
+                ": prev must hold token ids in [0, V = ", p.spec.V, "), got ", tp[n], " at row ",
+                n);
   }
   Outputs out;
   AT_DISPATCH_FLOATING_TYPES(p.embedding.scalar_type(), "decoder_step_cpu", [&] {
@@ -87,8 +88,8 @@ Outputs decoder_step_cpu(at::TensorList params, at::IntArrayRef config,
     st.step(tp);
     at::Tensor lp = st.log_probs().clone();
     A* rows = lp.mutable_data_ptr<A>();
-    for (int64_t n = 0; n < N; ++n) apply_search_rules<A>(rows + n * p.spec.V, p.spec, force_eos,
-                                                          block_eos);
+    for (int64_t n = 0; n < N; ++n)
+      apply_search_rules<A>(rows + n * p.spec.V, p.spec, force_eos, block_eos);
     at::Tensor f = p.spec.input_feeding ? st.feed().clone() : at::empty({0}, lp.options());
     out = {lp, st.hidden().clone(), f, st.weights().clone()};
   });
@@ -118,7 +119,8 @@ Outputs greedy_loop(const DecoderParams& p, const DecoderMemory& m, const at::Te
       prev[n] = best;
       if (length[n] >= 0) continue;  // finished rows keep their score (the reference's where)
       score[n] += row[best];
-      for (int64_t j = 0; j < S; ++j) attention[(n * T + t) * S + j] = static_cast<float>(w[n * S + j]);
+      for (int64_t j = 0; j < S; ++j)
+        attention[(n * T + t) * S + j] = static_cast<float>(w[n * S + j]);
       if (best == s.eos) {
         length[n] = t;
         ++finished;
@@ -152,9 +154,8 @@ Outputs decode_greedy_cpu(at::TensorList params, at::IntArrayRef config,
   check_limits(op, max_len, min_len);
   check_state(op, p, m.B, hidden, std::nullopt);
   Outputs out;
-  AT_DISPATCH_FLOATING_TYPES(p.embedding.scalar_type(), "decode_greedy_cpu", [&] {
-    out = greedy_loop<scalar_t>(p, m, hidden, max_len, min_len);
-  });
+  AT_DISPATCH_FLOATING_TYPES(p.embedding.scalar_type(), "decode_greedy_cpu",
+                             [&] { out = greedy_loop<scalar_t>(p, m, hidden, max_len, min_len); });
   return out;
 }
 
@@ -197,9 +198,8 @@ Outputs beam_loop(const DecoderParams& p, const DecoderMemory& m, const at::Tens
     const A* w = st.weights().template const_data_ptr<A>();
     for (int64_t i = 0; i < N * S; ++i) w_hist[t * N * S + i] = static_cast<float>(w[i]);
     // The best a live hypothesis of t + 1 tokens can still reach divides its score by this.
-    const double largest_lp =
-        std::max(length_penalty(std::max(t + 2, min_len + 1), alpha, gnmt),
-                 length_penalty(max_len + 1, alpha, gnmt));
+    const double largest_lp = std::max(length_penalty(std::max(t + 2, min_len + 1), alpha, gnmt),
+                                       length_penalty(max_len + 1, alpha, gnmt));
     for (int64_t b = 0; b < B; ++b) {
       const int64_t r0 = b * K;
       if (done[b]) {  // a finished sentence's rows are dead; keep them on a valid token
@@ -320,8 +320,8 @@ Outputs decode_beam_cpu(at::TensorList params, at::IntArrayRef config,
   TORCH_CHECK(beam >= 1, op, ": beam must be >= 1, got ", beam);
   TORCH_CHECK(n_best >= 1 && n_best <= beam, op, ": n_best must lie in [1, beam = ", beam,
               "], got ", n_best);
-  TORCH_CHECK(std::isfinite(length_penalty_alpha), op,
-              ": length_penalty must be finite, got ", length_penalty_alpha);
+  TORCH_CHECK(std::isfinite(length_penalty_alpha), op, ": length_penalty must be finite, got ",
+              length_penalty_alpha);
   TORCH_CHECK(penalty == "power" || penalty == "gnmt", op,
               ": penalty must be 'power' or 'gnmt', got '", std::string(penalty), "'");
   check_state(op, p, m.B, hidden, std::nullopt);

@@ -330,3 +330,19 @@ def test_cuda_graph_module_imports_without_a_gpu_and_refuses_cpu_models():
     src, lengths = make_source(1, 20)
     with pytest.raises(ValueError, match="CUDA"):
         greedy_decode_graph(model, src, lengths, 5)
+
+
+@pytest.mark.parametrize("name", ["bahdanau", "luong-dot", "classic"])
+def test_empty_source_rows(name):
+    """A source of length 0 gives zero attention weights and context; both loops agree."""
+    model = make_model(name, seed=21)
+    src, lengths = make_source(3, 22)
+    lengths[1] = 0
+    src[1] = 0
+    assert_same_hypotheses(
+        greedy_decode(model, src, lengths, 10), greedy_decode(model, src, lengths, 10, native=False)
+    )
+    got = beam_search(model, src, lengths, 3, 10, n_best=2)
+    want = beam_search(model, src, lengths, 3, 10, n_best=2, native=False)
+    for g, w in zip(got, want, strict=True):
+        assert_same_hypotheses(g, w)

@@ -50,10 +50,13 @@ void matvec_rows(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
   }
 }
 
-// From kMinParallelRows up to this many rows the products run on weights packed once per search
-// (decoder_gemm.h); above, through matmul_nt_out. Measured against matmul_nt_out for every
-// product on the default bench model (E 64, H 128, one thread, the shared VM): a 31-step greedy
-// loop at batch 8 1.9 vs 2.5 ms, at batch 32 10.9 vs 13.4 ms.
+// From kMinPackedRows up to kMaxPackedRows rows the products run on weights packed once per
+// search (decoder_gemm.h): one pass over the weights per step for all rows. Packing costs about
+// one step, and a single row gains nothing from it (one pass either way): it keeps dot_rows.
+// Above kMaxPackedRows, matmul_nt_out. Measured against matmul_nt_out for every product on the
+// default bench model (E 64, H 128, one thread, the shared VM): a 31-step greedy loop at batch 8
+// 1.9 vs 2.5 ms, at batch 32 10.9 vs 13.4 ms.
+constexpr int64_t kMinPackedRows = 2;
 constexpr int64_t kMaxPackedRows = 256;
 
 // Rows per parallel task of a row loop doing `work` multiply-adds per row: enough (~16K) to pay
@@ -324,7 +327,7 @@ DecoderStepper<A>::DecoderStepper(const DecoderParams& p, const DecoderMemory& m
   if (s.tie_proj) tied_ = at::empty({N, E}, opts);
   log_probs_ = at::empty({N, s.V}, opts);
   weights_ = at::zeros({N, m.S}, opts);
-  if (N >= kMinParallelRows && N <= kMaxPackedRows) {
+  if (N >= kMinPackedRows && N <= kMaxPackedRows) {
     auto pack = [&](const at::Tensor& w) {
       if (w.defined()) {
         packed_.emplace(w.const_data_ptr(),
@@ -342,11 +345,13 @@ DecoderStepper<A>::DecoderStepper(const DecoderParams& p, const DecoderMemory& m
 
 template <typename A>
 void DecoderStepper<A>::product(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
-  if (N_ < kMinParallelRows) return matvec_rows<A>(x, w, out);
   const auto it = packed_.find(w.const_data_ptr());
-  if (it == packed_.end()) return matmul_nt_out(x, w, out);
-  packed_matmul<A>(x.const_data_ptr<A>(), N_, x.stride(0), it->second, out.mutable_data_ptr<A>(),
-                   out.stride(0), true);
+  if (it != packed_.end()) {
+    return packed_matmul<A>(x.const_data_ptr<A>(), N_, x.stride(0), it->second,
+                            out.mutable_data_ptr<A>(), out.stride(0), N_ >= kMinParallelRows);
+  }
+  if (N_ < kMinParallelRows) return matvec_rows<A>(x, w, out);
+  matmul_nt_out(x, w, out);
 }
 
 template <typename A>

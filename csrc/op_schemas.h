@@ -41,6 +41,31 @@ inline constexpr const char* kOpSchemas[] = {
     // A one-line CUDA kernel (x + 1) proving that the CUDA half of the build loads and runs.
     "cuda_smoke(Tensor x) -> Tensor",
 };
+
+// The native decoder (csrc/cpu/decoder_model.h, native_search.cpp; CPU only, so the CUDA
+// emulation library does not declare them). params / config: the decoder's weights and wiring as
+// fast_s2s/models/native.py packs them; keys, values (B, S, .) or context (B, H): the encoder
+// memory, read by decoder row n from source row n // beam.
+inline constexpr const char* kDecoderOpSchemas[] = {
+    // One step for N = B * beam rows, with the search rules applied to the log-probs (N, V);
+    // feed: (N, H) with input feeding, else an empty (0,) tensor; weights (N, S).
+    "decoder_step(Tensor[] params, int[] config, Tensor? keys, Tensor? values, Tensor? context, "
+        "Tensor src_lengths, Tensor hidden, Tensor? feed, Tensor prev, int beam, "
+        "bool force_eos=False, bool block_eos=False) "
+        "-> (Tensor log_probs, Tensor hidden, Tensor feed, Tensor weights)",
+    // Greedy search of B sentences: tokens (B, steps) int64 (eos included), lengths (B,) (tokens
+    // before eos), scores (B,), attention (B, steps, S) float32.
+    "decode_greedy(Tensor[] params, int[] config, Tensor? keys, Tensor? values, "
+        "Tensor? context, Tensor src_lengths, Tensor hidden, int max_len, int min_len) "
+        "-> (Tensor tokens, Tensor lengths, Tensor scores, Tensor attention)",
+    // Beam search: the n_best best finished hypotheses per sentence, ranked: tokens
+    // (B, n_best, max(max_len, 1)) int64 padded with -1, lengths (B, n_best) (-1: none), scores
+    // (B, n_best) float64 total log-probs, attention (B, n_best, max_len + 1, S) float32.
+    "decode_beam(Tensor[] params, int[] config, Tensor? keys, Tensor? values, Tensor? context, "
+        "Tensor src_lengths, Tensor hidden, int beam, int max_len, int min_len, "
+        "float length_penalty, str penalty, int n_best) "
+        "-> (Tensor tokens, Tensor lengths, Tensor scores, Tensor attention)",
+};
 // clang-format on
 
 }  // namespace fast_s2s

@@ -32,4 +32,5 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(fast_s2s, m) {
   for (const char* schema : fast_s2s::kOpSchemas) m.def(schema);
+  for (const char* schema : fast_s2s::kDecoderOpSchemas) m.def(schema);
 }

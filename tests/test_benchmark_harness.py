@@ -33,8 +33,8 @@ ROW_FIELDS = (
     "implementation", "status", "reason", "median_us", "iqr_us", "q1_us", "q3_us", "min_us",
     "repeats", "first_call_s", "read_bytes", "write_bytes", "gbps", "roofline_gbps",
     "roofline_fraction", "copy_gbps", "copy_roofline_gbps", "copy_fraction", "flops", "gflops",
-    "sgemm_fraction", "work",
-    "work_unit", "throughput", "hypothesis_tokens", "speedup_vs",
+    "sgemm_fraction", "work", "work_unit", "throughput", "hypothesis_tokens", "speedup_vs",
+    "decode_loop", "us_per_token", "weight_bytes", "weight_read_us",
 )  # fmt: skip
 
 
@@ -426,7 +426,8 @@ def test_main_writes_every_family_s_rows_and_the_json_fields(tmp_path, capsys):
     ops = ["dot_attention", "gru_cell", "gru", "model"]
     threads = torch.get_num_threads()
     args = _parse(["--quick", "--shapes", "tiny", "--json", str(path), "--plot", str(plot),
-                   "--ops", ",".join(ops), "--peers", "reference,composite,sdpa,GRUCell,GRU",
+                   "--ops", ",".join(ops),
+                   "--peers", "reference,python-loop,torch.nn,composite,sdpa,GRUCell,GRU",
                    "--min-time", "0", "--threads", "1"])  # fmt: skip
     try:
         assert main(args) == 0
@@ -451,14 +452,23 @@ def test_main_writes_every_family_s_rows_and_the_json_fields(tmp_path, capsys):
     assert {r["case_id"] for r in results} == {c.id for c in reg.select_cases(ops, "tiny")}
     expected_peers = {"dot_attention": {"reference", "composite", "sdpa"},
                       "gru_cell": {"reference", "GRUCell"}, "gru": {"GRU"},
-                      "model": {"reference"}}  # fmt: skip
+                      "model": {"reference", "python-loop", "torch.nn"}}  # fmt: skip
     for row in results:
         assert tuple(row) == ROW_FIELDS
         if row["status"] != "ok":
             continue
         assert row["threads"] == 1 and row["median_us"] > 0
+        decode = row["mode"] == "decode"
+        # the decode rows say which search loop ran, and the time to read the weights once
+        assert (row["decode_loop"] is not None) == (decode and row["impl"] != "torch.nn")
+        assert (row["weight_read_us"] is not None and row["weight_read_us"] > 0) == decode
+        if row["impl"] == "python-loop":
+            assert row["decode_loop"] == "python: native=False"
+        if row["kind"] == "fast_s2s" and decode and row["backend"] == "cpp":
+            assert row["decode_loop"] == "native"
         if row["kind"] == "fast_s2s":
-            assert set(row["speedup_vs"]) == expected_peers[row["op"]], row["case_id"]
+            peers = expected_peers[row["op"]] if decode or row["op"] != "model" else {"reference"}
+            assert set(row["speedup_vs"]) == peers, row["case_id"]
             assert row["impl"] in (
                 f"fast_s2s[auto->{row['backend']}]",
                 f"fast_s2s[{row['backend']}]",
@@ -472,6 +482,7 @@ def test_main_writes_every_family_s_rows_and_the_json_fields(tmp_path, capsys):
         if gemm_bound:
             ratio = row["gflops"] / data["machine"]["sgemm_gflops"]
             assert row["sgemm_fraction"] == pytest.approx(ratio)
+        assert (row["us_per_token"] is not None) == decode
     assert set(data["fastest_backends"]["ops"]) == {"dot_attention", "gru_cell"}
     try:
         import matplotlib  # noqa: F401
@@ -479,3 +490,26 @@ def test_main_writes_every_family_s_rows_and_the_json_fields(tmp_path, capsys):
         assert "matplotlib is not installed" in out and not plot.exists()
     else:
         assert plot.stat().st_size > 0
+
+
+@pytest.mark.parametrize("variant", ["bahdanau", "luong-general", "luong-general-feed"])
+def test_torch_nn_peer_decodes_the_same_model(variant):
+    """The torch.nn peer is the same architecture with the same weights: its greedy output is
+    the fast_s2s model's (decoder weights scaled so the tokens are not near-ties)."""
+    from dataclasses import replace
+
+    from fast_s2s.benchmark.model_family import decode_case, make_inputs
+    from fast_s2s.benchmark.torch_peer import TorchNNSeq2Seq
+    from fast_s2s.models import Seq2Seq, greedy_decode
+
+    case = decode_case(variant, B=3, S=9, maxlen=12, E=16, H=24, V=20)
+    x = make_inputs(case, "cpu", torch.float32).extra
+    weights = {k: v * 3 if k.startswith("decoder") else v for k, v in x["state_dict"].items()}
+    model = Seq2Seq(replace(x["config"], backend="reference"))
+    model.load_state_dict(weights)
+    peer = TorchNNSeq2Seq(x["config"])
+    peer.load_fast_s2s(weights)
+    src, lengths = x["src"], x["src_lengths"].clone()
+    lengths[1] = 4
+    expected = [h.tokens for h in greedy_decode(model, src, lengths, 12)]
+    assert peer.greedy(src, lengths, 12) == expected

@@ -27,44 +27,13 @@
 
 #include "common/attention_checks.h"
 #include "cpu/attention_backward.h"
+#include "cpu/attention_rows.h"
 #include "cpu/vec_utils.h"
 
 namespace fast_s2s::cpu {
 namespace {
 
 constexpr const char* kOp = "additive_attention";
-
-// score = sum_a v[a] tanh(q[a] + k[a]); if th != nullptr the tanh values are stored there.
-template <typename scalar_t>
-acc_t<scalar_t> additive_score(const acc_t<scalar_t>* q, const acc_t<scalar_t>* v,
-                               const scalar_t* k, int64_t n, acc_t<scalar_t>* th) {
-  using A = acc_t<scalar_t>;
-  constexpr int64_t W = Vec<A>::size();
-  Vec<A> a0(A(0)), a1(A(0));
-  int64_t i = 0;
-  for (; i + 2 * W <= n; i += 2 * W) {
-    const Vec<A> t0 = fast_tanh(Vec<A>::loadu(q + i) + load_acc(k + i));
-    const Vec<A> t1 = fast_tanh(Vec<A>::loadu(q + i + W) + load_acc(k + i + W));
-    a0 = at::vec::fmadd(Vec<A>::loadu(v + i), t0, a0);
-    a1 = at::vec::fmadd(Vec<A>::loadu(v + i + W), t1, a1);
-    if (th != nullptr) {
-      t0.store(th + i);
-      t1.store(th + i + W);
-    }
-  }
-  for (; i + W <= n; i += W) {
-    const Vec<A> t0 = fast_tanh(Vec<A>::loadu(q + i) + load_acc(k + i));
-    a0 = at::vec::fmadd(Vec<A>::loadu(v + i), t0, a0);
-    if (th != nullptr) t0.store(th + i);
-  }
-  A s = reduce_add(a0 + a1);
-  for (; i < n; ++i) {
-    const A t = fast_tanh(q[i] + static_cast<A>(k[i]));
-    s += v[i] * t;
-    if (th != nullptr) th[i] = t;
-  }
-  return s;
-}
 
 // dq += g, dk += g, dv += ds * th, where g = ds * v * (1 - th^2), over n features.
 template <typename A>

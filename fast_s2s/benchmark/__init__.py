@@ -24,7 +24,16 @@ import sys
 import time
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-DEFAULT_PEERS = ("reference", "composite", "sdpa", "GRUCell", "GRU", "compile")
+DEFAULT_PEERS = (
+    "reference",
+    "python-loop",
+    "torch.nn",
+    "composite",
+    "sdpa",
+    "GRUCell",
+    "GRU",
+    "compile",
+)
 DEFAULT_OPS = ("dot_attention", "additive_attention", "gru_cell", "gru_layer", "gru", "model")
 
 __all__ = ["add_arguments", "main", "run_benchmarks"]
@@ -56,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"peers to time (default: {','.join(DEFAULT_PEERS)}; composite applies to "
         "attention, sdpa to dot_attention, GRUCell to gru_cell, GRU to gru_layer and gru, "
         "compile to every op but gru and model; for model, reference is the model on "
-        "backend=reference)")
+        "backend=reference, python-loop the Python search loop on backend=cpp, torch.nn the "
+        "model from torch.nn modules)")
     add("--json", default=None, metavar="PATH",
         help="where to write the results (default: bench_results/bench-<device>.json)")
     add("--plot", default=None, metavar="PATH", help="also write a PNG plot here")

@@ -31,7 +31,8 @@ class Family:
     `fast_s2s(op, backend)`: the factory of the fast_s2s row on `backend`. `kernel_ops`: the
     fast_s2s.ops whose backends an op runs on, where that is not the op itself (a module, the
     model). `reference_is_peer`: the reference backend is the "reference" peer already, so it is
-    not a default fast_s2s row. `quick_left_out`: (op, mode) -> peer -> why --quick skips it.
+    not a default fast_s2s row. `quick_left_out`: (op, mode) -> peer -> why --quick skips it;
+    `left_out`: the same for peers that never apply to a mode.
     `throughput_table`: rows are printed with steps/s or tokens/s rather than GB/s.
     """
 
@@ -43,6 +44,7 @@ class Family:
     kernel_ops: dict[str, tuple[str, ...]] = field(default_factory=dict)
     reference_is_peer: bool = False
     quick_left_out: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    left_out: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     throughput_table: bool = False
 
     @property

@@ -14,6 +14,13 @@ Modes:
               B * (maxlen + 1), the best hypothesis of each sentence with its eos; beam search's
               hypothesis tokens (B * beam * (maxlen + 1)) are the row's "hypothesis_tokens".
 
+Rows of a decode case: the fast_s2s backends (on "cpp" the native C++ search loop, one op call
+per batch; each row's "decode_loop" says which loop ran), and the peers "reference" (the Python
+loop on backend="reference"), "python-loop" (the Python loop on backend="cpp": what the native
+loop replaces) and "torch.nn" (the architecture built from torch.nn modules, decoded in a Python
+loop: benchmark/torch_peer.py). Decode rows also report us per token beside the time to read the
+decoder's weights once ("weight_read_us", a read roofline at those bytes measured in the same run).
+
 Data: the reverse task's shape (symbols t0..t49, V = 54 with the 4 specials) from a seeded
 random.Random, padded by fast_s2s.data.collate; training sources are ragged (lengths in
 [S - 10, S], the first S), targets reversed (T = S + 1 with bos / eos). Sizes: the dates model's
@@ -70,6 +77,8 @@ def _cases() -> list[Case]:
         decode_case("bahdanau", B=32, **dec, target=True),
         decode_case("bahdanau", B=1, beam=5, **dec, target=True),
         decode_case("bahdanau", B=32, beam=5, **dec, target=True),
+        decode_case("bahdanau", B=8, **dec),
+        decode_case("bahdanau", B=8, beam=5, **dec),
         train_case("bahdanau", B=32, S=30, **size, target=True),
         train_case("luong-general", B=32, S=30, **size, target=True),
         decode_case("luong-general", B=1, **dec),
@@ -134,6 +143,8 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
         if beam > 1:
             extra["hypothesis_tokens"] = B * beam * (max_len + 1)
     model.to(device=device, dtype=dtype)
+    # what one decoder step reads at least once (the roofline of a batch-1 token)
+    extra["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.decoder.parameters())
     extra["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     extra.update(src=batch.src.to(device), src_lengths=batch.src_lengths.to(device))
     return Inputs(args=(), kwargs={}, extra=extra)
@@ -157,33 +168,42 @@ def _train_step(model, x: dict) -> Call:
     return step
 
 
-def _decode(model, x: dict) -> Call:
-    """greedy_decode or beam_search; fails the row if a hypothesis ended before max_len, which
-    would make the tokens per call, and so the tokens/s, wrong."""
-    from fast_s2s.models import beam_search, greedy_decode
+def _check_lengths(lengths: list[int], max_len: int) -> None:
+    """Fails the row if a hypothesis ended before max_len, which would make the tokens per
+    call, and so the tokens/s, wrong."""
+    short = [n for n in lengths if n != max_len]
+    if short:
+        raise RuntimeError(
+            f"a hypothesis ended after {short[0]} tokens, not max_len={max_len}: the decode "
+            "did not run the fixed number of steps its tokens/s assumes"
+        )
+
+
+def _decode(model, x: dict, native: bool = True) -> Call:
+    """greedy_decode or beam_search (native: the native loop where it runs); the call's
+    decode_loop says which loop ran (fast_s2s.models.decode_path)."""
+    from fast_s2s.models import beam_search, decode_path, greedy_decode
 
     src, src_lengths, beam, max_len = x["src"], x["src_lengths"], x["beam"], x["max_len"]
     model.eval()
 
     def run() -> list:
         if beam == 1:
-            hyps = greedy_decode(model, src, src_lengths, max_len=max_len)
+            hyps = greedy_decode(model, src, src_lengths, max_len=max_len, native=native)
         else:
-            hyps = beam_search(model, src, src_lengths, beam_size=beam, max_len=max_len)
-        short = [len(h.tokens) for h in hyps if len(h.tokens) != max_len]
-        if short:
-            raise RuntimeError(
-                f"a hypothesis ended after {short[0]} tokens, not max_len={max_len}: the decode "
-                "did not run the fixed number of steps its tokens/s assumes"
+            hyps = beam_search(
+                model, src, src_lengths, beam_size=beam, max_len=max_len, native=native
             )
+        _check_lengths([len(h.tokens) for h in hyps], max_len)
         return hyps
 
+    run.decode_loop = decode_path(model, native)  # type: ignore[attr-defined]
     return run
 
 
-def model_call(op: str, backend: str) -> Factory:
+def model_call(op: str, backend: str, native: bool = True) -> Factory:
     """The case's model built with `backend`, loaded with the case's weights: a training step
-    or a decode per call."""
+    or a decode per call (native=False: the Python search loop)."""
     del op  # the family has one op
 
     def make(inputs: Inputs) -> Call:
@@ -194,9 +214,33 @@ def model_call(op: str, backend: str) -> Factory:
         model = Seq2Seq(replace(x["config"], backend=backend))  # type: ignore[type-var]
         model.to(device=x["src"].device, dtype=weights["decoder.out.weight"].dtype)  # type: ignore[union-attr]
         model.load_state_dict(weights)
-        return _train_step(model, x) if x["mode"] == TRAIN_STEP else _decode(model, x)
+        return _train_step(model, x) if x["mode"] == TRAIN_STEP else _decode(model, x, native)
 
     return make
+
+
+def torch_nn_call(inputs: Inputs) -> Call:
+    """The "torch.nn" peer: the same architecture and weights from torch.nn modules, decoded
+    in a Python loop (benchmark/torch_peer.py)."""
+    from fast_s2s.benchmark.torch_peer import TorchNNSeq2Seq
+
+    x = inputs.extra
+    weights: dict[str, torch.Tensor] = x["state_dict"]  # type: ignore[assignment]
+    peer = TorchNNSeq2Seq(x["config"])
+    peer.to(device=x["src"].device, dtype=weights["decoder.out.weight"].dtype)
+    peer.load_fast_s2s(weights)
+    peer.eval()
+    src, src_lengths, beam, max_len = x["src"], x["src_lengths"], x["beam"], x["max_len"]
+
+    def run() -> list:
+        if beam == 1:
+            out = peer.greedy(src, src_lengths, max_len)  # type: ignore[arg-type]
+        else:
+            out = peer.beam(src, src_lengths, beam, max_len)  # type: ignore[arg-type]
+        _check_lengths([len(t) for t in out], max_len)  # type: ignore[arg-type]
+        return out
+
+    return run
 
 
 FAMILY = Family(
@@ -207,9 +251,21 @@ FAMILY = Family(
         "tiny": {"model": _tiny_cases()},
     },
     make_inputs=make_inputs,
-    peers={"model": {"reference": model_call("model", "reference")}},
+    peers={
+        "model": {
+            "reference": model_call("model", "reference"),
+            "python-loop": model_call("model", "cpp", native=False),
+            "torch.nn": torch_nn_call,
+        }
+    },
     fast_s2s=model_call,
     kernel_ops={"model": MODEL_KERNEL_OPS},
     reference_is_peer=True,
+    left_out={
+        ("model", TRAIN_STEP): {
+            "python-loop": "a decode peer: a training step has no search loop",
+            "torch.nn": "a decode peer (the torch.nn model is built for decoding)",
+        }
+    },
     throughput_table=True,
 )

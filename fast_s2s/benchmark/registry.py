@@ -24,10 +24,22 @@ OPS: tuple[str, ...] = tuple(FAMILY_OF)  # every op, in report order
 
 FAST_S2S, PEER = "fast_s2s", "peer"  # a row's "kind"
 CONCRETE_BACKENDS = tuple(b for b in _backends.BACKENDS if b != "auto")
-PEER_NAMES = ("reference", "composite", "sdpa", "GRUCell", "GRU", "compile")  # column order
+# column order
+PEER_NAMES = (
+    "reference",
+    "python-loop",
+    "torch.nn",
+    "composite",
+    "sdpa",
+    "GRUCell",
+    "GRU",
+    "compile",
+)
 # What runs behind each peer label, for the rows' "implementation".
 PEER_IMPLEMENTATIONS = {
     "reference": "fast_s2s.reference (PyTorch)",
+    "python-loop": "the Python search loop on backend='cpp' (native=False)",
+    "torch.nn": "the model from torch.nn modules, Python loop (benchmark/torch_peer.py)",
     "composite": "bmm + softmax + bmm (PyTorch, input dtype)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
     "GRUCell": "torch.nn.GRUCell",
@@ -207,5 +219,9 @@ def build_impls(
         ]
     else:
         impls = [fast_s2s_impl(case.op, b, device) for b in backends]
-    skipped = FAMILY_OF[case.op].quick_left_out.get((case.op, case.mode), {}) if quick else {}
+    family, key = FAMILY_OF[case.op], (case.op, case.mode)
+    skipped = {
+        **family.left_out.get(key, {}),
+        **(family.quick_left_out.get(key, {}) if quick else {}),
+    }
     return impls + peer_impls(case.op, peers, skipped)

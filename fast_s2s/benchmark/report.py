@@ -56,7 +56,11 @@ THROUGHPUT_NOTE = (
     "[dim]model: the same fast_s2s.models.Seq2Seq and weights on each backend; reference = "
     "backend='reference'. steps/s: training steps (loss, backward, clipping, Adam) per second; "
     "tokens/s: B x (max_len + 1) output tokens per decode (the best hypothesis per sentence, eos "
-    "included), eos kept from winning before max_len so every decode runs the same steps.[/dim]"
+    "included), eos kept from winning before max_len so every decode runs the same steps. "
+    "'native loop' / 'python loop': the search loop that ran (fast_s2s.models.decode_path); "
+    "python-loop = the Python loop on backend='cpp'; torch.nn = the model from torch.nn modules "
+    "in a Python loop; vs weight read = us/token over the time to read the decoder's weights "
+    "once.[/dim]"
 )
 
 
@@ -144,7 +148,9 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
         table.add_column(name, justify="right")
     gemm = not throughput and any(r.get("flops") for r in rows)
     kernel_columns = ["GB/s", "% roof", "% copy", *(["GFLOP/s", "% sgemm"] if gemm else [])]
-    for name in [f"vs {p}" for p in peers] + ([] if throughput else kernel_columns):
+    decode = throughput and any(r.get("us_per_token") for r in rows)
+    extra = ["us/token", "vs weight read"] if decode else []
+    for name in [f"vs {p}" for p in peers] + (extra if throughput else kernel_columns):
         table.add_column(name, justify="right")
     several_dtypes = len({r["dtype"] for r in rows}) > 1
     sections: dict[tuple[str, str], list[dict]] = {}
@@ -160,6 +166,11 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
             captions = [first["case"] + dtype]
             if first.get("hypothesis_tokens"):
                 captions.append(f"[dim]{first['hypothesis_tokens']:,} hypothesis tokens/call[/dim]")
+            if first.get("weight_read_us"):
+                kb = first["weight_bytes"] / 1e3
+                captions.append(
+                    f"[dim]weights {kb:,.0f} kB read in {first['weight_read_us']:.1f} us[/dim]"
+                )
         else:
             captions = [first["op"] + dtype, first["case"]]
             for name, key in (("read", "roofline_gbps"), ("copy", "copy_roofline_gbps")):
@@ -167,7 +178,10 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
                     captions.append(f"[dim]{name} roofline {_gbps(first[key])} GB/s[/dim]")
         for j, row in enumerate(section):
             cells = [captions[j] if j < len(captions) else ""]
-            cells.append(Text(row["impl"], style="bold" if row["kind"] == FAST_S2S else ""))
+            label = row["impl"]
+            if row.get("decode_loop"):  # which search loop ran: never claimed, always measured
+                label += " native loop" if row["decode_loop"] == "native" else " python loop"
+            cells.append(Text(label, style="bold" if row["kind"] == FAST_S2S else ""))
             if row["status"] != "ok":
                 table.add_row(*cells, "[red]failed[/red]", *[""] * (len(table.columns) - 3))
                 continue
@@ -175,6 +189,10 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
             if throughput:
                 cells.append(_throughput(row.get("throughput"), row.get("work_unit")))
             cells += [_ratio(row["speedup_vs"].get(p)) for p in peers]
+            if decode:
+                per_token, read = row.get("us_per_token"), row.get("weight_read_us")
+                cells.append(f"{per_token:.1f}" if per_token else "")
+                cells.append(f"{per_token / read:.1f}x" if per_token and read else "")
             if not throughput:
                 cells += [_gbps(row.get("gbps")), _percent(row.get("roofline_fraction"))]
                 cells.append(_percent(row.get("copy_fraction")))

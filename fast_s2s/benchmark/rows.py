@@ -6,7 +6,10 @@ fast_s2s is faster; for the model also fast_s2s throughput / peer throughput). M
 forward rows: `gbps` = compulsory reads / median against the read roofline (`roofline_gbps`,
 `roofline_fraction`), `copy_gbps` = reads + writes / median against the copy roofline at the
 same traffic (`copy_roofline_gbps`, `copy_fraction`). Model rows: `work` per call, `work_unit`
-("step" or "token") and `throughput` = work / median.
+("step" or "token") and `throughput` = work / median; decode rows also `decode_loop` (which
+search loop ran: "native" or "python: <why>"), `us_per_token` = median / work and
+`weight_read_us`, the time to read the decoder's `weight_bytes` once (a read roofline at that
+size, measured in the same run): the least a batch-1 token can cost.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ MEASURED_FIELDS = (
     "read_bytes", "write_bytes", "gbps", "roofline_gbps", "roofline_fraction",
     "copy_gbps", "copy_roofline_gbps", "copy_fraction", "flops", "gflops", "sgemm_fraction",
     "work", "work_unit", "throughput", "hypothesis_tokens", "speedup_vs",
+    "decode_loop", "us_per_token", "weight_bytes", "weight_read_us",
 )  # fmt: skip
 
 
@@ -90,6 +94,7 @@ def prepare(
     assert impl.make is not None
     call = impl.make(inputs)
     row["implementation"] = getattr(call, "implementation", row["implementation"])
+    row["decode_loop"] = getattr(call, "decode_loop", None)
     step = make_step(call, case, inputs)
     start = time.perf_counter()
     step()
@@ -155,6 +160,8 @@ def add_throughput(rows: list[dict], inputs: Inputs) -> list[dict]:
         )
         if row["status"] == OK and row["median_us"]:
             row["throughput"] = work / (row["median_us"] * 1e-6)  # type: ignore[operator]
+            if unit == "token":
+                row["us_per_token"] = row["median_us"] / work  # type: ignore[operator]
     return rows
 
 
@@ -169,6 +176,17 @@ def add_gemm_rate(rows: list[dict], flops: int, sgemm_gflops: float | None) -> l
             row["gflops"] = flops / (row["median_us"] * 1e-6) / 1e9
             row["sgemm_fraction"] = row["gflops"] / sgemm_gflops if sgemm_gflops else None
     return rows
+
+
+def add_weight_read(rows: list[dict], inputs: Inputs, roof: Roofline, dtype: torch.dtype) -> None:
+    """`weight_bytes` and `weight_read_us` on every row of a case whose inputs name the bytes
+    of weights a step reads (the model's decode cases)."""
+    nbytes = inputs.extra.get("weight_bytes")
+    if not nbytes:
+        return
+    read_gbps, _ = roof.measure(nbytes, dtype)  # type: ignore[arg-type]
+    for row in rows:
+        row.update(weight_bytes=nbytes, weight_read_us=nbytes / (read_gbps * 1e9) * 1e6)
 
 
 def reports_bandwidth(case: Case) -> bool:
@@ -197,8 +215,10 @@ def run_case(
     impls = build_impls(case, device, backends, peers, quick=quick) if impls is None else impls
     inputs = make_inputs(case, device, dtype)
     rows = [time_impl(case, impl, inputs, device, dtype, budget) for impl in impls]
+    roofs = rooflines or {kind: Roofline(kind, device, budget) for kind in (READ, COPY)}
+    if case.mode == DECODE and any(r["status"] == OK for r in rows):
+        add_weight_read(rows, inputs, roofs[READ], dtype)
     if reports_bandwidth(case) and any(r["status"] == OK for r in rows):
-        roofs = rooflines or {kind: Roofline(kind, device, budget) for kind in (READ, COPY)}
         read_roof, _ = roofs[READ].measure(inputs.read_bytes, dtype)
         copy_roof, _ = roofs[COPY].measure(inputs.moved_bytes, dtype)
         add_bandwidth(rows, inputs.read_bytes, inputs.write_bytes, read_roof, copy_roof)

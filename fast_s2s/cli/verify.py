@@ -196,6 +196,29 @@ def _print_gemm(console: Console, report: GemmReport) -> None:
             console.print(f"  {line}")
 
 
+def _check_decode_loop(console: Console) -> int:
+    """Which search loop a CPU model on the default backend runs (fast_s2s.models.decode_path),
+    and, when native, that greedy and beam search give the Python loop's tokens. Returns the
+    number of failed checks."""
+    from fast_s2s.models import Seq2Seq, Seq2SeqConfig, beam_search, decode_path, greedy_decode
+
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=9, embed_size=8, hidden_size=8))
+    path = decode_path(model)
+    console.print(f"decode loop (a CPU model, backend='auto'): {path}")
+    if path != "native":
+        return 0
+    src, lengths = torch.randint(3, 9, (3, 6)), torch.tensor([6, 2, 4])
+    same = [h.tokens for h in greedy_decode(model, src, lengths, 12)] == [
+        h.tokens for h in greedy_decode(model, src, lengths, 12, native=False)
+    ] and [h.tokens for h in beam_search(model, src, lengths, 3, 12)] == [
+        h.tokens for h in beam_search(model, src, lengths, 3, 12, native=False)
+    ]
+    verdict = "ok" if same else "DIFFERENT TOKENS"
+    console.print(f"native loop against the Python loop (greedy, beam 3): {verdict}")
+    return 0 if same else 1
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
@@ -278,6 +301,8 @@ def main(args: argparse.Namespace) -> int:
         failures += not ok
         console.print(f"CUDA extension smoke kernel: {'ok' if ok else 'WRONG RESULT'}")
     console.print(table)
+    if device == "cpu":
+        failures += _check_decode_loop(console)
     for (op, backend), reason in sorted(unavailable.items()):
         console.print(f"[yellow]{op}: backend {backend!r} not available: {reason}")
     if auto_gemm is not None:

@@ -9,7 +9,9 @@ decoder, over token ids or float feature frames.
 
 Files: config.py (Seq2SeqConfig), encoder.py, decoder.py (shared decoder parts), bahdanau.py and
 luong.py (the two attentional wirings), classic.py (no attention: Sutskever / Cho), state.py
-(EncoderState, DecoderState), seq2seq.py (Seq2Seq), search.py (greedy and beam search).
+(EncoderState, DecoderState), seq2seq.py (Seq2Seq), search.py (greedy and beam search, the Python
+loop), native.py (the same searches as one C++ op call; decode_path says which loop runs),
+cuda_graph.py (greedy decoding on CUDA as a replayed CUDA graph).
 """
 
 from fast_s2s.models.bahdanau import BahdanauDecoder
@@ -22,6 +24,7 @@ from fast_s2s.models.search import (
     Hypothesis,
     SearchOptions,
     beam_search,
+    decode_path,
     greedy_decode,
     length_normalize,
 )
@@ -46,6 +49,7 @@ __all__ = [
     "Seq2Seq",
     "Seq2SeqConfig",
     "beam_search",
+    "decode_path",
     "greedy_decode",
     "length_normalize",
 ]

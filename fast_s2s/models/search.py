@@ -28,6 +28,7 @@ from typing import overload
 import torch
 from torch import Tensor
 
+from fast_s2s.models import native as _native
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
 
@@ -36,6 +37,7 @@ __all__ = [
     "Hypothesis",
     "SearchOptions",
     "beam_search",
+    "decode_path",
     "greedy_decode",
     "length_normalize",
     "length_penalty_factor",
@@ -86,13 +88,18 @@ def length_normalize(
 
 @contextlib.contextmanager
 def _eval_mode(model: Seq2Seq) -> Iterator[None]:
+    # model.eval() / train() walk every submodule (~0.15 ms on the default model, as long as a
+    # native batch-1 decode step loop): skip them when every module is in eval mode already.
     was_training = model.training
-    model.eval()
+    switch = any(m.training for m in model.modules())
+    if switch:
+        model.eval()
     try:
         with torch.no_grad():
             yield
     finally:
-        model.train(was_training)
+        if switch:
+            model.train(was_training)
 
 
 def _is_int(value: object) -> bool:
@@ -136,8 +143,30 @@ def _step(
     return log_probs, state, weights
 
 
+def decode_path(model: Seq2Seq, native: bool = True) -> str:
+    """Which loop greedy_decode / beam_search(model, ..., native=native) run: "native" (the C++
+    loop of fast_s2s.models.native, one op call per batch) or "python: <why not native>" (this
+    module's loop, the reference)."""
+    if not native:
+        return "python: native=False"
+    why = _native.unavailable(model)
+    return "native" if why is None else f"python: {why}"
+
+
+def _use_native(model: Seq2Seq, native: object) -> bool:
+    if not isinstance(native, bool):
+        raise TypeError(f"native must be a bool, got {native!r}")
+    return native and _native.unavailable(model) is None
+
+
 def greedy_decode(
-    model: Seq2Seq, src: Tensor, src_lengths: Tensor, max_len: int = 100, *, min_len: int = 0
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    max_len: int = 100,
+    *,
+    min_len: int = 0,
+    native: bool = True,
 ) -> list[Hypothesis]:
     """Greedy decoding of a batch: the most probable token at every step, rows stop at eos.
 
@@ -147,43 +176,60 @@ def greedy_decode(
             src_lengths: (B,) lengths.
         max_len: at most this many tokens before eos (see the module docstring).
         min_len: at least this many tokens before eos (0 <= min_len <= max_len).
+        native: run the loop in C++ (fast_s2s.models.native) where it can run (decode_path
+            says whether it does); False: this module's Python loop, the reference.
 
     Returns:
         One Hypothesis per source row, in order.
     """
     _check_args(model, max_len, min_len)
-    eos = model.config.eos_id
+    use_native = _use_native(model, native)
     with _eval_mode(model):
         enc = model.encode(src, src_lengths)
-        batch = enc.batch_size
-        state = model.initial_state(enc, beam=1)
-        prev = torch.full((batch,), model.config.bos_id, dtype=torch.int64, device=src.device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-        scores = torch.zeros(batch, dtype=torch.float32, device=src.device)
-        tokens, attention = [], []
-        for t in range(max_len + 1):
-            log_probs, state, weights = _step(
-                model, enc, state, prev, 1, force_eos=t == max_len, block_eos=t < min_len
-            )
-            best, prev = log_probs.max(dim=-1)
-            scores = torch.where(finished, scores, scores + best)
-            tokens.append(prev)
-            attention.append(weights)
-            finished = finished | (prev == eos)
-            if bool(finished.all()):
-                break
-        all_tokens = torch.stack(tokens, dim=1).cpu()  # (B, steps)
-        all_attention = torch.stack(attention, dim=1).float().cpu()  # (B, steps, S)
+        if use_native:
+            tokens, token_counts, scores, attention = _native.greedy(model, enc, max_len, min_len)
+            counts = token_counts.tolist()
+        else:
+            tokens, scores, attention = _greedy_loop(model, enc, max_len, min_len)
+            counts = [None] * enc.batch_size
         lengths = enc.src_lengths.cpu().tolist()
         scores_list = scores.double().cpu().tolist()
+    eos = model.config.eos_id
     hyps = []
-    for b in range(batch):
-        row = all_tokens[b].tolist()
-        n = row.index(eos)
+    for b, row in enumerate(tokens.tolist()):
+        n = row.index(eos) if counts[b] is None or counts[b] < 0 else counts[b]
         hyps.append(
-            Hypothesis(row[:n], scores_list[b], all_attention[b, : n + 1, : lengths[b]].clone())
+            Hypothesis(row[:n], scores_list[b], attention[b, : n + 1, : lengths[b]].clone())
         )
     return hyps
+
+
+def _greedy_loop(
+    model: Seq2Seq, enc: EncoderState, max_len: int, min_len: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The Python greedy loop: tokens (B, steps) CPU int64, scores (B,), attention (B, steps, S)
+    float32 CPU."""
+    eos = model.config.eos_id
+    batch, device = enc.batch_size, enc.states.device
+    state = model.initial_state(enc, beam=1)
+    prev = torch.full((batch,), model.config.bos_id, dtype=torch.int64, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    scores = torch.zeros(batch, dtype=torch.float32, device=device)
+    tokens, attention = [], []
+    for t in range(max_len + 1):
+        log_probs, state, weights = _step(
+            model, enc, state, prev, 1, force_eos=t == max_len, block_eos=t < min_len
+        )
+        best, prev = log_probs.max(dim=-1)
+        scores = torch.where(finished, scores, scores + best)
+        tokens.append(prev)
+        attention.append(weights)
+        finished = finished | (prev == eos)
+        if bool(finished.all()):
+            break
+    all_tokens = torch.stack(tokens, dim=1).cpu()  # (B, steps)
+    all_attention = torch.stack(attention, dim=1).float().cpu()  # (B, steps, S)
+    return all_tokens, scores, all_attention
 
 
 @dataclass
@@ -206,6 +252,7 @@ def beam_search(
     n_best: None = ...,
     penalty: str = ...,
     min_len: int = ...,
+    native: bool = ...,
 ) -> list[Hypothesis]: ...
 @overload
 def beam_search(
@@ -219,6 +266,7 @@ def beam_search(
     n_best: int,
     penalty: str = ...,
     min_len: int = ...,
+    native: bool = ...,
 ) -> list[list[Hypothesis]]: ...
 def beam_search(
     model: Seq2Seq,
@@ -231,6 +279,7 @@ def beam_search(
     n_best: int | None = None,
     penalty: str = "power",
     min_len: int = 0,
+    native: bool = True,
 ) -> list[Hypothesis] | list[list[Hypothesis]]:
     """Batched beam search: B sentences x beam_size hypotheses = N decoder rows per step.
 
@@ -265,6 +314,8 @@ def beam_search(
         penalty: the form of the length penalty, "power" (L ** alpha) or "gnmt"
             (((5 + L) / 6) ** alpha).
         min_len: at least this many tokens before eos.
+        native: run the loop in C++ (fast_s2s.models.native) where it can run (decode_path
+            says whether it does); False: this module's Python loop, the reference.
 
     Returns:
         One Hypothesis per source row, in order, or (n_best=k) one ranked list per row
@@ -281,8 +332,35 @@ def beam_search(
         )
     keep = 1 if n_best is None else int(n_best)
     alpha = float(length_penalty)
+    use_native = _use_native(model, native)
+    with _eval_mode(model):
+        enc = model.encode(src, src_lengths)
+        run = _beam_native if use_native else _beam_loop
+        ranked = run(model, enc, int(beam_size), max_len, min_len, alpha, penalty, keep)
+    for b, hyps in enumerate(ranked):
+        if not hyps:
+            raise ValueError(
+                f"beam_search: no hypothesis of sentence {b} has a finite log-probability "
+                "(the model gives NaN or -inf log-probs: check its weights)"
+            )
+    if n_best is None:
+        return [r[0] for r in ranked]
+    return ranked
+
+
+def _beam_loop(
+    model: Seq2Seq,
+    enc: EncoderState,
+    beam: int,
+    max_len: int,
+    min_len: int,
+    alpha: float,
+    penalty: str,
+    keep: int,
+) -> list[list[Hypothesis]]:
+    """The Python beam-search loop (the reference of the native one): per sentence its up to
+    `keep` best finished hypotheses, ranked (see beam_search)."""
     cfg = model.config
-    beam = int(beam_size)
     neg_inf = float("-inf")
 
     def reachable(best_live: Tensor, length: int) -> Tensor:
@@ -295,100 +373,120 @@ def beam_search(
         )
         return best_live / largest_lp
 
-    with _eval_mode(model):
-        enc = model.encode(src, src_lengths)
-        batch, src_len = enc.batch_size, enc.states.shape[1]
-        device = enc.states.device
-        rows = batch * beam
-        state = model.initial_state(enc, beam=beam)
-        prev = torch.full((rows,), cfg.bos_id, dtype=torch.int64, device=device)
-        beam_scores = torch.zeros(batch, beam, dtype=torch.float32, device=device)
-        beam_scores[:, 1:] = neg_inf  # at the first step all beams are the same: expand one
-        history = torch.zeros(batch, beam, 0, dtype=torch.int64, device=device)
-        history_attention = enc.states.new_zeros(batch, beam, 0, src_len)
-        row_base = (torch.arange(batch, device=device) * beam).unsqueeze(1)  # (B, 1)
-        src_lengths_list = enc.src_lengths.cpu().tolist()
-        finished: list[list[_Finished]] = [[] for _ in range(batch)]  # in the order finished
-        # per sentence: the ranking score of its keep-th best finished hypothesis (-inf: fewer)
-        kth_best = torch.full((batch,), neg_inf, dtype=torch.float64)
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
+    batch, src_len = enc.batch_size, enc.states.shape[1]
+    device = enc.states.device
+    rows = batch * beam
+    state = model.initial_state(enc, beam=beam)
+    prev = torch.full((rows,), cfg.bos_id, dtype=torch.int64, device=device)
+    beam_scores = torch.zeros(batch, beam, dtype=torch.float32, device=device)
+    beam_scores[:, 1:] = neg_inf  # at the first step all beams are the same: expand one
+    history = torch.zeros(batch, beam, 0, dtype=torch.int64, device=device)
+    history_attention = enc.states.new_zeros(batch, beam, 0, src_len)
+    row_base = (torch.arange(batch, device=device) * beam).unsqueeze(1)  # (B, 1)
+    src_lengths_list = enc.src_lengths.cpu().tolist()
+    finished: list[list[_Finished]] = [[] for _ in range(batch)]  # in the order finished
+    # per sentence: the ranking score of its keep-th best finished hypothesis (-inf: fewer)
+    kth_best = torch.full((batch,), neg_inf, dtype=torch.float64)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
 
-        for t in range(max_len + 1):
-            log_probs, state, weights = _step(
-                model, enc, state, prev, beam, force_eos=t == max_len, block_eos=t < min_len
-            )
-            vocab = log_probs.shape[-1]
-            candidates = beam_scores.unsqueeze(-1) + log_probs.view(batch, beam, vocab)
-            top_scores, top_index = candidates.view(batch, beam * vocab).topk(beam, dim=1)
-            top_beam = top_index // vocab
-            top_token = top_index % vocab
-            is_eos = top_token == cfg.eos_id
-            alive = torch.isfinite(top_scores) & ~done.unsqueeze(1)
+    for t in range(max_len + 1):
+        log_probs, state, weights = _step(
+            model, enc, state, prev, beam, force_eos=t == max_len, block_eos=t < min_len
+        )
+        vocab = log_probs.shape[-1]
+        candidates = beam_scores.unsqueeze(-1) + log_probs.view(batch, beam, vocab)
+        top_scores, top_index = candidates.view(batch, beam * vocab).topk(beam, dim=1)
+        top_beam = top_index // vocab
+        top_token = top_index % vocab
+        is_eos = top_token == cfg.eos_id
+        alive = torch.isfinite(top_scores) & ~done.unsqueeze(1)
 
-            to_finish = is_eos & alive
-            if bool(to_finish.any()):
-                step_weights = weights.view(batch, beam, src_len)
-                for b, j in to_finish.nonzero().tolist():
-                    k = int(top_beam[b, j])
-                    attn = torch.cat([history_attention[b, k], step_weights[b, k, None]], dim=0)
-                    hyp = Hypothesis(
-                        history[b, k].tolist(),
-                        float(top_scores[b, j]),
-                        attn[:, : src_lengths_list[b]].float().cpu(),
-                    )
-                    norm = length_normalize(hyp.score, len(hyp.tokens) + 1, alpha, penalty)
-                    finished[b].append(_Finished(norm, hyp))
-                    ranked = sorted((f.normalized for f in finished[b]), reverse=True)
-                    if len(ranked) >= keep:
-                        kth_best[b] = ranked[keep - 1]
-            if t == max_len:
+        to_finish = is_eos & alive
+        if bool(to_finish.any()):
+            step_weights = weights.view(batch, beam, src_len)
+            for b, j in to_finish.nonzero().tolist():
+                k = int(top_beam[b, j])
+                attn = torch.cat([history_attention[b, k], step_weights[b, k, None]], dim=0)
+                hyp = Hypothesis(
+                    history[b, k].tolist(),
+                    float(top_scores[b, j]),
+                    attn[:, : src_lengths_list[b]].float().cpu(),
+                )
+                norm = length_normalize(hyp.score, len(hyp.tokens) + 1, alpha, penalty)
+                finished[b].append(_Finished(norm, hyp))
+                ranked = sorted((f.normalized for f in finished[b]), reverse=True)
+                if len(ranked) >= keep:
+                    kth_best[b] = ranked[keep - 1]
+        if t == max_len:
+            break
+
+        # The live hypotheses: the non-eos candidates among the kept ones; the others
+        # (finished, -inf, or of a finished sentence) become dead rows with score -inf.
+        live = alive & ~is_eos
+        beam_scores = top_scores.masked_fill(~live, neg_inf)
+        best_live = beam_scores.max(dim=1).values  # (B,), -inf without a live hypothesis
+        can_win = reachable(best_live.double().cpu(), t + 1) > kth_best
+        done = done | ~(torch.isfinite(best_live) & can_win.to(device))
+        if bool(done.all()):
+            break
+
+        chosen = (row_base + top_beam).view(-1)  # (N,) rows to continue
+        prev = top_token.reshape(-1)
+        state = model.reorder_state(state, chosen)
+        history = torch.cat(
+            [history.view(rows, t)[chosen].view(batch, beam, t), prev.view(batch, beam, 1)],
+            dim=2,
+        )
+        history_attention = torch.cat(
+            [
+                history_attention.view(rows, t, src_len)[chosen],
+                weights[chosen].unsqueeze(1),
+            ],
+            dim=1,
+        ).view(batch, beam, t + 1, src_len)
+
+    # stable sort: of equal ranking scores, the earlier finished first
+    return [
+        [f.hypothesis for f in sorted(done_b, key=lambda f: f.normalized, reverse=True)[:keep]]
+        for done_b in finished
+    ]
+
+
+def _beam_native(
+    model: Seq2Seq,
+    enc: EncoderState,
+    beam: int,
+    max_len: int,
+    min_len: int,
+    alpha: float,
+    penalty: str,
+    keep: int,
+) -> list[list[Hypothesis]]:
+    """_beam_loop's result from the native loop (fast_s2s.models.native.beam)."""
+    tokens, counts, scores, attention = _native.beam(
+        model, enc, beam, max_len, min_len, alpha, penalty, keep
+    )
+    src_lengths = enc.src_lengths.cpu().tolist()
+    tokens_l, counts_l, scores_l = tokens.tolist(), counts.tolist(), scores.tolist()
+    out = []
+    for b in range(enc.batch_size):
+        hyps = []
+        for r in range(keep):
+            n = counts_l[b][r]
+            if n < 0:
                 break
-
-            # The live hypotheses: the non-eos candidates among the kept ones; the others
-            # (finished, -inf, or of a finished sentence) become dead rows with score -inf.
-            live = alive & ~is_eos
-            beam_scores = top_scores.masked_fill(~live, neg_inf)
-            best_live = beam_scores.max(dim=1).values  # (B,), -inf without a live hypothesis
-            can_win = reachable(best_live.double().cpu(), t + 1) > kth_best
-            done = done | ~(torch.isfinite(best_live) & can_win.to(device))
-            if bool(done.all()):
-                break
-
-            chosen = (row_base + top_beam).view(-1)  # (N,) rows to continue
-            prev = top_token.reshape(-1)
-            state = model.reorder_state(state, chosen)
-            history = torch.cat(
-                [history.view(rows, t)[chosen].view(batch, beam, t), prev.view(batch, beam, 1)],
-                dim=2,
-            )
-            history_attention = torch.cat(
-                [
-                    history_attention.view(rows, t, src_len)[chosen],
-                    weights[chosen].unsqueeze(1),
-                ],
-                dim=1,
-            ).view(batch, beam, t + 1, src_len)
-
-    results = []
-    for b in range(batch):
-        if not finished[b]:
-            raise ValueError(
-                f"beam_search: no hypothesis of sentence {b} has a finite log-probability "
-                "(the model gives NaN or -inf log-probs: check its weights)"
-            )
-        # stable sort: of equal ranking scores, the earlier finished first
-        ranked = sorted(finished[b], key=lambda f: f.normalized, reverse=True)
-        results.append([f.hypothesis for f in ranked[:keep]])
-    if n_best is None:
-        return [r[0] for r in results]
-    return results
+            attn = attention[b, r, : n + 1, : src_lengths[b]].clone()
+            hyps.append(Hypothesis(tokens_l[b][r][:n], scores_l[b][r], attn))
+        out.append(hyps)
+    return out
 
 
 @dataclass(frozen=True)
 class SearchOptions:
     """How to decode: greedy (beam=1) or beam search, and its options (see beam_search).
 
-    n_best: how many ranked hypotheses search() returns per sentence (<= beam)."""
+    n_best: how many ranked hypotheses search() returns per sentence (<= beam).
+    native: run the native loop where it can run (decode_path), else the Python loop."""
 
     beam: int = 5
     max_len: int = 100
@@ -396,6 +494,7 @@ class SearchOptions:
     length_penalty: float = 1.0
     penalty: str = "power"
     n_best: int = 1
+    native: bool = True
 
     def describe(self) -> str:
         """A short label for reports: "greedy" or "beam 5 (power 1.0)"."""
@@ -416,7 +515,10 @@ def search(
     if options.beam == 1:
         if options.n_best != 1:
             raise ValueError(f"n_best must be 1 for greedy decoding (beam=1), got {options.n_best}")
-        hyps = greedy_decode(model, src, src_lengths, options.max_len, min_len=options.min_len)
+        hyps = greedy_decode(
+            model, src, src_lengths, options.max_len, min_len=options.min_len,
+            native=options.native,
+        )  # fmt: skip
         return [[h] for h in hyps]
     return beam_search(
         model,
@@ -428,4 +530,5 @@ def search(
         n_best=options.n_best,
         penalty=options.penalty,
         min_len=options.min_len,
+        native=options.native,
     )

@@ -1,0 +1,97 @@
+// The decoder step's products at a few dozen rows: out (M, N) = x (M, K) W^T with W packed once
+// per search into column panels of W^T, so the kernel is the broadcast-FMA form (one weight
+// vector load feeds every row of the tile, no horizontal sums). The dot-product form of
+// matmul_nt_out (gemm_nt.h) ends each 4 x 4 tile with 16 horizontal reductions, which at the
+// decoder's short rows (K = 128..320) cost about as much as the multiply-adds.
+// Measured against matmul_nt_out: see kMaxPackedRows in decoder_model.cpp.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "cpu/vec_utils.h"
+
+namespace fast_s2s::cpu {
+
+// W (N, K) as panels of kCols = 2 vectors of columns of W^T: panel p holds
+// data[(p * K + k) * kCols + j] = W[p * kCols + j][k] (zero past N). Two vectors keep a panel of
+// the decoder's longest rows (K = 320: 40 kB) in L1 while four-row blocks of x stream past it.
+template <typename A>
+struct PackedWeight {
+  static constexpr int64_t kCols = 2 * Vec<A>::size();
+  int64_t N = 0, K = 0, panels = 0;
+  std::vector<A> data;
+
+  PackedWeight() = default;
+  PackedWeight(const A* w, int64_t n, int64_t k, int64_t ldw)
+      : N(n), K(k), panels((n + kCols - 1) / kCols), data(panels * k * kCols, A(0)) {
+    for (int64_t row = 0; row < N; ++row) {
+      A* dst = data.data() + (row / kCols) * K * kCols + row % kCols;
+      const A* src = w + row * ldw;
+      for (int64_t kk = 0; kk < K; ++kk) dst[kk * kCols] = src[kk];
+    }
+  }
+};
+
+// Four rows of x (rows past `rows` read row 0 and are not stored) against one panel; cols
+// (<= kCols) valid output columns. Named accumulators, not arrays: GCC keeps an array of
+// Vectorized accumulators on the stack and stores it every iteration (seen in perf annotate).
+// 8 accumulators + 2 weight vectors + 1 broadcast fit the 16 registers of AVX2 too.
+template <typename A>
+inline void panel_tile4(const A* x, int64_t ldx, int64_t rows, const A* panel, int64_t K, A* out,
+                        int64_t ldo, int64_t cols) {
+  constexpr int64_t W = Vec<A>::size();
+  constexpr int64_t C = PackedWeight<A>::kCols;
+  const A* x0 = x;
+  const A* x1 = rows > 1 ? x + ldx : x;
+  const A* x2 = rows > 2 ? x + 2 * ldx : x;
+  const A* x3 = rows > 3 ? x + 3 * ldx : x;
+  Vec<A> a0(A(0)), a1(A(0)), b0(A(0)), b1(A(0)), c0(A(0)), c1(A(0)), d0(A(0)), d1(A(0));
+  for (int64_t k = 0; k < K; ++k) {
+    const Vec<A> w0 = Vec<A>::loadu(panel + k * C), w1 = Vec<A>::loadu(panel + k * C + W);
+    Vec<A> u(x0[k]);
+    a0 = at::vec::fmadd(u, w0, a0);
+    a1 = at::vec::fmadd(u, w1, a1);
+    u = Vec<A>(x1[k]);
+    b0 = at::vec::fmadd(u, w0, b0);
+    b1 = at::vec::fmadd(u, w1, b1);
+    u = Vec<A>(x2[k]);
+    c0 = at::vec::fmadd(u, w0, c0);
+    c1 = at::vec::fmadd(u, w1, c1);
+    u = Vec<A>(x3[k]);
+    d0 = at::vec::fmadd(u, w0, d0);
+    d1 = at::vec::fmadd(u, w1, d1);
+  }
+  auto store = [&](int64_t r, const Vec<A>& v0, const Vec<A>& v1) {
+    if (r >= rows) return;
+    A* o = out + r * ldo;
+    v0.store(o, static_cast<int>(std::min<int64_t>(W, cols)));
+    if (cols > W) v1.store(o + W, static_cast<int>(std::min<int64_t>(W, cols - W)));
+  };
+  store(0, a0, a1);
+  store(1, b0, b1);
+  store(2, c0, c1);
+  store(3, d0, d1);
+}
+
+// out (M, N) = x (M, K) W^T; parallel over (panel, 4-row block) when `parallel`.
+template <typename A>
+void packed_matmul(const A* x, int64_t M, int64_t ldx, const PackedWeight<A>& w, A* out,
+                   int64_t ldo, bool parallel) {
+  constexpr int64_t C = PackedWeight<A>::kCols;
+  const int64_t blocks = (M + 3) / 4, K = w.K;
+  const int64_t grain =
+      parallel ? std::max<int64_t>(1, 16384 / std::max<int64_t>(1, 4 * C * K)) : w.panels * blocks;
+  at::parallel_for(0, w.panels * blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t p = item / blocks, m = (item % blocks) * 4;
+      panel_tile4<A>(x + m * ldx, ldx, std::min<int64_t>(4, M - m), w.data.data() + p * K * C, K,
+                     out + m * ldo + p * C, ldo, std::min(C, w.N - p * C));
+    }
+  });
+}
+
+}  // namespace fast_s2s::cpu

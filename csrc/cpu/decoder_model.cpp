@@ -1,0 +1,495 @@
+// The native decoder step (decoder_model.h): argument checks, then the step as the Python
+// decoders compute it (fast_s2s/models/bahdanau.py, luong.py, classic.py, decoder.py):
+//   Bahdanau: c, a = attend(s_top);  s = GRU([e; c], s);  t = tanh(W_r [s_top; c; e] + b_r)
+//   classic:  c = context[b];        s = GRU([e; c], s);  t = tanh(W_r [s_top; c; e] + b_r)
+//   Luong:    s = GRU(e or [e; feed], s);  c, a = attend(s_top);  t = tanh(W_c [c; s_top])
+//   logits = W_o (tie_proj t or t) + b_o;  log_probs = log_softmax(logits)
+// Matrix products go through matmul_nt_out (the GEMM layer the fused GRU ops use; plain
+// matrix-vector loops at a few rows, see kMinParallelRows), the GRU gates
+// through gru_gates_forward, the attention rows through attend_row (the attention ops' own loops).
+#include "cpu/decoder_model.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "cpu/attention_rows.h"
+#include "cpu/gru_common.h"
+#include "cpu/gru_gates.h"
+#include "cpu/vec_utils.h"
+
+namespace fast_s2s::cpu {
+namespace {
+
+// Below this many rows a step runs on the calling thread only, its products as plain
+// matrix-vector loops (dot_rows) instead of matmul_nt_out (which opens a parallel region per
+// product): a batch-1 step is ~0.2 MFLOP (~10 us on one core), less than the fork/join of the ~8
+// parallel regions it would open, and on a loaded machine a parallel region waits for its
+// slowest, descheduled thread. Measured on the shared 2-core AVX-512 VM while two other
+// processes kept both cores busy: a 31-step batch-1 greedy loop 0.6 ms on one thread, 740 ms
+// with two.
+constexpr int64_t kMinParallelRows = 8;
+
+// out (M, N) = x (M, K) w^T (N, K), every row of x against every row of w with dot_rows (four
+// weight rows per pass): the single-thread product for a few rows (see kMinParallelRows).
+template <typename A>
+void matvec_rows(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const A* xp = x.const_data_ptr<A>();
+  const A* wp = w.const_data_ptr<A>();
+  A* op = out.mutable_data_ptr<A>();
+  for (int64_t m = 0; m < M; ++m) {
+    dot_rows<A>(xp + m * x.stride(0), wp, w.stride(0), N, K, op + m * out.stride(0));
+  }
+}
+
+// From kMinPackedRows up to kMaxPackedRows rows the products run on weights packed once per
+// search (decoder_gemm.h): one pass over the weights per step for all rows. Packing costs about
+// one step, and a single row gains nothing from it (one pass either way): it keeps dot_rows.
+// Above kMaxPackedRows, matmul_nt_out. Measured against matmul_nt_out for every product on the
+// default bench model (E 64, H 128, one thread, the shared VM): a 31-step greedy loop at batch 8
+// 1.9 vs 2.5 ms, at batch 32 10.9 vs 13.4 ms.
+constexpr int64_t kMinPackedRows = 2;
+constexpr int64_t kMaxPackedRows = 256;
+
+// Rows per parallel task of a row loop doing `work` multiply-adds per row: enough (~16K) to pay
+// for a thread hand-off, so batch-1 steps stay on one thread.
+int64_t grain_for(int64_t work) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work)); }
+
+// at::parallel_for over the N rows, on this thread alone below kMinParallelRows.
+template <typename F>
+void for_rows(int64_t N, int64_t work, const F& f) {
+  at::parallel_for(0, N, N < kMinParallelRows ? N : grain_for(work), f);
+}
+
+void check_param(const char* op, const at::Tensor& t, int64_t index, const char* what,
+                 at::IntArrayRef shape, at::ScalarType dtype) {
+  TORCH_CHECK(t.defined(), op, ": params[", index, "] (", what, ") is undefined");
+  TORCH_CHECK(t.device().is_cpu(), op, ": params[", index, "] (", what,
+              ") must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.sizes() == shape, op, ": params[", index, "] (", what, ") must have shape ", shape,
+              ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == dtype, op, ": params[", index, "] (", what,
+              ") must have the dtype of params[0] (", dtype, "), got ", t.scalar_type());
+}
+
+}  // namespace
+
+DecoderParams parse_decoder(const char* op, at::TensorList params, at::IntArrayRef config) {
+  TORCH_CHECK(config.size() == 8, op,
+              ": config must be [wiring, score, input_feeding, layers, tie_proj, pad, bos, eos] "
+              "(8 ints), got ",
+              config.size(), " values");
+  DecoderParams p;
+  DecoderSpec& s = p.spec;
+  s.wiring = config[0];
+  s.score = config[1];
+  s.input_feeding = config[2] != 0;
+  s.layers = config[3];
+  s.tie_proj = config[4] != 0;
+  s.pad = config[5];
+  s.bos = config[6];
+  s.eos = config[7];
+  TORCH_CHECK(s.wiring >= kBahdanau && s.wiring <= kClassic, op,
+              ": config[0] (wiring) must be 0 (bahdanau), 1 (luong) or 2 (classic), got ",
+              s.wiring);
+  TORCH_CHECK((s.wiring == kClassic) == (s.score == kNoScore), op,
+              ": config[1] (score) must be 0 (none) exactly for the classic wiring, got ", s.score);
+  TORCH_CHECK(s.score >= kNoScore && s.score <= kGeneral, op,
+              ": config[1] (score) must be 0 (none), 1 (additive), 2 (dot) or 3 (general), got ",
+              s.score);
+  TORCH_CHECK(s.wiring != kBahdanau || s.score == kAdditive, op,
+              ": config[1] (score) must be 1 (additive) for the bahdanau wiring, got ", s.score);
+  TORCH_CHECK(!s.input_feeding || s.wiring == kLuong, op,
+              ": config[2] (input_feeding) needs the luong wiring");
+  TORCH_CHECK(s.layers >= 1, op, ": config[3] (layers) must be >= 1, got ", s.layers);
+  TORCH_CHECK(!params.empty(), op, ": params must hold the decoder's weights, got an empty list");
+  const at::Tensor& emb = params[0];
+  TORCH_CHECK(emb.dim() == 2, op, ": params[0] (embedding) must be 2-D (V, E), got ", emb.sizes());
+  const auto dtype = emb.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, op,
+              ": the native decoder runs float32 or float64 weights, got ", dtype);
+  s.V = emb.size(0);
+  s.E = emb.size(1);
+  for (int64_t id : {s.pad, s.bos, s.eos}) {
+    TORCH_CHECK(id >= 0 && id < s.V, op, ": config[5:8] (pad, bos, eos) must lie in [0, V = ", s.V,
+                "), got ", id);
+  }
+  // The hidden size from the rows of the first recurrent weight (3H, H).
+  TORCH_CHECK(
+      static_cast<int64_t>(params.size()) > 2 && params[2].dim() == 2 && params[2].size(0) % 3 == 0,
+      op, ": params[2] (w_hh_l0) must be a 2-D (3H, H) tensor");
+  const int64_t H = params[2].size(0) / 3;
+  s.H = H;
+  const int64_t E = s.E;
+  const bool additive = s.score == kAdditive;
+  const int64_t readout_in = 2 * H + E;
+  int64_t expected = 1 + 4 * s.layers + (s.score == kAdditive || s.score == kGeneral ? 1 : 0) +
+                     (additive ? 1 : 0) + (s.wiring == kLuong ? 1 : 2) + (s.tie_proj ? 1 : 0) + 2;
+  TORCH_CHECK(static_cast<int64_t>(params.size()) == expected, op, ": params must hold ", expected,
+              " tensors for this config (see csrc/cpu/decoder_model.h), got ", params.size());
+  int64_t i = 0;
+  auto next = [&](const char* what, at::IntArrayRef shape) {
+    const at::Tensor& t = params[i];
+    check_param(op, t, i, what, shape, dtype);
+    ++i;
+    return t.contiguous();
+  };
+  p.embedding = next("embedding", {s.V, E});
+  for (int64_t l = 0; l < s.layers; ++l) {
+    int64_t in = H;
+    if (l == 0) in = (s.wiring == kLuong && !s.input_feeding) ? E : E + H;
+    p.w_ih.push_back(next("w_ih", {3 * H, in}));
+    p.w_hh.push_back(next("w_hh", {3 * H, H}));
+    p.b_ih.push_back(next("b_ih", {3 * H}));
+    p.b_hh.push_back(next("b_hh", {3 * H}));
+  }
+  if (s.score == kAdditive || s.score == kGeneral) {
+    const at::Tensor& qp = params[i];
+    TORCH_CHECK(qp.dim() == 2, op, ": params[", i, "] (query_proj) must be 2-D (Dq, H), got ",
+                qp.sizes());
+    s.Dq = s.score == kGeneral ? H : qp.size(0);
+    p.query_proj = next("query_proj", {s.Dq, H});
+  } else if (s.score == kDot) {
+    s.Dq = H;
+  }
+  if (additive) p.v = next("v", {s.Dq});
+  if (s.wiring == kLuong) {
+    p.combine_w = next("combine_w", {H, 2 * H});
+  } else {
+    p.readout_w = next("readout_w", {H, readout_in});
+    p.readout_b = next("readout_b", {H});
+  }
+  if (s.tie_proj) p.tie_proj = next("tie_proj", {E, H});
+  p.out_w = next("out_w", {s.V, s.tie_proj ? E : H});
+  p.out_b = next("out_b", {s.V});
+  return p;
+}
+
+DecoderMemory check_memory(const char* op, const DecoderParams& p,
+                           const std::optional<at::Tensor>& keys,
+                           const std::optional<at::Tensor>& values,
+                           const std::optional<at::Tensor>& context,
+                           const at::Tensor& src_lengths) {
+  const DecoderSpec& s = p.spec;
+  const auto dtype = p.embedding.scalar_type();
+  DecoderMemory m;
+  TORCH_CHECK(src_lengths.dim() == 1 && src_lengths.device().is_cpu() &&
+                  (src_lengths.scalar_type() == at::kLong || src_lengths.scalar_type() == at::kInt),
+              op, ": src_lengths must be a 1-D int64/int32 CPU tensor (B,), got ",
+              src_lengths.sizes(), " ", src_lengths.scalar_type(), " on ", src_lengths.device());
+  m.B = src_lengths.size(0);
+  auto check_3d = [&](const std::optional<at::Tensor>& t, const char* name, int64_t last) {
+    TORCH_CHECK(t.has_value() && t->defined(), op, ": ", name, " is required for this wiring");
+    TORCH_CHECK(t->dim() == 3 && t->size(0) == m.B && t->size(2) == last, op, ": ", name,
+                " must have shape (B, S, ", last, ") with B = ", m.B, " (src_lengths), got ",
+                t->sizes());
+    TORCH_CHECK(t->scalar_type() == dtype && t->device().is_cpu(), op, ": ", name,
+                " must be a CPU tensor of the weights' dtype ", dtype, ", got ", t->scalar_type(),
+                " on ", t->device());
+    return t->contiguous();
+  };
+  if (s.wiring == kClassic) {
+    TORCH_CHECK(context.has_value() && context->defined(), op,
+                ": context is required for the classic wiring");
+    TORCH_CHECK(context->dim() == 2 && context->size(0) == m.B && context->size(1) == s.H, op,
+                ": context must have shape (B, H) = (", m.B, ", ", s.H, "), got ",
+                context->sizes());
+    TORCH_CHECK(context->scalar_type() == dtype && context->device().is_cpu(), op,
+                ": context must be a CPU tensor of the weights' dtype ", dtype);
+    m.context = context->contiguous();
+    // The classic decoder has no attention; S only sizes the (all-zero) weights it returns.
+    m.S = keys.has_value() && keys->defined() ? keys->size(1) : 0;
+    if (values.has_value() && values->defined()) m.S = values->size(1);
+  } else {
+    m.keys = check_3d(keys, "keys", s.Dq);
+    m.values = check_3d(values, "values", s.H);
+    TORCH_CHECK(m.values.size(1) == m.keys.size(1), op,
+                ": values must have the source length of keys (", m.keys.size(1), "), got ",
+                m.values.size(1));
+    m.S = m.keys.size(1);
+  }
+  const at::Tensor lens = src_lengths.to(at::kLong).contiguous();
+  const int64_t* lp = lens.const_data_ptr<int64_t>();
+  m.lengths.assign(lp, lp + m.B);
+  for (int64_t b = 0; b < m.B; ++b) {
+    TORCH_CHECK(m.lengths[b] >= 0 && (s.wiring == kClassic || m.lengths[b] <= m.S), op,
+                ": src_lengths must lie in [0, S = ", m.S, "], got ", m.lengths[b], " at row ", b);
+  }
+  return m;
+}
+
+void check_state(const char* op, const DecoderParams& p, int64_t rows, const at::Tensor& hidden,
+                 const std::optional<at::Tensor>& feed) {
+  const DecoderSpec& s = p.spec;
+  const auto dtype = p.embedding.scalar_type();
+  TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == s.layers && hidden.size(1) == rows &&
+                  hidden.size(2) == s.H,
+              op, ": hidden must have shape (layers, N, H) = (", s.layers, ", ", rows, ", ", s.H,
+              "), got ", hidden.sizes());
+  TORCH_CHECK(hidden.scalar_type() == dtype && hidden.device().is_cpu(), op,
+              ": hidden must be a CPU tensor of the weights' dtype ", dtype, ", got ",
+              hidden.scalar_type(), " on ", hidden.device());
+  if (s.input_feeding && feed.has_value()) {
+    TORCH_CHECK(feed->dim() == 2 && feed->size(0) == rows && feed->size(1) == s.H &&
+                    feed->scalar_type() == dtype && feed->device().is_cpu(),
+                op, ": feed must be a (N, H) = (", rows, ", ", s.H, ") CPU ", dtype,
+                " tensor, got ", feed->sizes(), " ", feed->scalar_type());
+  }
+}
+
+template <typename A>
+void apply_search_rules(A* lp, const DecoderSpec& s, bool force_eos, bool block_eos) {
+  constexpr A kNegInf = -std::numeric_limits<A>::infinity();
+  if (force_eos) {
+    const A eos = lp[s.eos];
+    std::fill(lp, lp + s.V, kNegInf);
+    lp[s.eos] = eos;
+    return;
+  }
+  lp[s.pad] = kNegInf;
+  lp[s.bos] = kNegInf;
+  if (block_eos) lp[s.eos] = kNegInf;
+}
+
+namespace {
+
+// In place: x = x - max - log(sum(exp(x - max))), the order of torch.log_softmax.
+template <typename A>
+void log_softmax_row(A* x, int64_t n) {
+  constexpr int64_t W = Vec<A>::size();
+  A m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  Vec<A> acc(A(0));
+  const Vec<A> mv(m);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) acc = acc + (Vec<A>::loadu(x + i) - mv).exp();
+  A sum = reduce_add(acc);
+  for (; i < n; ++i) sum += std::exp(x[i] - m);
+  const A log_sum = std::log(sum);
+  for (i = 0; i < n; ++i) x[i] = (x[i] - m) - log_sum;
+}
+
+// out[0:n] += b, then tanh if asked (vectorised, Sleef's tanh: torch.tanh's accuracy).
+template <typename A>
+void bias_tanh_row(A* out, const A* b, int64_t n, bool tanh) {
+  constexpr int64_t W = Vec<A>::size();
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    Vec<A> x = Vec<A>::loadu(out + i);
+    if (b != nullptr) x = x + Vec<A>::loadu(b + i);
+    if (tanh) x = x.tanh();
+    x.store(out + i);
+  }
+  for (; i < n; ++i) {
+    A x = out[i] + (b != nullptr ? b[i] : A(0));
+    out[i] = tanh ? std::tanh(x) : x;
+  }
+}
+
+template <typename A>
+void copy_cols(A* dst, int64_t ld_dst, const A* src, int64_t ld_src, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * ld_dst, src + r * ld_src, n * sizeof(A));
+}
+
+}  // namespace
+
+template <typename A>
+DecoderStepper<A>::DecoderStepper(const DecoderParams& p, const DecoderMemory& m, int64_t rows,
+                                  int64_t beam)
+    : p_(p), m_(m), N_(rows), beam_(beam) {
+  const DecoderSpec& s = p.spec;
+  const auto opts = p.embedding.options();
+  const int64_t H = s.H, E = s.E, N = rows;
+  hidden_ = at::zeros({s.layers, N, H}, opts);
+  spare_hidden_ = at::empty({s.layers, N, H}, opts);
+  for (int64_t l = 0; l < s.layers; ++l) layer_h_.push_back(hidden_.select(0, l));
+  if (s.input_feeding) {
+    feed_ = at::zeros({N, H}, opts);
+    spare_feed_ = at::empty({N, H}, opts);
+  }
+  emb_ = at::empty({N, E}, opts);
+  x0_ = at::empty({N, p.w_ih[0].size(1)}, opts);
+  gi_ = at::empty({N, 3 * H}, opts);
+  gh_ = at::empty({N, 3 * H}, opts);
+  gates_ = at::empty({N, 4 * H}, opts);
+  if (s.Dq > 0) q_ = at::empty({N, s.Dq}, opts);
+  ctx_ = at::zeros({N, H}, opts);
+  cat_ = at::empty({N, s.wiring == kLuong ? 2 * H : 2 * H + E}, opts);
+  pre_ = at::empty({N, H}, opts);
+  if (s.tie_proj) tied_ = at::empty({N, E}, opts);
+  log_probs_ = at::empty({N, s.V}, opts);
+  weights_ = at::zeros({N, m.S}, opts);
+  if (N >= kMinPackedRows && N <= kMaxPackedRows) {
+    auto pack = [&](const at::Tensor& w) {
+      if (w.defined()) {
+        packed_.emplace(w.const_data_ptr(),
+                        PackedWeight<A>(w.const_data_ptr<A>(), w.size(0), w.size(1), w.stride(0)));
+      }
+    };
+    for (int64_t l = 0; l < s.layers; ++l) {
+      pack(p.w_ih[l]);
+      pack(p.w_hh[l]);
+    }
+    for (const at::Tensor* w : {&p.query_proj, &p.readout_w, &p.combine_w, &p.tie_proj, &p.out_w})
+      pack(*w);
+  }
+}
+
+template <typename A>
+void DecoderStepper<A>::product(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
+  const auto it = packed_.find(w.const_data_ptr());
+  if (it != packed_.end()) {
+    return packed_matmul<A>(x.const_data_ptr<A>(), N_, x.stride(0), it->second,
+                            out.mutable_data_ptr<A>(), out.stride(0), N_ >= kMinParallelRows);
+  }
+  if (N_ < kMinParallelRows) return matvec_rows<A>(x, w, out);
+  matmul_nt_out(x, w, out);
+}
+
+template <typename A>
+void DecoderStepper<A>::linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                               at::Tensor& out, bool tanh) {
+  product(x, w, out);
+  if (!b.defined() && !tanh) return;
+  const int64_t n = out.size(1);
+  A* o = out.mutable_data_ptr<A>();
+  const A* bp = b.defined() ? b.const_data_ptr<A>() : nullptr;
+  for_rows(N_, 4 * n, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) bias_tanh_row<A>(o + r * n, bp, n, tanh);
+  });
+}
+
+template <typename A>
+void DecoderStepper<A>::attend(const at::Tensor& query) {
+  const DecoderSpec& s = p_.spec;
+  const int64_t H = s.H, Dq = s.Dq, S = m_.S;
+  const bool additive = s.score == kAdditive;
+  // dot attention reads the query as it is (scale 1: the model's "dot" is unscaled)
+  const at::Tensor& q = s.score == kDot ? query : q_;
+  if (s.score != kDot) product(query, p_.query_proj, q_);
+  const A* qp = q.const_data_ptr<A>();
+  const int64_t ldq = q.stride(0);
+  const A* vp = additive ? p_.v.const_data_ptr<A>() : nullptr;
+  const A* keys = m_.keys.const_data_ptr<A>();
+  const A* values = m_.values.const_data_ptr<A>();
+  A* w = weights_.mutable_data_ptr<A>();
+  A* c = ctx_.mutable_data_ptr<A>();
+  const int64_t work = S * ((additive ? 4 : 1) * Dq + H);
+  for_rows(N_, work, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t b = n / beam_;
+      attend_row<A>(additive, qp + n * ldq, vp, keys + b * S * Dq, Dq, values + b * S * H, H,
+                    m_.lengths[b], S, w + n * S, c + n * H);
+    }
+  });
+}
+
+template <typename A>
+void DecoderStepper<A>::step(const int64_t* prev) {
+  const DecoderSpec& s = p_.spec;
+  const int64_t H = s.H, E = s.E, N = N_, L = s.layers;
+  const A* table = p_.embedding.const_data_ptr<A>();
+  A* emb = emb_.mutable_data_ptr<A>();
+  for (int64_t n = 0; n < N; ++n) std::memcpy(emb + n * E, table + prev[n] * E, E * sizeof(A));
+
+  // The GRU's input: [e; c] (Bahdanau: c attended from the previous top state; classic: the
+  // fixed context), [e; feed] (Luong with input feeding) or e.
+  const int64_t I0 = x0_.size(1);
+  A* x0 = x0_.mutable_data_ptr<A>();
+  const at::Tensor* gru_in = &x0_;
+  if (s.wiring == kBahdanau) {
+    attend(layer_h_[L - 1]);
+  } else if (s.wiring == kClassic) {
+    const A* context = m_.context.const_data_ptr<A>();
+    A* c = ctx_.mutable_data_ptr<A>();
+    for (int64_t n = 0; n < N; ++n)
+      std::memcpy(c + n * H, context + (n / beam_) * H, H * sizeof(A));
+  }
+  if (s.wiring == kLuong && !s.input_feeding) {
+    gru_in = &emb_;
+  } else {
+    const A* second = s.wiring == kLuong ? feed_.const_data_ptr<A>() : ctx_.const_data_ptr<A>();
+    copy_cols<A>(x0, I0, emb, E, N, E);
+    copy_cols<A>(x0 + E, I0, second, H, N, H);
+  }
+
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor& x = l == 0 ? *gru_in : layer_h_[l - 1];
+    product(x, p_.w_ih[l], gi_);
+    product(layer_h_[l], p_.w_hh[l], gh_);
+    const A *gi = gi_.const_data_ptr<A>(), *gh = gh_.const_data_ptr<A>();
+    const A *bih = p_.b_ih[l].const_data_ptr<A>(), *bhh = p_.b_hh[l].const_data_ptr<A>();
+    A* h = layer_h_[l].mutable_data_ptr<A>();
+    A* gates = gates_.mutable_data_ptr<A>();
+    for_rows(N, 16 * H, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        // h' overwrites h in place: gh = W_hh h was taken before (gru_gates_forward allows it)
+        gru_gates_forward<A>({gi + n * 3 * H, H}, {gh + n * 3 * H, H}, {bih, H}, {bhh, H},
+                             h + n * H, h + n * H, {gates + n * 4 * H, H}, H);
+      }
+    });
+  }
+  const at::Tensor& top = layer_h_[L - 1];
+  const A* tp = top.const_data_ptr<A>();
+  A* cat = cat_.mutable_data_ptr<A>();
+  const int64_t C = cat_.size(1);
+  if (s.wiring == kLuong) {
+    attend(top);
+    copy_cols<A>(cat, C, ctx_.const_data_ptr<A>(), H, N, H);
+    copy_cols<A>(cat + H, C, tp, H, N, H);
+    linear(cat_, p_.combine_w, at::Tensor(), pre_, true);
+    if (s.input_feeding)
+      std::memcpy(feed_.mutable_data_ptr<A>(), pre_.const_data_ptr<A>(), N * H * sizeof(A));
+  } else {
+    copy_cols<A>(cat, C, tp, H, N, H);
+    copy_cols<A>(cat + H, C, ctx_.const_data_ptr<A>(), H, N, H);
+    copy_cols<A>(cat + 2 * H, C, emb, E, N, E);
+    linear(cat_, p_.readout_w, p_.readout_b, pre_, true);
+  }
+  const at::Tensor* pre = &pre_;
+  if (s.tie_proj) {
+    product(pre_, p_.tie_proj, tied_);
+    pre = &tied_;
+  }
+  linear(*pre, p_.out_w, p_.out_b, log_probs_, false);
+  A* lp = log_probs_.mutable_data_ptr<A>();
+  const int64_t V = s.V;
+  for_rows(N, 8 * V, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) log_softmax_row<A>(lp + n * V, V);
+  });
+}
+
+template <typename A>
+void DecoderStepper<A>::reorder(const int64_t* parent) {
+  const DecoderSpec& s = p_.spec;
+  const int64_t H = s.H, N = N_;
+  A* spare = spare_hidden_.mutable_data_ptr<A>();
+  A* h = hidden_.mutable_data_ptr<A>();
+  for (int64_t l = 0; l < s.layers; ++l) {
+    for (int64_t n = 0; n < N; ++n) {
+      std::memcpy(spare + (l * N + n) * H, h + (l * N + parent[n]) * H, H * sizeof(A));
+    }
+  }
+  std::memcpy(h, spare, s.layers * N * H * sizeof(A));
+  if (s.input_feeding) {
+    A* f = feed_.mutable_data_ptr<A>();
+    A* sf = spare_feed_.mutable_data_ptr<A>();
+    for (int64_t n = 0; n < N; ++n) std::memcpy(sf + n * H, f + parent[n] * H, H * sizeof(A));
+    std::memcpy(f, sf, N * H * sizeof(A));
+  }
+}
+
+template void apply_search_rules<float>(float*, const DecoderSpec&, bool, bool);
+template void apply_search_rules<double>(double*, const DecoderSpec&, bool, bool);
+template class DecoderStepper<float>;
+template class DecoderStepper<double>;
+
+}  // namespace fast_s2s::cpu

@@ -1,0 +1,110 @@
+// The native decoder: one step of fast_s2s.models' GRU decoders (Bahdanau, Luong with or without
+// input feeding, the classic no-attention decoder) for N = B * beam rows, run without Python or
+// per-op dispatch, and the search rules of fast_s2s/models/search.py applied to its log-probs.
+// Reference: Seq2Seq.decode_step and search._step (fast_s2s/models/), which the tests hold this
+// to token for token.
+//
+// The weights arrive as one list (fast_s2s/models/native.py packs them) and an int config:
+//   config = [wiring, score, input_feeding, layers, tie_proj, pad, bos, eos]
+//   params = [embedding (V, E),
+//             w_ih_l (3H, I_l), w_hh_l (3H, H), b_ih_l (3H), b_hh_l (3H)  for l < layers,
+//             query_proj (Dq, H)       score additive (Dq = A) or general (Dq = H),
+//             v (A)                    score additive,
+//             readout_w (H, 2H + E), readout_b (H)   wiring bahdanau / classic,
+//             combine_w (H, 2H)                      wiring luong,
+//             tie_proj (E, H)          tie_proj = 1,
+//             out_w (V, H or E), out_b (V)]
+// The encoder memory: keys (B, S, Dq) (projected keys for additive, raw states for dot /
+// general), values (B, S, H), or (classic) context (B, H); src_lengths (B,). Decoder row n reads
+// source row n / beam: the memory is never copied per beam.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "cpu/decoder_gemm.h"
+
+namespace fast_s2s::cpu {
+
+enum Wiring : int64_t { kBahdanau = 0, kLuong = 1, kClassic = 2 };
+// Luong concat is kAdditive (v^T tanh(W_q q + W_k k)), Bahdanau's score too.
+enum Score : int64_t { kNoScore = 0, kAdditive = 1, kDot = 2, kGeneral = 3 };
+
+struct DecoderSpec {
+  int64_t wiring = kBahdanau, score = kAdditive;
+  bool input_feeding = false, tie_proj = false;
+  int64_t layers = 1, pad = 0, bos = 1, eos = 2;
+  int64_t V = 0, E = 0, H = 0, Dq = 0;  // Dq: the query / key width of the score (0: none)
+};
+
+struct DecoderParams {
+  DecoderSpec spec;
+  at::Tensor embedding;
+  std::vector<at::Tensor> w_ih, w_hh, b_ih, b_hh;
+  at::Tensor query_proj, v, readout_w, readout_b, combine_w, tie_proj, out_w, out_b;
+};
+
+// The encoder side, B source rows.
+struct DecoderMemory {
+  at::Tensor keys, values, context;  // undefined where the wiring reads none
+  std::vector<int64_t> lengths;
+  int64_t B = 0, S = 0;
+};
+
+// Parses and checks params and config: every failure names the argument (and the entry).
+DecoderParams parse_decoder(const char* op, at::TensorList params, at::IntArrayRef config);
+
+DecoderMemory check_memory(const char* op, const DecoderParams& p,
+                           const std::optional<at::Tensor>& keys,
+                           const std::optional<at::Tensor>& values,
+                           const std::optional<at::Tensor>& context, const at::Tensor& src_lengths);
+
+// hidden (layers, N, H) and, with input feeding, feed (N, H) when given: the state of N rows.
+void check_state(const char* op, const DecoderParams& p, int64_t rows, const at::Tensor& hidden,
+                 const std::optional<at::Tensor>& feed);
+
+// search._step's rules on one row of log-probs: pad and bos never; eos only when force_eos;
+// no eos when block_eos.
+template <typename A>
+void apply_search_rules(A* log_probs, const DecoderSpec& s, bool force_eos, bool block_eos);
+
+// Runs decoder steps for a fixed number of rows, with every buffer allocated once: a step costs
+// the products and the row loops, no allocation and no dispatch.
+template <typename A>
+class DecoderStepper {
+ public:
+  DecoderStepper(const DecoderParams& p, const DecoderMemory& m, int64_t rows, int64_t beam);
+
+  // The state: hidden() (layers, N, H), feed() (N, H) with input feeding (else undefined).
+  at::Tensor& hidden() { return hidden_; }
+  at::Tensor& feed() { return feed_; }
+  // After step(): log-probs (N, V) and the attention weights (N, S) (zeros without attention).
+  const at::Tensor& log_probs() const { return log_probs_; }
+  const at::Tensor& weights() const { return weights_; }
+
+  // One step from the previous tokens prev (N,) (each in [0, V)): updates the state in place.
+  void step(const int64_t* prev);
+
+  // The state of row n becomes the state of row parent[n] (beam search following its beams).
+  void reorder(const int64_t* parent);
+
+ private:
+  void attend(const at::Tensor& query);  // writes ctx_ and weights_ (N rows)
+  void product(const at::Tensor& x, const at::Tensor& w, at::Tensor& out);  // out = x w^T
+  void linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::Tensor& out,
+              bool tanh);
+
+  const DecoderParams& p_;
+  const DecoderMemory& m_;
+  int64_t N_, beam_;
+  at::Tensor hidden_, feed_, spare_hidden_, spare_feed_;
+  std::vector<at::Tensor> layer_h_;                          // hidden_[l] views
+  std::unordered_map<const void*, PackedWeight<A>> packed_;  // by weight data pointer
+  at::Tensor emb_, x0_, gi_, gh_, gates_, q_, ctx_, cat_, pre_, tied_, log_probs_, weights_;
+};
+
+}  // namespace fast_s2s::cpu

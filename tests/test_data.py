@@ -450,6 +450,15 @@ def test_tokenize_filter_build_encode():
     assert build_vocabs(pairs, min_freq=2)[0].tokens[4:] == ["b", "a"]
 
 
+def test_tokenize_pairs_per_side():
+    pairs = [("paste", "P EY1 S T")]
+    assert tokenize_pairs(pairs, "char", "word") == [(list("paste"), ["P", "EY1", "S", "T"])]
+    assert tokenize_pairs(pairs, "word", "char") == [(["paste"], list("P EY1 S T"))]
+    assert tokenize_pairs(pairs, "char") == [(list("paste"), list("P EY1 S T"))]  # both sides
+    with pytest.raises(ValueError, match="tokenization mode must be one of"):
+        tokenize_pairs(pairs, "char", "phoneme")
+
+
 # ------------------------------------------------------------------------------------- batching
 
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from fast_s2s import cli
+from fast_s2s.data.cmudict import lexicon_pairs, read_cmudict
 from fast_s2s.training import TrainSettings, Translator, checkpoint, train
+from fast_s2s.training.data import tokenization
 
 TINY_MODEL = dict(embed_size=16, hidden_size=32, wiring="bahdanau", score="additive")
 
@@ -336,3 +338,91 @@ def test_missing_matplotlib_is_reported_before_any_work(trained, tmp_path, capsy
     )
     assert "needs matplotlib" in one_line_error(capsys)
     assert not ckpt.exists() and not png.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Per-side tokenisation: characters in, phonemes (words) out
+# --------------------------------------------------------------------------------------------
+
+MINI_DICT = os.path.join(os.path.dirname(__file__), "data", "mini_cmudict.dict")
+
+
+def test_tokenization_settings_per_side_and_both():
+    both = TrainSettings(tokenize="char")
+    assert tokenization(both, "word", "word") == ("char", "char")
+    mixed = TrainSettings(tokenize="char", tgt_tokenize="word")
+    assert tokenization(mixed, "word", "word") == ("char", "word")
+    assert tokenization(TrainSettings(src_tokenize="char"), "word", "word") == ("char", "word")
+    assert tokenization(TrainSettings(), "char", "word") == ("char", "word")  # the defaults
+
+
+@pytest.fixture(scope="module")
+def phoneme_tsv_model(tmp_path_factory):
+    """A tiny model trained through the CLI on a TSV of word<TAB>phonemes lines."""
+    folder = tmp_path_factory.mktemp("tsv")
+    tsv, ckpt = folder / "lexicon.tsv", folder / "m.pt"
+    pairs = lexicon_pairs(read_cmudict(MINI_DICT))
+    tsv.write_text("".join(f"{w}\t{p}\n" for w, p in pairs), encoding="utf-8")
+    rc = cli.main(
+        ["train", "--data", str(tsv), "--src-tokenize", "char", "--tgt-tokenize", "word",
+         "--valid-size", "5", "--epochs", "1", "--embed-size", "16", "--hidden-size", "32",
+         "--checkpoint", str(ckpt)]
+    )  # fmt: skip
+    assert rc == 0
+    return ckpt
+
+
+def test_tsv_trains_with_characters_in_and_phonemes_out(phoneme_tsv_model):
+    data = checkpoint.load_checkpoint(phoneme_tsv_model)
+    assert (data["src_tokenize"], data["tgt_tokenize"]) == ("char", "word")
+    assert data["tokenize"] is None  # the sides differ: no single mode for old readers
+    src_tokens, tgt_tokens = data["src_vocab"]["tokens"][4:], data["tgt_vocab"]["tokens"][4:]
+    assert all(len(t) == 1 for t in src_tokens) and {"p", "a", "s", "t", "e"} <= set(src_tokens)
+    assert {"EY1", "AH0", "P", "T"} <= set(tgt_tokens) and "paste" not in tgt_tokens
+
+
+def test_translate_uses_each_side_s_tokenisation(phoneme_tsv_model, capsys):
+    translator = Translator.from_checkpoint(str(phoneme_tsv_model))
+    (result,) = translator.translate(["paste"], beam=1, max_len=8)
+    assert result.source_tokens == list("paste")
+    assert result.output == " ".join(result.output_tokens[:-1])  # phonemes joined by spaces
+    assert cli.main(["translate", "--checkpoint", str(phoneme_tsv_model), "paste"]) == 0
+    source, output = capsys.readouterr().out.strip().split("\t")
+    assert source == "paste" and all(p in translator.tgt_vocab for p in output.split())
+
+
+@pytest.mark.parametrize(
+    "legacy, src_tokens",
+    [({"tokenize": "char"}, list("paste")), ({}, ["paste"])],
+    ids=["one-mode-char", "no-mode-word"],
+)
+def test_checkpoints_with_one_tokenisation_mode_still_load(
+    phoneme_tsv_model, tmp_path, legacy, src_tokens
+):
+    """Checkpoints written before per-side tokenisation: one "tokenize" (or none: word)."""
+    data = checkpoint.load_checkpoint(phoneme_tsv_model)
+    for key in ("src_tokenize", "tgt_tokenize", "tokenize"):
+        del data[key]
+    old = tmp_path / "old.pt"
+    checkpoint.save_checkpoint(old, {**data, **legacy})
+    translator = Translator.from_checkpoint(str(old))
+    mode = legacy.get("tokenize", "word")
+    assert (translator.src_mode, translator.tgt_mode) == (mode, mode)
+    (result,) = translator.translate(["paste"], beam=1, max_len=8)
+    assert result.source_tokens == src_tokens
+    joiner = "" if mode == "char" else " "
+    assert result.output == joiner.join(result.output_tokens[:-1])
+
+
+def test_a_bad_tokenisation_mode_in_a_checkpoint_is_refused(phoneme_tsv_model, tmp_path, capsys):
+    data = checkpoint.load_checkpoint(phoneme_tsv_model)
+    bad = tmp_path / "bad.pt"
+    checkpoint.save_checkpoint(bad, {**data, "tgt_tokenize": "phoneme"})
+    assert cli.main(["translate", "--checkpoint", str(bad), "paste"]) == 2
+    assert "tgt_tokenize must be one of ['char', 'word'], got 'phoneme'" in one_line_error(capsys)
+
+
+def test_frames_source_refuses_a_source_tokenisation(tmp_path, capsys):
+    args = ["train", "--task", "tones", "--src-tokenize", "char"]
+    assert cli.main([*args, "--checkpoint", str(tmp_path / "m.pt")]) == 2
+    assert "--src-tokenize: this source is frames" in one_line_error(capsys)

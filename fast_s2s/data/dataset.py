@@ -29,9 +29,14 @@ IdPair = tuple[list[int], list[int]]
 FramePair = tuple[Tensor, list[int]]
 
 
-def tokenize_pairs(pairs: list[tuple[str, str]], mode: str) -> list[TokenPair]:
-    """Tokenize both sides of every (source, target) text pair with `mode` ("char" or "word")."""
-    return [(tokenize(source, mode), tokenize(target, mode)) for source, target in pairs]
+def tokenize_pairs(
+    pairs: list[tuple[str, str]], mode: str, tgt_mode: str | None = None
+) -> list[TokenPair]:
+    """Tokenize every (source, target) text pair: the source with `mode` ("char" or "word"),
+    the target with `tgt_mode` (default: `mode` too), e.g. "char" then "word" for a word and
+    its space-separated phonemes."""
+    tgt_mode = mode if tgt_mode is None else tgt_mode
+    return [(tokenize(source, mode), tokenize(target, tgt_mode)) for source, target in pairs]
 
 
 def filter_by_length(

@@ -2,7 +2,9 @@
 
 A checkpoint is one `torch.save` file holding plain data only (tensors, numbers, strings, lists,
 dicts), so it is read with `torch.load(weights_only=True)`: no code runs on load. It carries
-the model config and both vocabularies, so `fast-s2s translate` needs nothing else.
+the model config, both vocabularies and the tokenisation of each side ("src_tokenize",
+"tgt_tokenize"; older checkpoints hold one "tokenize" for both), so `fast-s2s translate`
+needs nothing else.
 
 Writing goes to a temporary file in the same folder (".tmp-<name>-<random>.pt"), flushed to
 disk, then renamed over the target: a crash mid-write leaves the previous checkpoint intact,
@@ -20,6 +22,7 @@ from typing import Any
 
 import torch
 
+from fast_s2s.data import MODES
 from fast_s2s.models import Seq2SeqConfig
 
 FORMAT = "fast_s2s-checkpoint"
@@ -82,6 +85,20 @@ def model_config(data: dict[str, Any], path: str | os.PathLike) -> Seq2SeqConfig
         return Seq2SeqConfig.from_dict(config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{os.fspath(path)!r}: bad model config: {exc}") from exc
+
+
+def tokenization(data: dict[str, Any], path: str | os.PathLike) -> tuple[str, str]:
+    """(source mode, target mode) of a loaded checkpoint: "src_tokenize" / "tgt_tokenize", or
+    for a checkpoint written before per-side tokenisation its one "tokenize" mode for both
+    (default "word"). A frames model has no source mode (its "tokenize" is returned, unused)."""
+    legacy = data.get("tokenize") or "word"
+    modes = (data.get("src_tokenize") or legacy, data.get("tgt_tokenize") or legacy)
+    for key, mode in zip(("src_tokenize", "tgt_tokenize"), modes, strict=True):
+        if mode not in MODES:
+            raise CheckpointError(
+                f"{os.fspath(path)!r}: {key} must be one of {list(MODES)}, got {mode!r}"
+            )
+    return modes
 
 
 def check_finite_weights(state_dict: dict[str, Any], path: str | os.PathLike, key: str) -> None:

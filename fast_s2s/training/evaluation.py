@@ -1,4 +1,5 @@
-"""Decoding a set of examples and scoring it: exact match and sacrebleu BLEU."""
+"""Decoding a set of examples and scoring it: exact match and sacrebleu BLEU, and for g2p
+phoneme and word error rates against every reference pronunciation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fast_s2s.data import (
 from fast_s2s.models import Seq2Seq
 from fast_s2s.models.search import SearchOptions, search
 from fast_s2s.training.data import PreparedData
+from fast_s2s.training.metrics import g2p_scores
 
 
 def translate_examples(
@@ -48,13 +50,18 @@ def translate_examples(
 
 
 def evaluate(model: Seq2Seq, data: PreparedData, beam: int, device) -> dict[str, float]:
-    """Exact match (fraction) and corpus BLEU (sacrebleu) on the validation set."""
+    """Exact match (fraction) and corpus BLEU (sacrebleu) on the validation set; with
+    data.valid_references (g2p) also "per" and "wer" (fractions), and exact match is then
+    matching any reference (1 - WER). BLEU is against the first reference."""
     import sacrebleu
 
     hyps = translate_examples(
-        model, data.valid, data.tgt_vocab, data.mode, beam=beam, device=device
+        model, data.valid, data.tgt_vocab, data.tgt_mode, beam=beam, device=device
     )
-    exact = sum(h == r for h, r in zip(hyps, data.valid_refs, strict=True)) / max(1, len(hyps))
-    tokenize = "char" if data.mode == "char" else "13a"
+    tokenize = "char" if data.tgt_mode == "char" else "13a"
     bleu = sacrebleu.corpus_bleu(hyps, [data.valid_refs], tokenize=tokenize).score
-    return {"exact": exact, "bleu": bleu}
+    if data.valid_references is None:
+        exact = sum(h == r for h, r in zip(hyps, data.valid_refs, strict=True)) / max(1, len(hyps))
+        return {"exact": exact, "bleu": bleu}
+    scores = g2p_scores([h.split() for h in hyps], data.valid_references)
+    return {"exact": 1.0 - scores.wer, "bleu": bleu, "per": scores.per, "wer": scores.wer}

@@ -31,6 +31,8 @@ class TrainResult:
     checkpoints_written: int = 0
     history: list[dict] = field(default_factory=list)
     model: Seq2Seq | None = None  # with the weights of the best epoch
+    src_vocab: Vocab | None = None  # the model's vocabularies (src None for frames)
+    tgt_vocab: Vocab | None = None
 
 
 def out_of_time(settings: TrainSettings, started: float, world: distributed.World) -> bool:
@@ -104,7 +106,11 @@ def _payload(model, optimizer, config, data, settings, epoch, best, best_state, 
         "config": config.to_dict(),
         "src_vocab": None if data.src_vocab is None else data.src_vocab.to_dict(),
         "tgt_vocab": data.tgt_vocab.to_dict(),
-        "tokenize": data.mode,
+        "src_tokenize": data.src_mode,
+        "tgt_tokenize": data.tgt_mode,
+        # The one mode of checkpoints before per-side tokenisation, for readers of that age:
+        # None when the sides differ, which such a reader refuses rather than misreads.
+        "tokenize": data.tgt_mode if data.src_mode in (None, data.tgt_mode) else None,
         "model": best_state,
         "last_model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -130,6 +136,8 @@ def train(
     console = console or Console(quiet=not world.is_main)
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
 
     if checkpoint_path and world.is_main:
         for stale in checkpoint.remove_stale_temporaries(checkpoint_path):
@@ -233,8 +241,13 @@ def train(
         result.epochs_run += 1
         console.print(
             f"epoch {epoch + 1}: loss {metrics['loss']:.4f}, valid exact match ({search_label}) "
-            f"{100 * metrics['exact']:.2f}%, BLEU {metrics['bleu']:.2f}, "
-            f"{metrics['seconds']:.0f} s{' (best)' if improved else ''}"
+            f"{100 * metrics['exact']:.2f}%, "
+            + (
+                f"PER {100 * metrics['per']:.2f}%, WER {100 * metrics['wer']:.2f}%, "
+                if "per" in metrics
+                else f"BLEU {metrics['bleu']:.2f}, "
+            )
+            + f"{metrics['seconds']:.0f} s{' (best)' if improved else ''}"
         )
         if checkpoint_path and world.is_main:
             checkpoint.save_checkpoint(
@@ -261,6 +274,6 @@ def train(
     distributed.barrier(world)
     if best_state is not None:
         model.load_state_dict(best_state)
-    result.model = model
+    result.model, result.src_vocab, result.tgt_vocab = model, data.src_vocab, data.tgt_vocab
     distributed.shutdown(world)
     return result

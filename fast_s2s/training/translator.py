@@ -1,4 +1,5 @@
-"""Translator: a trained checkpoint with its vocabularies and tokenisation, ready to decode.
+"""Translator: a trained checkpoint with its vocabularies and tokenisation (per side), ready to
+decode.
 
 translator = Translator.from_checkpoint("dates.pt")
 best = translator.translate(["tuesday 3 march 1998"], beam=5)     # one Translation each
@@ -35,10 +36,18 @@ class Translator:
     model with config.source="frames", feature frames: translate_frames; src_vocab is None)."""
 
     def __init__(
-        self, model: Seq2Seq, src_vocab: Vocab | None, tgt_vocab: Vocab, mode: str
+        self,
+        model: Seq2Seq,
+        src_vocab: Vocab | None,
+        tgt_vocab: Vocab,
+        mode: str,
+        tgt_mode: str | None = None,
     ) -> None:
+        """mode: how source text is tokenised ("char" or "word"); tgt_mode: how outputs are
+        joined (default: mode too)."""
         self.model = model.eval()
-        self.src_vocab, self.tgt_vocab, self.mode = src_vocab, tgt_vocab, mode
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.src_mode, self.tgt_mode = mode, mode if tgt_mode is None else tgt_mode
 
     @property
     def reads_frames(self) -> bool:
@@ -62,7 +71,8 @@ class Translator:
             tgt_vocab = Vocab.from_dict(data["tgt_vocab"])
         except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
             raise checkpoint.CheckpointError(f"{path!r}: inconsistent checkpoint: {exc}") from exc
-        return cls(model.to(device), src_vocab, tgt_vocab, str(data.get("tokenize", "word")))
+        src_mode, tgt_mode = checkpoint.tokenization(data, path)
+        return cls(model.to(device), src_vocab, tgt_vocab, src_mode, tgt_mode)
 
     def _decode(self, sources: list, options: SearchOptions) -> list[list[Hypothesis]]:
         """Ranked hypotheses per source (ids or a (T, F) frames tensor), in the input order."""
@@ -86,7 +96,7 @@ class Translator:
         out_tokens = self.tgt_vocab.decode(hyp.tokens)
         return Translation(
             source=source,
-            output=detokenize(out_tokens, self.mode),
+            output=detokenize(out_tokens, self.tgt_mode),
             source_tokens=source_tokens,
             output_tokens=[*out_tokens, "</s>"],
             attention=hyp.attention[: len(out_tokens) + 1].cpu(),
@@ -118,7 +128,7 @@ class Translator:
                 "this model reads frames (config.source='frames'), not text: use "
                 "translate_frames (CLI: fast-s2s translate --frames FILE.pt)"
             )
-        tokens = [tokenize(t, self.mode) for t in texts]
+        tokens = [tokenize(t, self.src_mode) for t in texts]
         decoded = self._decode([self.src_vocab.encode(tok) for tok in tokens], options)
         return self._results(texts, tokens, decoded, options)
 

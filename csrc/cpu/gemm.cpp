@@ -203,12 +203,6 @@ std::optional<Backend> forced() {
   return s.forced;
 }
 
-void clear_choices() {
-  State& s = state();
-  std::lock_guard<std::mutex> lock(s.mutex);
-  s.choices.clear();
-}
-
 Backend choose(Site site, const std::vector<Backend>& offered,
                const std::function<std::function<void()>(Backend)>& trial) {
   std::vector<Backend> options;
@@ -334,6 +328,17 @@ void inhouse_nt_out(const at::Tensor& a, const at::Tensor& w, at::Tensor& out) {
   }
 }
 
+// A one-shot product: blas or inhouse, whichever choose() measured faster for the site (or the
+// pinned one). mkl_packed is not offered: a single product would not reuse the packing.
+void run_fastest(const Site& site, const std::function<void()>& run_blas,
+                 const std::function<void()>& run_inhouse) {
+  const Backend backend = choose(site, {Backend::kBlas, Backend::kInHouse},
+                                 [&](Backend candidate) -> std::function<void()> {
+                                   return candidate == Backend::kInHouse ? run_inhouse : run_blas;
+                                 });
+  (backend == Backend::kInHouse ? run_inhouse : run_blas)();
+}
+
 }  // namespace
 
 void matmul_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
@@ -353,18 +358,7 @@ void matmul_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Te
     AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "matmul_out",
                                [&] { inhouse_nt_out<scalar_t>(ac, wt, out); });
   };
-  // mkl_packed is not offered: a one-shot product would not reuse the packing.
-  const Backend backend =
-      choose(Site{op, M, N, K, a.scalar_type()}, {Backend::kBlas, Backend::kInHouse},
-             [&](Backend candidate) -> std::function<void()> {
-               if (candidate == Backend::kInHouse) return run_inhouse;
-               return run_blas;
-             });
-  if (backend == Backend::kInHouse) {
-    run_inhouse();
-  } else {
-    run_blas();
-  }
+  run_fastest(Site{op, M, N, K, a.scalar_type()}, run_blas, run_inhouse);
 }
 
 void bmm_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
@@ -387,17 +381,7 @@ void bmm_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tenso
     });
   };
   // The shape class folds the batch into m: G x M rows against per-batch K x N.
-  const Backend backend =
-      choose(Site{op, G * M, N, K, a.scalar_type()}, {Backend::kBlas, Backend::kInHouse},
-             [&](Backend candidate) -> std::function<void()> {
-               if (candidate == Backend::kInHouse) return run_inhouse;
-               return run_blas;
-             });
-  if (backend == Backend::kInHouse) {
-    run_inhouse();
-  } else {
-    run_blas();
-  }
+  run_fastest(Site{op, G * M, N, K, a.scalar_type()}, run_blas, run_inhouse);
 }
 
 }  // namespace fast_s2s::cpu::gemm

@@ -66,8 +66,6 @@ Backend choose(Site site, const std::vector<Backend>& offered,
 // One line per measured or forced choice: "op m<=M n=N k=K dtype threads=T: backend
 // (best time of each candidate in us)". Empty before the first product.
 std::vector<std::string> report();
-// Forget every measured choice (tests; set_forced does it too).
-void clear_choices();
 
 // A weight w (N x K, rows contiguous, row stride ldw) prepared for many products out = a w^T
 // with a of exactly m rows (MKL packs for a given m), in the accumulation dtype A (float or
@@ -83,8 +81,6 @@ class NtWeight {
 
   // c (m x n, row stride ldc) = a (m x k, row stride lda) w^T. Serial inside a parallel region.
   void multiply(const A* a, int64_t lda, A* c, int64_t ldc) const;
-  Backend backend() const { return backend_; }
-  int64_t rows() const { return n_; }
 
  private:
   Backend backend_;

@@ -124,8 +124,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
         gemm::choose({"gru_layer.recurrent", B, 3 * H, H, acc},
                      {std::begin(kStepBackends), std::end(kStepBackends)},
                      [&](Backend b) -> std::function<void()> {
-                       StepProducts<A>& products = prepare(b);
-                       return [&] { products.run_step(h.const_data_ptr<A>(), H); };
+                       StepProducts<A>* products = &prepare(b);
+                       return [&, products] { products->run_step(h.const_data_ptr<A>(), H); };
                      });
     StepProducts<A>& gh = prepare(backend);
     A* hp = h.mutable_data_ptr<A>();
@@ -214,8 +214,8 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
           gemm::choose({"gru_layer.recurrent_backward", B, H, 3 * H, acc},
                        {std::begin(kStepBackends), std::end(kStepBackends)},
                        [&](Backend b) -> std::function<void()> {
-                         StepProducts<A>& products = prepare(b);
-                         return [&, dgh_last] { products.run_step(dgh_last, 3 * H); };
+                         StepProducts<A>* products = &prepare(b);
+                         return [products, dgh_last, H] { products->run_step(dgh_last, 3 * H); };
                        });
       StepProducts<A>& dgh_w = prepare(backend);
       A* dhp = dh.mutable_data_ptr<A>();

@@ -22,6 +22,16 @@ inline constexpr const char* kOpSchemas[] = {
         "Tensor query_proj, Tensor keys_proj, Tensor v, Tensor values, Tensor weights, "
         "Tensor? lengths) -> (Tensor grad_query_proj, Tensor grad_keys_proj, Tensor grad_v, "
         "Tensor grad_values)",
+    // Luong local attention: query (N,T,D) or (N,D); keys (B,S,D); values (B,S,Dv); centers
+    // (N,T) or (N,) of any floating dtype (read in the accumulation dtype); window >= 0. Only the
+    // window's keys and values are read. need_weights=False: weights is an empty (0,) tensor on
+    // every device (the backward recomputes the window's weights from query, keys and centers).
+    "local_attention(Tensor query, Tensor keys, Tensor values, Tensor centers, int window, "
+        "Tensor? lengths=None, float scale=1.0, bool need_weights=True) "
+        "-> (Tensor context, Tensor weights)",
+    "local_attention_backward(Tensor grad_context, Tensor? grad_weights, Tensor query, "
+        "Tensor keys, Tensor values, Tensor centers, int window, Tensor? lengths, float scale) "
+        "-> (Tensor grad_query, Tensor grad_keys, Tensor grad_values, Tensor grad_centers)",
     // torch.nn.GRUCell semantics. `gates` is the (B, 4H) float32/64 workspace [r, z, n, W_hn h +
     // b_hn] the backward reads; fast_s2s.ops.gru_cell returns h_new only.
     "gru_cell(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih=None, "

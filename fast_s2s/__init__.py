@@ -13,7 +13,7 @@ from fast_s2s.backends import (
     resolve_backend,
 )
 from fast_s2s.gemm import gemm_report, set_gemm_backend
-from fast_s2s.ops import additive_attention, dot_attention, gru_cell, gru_layer
+from fast_s2s.ops import additive_attention, dot_attention, gru_cell, gru_layer, local_attention
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "gemm_report",
     "gru_cell",
     "gru_layer",
+    "local_attention",
     "reference",
     "resolve_backend",
     "set_gemm_backend",

@@ -188,6 +188,28 @@ def check_additive_v(op: str, v: Tensor, query_proj: Tensor) -> None:
         )
 
 
+def check_local_window(op: str, centers: Tensor, window: object, query: Tensor) -> int:
+    """centers: a floating tensor on query's device, (N, T) for a 3-D query (N, T, D) or (N,)
+    for a 2-D one; window: a non-negative Python int (not a bool). Returns the window."""
+    check_float_tensor(op, "centers", centers)
+    if centers.device != query.device:
+        raise ValueError(
+            f"{op}: centers must be on the device of query ({query.device}), got {centers.device}"
+        )
+    expected = tuple(query.shape[:-1])
+    if _shape(centers) != expected:
+        layout = "(N, T)" if query.dim() == 3 else "(N,)"
+        raise ValueError(
+            f"{op}: centers must have shape {layout} = {expected} like the rows of query, "
+            f"got {_shape(centers)}"
+        )
+    if not isinstance(window, numbers.Integral) or isinstance(window, bool):
+        raise TypeError(f"{op}: window must be a non-negative int, got {window!r}")
+    if window < 0:
+        raise ValueError(f"{op}: window must be a non-negative int, got {window}")
+    return int(window)
+
+
 def check_gru_weights(
     op: str,
     x_name: str,

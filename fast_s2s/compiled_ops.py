@@ -1,10 +1,12 @@
 """Fake (shape) functions and autograd of the compiled ops, torch.ops.fast_s2s.* (the C++ and
 CUDA C++ family; the Triton family registers its own in kernels/).
 
-Saved-tensor contract: the attention ops save their inputs, lengths and the forward's weights
-(the CPU backward reads the weights; the CUDA backward recomputes them from query and keys and
-gets (0,) weights with need_weights=False); the GRU ops save their inputs and the float32/64
-workspace the forward returns (shared with the Triton ops: fast_s2s._gru_autograd).
+Saved-tensor contract: the global attention ops save their inputs, lengths and the forward's
+weights (the CPU backward reads the weights; the CUDA backward recomputes them from query and
+keys and gets (0,) weights with need_weights=False); local_attention saves only its inputs
+(every backward recomputes the window's weights, O(window) per row); the GRU ops save their
+inputs and the float32/64 workspace the forward returns (shared with the Triton ops:
+fast_s2s._gru_autograd).
 Registered on import, and only when the extension is loaded: without it, the schemas in
 csrc/ops.cpp do not exist. fast_s2s.ops imports this module.
 """
@@ -111,6 +113,46 @@ def _register_compiled_ops() -> None:
 
     torch.library.register_autograd(
         lib + "additive_attention", _add_backward, setup_context=_add_setup
+    )
+
+    @torch.library.register_fake(lib + "local_attention")
+    def _local_fake(
+        query, keys, values, centers, window, lengths=None, scale=1.0, need_weights=True
+    ):
+        others = dict(keys=keys, values=values, centers=centers)
+        checks.check_devices("local_attention", "query", query, others, lengths)
+        lead = tuple(query.shape[:-1])
+        weights = lead + (keys.shape[1],) if need_weights else (0,)
+        return query.new_empty(lead + (values.shape[2],)), query.new_empty(weights)
+
+    @torch.library.register_fake(lib + "local_attention_backward")
+    def _local_bwd_fake(
+        grad_context, grad_weights, query, keys, values, centers, window, lengths, scale
+    ):
+        return tuple(t.new_empty(t.shape) for t in (query, keys, values, centers))
+
+    def _local_setup(ctx, inputs, output):
+        query, keys, values, centers, window, lengths, scale, need_weights = inputs
+        ctx.save_for_backward(query, keys, values, centers, lengths)
+        ctx.window, ctx.scale, ctx.need_weights = window, scale, need_weights
+
+    def _local_backward(ctx, grad_context, grad_weights):
+        query, keys, values, centers, lengths = ctx.saved_tensors
+        grads = torch.ops.fast_s2s.local_attention_backward(
+            grad_context,
+            grad_weights if ctx.need_weights else None,
+            query,
+            keys,
+            values,
+            centers,
+            ctx.window,
+            lengths,
+            ctx.scale,
+        )
+        return (*grads, None, None, None, None)
+
+    torch.library.register_autograd(
+        lib + "local_attention", _local_backward, setup_context=_local_setup
     )
 
     # The GRU ops share their fake functions and autograd with the Triton ones.

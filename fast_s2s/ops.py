@@ -21,7 +21,7 @@ from torch import Tensor
 from fast_s2s import checks, compiled_ops, reference  # noqa: F401 (compiled_ops registers)
 from fast_s2s.backends import resolve_backend
 
-__all__ = ["additive_attention", "dot_attention", "gru_cell", "gru_layer"]
+__all__ = ["additive_attention", "dot_attention", "gru_cell", "gru_layer", "local_attention"]
 
 
 def dot_attention(
@@ -112,6 +112,65 @@ def additive_attention(
         )
     else:
         context, weights = reference.additive_attention(query_proj, keys_proj, v, values, lengths)
+    return context, weights if need_weights else None
+
+
+def local_attention(
+    query: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    centers: Tensor,
+    window: int,
+    lengths: Tensor | None = None,
+    scale: float = 1.0,
+    *,
+    backend: str = "auto",
+    need_weights: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """Luong local attention, fused: only the 2 * window + 1 positions around each centre are
+    read (score, mask, softmax over the window, Gaussian, weighted sum).
+
+    weights[n, t, s] = softmax_{s in W}(scale * q[n, t] . keys[b, s]) * exp(-(s - p)^2 / (2
+    sigma^2)) for s in W = {s : |s - p| <= window, s < lengths[b]}, 0 elsewhere; p =
+    centers[n, t], sigma = window / 2, b = n // beam. Not renormalised, as in the paper.
+
+    Args:
+        query: (N, T, D) or (N, D) decoder queries (for Luong `general`, project them first).
+        keys: (B, S, D) encoder keys; values: (B, S, Dv) encoder states to read.
+        centers: (N, T) or (N,) real aligned positions (float32 or float64 recommended: a
+            bfloat16 centre cannot say 257); read in float32 (float64 for float64 inputs).
+            local-m: p = t; local-p: p = S * sigmoid(v_p . tanh(W_p h)).
+        window: D >= 0 (Luong et al. use 10); window = 0 reads the single position s = p when
+            p is a whole number, with Gaussian factor 1.
+        lengths: optional (B,) source lengths; positions s >= lengths[b] are never read.
+        scale: multiplies the scores.
+        backend: "auto", "reference", "cpp" or "triton".
+        need_weights: return the (N, T, S) weights (zeros outside the window) for heat maps;
+            False returns None and the kernels write no (N, T, S) output at all (their
+            backward recomputes the window's weights), so a call costs O(window), not O(S).
+
+    Returns:
+        context (N, T, Dv) and weights (N, T, S) or None; (N, Dv) and (N, S) for a 2-D query.
+        The gradient of centers flows through the Gaussian; window membership has none.
+    """
+    op = "local_attention"
+    checks.check_attention(op, query, "query", keys, "keys", values, lengths)
+    window = checks.check_local_window(op, centers, window, query)
+    scale = checks.check_scale(op, scale)
+    checks.check_bool(op, "need_weights", need_weights)
+    impl = resolve_backend(op, backend, query.device)
+    if impl == "triton":
+        return _triton().local_attention(
+            query, keys, values, centers, window, lengths, scale, need_weights=need_weights
+        )
+    if impl == "cpp":
+        context, weights = torch.ops.fast_s2s.local_attention(
+            query, keys, values, centers, window, lengths, scale, need_weights
+        )
+        return context, weights if need_weights else None
+    context, weights = reference.local_attention(
+        query, keys, values, centers, window, lengths, scale
+    )
     return context, weights if need_weights else None
 
 

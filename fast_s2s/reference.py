@@ -30,6 +30,7 @@ __all__ = [
     "dot_attention",
     "gru_cell",
     "gru_layer",
+    "local_attention",
 ]
 
 
@@ -72,7 +73,8 @@ def _unread_zeroed(t: Tensor, valid: Tensor | None) -> Tensor:
 def _masked_softmax(scores: Tensor, valid: Tensor | None) -> Tensor:
     """Softmax over the last dim of ``scores`` where ``valid`` is True, 0 elsewhere.
 
-    scores: (B, beam, T, S) float32/float64; valid: (B, S) bool, or None (no masking).
+    scores: (B, beam, T, S) float32/float64; valid: bool broadcastable to scores ((B, 1, 1, S)
+    for source lengths, (B, beam, T, S) for a local window), or None (no masking).
     Returns weights (B, beam, T, S). A row with no valid position gets all-zero
     weights (and zero gradients), never NaN: the max is subtracted only where
     it is finite, and the denominator of an empty row is replaced by 1.
@@ -81,7 +83,7 @@ def _masked_softmax(scores: Tensor, valid: Tensor | None) -> Tensor:
         return scores * 0  # nothing to attend to; keeps the graph and the shape
     masked = scores
     if valid is not None:  # masked positions: -inf, no gradient
-        masked = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+        masked = scores.masked_fill(~valid, float("-inf"))
     # Softmax is invariant to the shift, so the max is a constant (detached);
     # a fully masked row has max -inf, shift it by 0 instead.
     row_max = masked.amax(dim=-1, keepdim=True).detach()
@@ -112,7 +114,7 @@ def _attend(
 
     Positions s >= lengths[b] are never read (see _unread_zeroed)."""
     B, beam, T, S = scores.shape
-    weights = _masked_softmax(scores, valid)  # (B, beam, T, S)
+    weights = _masked_softmax(scores, None if valid is None else valid[:, None, None, :])
     values = _unread_zeroed(values, valid)
     # context[b, k, t, :] = sum_s weights[b, k, t, s] * values[b, s, :]
     context = torch.einsum("bkts,bsv->bktv", weights, values)  # (B, beam, T, Dv)
@@ -196,6 +198,71 @@ def additive_attention(
     hidden = torch.tanh(q + k)  # (B, beam, T, S, A)
     scores = (hidden * v.to(acc)).sum(dim=-1)  # (B, beam, T, S)
     return _attend(scores, values.to(acc), valid, out_dtype, squeeze=query_proj.dim() == 2)
+
+
+def local_attention(
+    query: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    centers: Tensor,
+    window: int,
+    lengths: Tensor | None = None,
+    scale: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Luong et al. (2015) local attention: a window of positions around a centre, softmax over
+    the window, times a Gaussian centred on it.
+
+    Args:
+        query:   (N, T, D) or (N, D); N = B * beam, query row n reads source row n // beam.
+        keys:    (B, S, D).
+        values:  (B, S, Dv).
+        centers: (N, T) (or (N,) for a 2-D query): the aligned source position p of each query
+                 row, a real number (p = t for local-m, S * sigmoid(...) for local-p).
+        window:  D_w >= 0: positions s with |s - p| <= D_w (and s < lengths[b]) take part.
+        lengths: (B,) int32/int64 in [0, S] or None.
+        scale:   multiplies the scores.
+
+    Returns:
+        context: (N, T, Dv) (or (N, Dv)); context[n, t] = sum_s weights[n, t, s] values[b, s]
+        weights: (N, T, S) (or (N, S)), zero outside the window, where in the window
+                 weights[n, t, s] = softmax_window(scale * q . keys[b, s]) * exp(-(s - p)^2 /
+                 (2 sigma^2)), sigma = D_w / 2 (not renormalised, as in the paper; D_w = 0 has
+                 no spread and the factor is 1 at s = p). An empty window (a length-0 row, a
+                 centre more than D_w past either end, a non-finite centre) gives zeros.
+        Both in the dtype of ``query``. The gradient of centers flows through the Gaussian;
+        window membership is a step and has none.
+    """
+    B, beam, T, S = _attention_sizes(query, keys)
+    out_dtype = query.dtype
+    acc = _acc_dtype(query, keys, values)
+    D = keys.shape[-1]
+    valid = _valid_mask(lengths, S, query.device)  # (B, S) or None
+    q = query.to(acc).reshape(B, beam, T, D)
+    k = _unread_zeroed(keys.to(acc), valid)  # (B, S, D)
+    v = _unread_zeroed(values.to(acc), valid)  # (B, S, Dv)
+    p = centers.to(acc).reshape(B, beam, T, 1)  # (B, beam, T, 1)
+
+    # offset[b, k, t, s] = s - p; a non-finite centre is in no window (its comparisons fail).
+    offset = torch.arange(S, device=query.device, dtype=acc) - p  # (B, beam, T, S)
+    in_window = offset.abs() <= window
+    if valid is not None:
+        in_window = in_window & valid[:, None, None, :]
+
+    scores = scale * torch.einsum("bktd,bsd->bkts", q, k)  # (B, beam, T, S)
+    align = _masked_softmax(scores, in_window)  # (B, beam, T, S), 0 outside the window
+    if window > 0:
+        # The Gaussian of the offset, taken only inside the window (0 outside) so that a far or
+        # infinite centre gives neither inf nor NaN gradients.
+        near = torch.where(in_window, offset, torch.zeros((), dtype=acc, device=offset.device))
+        sigma = window / 2
+        weights = align * torch.exp(-(near**2) / (2 * sigma**2))
+    else:
+        weights = align
+    context = torch.einsum("bkts,bsv->bktv", weights, v).reshape(B * beam, T, v.shape[-1])
+    weights = weights.reshape(B * beam, T, S)
+    if query.dim() == 2:
+        context, weights = context[:, 0], weights[:, 0]
+    return context.to(out_dtype), weights.to(out_dtype)
 
 
 # --------------------------------------------------------------------------- #

@@ -25,11 +25,13 @@ __all__ = [
 # Ops with a compiled kernel, per device type. Grows as kernels land.
 CPP_KERNELS: dict[str, frozenset[str]] = {
     "cpu": frozenset({"dot_attention", "additive_attention", "gru_cell", "gru_layer"}),
-    "cuda": frozenset({"dot_attention", "additive_attention", "gru_cell", "gru_layer"}),
+    "cuda": frozenset(
+        {"dot_attention", "additive_attention", "gru_cell", "gru_layer", "local_attention"}
+    ),
 }
 # Ops with a Triton kernel in fast_s2s.kernels (kernels/ in the repository).
 TRITON_KERNELS: frozenset[str] = frozenset(
-    {"dot_attention", "additive_attention", "gru_cell", "gru_layer"}
+    {"dot_attention", "additive_attention", "gru_cell", "gru_layer", "local_attention"}
 )
 
 # Order in which `auto` tries backends, per device type (docs/DESIGN.md, "Backends"). CPU: the

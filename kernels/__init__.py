@@ -20,6 +20,7 @@ _EXPORTS = {
     "additive_attention": "attention_ops",
     "gru_cell": "gru_ops",
     "gru_layer": "gru_ops",
+    "local_attention": "local_ops",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,17 +1,19 @@
 // A CPU emulation of the slice of the CUDA execution model the kernels in this folder use, so that
 // machines without a GPU (the development machines, CI) can run the kernels' own code against
-// the reference. Not part of the extension: tests/backends.py (emulated_ops) compiles attention.cu
-// and gru.cu as C++ with FAST_S2S_EMULATE_CUDA defined (cuda_utils.cuh then includes this file) and
-// registers their ops as torch.ops.fast_s2s_emu.* for CPU tensors.
+// the reference. Not part of the extension: tests/backends.py (emulated_ops) compiles attention.cu,
+// gru.cu and local_attention.cu as C++ with FAST_S2S_EMULATE_CUDA defined (cuda_utils.cuh then
+// includes this file) and registers their ops as torch.ops.fast_s2s_emu.* for CPU tensors.
 //
 // Emulated: one std::thread per CUDA thread, blocks run one after another (so a __shared__
 // variable, here a static, belongs to the running block); threadIdx / blockIdx / blockDim /
 // gridDim; __syncthreads as a barrier over the block's threads; __shfl_xor_sync as an exchange
 // through a per-warp buffer between two barriers over the warp. A thread that returns early drops
-// out of both barriers, as an exited thread does on the GPU. load_pack asserts the alignment a
-// 16-byte vector load needs. Not emulated: memory-model subtleties, timing, launch limits.
+// out of both barriers, as an exited thread does on the GPU. atomicAdd (float / double) through
+// std::atomic_ref. load_pack asserts the alignment a 16-byte vector load needs. Not emulated:
+// memory-model subtleties, timing, launch limits.
 #pragma once
 
+#include <atomic>
 #include <barrier>
 #include <cassert>
 #include <cmath>
@@ -112,6 +114,12 @@ T __shfl_xor_sync(unsigned /*mask*/, T value, int lane_mask) {
   std::memcpy(&out, &s.warp_buffer[lane ^ static_cast<unsigned>(lane_mask)], sizeof(T));
   s.warp_barrier->arrive_and_wait();  // nobody overwrites a slot before everyone has read it
   return out;
+}
+
+// atomicAdd(address, value) for float / double: returns the old value, as CUDA's does.
+template <typename T>
+T atomicAdd(T* address, T value) {
+  return std::atomic_ref<T>(*address).fetch_add(value);
 }
 
 // Host stand-ins for the CUDA runtime pieces the host code uses.

@@ -307,12 +307,6 @@ def _register_emulated_autograd(emu) -> None:
         )
         return (*grads, None, None)
 
-    torch.library.register_autograd(lib + "dot_attention", dot_backward, setup_context=dot_setup)
-    torch.library.register_autograd(
-        lib + "additive_attention", additive_backward, setup_context=additive_setup
-    )
-
-    # local_attention saves only its inputs: the backward recomputes the window's weights.
     def local_setup(ctx, inputs, output):
         ctx.set_materialize_grads(False)
         query, keys, values, centers, window, lengths, scale, need_weights = inputs
@@ -334,8 +328,12 @@ def _register_emulated_autograd(emu) -> None:
         )
         return (*grads, None, None, None, None)
 
+    torch.library.register_autograd(lib + "dot_attention", dot_backward, setup_context=dot_setup)
     torch.library.register_autograd(
         lib + "local_attention", local_backward, setup_context=local_setup
+    )
+    torch.library.register_autograd(
+        lib + "additive_attention", additive_backward, setup_context=additive_setup
     )
     backward, setup = _gru_autograd.cell_autograd(emu.gru_cell_backward)
     torch.library.register_autograd(lib + "gru_cell", backward, setup_context=setup)

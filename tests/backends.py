@@ -142,6 +142,10 @@ class Backend:
         if self.kind == "triton":
             if op.startswith("gru"):
                 return getattr(torch.ops.fast_s2s_triton, op).default
+            if op.startswith("local_attention"):
+                from fast_s2s.kernels import local_ops
+
+                return getattr(local_ops, op + "_op")
             from fast_s2s.kernels import attention_ops
 
             return getattr(attention_ops, op + "_op")

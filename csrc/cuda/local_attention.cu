@@ -5,18 +5,17 @@
 // b = r / (beam * T), so beam rows share K[b], V[b] (no copies). L = lengths[b] clamped to [0, S].
 //
 // Window. p = centers[r], read in float32 (float64 for float64 inputs): the host casts centers to
-// that dtype. The candidates are floor(p - D) .. floor(p - D) + 2 D + 1 (= ceil(p + D) for a
-// non-integer p), clamped to [0, L - 1] in floating point before any cast to an integer (a huge
-// or non-finite p gives an empty window, never an overflow); a candidate s takes part when
-// |float(s) - p| <= D, computed exactly as the reference does, so both agree at the boundary.
-// Only those at most 2 D + 2 rows of K and V are read: O(D) per row, whatever S is; positions
-// past L (which may hold NaN) never are.
+// that dtype. The window [lo, hi) and the Gaussian come from common/local_window.h, shared with
+// the CPU kernel: the positions s < L with |float(s) - p| <= D, evaluated exactly as the
+// reference does (so every backend agrees at a boundary); a huge or non-finite p gives an empty
+// window before any cast to an integer. Only those at most 2 D + 1 rows of K and V are read:
+// O(D) per row, whatever S is; positions past L (which may hold NaN) never are.
 //
-// Forward: one block of kThreads per row. Warps take the candidates (lanes stride the features,
+// Forward: one block of kThreads per row. Warps take the positions (lanes stride the features,
 // a shuffle reduction gives score = scale * q . K[b, s]); block reductions give the softmax over
 // the window; w_s = align_s exp(-(s - p)^2 / (2 sigma^2)), sigma = D / 2 (1 for D = 0); threads
-// over the Dv columns sum ctx = sum_s w_s V[b, s] (coalesced). The per-candidate numbers live in
-// a (rows, W) float scratch, W = min(2 D + 2, S), rather than shared memory, so no window is too
+// over the Dv columns sum ctx = sum_s w_s V[b, s] (coalesced). The per-position numbers live in
+// a (rows, W) float scratch, W = min(2 D + 1, S), rather than shared memory, so no window is too
 // wide. need_weights=False writes no (N, T, S) weights at all; with it, the host zero-fills them
 // and the kernel writes the window's entries.
 //
@@ -39,6 +38,7 @@
 #include <optional>
 
 #include "common/attention_checks.h"
+#include "common/local_window.h"
 #include "cuda/cuda_utils.cuh"
 
 namespace fast_s2s::cuda {
@@ -46,11 +46,6 @@ namespace {
 
 constexpr int kThreads = 128;  // a window is tens of positions: four warps are plenty
 constexpr int kWarps = kThreads / kWarpSize;
-
-__device__ __forceinline__ float dev_floor(float x) { return floorf(x); }
-__device__ __forceinline__ double dev_floor(double x) { return floor(x); }
-__device__ __forceinline__ float dev_abs(float x) { return fabsf(x); }
-__device__ __forceinline__ double dev_abs(double x) { return fabs(x); }
 
 template <typename scalar_t>
 struct LocalArgs {
@@ -60,47 +55,18 @@ struct LocalArgs {
   const acc_t<scalar_t>* centers;  // (rows,), in the accumulation dtype
   const int64_t* lengths;          // (B,) or nullptr
   acc_t<scalar_t> scale;
-  acc_t<scalar_t> two_sigma2;  // 2 sigma^2; 1 for D = 0 (then s - p = 0 in the window: g = 1)
-  acc_t<scalar_t> inv_sigma2;  // 1 / sigma^2; 0 for D = 0 (dp = 0)
-  int64_t R, S, D, Dv;         // R = beam * T rows per source row
+  LocalGaussian<acc_t<scalar_t>> gauss{0};  // g_s and d log g_s / dp (D = 0: 1 and 0)
+  int64_t R, S, D, Dv;                      // R = beam * T rows per source row
   int64_t window;
-  int64_t W;  // scratch slots per row: at least the number of candidates
-};
-
-// Candidates first .. first + n - 1 of one row (n = 0: an empty window).
-struct Candidates {
-  int64_t first = 0, n = 0;
+  int64_t W;  // scratch slots per row: at least the window's size
 };
 
 template <typename scalar_t>
-__device__ Candidates candidates(const LocalArgs<scalar_t>& a, int64_t b, acc_t<scalar_t> p) {
-  using A = acc_t<scalar_t>;
+__device__ __forceinline__ LocalWindow row_window(const LocalArgs<scalar_t>& a, int64_t b,
+                                                  acc_t<scalar_t> p) {
   int64_t L = a.lengths == nullptr ? a.S : a.lengths[b];
-  L = L < 0 ? 0 : (L > a.S ? a.S : L);
-  Candidates c;
-  if (!(dev_abs(p) < infinity<A>())) return c;  // inf or NaN: in no window
-  const A lo = dev_floor(p - static_cast<A>(a.window));
-  const A first = dmax(lo, A(0));
-  const A last = dmin(lo + A(2) * static_cast<A>(a.window) + A(1), static_cast<A>(L - 1));
-  if (first > last) return c;  // wholly past either end, or L = 0
-  c.first = static_cast<int64_t>(first);
-  c.n = static_cast<int64_t>(last) - c.first + 1;
-  return c;
-}
-
-template <typename scalar_t>
-__device__ __forceinline__ bool in_window(const LocalArgs<scalar_t>& a, int64_t s,
-                                          acc_t<scalar_t> p) {
-  using A = acc_t<scalar_t>;
-  return dev_abs(static_cast<A>(s) - p) <= static_cast<A>(a.window);
-}
-
-template <typename scalar_t>
-__device__ __forceinline__ acc_t<scalar_t> gauss(const LocalArgs<scalar_t>& a, int64_t s,
-                                                 acc_t<scalar_t> p) {
-  using A = acc_t<scalar_t>;
-  const A off = static_cast<A>(s) - p;
-  return dev_exp(-(off * off) / a.two_sigma2);
+  L = L < 0 ? 0 : (L > a.S ? a.S : L);  // lengths on the GPU are not range-checked
+  return local_window(p, a.window, L);
 }
 
 // x . y over n elements by one warp (lanes stride the elements); every lane gets it.
@@ -114,27 +80,20 @@ __device__ __forceinline__ acc_t<scalar_t> warp_dot(const scalar_t* x, const sca
   return warp_sum(part);
 }
 
-// Scores of the candidates into sc (-inf outside the window), softmax over the window in place
-// (sc[i] = align_i, 0 outside). Every thread must reach it. With DW, also dw[i] = dC . V_s + dW_s
-// (0 outside the window). Returns nothing: the results are in sc / dw, visible to all threads.
+// Softmax over the window of the scores, in place: sc[i] = align of position lo + i. Every
+// thread must reach it. With DW, also dw[i] = dC . V_s + dW_s. The results are visible to every
+// thread on return.
 template <typename scalar_t, bool DW>
 __device__ void window_softmax(const LocalArgs<scalar_t>& a, int64_t row, int64_t b,
-                               const Candidates& c, acc_t<scalar_t> p, acc_t<scalar_t>* sc,
+                               const LocalWindow& c, acc_t<scalar_t> p, acc_t<scalar_t>* sc,
                                acc_t<scalar_t>* dw, const scalar_t* dc, const scalar_t* gw,
                                acc_t<scalar_t>* red) {
   using A = acc_t<scalar_t>;
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const scalar_t* q = a.query + row * a.D;
   A m = -infinity<A>();
-  for (int64_t i = warp; i < c.n; i += kWarps) {
-    const int64_t s = c.first + i;
-    if (!in_window(a, s, p)) {  // the same for the whole warp
-      if (lane == 0) {
-        sc[i] = -infinity<A>();
-        if constexpr (DW) dw[i] = 0;
-      }
-      continue;
-    }
+  for (int64_t i = warp; i < c.size(); i += kWarps) {
+    const int64_t s = c.lo + i;
     const A score = warp_dot(q, a.keys + (b * a.S + s) * a.D, a.D, lane) * a.scale;
     if constexpr (DW) {
       A d = warp_dot(dc, a.values + (b * a.S + s) * a.Dv, a.Dv, lane);
@@ -146,14 +105,14 @@ __device__ void window_softmax(const LocalArgs<scalar_t>& a, int64_t row, int64_
   }
   m = block_max(m, red);  // also publishes sc and dw
   A l = 0;
-  for (int64_t i = tid; i < c.n; i += kThreads) {
-    const A e = sc[i] == -infinity<A>() ? A(0) : dev_exp(sc[i] - m);
+  for (int64_t i = tid; i < c.size(); i += kThreads) {
+    const A e = dev_exp(sc[i] - m);
     sc[i] = e;
     l += e;
   }
   l = block_sum(l, red);
   const A inv_l = l > A(0) ? A(1) / l : A(0);
-  for (int64_t i = tid; i < c.n; i += kThreads) sc[i] *= inv_l;
+  for (int64_t i = tid; i < c.size(); i += kThreads) sc[i] *= inv_l;
   __syncthreads();
 }
 
@@ -166,22 +125,20 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row = blockIdx.x, b = row / a.R;
   const int tid = threadIdx.x;
   const A p = a.centers[row];
-  const Candidates c = candidates(a, b, p);
+  const LocalWindow c = row_window(a, b, p);
   A* sc = work + row * a.W;
   window_softmax<scalar_t, false>(a, row, b, c, p, sc, nullptr, nullptr, nullptr, red);
-  for (int64_t i = tid; i < c.n; i += kThreads) {
-    const int64_t s = c.first + i;
-    const A w = sc[i] * gauss(a, s, p);
+  for (int64_t i = tid; i < c.size(); i += kThreads) {
+    const int64_t s = c.lo + i;
+    const A w = sc[i] * a.gauss.factor(s, p);
     sc[i] = w;
     if (weights != nullptr) weights[row * a.S + s] = static_cast<scalar_t>(w);
   }
   __syncthreads();
-  const scalar_t* vb = a.values + (b * a.S + c.first) * a.Dv;
+  const scalar_t* vb = a.values + (b * a.S + c.lo) * a.Dv;
   for (int64_t col = tid; col < a.Dv; col += kThreads) {
     A acc = 0;
-    for (int64_t i = 0; i < c.n; ++i) {
-      if (sc[i] != A(0)) acc += sc[i] * static_cast<A>(vb[i * a.Dv + col]);  // skip the outside
-    }
+    for (int64_t i = 0; i < c.size(); ++i) acc += sc[i] * static_cast<A>(vb[i * a.Dv + col]);
     context[row * a.Dv + col] = static_cast<scalar_t>(acc);
   }
 }
@@ -205,48 +162,46 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row = blockIdx.x, b = row / a.R;
   const int tid = threadIdx.x;
   const A p = a.centers[row];
-  const Candidates c = candidates(a, b, p);
+  const LocalWindow c = row_window(a, b, p);
   const scalar_t* q = a.query + row * a.D;
   const scalar_t* dc = g.grad_context + row * a.Dv;
   A* sc = g.work + row * 2 * a.W;  // align, then w
   A* dw = sc + a.W;                // dw, then scale * dscore
   window_softmax<scalar_t, true>(a, row, b, c, p, sc, dw, dc, g.grad_weights, red);
 
-  // delta = sum_s align dalign (dalign = dw g); dp = sum_s dw w (s - p) / sigma^2
+  // delta = sum_s align dalign (dalign = dw g); dp = sum_s dw w d log g / dp
   A delta = 0, dp = 0;
-  for (int64_t i = tid; i < c.n; i += kThreads) {
-    const int64_t s = c.first + i;
-    const A w = sc[i] * gauss(a, s, p);
+  for (int64_t i = tid; i < c.size(); i += kThreads) {
+    const int64_t s = c.lo + i;
+    const A w = sc[i] * a.gauss.factor(s, p);
     delta += w * dw[i];
-    dp += dw[i] * w * (static_cast<A>(s) - p);
+    dp += dw[i] * w * a.gauss.dlog_dp(s, p);
   }
   delta = block_sum(delta, red);
   dp = block_sum(dp, red);
-  for (int64_t i = tid; i < c.n; i += kThreads) {
-    const A gs = gauss(a, c.first + i, p);
+  for (int64_t i = tid; i < c.size(); i += kThreads) {
+    const A gs = a.gauss.factor(c.lo + i, p);
     const A align = sc[i];
-    dw[i] = align * (dw[i] * gs - delta) * a.scale;  // 0 outside the window (align = 0)
+    dw[i] = align * (dw[i] * gs - delta) * a.scale;
     sc[i] = align * gs;
   }
   __syncthreads();
-  if (tid == 0) g.d_centers[row] = dp * a.inv_sigma2;
+  if (tid == 0) g.d_centers[row] = dp;
 
-  const scalar_t* kb = a.keys + (b * a.S + c.first) * a.D;
+  const scalar_t* kb = a.keys + (b * a.S + c.lo) * a.D;
   for (int64_t col = tid; col < a.D; col += kThreads) {
     A acc = 0;
-    for (int64_t i = 0; i < c.n; ++i) {
-      if (dw[i] != A(0)) acc += dw[i] * static_cast<A>(kb[i * a.D + col]);
-    }
+    for (int64_t i = 0; i < c.size(); ++i) acc += dw[i] * static_cast<A>(kb[i * a.D + col]);
     g.d_query[row * a.D + col] = static_cast<scalar_t>(acc);
   }
   // Shared positions: consecutive threads take consecutive columns (coalesced atomics).
-  A* dk = g.d_keys + (b * a.S + c.first) * a.D;
-  for (int64_t idx = tid; idx < c.n * a.D; idx += kThreads) {
+  A* dk = g.d_keys + (b * a.S + c.lo) * a.D;
+  for (int64_t idx = tid; idx < c.size() * a.D; idx += kThreads) {
     const A ds = dw[idx / a.D];
     if (ds != A(0)) atomicAdd(dk + idx, ds * static_cast<A>(q[idx % a.D]));
   }
-  A* dv = g.d_values + (b * a.S + c.first) * a.Dv;
-  for (int64_t idx = tid; idx < c.n * a.Dv; idx += kThreads) {
+  A* dv = g.d_values + (b * a.S + c.lo) * a.Dv;
+  for (int64_t idx = tid; idx < c.size() * a.Dv; idx += kThreads) {
     const A w = sc[idx / a.Dv];
     if (w != A(0)) atomicAdd(dv + idx, w * static_cast<A>(dc[idx % a.Dv]));
   }
@@ -267,14 +222,7 @@ LocalInputs prepare(const char* op, const at::Tensor& query, const at::Tensor& k
                     const std::optional<at::Tensor>& lengths) {
   LocalInputs in;
   in.g = check_attention_inputs(op, query, "query", keys, "keys", values, lengths);
-  TORCH_CHECK(at::isFloatingType(centers.scalar_type()), op,
-              ": centers must be a floating tensor, got ", centers.scalar_type());
-  TORCH_CHECK(centers.device() == query.device(), op, ": centers must be on the device of query (",
-              query.device(), "), got ", centers.device());
-  const auto lead = query.sizes().slice(0, query.dim() - 1);
-  TORCH_CHECK(centers.sizes() == lead, op, ": centers must have shape ", lead,
-              " like the rows of query, got ", centers.sizes());
-  TORCH_CHECK(window >= 0, op, ": window must be a non-negative int, got ", window);
+  check_local_inputs(op, centers, window, query);
   const auto acc = query.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   in.q = query.contiguous();
   in.k = keys.contiguous();
@@ -299,16 +247,14 @@ LocalArgs<scalar_t> make_args(const LocalInputs& in, int64_t window, double scal
   a.centers = in.centers.const_data_ptr<A>();
   a.lengths = in.lengths.has_value() ? in.lengths->const_data_ptr<int64_t>() : nullptr;
   a.scale = static_cast<A>(scale);
-  const double sigma = static_cast<double>(window) / 2;
-  a.two_sigma2 = window > 0 ? static_cast<A>(2 * sigma * sigma) : A(1);
-  a.inv_sigma2 = window > 0 ? static_cast<A>(1 / (sigma * sigma)) : A(0);
+  a.gauss = LocalGaussian<A>(window);
   a.R = in.g.beam * in.g.T;
   a.S = in.g.S;
   a.D = in.g.Dq;
   a.Dv = in.g.Dv;
   a.window = window;
-  // The candidates lie in [0, L - 1]: never more than S of them (and no overflow for a huge D).
-  a.W = std::max<int64_t>(std::min<int64_t>(window, a.S) * 2 + 2, 1);
+  // The window lies in [0, L): never more than S positions (and no overflow for a huge D).
+  a.W = std::max<int64_t>(std::min<int64_t>(2 * std::min<int64_t>(window, a.S) + 1, a.S), 1);
   return a;
 }
 

@@ -525,6 +525,17 @@ def test_need_weights_false_gives_none_and_the_same_context_and_gradients(backen
 GPU_KERNELS = [TRITON, EMU, CUDA, TRITON_CUDA]
 
 
+def _backward_op_dtypes(backend, args):
+    """dtypes of the backward op's own outputs (autograd would cast them to the inputs')."""
+    query, keys, values, centers, window, lengths, scale = args
+    grad_context = torch.ones(*query.shape[:-1], values.shape[-1]).to(query)
+    grad_weights = torch.ones(*query.shape[:-1], keys.shape[1]).to(query)
+    backward = backend.raw_op(OP + "_backward")
+    grads = backward(grad_context, grad_weights, query, keys, values, centers, window, lengths,
+                     scale)  # fmt: skip
+    return [g.dtype for g in grads]
+
+
 def _grads(backend, args, need_weights, seed=5):
     """(context, weights, grads of query, keys, values, centers) of a random projection."""
     query, keys, values, centers, window, lengths, scale = args
@@ -641,6 +652,7 @@ def test_kernel_16_bit_inputs(backend, dtype):
     args = local_sample_inputs(case, backend.device, dtype)
     got = _grads(backend, args, True)
     want = _grads(REFERENCE, cast(args, F32), True)
+    assert _backward_op_dtypes(backend, args) == [dtype, dtype, dtype, F32]
     expected_dtypes = [dtype, dtype, dtype, dtype, dtype, F32]
     for g, w, dt in zip(got, want, expected_dtypes, strict=True):
         assert g.dtype == dt
@@ -657,6 +669,7 @@ def test_kernel_centers_in_another_dtype(backend):
     got = _grads(backend, args, True)
     want = _grads(REFERENCE, args, True)
     assert got[-1].dtype == F64
+    assert _backward_op_dtypes(backend, args) == [F32, F32, F32, F64]
     tol = tolerance(backend, "attention_grad", F32).close
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, **tol)

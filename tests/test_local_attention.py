@@ -673,3 +673,57 @@ def test_kernel_centers_in_another_dtype(backend):
     tol = tolerance(backend, "attention_grad", F32).close
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, **tol)
+
+
+# Compiled for sm_90 without a GPU (Triton's NVIDIA back end and bundled ptxas, outside the
+# interpreter, so in a subprocess): catches what the interpreter lets through (types that
+# differ between branches, float64 atomics, float16 stores), as tests/test_attention.py does.
+_COMPILE_SCRIPT = """
+import triton
+from triton.backends.compiler import GPUTarget
+from kernels import local as L
+
+# 0: the input / output dtype, 1: the accumulation dtype, 2: the centres' dtype
+FWD = dict(Q=0, K=0, V=0, CEN=2, LEN="*i64", PARAMS=1, CTX=0, W=0)
+BWD = dict(Q=0, K=0, V=0, CEN=2, LEN="*i32", PARAMS=1, DC=0, GW=0, DQ=0, DK=1, DVAL=1, DCEN=2)
+
+def build(fn, ptrs, consts, types):
+    sig = {}
+    for name in fn.arg_names:
+        kind = "constexpr" if name in consts else ptrs.get(name, "i32")
+        sig[name] = types[kind] if isinstance(kind, int) else kind
+    src = triton.compiler.ASTSource(fn, sig, constexprs=consts)
+    triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+
+for io, acc, cen, flag in [("*fp32", "*fp32", "*fp32", True), ("*fp64", "*fp64", "*fp64", False),
+                           ("*bf16", "*fp32", "*fp32", True), ("*fp16", "*fp32", "*fp64", False)]:
+    blocks = dict(BLOCK=32, BLOCK_D=64, BLOCK_DV=32)
+    types = (io, acc, cen)
+    build(L.local_attention_fwd_kernel, FWD, dict(HAS_LEN=flag, NEED_WEIGHTS=flag, **blocks),
+          types)
+    build(L.local_attention_bwd_kernel, BWD, dict(HAS_LEN=flag, HAS_GW=flag, **blocks), types)
+print("compiled")
+"""
+
+
+def test_triton_kernels_compile_for_sm90():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    triton = pytest.importorskip("triton")
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.exists():
+        pytest.skip("triton's bundled ptxas is missing")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SCRIPT],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]

@@ -58,6 +58,12 @@ def _launch_args(query, keys, values, centers, window, lengths, scale):
         BLOCK_D=_pow2(feat),
         BLOCK_DV=_pow2(values.shape[2]),
     )
+    # One (BLOCK, features) tile of keys and one of values per program: more warps for wide
+    # tiles (an untuned guess, as in attention_ops.choose_blocks; no GPU has timed this). A very
+    # wide window (hundreds of positions) times wide features would spill registers: the kernel
+    # has no loop over chunks of the window (Luong et al. use D = 10).
+    tile = blocks["BLOCK"] * max(blocks["BLOCK_D"], blocks["BLOCK_DV"])
+    blocks["num_warps"] = 8 if tile >= 8192 else 4
     return tensors, len_arg, params, has_len, sizes, blocks
 
 

@@ -52,11 +52,16 @@ inline constexpr const char* kOpSchemas[] = {
     "cuda_smoke(Tensor x) -> Tensor",
 };
 
-// The native decoder (csrc/cpu/decoder_model.h, native_search.cpp; CPU only, so the CUDA
-// emulation library does not declare them). params / config: the decoder's weights and wiring as
+// The native decoder (csrc/cpu/decoder_model.h, native_search.cpp) and its encoder (gru_stack.cpp);
+// CPU only, so the CUDA emulation library does not declare them. params / config: the decoder's weights and wiring as
 // fast_s2s/models/native.py packs them; keys, values (B, S, .) or context (B, H): the encoder
 // memory, read by decoder row n from source row n // beam.
 inline constexpr const char* kDecoderOpSchemas[] = {
+    // fast_s2s.nn.GRU's forward without autograd, in one call: x (T, B, I) time-major, h0
+    // (layers * directions, B, H), weights [w_ih, w_hh, b_ih, b_hh] per layer and direction
+    // (biases None for bias=False) -> output (T, B, directions * H), h_n (layers * dirs, B, H).
+    "gru_stack(Tensor x, Tensor h0, Tensor?[] weights, Tensor? lengths, int num_layers, "
+        "bool bidirectional) -> (Tensor output, Tensor h_n)",
     // One step for N = B * beam rows, with the search rules applied to the log-probs (N, V);
     // feed: (N, H) with input feeding, else an empty (0,) tensor; weights (N, S).
     "decoder_step(Tensor[] params, int[] config, Tensor? keys, Tensor? values, Tensor? context, "

@@ -165,6 +165,11 @@ def _register_compiled_ops() -> None:
     backward, setup = _gru_autograd.layer_autograd(torch.ops.fast_s2s.gru_layer_backward)
     torch.library.register_autograd(lib + "gru_layer", backward, setup_context=setup)
 
+    @torch.library.register_fake(lib + "gru_stack")
+    def _stack_fake(x, h0, weights, lengths, num_layers, bidirectional):
+        dirs = 2 if bidirectional else 1
+        return x.new_empty((x.shape[0], x.shape[1], dirs * h0.shape[2])), h0.new_empty(h0.shape)
+
     @torch.library.register_fake(lib + "cuda_smoke")
     def _smoke_fake(x):
         return torch.empty_like(x)

@@ -23,7 +23,7 @@ import torch
 
 from fast_s2s import _extension
 
-GEMM_BACKENDS = ("auto", "mkl_packed", "blas", "inhouse")
+GEMM_BACKENDS = ("auto", "mkl_packed", "blas", "inhouse", "panel")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _require_extension() -> None:
 
 
 def set_gemm_backend(name: str = "auto") -> None:
-    """Pins the CPU kernels' GEMM backend ("mkl_packed", "blas", "inhouse") or returns to
+    """Pins the CPU kernels' GEMM backend ("mkl_packed", "blas", "inhouse", "panel") or returns to
     measuring ("auto"). Forgets every choice made so far."""
     if name not in GEMM_BACKENDS:
         raise ValueError(f"set_gemm_backend: name must be one of {GEMM_BACKENDS}, got {name!r}")

@@ -179,4 +179,7 @@ def test_environment_variable_pins_a_backend():
 def test_environment_variable_with_a_bad_value_is_refused_by_name():
     result = _run_with_env("fastest")
     assert result.returncode != 0
-    assert "FAST_S2S_GEMM must be auto, mkl_packed, blas or inhouse, got 'fastest'" in result.stderr
+    assert (
+        "FAST_S2S_GEMM must be auto, mkl_packed, blas, inhouse or panel, got 'fastest'"
+        in result.stderr
+    )

@@ -77,6 +77,43 @@ inline void panel_tile4(const A* x, int64_t ldx, int64_t rows, const A* panel, i
   store(3, d0, d1);
 }
 
+// One row of x against up to four consecutive panels (8 accumulators: 8 independent FMA chains,
+// where one panel's two would wait on the FMA latency); cols: valid columns of the last panel.
+// The single-row product of a GRU step at batch 1 (the encoder of one sentence).
+template <typename A>
+inline void panel_row4(const A* x, const A* panels, int64_t n_panels, int64_t K, A* out,
+                       int64_t last_cols) {
+  constexpr int64_t W = Vec<A>::size();
+  constexpr int64_t C = PackedWeight<A>::kCols;
+  const A* p0 = panels;
+  const A* p1 = n_panels > 1 ? panels + K * C : panels;
+  const A* p2 = n_panels > 2 ? panels + 2 * K * C : panels;
+  const A* p3 = n_panels > 3 ? panels + 3 * K * C : panels;
+  Vec<A> a0(A(0)), a1(A(0)), b0(A(0)), b1(A(0)), c0(A(0)), c1(A(0)), d0(A(0)), d1(A(0));
+  for (int64_t k = 0; k < K; ++k) {
+    const Vec<A> u(x[k]);
+    a0 = at::vec::fmadd(u, Vec<A>::loadu(p0 + k * C), a0);
+    a1 = at::vec::fmadd(u, Vec<A>::loadu(p0 + k * C + W), a1);
+    b0 = at::vec::fmadd(u, Vec<A>::loadu(p1 + k * C), b0);
+    b1 = at::vec::fmadd(u, Vec<A>::loadu(p1 + k * C + W), b1);
+    c0 = at::vec::fmadd(u, Vec<A>::loadu(p2 + k * C), c0);
+    c1 = at::vec::fmadd(u, Vec<A>::loadu(p2 + k * C + W), c1);
+    d0 = at::vec::fmadd(u, Vec<A>::loadu(p3 + k * C), d0);
+    d1 = at::vec::fmadd(u, Vec<A>::loadu(p3 + k * C + W), d1);
+  }
+  auto store = [&](int64_t p, const Vec<A>& v0, const Vec<A>& v1) {
+    if (p >= n_panels) return;
+    const int64_t cols = p == n_panels - 1 ? last_cols : C;
+    A* o = out + p * C;
+    v0.store(o, static_cast<int>(std::min<int64_t>(W, cols)));
+    if (cols > W) v1.store(o + W, static_cast<int>(std::min<int64_t>(W, cols - W)));
+  };
+  store(0, a0, a1);
+  store(1, b0, b1);
+  store(2, c0, c1);
+  store(3, d0, d1);
+}
+
 // out (M, N) = x (M, K) W^T; parallel over (panel, 4-row block) when `parallel`.
 template <typename A>
 void packed_matmul(const A* x, int64_t M, int64_t ldx, const PackedWeight<A>& w, A* out,

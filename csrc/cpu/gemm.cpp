@@ -16,6 +16,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "cpu/decoder_gemm.h"
 #include "cpu/gemm_nt.h"
 
 // MKL's packed GEMM, declared weak: resolved from torch's CPU library where it links MKL (x86
@@ -45,8 +46,8 @@ std::optional<Backend> forced_from_env() {
   const char* text = std::getenv("FAST_S2S_GEMM");
   if (text == nullptr || *text == '\0' || std::string(text) == "auto") return std::nullopt;
   const std::optional<Backend> backend = parse(text);
-  TORCH_CHECK(backend.has_value(), "FAST_S2S_GEMM must be auto, mkl_packed, blas or inhouse, got '",
-              text, "'");
+  TORCH_CHECK(backend.has_value(),
+              "FAST_S2S_GEMM must be auto, mkl_packed, blas, inhouse or panel, got '", text, "'");
   return backend;
 }
 
@@ -153,6 +154,7 @@ const char* name(Backend backend) {
     case Backend::kMklPacked: return "mkl_packed";
     case Backend::kBlas: return "blas";
     case Backend::kInHouse: return "inhouse";
+    case Backend::kPanel: return "panel";
   }
   return "?";
 }
@@ -262,9 +264,39 @@ std::vector<std::string> report() {
   return lines;
 }
 
+namespace {
+
+constexpr int64_t panel_count(int64_t n, int64_t cols) { return (n + cols - 1) / cols; }
+
+// w (n x k, row stride ldw) into the column panels of PackedWeight's layout (decoder_gemm.h):
+// panel p holds dst[(p * k + kk) * C + j] = w[p * C + j][kk], zeros past n.
+template <typename A>
+void pack_panels(const A* w, int64_t n, int64_t k, int64_t ldw, A* dst) {
+  constexpr int64_t C = PackedWeight<A>::kCols;
+  const int64_t panels = panel_count(n, C);
+  std::fill(dst, dst + panels * k * C, A(0));
+  for (int64_t row = 0; row < n; ++row) {
+    A* out = dst + (row / C) * k * C + row % C;
+    const A* src = w + row * ldw;
+    for (int64_t kk = 0; kk < k; ++kk) out[kk * C] = src[kk];
+  }
+}
+
+}  // namespace
+
 template <typename A>
 NtWeight<A>::NtWeight(Backend backend, const A* w, int64_t n, int64_t k, int64_t ldw, int64_t m)
     : backend_(backend), w_(w), n_(n), k_(k), ldw_(ldw), m_(m) {
+  if (backend_ == Backend::kPanel) {
+    if (m <= 0 || n <= 0 || k <= 0) return;
+    const size_t bytes =
+        sizeof(A) * panel_count(n, PackedWeight<A>::kCols) * k * PackedWeight<A>::kCols;
+    A* buffer = reinterpret_cast<A*>(pack_pool().acquire(bytes));
+    packed_ =
+        std::unique_ptr<float, void (*)(float*)>(reinterpret_cast<float*>(buffer), release_packed);
+    pack_panels(w, n, k, ldw, buffer);
+    return;
+  }
   if (backend_ != Backend::kMklPacked) return;
   if constexpr (std::is_same_v<A, float>) {
     TORCH_CHECK(mkl_packed_linked(), "gemm: mkl_packed is not available in this torch build");
@@ -306,6 +338,30 @@ void NtWeight<A>::multiply(const A* a, int64_t lda, A* c, int64_t ldc) const {
     case Backend::kInHouse:
       nt_column_block(NtProduct<A>{a, m_, lda, w_, n_, ldw_, k_, c, ldc}, 0, n_);
       return;
+    case Backend::kPanel: {
+      if (k_ == 0) {
+        for (int64_t i = 0; i < m_; ++i) std::fill(c + i * ldc, c + i * ldc + n_, A(0));
+        return;
+      }
+      constexpr int64_t C = PackedWeight<A>::kCols;
+      const A* panels = reinterpret_cast<const A*>(packed_.get());
+      const int64_t n_panels = panel_count(n_, C);
+      if (m_ == 1) {  // one row: four panels at a time, for independent FMA chains
+        for (int64_t p = 0; p < n_panels; p += 4) {
+          const int64_t count = std::min<int64_t>(4, n_panels - p);
+          const int64_t last_cols = std::min(C, n_ - (p + count - 1) * C);
+          panel_row4<A>(a, panels + p * k_ * C, count, k_, c + p * C, last_cols);
+        }
+        return;
+      }
+      for (int64_t p = 0; p < n_panels; ++p) {
+        for (int64_t i = 0; i < m_; i += 4) {
+          panel_tile4<A>(a + i * lda, lda, std::min<int64_t>(4, m_ - i), panels + p * k_ * C, k_,
+                         c + i * ldc + p * C, ldc, std::min(C, n_ - p * C));
+        }
+      }
+      return;
+    }
   }
 }
 

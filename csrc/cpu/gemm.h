@@ -7,11 +7,16 @@
 //               panel layout and reused by every product (every step of a GRU layer, every call
 //               of a GRU cell with the same weights). float32 only.
 //   blas        at::mm: whatever BLAS torch was built with (MKL, OpenBLAS, Accelerate, ACL).
-//   inhouse     the register-tiled kernel of gemm_nt.h: no packing, no cache blocking; wins only
-//               where the machine's BLAS is weak on the shape (small M on some CPUs).
+//   inhouse     the register-tiled dot-product kernel of gemm_nt.h: no packing, no cache blocking;
+//               wins only where the machine's BLAS is weak on the shape (small M on some CPUs).
+//   panel       w packed once into column panels of w^T (decoder_gemm.h), then broadcast-FMA
+//               tiles of 4 rows: no horizontal sums, so it is the fast form for the few-row
+//               products of a GRU layer at small batch (B = 1..16, serving and the encoder of a
+//               sentence), on any ISA; its packing costs one pass over w per call.
 // Which one runs is measured, not guessed: the first call of a site (op, shape class, dtype,
 // thread count) times every available candidate for a few milliseconds and caches the fastest
-// for the process (choose()). FAST_S2S_GEMM=mkl_packed|blas|inhouse or set_forced() pins one;
+// for the process (choose()). FAST_S2S_GEMM=mkl_packed|blas|inhouse|panel or set_forced() pins
+// one;
 // report() lists what was chosen, for `fast-s2s verify` and `fast-s2s bench`.
 //
 // Products run serially when called inside a parallel region (each task of a fused GRU step
@@ -30,11 +35,12 @@
 
 namespace fast_s2s::cpu::gemm {
 
-enum class Backend : int { kMklPacked = 0, kBlas = 1, kInHouse = 2 };
-inline constexpr Backend kAllBackends[] = {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse};
+enum class Backend : int { kMklPacked = 0, kBlas = 1, kInHouse = 2, kPanel = 3 };
+inline constexpr Backend kAllBackends[] = {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse,
+                                           Backend::kPanel};
 
 const char* name(Backend backend);
-// "mkl_packed" | "blas" | "inhouse" -> the backend; anything else: nullopt.
+// "mkl_packed" | "blas" | "inhouse" | "panel" -> the backend; anything else: nullopt.
 std::optional<Backend> parse(const std::string& text);
 // Whether `backend` can multiply matrices of `dtype` (float32 or float64) in this process.
 bool available(Backend backend, at::ScalarType dtype);
@@ -70,7 +76,7 @@ std::vector<std::string> report();
 // A weight w (N x K, rows contiguous, row stride ldw) prepared for many products out = a w^T
 // with a of exactly m rows (MKL packs for a given m), in the accumulation dtype A (float or
 // double). The weight's memory must outlive the NtWeight for the blas and inhouse backends;
-// mkl_packed keeps its own packed copy.
+// mkl_packed and panel keep their own packed copy.
 template <typename A>
 class NtWeight {
  public:
@@ -86,6 +92,7 @@ class NtWeight {
   Backend backend_;
   const A* w_;
   int64_t n_, k_, ldw_, m_;
+  // mkl_packed: MKL's buffer; panel: the column panels of w^T (in A, from the same pool).
   std::unique_ptr<float, void (*)(float*)> packed_{nullptr, [](float*) {}};
 };
 

@@ -17,9 +17,10 @@ void set_gemm_backend(std::string name) {
     return;
   }
   const std::optional<gemm::Backend> backend = gemm::parse(name);
-  TORCH_CHECK(backend.has_value(),
-              "set_gemm_backend: name must be 'auto', 'mkl_packed', 'blas' or 'inhouse', got '",
-              name, "'");
+  TORCH_CHECK(
+      backend.has_value(),
+      "set_gemm_backend: name must be 'auto', 'mkl_packed', 'blas', 'inhouse' or 'panel', got '",
+      name, "'");
   TORCH_CHECK(gemm::available(*backend, at::kFloat), "set_gemm_backend: '", name,
               "' is not available in this torch build (MKL's packed GEMM needs torch linked "
               "with MKL, as its x86 builds are)");

@@ -61,19 +61,20 @@ std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::T
       return std::make_unique<Products>(Products{StepProducts<A>(b, p.w_ih, 3, blocks, B),
                                                  StepProducts<A>(b, p.w_hh, 3, blocks, B)});
     };
-    const Backend backend = gemm::choose({kOp, B, 3 * H, I, acc},
-                                         {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse},
-                                         [&](Backend b) -> std::function<void()> {
-                                           return [&, b] {  // preparing is part of a cell call
-                                             const std::unique_ptr<Products> candidate = prepare(b);
-                                             candidate->gi.before_blocks(xp, I);
-                                             candidate->gh.before_blocks(hp, H);
-                                             for_each_block(blocks, [&](int64_t k) {
-                                               candidate->gi.block(k, xp, I);
-                                               candidate->gh.block(k, hp, H);
-                                             });
-                                           };
-                                         });
+    const Backend backend =
+        gemm::choose({kOp, B, 3 * H, I, acc},
+                     {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse, Backend::kPanel},
+                     [&](Backend b) -> std::function<void()> {
+                       return [&, b] {  // preparing is part of a cell call
+                         const std::unique_ptr<Products> candidate = prepare(b);
+                         candidate->gi.before_blocks(xp, I);
+                         candidate->gh.before_blocks(hp, H);
+                         for_each_block(blocks, [&](int64_t k) {
+                           candidate->gi.block(k, xp, I);
+                           candidate->gh.block(k, hp, H);
+                         });
+                       };
+                     });
     const std::unique_ptr<Products> products = prepare(backend);
     A* gp = gates.mutable_data_ptr<A>();
     scalar_t* out = h_new.mutable_data_ptr<scalar_t>();

@@ -17,6 +17,13 @@ GruParams gru_params(const char* op, const at::Tensor& x, int64_t input_size, in
                      const at::Tensor& w_ih, const at::Tensor& w_hh,
                      const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh);
 
+// The gru_layer op's CPU forward (gru_layer.cpp): one layer, one direction, output (T, B, H),
+// h_n (B, H) and the (T, B, 5H) workspace of the backward.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+    const std::optional<at::Tensor>& lengths, bool reverse);
+
 // out (M, N) = a (M, K) w^T (w: N x K), in the accumulation dtype; out with unit column stride.
 // A one-shot product through the GEMM layer (gemm.h), which measures the backend per shape.
 void matmul_nt_out(const at::Tensor& a, const at::Tensor& w, at::Tensor& out);

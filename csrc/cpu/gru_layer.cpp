@@ -45,7 +45,8 @@ const A* ptr_or_null(const at::Tensor& t) {
 }
 
 using gemm::Backend;
-constexpr Backend kStepBackends[] = {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse};
+constexpr Backend kStepBackends[] = {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse,
+                                     Backend::kPanel};
 
 // x_t W_ih^T for the steps in order, computed a chunk of steps at a time (one product of at least
 // kChunkRows rows) into a buffer that each thread keeps across calls: the projection goes from
@@ -94,7 +95,9 @@ class InputProjection {
   int64_t lo_ = 0, hi_ = 0;
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& lengths, bool reverse) {
@@ -169,6 +172,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_cpu(
   });
   return {output, h.to(x.scalar_type()), work};
 }
+
+namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
@@ -284,7 +289,7 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fast_s2s, CPU, m) {
-  m.impl("gru_layer", &gru_layer_cpu);
+  m.impl("gru_layer", &gru_layer_forward);
   m.impl("gru_layer_backward", &gru_layer_backward_cpu);
 }
 

@@ -64,7 +64,8 @@ def plot_attention(
 
 def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
     """Save the bottleneck experiment's plot (fast_s2s.experiment): exact match (left) and token
-    accuracy (right) against source length, one line per model, one point per length bucket."""
+    accuracy (right) against source length, one line per model, one point per length bucket.
+    The local-attention models are dashed."""
     try:
         import matplotlib
     except ImportError as exc:
@@ -72,8 +73,12 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    window = results.get("settings", {}).get("window", 10)
     styles = {"classic": ("tab:red", "s", "classic (no attention)"),
-              "attention": ("tab:blue", "o", "attention (Bahdanau)")}  # fmt: skip
+              "attention": ("tab:blue", "o", "global attention (Bahdanau)"),
+              "luong": ("tab:purple", "D", "global attention (Luong general)"),
+              "local_p": ("tab:green", "^", f"local-p (Luong general, D={window})"),
+              "local_m": ("tab:olive", "v", f"local-m (Luong general, D={window})")}  # fmt: skip
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.7), sharey=True)
     for ax, metric, label in zip(
         axes, ("exact", "token_accuracy"), ("exact match", "token accuracy"), strict=True
@@ -82,7 +87,10 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
             color, marker, legend = styles.get(name, (None, "o", name))
             rows = stats["buckets"]
             x = [(r["low"] + r["high"]) / 2 for r in rows]
-            ax.plot(x, [100 * r[metric] for r in rows], marker=marker, color=color, label=legend)
+            line = "--" if name.startswith("local") else "-"
+            ax.plot(
+                x, [100 * r[metric] for r in rows], line, marker=marker, color=color, label=legend
+            )
         rows = next(iter(results["models"].values()))["buckets"]
         ax.set_xticks([(r["low"] + r["high"]) / 2 for r in rows], [r["lengths"] for r in rows])
         ax.set_xlabel("source length (symbols)")
@@ -96,7 +104,7 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
     budget = f"{budget} steps" if budget else f"{settings.get('seconds', '?')} s"
     fig.suptitle(
         f"reverse task, same sizes (hidden {settings.get('hidden_size', '?')}) and budget "
-        f"({budget}) for both models",
+        f"({budget}) for every model",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.07, 1, 1))

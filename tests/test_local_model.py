@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fast_s2s import cli
+from fast_s2s.backends import why_unavailable
 from fast_s2s.models import (
     Seq2Seq,
     Seq2SeqConfig,
@@ -270,6 +271,37 @@ def test_beam_long_outputs_score_as_teacher_forced_and_batch_independent(name):
     greedy = greedy_decode(model, src, lens, max_len=70, min_len=60)
     beam1 = beam_search(model, src, lens, beam_size=1, max_len=70, min_len=60)
     assert [h.tokens for h in beam1] == [h.tokens for h in greedy]
+
+
+@pytest.mark.skipif(
+    why_unavailable("local_attention", "cpp", "cpu") is not None,
+    reason=f"cpp local_attention: {why_unavailable('local_attention', 'cpp', 'cpu')}",
+)
+@pytest.mark.parametrize("name", ["local-p-general", "local-m-dot-feed"])
+def test_cpp_and_reference_backends_agree(name):
+    """The same weights on backend cpp (fused GRU and local_attention ops) and reference: the
+    loss, its gradients and the greedy decode."""
+    ref = model_of(name)
+    local, score, feed = MODELS[name]
+    cpp = Seq2Seq(local_config(local, score=score, input_feeding=feed, backend="cpp")).eval()
+    cpp.load_state_dict(ref.state_dict())
+    src, lens = long_batch()
+    g = torch.Generator().manual_seed(4)
+    tgt = torch.randint(3, VOCAB, (3, 40), generator=g)
+    tgt_in = torch.cat([torch.full((3, 1), BOS), tgt], dim=1)
+    tgt_out = torch.cat([tgt, torch.full((3, 1), EOS)], dim=1)
+    grads = []
+    for model in (ref, cpp):
+        model.zero_grad()
+        loss, _ = model.loss(src, lens, tgt_in, tgt_out)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-3, rtol=1e-5)
+    for got, want in zip(grads[1][1], grads[0][1], strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    a = greedy_decode(ref, src, lens, max_len=60, min_len=50)
+    b = greedy_decode(cpp, src, lens, max_len=60, min_len=50)
+    assert [h.tokens for h in a] == [h.tokens for h in b]
 
 
 # -- the native loop: not for local attention ------------------------------------------------------

@@ -24,7 +24,9 @@ __all__ = [
 
 # Ops with a compiled kernel, per device type. Grows as kernels land.
 CPP_KERNELS: dict[str, frozenset[str]] = {
-    "cpu": frozenset({"dot_attention", "additive_attention", "gru_cell", "gru_layer"}),
+    "cpu": frozenset(
+        {"dot_attention", "additive_attention", "local_attention", "gru_cell", "gru_layer"}
+    ),
     "cuda": frozenset({"dot_attention", "additive_attention", "gru_cell", "gru_layer"}),
 }
 # Ops with a Triton kernel in fast_s2s.kernels (kernels/ in the repository).

@@ -117,6 +117,12 @@ class Backend:
         fn = self.function("additive_attention")
         return fn(query_proj, keys_proj, v, values, lengths, need_weights=need_weights)
 
+    def local_attention(
+        self, query, keys, values, centers, window, lengths=None, scale=1.0, *, need_weights=True
+    ):
+        fn = self.function("local_attention")
+        return fn(query, keys, values, centers, window, lengths, scale, need_weights=need_weights)
+
     def gru_cell(self, x, h, w_ih, w_hh, b_ih=None, b_hh=None):
         return self.function("gru_cell")(x, h, w_ih, w_hh, b_ih, b_hh)
 
@@ -156,6 +162,15 @@ def _emu_additive_attention(
     return context, weights if need_weights else None
 
 
+def _emu_local_attention(
+    emu, query, keys, values, centers, window, lengths=None, scale=1.0, *, need_weights=True
+):
+    context, weights = emu.local_attention(
+        query, keys, values, centers, int(window), lengths, float(scale), need_weights
+    )
+    return context, weights if need_weights else None
+
+
 def _emu_gru_cell(emu, x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     return emu.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)[0]
 
@@ -168,6 +183,7 @@ def _emu_gru_layer(emu, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, r
 _EMULATED = {
     "dot_attention": _emu_dot_attention,
     "additive_attention": _emu_additive_attention,
+    "local_attention": _emu_local_attention,
     "gru_cell": _emu_gru_cell,
     "gru_layer": _emu_gru_layer,
 }
@@ -290,7 +306,31 @@ def _register_emulated_autograd(emu) -> None:
         )
         return (*grads, None, None)
 
+    def local_setup(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+        query, keys, values, centers, window, lengths, scale, need_weights = inputs
+        ctx.save_for_backward(query, keys, values, centers, lengths)
+        ctx.window, ctx.scale, ctx.need_weights = window, scale, need_weights
+
+    def local_backward(ctx, grad_context, grad_weights):
+        query, keys, values, centers, lengths = ctx.saved_tensors
+        grads = emu.local_attention_backward(
+            context_grad(grad_context, query, values),
+            grad_weights if ctx.need_weights else None,
+            query,
+            keys,
+            values,
+            centers,
+            ctx.window,
+            lengths,
+            ctx.scale,
+        )
+        return (*grads, None, None, None, None)
+
     torch.library.register_autograd(lib + "dot_attention", dot_backward, setup_context=dot_setup)
+    torch.library.register_autograd(
+        lib + "local_attention", local_backward, setup_context=local_setup
+    )
     torch.library.register_autograd(
         lib + "additive_attention", additive_backward, setup_context=additive_setup
     )

@@ -513,3 +513,19 @@ def test_torch_nn_peer_decodes_the_same_model(variant):
     lengths[1] = 4
     expected = [h.tokens for h in greedy_decode(model, src, lengths, 12)]
     assert peer.greedy(src, lengths, 12) == expected
+
+
+@pytest.mark.parametrize("case", reg.select_cases(["local_attention"], "tiny"), ids=lambda c: c.id)
+def test_local_attention_peers_compute_what_the_op_computes(case):
+    """The local-composite peer (gather the window) gives the op's context, so the bench compares
+    like with like; the global-fused peer reads every position and so differs."""
+    import fast_s2s
+    from fast_s2s.benchmark import local_family
+
+    inputs = reg.make_inputs(case, "cpu", torch.float64)
+    expected = fast_s2s.local_attention(*inputs.args, **inputs.kwargs, backend="reference")[0]
+    composite = local_family.local_composite(inputs)()
+    torch.testing.assert_close(composite, expected.detach())
+    fused = reg.fast_s2s_impl("local_attention", "cpp", "cpu").make(inputs)()
+    torch.testing.assert_close(fused, expected.detach())
+    assert not torch.allclose(local_family.global_fused(inputs)(), expected)

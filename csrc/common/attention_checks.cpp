@@ -78,6 +78,18 @@ AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query
   return g;
 }
 
+void check_local_inputs(const char* op, const at::Tensor& centers, int64_t window,
+                        const at::Tensor& query) {
+  check_float_dtype(op, "centers", centers);
+  TORCH_CHECK(centers.device() == query.device(), op, ": centers must be on the device of query (",
+              query.device(), "), got ", centers.device());
+  const auto rows = query.sizes().slice(0, query.dim() - 1);
+  TORCH_CHECK(centers.sizes() == rows, op, ": centers must have shape ",
+              query.dim() == 3 ? "(N, T) = " : "(N,) = ", rows, " like the rows of query, got ",
+              centers.sizes());
+  TORCH_CHECK(window >= 0, op, ": window must be a non-negative int, got ", window);
+}
+
 std::vector<int64_t> read_lengths(const char* op, const std::optional<at::Tensor>& lengths,
                                   int64_t B, int64_t limit, const char* limit_name) {
   std::vector<int64_t> out(static_cast<size_t>(B), limit);

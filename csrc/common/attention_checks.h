@@ -32,6 +32,11 @@ AttentionGeometry check_attention_inputs(const char* op, const at::Tensor& query
                                          const char* keys_name, const at::Tensor& values,
                                          const std::optional<at::Tensor>& lengths);
 
+// local_attention's centers (N, T) for a 3-D query, (N,) for a 2-D one, floating, on the query's
+// device; window >= 0.
+void check_local_inputs(const char* op, const at::Tensor& centers, int64_t window,
+                        const at::Tensor& query);
+
 // lengths as int64 on the host (limit for every row when absent), each checked to lie in
 // [0, limit]; limit_name says what the limit is in the message ("S" for attention, "T" for GRU).
 std::vector<int64_t> read_lengths(const char* op, const std::optional<at::Tensor>& lengths,

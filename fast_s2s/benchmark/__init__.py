@@ -30,11 +30,21 @@ DEFAULT_PEERS = (
     "torch.nn",
     "composite",
     "sdpa",
+    "local-composite",
+    "global-fused",
     "GRUCell",
     "GRU",
     "compile",
 )
-DEFAULT_OPS = ("dot_attention", "additive_attention", "gru_cell", "gru_layer", "gru", "model")
+DEFAULT_OPS = (
+    "dot_attention",
+    "additive_attention",
+    "local_attention",
+    "gru_cell",
+    "gru_layer",
+    "gru",
+    "model",
+)
 
 __all__ = ["add_arguments", "main", "run_benchmarks"]
 
@@ -63,10 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: every available one, plus auto)")
     add("--peers", type=_csv, default=list(DEFAULT_PEERS), metavar="P[,P]",
         help=f"peers to time (default: {','.join(DEFAULT_PEERS)}; composite applies to "
-        "attention, sdpa to dot_attention, GRUCell to gru_cell, GRU to gru_layer and gru, "
-        "compile to every op but gru and model; for model, reference is the model on "
-        "backend=reference, python-loop the Python search loop on backend=cpp, torch.nn the "
-        "model from torch.nn modules)")
+        "attention, sdpa to dot_attention, local-composite (gather the window) and "
+        "global-fused (fast_s2s.dot_attention) to local_attention, GRUCell to gru_cell, GRU "
+        "to gru_layer and gru, compile to every op but gru and model; for model, reference is "
+        "the model on backend=reference, python-loop the Python search loop on backend=cpp, "
+        "torch.nn the model from torch.nn modules)")
     add("--json", default=None, metavar="PATH",
         help="where to write the results (default: bench_results/bench-<device>.json)")
     add("--plot", default=None, metavar="PATH", help="also write a PNG plot here")

@@ -14,11 +14,16 @@ from dataclasses import dataclass
 import torch
 
 from fast_s2s import backends as _backends
-from fast_s2s.benchmark import attention_family, gru_family, model_family
+from fast_s2s.benchmark import attention_family, gru_family, local_family, model_family
 from fast_s2s.benchmark.case import SHAPE_SETS, Case, Inputs
 from fast_s2s.benchmark.family import Factory, Family
 
-FAMILIES: tuple[Family, ...] = (attention_family.FAMILY, gru_family.FAMILY, model_family.FAMILY)
+FAMILIES: tuple[Family, ...] = (
+    attention_family.FAMILY,
+    local_family.FAMILY,
+    gru_family.FAMILY,
+    model_family.FAMILY,
+)
 FAMILY_OF: dict[str, Family] = {op: f for f in FAMILIES for op in f.ops}
 OPS: tuple[str, ...] = tuple(FAMILY_OF)  # every op, in report order
 
@@ -31,6 +36,8 @@ PEER_NAMES = (
     "torch.nn",
     "composite",
     "sdpa",
+    "local-composite",
+    "global-fused",
     "GRUCell",
     "GRU",
     "compile",
@@ -42,6 +49,8 @@ PEER_IMPLEMENTATIONS = {
     "torch.nn": "the model from torch.nn modules, Python loop (benchmark/torch_peer.py)",
     "composite": "bmm + softmax + bmm (PyTorch, input dtype)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
+    "local-composite": "gather the window + bmm + masked softmax + Gaussian (PyTorch)",
+    "global-fused": "fast_s2s.dot_attention over all S (the global fused op, auto backend)",
     "GRUCell": "torch.nn.GRUCell",
     "GRU": "torch.nn.GRU",
     "compile": "torch.compile(fast_s2s.reference)",

@@ -33,6 +33,9 @@ class Problem:
     differentiable: tuple[str, ...]
     call_fused: Callable[..., tuple[torch.Tensor, ...]]
     call_reference: Callable[..., tuple[torch.Tensor, ...]]
+    # Tensors of source positions (local attention's centres): float32 in 16-bit runs, as
+    # fast_s2s.local_attention recommends (bfloat16 cannot say 257).
+    positions: tuple[str, ...] = ()
 
 
 def _attention_problems(device: str) -> list[Problem]:
@@ -78,6 +81,26 @@ def _attention_problems(device: str) -> list[Problem]:
                 ),
             )
         )
+        # Local attention, window 5: local-p centres (real, some windows cut by either end)
+        # for the decode step, local-m's shifted by a fraction for training.
+        if T == 1:
+            centers = (S + 4) * torch.rand(B * beam, T, generator=gen).to(device) - 2
+        else:
+            centers = (torch.arange(T, dtype=torch.float32) * 2 + 0.3).expand(B, T).to(device)
+        problems.append(
+            Problem(
+                f"local_attention {label}",
+                dict(query=query, keys=keys, values=values, centers=centers.contiguous()),
+                ("query", "keys", "values", "centers"),
+                lambda backend, query, keys, values, centers, L=lengths, sc=scale: (
+                    ops.local_attention(query, keys, values, centers, 5, L, sc, backend=backend)
+                ),
+                lambda query, keys, values, centers, L=lengths, sc=scale: reference.local_attention(
+                    query, keys, values, centers, 5, L, sc
+                ),
+                positions=("centers",),
+            )
+        )
     return problems
 
 
@@ -120,8 +143,11 @@ def _errors(problem: Problem, backend: str, dtype: torch.dtype) -> tuple[float, 
     """Max abs error of the outputs and of the input gradients, against float64 reference."""
 
     def prepared(dt):
+        def dtype_of(name):
+            return torch.float32 if name in problem.positions and dt.itemsize < 4 else dt
+
         return {
-            k: t.to(dt).requires_grad_(k in problem.differentiable)
+            k: t.to(dtype_of(k)).requires_grad_(k in problem.differentiable)
             for k, t in problem.tensors.items()
         }
 

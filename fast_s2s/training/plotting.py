@@ -79,7 +79,10 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
               "luong": ("tab:purple", "D", "global attention (Luong general)"),
               "local_p": ("tab:green", "^", f"local-p (Luong general, D={window})"),
               "local_m": ("tab:olive", "v", f"local-m (Luong general, D={window})")}  # fmt: skip
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.7), sharey=True)
+    extra_rows = (
+        max(0, math.ceil(len(results["models"]) / 2) - 1) if len(results["models"]) > 3 else 0
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.7 + 0.25 * extra_rows), sharey=True)
     for ax, metric, label in zip(
         axes, ("exact", "token_accuracy"), ("exact match", "token accuracy"), strict=True
     ):
@@ -98,7 +101,9 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    ncol = len(labels) if len(labels) <= 3 else 2  # more series: two columns of legend
+    legend_rows = math.ceil(len(labels) / ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
     settings = results.get("settings", {})
     budget = settings.get("steps")
     budget = f"{budget} steps" if budget else f"{settings.get('seconds', '?')} s"
@@ -107,6 +112,6 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
         f"({budget}) for every model",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.02 + 0.055 * legend_rows, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,6 +1,6 @@
 """`fast-s2s experiment length`: the bottleneck experiment of fast_s2s.training.length_experiment.
 
-fast-s2s experiment length                       # defaults: about 10 minutes on 1 CPU thread
+fast-s2s experiment length                       # defaults: 3 models x 3000 steps, 1 thread
 fast-s2s experiment length --budget 300s --out runs/bottleneck
 fast-s2s experiment length --models attention,luong,local_p --window 10
 fast-s2s experiment length --tiny                # seconds: a smoke test of the pipeline

@@ -365,7 +365,12 @@ def test_length_experiment_runs_end_to_end_at_a_tiny_budget(tmp_path, capsys):
     out = tmp_path / "exp"
     assert cli.main(["experiment", "length", "--tiny", "--out", str(out), "--seed", "3"]) == 0
     results = json.loads((out / "bottleneck.json").read_text())
-    assert set(results["models"]) == {"classic", "attention"}
+    assert list(results["models"]) == ["classic", "attention", "local_p"]
+    local_p = results["models"]["local_p"]["config"]
+    assert (local_p["wiring"], local_p["score"], local_p["local"], local_p["window"]) == (
+        "luong", "general", "p", 10
+    )  # fmt: skip
+    assert results["models"]["attention"]["config"]["local"] == "none"
     for name, stats in results["models"].items():
         assert stats["steps"] == results["settings"]["steps"]
         assert stats["config"]["attention"] == ("none" if name == "classic" else "on")
@@ -377,6 +382,26 @@ def test_length_experiment_runs_end_to_end_at_a_tiny_budget(tmp_path, capsys):
     assert classic["hidden_size"] == attention["hidden_size"]
     assert (out / "bottleneck.png").read_bytes()[:4] == b"\x89PNG"
     assert "51-60" in capsys.readouterr().out
+
+
+def test_length_experiment_models_option(tmp_path, capsys):
+    """--models picks the series (here Luong global beside local-m and local-p, window 3);
+    unknown or repeated names are one line and exit code 2."""
+    out = tmp_path / "exp"
+    args = ["experiment", "length", "--tiny", "--out", str(out), "--window", "3"]
+    assert cli.main([*args, "--models", "luong,local_m,local_p"]) == 0
+    results = json.loads((out / "bottleneck.json").read_text())
+    assert list(results["models"]) == ["luong", "local_m", "local_p"]
+    configs = {name: stats["config"] for name, stats in results["models"].items()}
+    assert [configs[m]["local"] for m in ("luong", "local_m", "local_p")] == ["none", "m", "p"]
+    assert configs["local_m"]["window"] == 3 and results["settings"]["window"] == 3
+    assert "local_m: 6 steps" in capsys.readouterr().out
+    for bad in ("attention,bogus", "local_p,local_p", ","):
+        assert cli.main([*args, "--models", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--models must name distinct models" in err
+    assert cli.main([*args, "--window", "-1"]) == 2
+    assert "--window must be a non-negative integer" in capsys.readouterr().err
 
 
 def test_experiment_budget_and_buckets():

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fast_s2s.backends import BackendUnavailableError, available_backends
-from fast_s2s.nn import ATTENTION_KINDS, GRU, Attention, AttentionMemory, GRUCell
+from fast_s2s.nn import GLOBAL_ATTENTION_KINDS, GRU, Attention, AttentionMemory, GRUCell
 
 TOL = {"reference": 1e-5, "cpp": 2e-5, "triton": 2e-5}
 
@@ -414,7 +414,7 @@ def _direct(att: Attention, query, keys, values, lengths, beam):
 @pytest.mark.parametrize("backend", _backends("dot_attention"))
 @pytest.mark.parametrize("lengths", ["nolen", "len_0_S"])
 @pytest.mark.parametrize("qdim", ["2d", "3d"])
-@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+@pytest.mark.parametrize("kind", GLOBAL_ATTENTION_KINDS)
 def test_attention_matches_formula(kind, qdim, lengths, backend):
     if kind in ("concat", "additive") and available_backends("additive_attention", "cpu")[backend]:
         pytest.skip(available_backends("additive_attention", "cpu")[backend])
@@ -437,7 +437,7 @@ def test_attention_matches_formula(kind, qdim, lengths, backend):
         assert torch.equal(weights[:2, ..., 2:], torch.zeros_like(weights[:2, ..., 2:]))
 
 
-@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+@pytest.mark.parametrize("kind", GLOBAL_ATTENTION_KINDS)
 def test_attention_raw_keys_equal_precompute_reused_over_steps(kind):
     dq = DK if kind in ("dot", "scaled_dot") else DQ
     att = Attention(kind, dq, DK, attn_size=A, backend="reference")  # value_size = key_size
@@ -459,7 +459,7 @@ def test_attention_raw_keys_equal_precompute_reused_over_steps(kind):
         assert len(calls) == 1 + 3  # one precompute, then one per raw-keys call
 
 
-@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+@pytest.mark.parametrize("kind", GLOBAL_ATTENTION_KINDS)
 def test_attention_state_dict_round_trip(kind):
     att = _attention(kind, bias=kind in ("concat", "additive"))
     expected_keys = {
@@ -481,7 +481,7 @@ def test_attention_state_dict_round_trip(kind):
 
 
 @pytest.mark.parametrize("backend", _backends("dot_attention"))
-@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+@pytest.mark.parametrize("kind", GLOBAL_ATTENTION_KINDS)
 def test_attention_non_contiguous_inputs(kind, backend):
     if kind in ("concat", "additive") and available_backends("additive_attention", "cpu")[backend]:
         pytest.skip(available_backends("additive_attention", "cpu")[backend])
@@ -498,7 +498,7 @@ def test_attention_non_contiguous_inputs(kind, backend):
 
 @pytest.mark.parametrize("backend", _backends("dot_attention"))
 @pytest.mark.parametrize("qdim", ["2d", "3d"])
-@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+@pytest.mark.parametrize("kind", GLOBAL_ATTENTION_KINDS)
 def test_attention_need_weights_false(kind, qdim, backend):
     """need_weights=False, as torch.nn.MultiheadAttention: weights None, the same context."""
     if kind in ("concat", "additive") and available_backends("additive_attention", "cpu")[backend]:
@@ -521,7 +521,7 @@ def test_attention_need_weights_false(kind, qdim, backend):
 
 @pytest.mark.parametrize("backend", _backends("dot_attention", include_reference=False))
 @pytest.mark.parametrize("need_weights", [True, False], ids=["weights", "no_weights"])
-@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+@pytest.mark.parametrize("kind", GLOBAL_ATTENTION_KINDS)
 def test_attention_gradients_match_reference_backend(kind, need_weights, backend):
     """A loss on context and weights, or on the context alone with need_weights=False."""
     if kind in ("concat", "additive") and available_backends("additive_attention", "cpu")[backend]:

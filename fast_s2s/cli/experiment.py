@@ -1,7 +1,8 @@
 """`fast-s2s experiment length`: the bottleneck experiment of fast_s2s.training.length_experiment.
 
-fast-s2s experiment length                       # defaults: about 6 minutes on 1 CPU thread
+fast-s2s experiment length                       # defaults: 3 models x 3000 steps, 1 thread
 fast-s2s experiment length --budget 300s --out runs/bottleneck
+fast-s2s experiment length --models attention,luong,local_p --window 10
 fast-s2s experiment length --tiny                # seconds: a smoke test of the pipeline
 """
 
@@ -12,6 +13,8 @@ import sys
 
 from fast_s2s.backends import BACKENDS
 from fast_s2s.training.length_experiment import (
+    DEFAULT_MODELS,
+    MODEL_CHOICES,
     TINY,
     LengthSettings,
     parse_budget,
@@ -22,7 +25,7 @@ from fast_s2s.training.length_experiment import (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "name", choices=["length"], help="length: accuracy against source length, classic vs "
-        "attention (the bottleneck experiment)"
+        "global and local attention (the bottleneck experiment)"
     )  # fmt: skip
     d = LengthSettings()
     parser.add_argument(
@@ -36,6 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tiny", action="store_true", help="tiny sizes and a 6-step budget (a smoke test)"
     )
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated, of {', '.join(MODEL_CHOICES)} (luong: Luong general global "
+        f"attention; local_p / local_m: Luong general local attention); default "
+        f"{','.join(DEFAULT_MODELS)}",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=d.window,
+        help=f"D of local_p / local_m (2D + 1 positions); default {d.window}",
+    )
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
 
 
@@ -44,7 +60,14 @@ def settings_from_args(args: argparse.Namespace) -> LengthSettings:
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     steps, seconds = parse_budget(args.budget)
-    base = dict(seed=args.seed, backend=args.backend, threads=args.threads)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    base = dict(
+        seed=args.seed,
+        backend=args.backend,
+        threads=args.threads,
+        models=models,
+        window=args.window,
+    )
     if args.tiny:
         return LengthSettings(**{**base, **TINY})
     return LengthSettings(**base, steps=steps, seconds=seconds)

@@ -8,6 +8,7 @@
     fast-s2s train --task tones ...                              # frames source (generated)
     fast-s2s train --data frames.npz ...                         # frames source (.pt / .npz)
     fast-s2s train --attention none ...                          # classic, no attention
+    fast-s2s train --local p --score general --window 10 ...     # Luong local-p attention
     fast-s2s train ... --resume                                  # continue from --checkpoint
     torchrun --nproc-per-node 2 -m fast_s2s.cli train ...        # DistributedDataParallel
 
@@ -40,6 +41,7 @@ from fast_s2s.data import (
     load_split,
 )
 from fast_s2s.models import SearchOptions, Seq2SeqConfig
+from fast_s2s.models.config import LOCAL_SCORES, LOCALS
 from fast_s2s.training import TrainResult, TrainSettings, checkpoint, g2p, train
 from fast_s2s.training.plotting import plotting_unavailable
 
@@ -140,6 +142,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wiring", choices=["bahdanau", "luong"], help=_defaults("wiring"))
     parser.add_argument("--score", choices=["additive", "dot", "general", "concat"], default=None)
     parser.add_argument("--input-feeding", action="store_true")
+    parser.add_argument(
+        "--local",
+        choices=LOCALS,
+        default=c.local,
+        help="Luong local attention: m (window centred on the target position t) or p (on a "
+        "predicted position); none: global attention. Implies --wiring luong; takes --score "
+        "dot or general (default general)",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help=f"with --local: D, the window's half-width (2D + 1 positions); default {c.window}",
+    )
     for name in ("embed_size", "hidden_size", "encoder_layers", "decoder_layers"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=_defaults(name))
     parser.add_argument("--dropout", type=float, help=_defaults("dropout"))
@@ -204,16 +220,28 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     )
 
 
+def _wiring(args: argparse.Namespace) -> str:
+    """--wiring, or luong for --local m|p (local attention is Luong's), or the default."""
+    if args.wiring is None and args.local != "none":
+        return "luong"
+    return _value(args, "wiring")
+
+
 def config_from_args(args: argparse.Namespace) -> dict:
-    wiring = _value(args, "wiring")
-    return dict(
+    wiring = _wiring(args)
+    config = dict(
         score=args.score or ("additive" if wiring == "bahdanau" else "general"),
         input_feeding=args.input_feeding,
         tie_embeddings=args.tie_embeddings,
         backend=args.backend,
         attention=args.attention,
+        local=args.local,
         **{name: _value(args, name) for name in g2p.MODEL_DEFAULTS},
     )
+    config["wiring"] = wiring
+    if args.window is not None:
+        config["window"] = args.window
+    return config
 
 
 def check_args(args: argparse.Namespace) -> str | None:
@@ -231,6 +259,9 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--threads must be >= 1, got {threads}"
     if args.test_beam is not None and args.test_beam < 1:
         return f"--test-beam must be >= 1, got {args.test_beam}"
+    problem = _check_local(args)
+    if problem:
+        return problem
     if args.plot and args.attention == "none":
         return "--plot: a model without attention (--attention none) has no attention map"
     if args.plot and plotting_unavailable():
@@ -257,6 +288,26 @@ def check_args(args: argparse.Namespace) -> str | None:
         return (
             "--demo translates text, but this model reads frames; translate frames with "
             "`fast-s2s translate --checkpoint PATH --frames FILE.pt`"
+        )
+    return None
+
+
+def _check_local(args: argparse.Namespace) -> str | None:
+    """What is wrong with --local / --window and the options they go with; None if nothing."""
+    if args.window is not None and args.local == "none":
+        return "--window is the window of local attention: give it with --local m or --local p"
+    if args.window is not None and args.window < 0:
+        return f"--window must be >= 0 (the window is 2 * D + 1 positions), got {args.window}"
+    if args.local == "none":
+        return None
+    if args.attention == "none":
+        return f"--local {args.local}: a model without attention (--attention none) has no window"
+    if _wiring(args) != "luong":
+        return f"--local {args.local}: local attention is Luong's, it needs --wiring luong"
+    if args.score is not None and args.score not in LOCAL_SCORES:
+        return (
+            f"--local {args.local} scores its window with --score dot or general, got "
+            f"--score {args.score}"
         )
     return None
 

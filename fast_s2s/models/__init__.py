@@ -16,7 +16,7 @@ cuda_graph.py (greedy decoding on CUDA as a replayed CUDA graph).
 
 from fast_s2s.models.bahdanau import BahdanauDecoder
 from fast_s2s.models.classic import ClassicDecoder
-from fast_s2s.models.config import ATTENTIONS, SCORES, SOURCES, WIRINGS, Seq2SeqConfig
+from fast_s2s.models.config import ATTENTIONS, LOCALS, SCORES, SOURCES, WIRINGS, Seq2SeqConfig
 from fast_s2s.models.decoder import Decoder
 from fast_s2s.models.encoder import Encoder, EncoderOutput
 from fast_s2s.models.luong import LuongDecoder
@@ -33,6 +33,7 @@ from fast_s2s.models.state import DecoderState, EncoderState
 
 __all__ = [
     "ATTENTIONS",
+    "LOCALS",
     "SCORES",
     "SOURCES",
     "WIRINGS",

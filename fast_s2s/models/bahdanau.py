@@ -49,4 +49,4 @@ class BahdanauDecoder(Decoder):
         )  # (N, H), (N, S) or None
         hidden = self.rnn_step(torch.cat([embedded, context], dim=-1), state.hidden)
         readout = torch.tanh(self.readout(torch.cat([hidden[-1], context, embedded], dim=-1)))
-        return self.dropout(readout), DecoderState(hidden, None), weights
+        return self.dropout(readout), DecoderState(hidden, None, state.step + 1), weights

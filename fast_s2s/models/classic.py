@@ -54,10 +54,11 @@ class ClassicDecoder(Decoder):
         context = self._context(enc, beam)  # (N, H): one small vector per row
         hidden = self.rnn_step(torch.cat([embedded, context], dim=-1), state.hidden)
         readout = torch.tanh(self.readout(torch.cat([hidden[-1], context, embedded], dim=-1)))
+        new_state = DecoderState(hidden, None, state.step + 1)
         if not need_weights:
-            return self.dropout(readout), DecoderState(hidden, None), None
+            return self.dropout(readout), new_state, None
         weights = embedded.new_zeros(embedded.shape[0], enc.states.shape[1])  # no attention
-        return self.dropout(readout), DecoderState(hidden, None), weights
+        return self.dropout(readout), new_state, weights
 
     def forward(self, enc: EncoderState, tgt_in: Tensor) -> Tensor:
         embedded = self.embed(tgt_in)  # (B, T, E)

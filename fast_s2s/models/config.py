@@ -13,7 +13,7 @@ from typing import Any
 
 from fast_s2s.checks import check_backend
 
-__all__ = ["ATTENTIONS", "SCORES", "SOURCES", "WIRINGS", "Seq2SeqConfig"]
+__all__ = ["ATTENTIONS", "LOCALS", "LOCAL_SCORES", "SCORES", "SOURCES", "WIRINGS", "Seq2SeqConfig"]
 
 WIRINGS = ("bahdanau", "luong")
 # "on": an attentional decoder (config.wiring); "none": the classic encoder-decoder.
@@ -25,6 +25,10 @@ SCORES: dict[str, tuple[str, ...]] = {
     "bahdanau": ("additive",),
     "luong": ("dot", "general", "concat"),
 }
+# Luong attention reads every source position ("none") or a window (local-m "m", local-p "p").
+LOCALS = ("none", "m", "p")
+# The scores local attention takes (fast_s2s.nn.LOCAL_SCORES).
+LOCAL_SCORES = ("dot", "general")
 
 _INT_FIELDS = ("src_vocab_size", "tgt_vocab_size", "embed_size", "hidden_size")
 _LAYER_FIELDS = ("encoder_layers", "decoder_layers")
@@ -69,6 +73,14 @@ class Seq2SeqConfig:
             embedding).
         frame_size: F, the features per frame; a positive integer for source="frames", 0 for
             tokens.
+        local: luong only: "none" (global attention, every source position), "m" (local-m:
+            a window centred on p_t = t, the decoder step) or "p" (local-p: a window centred on
+            the predicted p_t = L_b * sigmoid(v_p . tanh(W_p h_t)), L_b the sentence's source
+            length), Luong et al. (2015) section 3.2 (fast_s2s.nn.Attention kinds local_m and
+            local_p). Local attention needs attention="on", wiring="luong" and score "dot" or
+            "general".
+        window: D >= 0, the half-width of local attention's window (2D + 1 positions, Gaussian
+            sigma = D / 2); default 10 as in the paper. Unused when local="none".
     """
 
     src_vocab_size: int
@@ -89,6 +101,8 @@ class Seq2SeqConfig:
     attention: str = "on"
     source: str = "tokens"
     frame_size: int = 0
+    local: str = "none"
+    window: int = 10
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS + _LAYER_FIELDS:
@@ -141,6 +155,7 @@ class Seq2SeqConfig:
                 f"Seq2SeqConfig: score must be one of {SCORES[self.wiring]} for "
                 f"wiring={self.wiring!r}, got {self.score!r}"
             )
+        self._check_local()
         for name in ("input_feeding", "tie_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
@@ -167,6 +182,32 @@ class Seq2SeqConfig:
         self.dropout = float(self.dropout)
         check_backend("Seq2SeqConfig", self.backend)
 
+    def _check_local(self) -> None:
+        if self.local not in LOCALS:
+            raise ValueError(f"Seq2SeqConfig: local must be one of {LOCALS}, got {self.local!r}")
+        if not _is_int(self.window) or self.window < 0:
+            raise ValueError(
+                "Seq2SeqConfig: window must be a non-negative integer (D: local attention reads "
+                f"2D + 1 positions), got {self.window!r}"
+            )
+        if self.local == "none":
+            return
+        if self.attention != "on":
+            raise ValueError(
+                f"Seq2SeqConfig: local={self.local!r} is a kind of attention and needs "
+                f"attention='on', got attention={self.attention!r}"
+            )
+        if self.wiring != "luong":
+            raise ValueError(
+                f"Seq2SeqConfig: local={self.local!r} (Luong local attention) needs "
+                f"wiring='luong', got wiring={self.wiring!r}"
+            )
+        if self.score not in LOCAL_SCORES:
+            raise ValueError(
+                f"Seq2SeqConfig: local={self.local!r} needs score one of {LOCAL_SCORES} (local "
+                f"attention scores the window by dot or general), got score={self.score!r}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (JSON-serialisable)."""
         return dataclasses.asdict(self)
@@ -175,7 +216,8 @@ class Seq2SeqConfig:
     def from_dict(cls, d: dict[str, Any]) -> Seq2SeqConfig:
         """Inverse of to_dict. Unknown keys, missing required keys and bad values raise
         ValueError naming the field. Keys added in later versions (attention, source,
-        frame_size) may be missing: they take their defaults, so older checkpoints load."""
+        frame_size, local, window) may be missing: they take their defaults, so older
+        checkpoints load."""
         if not isinstance(d, dict):
             raise ValueError(f"Seq2SeqConfig.from_dict: expected a dict, got {type(d).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}

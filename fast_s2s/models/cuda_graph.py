@@ -59,7 +59,9 @@ def greedy_decode_graph(
         t_index = torch.zeros(1, dtype=torch.int64, device=device)
 
         def step(force_eos: bool, block_eos: bool) -> None:
-            log_probs, new, weights = model.decode_step(enc, DecoderState(hidden, feed), prev)
+            # t_index is the step of the state (local-m attention reads it on the device)
+            current = DecoderState(hidden, feed, t_index)
+            log_probs, new, weights = model.decode_step(enc, current, prev)
             if force_eos:
                 keep = torch.zeros_like(log_probs, dtype=torch.bool)
                 keep[:, cfg.eos_id] = True

@@ -128,8 +128,9 @@ class Decoder(nn.Module):
                 the attention op can skip writing them (teacher-forced training discards them).
 
         Returns:
-            pre_output (N, H) (dropped out; self.project gives the logits), the new state and the
-            attention weights (N, S) (all zeros without attention), or None.
+            pre_output (N, H) (dropped out; self.project gives the logits), the new state (its
+            step: state.step + 1) and the attention weights (N, S) (all zeros without
+            attention), or None.
         """
         raise NotImplementedError
 

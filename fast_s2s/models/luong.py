@@ -3,13 +3,19 @@
 One decoder step, GRU first, then attention from the new state h_t (top layer):
 
     h_t       = GRU(E y_{t-1}, h_{t-1})            (input feeding: GRU([E y_{t-1}; h~_{t-1}], ...))
-    c_t, a_t  = attention(h_t, encoder states)     dot / general / concat
+    c_t, a_t  = attention(h_t, encoder states)     dot / general / concat, global or local
     h~_t      = tanh(W_c [c_t; h_t])               attentional hidden state (W_c without bias)
     logits    = W_s h~_t + b_s
 
 Without input feeding, no step depends on the previous step's attention, so teacher-forced
 training runs the stacked decoder GRU over the whole target in one fast_s2s.nn.GRU call and
 then ONE attention call with a 3-D query (B, T, H). With input feeding the steps are a loop.
+
+Local attention (config.local "m" or "p", section 3.2 of the paper) replaces the global read by
+a window of 2D + 1 source positions around p_t (fast_s2s.nn.Attention kinds local_m / local_p,
+score dot or general, D = config.window). local-m centres it on the target position t: the
+decoder step index, which DecoderState.step carries (0 before the first token; the 3-D
+teacher-forced call uses t = 0 .. T-1). local-p predicts p_t from h_t.
 """
 
 from __future__ import annotations
@@ -30,8 +36,19 @@ class LuongDecoder(Decoder):
 
     def __init__(self, config: Seq2SeqConfig) -> None:
         h, e = config.hidden_size, config.embed_size
-        attn_size = h if config.score == "concat" else None
-        attention = Attention(config.score, h, h, attn_size=attn_size, backend=config.backend)
+        if config.local != "none":
+            attention = Attention(
+                f"local_{config.local}",
+                h,
+                h,
+                score=config.score,
+                window=config.window,
+                backend=config.backend,
+            )
+        else:
+            attn_size = h if config.score == "concat" else None
+            attention = Attention(config.score, h, h, attn_size=attn_size, backend=config.backend)
+        self.monotonic = config.local == "m"  # local-m: the attention reads the step index
         self.input_feeding = config.input_feeding
         rnn_input = e + h if config.input_feeding else e
         super().__init__(config, rnn_input_size=rnn_input, attention=attention)
@@ -42,13 +59,20 @@ class LuongDecoder(Decoder):
         if not self.input_feeding:
             return state
         feed = state.hidden.new_zeros(state.hidden.shape[1], self.hidden_size)
-        return DecoderState(state.hidden, feed)
+        return DecoderState(state.hidden, feed, state.step)
 
     def _attend(
-        self, enc: EncoderState, top: Tensor, beam: int, need_weights: bool = True
+        self,
+        enc: EncoderState,
+        top: Tensor,
+        beam: int,
+        need_weights: bool = True,
+        step: int | Tensor = 0,
     ) -> tuple[Tensor, Tensor | None]:
+        """Attention from top (N, H) or (N, T, H), whose first row is at decoder step `step`."""
+        where = {"step": step} if self.monotonic else {}
         context, weights = self.attention(
-            top, enc.memory, enc.src_lengths, beam=beam, need_weights=need_weights
+            top, enc.memory, enc.src_lengths, beam=beam, need_weights=need_weights, **where
         )
         attentional = torch.tanh(self.combine(torch.cat([context, top], dim=-1)))
         return self.dropout(attentional), weights
@@ -64,9 +88,9 @@ class LuongDecoder(Decoder):
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         x = torch.cat([embedded, state.feed], dim=-1) if self.input_feeding else embedded
         hidden = self.rnn_step(x, state.hidden)
-        attentional, weights = self._attend(enc, hidden[-1], beam, need_weights)
+        attentional, weights = self._attend(enc, hidden[-1], beam, need_weights, state.step)
         feed = attentional if self.input_feeding else None
-        return attentional, DecoderState(hidden, feed), weights
+        return attentional, DecoderState(hidden, feed, state.step + 1), weights
 
     def forward(self, enc: EncoderState, tgt_in: Tensor) -> Tensor:
         if self.input_feeding:
@@ -74,5 +98,5 @@ class LuongDecoder(Decoder):
         embedded = self.embed(tgt_in)  # (B, T, E)
         top, _ = self.rnn(embedded, enc.hidden)  # (B, T, H): every target step in one call
         # One attention call, 3-D query; training never reads the weights.
-        attentional, _ = self._attend(enc, top, beam=1, need_weights=False)
+        attentional, _ = self._attend(enc, top, beam=1, need_weights=False, step=0)
         return self.project(attentional)

@@ -48,6 +48,12 @@ def _decoder_ops(model: Seq2Seq) -> tuple[str, ...]:
 
 def unavailable(model: Seq2Seq) -> str | None:
     """None when the native loop can decode `model`, else why not (one sentence)."""
+    local = model.config.local
+    if local != "none":
+        return (
+            f"local attention (config.local={local!r}) has no native decoder loop yet "
+            "(csrc/cpu/decoder_model.cpp runs global attention only)"
+        )
     if not _extension.extension_loaded():
         return _extension.EXTENSION_ERROR
     weight = model.decoder.embedding.weight
@@ -75,6 +81,8 @@ def unavailable(model: Seq2Seq) -> str | None:
 def pack(model: Seq2Seq) -> tuple[list[Tensor], list[int]]:
     """(params, config) of the decoder, in the layout of the module docstring."""
     dec, cfg = model.decoder, model.config
+    if cfg.local != "none":  # the C++ side would read it as global attention
+        raise ValueError(f"native.pack: {unavailable(model)}")
     wiring = _wiring(model)
     score = "none" if wiring == "classic" else cfg.score
     params: list[Tensor] = [dec.embedding.weight]
@@ -134,7 +142,8 @@ def step(
         params, config, keys, values, context, lengths, state.hidden, state.feed, prev, beam,
         force_eos, block_eos,
     )  # fmt: skip
-    return log_probs, DecoderState(hidden, feed if state.feed is not None else None), weights
+    feed = feed if state.feed is not None else None
+    return log_probs, DecoderState(hidden, feed, state.step + 1), weights
 
 
 def greedy(

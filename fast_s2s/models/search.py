@@ -58,7 +58,8 @@ class Hypothesis:
     attention: (len(tokens) + 1, S_b) float32 CPU tensor: the attention weights at every
         decoder step (the last row is the eos step) over the sentence's S_b = src_lengths[b]
         valid source positions; each row sums to 1 (all zeros for an empty source, and for a
-        model without attention, config.attention="none").
+        model without attention, config.attention="none"; local attention, config.local,
+        weighs its window by a Gaussian, so its rows sum to at most 1).
     """
 
     tokens: list[int]
@@ -146,7 +147,7 @@ def _step(
 def decode_path(model: Seq2Seq, native: bool = True) -> str:
     """Which loop greedy_decode / beam_search(model, ..., native=native) run: "native" (the C++
     loop of fast_s2s.models.native, one op call per batch) or "python: <why not native>" (this
-    module's loop, the reference)."""
+    module's loop, the reference; e.g. for local attention, which the native loop lacks)."""
     if not native:
         return "python: native=False"
     why = _native.unavailable(model)

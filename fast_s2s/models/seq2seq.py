@@ -95,6 +95,8 @@ class Seq2Seq(nn.Module):
             s = "attention='none'"
         else:
             s = f"wiring={c.wiring!r}, score={c.score!r}"
+            if c.local != "none":
+                s += f", local={c.local!r}, window={c.window}"
         if c.input_feeding:
             s += ", input_feeding=True"
         if c.source == "frames":

@@ -46,14 +46,22 @@ class DecoderState(NamedTuple):
 
     hidden: (decoder_layers, N, H) GRU states.
     feed: (N, H) the previous attentional state h~ (Luong input feeding), else None.
+    step: the decoder steps taken so far, the target position t of the next step (0 before the
+        first): an int for every row, or an (N,) / (1,) tensor (a CUDA graph's step counter).
+        Every decoder step returns step + 1; local-m attention centres its window on it.
     """
 
     hidden: Tensor
     feed: Tensor | None = None
+    step: int | Tensor = 0
 
     def index_select(self, index: Tensor) -> DecoderState:
         """The rows `index` (N',) of this state (beam search reordering)."""
+        step = self.step
+        if isinstance(step, Tensor) and step.dim() == 1 and step.shape[0] > 1:
+            step = step.index_select(0, index)
         return DecoderState(
             self.hidden.index_select(1, index),
             None if self.feed is None else self.feed.index_select(0, index),
+            step,
         )

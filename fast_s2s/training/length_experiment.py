@@ -3,17 +3,25 @@
 The argument of Bahdanau et al. (2014): a classic encoder-decoder (Sutskever et al. 2014, Cho
 et al. 2014) squeezes the whole source into one fixed vector, so its quality falls as sources
 get longer; attention reads every encoder state and removes that bottleneck. This command
-measures it: it trains the classic model (attention="none") and the attentional one
-(Bahdanau) with the same sizes, data, seed and budget (the same number of Adam steps, or the
-same seconds each) on the reverse task with sources of 5 to 60 symbols, then decodes held-out
-sources bucketed by length (greedy) and reports exact match and token accuracy per bucket:
+measures it: it trains the classic model (attention="none"), the attentional one (Bahdanau,
+global attention over every source position) and Luong's local-p attention (general score, a
+window of 2D + 1 = 21 positions around a predicted position, Luong et al. 2015) with the same
+sizes, data, seed and budget (the same number of Adam steps, or the same seconds each) on the
+reverse task with sources of 5 to 60 symbols, then decodes held-out sources bucketed by length
+(greedy) and reports exact match and token accuracy per bucket:
 
-    fast-s2s experiment length                       # defaults: about 6 minutes on 1 CPU thread
+    fast-s2s experiment length                       # defaults: 3 models x 3000 steps, 1 thread
     fast-s2s experiment length --budget 300s --out runs/bottleneck
+    fast-s2s experiment length --models attention,luong,local_p --window 10
     fast-s2s experiment length --tiny                # seconds: a smoke test of the pipeline
 
+The models (--models, MODEL_CHOICES): classic, attention (Bahdanau additive), luong (Luong
+general, global), local_p and local_m (Luong general, local, window --window). On the reverse
+task the alignment runs backwards (target t reads source L - 1 - t), which local-p can predict
+and local-m (p_t = t) cannot: local_m is there to show that.
+
 Outputs in --out: bottleneck.json (settings and every number), bottleneck.png (accuracy against
-source length, both models), and the same numbers as a table on the console.
+source length, one line per model), and the same numbers as a table on the console.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ from fast_s2s.data import (
 from fast_s2s.models import Seq2Seq, Seq2SeqConfig, greedy_decode
 
 __all__ = [
+    "DEFAULT_MODELS",
+    "MODEL_CHOICES",
     "TINY",
     "LengthSettings",
     "length_buckets",
@@ -46,7 +56,10 @@ __all__ = [
     "run_length_experiment",
 ]
 
-MODELS = ("classic", "attention")  # classic: attention="none"; attention: Bahdanau additive
+# classic: attention="none"; attention: Bahdanau additive; luong: Luong general (global);
+# local_p / local_m: Luong general with local-p / local-m attention (window LengthSettings.window).
+MODEL_CHOICES = ("classic", "attention", "luong", "local_p", "local_m")
+DEFAULT_MODELS = ("classic", "attention", "local_p")
 
 
 @dataclass
@@ -70,8 +83,19 @@ class LengthSettings:
     backend: str = "auto"
     threads: int = 1
     buckets: list[tuple[int, int]] = field(default_factory=list)
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    window: int = 10  # D of local_p / local_m
 
     def __post_init__(self) -> None:
+        self.models = list(self.models)
+        unknown = [m for m in self.models if m not in MODEL_CHOICES]
+        if unknown or not self.models or len(set(self.models)) != len(self.models):
+            raise ValueError(
+                f"--models must name distinct models of {', '.join(MODEL_CHOICES)}, got "
+                f"{','.join(self.models) or 'none'}"
+            )
+        if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 0:
+            raise ValueError(f"--window must be a non-negative integer, got {self.window!r}")
         if not 1 <= self.min_len <= self.max_len:
             raise ValueError(f"need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
         if (self.steps is None) == (self.seconds is None):
@@ -133,6 +157,18 @@ def _data(s: LengthSettings) -> tuple[list, dict[tuple[int, int], list], tuple[V
     return train, tests, (src_vocab, tgt_vocab)
 
 
+def _model_fields(s: LengthSettings, model: str) -> dict:
+    """The Seq2SeqConfig fields that make `model` (MODEL_CHOICES) what it is."""
+    if model == "classic":
+        return dict(attention="none")
+    if model == "attention":
+        return dict(wiring="bahdanau", score="additive")
+    luong = dict(wiring="luong", score="general")
+    if model == "luong":
+        return luong
+    return dict(luong, local=model[-1], window=s.window)  # local_p / local_m
+
+
 def _config(s: LengthSettings, vocabs: tuple[Vocab, Vocab], model: str) -> Seq2SeqConfig:
     src_vocab, tgt_vocab = vocabs
     return Seq2SeqConfig(
@@ -140,11 +176,11 @@ def _config(s: LengthSettings, vocabs: tuple[Vocab, Vocab], model: str) -> Seq2S
         tgt_vocab_size=len(tgt_vocab),
         embed_size=s.embed_size,
         hidden_size=s.hidden_size,
-        attention="none" if model == "classic" else "on",
         backend=s.backend,
         pad_id=tgt_vocab.pad_id,
         bos_id=tgt_vocab.bos_id,
         eos_id=tgt_vocab.eos_id,
+        **_model_fields(s, model),
     )
 
 
@@ -211,7 +247,8 @@ def evaluate_buckets(model: Seq2Seq, tests: dict, batch_size: int = 100) -> list
 
 
 def run_length_experiment(s: LengthSettings, out: str, console: Console | None = None) -> dict:
-    """Train both models, evaluate per length bucket, write bottleneck.json / .png to `out`."""
+    """Train every model of s.models, evaluate per length bucket, write bottleneck.json / .png
+    to `out`."""
     console = console or Console()
     threads = torch.get_num_threads()
     torch.set_num_threads(s.threads)
@@ -221,10 +258,10 @@ def run_length_experiment(s: LengthSettings, out: str, console: Console | None =
         console.print(
             f"bottleneck experiment: reverse, lengths {s.min_len}-{s.max_len}, "
             f"{len(train):,} training pairs, embed {s.embed_size}, hidden {s.hidden_size}, "
-            f"budget {budget} per model, {s.threads} thread(s)"
+            f"budget {budget} per model, {s.threads} thread(s); models {', '.join(s.models)}"
         )
         results: dict = {"task": "reverse", "settings": asdict(s), "models": {}}
-        for name in MODELS:
+        for name in s.models:
             config = _config(s, vocabs, name)
             model, stats = train_one(s, config, train)
             stats["config"] = config.to_dict()
@@ -253,15 +290,16 @@ def run_length_experiment(s: LengthSettings, out: str, console: Console | None =
 
 
 def results_table(results: dict) -> Table:
-    """The per-bucket numbers of both models as a rich table."""
+    """The per-bucket numbers of every model as a rich table."""
     table = Table(title="accuracy by source length (greedy decoding, held-out)")
     table.add_column("source length")
     table.add_column("n", justify="right")
-    for name in MODELS:
+    names = list(results["models"])
+    for name in names:
         table.add_column(f"{name} exact", justify="right")
-    for name in MODELS:
+    for name in names:
         table.add_column(f"{name} token acc.", justify="right")
-    buckets = [results["models"][name]["buckets"] for name in MODELS]
+    buckets = [results["models"][name]["buckets"] for name in names]
     for rows in zip(*buckets, strict=True):
         exact = [f"{100 * r['exact']:.1f}%" for r in rows]
         token = [f"{100 * r['token_accuracy']:.1f}%" for r in rows]

@@ -64,7 +64,8 @@ def plot_attention(
 
 def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
     """Save the bottleneck experiment's plot (fast_s2s.experiment): exact match (left) and token
-    accuracy (right) against source length, one line per model, one point per length bucket."""
+    accuracy (right) against source length, one line per model, one point per length bucket.
+    The local-attention models are dashed."""
     try:
         import matplotlib
     except ImportError as exc:
@@ -72,9 +73,16 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    window = results.get("settings", {}).get("window", 10)
     styles = {"classic": ("tab:red", "s", "classic (no attention)"),
-              "attention": ("tab:blue", "o", "attention (Bahdanau)")}  # fmt: skip
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.7), sharey=True)
+              "attention": ("tab:blue", "o", "global attention (Bahdanau)"),
+              "luong": ("tab:purple", "D", "global attention (Luong general)"),
+              "local_p": ("tab:green", "^", f"local-p (Luong general, D={window})"),
+              "local_m": ("tab:olive", "v", f"local-m (Luong general, D={window})")}  # fmt: skip
+    extra_rows = (
+        max(0, math.ceil(len(results["models"]) / 2) - 1) if len(results["models"]) > 3 else 0
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.7 + 0.25 * extra_rows), sharey=True)
     for ax, metric, label in zip(
         axes, ("exact", "token_accuracy"), ("exact match", "token accuracy"), strict=True
     ):
@@ -82,7 +90,10 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
             color, marker, legend = styles.get(name, (None, "o", name))
             rows = stats["buckets"]
             x = [(r["low"] + r["high"]) / 2 for r in rows]
-            ax.plot(x, [100 * r[metric] for r in rows], marker=marker, color=color, label=legend)
+            line = "--" if name.startswith("local") else "-"
+            ax.plot(
+                x, [100 * r[metric] for r in rows], line, marker=marker, color=color, label=legend
+            )
         rows = next(iter(results["models"].values()))["buckets"]
         ax.set_xticks([(r["low"] + r["high"]) / 2 for r in rows], [r["lengths"] for r in rows])
         ax.set_xlabel("source length (symbols)")
@@ -90,15 +101,17 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    ncol = len(labels) if len(labels) <= 3 else 2  # more series: two columns of legend
+    legend_rows = math.ceil(len(labels) / ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
     settings = results.get("settings", {})
     budget = settings.get("steps")
     budget = f"{budget} steps" if budget else f"{settings.get('seconds', '?')} s"
     fig.suptitle(
         f"reverse task, same sizes (hidden {settings.get('hidden_size', '?')}) and budget "
-        f"({budget}) for both models",
+        f"({budget}) for every model",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.02 + 0.055 * legend_rows, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)

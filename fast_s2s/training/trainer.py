@@ -56,13 +56,16 @@ class _LossModule(torch.nn.Module):
 
 
 def describe(config: Seq2SeqConfig) -> str:
-    """A short name of the model: "bahdanau/additive", "classic (no attention)", "... on frames"."""
+    """A short name of the model: "bahdanau/additive", "luong/general local-p (D=10)", "classic
+    (no attention)", "... on frames"."""
     if config.attention == "none":
         name = "classic (no attention)"
     else:
         name = f"{config.wiring}/{config.score}" + (
             " input-feeding" if config.input_feeding else ""
         )
+        if config.local != "none":
+            name += f" local-{config.local} (D={config.window})"
     if config.source == "frames":
         name += f" on frames (F={config.frame_size})"
     return name

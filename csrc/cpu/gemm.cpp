@@ -355,10 +355,7 @@ void NtWeight<A>::multiply(const A* a, int64_t lda, A* c, int64_t ldc) const {
         return;
       }
       for (int64_t p = 0; p < n_panels; ++p) {
-        for (int64_t i = 0; i < m_; i += 4) {
-          panel_tile4<A>(a + i * lda, lda, std::min<int64_t>(4, m_ - i), panels + p * k_ * C, k_,
-                         c + i * ldc + p * C, ldc, std::min(C, n_ - p * C));
-        }
+        panel_rows<A>(a, lda, m_, panels + p * k_ * C, k_, c + p * C, ldc, std::min(C, n_ - p * C));
       }
       return;
     }

@@ -12,8 +12,8 @@
 // direction's weights.
 #include <ATen/Parallel.h>
 #include <ATen/core/List.h>
-#include <ATen/core/grad_mode.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/stack.h>
 #include <c10/util/Exception.h>

@@ -86,42 +86,6 @@ class GRUCell(nn.Module):
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
 
-    def _weight_names(self) -> list[str]:
-        """weight_ih, weight_hh, bias_ih, bias_hh of every layer and direction, in order (the
-        biases' names too with bias=False: they are then absent, and None in their place)."""
-        return [
-            f"{name}_l{layer}" + ("_reverse" if direction == 1 else "")
-            for layer in range(self.num_layers)
-            for direction in range(self.num_directions)
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        ]
-
-    def _runs_as_one_op(self, x: Tensor, h0: Tensor) -> bool:
-        """Whether the forward can be the single inference op torch.ops.fast_s2s.gru_stack
-        (csrc/cpu/gru_stack.cpp): no gradient wanted, no dropout between layers, the C++
-        kernel on the CPU. It computes what the per-layer loop does, without the Python per
-        layer and direction that dominates a one-sentence encoder, and runs the two directions
-        of a layer on two threads at once."""
-        if x.device.type != "cpu" or (self.training and self.dropout > 0 and self.num_layers > 1):
-            return False
-        if torch.is_grad_enabled() and (
-            x.requires_grad or h0.requires_grad or any(p.requires_grad for p in self.parameters())
-        ):
-            return False
-        return resolve_backend("gru_layer", self.backend, x.device) == "cpp"
-
-    def _forward_one_op(
-        self, x: Tensor, h0: Tensor, lengths: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        # The arguments the per-layer path would check on its first call, checked the same way
-        # (the deeper layers' weights are this module's own, of consistent shapes).
-        # forward() has checked the lengths already.
-        weights = [self._parameters.get(name) for name in self._weight_names()]
-        checks.check_gru_layer(x, h0[0], *weights[:4], None)
-        return torch.ops.fast_s2s.gru_stack(
-            x, h0, weights, lengths, self.num_layers, self.bidirectional
-        )
-
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:

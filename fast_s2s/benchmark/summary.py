@@ -27,7 +27,7 @@ from fast_s2s.benchmark.case import COPY_FRACTION, Goal
 from fast_s2s.benchmark.registry import CONCRETE_BACKENDS, FAST_S2S
 
 # The fast_s2s.ops whose backend `auto` picks from fast_s2s.backends.AUTO_PREFERENCE.
-KERNEL_OPS = ("dot_attention", "additive_attention", "gru_cell", "gru_layer")
+KERNEL_OPS = ("dot_attention", "additive_attention", "local_attention", "gru_cell", "gru_layer")
 BASIS = (
     "median per call at the target shapes, explicit backends only; per op the backends are "
     "ranked by the geometric mean over cases and dtypes of median / fastest median, those that "

@@ -11,12 +11,14 @@ rows share K[b] and V[b], no copies); CEN (rows,) holds the centres p in their o
 Algorithm. One program per query row. p = CEN[r] in the accumulation dtype (float32, float64 for
 float64 inputs). The positions that can be in the window are the 2 * WIN + 2 integers from
 start = floor(p - WIN) (floor(p - WIN)..ceil(p + WIN)), so the program loads one block of
-BLOCK = next_pow2(2 * WIN + 2) key / value rows from start (for WIN >= 1 that is next_pow2(2 *
-WIN + 1)): O(WIN) per row whatever S is. A position s of the block takes part when
-0 <= s < lengths[b] and |float(s) - p| <= WIN, computed exactly as the reference does in the
-accumulation dtype (so the two agree at the boundary); everything else is masked, never loaded
-(padded positions may hold NaN). A non-finite p is in no window; start is clamped to [-BLOCK, S]
-in floating point before the cast to int, so a huge p cannot overflow it.
+BLOCK = next_pow2(min(2 * WIN + 2, S)) key / value rows from start (for WIN >= 1 that is
+next_pow2(2 * WIN + 1) until the window outgrows the source): O(WIN) per row whatever S is.
+A position s of the block takes part when 0 <= s < lengths[b] and |float(s) - p| <= WIN,
+computed exactly as the reference does in the accumulation dtype (so the two agree at the
+boundary); everything else is masked, never loaded (padded positions may hold NaN). A
+non-finite p is in no window; start is clamped to [0, S] in floating point before the cast to
+int, so a huge p cannot overflow it (a window cut by the start of the source then begins at 0,
+and the block still holds every position it keeps).
 
     score_s = scale * q . K[b, s];  align = softmax over the window;  g_s = exp(-(s - p)^2 /
     (2 sigma^2)), sigma = WIN / 2 (g = 1 for WIN = 0);  w_s = align_s g_s;  ctx = sum_s w_s V_s.
@@ -53,7 +55,9 @@ def _window(CEN, LEN, PARAMS, r, R, S, WIN, HAS_LEN: tl.constexpr, BLOCK: tl.con
     p = tl.load(CEN + r).to(acc_ty)
     finite = tl.abs(p) < float("inf")  # False for inf and NaN
     lo = tl.where(finite, tl.floor(p - WIN), -BLOCK)
-    lo = tl.minimum(tl.maximum(lo, -BLOCK), S)  # in floating point: no overflow in the cast
+    # Clamped in floating point (no overflow in the cast) to [0, S]: a window cut by the start
+    # of the source then still fits the block, which the launcher caps at S positions.
+    lo = tl.minimum(tl.maximum(lo, 0.0), S)
     pos = lo.to(tl.int32) + tl.arange(0, BLOCK)
     offset = pos.to(acc_ty) - p
     # A non-finite p fails the distance test by itself (|s - inf| = inf, NaN compares False).

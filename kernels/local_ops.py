@@ -54,7 +54,9 @@ def _launch_args(query, keys, values, centers, window, lengths, scale):
     tensors = (query.contiguous(), keys.contiguous(), values.contiguous(), centers.contiguous())
     sizes = (rows, r_per_src, src_len, feat, values.shape[2])
     blocks = dict(
-        BLOCK=_pow2(2 * window + 2),  # floor(p - D)..ceil(p + D): at most 2 D + 2 positions
+        # floor(p - D)..ceil(p + D): at most 2 D + 2 positions, and never more than the S of
+        # the source (the start is clamped to 0), so a window wider than the source costs S.
+        BLOCK=_pow2(min(2 * window + 2, src_len)),
         BLOCK_D=_pow2(feat),
         BLOCK_DV=_pow2(values.shape[2]),
     )

@@ -379,6 +379,26 @@ def test_window_boundary_is_inclusive_and_agrees_with_the_reference(backend):
     assert (w[0] != 0).sum() == 2 * window + 1  # an integer centre: 2D + 1 positions
 
 
+@pytest.mark.parametrize("backend", [CPP.param(), TRITON.param(), EMU.param(), CUDA.param(),
+                                     TRITON_CUDA.param()])  # fmt: skip
+def test_a_window_wider_than_the_source_costs_the_source(backend):
+    """window = 10^9 over S = 30: every valid position takes part (the Gaussian is 1 to float
+    precision), forward and backward, and no buffer is sized by the window (2 * 10^9 + 1
+    positions would not fit in memory)."""
+    case = LocalCase(B=2, beam=2, T=3, S=30, D=16, Dv=8, window=10**9, lengths="mixed")
+    args = local_sample_inputs(case, backend.device, requires_grad=True)
+    context, weights = run(backend, args)
+    expected = reference.local_attention(*args)
+    tol = tolerance(backend, "forward", F32, "attention").close
+    torch.testing.assert_close(context, expected[0], **tol)
+    torch.testing.assert_close(weights, expected[1], **tol)
+    grad = torch.randn_like(context)
+    got = torch.autograd.grad(context, diff_inputs(args), grad)
+    want = torch.autograd.grad(expected[0], diff_inputs(args), grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, **tolerance(backend, "attention_grad", F32).close)
+
+
 @pytest.mark.parametrize("backend", [CPP.param(), TRITON.param(), EMU.param()])
 def test_saturating_scores_stay_finite(backend):
     """Scores of order 1e4: the window's softmax subtracts its maximum."""

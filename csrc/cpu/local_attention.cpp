@@ -89,9 +89,15 @@ LocalArgs<scalar_t> make_args(const at::Tensor& q, const at::Tensor& k, const at
                              LocalGaussian<A>(window)};
 }
 
+// Most positions a window can hold: 2D + 1, and never more than S (the window is cut to
+// [0, lengths[b])). Sizes every per-row buffer: a window of 10^9 over 50 positions needs 50.
+int64_t max_window_size(int64_t window, int64_t S) {
+  return std::max<int64_t>(1, std::min<int64_t>(2 * std::min(window, S) + 1, S));
+}
+
 // Rows per parallel task: ~64K multiply-adds per hand-off.
 int64_t row_grain(const AttentionGeometry& g, int64_t window) {
-  const int64_t per_row = (2 * window + 1) * (g.Dq + g.Dv) + g.S;
+  const int64_t per_row = max_window_size(window, g.S) * (g.Dq + g.Dv) + g.S;
   return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, per_row));
 }
 
@@ -99,7 +105,7 @@ template <typename scalar_t>
 void local_forward_kernel(const LocalArgs<scalar_t>& a, int64_t rows, scalar_t* ctx,
                           scalar_t* weights, int64_t grain) {
   using A = acc_t<scalar_t>;
-  const int64_t width = 2 * a.D + 3;  // the window has at most 2D + 1 positions
+  const int64_t width = max_window_size(a.D, a.S);
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<A> qs(a.Dk), al(width), w(width), c(a.Dv);
     for (int64_t r = begin; r < end; ++r) {
@@ -124,7 +130,7 @@ void local_backward_kernel(const LocalArgs<scalar_t>& a, int64_t B, const scalar
                            const scalar_t* grad_w, scalar_t* grad_q, acc_t<scalar_t>* grad_k,
                            acc_t<scalar_t>* grad_v, acc_t<scalar_t>* grad_centers) {
   using A = acc_t<scalar_t>;
-  const int64_t width = 2 * a.D + 3;
+  const int64_t width = max_window_size(a.D, a.S);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     std::vector<A> qs(a.Dk), al(width), w(width), gc(a.Dv), dw(width), ds(width), dq(a.Dk);
     for (int64_t b = begin; b < end; ++b) {

@@ -12,7 +12,7 @@ from fast_s2s.backends import (
     available_backends,
     resolve_backend,
 )
-from fast_s2s.gemm import gemm_report, set_gemm_backend
+from fast_s2s.gemm import frozen_weights, gemm_report, set_gemm_backend
 from fast_s2s.ops import additive_attention, dot_attention, gru_cell, gru_layer, local_attention
 
 __version__ = "0.1.0"
@@ -22,6 +22,7 @@ __all__ = [
     "additive_attention",
     "available_backends",
     "dot_attention",
+    "frozen_weights",
     "gemm_report",
     "gru_cell",
     "gru_layer",

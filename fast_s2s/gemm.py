@@ -13,15 +13,23 @@ milliseconds and keeps the fastest for the process. ``set_gemm_backend`` or the 
 variable ``FAST_S2S_GEMM`` pins one (results are then deterministic per backend); a pinned
 backend a site does not offer (``mkl_packed`` for a one-shot product, or for float64) runs there
 as ``blas``. ``gemm_report()`` says what was chosen and what was measured.
+
+``frozen_weights()`` declares that the weights will not change for a while (a decoding loop):
+inside it ``gru_cell`` packs its weights once and reuses them across calls, instead of once per
+call (csrc/cpu/prepared_cache.h).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from fast_s2s import _extension
+
+__all__ = ["GEMM_BACKENDS", "GemmReport", "frozen_weights", "gemm_report", "set_gemm_backend"]
 
 GEMM_BACKENDS = ("auto", "mkl_packed", "blas", "inhouse", "panel")
 
@@ -61,3 +69,25 @@ def gemm_report() -> GemmReport:
     available = tuple(lines[1].removeprefix("available:").split())
     mkl = lines[2].removeprefix("mkl: ")
     return GemmReport(forced, available, mkl, tuple(lines[3:]))
+
+
+@contextlib.contextmanager
+def frozen_weights() -> Iterator[None]:
+    """A scope in which the calling thread's CPU ops may keep their prepared (packed) weights
+    across calls: ``fast_s2s.gru_cell`` (and ``fast_s2s.nn.GRUCell``) then packs each weight once
+    instead of at every call, which is most of a call's time at batch 16-64 besides the product
+    itself. ``greedy_decode`` and ``beam_search`` decode inside one.
+
+    The promise it takes: while inside, the weights change only through in-place ops torch
+    tracks (``p.add_(...)``, ``optimizer.step()``, ``load_state_dict``: a changed version counter
+    is seen and the weight packed again). Writes through ``p.data`` are not seen, so do not
+    update weights that way inside it. Leaving the outermost scope drops every packed weight.
+    Nests; per thread. Without the C++ extension it does nothing (nothing is packed then)."""
+    if not _extension.extension_loaded():
+        yield
+        return
+    torch.ops.fast_s2s.set_frozen_weights(True)
+    try:
+        yield
+    finally:
+        torch.ops.fast_s2s.set_frozen_weights(False)

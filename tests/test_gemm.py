@@ -58,6 +58,86 @@ def test_gru_cell_matches_reference(gemm_backend, dtype, B):
     assert fast_s2s.gemm_report().forced == gemm_backend
 
 
+# Inside fast_s2s.frozen_weights() gru_cell keeps its prepared (packed) weights across calls
+# (csrc/cpu/prepared_cache.h): each test changes the weights between calls in a way torch tracks,
+# and the next call must compute with the new values, on every backend (a stale packing fails
+# these).
+@pytest.fixture
+def frozen():
+    with fast_s2s.frozen_weights():
+        yield
+
+
+def _cell_check(x, h, w):
+    got = fast_s2s.gru_cell(x, h, *w, backend="cpp")
+    torch.testing.assert_close(got.double(), reference.gru_cell(*_f64([x, h, *w])), **TOL[x.dtype])
+
+
+@pytest.mark.parametrize("B", [1, 64])
+def test_gru_cell_sees_in_place_weight_updates(gemm_backend, frozen, B):
+    x, h, w = torch.randn(B, 96), torch.randn(B, 64), _weights(96, 64, torch.float32)
+    _cell_check(x, h, w)
+    _cell_check(x, h, w)  # from the cache
+    with torch.no_grad():
+        w[0].mul_(-1.5)  # an optimizer step
+        w[1][:8].zero_()  # a write through a view
+    _cell_check(x, h, w)
+    w[1].data = torch.randn_like(w[1]) * 0.1  # a swapped .data
+    _cell_check(x, h, w)
+
+
+def test_gru_cell_cache_tells_weights_apart(gemm_backend, frozen):
+    """Two models' weights of the same shape, alternated, detached per call, and inference
+    tensors (no version counter, never cached), each computing with its own values."""
+    x, h = torch.randn(16, 96), torch.randn(16, 64)
+    first = _weights(96, 64, torch.float32)
+    second = [t * -0.7 for t in first]
+    for _ in range(2):
+        for w in (first, second, [t.detach() for t in first]):
+            _cell_check(x, h, w)
+    with torch.inference_mode():
+        frozen = [t.clone() for t in first]
+    _cell_check(x, h, frozen)
+    with torch.inference_mode():
+        frozen[0].mul_(2.0)
+    _cell_check(x, h, frozen)
+
+
+def test_gru_cell_cached_weights_after_the_tensor_is_freed(gemm_backend, frozen):
+    """A new weight allocated where a freed one was (same address, version 0) is not mistaken
+    for it: the cache holds the storage weakly, so the address stays taken while it lives."""
+    x, h = torch.randn(4, 96), torch.randn(4, 64)
+    for scale in (1.0, -2.0, 0.5):
+        w = [t * scale for t in _weights(96, 64, torch.float32)]
+        _cell_check(x, h, w)
+        del w
+
+
+def test_gru_cell_outside_a_frozen_scope_sees_writes_through_data(gemm_backend):
+    """`.data` writes bypass the version counter: outside frozen_weights() (and after leaving
+    it) nothing is reused, so they are seen too."""
+    x, h, w = torch.randn(8, 96), torch.randn(8, 64), _weights(96, 64, torch.float32)
+    with fast_s2s.frozen_weights():
+        with fast_s2s.frozen_weights():  # nested: the outer scope still holds the packing
+            _cell_check(x, h, w)
+        _cell_check(x, h, w)
+    w[0].data.mul_(-3.0)
+    _cell_check(x, h, w)
+    _cell_check(x, h, w)
+    w[1].data.add_(0.25)
+    _cell_check(x, h, w)
+
+
+def test_frozen_scope_is_reported_in_the_gemm_choices():
+    fast_s2s.set_gemm_backend("auto")
+    x, h, w = torch.randn(3, 40), torch.randn(3, 32), _weights(40, 32, torch.float32)
+    with fast_s2s.frozen_weights():
+        fast_s2s.gru_cell(x, h, *w, backend="cpp")
+    fast_s2s.gru_cell(x, h, *w, backend="cpp")
+    sites = [line.split(" m<=")[0] for line in fast_s2s.gemm_report().choices]
+    assert "gru_cell.frozen" in sites and "gru_cell" in sites
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gru_layer_forward_backward_matches_reference(gemm_backend, dtype, reverse):

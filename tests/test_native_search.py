@@ -321,17 +321,6 @@ def test_step_refuses_bad_tokens_and_missing_feed():
         torch.ops.fast_s2s.decoder_step(*args, None, torch.tensor([0, 1]), 1)
 
 
-def test_cuda_graph_module_imports_without_a_gpu_and_refuses_cpu_models():
-    """The CUDA-graph decoder is untested on hardware; here only: it imports without CUDA and
-    names the device it needs."""
-    from fast_s2s.models.cuda_graph import greedy_decode_graph
-
-    model = make_model("bahdanau")
-    src, lengths = make_source(1, 20)
-    with pytest.raises(ValueError, match="CUDA"):
-        greedy_decode_graph(model, src, lengths, 5)
-
-
 @pytest.mark.parametrize("name", ["bahdanau", "luong-dot", "classic"])
 def test_empty_source_rows(name):
     """A source of length 0 gives zero attention weights and context; both loops agree."""

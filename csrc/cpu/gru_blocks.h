@@ -57,9 +57,10 @@ class StepProducts {
  public:
   StepProducts(gemm::Backend backend, const at::Tensor& w, int64_t groups, const UnitBlocks& blocks,
                int64_t m)
-      : whole_(backend == gemm::Backend::kBlas), groups_(groups), blocks_(blocks), m_(m), w_(w) {
+      : whole_(backend == gemm::Backend::kBlas), groups_(groups), blocks_(blocks), m_(m) {
     const int64_t K = w.size(1);
     if (whole_) {
+      w_ = w;
       out_.reset(new A[std::max<int64_t>(1, m * groups * blocks.H)]);  // uninitialised: all written
       return;
     }
@@ -112,7 +113,8 @@ class StepProducts {
   int64_t groups_;
   UnitBlocks blocks_;
   int64_t m_;
-  const at::Tensor& w_;
+  at::Tensor w_;  // whole only; per block, the prepared NtWeights (an entry of prepared_cache.h
+                  // outlives the call, and must not keep the weight alive)
   std::vector<std::vector<gemm::NtWeight<A>>> per_block_;  // [block][group]
   std::vector<std::unique_ptr<A[]>> scratch_;              // [block]: m x groups * len
   std::unique_ptr<A[]> out_;                               // whole: m x groups * U

@@ -5,8 +5,10 @@
 // gh = h W_hh^T (its rows of both weights, gru_blocks.h) and runs their gates and h' while the
 // products are in cache (gru_gates.h), saving [r, z, n, W_hn h + b_hn] (B, 4H) for the backward.
 // torch.nn.GRUCell runs two products and then about ten separate elementwise ops over (B, 3H)
-// and (B, H) tensors. Which GEMM runs is measured per shape (gemm.h), the weights' preparation
-// (MKL packing) included, since a cell call does not reuse it.
+// and (B, H) tensors. Which GEMM runs is measured per shape (gemm.h). Inside
+// fast_s2s.frozen_weights() the weights' preparation (MKL packing, panels) is kept across calls
+// with the same weights (prepared_cache.h), so a decoder loop packs once, where GRUCell's BLAS
+// call copies the weights into its panels every time; outside it every call prepares them.
 // Backward: one pass per row gives dgi, dgh; then dx = dgi W_ih, dh = dgh W_hh + dh' z,
 // dW_ih = dgi^T x, dW_hh = dgh^T h, db = column sums.
 #include <ATen/Dispatch.h>
@@ -24,6 +26,7 @@
 #include "cpu/gru_blocks.h"
 #include "cpu/gru_common.h"
 #include "cpu/gru_gates.h"
+#include "cpu/prepared_cache.h"
 
 namespace fast_s2s::cpu {
 namespace {
@@ -36,6 +39,21 @@ const A* ptr_or_null(const at::Tensor& t) {
 }
 
 using gemm::Backend;
+
+// The two products of a cell call: gi = x W_ih^T and gh = h W_hh^T, by block of units.
+template <typename A>
+struct CellProducts {
+  StepProducts<A> gi, gh;
+};
+
+// A decoder loop calls the cell with the same weights at every step; a few models' worth of
+// (weights, batch) preparations are kept (each the size of its weights, for mkl_packed and panel).
+// Never destroyed: at exit its packed buffers would go back to thread-local pools that are gone.
+template <typename A>
+PreparedCache<CellProducts<A>>& cell_cache() {
+  static auto* cache = new PreparedCache<CellProducts<A>>(8);
+  return *cache;
+}
 
 std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::Tensor& h,
                                                 const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -54,28 +72,42 @@ std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::T
     const A *bih = ptr_or_null<A>(p.b_ih), *bhh = ptr_or_null<A>(p.b_hh);
     const A *xp = xa.const_data_ptr<A>(), *hp = ha.const_data_ptr<A>();
     const UnitBlocks blocks = unit_blocks(H);
-    struct Products {
-      StepProducts<A> gi, gh;
-    };
     auto prepare = [&](Backend b) {
-      return std::make_unique<Products>(Products{StepProducts<A>(b, p.w_ih, 3, blocks, B),
-                                                 StepProducts<A>(b, p.w_hh, 3, blocks, B)});
+      return std::make_unique<CellProducts<A>>(CellProducts<A>{
+          StepProducts<A>(b, p.w_ih, 3, blocks, B), StepProducts<A>(b, p.w_hh, 3, blocks, B)});
     };
+    auto run_products = [&](CellProducts<A>& products) {
+      products.gi.before_blocks(xp, I);
+      products.gh.before_blocks(hp, H);
+      for_each_block(blocks, [&](int64_t k) {
+        products.gi.block(k, xp, I);
+        products.gh.block(k, hp, H);
+      });
+    };
+    // In a frozen-weights scope, weights the cache can track keep their preparation across
+    // calls (prepared_cache.h), so the candidates are timed without it; otherwise every call
+    // prepares them, and that is timed. A per-call converted copy (bfloat16 weights) is not
+    // cached: it would only evict the entries that get reused.
+    const std::vector<at::Tensor> weights{p.w_ih, p.w_hh};
+    std::optional<std::vector<WeightIdentity>> ids;
+    if (weights_frozen() && p.w_ih.is_same(w_ih) && p.w_hh.is_same(w_hh)) {
+      ids = PreparedCache<CellProducts<A>>::identify(weights);
+    }
+    const bool cached = ids.has_value();
     const Backend backend =
-        gemm::choose({kOp, B, 3 * H, I, acc},
+        gemm::choose({cached ? "gru_cell.frozen" : kOp, B, 3 * H, I, acc},
                      {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse, Backend::kPanel},
                      [&](Backend b) -> std::function<void()> {
-                       return [&, b] {  // preparing is part of a cell call
-                         const std::unique_ptr<Products> candidate = prepare(b);
-                         candidate->gi.before_blocks(xp, I);
-                         candidate->gh.before_blocks(hp, H);
-                         for_each_block(blocks, [&](int64_t k) {
-                           candidate->gi.block(k, xp, I);
-                           candidate->gh.block(k, hp, H);
-                         });
-                       };
+                       if (cached) {
+                         std::shared_ptr<CellProducts<A>> candidate = prepare(b);
+                         return [&, candidate] { run_products(*candidate); };
+                       }
+                       return [&, b] { run_products(*prepare(b)); };
                      });
-    const std::unique_ptr<Products> products = prepare(backend);
+    const std::vector<int64_t> key{static_cast<int64_t>(backend), B, I, H, blocks.size};
+    std::unique_ptr<CellProducts<A>> products;
+    if (cached) products = cell_cache<A>().take(weights, key);
+    if (!products) products = prepare(backend);
     A* gp = gates.mutable_data_ptr<A>();
     scalar_t* out = h_new.mutable_data_ptr<scalar_t>();
     products->gi.before_blocks(xp, I);
@@ -92,6 +124,10 @@ std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::T
         convert_row(row.data(), out + b * H + j0, len);
       }
     });
+    // blas holds the weight itself (its product is not prepared): not worth keeping it alive.
+    if (cached && backend != Backend::kBlas) {
+      cell_cache<A>().put(std::move(*ids), key, std::move(products));
+    }
   });
   return {h_new, gates};
 }

@@ -35,6 +35,10 @@ from fast_s2s.benchmark.case import (
 from fast_s2s.benchmark.family import Call, Factory, Family, kernel_peers, op_call
 
 OPS = ("gru_cell", "gru_layer", "gru")
+# A decoder loop's cell calls: fast_s2s runs inside fast_s2s.frozen_weights() (as greedy_decode
+# and beam_search do), so the CPU kernel packs the weights once for all calls; the peers are the
+# same calls as in the plain rows (nothing of theirs is packed across calls).
+FROZEN = "frozen"
 CELL_GOAL = Goal(SPEEDUP, 2.0, "GRUCell")
 LAYER_GOAL = Goal(SPEEDUP, 1.0, "GRU")
 
@@ -65,6 +69,14 @@ def _cases(cuda: bool) -> dict[str, list[Case]]:
         "gru_cell": [
             _cell(fwd, "decode", B=1, **d, target=True, small=cuda),
             _cell(fwd, "decode", B=16 if cuda else 64, **d, target=True, small=cuda),
+            *(
+                ()
+                if cuda
+                else (
+                    _cell(fwd, "decode", B=1, **d, target=True, variant=FROZEN),
+                    _cell(fwd, "decode", B=64, **d, target=True, variant=FROZEN),
+                )
+            ),
             _cell(bwd, "train", B=64, **d, target=True),
             _cell(fwd, "decode", B=64 if cuda else 16, **d),
             _cell(fwd, "beam5", B=80, **d),  # 16 sentences x 5 hypotheses
@@ -148,6 +160,7 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
     if grad:
         x.requires_grad_(True)
         h.requires_grad_(True)
+    extra["frozen_weights"] = case.variant == FROZEN
     return Inputs(
         args=args,
         kwargs=kwargs,
@@ -250,8 +263,21 @@ def torch_gru_module(inputs: Inputs) -> Call:
 
 
 def fast_s2s_call(op: str, backend: str) -> Factory:
-    """fast_s2s.ops.gru_cell / gru_layer, or for "gru" the fast_s2s.nn.GRU module built on the
-    case's parameters, called as module(x, h0, lengths=lengths)."""
+    """fast_s2s.ops.gru_cell (inside fast_s2s.frozen_weights() for the FROZEN cases) /
+    gru_layer, or for "gru" the fast_s2s.nn.GRU module built on the case's parameters, called as
+    module(x, h0, lengths=lengths)."""
+    if op == "gru_cell":
+        plain = op_call(op, backend)
+
+        def make_cell(inputs: Inputs) -> Call:
+            import fast_s2s
+
+            call = plain(inputs)
+            if inputs.extra.get("frozen_weights"):
+                call.scope = fast_s2s.frozen_weights  # type: ignore[attr-defined]
+            return call
+
+        return make_cell
     if op != "gru":
         return op_call(op, backend)
 

@@ -87,12 +87,17 @@ def error_reason(exc: BaseException) -> str:
 
 
 def prepare(
-    impl: Impl, case: Case, inputs: Inputs, device: torch.device, row: dict
-) -> Callable[[], object]:
+    impl: Impl, case: Case, inputs: Inputs, device: torch.device, row: dict,
+    scopes: contextlib.ExitStack,
+) -> Callable[[], object]:  # fmt: skip
     """Builds the step of `impl` (under grad_mode) and runs it once (the first call compiles
-    and initialises; never timed), recording what ran and how long that first call took."""
+    and initialises; never timed), recording what ran and how long that first call took. A
+    call with a `scope` (e.g. fast_s2s.frozen_weights) has it entered into `scopes`."""
     assert impl.make is not None
     call = impl.make(inputs)
+    scope = getattr(call, "scope", None)  # a context the calls run in, entered once for all
+    if scope is not None:
+        scopes.enter_context(scope())
     row["implementation"] = getattr(call, "implementation", row["implementation"])
     row["decode_loop"] = getattr(call, "decode_loop", None)
     step = make_step(call, case, inputs)
@@ -120,8 +125,8 @@ def time_impl(
     if impl.make is None:
         return row
     try:
-        with grad_mode(case):
-            step = prepare(impl, case, inputs, device, row)
+        with grad_mode(case), contextlib.ExitStack() as scopes:
+            step = prepare(impl, case, inputs, device, row, scopes)
             # the first call was one warm-up call already
             timing = measure(step, device, replace(budget, warmup=max(0, budget.warmup - 1)))
     except Exception as exc:  # a failing implementation is a result, not a crash

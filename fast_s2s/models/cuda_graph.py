@@ -1,19 +1,23 @@
-"""Greedy decoding on CUDA with the decoder step captured once as a CUDA graph and replayed per
-token, so a token costs one graph launch instead of a few dozen kernel launches from Python.
-
-UNTESTED ON HARDWARE: written and importable without a GPU (nothing here touches CUDA at import
-time), never run on one; the CPU path and CI do not use it. It is opt-in, not what
-greedy_decode picks on CUDA (that runs the Python loop, search.decode_path says so), until a GPU
-run holds it to greedy_decode(native=False) token for token (scripts/gpu_check.sh is the place).
+"""Greedy decoding with the decoder step as a fixed sequence of device ops over static buffers:
+on CUDA each kind of step is captured once as a CUDA graph and replayed per token, so a token
+costs one graph launch instead of a few dozen kernel launches from Python, and the host never
+waits on the device except every `check_every` steps.
 
 How: encode once; allocate every tensor the loop touches as a static buffer (previous tokens,
 decoder state, finished flags, scores, the (B, max_len + 1) token and (B, max_len + 1, S)
-attention buffers and a device step counter); capture three graphs of one step each (the
-ordinary step, the step before min_len with eos blocked, the last step with eos forced); each
-does decode_step, the search rules, argmax, the score update and writes its row at the step
-counter. The host replays them max_len + 1 times at most, reading the finished flags every
-`check_every` steps (one synchronisation per check, none per token). Rows that finished keep
-computing (their scores are masked), exactly as search._greedy_loop does.
+attention buffers and a device step counter); a step does decode_step, the search rules, argmax,
+the score update and writes its row at the step counter, all in place. Three kinds of step (the
+ordinary one, the one before min_len with eos blocked, the last one with eos forced) are three
+graphs. The host replays them max_len + 1 times at most, reading the finished flags every
+`check_every` steps. Rows that finished keep computing (their scores are masked), exactly as
+search._greedy_loop does, so the tokens are the same.
+
+With capture=False the same step runs eagerly on any device: that is how the loop is tested
+without a GPU (tests/test_cuda_graph.py, on the CPU kernels and on the CUDA kernels under the
+CPU emulation, token for token against the Python loop). Capture itself needs a GPU:
+scripts/gpu_check.sh runs the captured form against greedy_decode(native=False). Until a GPU run
+has passed it, greedy_decode does not pick this on CUDA (search.decode_path says which loop
+runs); call greedy_decode_graph for it.
 """
 
 from __future__ import annotations
@@ -23,9 +27,102 @@ from torch import Tensor
 
 from fast_s2s.models.search import Hypothesis, _check_args, _eval_mode
 from fast_s2s.models.seq2seq import Seq2Seq
-from fast_s2s.models.state import DecoderState
+from fast_s2s.models.state import DecoderState, EncoderState
 
 __all__ = ["greedy_decode_graph"]
+
+# (force_eos, block_eos) of the three kinds of step
+_KINDS = {"block": (False, True), "plain": (False, False), "force": (True, False)}
+
+
+class _StaticGreedy:
+    """The greedy loop's buffers and its step, every write in place (capturable)."""
+
+    def __init__(self, model: Seq2Seq, enc: EncoderState, max_len: int) -> None:
+        cfg, device = model.config, enc.states.device
+        batch, src_len, steps = enc.batch_size, enc.states.shape[1], max_len + 1
+        self.model, self.enc, self.cfg = model, enc, cfg
+        state = model.initial_state(enc, beam=1)
+        self.initial = (state.hidden.clone(), None if state.feed is None else state.feed.clone())
+        self.hidden = state.hidden.clone()
+        self.feed = None if state.feed is None else state.feed.clone()
+        self.prev = torch.empty(batch, dtype=torch.int64, device=device)
+        self.finished = torch.empty(batch, dtype=torch.bool, device=device)
+        self.scores = torch.empty(batch, dtype=torch.float32, device=device)
+        self.tokens = torch.empty(batch, steps, dtype=torch.int64, device=device)
+        self.attention = torch.empty(batch, steps, src_len, dtype=torch.float32, device=device)
+        self.t_index = torch.empty(1, dtype=torch.int64, device=device)
+        self.reset()
+
+    def reset(self) -> None:
+        """The state before the first step (after a warm-up or a capture ran steps)."""
+        self.hidden.copy_(self.initial[0])
+        if self.feed is not None:
+            self.feed.copy_(self.initial[1])
+        self.prev.fill_(self.cfg.bos_id)
+        self.finished.zero_()
+        self.scores.zero_()
+        self.tokens.fill_(self.cfg.pad_id)
+        self.attention.zero_()
+        self.t_index.zero_()
+
+    def step(self, kind: str) -> None:
+        """One token for every row: search._step's rules, then search._greedy_loop's updates."""
+        force_eos, block_eos = _KINDS[kind]
+        cfg, neg_inf = self.cfg, float("-inf")
+        # t_index is the step of the state (local-m attention reads it on the device)
+        current = DecoderState(self.hidden, self.feed, self.t_index)
+        log_probs, new, weights = self.model.decode_step(self.enc, current, self.prev)
+        if force_eos:
+            keep = torch.zeros_like(log_probs, dtype=torch.bool)
+            keep[:, cfg.eos_id] = True
+            log_probs = log_probs.masked_fill(~keep, neg_inf)
+        else:
+            log_probs[:, cfg.pad_id] = neg_inf
+            log_probs[:, cfg.bos_id] = neg_inf
+            if block_eos:
+                log_probs[:, cfg.eos_id] = neg_inf
+        best, token = log_probs.max(dim=-1)
+        self.scores.copy_(torch.where(self.finished, self.scores, self.scores + best))
+        self.tokens.index_copy_(1, self.t_index, token[:, None])
+        self.attention.index_copy_(1, self.t_index, weights.float()[:, None, :])
+        self.finished.logical_or_(token == cfg.eos_id)
+        self.prev.copy_(token)
+        self.hidden.copy_(new.hidden)
+        if self.feed is not None:
+            self.feed.copy_(new.feed)
+        self.t_index.add_(1)
+
+    def hypotheses(self) -> list[Hypothesis]:
+        eos = self.cfg.eos_id
+        token_rows = self.tokens.cpu().tolist()
+        attention = self.attention.cpu()
+        lengths = self.enc.src_lengths.cpu().tolist()
+        scores = self.scores.double().cpu().tolist()
+        hyps = []
+        for b, row in enumerate(token_rows):
+            n = row.index(eos)
+            hyps.append(Hypothesis(row[:n], scores[b], attention[b, : n + 1, : lengths[b]]))
+        return hyps
+
+
+def _captured(loop: _StaticGreedy) -> dict[str, object]:
+    """The three kinds of step as CUDA graphs, after a warm-up on a side stream (allocator, lazy
+    initialisation, cuBLAS handles), as torch.cuda.graph asks; the buffers are then reset."""
+    device = loop.enc.states.device
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for kind in _KINDS:
+            loop.step(kind)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graphs = {}
+    for kind in _KINDS:
+        graphs[kind] = graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            loop.step(kind)
+    loop.reset()
+    return graphs
 
 
 def greedy_decode_graph(
@@ -36,85 +133,40 @@ def greedy_decode_graph(
     *,
     min_len: int = 0,
     check_every: int = 8,
+    capture: bool | None = None,
 ) -> list[Hypothesis]:
-    """greedy_decode for a model on CUDA, its step loop as replayed CUDA graphs (see the module
-    docstring; untested on hardware). src (B, S), src_lengths (B,) on the model's device."""
+    """greedy_decode with the step loop over static buffers (see the module docstring).
+
+    Args:
+        model, src (B, S), src_lengths (B,), max_len, min_len: as greedy_decode.
+        check_every: the host reads whether every row has finished once per this many steps
+            (its one synchronisation); the tokens do not depend on it.
+        capture: replay CUDA graphs (needs the model on CUDA); False runs the same steps
+            eagerly, on any device. Default: capture exactly on CUDA.
+
+    Returns:
+        One Hypothesis per source row, the same as greedy_decode's.
+    """
     _check_args(model, max_len, min_len)
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
     device = next(model.parameters()).device
-    if device.type != "cuda":
-        raise ValueError(f"greedy_decode_graph: the model must be on CUDA, got {device}")
-    cfg = model.config
-    neg_inf = float("-inf")
+    if capture is None:
+        capture = device.type == "cuda"
+    if capture and device.type != "cuda":
+        raise ValueError(
+            f"greedy_decode_graph: capture=True needs the model on CUDA, it is on {device} "
+            "(capture=False runs the same loop eagerly)"
+        )
     with _eval_mode(model):
-        enc = model.encode(src, src_lengths)
-        batch, src_len, steps = enc.batch_size, enc.states.shape[1], max_len + 1
-        state = model.initial_state(enc, beam=1)
-        hidden = state.hidden.clone()
-        feed = None if state.feed is None else state.feed.clone()
-        prev = torch.full((batch,), cfg.bos_id, dtype=torch.int64, device=device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        scores = torch.zeros(batch, dtype=torch.float32, device=device)
-        tokens = torch.full((batch, steps), cfg.pad_id, dtype=torch.int64, device=device)
-        attention = torch.zeros(batch, steps, src_len, dtype=torch.float32, device=device)
-        t_index = torch.zeros(1, dtype=torch.int64, device=device)
-
-        def step(force_eos: bool, block_eos: bool) -> None:
-            # t_index is the step of the state (local-m attention reads it on the device)
-            current = DecoderState(hidden, feed, t_index)
-            log_probs, new, weights = model.decode_step(enc, current, prev)
-            if force_eos:
-                keep = torch.zeros_like(log_probs, dtype=torch.bool)
-                keep[:, cfg.eos_id] = True
-                log_probs = log_probs.masked_fill(~keep, neg_inf)
-            else:
-                log_probs[:, cfg.pad_id] = neg_inf
-                log_probs[:, cfg.bos_id] = neg_inf
-                if block_eos:
-                    log_probs[:, cfg.eos_id] = neg_inf
-            best, token = log_probs.max(dim=-1)
-            scores.copy_(torch.where(finished, scores, scores + best))
-            tokens.index_copy_(1, t_index, token[:, None])
-            attention.index_copy_(1, t_index, weights.float()[:, None, :])
-            finished.logical_or_(token == cfg.eos_id)
-            prev.copy_(token)
-            hidden.copy_(new.hidden)
-            if feed is not None:
-                feed.copy_(new.feed)
-            t_index.add_(1)
-
-        graphs = {}
-        stream = torch.cuda.Stream(device)
-        stream.wait_stream(torch.cuda.current_stream(device))
-        kinds = {"block": (False, True), "plain": (False, False), "force": (True, False)}
-        # Warm-up outside capture (allocator, lazy init), then restore the initial buffers.
-        snapshot = [t.clone() for t in (hidden, prev, finished, scores, tokens, attention)]
-        with torch.cuda.stream(stream):
-            for force_eos, block_eos in kinds.values():
-                step(force_eos, block_eos)
-        torch.cuda.current_stream(device).wait_stream(stream)
-        for kind, (force_eos, block_eos) in kinds.items():
-            graphs[kind] = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graphs[kind]):
-                step(force_eos, block_eos)
-        for buffer, saved in zip(
-            (hidden, prev, finished, scores, tokens, attention), snapshot, strict=True
-        ):
-            buffer.copy_(saved)
-        if feed is not None:
-            feed.zero_()
-        t_index.zero_()
-
-        for t in range(steps):
+        loop = _StaticGreedy(model, model.encode(src, src_lengths), max_len)
+        graphs = _captured(loop) if capture else None
+        for t in range(max_len + 1):
             kind = "force" if t == max_len else "block" if t < min_len else "plain"
-            graphs[kind].replay()
-            if (t + 1) % check_every == 0 and bool(finished.all()):
+            if graphs is None:
+                loop.step(kind)
+            else:
+                graphs[kind].replay()  # type: ignore[attr-defined]
+            if (t + 1) % check_every == 0 and bool(loop.finished.all()):
                 break
-        token_rows = tokens.cpu().tolist()
-        attention_cpu = attention.cpu()
-        lengths = enc.src_lengths.cpu().tolist()
-        scores_list = scores.double().cpu().tolist()
-    hyps = []
-    for b, row in enumerate(token_rows):
-        n = row.index(cfg.eos_id)
-        hyps.append(Hypothesis(row[:n], scores_list[b], attention_cpu[b, : n + 1, : lengths[b]]))
-    return hyps
+        return loop.hypotheses()

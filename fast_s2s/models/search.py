@@ -28,6 +28,7 @@ from typing import overload
 import torch
 from torch import Tensor
 
+from fast_s2s.gemm import frozen_weights
 from fast_s2s.models import native as _native
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
@@ -91,12 +92,13 @@ def length_normalize(
 def _eval_mode(model: Seq2Seq) -> Iterator[None]:
     # model.eval() / train() walk every submodule (~0.15 ms on the default model, as long as a
     # native batch-1 decode step loop): skip them when every module is in eval mode already.
+    # The weights do not change during a search: the Python loop's gru_cell calls pack them once.
     was_training = model.training
     switch = any(m.training for m in model.modules())
     if switch:
         model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), frozen_weights():
             yield
     finally:
         if switch:

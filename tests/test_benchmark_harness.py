@@ -128,7 +128,8 @@ def test_quick_cases_are_the_project_targets():
     bandwidth = {c.op for c in full if c.memory_bound}
     assert bandwidth == {*ATTENTION, "gru_cell"}
     assert [c.id for c in full if c.op == "gru_cell" and c.memory_bound] == [
-        "gru_cell-fwd-B1-I512-H512"
+        "gru_cell-fwd-B1-I512-H512",
+        "gru_cell-fwd-frozen-B1-I512-H512",
     ]
     for case in reg.select_cases(["model"], "full"):
         assert (case.dim("E"), case.dim("H")) == (64, 128)

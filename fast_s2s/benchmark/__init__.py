@@ -28,6 +28,7 @@ DEFAULT_PEERS = (
     "reference",
     "python-loop",
     "torch.nn",
+    "cuda-graph",
     "composite",
     "sdpa",
     "local-composite",
@@ -77,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "global-fused (fast_s2s.dot_attention) to local_attention, GRUCell to gru_cell, GRU "
         "to gru_layer and gru, compile to every op but gru and model; for model, reference is "
         "the model on backend=reference, python-loop the Python search loop on backend=cpp, "
-        "torch.nn the model from torch.nn modules)")
+        "torch.nn the model from torch.nn modules, cuda-graph (CUDA, greedy) the greedy loop "
+        "as replayed CUDA graphs)")
     add("--json", default=None, metavar="PATH",
         help="where to write the results (default: bench_results/bench-<device>.json)")
     add("--plot", default=None, metavar="PATH", help="also write a PNG plot here")

@@ -18,8 +18,11 @@ Rows of a decode case: the fast_s2s backends (on "cpp" the native C++ search loo
 per batch; each row's "decode_loop" says which loop ran), and the peers "reference" (the Python
 loop on backend="reference"), "python-loop" (the Python loop on backend="cpp": what the native
 loop replaces) and "torch.nn" (the architecture built from torch.nn modules, decoded in a Python
-loop: benchmark/torch_peer.py). Decode rows also report us per token beside the time to read the
-decoder's weights once ("weight_read_us", a read roofline at those bytes measured in the same run).
+loop: benchmark/torch_peer.py); on CUDA, greedy cases also time "cuda-graph", fast_s2s's own
+greedy loop replayed as CUDA graphs (fast_s2s.models.cuda_graph, not yet what greedy_decode
+picks on CUDA), for the GPU check to measure. Decode rows also report us per token beside the
+time to read the decoder's weights once ("weight_read_us", a read roofline at those bytes
+measured in the same run).
 
 Data: the reverse task's shape (symbols t0..t49, V = 54 with the 4 specials) from a seeded
 random.Random, padded by fast_s2s.data.collate; training sources are ragged (lengths in
@@ -207,16 +210,22 @@ def model_call(op: str, backend: str, native: bool = True) -> Factory:
     del op  # the family has one op
 
     def make(inputs: Inputs) -> Call:
-        from fast_s2s.models import Seq2Seq
-
         x = inputs.extra
-        weights: dict[str, torch.Tensor] = x["state_dict"]  # type: ignore[assignment]
-        model = Seq2Seq(replace(x["config"], backend=backend))  # type: ignore[type-var]
-        model.to(device=x["src"].device, dtype=weights["decoder.out.weight"].dtype)  # type: ignore[union-attr]
-        model.load_state_dict(weights)
+        model = _load_model(x, backend)
         return _train_step(model, x) if x["mode"] == TRAIN_STEP else _decode(model, x, native)
 
     return make
+
+
+def _load_model(x: dict, backend: str):
+    """The case's model built with `backend`, on the case's device and dtype, with its weights."""
+    from fast_s2s.models import Seq2Seq
+
+    weights: dict[str, torch.Tensor] = x["state_dict"]
+    model = Seq2Seq(replace(x["config"], backend=backend))
+    model.to(device=x["src"].device, dtype=weights["decoder.out.weight"].dtype)
+    model.load_state_dict(weights)
+    return model
 
 
 def torch_nn_call(inputs: Inputs) -> Call:
@@ -243,6 +252,31 @@ def torch_nn_call(inputs: Inputs) -> Call:
     return run
 
 
+def cuda_graph_call(inputs: Inputs) -> Call:
+    """The "cuda-graph" peer: the case's model on backend="auto", greedy-decoded by
+    fast_s2s.models.cuda_graph.greedy_decode_graph (each kind of step a replayed CUDA graph)."""
+    from fast_s2s.models.cuda_graph import greedy_decode_graph
+
+    x = inputs.extra
+    model = _load_model(x, "auto").eval()
+    src, src_lengths, max_len = x["src"], x["src_lengths"], x["max_len"]
+
+    def run() -> list:
+        hyps = greedy_decode_graph(model, src, src_lengths, max_len)  # type: ignore[arg-type]
+        _check_lengths([len(h.tokens) for h in hyps], max_len)  # type: ignore[arg-type]
+        return hyps
+
+    return run
+
+
+def _left_out_for(case: Case, device_type: str) -> dict[str, str]:
+    if case.mode != DECODE or device_type == "cuda" and "beam" not in case.shape:
+        return {}
+    if device_type != "cuda":
+        return {"cuda-graph": "CUDA graphs need a GPU (the same loop runs eagerly in the tests)"}
+    return {"cuda-graph": "greedy decoding only (beam search has no CUDA-graph loop)"}
+
+
 FAMILY = Family(
     name="model",
     cases={
@@ -256,6 +290,7 @@ FAMILY = Family(
             "reference": model_call("model", "reference"),
             "python-loop": model_call("model", "cpp", native=False),
             "torch.nn": torch_nn_call,
+            "cuda-graph": cuda_graph_call,
         }
     },
     fast_s2s=model_call,
@@ -265,7 +300,9 @@ FAMILY = Family(
         ("model", TRAIN_STEP): {
             "python-loop": "a decode peer: a training step has no search loop",
             "torch.nn": "a decode peer (the torch.nn model is built for decoding)",
+            "cuda-graph": "a decode peer (a greedy loop)",
         }
     },
+    left_out_for=_left_out_for,
     throughput_table=True,
 )

@@ -310,6 +310,35 @@ def test_bad_search_arguments_are_refused_by_name(kw, message):
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("name", ["bahdanau", "luong-general-feed", "bahdanau-tied-2layers"])
+def test_native_loop_reads_the_current_parameters(name):
+    """native.pack finds the parameters once per model structure and looks them up on every
+    call: a replaced parameter, a replaced submodule, a swapped .data and an in-place write are
+    all seen by the next native decode (a stale pack would decode the old weights)."""
+    model = make_model(name, seed=11)
+    src, lengths = make_source(3, 12)
+
+    def agree():
+        want = greedy_decode(model, src, lengths, 12, native=False)
+        assert_same_hypotheses(greedy_decode(model, src, lengths, 12), want)
+        return [h.tokens for h in want]
+
+    agree()
+    dec = model.decoder
+    dec.out.bias = torch.nn.Parameter(torch.randn_like(dec.out.bias) * 4)
+    agree()
+    dec.rnn.weight_hh_l0.data = torch.randn_like(dec.rnn.weight_hh_l0) * 2
+    agree()
+    with torch.no_grad():
+        dec.embedding.weight.mul_(-1.0)
+    agree()
+    old = dec.out
+    dec.out = torch.nn.Linear(old.in_features, old.out_features)
+    with torch.no_grad():
+        dec.out.weight.copy_(torch.randn_like(old.weight) * 5)
+    agree()
+
+
 def test_step_refuses_bad_tokens_and_missing_feed():
     model = make_model("luong-general-feed")
     params, config, keys, values, lengths, hidden = _op_args(model)

@@ -17,6 +17,8 @@ Packing (the layout the C++ side checks, csrc/cpu/decoder_model.h):
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor
 
@@ -78,6 +80,42 @@ def unavailable(model: Seq2Seq) -> str | None:
     return None
 
 
+def _param_paths(model: Seq2Seq, wiring: str, score: str) -> list[tuple[str, ...]]:
+    """Where each packed parameter lives: the submodule names from the model, then its name."""
+    dec = ("decoder",)
+    paths = [(*dec, "embedding", "weight")]
+    for layer in range(model.decoder.num_layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            paths.append((*dec, "rnn", f"{name}_l{layer}"))
+    if score in ("additive", "concat", "general"):
+        paths.append((*dec, "attention", "query_proj", "weight"))
+    if score in ("additive", "concat"):
+        paths.append((*dec, "attention", "v"))
+    if wiring == "luong":
+        paths.append((*dec, "combine", "weight"))
+    else:
+        paths += [(*dec, "readout", "weight"), (*dec, "readout", "bias")]
+    if model.decoder.tie_proj is not None:
+        paths.append((*dec, "tie_proj", "weight"))
+    return paths + [(*dec, "out", "weight"), (*dec, "out", "bias")]
+
+
+def _resolve(model: Seq2Seq, path: tuple[str, ...]) -> Tensor:
+    module = model
+    for name in path[:-1]:
+        module = module._modules[name]  # type: ignore[assignment]
+    param = module._parameters.get(path[-1])
+    return getattr(module, path[-1]) if param is None else param
+
+
+# model -> (the structure its paths were made for, the paths): finding the parameters through
+# module attributes took a tenth of a batch-1 decode. The tensors are looked up again on every
+# call (dict lookups), so replaced parameters and submodules are always the current ones.
+_PATHS: weakref.WeakKeyDictionary[Seq2Seq, tuple[tuple, list[tuple[str, ...]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def pack(model: Seq2Seq) -> tuple[list[Tensor], list[int]]:
     """(params, config) of the decoder, in the layout of the module docstring."""
     dec, cfg = model.decoder, model.config
@@ -85,21 +123,13 @@ def pack(model: Seq2Seq) -> tuple[list[Tensor], list[int]]:
         raise ValueError(f"native.pack: {unavailable(model)}")
     wiring = _wiring(model)
     score = "none" if wiring == "classic" else cfg.score
-    params: list[Tensor] = [dec.embedding.weight]
-    for layer in range(dec.num_layers):
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            params.append(getattr(dec.rnn, f"{name}_l{layer}"))
-    if score in ("additive", "concat", "general"):
-        params.append(dec.attention.query_proj.weight)
-    if score in ("additive", "concat"):
-        params.append(dec.attention.v)
-    if wiring == "luong":
-        params.append(dec.combine.weight)
-    else:
-        params += [dec.readout.weight, dec.readout.bias]
-    if dec.tie_proj is not None:
-        params.append(dec.tie_proj.weight)
-    params += [dec.out.weight, dec.out.bias]
+    structure = (wiring, score, dec.num_layers, dec.tie_proj is not None)
+    cached = _PATHS.get(model)
+    if cached is None or cached[0] != structure:
+        cached = _PATHS[model] = (structure, _param_paths(model, wiring, score))
+    params = [_resolve(model, path) for path in cached[1]]
+    if torch.is_grad_enabled():  # the search runs under no_grad; a direct call may not
+        params = [p.detach() for p in params]
     config = [
         _WIRING[wiring],
         _SCORE[score],
@@ -110,7 +140,7 @@ def pack(model: Seq2Seq) -> tuple[list[Tensor], list[int]]:
         cfg.bos_id,
         cfg.eos_id,
     ]
-    return [p.detach() for p in params], config
+    return params, config
 
 
 def _memory(enc: EncoderState) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor]:

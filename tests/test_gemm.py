@@ -165,9 +165,10 @@ def test_gru_layer_forward_backward_matches_reference(gemm_backend, dtype, rever
         )
 
 
+@pytest.mark.parametrize("D", [96, 100])  # 100: a partial column panel for the panel kernel
 @pytest.mark.parametrize("T", [1, 12])
-def test_dot_attention_matrix_path_matches_reference(gemm_backend, T):
-    B, beam, S, D = 4, 3, 37, 96  # beam * T rows per source row: the matrix-product path
+def test_dot_attention_matrix_path_matches_reference(gemm_backend, T, D):
+    B, beam, S = 4, 3, 37  # beam * T rows per source row: the matrix-product path
     q = torch.randn(B * beam, T, D, requires_grad=True)
     k = torch.randn(B, S, D, requires_grad=True)
     v = torch.randn(B, S, D, requires_grad=True)

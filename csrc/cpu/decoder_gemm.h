@@ -39,12 +39,14 @@ struct PackedWeight {
 // Four rows of x (rows past `rows` read row 0 and are not stored) against one panel; cols
 // (<= kCols) valid output columns. Named accumulators, not arrays: GCC keeps an array of
 // Vectorized accumulators on the stack and stores it every iteration (seen in perf annotate).
-// 8 accumulators + 2 weight vectors + 1 broadcast fit the 16 registers of AVX2 too.
+// 8 accumulators + 2 weight vectors + 1 broadcast fit the 16 registers of AVX2 too. The panel's
+// rows are `ldp` apart: kCols in PackedWeight, or the row stride of a row-major matrix whose
+// kCols columns are read in place (gemm_nn_panels). Every row holds kCols readable values.
 template <typename A>
 inline void panel_tile4(const A* x, int64_t ldx, int64_t rows, const A* panel, int64_t K, A* out,
-                        int64_t ldo, int64_t cols) {
+                        int64_t ldo, int64_t cols, int64_t ldp = PackedWeight<A>::kCols) {
   constexpr int64_t W = Vec<A>::size();
-  constexpr int64_t C = PackedWeight<A>::kCols;
+  const int64_t C = ldp;
   const A* x0 = x;
   const A* x1 = rows > 1 ? x + ldx : x;
   const A* x2 = rows > 2 ? x + 2 * ldx : x;
@@ -82,9 +84,9 @@ inline void panel_tile4(const A* x, int64_t ldx, int64_t rows, const A* panel, i
 // beam of 5 or a batch of 6 reads the weights once where two 4-row tiles read them twice.
 template <typename A>
 inline void panel_tile6(const A* x, int64_t ldx, int64_t rows, const A* panel, int64_t K, A* out,
-                        int64_t ldo, int64_t cols) {
+                        int64_t ldo, int64_t cols, int64_t ldp = PackedWeight<A>::kCols) {
   constexpr int64_t W = Vec<A>::size();
-  constexpr int64_t C = PackedWeight<A>::kCols;
+  const int64_t C = ldp;
   const A* x0 = x;
   const A* x1 = rows > 1 ? x + ldx : x;
   const A* x2 = rows > 2 ? x + 2 * ldx : x;
@@ -128,17 +130,41 @@ inline void panel_tile6(const A* x, int64_t ldx, int64_t rows, const A* panel, i
   store(5, f0, f1);
 }
 
-// Rows [0, rows) of x (row stride ldx) against one panel: 6-row tiles, the last block of 1 to 4
-// rows a 4-row tile.
+// Rows [0, rows) of x (row stride ldx) against one panel (row stride ldp): 6-row tiles, the last
+// block of 1 to 4 rows a 4-row tile.
 template <typename A>
 inline void panel_rows(const A* x, int64_t ldx, int64_t rows, const A* panel, int64_t K, A* out,
-                       int64_t ldo, int64_t cols) {
+                       int64_t ldo, int64_t cols, int64_t ldp = PackedWeight<A>::kCols) {
   int64_t i = 0;
   for (; rows - i > 4; i += 6) {
     panel_tile6<A>(x + i * ldx, ldx, std::min<int64_t>(6, rows - i), panel, K, out + i * ldo, ldo,
-                   cols);
+                   cols, ldp);
   }
-  if (i < rows) panel_tile4<A>(x + i * ldx, ldx, rows - i, panel, K, out + i * ldo, ldo, cols);
+  if (i < rows) panel_tile4<A>(x + i * ldx, ldx, rows - i, panel, K, out + i * ldo, ldo, cols, ldp);
+}
+
+// out (M, N) = a (M, K) b (K, N), a's and b's rows contiguous (strides lda, ldb), with b read in
+// place: columns [p C, p C + C) of its rows are panel p (row stride ldb), so the product is the
+// broadcast-FMA form with neither b^T copied nor b packed. The last panel, if partial, is copied
+// zero-padded (K x C) so no load reads past a row. Serial: the caller parallelises (one batch
+// of a bmm per task). For the attention products whose depth is the source length (P V,
+// dS K, dS^T Q, P^T dO: K = S, a few dozen), where BLAS spends more time packing and scaling
+// than multiplying.
+template <typename A>
+void gemm_nn_panels(const A* a, int64_t lda, int64_t M, const A* b, int64_t ldb, int64_t K,
+                    int64_t N, A* out, int64_t ldo) {
+  constexpr int64_t C = PackedWeight<A>::kCols;
+  const int64_t full = N / C;
+  for (int64_t p = 0; p < full; ++p) {
+    panel_rows<A>(a, lda, M, b + p * C, K, out + p * C, ldo, C, ldb);
+  }
+  const int64_t tail = N - full * C;
+  if (tail == 0) return;
+  std::vector<A> last(K * C, A(0));
+  for (int64_t k = 0; k < K; ++k) {
+    std::copy(b + k * ldb + full * C, b + k * ldb + N, last.data() + k * C);
+  }
+  panel_rows<A>(a, lda, M, last.data(), K, out + full * C, ldo, tail);
 }
 
 // One row of x against up to four consecutive panels (8 accumulators: 8 independent FMA chains,

@@ -381,15 +381,46 @@ void inhouse_nt_out(const at::Tensor& a, const at::Tensor& w, at::Tensor& out) {
   }
 }
 
-// A one-shot product: blas or inhouse, whichever choose() measured faster for the site (or the
-// pinned one). mkl_packed is not offered: a single product would not reuse the packing.
+// out (M, N) = a (M, K) b (K, N) with b's rows read in place as column panels (gemm_nn_panels),
+// parallel over (panel, 12-row block). a, b with unit column stride; accumulation dtype.
+template <typename A>
+void nn_panels_out(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  constexpr int64_t C = PackedWeight<A>::kCols, kBlock = 12;
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  const int64_t full = N / C, tail = N - full * C, panels = full + (tail > 0);
+  const A *ap = a.const_data_ptr<A>(), *bp = b.const_data_ptr<A>();
+  const int64_t lda = a.stride(0), ldb = b.stride(0), ldo = out.stride(0);
+  A* op = out.mutable_data_ptr<A>();
+  std::vector<A> last(tail > 0 ? K * C : 0, A(0));  // the partial panel, zero-padded
+  for (int64_t k = 0; tail > 0 && k < K; ++k) {
+    std::copy(bp + k * ldb + full * C, bp + k * ldb + N, last.data() + k * C);
+  }
+  const int64_t blocks = (M + kBlock - 1) / kBlock;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, kBlock * C * K));
+  at::parallel_for(0, panels * blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t p = item / blocks, m = (item % blocks) * kBlock;
+      const bool partial = p == full;
+      panel_rows<A>(ap + m * lda, lda, std::min(kBlock, M - m), partial ? last.data() : bp + p * C,
+                    K, op + m * ldo + p * C, ldo, partial ? tail : C, partial ? C : ldb);
+    }
+  });
+}
+
+// A one-shot product: blas, inhouse or (where given) panel, whichever choose() measured fastest
+// for the site (or the pinned one). mkl_packed is not offered: a single product would not reuse
+// the packing.
 void run_fastest(const Site& site, const std::function<void()>& run_blas,
-                 const std::function<void()>& run_inhouse) {
-  const Backend backend = choose(site, {Backend::kBlas, Backend::kInHouse},
-                                 [&](Backend candidate) -> std::function<void()> {
-                                   return candidate == Backend::kInHouse ? run_inhouse : run_blas;
-                                 });
-  (backend == Backend::kInHouse ? run_inhouse : run_blas)();
+                 const std::function<void()>& run_inhouse,
+                 const std::function<void()>& run_panel = nullptr) {
+  std::vector<Backend> offered{Backend::kBlas, Backend::kInHouse};
+  if (run_panel) offered.push_back(Backend::kPanel);
+  auto runner = [&](Backend b) -> const std::function<void()>& {
+    return b == Backend::kInHouse ? run_inhouse : b == Backend::kPanel ? run_panel : run_blas;
+  };
+  const Backend backend =
+      choose(site, offered, [&](Backend candidate) { return runner(candidate); });
+  runner(backend)();
 }
 
 }  // namespace
@@ -411,7 +442,15 @@ void matmul_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Te
     AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "matmul_out",
                                [&] { inhouse_nt_out<scalar_t>(ac, wt, out); });
   };
-  run_fastest(Site{op, M, N, K, a.scalar_type()}, run_blas, run_inhouse);
+  // b read in place (a's rows made contiguous if need be): the broadcast-FMA form without
+  // packing, offered where b's rows are contiguous (dx = dgi W, the attention backward).
+  auto run_panel = [&] {
+    const at::Tensor ac = a.stride(1) == 1 ? a : a.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "matmul_out_panel",
+                               [&] { nn_panels_out<scalar_t>(ac, b, out); });
+  };
+  run_fastest(Site{op, M, N, K, a.scalar_type()}, run_blas, run_inhouse,
+              N <= 1 || b.stride(1) == 1 ? std::function<void()>(run_panel) : nullptr);
 }
 
 void bmm_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
@@ -433,8 +472,24 @@ void bmm_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tenso
                                 [N](int64_t) { return N; });
     });
   };
+  // Each batch's b read in place (gemm_nn_panels), one batch per task.
+  auto run_panel = [&] {
+    const at::Tensor ac = a.stride(2) == 1 ? a : a.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "bmm_out_panel", [&] {
+      using A = scalar_t;
+      const A *ap = ac.const_data_ptr<A>(), *bp = b.const_data_ptr<A>();
+      A* op = out.mutable_data_ptr<A>();
+      at::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t g = begin; g < end; ++g) {
+          gemm_nn_panels<A>(ap + g * ac.stride(0), ac.stride(1), M, bp + g * b.stride(0),
+                            b.stride(1), K, N, op + g * M * N, N);
+        }
+      });
+    });
+  };
   // The shape class folds the batch into m: G x M rows against per-batch K x N.
-  run_fastest(Site{op, G * M, N, K, a.scalar_type()}, run_blas, run_inhouse);
+  run_fastest(Site{op, G * M, N, K, a.scalar_type()}, run_blas, run_inhouse,
+              N <= 1 || b.stride(2) == 1 ? std::function<void()>(run_panel) : nullptr);
 }
 
 }  // namespace fast_s2s::cpu::gemm

@@ -10,9 +10,12 @@
 //   inhouse     the register-tiled dot-product kernel of gemm_nt.h: no packing, no cache blocking;
 //               wins only where the machine's BLAS is weak on the shape (small M on some CPUs).
 //   panel       w packed once into column panels of w^T (decoder_gemm.h), then broadcast-FMA
-//               tiles of 4 rows: no horizontal sums, so it is the fast form for the few-row
+//               tiles of 4-6 rows: no horizontal sums, so it is the fast form for the few-row
 //               products of a GRU layer at small batch (B = 1..16, serving and the encoder of a
-//               sentence), on any ISA; its packing costs one pass over w per call.
+//               sentence), on any ISA; its packing costs one pass over w per call. For the
+//               one-shot out = a b (matmul_out, bmm_out) b's rows are read in place as the
+//               panels, nothing packed (the cell backward's dx = dgi W_ih, the attention
+//               products whose depth is the source length).
 // Which one runs is measured, not guessed: the first call of a site (op, shape class, dtype,
 // thread count) times every available candidate for a few milliseconds and caches the fastest
 // for the process (choose()). FAST_S2S_GEMM=mkl_packed|blas|inhouse|panel or set_forced() pins
@@ -97,14 +100,15 @@ class NtWeight {
 };
 
 // out (M x N) = a (M x K) b (K x N), torch.mm semantics (any strides of a and b; out with unit
-// column stride), for the
-// one-shot products (a layer's input projection, a backward's dx and dW over all steps): blas
-// or inhouse (with transposed contiguous copies where its A B^T form needs them), measured per
-// site. a, b, out in the accumulation dtype.
+// column stride), for the one-shot products (a layer's input projection, a backward's dx and dW
+// over all steps): blas, inhouse (with transposed contiguous copies where its A B^T form needs
+// them) or, where b's rows are contiguous, panel; measured per site. a, b, out in the
+// accumulation dtype.
 void matmul_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out);
 
-// out (G x M x N) = a (G x M x K) b (G x K x N), torch.bmm semantics (out contiguous), blas or
-// inhouse (on contiguous copies of a and b^T), measured per site. Accumulation dtype.
+// out (G x M x N) = a (G x M x K) b (G x K x N), torch.bmm semantics (out contiguous), blas,
+// inhouse (on contiguous copies of a and b^T) or panel (b's rows in place), measured per site.
+// Accumulation dtype.
 void bmm_out(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out);
 
 }  // namespace fast_s2s::cpu::gemm

@@ -51,6 +51,10 @@ class GRUCell(nn.Module):
         device, dtype: of the parameters.
 
     Shapes: input (B, I) or unbatched (I,); hx (B, H) / (H,) or None (zeros); returns h' like hx.
+
+    In a decoding loop, call it inside ``with fast_s2s.frozen_weights():``: the C++ CPU kernel
+    then packs the weights once for all the loop's steps instead of at every call (the weights
+    must not be written through ``.data`` meanwhile; see fast_s2s.frozen_weights).
     """
 
     def __init__(

@@ -113,12 +113,13 @@ def run_bench(device: torch.device, dtype: torch.dtype) -> Callable[..., None]:
         row = rows.base_row(case, impl, device, dtype)
         with rows.grad_mode(case):
             try:
-                step = rows.prepare(impl, case, inputs, device, row)  # compiles, warms up
+                step, scope = rows.prepare(impl, case, inputs, device, row)  # compiles, warms up
             except Exception as exc:
                 if impl.kind == registry.PEER:
                     pytest.skip(f"peer {impl_name} failed: {rows.error_reason(exc)}")
                 raise
-            benchmark(_synchronized(step, device))
+            with scope():
+                benchmark(_synchronized(step, device))
         if benchmark.stats is not None:
             s = benchmark.stats.stats
             us = [1e6 * v for v in (s.median, s.q1, s.q3, s.min)]

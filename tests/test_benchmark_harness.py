@@ -5,6 +5,7 @@ what the op computes, and the JSON file's fields. Tiny shapes and short budgets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 
@@ -20,7 +21,7 @@ from fast_s2s.benchmark import registry as reg  # noqa: E402
 from fast_s2s.benchmark.case import DECODE, FORWARD, FORWARD_BACKWARD, TRAIN_STEP  # noqa: E402
 from fast_s2s.benchmark.report import print_results  # noqa: E402
 from fast_s2s.benchmark.rows import add_speedups, base_row, make_step, run_case  # noqa: E402
-from fast_s2s.benchmark.timing import Budget, measure, summarize  # noqa: E402
+from fast_s2s.benchmark.timing import Budget, measure, measure_interleaved, summarize  # noqa: E402
 
 TINY_BUDGET = Budget(warmup=1, min_repeats=3, max_repeats=5, min_time_s=0.0)
 CPU = torch.device("cpu")
@@ -69,6 +70,44 @@ def test_measure_times_only_after_the_warmup_and_within_the_budget():
     t = measure(lambda: torch.ones(64).sum(), "cpu", TINY_BUDGET)
     assert 0 < t.min_us <= t.q1_us <= t.median_us <= t.q3_us
     assert t.iqr_us == pytest.approx(t.q3_us - t.q1_us)
+
+
+def test_measure_interleaved_alternates_rounds_and_enters_each_scope_per_round():
+    log = []
+
+    @contextlib.contextmanager
+    def scope(name):
+        log.append(f"enter {name}")
+        yield
+        log.append(f"exit {name}")
+
+    def call(name):
+        return lambda: log.append(name)
+
+    budget = Budget(warmup=2, min_repeats=6, max_repeats=6, min_time_s=3600.0)
+    calls = [(call("a"), lambda: scope("a")), (call("b"), contextlib.nullcontext)]
+    ta, tb = measure_interleaved(calls, "cpu", budget, rounds=3)
+    assert ta.repeats == tb.repeats == 6  # 2 timed calls per round, pooled
+    rounds = "".join(x[0] if len(x) == 1 else "[" if x.startswith("enter") else "]" for x in log)
+    # round 1 warms up twice, later rounds once; each round of a runs inside its own scope
+    assert rounds == "[aaaa]bbbb" + "[aaa]bbb" * 2
+
+
+def test_measure_interleaved_drops_a_failing_call_and_returns_its_error():
+    calls_made = []
+
+    def flaky():
+        calls_made.append(1)
+        if len(calls_made) > 3:
+            raise RuntimeError("broke in round 2")
+
+    budget = Budget(warmup=0, min_repeats=3, max_repeats=3, min_time_s=3600.0)
+    good, bad = measure_interleaved(
+        [(lambda: None, contextlib.nullcontext), (flaky, contextlib.nullcontext)],
+        "cpu", budget, rounds=3,
+    )  # fmt: skip
+    assert good.repeats == 3
+    assert isinstance(bad, RuntimeError) and len(calls_made) == 4  # not called after failing
 
 
 def test_summarize_takes_the_median_and_quartiles():

@@ -30,7 +30,7 @@ from fast_s2s.benchmark.registry import (
     make_inputs,
 )
 from fast_s2s.benchmark.roofline import COPY, READ, Roofline, gbps
-from fast_s2s.benchmark.timing import FULL_BUDGET, Budget, Timing, measure
+from fast_s2s.benchmark.timing import FULL_BUDGET, Budget, Timing, measure_interleaved
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
@@ -86,27 +86,29 @@ def error_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
 
 
+Scope = Callable[[], contextlib.AbstractContextManager]
+
+
 def prepare(
-    impl: Impl, case: Case, inputs: Inputs, device: torch.device, row: dict,
-    scopes: contextlib.ExitStack,
-) -> Callable[[], object]:  # fmt: skip
+    impl: Impl, case: Case, inputs: Inputs, device: torch.device, row: dict
+) -> tuple[Callable[[], object], Scope]:
     """Builds the step of `impl` (under grad_mode) and runs it once (the first call compiles
-    and initialises; never timed), recording what ran and how long that first call took. A
-    call with a `scope` (e.g. fast_s2s.frozen_weights) has it entered into `scopes`."""
+    and initialises; never timed), recording what ran and how long that first call took.
+    Returns the step and the scope its calls run in: the call's `scope` (e.g.
+    fast_s2s.frozen_weights, entered around a round of calls, not around each), else none."""
     assert impl.make is not None
     call = impl.make(inputs)
-    scope = getattr(call, "scope", None)  # a context the calls run in, entered once for all
-    if scope is not None:
-        scopes.enter_context(scope())
+    scope: Scope = getattr(call, "scope", None) or contextlib.nullcontext
     row["implementation"] = getattr(call, "implementation", row["implementation"])
     row["decode_loop"] = getattr(call, "decode_loop", None)
     step = make_step(call, case, inputs)
     start = time.perf_counter()
-    step()
+    with scope():
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     row["first_call_s"] = time.perf_counter() - start
-    return step
+    return step, scope
 
 
 def record(row: dict, timing: Timing) -> dict:
@@ -115,24 +117,37 @@ def record(row: dict, timing: Timing) -> dict:
     return row
 
 
-def time_impl(
-    case: Case, impl: Impl, inputs: Inputs, device: torch.device, dtype: torch.dtype,
+def time_impls(
+    case: Case, impls: list[Impl], inputs: Inputs, device: torch.device, dtype: torch.dtype,
     budget: Budget,
-) -> dict:  # fmt: skip
-    """One row; a failure in set-up, compilation or the call is a "failed" row with the reason,
-    never an exception."""
-    row = base_row(case, impl, device, dtype)
-    if impl.make is None:
-        return row
-    try:
-        with grad_mode(case), contextlib.ExitStack() as scopes:
-            step = prepare(impl, case, inputs, device, row, scopes)
-            # the first call was one warm-up call already
-            timing = measure(step, device, replace(budget, warmup=max(0, budget.warmup - 1)))
-    except Exception as exc:  # a failing implementation is a result, not a crash
-        row.update(status=FAILED, reason=error_reason(exc))
-        return row
-    return record(row, timing)
+) -> list[dict]:  # fmt: skip
+    """One row per implementation, all timed together in alternating rounds
+    (timing.measure_interleaved); a failure in set-up, compilation or a call is a "failed" row
+    with the reason, never an exception."""
+    rows = [base_row(case, impl, device, dtype) for impl in impls]
+    prepared: list[tuple[int, Callable[[], object], Scope]] = []
+    with grad_mode(case):
+        for i, impl in enumerate(impls):
+            if impl.make is None:
+                continue
+            try:
+                step, scope = prepare(impl, case, inputs, device, rows[i])
+            except Exception as exc:  # a failing implementation is a result, not a crash
+                rows[i].update(status=FAILED, reason=error_reason(exc))
+                continue
+            prepared.append((i, step, scope))
+        # the first call was one warm-up call already
+        timings = measure_interleaved(
+            [(step, scope) for _, step, scope in prepared],
+            device,
+            replace(budget, warmup=max(0, budget.warmup - 1)),
+        )
+    for (i, _, _), timing in zip(prepared, timings, strict=True):
+        if isinstance(timing, Exception):
+            rows[i].update(status=FAILED, reason=error_reason(timing))
+        else:
+            record(rows[i], timing)
+    return rows
 
 
 def add_bandwidth(
@@ -212,14 +227,15 @@ def run_case(
     quick: bool = False,
     sgemm_gflops: float | None = None,
 ) -> list[dict]:
-    """Every implementation of `case` (registry.build_impls unless `impls` is given), timed one
-    after another on the same inputs, with bandwidths and throughput. `rooflines` (READ and COPY)
-    are shared across cases, so each traffic size is measured once per run; `sgemm_gflops`, the
-    machine's measured matrix-product rate, is what GEMM-bound rows are a fraction of."""
+    """Every implementation of `case` (registry.build_impls unless `impls` is given), timed in
+    alternating rounds on the same inputs, with bandwidths and throughput. `rooflines` (READ
+    and COPY) are shared across cases, so each traffic size is measured once per run;
+    `sgemm_gflops`, the machine's measured matrix-product rate, is what GEMM-bound rows are a
+    fraction of."""
     device = torch.device(device)
     impls = build_impls(case, device, backends, peers, quick=quick) if impls is None else impls
     inputs = make_inputs(case, device, dtype)
-    rows = [time_impl(case, impl, inputs, device, dtype, budget) for impl in impls]
+    rows = time_impls(case, impls, inputs, device, dtype, budget)
     roofs = rooflines or {kind: Roofline(kind, device, budget) for kind in (READ, COPY)}
     if case.mode == DECODE and any(r["status"] == OK for r in rows):
         add_weight_read(rows, inputs, roofs[READ], dtype)

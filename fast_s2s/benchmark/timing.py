@@ -1,4 +1,5 @@
-"""Median timing of a callable: warm-up calls, then timed calls until a budget is spent.
+"""Median timing of a callable: warm-up calls, then timed calls until a budget is spent; and of
+a case's implementations together, in alternating rounds (measure_interleaved).
 
 CPU calls are timed one by one with time.perf_counter. CUDA calls are timed with a pair of
 torch.cuda.Event around each call and a synchronize after it, so every sample is the device time
@@ -7,10 +8,12 @@ of one call (launch gaps inside it included), never a queue of calls overlapping
 
 from __future__ import annotations
 
+import contextlib
+import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -27,6 +30,7 @@ class Budget:
 
 
 QUICK_BUDGET = Budget(warmup=1, min_repeats=3, max_repeats=100, min_time_s=0.05)
+ROUNDS = 5  # measure_interleaved's rounds per case
 FULL_BUDGET = Budget()
 
 
@@ -64,6 +68,13 @@ def measure(
 ) -> Timing:
     """Times `fn()` on `device`. The warm-up calls trigger lazy initialisation, allocator growth
     and compilation; exceptions from `fn` propagate."""
+    return summarize(measure_samples(fn, device, budget))
+
+
+def measure_samples(
+    fn: Callable[[], object], device: torch.device | str = "cpu", budget: Budget = FULL_BUDGET
+) -> list[float]:
+    """measure's per-call times in microseconds."""
     device = torch.device(device)
     for _ in range(budget.warmup):
         fn()
@@ -91,4 +102,38 @@ def measure(
             t0 = time.perf_counter()
             fn()
             samples.append((time.perf_counter() - t0) * 1e6)
-    return summarize(samples)
+    return samples
+
+
+def measure_interleaved(
+    calls: list[tuple[Callable[[], object], Callable[[], contextlib.AbstractContextManager]]],
+    device: torch.device | str = "cpu",
+    budget: Budget = FULL_BUDGET,
+    rounds: int = ROUNDS,
+) -> list[Timing | Exception]:
+    """Times every (call, scope) of one case in `rounds` alternating rounds, each call's share
+    of the budget split evenly across them, so that a drift of the machine's speed over the
+    seconds a case takes (another tenant on a shared VM, clocks) falls on every implementation
+    alike instead of on whichever ran during it: the ratios between them are what the bench
+    reports. Each round of a call runs inside its scope (entered afresh: e.g.
+    fast_s2s.frozen_weights) after one untimed call; the first round warms up `budget.warmup`
+    times. A call that raises is timed no further and its exception is returned in its place."""
+    share = Budget(
+        warmup=budget.warmup,
+        min_repeats=max(1, math.ceil(budget.min_repeats / rounds)),
+        max_repeats=max(1, math.ceil(budget.max_repeats / rounds)),
+        min_time_s=budget.min_time_s / rounds,
+    )
+    samples: list[list[float]] = [[] for _ in calls]
+    failed: dict[int, Exception] = {}
+    for r in range(rounds):
+        for i, (fn, scope) in enumerate(calls):
+            if i in failed:
+                continue
+            try:
+                with scope():
+                    warm = replace(share, warmup=budget.warmup if r == 0 else 1)
+                    samples[i] += measure_samples(fn, device, warm)
+            except Exception as exc:  # a failing implementation is a result
+                failed[i] = exc
+    return [failed[i] if i in failed else summarize(samples[i]) for i in range(len(calls))]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
 
@@ -108,6 +109,13 @@ def test_measure_interleaved_drops_a_failing_call_and_returns_its_error():
     )  # fmt: skip
     assert good.repeats == 3
     assert isinstance(bad, RuntimeError) and len(calls_made) == 4  # not called after failing
+
+
+def test_timed_calls_run_with_the_garbage_collector_paused():
+    seen = []
+    assert gc.isenabled()
+    measure(lambda: seen.append(gc.isenabled()), "cpu", Budget(1, 3, 3, 0.0))
+    assert seen == [False] * 4 and gc.isenabled()  # restored after, also on the way out
 
 
 def test_summarize_takes_the_median_and_quartiles():

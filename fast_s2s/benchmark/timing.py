@@ -9,6 +9,7 @@ of one call (launch gaps inside it included), never a queue of calls overlapping
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import statistics
 import time
@@ -74,8 +75,19 @@ def measure(
 def measure_samples(
     fn: Callable[[], object], device: torch.device | str = "cpu", budget: Budget = FULL_BUDGET
 ) -> list[float]:
-    """measure's per-call times in microseconds."""
-    device = torch.device(device)
+    """measure's per-call times in microseconds, with Python's cyclic garbage collector paused
+    (as timeit does): a collection triggered by whatever allocated before would otherwise land
+    in some call's time (milliseconds for a full one, more than a whole batch-1 decode)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _samples(fn, torch.device(device), budget)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _samples(fn: Callable[[], object], device: torch.device, budget: Budget) -> list[float]:
     for _ in range(budget.warmup):
         fn()
     if device.type == "cuda":

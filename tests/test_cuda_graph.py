@@ -13,8 +13,9 @@ from fast_s2s import _extension, ops
 from fast_s2s.models import Seq2Seq, Seq2SeqConfig, greedy_decode
 from fast_s2s.models.cuda_graph import greedy_decode_graph
 from tests.backends import EMU
+from tests.test_native_search import SRC_VOCAB, TGT_VOCAB, make_source
 
-SRC_VOCAB, TGT_VOCAB, EOS = 11, 13, 2
+EOS = 2
 MODELS: dict[str, dict[str, object]] = {
     "bahdanau": {"wiring": "bahdanau", "score": "additive"},
     "luong-general-feed": {"wiring": "luong", "score": "general", "input_feeding": True},
@@ -39,14 +40,6 @@ def make_model(name: str, backend: str, eos_bias: float = 0.0, seed: int = 0) ->
             p.mul_(3.0)
         model.decoder.out.bias[EOS] += eos_bias
     return model
-
-
-def make_source(batch: int, seed: int, width: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, width + 1, (batch,), generator=gen)
-    lengths[0] = width
-    src = torch.randint(3, SRC_VOCAB, (batch, width), generator=gen)
-    return src.masked_fill(torch.arange(width) >= lengths[:, None], 0), lengths
 
 
 def assert_same(got, want) -> None:

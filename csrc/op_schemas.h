@@ -63,10 +63,11 @@ inline constexpr const char* kDecoderOpSchemas[] = {
     "gru_stack(Tensor x, Tensor h0, Tensor?[] weights, Tensor? lengths, int num_layers, "
         "bool bidirectional) -> (Tensor output, Tensor h_n)",
     // One step for N = B * beam rows, with the search rules applied to the log-probs (N, V);
-    // feed: (N, H) with input feeding, else an empty (0,) tensor; weights (N, S).
+    // feed: (N, H) with input feeding, else an empty (0,) tensor; weights (N, S); step: the
+    // steps taken before it (local-m's window centre).
     "decoder_step(Tensor[] params, int[] config, Tensor? keys, Tensor? values, Tensor? context, "
         "Tensor src_lengths, Tensor hidden, Tensor? feed, Tensor prev, int beam, "
-        "bool force_eos=False, bool block_eos=False) "
+        "bool force_eos=False, bool block_eos=False, int step=0) "
         "-> (Tensor log_probs, Tensor hidden, Tensor feed, Tensor weights)",
     // Greedy search of B sentences: tokens (B, steps) int64 (eos included), lengths (B,) (tokens
     // before eos), scores (B,), attention (B, steps, S) float32.

@@ -1,7 +1,7 @@
 """The Luong decoder with local attention (config.local "m" / "p", issue 16): config and
 checkpoints, teacher forcing against step decoding, greedy and beam search on long outputs
-against a slow step-by-step decode and the teacher-forced scores, the Python loop chosen over
-the native one (which has no local attention), training, and `fast-s2s train --local`.
+against a slow step-by-step decode and the teacher-forced scores, the native C++ loop against
+the Python loop token for token, training, and `fast-s2s train --local`.
 
 Small models, single-threaded; the sources are long (40-70 positions) so that the window (D = 4
 here, 10 in the CLI test) covers a small part of them.
@@ -304,35 +304,62 @@ def test_cpp_and_reference_backends_agree(name):
     assert [h.tokens for h in a] == [h.tokens for h in b]
 
 
-# -- the native loop: not for local attention ------------------------------------------------------
+# -- the native loop ------------------------------------------------------------------------------
+
+
+def _assert_same(got, want):
+    assert [h.tokens for h in got] == [h.tokens for h in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.score == pytest.approx(w.score, rel=1e-4, abs=1e-4)
+        torch.testing.assert_close(g.attention, w.attention, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_native_loop_decodes_local_models_as_the_python_loop(name, monkeypatch):
+    """The native C++ loop runs local-m and local-p (decoder_model.cpp's attend_local, over the
+    local_attention op's own row weights) and gives the Python loop's hypotheses token for
+    token: greedy with outputs of 40-60 tokens, beam search with n-best, on 41-70 position
+    sources that a window of 2D + 1 = 9 covers a small part of."""
+    local, score, feed = MODELS[name]
+    model = local_model(local, 3, score=score, input_feeding=feed, backend="cpp")
+    with torch.no_grad():  # peaked outputs: no near-tie between two beams' scores
+        model.decoder.out.weight.mul_(4.0)
+    assert decode_path(model) == "native"
+    src, lens = long_batch()
+    want = greedy_decode(model, src, lens, max_len=60, min_len=40, native=False)
+    want_beam = beam_search(
+        model, src, lens, beam_size=3, max_len=45, min_len=30, n_best=2, native=False
+    )
+
+    def python_step(*args, **kwargs):
+        raise AssertionError("the Python step ran")
+
+    monkeypatch.setattr(search_module, "_step", python_step)
+    _assert_same(greedy_decode(model, src, lens, max_len=60, min_len=40), want)
+    got_beam = beam_search(model, src, lens, beam_size=3, max_len=45, min_len=30, n_best=2)
+    for got, ref in zip(got_beam, want_beam, strict=True):
+        _assert_same(got, ref)
 
 
 @pytest.mark.parametrize("local", ["m", "p"])
-def test_local_models_run_the_python_loop_and_say_why(local, monkeypatch):
-    model = local_model(local, backend="auto")
-    path = decode_path(model)
-    assert path.startswith("python: local attention") and f"config.local='{local}'" in path
-    assert decode_path(model, native=False) == "python: native=False"
-    assert native_loop.unavailable(model) is not None
-    with pytest.raises(ValueError, match="native.pack: local attention"):
-        native_loop.pack(model)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the native loop ran a local-attention model")
-
-    monkeypatch.setattr(native_loop, "greedy", refuse)
-    monkeypatch.setattr(native_loop, "beam", refuse)
-    calls = []
-    loop = search_module._greedy_loop
-    monkeypatch.setattr(
-        search_module, "_greedy_loop", lambda *a, **k: calls.append(1) or loop(*a, **k)
-    )
-    src, lens = long_batch((30, 12))
-    native = greedy_decode(model, src, lens, max_len=20, native=True)
-    python = greedy_decode(model, src, lens, max_len=20, native=False)
-    assert [h.tokens for h in native] == [h.tokens for h in python] and len(calls) == 2
-    beam = beam_search(model, src, lens, beam_size=3, max_len=20, native=True)
-    assert len(beam) == 2
+def test_native_step_takes_the_step_index(local):
+    """native.step at decoder step t matches search._step at t (local-m centres the window on
+    t, so a wrong index moves it): log-probs, state and weights."""
+    model = local_model(local, 5, backend="cpp")
+    src, lens = long_batch((50, 23))
+    with torch.no_grad():
+        enc = model.encode(src, lens)
+        state = model.initial_state(enc, beam=2)
+        state = state._replace(hidden=torch.randn_like(state.hidden), step=17)
+        prev = torch.tensor([3, 4, 5, 6])
+        want = search_module._step(model, enc, state, prev, 2, force_eos=False, block_eos=False)
+        got = native_loop.step(model, enc, state, prev, 2)
+    torch.testing.assert_close(got[0], want[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got[1].hidden, want[1].hidden, atol=1e-5, rtol=1e-4)
+    assert got[1].step == want[1].step == 18
+    torch.testing.assert_close(got[2], want[2], atol=1e-5, rtol=1e-4)
+    if local == "m":
+        assert got[2][:, :10].abs().sum() == 0 and got[2][:, 13:22].abs().sum() > 0
 
 
 # -- training ------------------------------------------------------------------------------------

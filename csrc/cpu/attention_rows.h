@@ -3,6 +3,7 @@
 // step run natively scores exactly as the op it replaces.
 #pragma once
 
+#include "common/local_window.h"
 #include "cpu/vec_utils.h"
 
 namespace fast_s2s::cpu {
@@ -53,6 +54,21 @@ inline void attend_row(bool additive, const A* q, const A* v, const A* keys_b, i
   }
   masked_softmax_inplace<A>(p, L, S);
   weighted_row_sum_stream<A>(p, values_b, Dv, L, Dv, c);
+}
+
+// Luong local attention's weights over one row's window (local_attention.cpp's forward and
+// backward, and the native decoder's local step): a[0:n] = softmax of qs . keys_b[s] over the
+// window [lo, hi) (qs: the query times the scale, in A), w[0:n] = a[i] g(lo + i), the Gaussian
+// around the centre p. n = win.size() may be 0.
+template <typename scalar_t>
+inline void local_window_weights(const acc_t<scalar_t>* qs, const scalar_t* keys_b, int64_t Dk,
+                                 const LocalWindow& win, acc_t<scalar_t> p,
+                                 const LocalGaussian<acc_t<scalar_t>>& gauss, acc_t<scalar_t>* a,
+                                 acc_t<scalar_t>* w) {
+  const int64_t n = win.size();
+  dot_rows<scalar_t>(qs, keys_b + win.lo * Dk, Dk, n, Dk, a);
+  masked_softmax_inplace<acc_t<scalar_t>>(a, n, n);
+  for (int64_t i = 0; i < n; ++i) w[i] = a[i] * gauss.factor(win.lo + i, p);
 }
 
 }  // namespace fast_s2s::cpu

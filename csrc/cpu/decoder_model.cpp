@@ -83,9 +83,9 @@ void check_param(const char* op, const at::Tensor& t, int64_t index, const char*
 }  // namespace
 
 DecoderParams parse_decoder(const char* op, at::TensorList params, at::IntArrayRef config) {
-  TORCH_CHECK(config.size() == 8, op,
-              ": config must be [wiring, score, input_feeding, layers, tie_proj, pad, bos, eos] "
-              "(8 ints), got ",
+  TORCH_CHECK(config.size() == 10, op,
+              ": config must be [wiring, score, input_feeding, layers, tie_proj, pad, bos, eos, "
+              "local, window] (10 ints), got ",
               config.size(), " values");
   DecoderParams p;
   DecoderSpec& s = p.spec;
@@ -97,6 +97,8 @@ DecoderParams parse_decoder(const char* op, at::TensorList params, at::IntArrayR
   s.pad = config[5];
   s.bos = config[6];
   s.eos = config[7];
+  s.local = config[8];
+  s.window = config[9];
   TORCH_CHECK(s.wiring >= kBahdanau && s.wiring <= kClassic, op,
               ": config[0] (wiring) must be 0 (bahdanau), 1 (luong) or 2 (classic), got ",
               s.wiring);
@@ -110,6 +112,12 @@ DecoderParams parse_decoder(const char* op, at::TensorList params, at::IntArrayR
   TORCH_CHECK(!s.input_feeding || s.wiring == kLuong, op,
               ": config[2] (input_feeding) needs the luong wiring");
   TORCH_CHECK(s.layers >= 1, op, ": config[3] (layers) must be >= 1, got ", s.layers);
+  TORCH_CHECK(s.local >= kGlobal && s.local <= kLocalP, op,
+              ": config[8] (local) must be 0 (global), 1 (local-m) or 2 (local-p), got ", s.local);
+  TORCH_CHECK(
+      s.local == kGlobal || (s.wiring == kLuong && (s.score == kDot || s.score == kGeneral)), op,
+      ": config[8] (local) needs the luong wiring with a dot or general score");
+  TORCH_CHECK(s.window >= 0, op, ": config[9] (window) must be >= 0, got ", s.window);
   TORCH_CHECK(!params.empty(), op, ": params must hold the decoder's weights, got an empty list");
   const at::Tensor& emb = params[0];
   TORCH_CHECK(emb.dim() == 2, op, ": params[0] (embedding) must be 2-D (V, E), got ", emb.sizes());
@@ -132,7 +140,8 @@ DecoderParams parse_decoder(const char* op, at::TensorList params, at::IntArrayR
   const bool additive = s.score == kAdditive;
   const int64_t readout_in = 2 * H + E;
   int64_t expected = 1 + 4 * s.layers + (s.score == kAdditive || s.score == kGeneral ? 1 : 0) +
-                     (additive ? 1 : 0) + (s.wiring == kLuong ? 1 : 2) + (s.tie_proj ? 1 : 0) + 2;
+                     (additive ? 1 : 0) + (s.local == kLocalP ? 2 : 0) +
+                     (s.wiring == kLuong ? 1 : 2) + (s.tie_proj ? 1 : 0) + 2;
   TORCH_CHECK(static_cast<int64_t>(params.size()) == expected, op, ": params must hold ", expected,
               " tensors for this config (see csrc/cpu/decoder_model.h), got ", params.size());
   int64_t i = 0;
@@ -161,6 +170,14 @@ DecoderParams parse_decoder(const char* op, at::TensorList params, at::IntArrayR
     s.Dq = H;
   }
   if (additive) p.v = next("v", {s.Dq});
+  if (s.local == kLocalP) {
+    const at::Tensor& wp = params[i];
+    TORCH_CHECK(wp.dim() == 2, op, ": params[", i, "] (position_proj) must be 2-D (P, H), got ",
+                wp.sizes());
+    s.P = wp.size(0);
+    p.position_proj = next("position_proj", {s.P, H});
+    p.position_v = next("position_v", {s.P});
+  }
   if (s.wiring == kLuong) {
     p.combine_w = next("combine_w", {H, 2 * H});
   } else {
@@ -321,6 +338,7 @@ DecoderStepper<A>::DecoderStepper(const DecoderParams& p, const DecoderMemory& m
   gh_ = at::empty({N, 3 * H}, opts);
   gates_ = at::empty({N, 4 * H}, opts);
   if (s.Dq > 0) q_ = at::empty({N, s.Dq}, opts);
+  if (s.local == kLocalP) pos_ = at::empty({N, s.P}, opts);
   ctx_ = at::zeros({N, H}, opts);
   cat_ = at::empty({N, s.wiring == kLuong ? 2 * H : 2 * H + E}, opts);
   pre_ = at::empty({N, H}, opts);
@@ -338,7 +356,8 @@ DecoderStepper<A>::DecoderStepper(const DecoderParams& p, const DecoderMemory& m
       pack(p.w_ih[l]);
       pack(p.w_hh[l]);
     }
-    for (const at::Tensor* w : {&p.query_proj, &p.readout_w, &p.combine_w, &p.tie_proj, &p.out_w})
+    for (const at::Tensor* w :
+         {&p.query_proj, &p.position_proj, &p.readout_w, &p.combine_w, &p.tie_proj, &p.out_w})
       pack(*w);
   }
 }
@@ -368,13 +387,14 @@ void DecoderStepper<A>::linear(const at::Tensor& x, const at::Tensor& w, const a
 }
 
 template <typename A>
-void DecoderStepper<A>::attend(const at::Tensor& query) {
+void DecoderStepper<A>::attend(const at::Tensor& query, int64_t t) {
   const DecoderSpec& s = p_.spec;
   const int64_t H = s.H, Dq = s.Dq, S = m_.S;
   const bool additive = s.score == kAdditive;
   // dot attention reads the query as it is (scale 1: the model's "dot" is unscaled)
   const at::Tensor& q = s.score == kDot ? query : q_;
   if (s.score != kDot) product(query, p_.query_proj, q_);
+  if (s.local != kGlobal) return attend_local(query, q, t);
   const A* qp = q.const_data_ptr<A>();
   const int64_t ldq = q.stride(0);
   const A* vp = additive ? p_.v.const_data_ptr<A>() : nullptr;
@@ -392,8 +412,48 @@ void DecoderStepper<A>::attend(const at::Tensor& query) {
   });
 }
 
+// Local attention (fast_s2s.nn.Attention's local kinds over the local_attention op, scale 1):
+// per row its centre (local-m: the step t; local-p: L_b sigmoid(v_p . tanh(W_p h)), from the
+// unprojected query h as Attention.centers), then the op's own row weights over the window.
 template <typename A>
-void DecoderStepper<A>::step(const int64_t* prev) {
+void DecoderStepper<A>::attend_local(const at::Tensor& query, const at::Tensor& scored, int64_t t) {
+  const DecoderSpec& s = p_.spec;
+  const int64_t H = s.H, Dq = s.Dq, S = m_.S, P = s.P;
+  if (s.local == kLocalP) product(query, p_.position_proj, pos_);
+  const A* qp = scored.const_data_ptr<A>();
+  const int64_t ldq = scored.stride(0);
+  const A* keys = m_.keys.const_data_ptr<A>();
+  const A* values = m_.values.const_data_ptr<A>();
+  const A* pos = s.local == kLocalP ? pos_.const_data_ptr<A>() : nullptr;
+  const A* vp = s.local == kLocalP ? p_.position_v.const_data_ptr<A>() : nullptr;
+  A* w = weights_.mutable_data_ptr<A>();
+  A* c = ctx_.mutable_data_ptr<A>();
+  const LocalGaussian<A> gauss(s.window);
+  const int64_t width = std::max<int64_t>(1, std::min<int64_t>(2 * std::min(s.window, S) + 1, S));
+  for_rows(N_, width * (Dq + H) + S, [&](int64_t begin, int64_t end) {
+    std::vector<A> a(width), wv(width);
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t b = n / beam_, L = m_.lengths[b];
+      A p = static_cast<A>(t);
+      if (s.local == kLocalP) {
+        A predicted = 0;
+        for (int64_t j = 0; j < P; ++j) predicted += vp[j] * std::tanh(pos[n * P + j]);
+        p = static_cast<A>(L) * (A(1) / (A(1) + std::exp(-predicted)));
+      }
+      const LocalWindow win = local_window<A>(p, s.window, L);
+      local_window_weights<A>(qp + n * ldq, keys + b * S * Dq, Dq, win, p, gauss, a.data(),
+                              wv.data());
+      A* wr = w + n * S;
+      std::fill(wr, wr + S, A(0));
+      std::copy(wv.begin(), wv.begin() + win.size(), wr + win.lo);
+      weighted_row_sum_stream<A>(wv.data(), values + (b * S + win.lo) * H, H, win.size(), H,
+                                 c + n * H);
+    }
+  });
+}
+
+template <typename A>
+void DecoderStepper<A>::step(const int64_t* prev, int64_t t) {
   const DecoderSpec& s = p_.spec;
   const int64_t H = s.H, E = s.E, N = N_, L = s.layers;
   const A* table = p_.embedding.const_data_ptr<A>();
@@ -406,7 +466,7 @@ void DecoderStepper<A>::step(const int64_t* prev) {
   A* x0 = x0_.mutable_data_ptr<A>();
   const at::Tensor* gru_in = &x0_;
   if (s.wiring == kBahdanau) {
-    attend(layer_h_[L - 1]);
+    attend(layer_h_[L - 1], t);
   } else if (s.wiring == kClassic) {
     const A* context = m_.context.const_data_ptr<A>();
     A* c = ctx_.mutable_data_ptr<A>();
@@ -442,7 +502,7 @@ void DecoderStepper<A>::step(const int64_t* prev) {
   A* cat = cat_.mutable_data_ptr<A>();
   const int64_t C = cat_.size(1);
   if (s.wiring == kLuong) {
-    attend(top);
+    attend(top, t);
     copy_cols<A>(cat, C, ctx_.const_data_ptr<A>(), H, N, H);
     copy_cols<A>(cat + H, C, tp, H, N, H);
     linear(cat_, p_.combine_w, at::Tensor(), pre_, true);

@@ -5,11 +5,14 @@
 // to token for token.
 //
 // The weights arrive as one list (fast_s2s/models/native.py packs them) and an int config:
-//   config = [wiring, score, input_feeding, layers, tie_proj, pad, bos, eos]
+//   config = [wiring, score, input_feeding, layers, tie_proj, pad, bos, eos, local, window]
+//   (local: 0 global attention, 1 local-m, 2 local-p, both Luong wiring with a dot or general
+//   score; window: their D)
 //   params = [embedding (V, E),
 //             w_ih_l (3H, I_l), w_hh_l (3H, H), b_ih_l (3H), b_hh_l (3H)  for l < layers,
 //             query_proj (Dq, H)       score additive (Dq = A) or general (Dq = H),
 //             v (A)                    score additive,
+//             position_proj (P, H), position_v (P)   local-p (W_p, v_p),
 //             readout_w (H, 2H + E), readout_b (H)   wiring bahdanau / classic,
 //             combine_w (H, 2H)                      wiring luong,
 //             tie_proj (E, H)          tie_proj = 1,
@@ -33,19 +36,25 @@ namespace fast_s2s::cpu {
 enum Wiring : int64_t { kBahdanau = 0, kLuong = 1, kClassic = 2 };
 // Luong concat is kAdditive (v^T tanh(W_q q + W_k k)), Bahdanau's score too.
 enum Score : int64_t { kNoScore = 0, kAdditive = 1, kDot = 2, kGeneral = 3 };
+// Luong local attention: the window's centre p = t (monotonic) or L_b sigmoid(v_p tanh(W_p h))
+// (predictive), the window |s - p| <= D, the Gaussian of local_attention (common/local_window.h).
+enum Local : int64_t { kGlobal = 0, kLocalM = 1, kLocalP = 2 };
 
 struct DecoderSpec {
   int64_t wiring = kBahdanau, score = kAdditive;
   bool input_feeding = false, tie_proj = false;
   int64_t layers = 1, pad = 0, bos = 1, eos = 2;
+  int64_t local = kGlobal, window = 0;
   int64_t V = 0, E = 0, H = 0, Dq = 0;  // Dq: the query / key width of the score (0: none)
+  int64_t P = 0;                        // local-p: the rows of W_p
 };
 
 struct DecoderParams {
   DecoderSpec spec;
   at::Tensor embedding;
   std::vector<at::Tensor> w_ih, w_hh, b_ih, b_hh;
-  at::Tensor query_proj, v, readout_w, readout_b, combine_w, tie_proj, out_w, out_b;
+  at::Tensor query_proj, v, position_proj, position_v, readout_w, readout_b, combine_w, tie_proj,
+      out_w, out_b;
 };
 
 // The encoder side, B source rows.
@@ -86,14 +95,16 @@ class DecoderStepper {
   const at::Tensor& log_probs() const { return log_probs_; }
   const at::Tensor& weights() const { return weights_; }
 
-  // One step from the previous tokens prev (N,) (each in [0, V)): updates the state in place.
-  void step(const int64_t* prev);
+  // One step from the previous tokens prev (N,) (each in [0, V)), the step's index t (0 for the
+  // first token: local-m's window centre): updates the state in place.
+  void step(const int64_t* prev, int64_t t);
 
   // The state of row n becomes the state of row parent[n] (beam search following its beams).
   void reorder(const int64_t* parent);
 
  private:
-  void attend(const at::Tensor& query);  // writes ctx_ and weights_ (N rows)
+  void attend(const at::Tensor& query, int64_t t);  // writes ctx_ and weights_ (N rows)
+  void attend_local(const at::Tensor& query, const at::Tensor& scored, int64_t t);
   void product(const at::Tensor& x, const at::Tensor& w, at::Tensor& out);  // out = x w^T
   void linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::Tensor& out,
               bool tanh);
@@ -104,7 +115,7 @@ class DecoderStepper {
   at::Tensor hidden_, feed_, spare_hidden_, spare_feed_;
   std::vector<at::Tensor> layer_h_;                          // hidden_[l] views
   std::unordered_map<const void*, PackedWeight<A>> packed_;  // by weight data pointer
-  at::Tensor emb_, x0_, gi_, gh_, gates_, q_, ctx_, cat_, pre_, tied_, log_probs_, weights_;
+  at::Tensor emb_, x0_, gi_, gh_, gates_, q_, pos_, ctx_, cat_, pre_, tied_, log_probs_, weights_;
 };
 
 }  // namespace fast_s2s::cpu

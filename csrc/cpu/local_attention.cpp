@@ -31,6 +31,7 @@
 
 #include "common/attention_checks.h"
 #include "common/local_window.h"
+#include "cpu/attention_rows.h"
 #include "cpu/vec_utils.h"
 
 namespace fast_s2s::cpu {
@@ -61,12 +62,10 @@ struct LocalArgs {
   // a[0:n] = softmax of the window's scores, w[0:n] = a g; qs (Dk) = scale * q as a scratch the
   // caller reuses (the backward's dK). n = win.size() may be 0.
   void weights(int64_t r, const LocalWindow& win, A* qs, A* a, A* w) const {
-    const int64_t b = r / rows_per_source, n = win.size();
+    const int64_t b = r / rows_per_source;
     const scalar_t* qr = q + r * Dk;
     for (int64_t d = 0; d < Dk; ++d) qs[d] = static_cast<A>(qr[d]) * scale;
-    dot_rows<scalar_t>(qs, k + (b * S + win.lo) * Dk, Dk, n, Dk, a);
-    masked_softmax_inplace<A>(a, n, n);
-    for (int64_t i = 0; i < n; ++i) w[i] = a[i] * gauss.factor(win.lo + i, centers[r]);
+    local_window_weights<scalar_t>(qs, k + b * S * Dk, Dk, win, centers[r], gauss, a, w);
   }
 };
 

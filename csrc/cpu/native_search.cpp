@@ -59,11 +59,13 @@ Outputs decoder_step_cpu(at::TensorList params, at::IntArrayRef config,
                          const std::optional<at::Tensor>& values,
                          const std::optional<at::Tensor>& context, const at::Tensor& src_lengths,
                          const at::Tensor& hidden, const std::optional<at::Tensor>& feed,
-                         const at::Tensor& prev, int64_t beam, bool force_eos, bool block_eos) {
+                         const at::Tensor& prev, int64_t beam, bool force_eos, bool block_eos,
+                         int64_t step) {
   const char* op = "decoder_step";
   const DecoderParams p = parse_decoder(op, params, config);
   const DecoderMemory m = check_memory(op, p, keys, values, context, src_lengths);
   TORCH_CHECK(beam >= 1, op, ": beam must be >= 1, got ", beam);
+  TORCH_CHECK(step >= 0, op, ": step must be >= 0 (the decoder steps taken so far), got ", step);
   const int64_t N = m.B * beam;
   TORCH_CHECK(!p.spec.input_feeding || (feed.has_value() && feed->defined()), op,
               ": feed (N, H) is required with input feeding");
@@ -85,7 +87,7 @@ Outputs decoder_step_cpu(at::TensorList params, at::IntArrayRef config,
     DecoderStepper<A> st(p, m, N, beam);
     st.hidden().copy_(hidden);
     if (p.spec.input_feeding) st.feed().copy_(*feed);
-    st.step(tp);
+    st.step(tp, step);
     at::Tensor lp = st.log_probs().clone();
     A* rows = lp.mutable_data_ptr<A>();
     for (int64_t n = 0; n < N; ++n)
@@ -108,7 +110,7 @@ Outputs greedy_loop(const DecoderParams& p, const DecoderMemory& m, const at::Te
   std::vector<float> attention(B * T * S, 0.0f);
   int64_t finished = 0, steps = 0;
   for (int64_t t = 0; t < T && finished < B; ++t) {
-    st.step(prev.data());
+    st.step(prev.data(), t);
     A* lp = st.log_probs().template mutable_data_ptr<A>();
     const A* w = st.weights().template const_data_ptr<A>();
     for (int64_t n = 0; n < B; ++n) {
@@ -193,7 +195,7 @@ Outputs beam_loop(const DecoderParams& p, const DecoderMemory& m, const at::Tens
   int64_t n_done = 0;
 
   for (int64_t t = 0; t < T; ++t) {
-    st.step(prev.data());
+    st.step(prev.data(), t);
     A* lp = st.log_probs().template mutable_data_ptr<A>();
     const A* w = st.weights().template const_data_ptr<A>();
     for (int64_t i = 0; i < N * S; ++i) w_hist[t * N * S + i] = static_cast<float>(w[i]);

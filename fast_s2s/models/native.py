@@ -9,8 +9,9 @@ reference backend, Triton, CUDA, bfloat16) runs the Python loop; `unavailable` s
 fast_s2s.models.search.decode_path says which loop a search call takes.
 
 Packing (the layout the C++ side checks, csrc/cpu/decoder_model.h):
-    config = [wiring, score, input_feeding, layers, tie_proj, pad, bos, eos]
+    config = [wiring, score, input_feeding, layers, tie_proj, pad, bos, eos, local, window]
     params = [embedding, (w_ih, w_hh, b_ih, b_hh) per layer, query_proj?, v?,
+              position_proj?, position_v? (local-p),
               readout_w, readout_b (bahdanau / classic) | combine_w (luong), tie_proj?,
               out_w, out_b]
 """
@@ -31,6 +32,7 @@ __all__ = ["beam", "greedy", "pack", "step", "unavailable"]
 
 _WIRING = {"bahdanau": 0, "luong": 1, "classic": 2}
 _SCORE = {"none": 0, "additive": 1, "concat": 1, "dot": 2, "general": 3}
+_LOCAL = {"none": 0, "m": 1, "p": 2}
 _DTYPES = (torch.float32, torch.float64)
 
 
@@ -41,6 +43,8 @@ def _wiring(model: Seq2Seq) -> str:
 def _decoder_ops(model: Seq2Seq) -> tuple[str, ...]:
     if not model.has_attention:
         return ("gru_cell",)
+    if model.config.local != "none":
+        return ("gru_cell", "local_attention")
     score = model.config.score
     return (
         "gru_cell",
@@ -50,12 +54,6 @@ def _decoder_ops(model: Seq2Seq) -> tuple[str, ...]:
 
 def unavailable(model: Seq2Seq) -> str | None:
     """None when the native loop can decode `model`, else why not (one sentence)."""
-    local = model.config.local
-    if local != "none":
-        return (
-            f"local attention (config.local={local!r}) has no native decoder loop yet "
-            "(csrc/cpu/decoder_model.cpp runs global attention only)"
-        )
     if not _extension.extension_loaded():
         return _extension.EXTENSION_ERROR
     weight = model.decoder.embedding.weight
@@ -91,6 +89,8 @@ def _param_paths(model: Seq2Seq, wiring: str, score: str) -> list[tuple[str, ...
         paths.append((*dec, "attention", "query_proj", "weight"))
     if score in ("additive", "concat"):
         paths.append((*dec, "attention", "v"))
+    if model.config.local == "p":
+        paths += [(*dec, "attention", "position_proj", "weight"), (*dec, "attention", "position_v")]
     if wiring == "luong":
         paths.append((*dec, "combine", "weight"))
     else:
@@ -119,11 +119,9 @@ _PATHS: weakref.WeakKeyDictionary[Seq2Seq, tuple[tuple, list[tuple[str, ...]]]] 
 def pack(model: Seq2Seq) -> tuple[list[Tensor], list[int]]:
     """(params, config) of the decoder, in the layout of the module docstring."""
     dec, cfg = model.decoder, model.config
-    if cfg.local != "none":  # the C++ side would read it as global attention
-        raise ValueError(f"native.pack: {unavailable(model)}")
     wiring = _wiring(model)
     score = "none" if wiring == "classic" else cfg.score
-    structure = (wiring, score, dec.num_layers, dec.tie_proj is not None)
+    structure = (wiring, score, cfg.local, dec.num_layers, dec.tie_proj is not None)
     cached = _PATHS.get(model)
     if cached is None or cached[0] != structure:
         cached = _PATHS[model] = (structure, _param_paths(model, wiring, score))
@@ -139,6 +137,8 @@ def pack(model: Seq2Seq) -> tuple[list[Tensor], list[int]]:
         cfg.pad_id,
         cfg.bos_id,
         cfg.eos_id,
+        _LOCAL[cfg.local],
+        cfg.window if cfg.local != "none" else 0,
     ]
     return params, config
 
@@ -168,9 +168,13 @@ def step(
     weights (N, S) (zeros without attention)."""
     params, config = pack(model)
     keys, values, context, lengths = _memory(enc)
+    if not isinstance(state.step, int):
+        raise TypeError(
+            f"native.step: state.step must be an int (the steps taken), got {type(state.step)}"
+        )
     log_probs, hidden, feed, weights = torch.ops.fast_s2s.decoder_step(
         params, config, keys, values, context, lengths, state.hidden, state.feed, prev, beam,
-        force_eos, block_eos,
+        force_eos, block_eos, state.step,
     )  # fmt: skip
     feed = feed if state.feed is not None else None
     return log_probs, DecoderState(hidden, feed, state.step + 1), weights

@@ -164,7 +164,7 @@ def _step(
 def decode_path(model: Seq2Seq, native: bool = True) -> str:
     """Which loop greedy_decode / beam_search(model, ..., native=native) run: "native" (the C++
     loop of fast_s2s.models.native, one op call per batch) or "python: <why not native>" (this
-    module's loop, the reference; e.g. for local attention, which the native loop lacks)."""
+    module's loop, the reference; e.g. for a model on the reference backend or on CUDA)."""
     if not native:
         return "python: native=False"
     why = _native.unavailable(model)

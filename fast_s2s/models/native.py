@@ -168,13 +168,17 @@ def step(
     weights (N, S) (zeros without attention)."""
     params, config = pack(model)
     keys, values, context, lengths = _memory(enc)
-    if not isinstance(state.step, int):
+    steps = state.step  # the steps taken: local-m's centre
+    if isinstance(steps, Tensor) and steps.numel() == 1:
+        steps = int(steps)
+    if not isinstance(steps, int):
         raise TypeError(
-            f"native.step: state.step must be an int (the steps taken), got {type(state.step)}"
+            "native.step: state.step must be an int or a one-element tensor (the steps taken), "
+            f"got {steps!r}"
         )
     log_probs, hidden, feed, weights = torch.ops.fast_s2s.decoder_step(
         params, config, keys, values, context, lengths, state.hidden, state.feed, prev, beam,
-        force_eos, block_eos, state.step,
+        force_eos, block_eos, steps,
     )  # fmt: skip
     feed = feed if state.feed is not None else None
     return log_probs, DecoderState(hidden, feed, state.step + 1), weights

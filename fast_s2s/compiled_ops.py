@@ -6,7 +6,7 @@ weights (the CPU backward reads the weights; the CUDA backward recomputes them f
 keys and gets (0,) weights with need_weights=False); local_attention saves only its inputs
 (every backward recomputes the window's weights, O(window) per row); the GRU ops save their
 inputs and the float32/64 workspace the forward returns (shared with the Triton ops:
-fast_s2s._gru_autograd).
+fast_s2s._gru_autograd, as local_attention's are: fast_s2s._local_autograd).
 Registered on import, and only when the extension is loaded: without it, the schemas in
 csrc/ops.cpp do not exist. fast_s2s.ops imports this module.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fast_s2s import _extension, _gru_autograd, checks
+from fast_s2s import _extension, _gru_autograd, _local_autograd, checks
 
 
 def _attention_out_shapes(query: Tensor, keys: Tensor, values: Tensor, need_weights: bool):
@@ -115,45 +115,11 @@ def _register_compiled_ops() -> None:
         lib + "additive_attention", _add_backward, setup_context=_add_setup
     )
 
-    @torch.library.register_fake(lib + "local_attention")
-    def _local_fake(
-        query, keys, values, centers, window, lengths=None, scale=1.0, need_weights=True
-    ):
-        others = dict(keys=keys, values=values, centers=centers)
-        checks.check_devices("local_attention", "query", query, others, lengths)
-        lead = tuple(query.shape[:-1])
-        weights = lead + (keys.shape[1],) if need_weights else (0,)
-        return query.new_empty(lead + (values.shape[2],)), query.new_empty(weights)
-
-    @torch.library.register_fake(lib + "local_attention_backward")
-    def _local_bwd_fake(
-        grad_context, grad_weights, query, keys, values, centers, window, lengths, scale
-    ):
-        return tuple(t.new_empty(t.shape) for t in (query, keys, values, centers))
-
-    def _local_setup(ctx, inputs, output):
-        query, keys, values, centers, window, lengths, scale, need_weights = inputs
-        ctx.save_for_backward(query, keys, values, centers, lengths)
-        ctx.window, ctx.scale, ctx.need_weights = window, scale, need_weights
-
-    def _local_backward(ctx, grad_context, grad_weights):
-        query, keys, values, centers, lengths = ctx.saved_tensors
-        grads = torch.ops.fast_s2s.local_attention_backward(
-            grad_context,
-            grad_weights if ctx.need_weights else None,
-            query,
-            keys,
-            values,
-            centers,
-            ctx.window,
-            lengths,
-            ctx.scale,
-        )
-        return (*grads, None, None, None, None)
-
-    torch.library.register_autograd(
-        lib + "local_attention", _local_backward, setup_context=_local_setup
-    )
+    # local_attention shares its fake functions and autograd with the Triton and emulated ones.
+    torch.library.register_fake(lib + "local_attention")(_local_autograd.forward_fake)
+    torch.library.register_fake(lib + "local_attention_backward")(_local_autograd.backward_fake)
+    backward, setup = _local_autograd.autograd(torch.ops.fast_s2s.local_attention_backward)
+    torch.library.register_autograd(lib + "local_attention", backward, setup_context=setup)
 
     # The GRU ops share their fake functions and autograd with the Triton ones.
     torch.library.register_fake(lib + "gru_cell")(_gru_autograd.cell_fake)

@@ -23,7 +23,7 @@ import torch
 import triton
 from torch import Tensor
 
-from fast_s2s import checks
+from fast_s2s import _local_autograd
 
 from .local import local_attention_bwd_kernel, local_attention_fwd_kernel
 
@@ -133,13 +133,7 @@ def local_attention_op(
     return _forward(query, keys, values, centers, window, lengths, scale, need_weights)
 
 
-@local_attention_op.register_fake
-def _local_attention_fake(query, keys, values, centers, window, lengths, scale, need_weights=True):
-    others = dict(keys=keys, values=values, centers=centers)
-    checks.check_devices("local_attention", "query", query, others, lengths)
-    lead = tuple(query.shape[:-1])
-    w_shape = lead + (keys.shape[1],) if need_weights else (0,)
-    return query.new_empty(lead + (values.shape[2],)), query.new_empty(w_shape)
+local_attention_op.register_fake(_local_autograd.forward_fake)
 
 
 @torch.library.custom_op("fast_s2s_triton::local_attention_backward", mutates_args=())
@@ -160,39 +154,10 @@ def local_attention_backward_op(
     )
 
 
-@local_attention_backward_op.register_fake
-def _local_attention_backward_fake(
-    grad_context, grad_weights, query, keys, values, centers, window, lengths, scale
-):
-    return tuple(torch.empty_like(t) for t in (query, keys, values, centers))
-
-
-def _setup(ctx, inputs, output):
-    query, keys, values, centers, window, lengths, scale, need_weights = inputs
-    if not need_weights:
-        ctx.mark_non_differentiable(output[1])  # the empty placeholder
-    # A loss on the context alone gives grad_weights None, not an (N, T, S) zero tensor.
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(query, keys, values, centers, lengths)
-    ctx.window, ctx.scale, ctx.need_weights = window, scale, need_weights
-
-
-def _backward_formula(ctx, grad_context, grad_weights):
-    query, keys, values, centers, lengths = ctx.saved_tensors
-    grads = local_attention_backward_op(
-        grad_context,
-        grad_weights if ctx.need_weights else None,
-        query,
-        keys,
-        values,
-        centers,
-        ctx.window,
-        lengths,
-        ctx.scale,
-    )
-    return (*grads, None, None, None, None)
-
-
+local_attention_backward_op.register_fake(_local_autograd.backward_fake)
+_backward_formula, _setup = _local_autograd.autograd(
+    local_attention_backward_op, takes_no_context_grad=True
+)
 local_attention_op.register_autograd(_backward_formula, setup_context=_setup)
 
 

@@ -38,7 +38,7 @@ import torch
 import torch.utils.cpp_extension
 
 import fast_s2s
-from fast_s2s import _gru_autograd, backends
+from fast_s2s import _gru_autograd, _local_autograd, backends
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -311,28 +311,8 @@ def _register_emulated_autograd(emu) -> None:
         )
         return (*grads, None, None)
 
-    def local_setup(ctx, inputs, output):
-        ctx.set_materialize_grads(False)
-        query, keys, values, centers, window, lengths, scale, need_weights = inputs
-        ctx.save_for_backward(query, keys, values, centers, lengths)
-        ctx.window, ctx.scale, ctx.need_weights = window, scale, need_weights
-
-    def local_backward(ctx, grad_context, grad_weights):
-        query, keys, values, centers, lengths = ctx.saved_tensors
-        grads = emu.local_attention_backward(
-            context_grad(grad_context, query, values),
-            grad_weights if ctx.need_weights else None,
-            query,
-            keys,
-            values,
-            centers,
-            ctx.window,
-            lengths,
-            ctx.scale,
-        )
-        return (*grads, None, None, None, None)
-
     torch.library.register_autograd(lib + "dot_attention", dot_backward, setup_context=dot_setup)
+    local_backward, local_setup = _local_autograd.autograd(emu.local_attention_backward)
     torch.library.register_autograd(
         lib + "local_attention", local_backward, setup_context=local_setup
     )

@@ -1,5 +1,5 @@
 """Shared test set-up: fixed seeds, the cuda marker, the Triton interpreter switch, and the
-fixtures the op tests share (the backends themselves are in tests/backends.py)."""
+fixtures the op and search tests share (the backends themselves are in tests/backends.py)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,35 @@ def nan_filled_empty():
     yield
     torch.use_deterministic_algorithms(old)
     torch.utils.deterministic.fill_uninitialized_memory = old_fill
+
+
+# The fused ops a model's decoder step calls, for the search loops a CUDA graph captures.
+_EMULATED_OPS = ("dot_attention", "additive_attention", "local_attention", "gru_cell")
+
+
+@pytest.fixture
+def emulated_cuda_kernels(monkeypatch):
+    """The CUDA kernels' code (csrc/cuda/*.cu) under the CPU emulation in place of the fused ops
+    (what a captured graph replays on a GPU); returns the calls counted per op."""
+    from fast_s2s import ops
+    from tests.backends import EMU
+
+    if EMU.skip_reason:
+        pytest.skip(EMU.skip_reason)
+    calls = {op: 0 for op in _EMULATED_OPS}
+
+    def emulated(op):
+        kernel = EMU.function(op)
+
+        def run(*args, backend=None, **kwargs):
+            calls[op] += 1
+            return kernel(*args, **kwargs)
+
+        return run
+
+    for op in _EMULATED_OPS:
+        monkeypatch.setattr(ops, op, emulated(op))
+    return calls
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,17 +22,35 @@ runs); call greedy_decode_graph for it.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
-from fast_s2s.models.search import Hypothesis, _check_args, _eval_mode
+from fast_s2s.models.search import Hypothesis, _check_args, _eval_mode, search_rules
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
 
 __all__ = ["greedy_decode_graph"]
 
 # (force_eos, block_eos) of the three kinds of step
-_KINDS = {"block": (False, True), "plain": (False, False), "force": (True, False)}
+KINDS = {"block": (False, True), "plain": (False, False), "force": (True, False)}
+
+
+def step_kind(t: int, max_len: int, min_len: int) -> str:
+    """Which kind of step step t is: eos forced at the last, blocked before min_len."""
+    return "force" if t == max_len else "block" if t < min_len else "plain"
+
+
+class StaticLoop(Protocol):
+    """A search loop over static buffers: step(kind) writes only in place; reset() restores the
+    state before the first step; finished is a (B,) bool buffer, True once a row is done."""
+
+    finished: Tensor
+
+    def step(self, kind: str) -> None: ...
+
+    def reset(self) -> None: ...
 
 
 class _StaticGreedy:
@@ -68,21 +86,11 @@ class _StaticGreedy:
 
     def step(self, kind: str) -> None:
         """One token for every row: search._step's rules, then search._greedy_loop's updates."""
-        force_eos, block_eos = _KINDS[kind]
-        cfg, neg_inf = self.cfg, float("-inf")
+        cfg = self.cfg
         # t_index is the step of the state (local-m attention reads it on the device)
         current = DecoderState(self.hidden, self.feed, self.t_index)
         log_probs, new, weights = self.model.decode_step(self.enc, current, self.prev)
-        if force_eos:
-            keep = torch.zeros_like(log_probs, dtype=torch.bool)
-            keep[:, cfg.eos_id] = True
-            log_probs = log_probs.masked_fill(~keep, neg_inf)
-        else:
-            log_probs[:, cfg.pad_id] = neg_inf
-            log_probs[:, cfg.bos_id] = neg_inf
-            if block_eos:
-                log_probs[:, cfg.eos_id] = neg_inf
-        best, token = log_probs.max(dim=-1)
+        best, token = search_rules(log_probs, self.cfg, *KINDS[kind]).max(dim=-1)
         self.scores.copy_(torch.where(self.finished, self.scores, self.scores + best))
         self.tokens.index_copy_(1, self.t_index, token[:, None])
         self.attention.index_copy_(1, self.t_index, weights.float()[:, None, :])
@@ -106,23 +114,52 @@ class _StaticGreedy:
         return hyps
 
 
-def _captured(loop: _StaticGreedy) -> dict[str, object]:
+def _captured(loop: StaticLoop, device: torch.device) -> dict[str, torch.cuda.CUDAGraph]:
     """The three kinds of step as CUDA graphs, after a warm-up on a side stream (allocator, lazy
     initialisation, cuBLAS handles), as torch.cuda.graph asks; the buffers are then reset."""
-    device = loop.enc.states.device
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
-        for kind in _KINDS:
+        for kind in KINDS:
             loop.step(kind)
     torch.cuda.current_stream(device).wait_stream(stream)
     graphs = {}
-    for kind in _KINDS:
+    for kind in KINDS:
         graphs[kind] = graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             loop.step(kind)
     loop.reset()
     return graphs
+
+
+def check_graph_args(check_every: object, capture: bool | None, device: torch.device) -> bool:
+    """Whether to capture (the default: exactly on CUDA), after checking the two arguments."""
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
+    if capture is None:
+        return device.type == "cuda"
+    if not isinstance(capture, bool):
+        raise TypeError(f"capture must be a bool or None, got {capture!r}")
+    if capture and device.type != "cuda":
+        raise ValueError(
+            f"capture=True needs the model on CUDA, it is on {device} "
+            "(capture=False runs the same loop eagerly)"
+        )
+    return capture
+
+
+def run_loop(loop: StaticLoop, max_len: int, min_len: int, check_every: int, capture: bool) -> None:
+    """Steps 0 .. max_len (fewer once every row has finished, read every check_every steps),
+    replayed as graphs when capture, else run eagerly."""
+    graphs = _captured(loop, loop.finished.device) if capture else None
+    for t in range(max_len + 1):
+        kind = step_kind(t, max_len, min_len)
+        if graphs is None:
+            loop.step(kind)
+        else:
+            graphs[kind].replay()
+        if (t + 1) % check_every == 0 and bool(loop.finished.all()):
+            break
 
 
 def greedy_decode_graph(
@@ -148,25 +185,9 @@ def greedy_decode_graph(
         One Hypothesis per source row, the same as greedy_decode's.
     """
     _check_args(model, max_len, min_len)
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
     device = next(model.parameters()).device
-    if capture is None:
-        capture = device.type == "cuda"
-    if capture and device.type != "cuda":
-        raise ValueError(
-            f"greedy_decode_graph: capture=True needs the model on CUDA, it is on {device} "
-            "(capture=False runs the same loop eagerly)"
-        )
+    capture = check_graph_args(check_every, capture, device)
     with _eval_mode(model):
-        loop = _StaticGreedy(model, model.encode(src, src_lengths), max_len)
-        graphs = _captured(loop) if capture else None
-        for t in range(max_len + 1):
-            kind = "force" if t == max_len else "block" if t < min_len else "plain"
-            if graphs is None:
-                loop.step(kind)
-            else:
-                graphs[kind].replay()  # type: ignore[attr-defined]
-            if (t + 1) % check_every == 0 and bool(loop.finished.all()):
-                break
+        loop = _StaticGreedy(model, model.encode(src, src_lengths.to(device)), max_len)
+        run_loop(loop, max_len, min_len, check_every, capture)
         return loop.hypotheses()

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from fast_s2s.gemm import frozen_weights
 from fast_s2s.models import native as _native
+from fast_s2s.models.config import Seq2SeqConfig
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
 
@@ -147,18 +148,24 @@ def _step(
 ) -> tuple[Tensor, DecoderState, Tensor]:
     """decode_step, then the search conventions: no pad / bos; only eos when force_eos; no eos
     when block_eos (fewer than min_len tokens so far)."""
-    cfg = model.config
     log_probs, state, weights = model.decode_step(enc, state, prev, beam)
+    return search_rules(log_probs, model.config, force_eos, block_eos), state, weights
+
+
+def search_rules(log_probs: Tensor, cfg: Seq2SeqConfig, force_eos: bool, block_eos: bool) -> Tensor:
+    """The search conventions on a step's log_probs (N, V), in place where it can (nothing is
+    read back to the host, so a CUDA graph captures it): no pad / bos; only eos when force_eos;
+    no eos when block_eos."""
+    neg_inf = float("-inf")
     if force_eos:
-        eos = log_probs[:, cfg.eos_id].clone()
-        log_probs = torch.full_like(log_probs, float("-inf"))
-        log_probs[:, cfg.eos_id] = eos
-    else:
-        log_probs[:, cfg.pad_id] = float("-inf")
-        log_probs[:, cfg.bos_id] = float("-inf")
-        if block_eos:
-            log_probs[:, cfg.eos_id] = float("-inf")
-    return log_probs, state, weights
+        keep = torch.zeros_like(log_probs, dtype=torch.bool)
+        keep[:, cfg.eos_id] = True
+        return log_probs.masked_fill(~keep, neg_inf)
+    log_probs[:, cfg.pad_id] = neg_inf
+    log_probs[:, cfg.bos_id] = neg_inf
+    if block_eos:
+        log_probs[:, cfg.eos_id] = neg_inf
+    return log_probs
 
 
 def decode_path(model: Seq2Seq, native: bool = True) -> str:
@@ -339,6 +346,27 @@ def beam_search(
         One Hypothesis per source row, in order, or (n_best=k) one ranked list per row
         (Hypothesis.score: the total log-probability).
     """
+    keep, alpha = _check_beam_args(
+        model, beam_size, max_len, length_penalty, n_best, penalty, min_len
+    )
+    use_native = _use_native(model, native)
+    with _eval_mode(model):
+        enc = model.encode(src, src_lengths)
+        run = _beam_native if use_native else _beam_loop
+        ranked = run(model, enc, int(beam_size), max_len, min_len, alpha, penalty, keep)
+    return _beam_result(ranked, n_best)
+
+
+def _check_beam_args(
+    model: Seq2Seq,
+    beam_size: int,
+    max_len: int,
+    length_penalty: float,
+    n_best: int | None,
+    penalty: str,
+    min_len: int,
+) -> tuple[int, float]:
+    """beam_search's argument checks; returns (hypotheses kept per sentence, alpha)."""
     _check_args(model, max_len, min_len, beam_size)
     if not isinstance(length_penalty, numbers.Real) or isinstance(length_penalty, bool):
         raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
@@ -348,13 +376,13 @@ def beam_search(
         raise ValueError(
             f"n_best must be None or an integer in [1, beam_size={beam_size}], got {n_best!r}"
         )
-    keep = 1 if n_best is None else int(n_best)
-    alpha = float(length_penalty)
-    use_native = _use_native(model, native)
-    with _eval_mode(model):
-        enc = model.encode(src, src_lengths)
-        run = _beam_native if use_native else _beam_loop
-        ranked = run(model, enc, int(beam_size), max_len, min_len, alpha, penalty, keep)
+    return 1 if n_best is None else int(n_best), float(length_penalty)
+
+
+def _beam_result(
+    ranked: list[list[Hypothesis]], n_best: int | None
+) -> list[Hypothesis] | list[list[Hypothesis]]:
+    """What beam_search returns from its per-sentence ranked lists; an empty list is an error."""
     for b, hyps in enumerate(ranked):
         if not hyps:
             raise ValueError(

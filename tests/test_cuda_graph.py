@@ -6,11 +6,21 @@ counter on the device), min_len, max_len forcing, long outputs, and how often th
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 from fast_s2s import _extension
-from fast_s2s.models import Seq2Seq, Seq2SeqConfig, greedy_decode
+from fast_s2s.models import (
+    Seq2Seq,
+    Seq2SeqConfig,
+    beam_search,
+    cuda_graph,
+    decode_path,
+    greedy_decode,
+    search,
+)
 from fast_s2s.models.cuda_graph import greedy_decode_graph
 from tests.test_native_search import SRC_VOCAB, TGT_VOCAB, make_source
 
@@ -103,6 +113,77 @@ def test_capture_needs_cuda_and_check_every_is_checked():
             greedy_decode_graph(model, src, lengths, 5, check_every=bad, capture=False)
     with pytest.raises(ValueError, match="max_len"):
         greedy_decode_graph(model, src, lengths, -1, capture=False)
+
+
+@pytest.fixture
+def as_if_on_cuda(monkeypatch):
+    """greedy_decode / beam_search on a CPU model take their CUDA path (decode_path says
+    "cuda-graph"), where capture fails as it would on an op that cannot be captured; returns
+    the captures tried."""
+    tried = []
+
+    def capture_fails(loop, device):
+        tried.append(device)
+        loop.step("plain")  # a capture that failed midway has run part of a step
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    def path(model, native=True):
+        return "cuda-graph" if native else "python: native=False"
+
+    monkeypatch.setattr(search, "decode_path", path)
+    monkeypatch.setattr(cuda_graph, "_captured", capture_fails)
+    return tried
+
+
+@pytest.mark.parametrize("name", ["bahdanau", "local-m", "luong-general-feed"])
+def test_searches_on_cuda_run_the_static_loops_and_fall_back_to_eager(name, as_if_on_cuda):
+    model = make_model(name, CPU_BACKENDS[-1], eos_bias=-2.0, seed=2)
+    src, lengths = make_source(4, 3)
+    with pytest.warns(RuntimeWarning, match="CUDA graph failed .* runs the same steps eagerly"):
+        got = greedy_decode(model, src, lengths, 30, min_len=3)
+    assert_same(got, greedy_decode(model, src, lengths, 30, min_len=3, native=False))
+    with pytest.warns(RuntimeWarning, match="CUDA graph failed"):
+        got_beam = beam_search(model, src, lengths, 3, 30, n_best=2)
+    want_beam = beam_search(model, src, lengths, 3, 30, n_best=2, native=False)
+    for g, w in zip(got_beam, want_beam, strict=True):
+        assert_same(g, w)
+    assert len(as_if_on_cuda) == 2  # both searches took the static loops and tried to capture
+
+
+def test_explicit_capture_failure_is_raised(monkeypatch):
+    def capture_fails(loop, device):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(cuda_graph, "_captured", capture_fails)
+    monkeypatch.setattr(cuda_graph, "check_graph_args", lambda *args: True)
+    model = make_model("bahdanau", "reference")
+    src, lengths = make_source(1, 0)
+    with pytest.raises(RuntimeError, match="not permitted when stream is capturing"):
+        greedy_decode_graph(model, src, lengths, 5)
+
+
+@pytest.mark.cuda
+def test_decode_path_on_cuda_is_the_graph_loop():
+    model = make_model("bahdanau", "auto").cuda()
+    assert decode_path(model) == "cuda-graph"
+    assert decode_path(model, native=False) == "python: native=False"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", list(MODELS))
+def test_greedy_decode_on_a_gpu_captures_without_falling_back(name):
+    model = make_model(name, "auto", eos_bias=-2.0, seed=7).cuda()
+    src, lengths = make_source(6, 8)
+    src, lengths = src.cuda(), lengths.cuda()
+    want = greedy_decode(model, src, lengths, 60, min_len=2, native=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture warns: fail on it
+        got = greedy_decode(model, src, lengths, 60, min_len=2)
+        got_beam = beam_search(model, src, lengths, 4, 60, n_best=2)
+    assert_same(got, want)
+    want_beam = beam_search(model, src, lengths, 4, 60, n_best=2, native=False)
+    for g, w in zip(got_beam, want_beam, strict=True):
+        assert_same(g, w)
 
 
 @pytest.mark.cuda

@@ -28,7 +28,6 @@ DEFAULT_PEERS = (
     "reference",
     "python-loop",
     "torch.nn",
-    "cuda-graph",
     "composite",
     "sdpa",
     "local-composite",
@@ -77,9 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "attention, sdpa to dot_attention, local-composite (gather the window) and "
         "global-fused (fast_s2s.dot_attention) to local_attention, GRUCell to gru_cell, GRU "
         "to gru_layer and gru, compile to every op but gru and model; for model, reference is "
-        "the model on backend=reference, python-loop the Python search loop on backend=cpp, "
-        "torch.nn the model from torch.nn modules, cuda-graph (CUDA, greedy) the greedy loop "
-        "as replayed CUDA graphs)")
+        "the model on backend=reference, python-loop the Python search loop on backend=auto, "
+        "torch.nn the model from torch.nn modules in a Python loop)")
     add("--json", default=None, metavar="PATH",
         help="where to write the results (default: bench_results/bench-<device>.json)")
     add("--plot", default=None, metavar="PATH", help="also write a PNG plot here")

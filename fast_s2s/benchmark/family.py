@@ -32,8 +32,7 @@ class Family:
     fast_s2s.ops whose backends an op runs on, where that is not the op itself (a module, the
     model). `reference_is_peer`: the reference backend is the "reference" peer already, so it is
     not a default fast_s2s row. `quick_left_out`: (op, mode) -> peer -> why --quick skips it;
-    `left_out`: the same for peers that never apply to a mode. `left_out_for(case, device type)`:
-    peer -> why, for peers that apply to some cases or devices only.
+    `left_out`: the same for peers that never apply to a mode.
     `throughput_table`: rows are printed with steps/s or tokens/s rather than GB/s.
     """
 
@@ -46,7 +45,6 @@ class Family:
     reference_is_peer: bool = False
     quick_left_out: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     left_out: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
-    left_out_for: Callable[[Case, str], dict[str, str]] | None = None
     throughput_table: bool = False
 
     @property

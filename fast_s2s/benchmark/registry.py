@@ -34,7 +34,6 @@ PEER_NAMES = (
     "reference",
     "python-loop",
     "torch.nn",
-    "cuda-graph",
     "composite",
     "sdpa",
     "local-composite",
@@ -46,9 +45,8 @@ PEER_NAMES = (
 # What runs behind each peer label, for the rows' "implementation".
 PEER_IMPLEMENTATIONS = {
     "reference": "fast_s2s.reference (PyTorch)",
-    "python-loop": "the Python search loop on backend='cpp' (native=False)",
+    "python-loop": "the Python search loop on backend='auto' (native=False)",
     "torch.nn": "the model from torch.nn modules, Python loop (benchmark/torch_peer.py)",
-    "cuda-graph": "fast_s2s.models.cuda_graph: the greedy loop as replayed CUDA graphs",
     "composite": "bmm + softmax + bmm (PyTorch, input dtype)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
     "local-composite": "gather the window + bmm + masked softmax + Gaussian (PyTorch)",
@@ -233,7 +231,6 @@ def build_impls(
     family, key = FAMILY_OF[case.op], (case.op, case.mode)
     skipped = {
         **family.left_out.get(key, {}),
-        **(family.left_out_for(case, torch.device(device).type) if family.left_out_for else {}),
         **(family.quick_left_out.get(key, {}) if quick else {}),
     }
     return impls + peer_impls(case.op, peers, skipped)

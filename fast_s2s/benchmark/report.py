@@ -52,13 +52,20 @@ OPS_NOTE = (
     "direction, x3 with the backward); % sgemm = of the machine's sgemm rate above (torch.mm, "
     "same run).[/dim]"
 )
+# a decode row's "decode_loop" -> its label's suffix (anything else is a "python: why" loop)
+_LOOP_LABELS = {
+    "native": "native loop",
+    "cuda-graph": "cuda-graph loop",
+    "cuda-graph (capture failed, eager)": "static loop, eager",
+}
 THROUGHPUT_NOTE = (
     "[dim]model: the same fast_s2s.models.Seq2Seq and weights on each backend; reference = "
     "backend='reference'. steps/s: training steps (loss, backward, clipping, Adam) per second; "
     "tokens/s: B x (max_len + 1) output tokens per decode (the best hypothesis per sentence, eos "
     "included), eos kept from winning before max_len so every decode runs the same steps. "
-    "'native loop' / 'python loop': the search loop that ran (fast_s2s.models.decode_path); "
-    "python-loop = the Python loop on backend='cpp'; torch.nn = the model from torch.nn modules "
+    "'native loop' / 'cuda-graph loop' / 'python loop': the search loop that ran "
+    "(fast_s2s.models.decode_path); "
+    "python-loop = the Python loop on backend='auto'; torch.nn = the model from torch.nn modules "
     "in a Python loop; vs weight read = us/token over the time to read the decoder's weights "
     "once.[/dim]"
 )
@@ -179,8 +186,8 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
         for j, row in enumerate(section):
             cells = [captions[j] if j < len(captions) else ""]
             label = row["impl"]
-            if row.get("decode_loop"):  # which search loop ran: never claimed, always measured
-                label += " native loop" if row["decode_loop"] == "native" else " python loop"
+            if row.get("decode_loop"):  # which search loop ran (fast_s2s.models.decode_path)
+                label += " " + _LOOP_LABELS.get(row["decode_loop"], "python loop")
             cells.append(Text(label, style="bold" if row["kind"] == FAST_S2S else ""))
             if row["status"] != "ok":
                 table.add_row(*cells, "[red]failed[/red]", *[""] * (len(table.columns) - 3))

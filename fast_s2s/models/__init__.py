@@ -11,7 +11,7 @@ Files: config.py (Seq2SeqConfig), encoder.py, decoder.py (shared decoder parts),
 luong.py (the two attentional wirings), classic.py (no attention: Sutskever / Cho), state.py
 (EncoderState, DecoderState), seq2seq.py (Seq2Seq), search.py (greedy and beam search, the Python
 loop), native.py (the same searches as one C++ op call; decode_path says which loop runs),
-cuda_graph.py (greedy decoding on CUDA as a replayed CUDA graph).
+cuda_graph.py and cuda_graph_beam.py (the searches on CUDA: the step replayed as a CUDA graph).
 """
 
 from fast_s2s.models.bahdanau import BahdanauDecoder

@@ -1,7 +1,9 @@
 """Greedy decoding with the decoder step as a fixed sequence of device ops over static buffers:
 on CUDA each kind of step is captured once as a CUDA graph and replayed per token, so a token
 costs one graph launch instead of a few dozen kernel launches from Python, and the host never
-waits on the device except every `check_every` steps.
+waits on the device except every `check_every` steps. greedy_decode(native=True) runs this for
+a model on CUDA (search.decode_path says "cuda-graph"); cuda_graph_beam.py is beam search's form,
+on the shared pieces here (the kinds of step, capture, the host's replay loop).
 
 How: encode once; allocate every tensor the loop touches as a static buffer (previous tokens,
 decoder state, finished flags, scores, the (B, max_len + 1) token and (B, max_len + 1, S)
@@ -15,13 +17,14 @@ search._greedy_loop does, so the tokens are the same.
 With capture=False the same step runs eagerly on any device: that is how the loop is tested
 without a GPU (tests/test_cuda_graph.py, on the CPU kernels and on the CUDA kernels under the
 CPU emulation, token for token against the Python loop). Capture itself needs a GPU:
-scripts/gpu_check.sh runs the captured form against greedy_decode(native=False). Until a GPU run
-has passed it, greedy_decode does not pick this on CUDA (search.decode_path says which loop
-runs); call greedy_decode_graph for it.
+scripts/gpu_check.sh runs the captured form against greedy_decode(native=False). Should capture
+fail on some GPU or op (an op that reads a value back to the host cannot be captured), the
+searches warn and run the same steps eagerly; greedy_decode_graph(capture=True) raises instead.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol
 
 import torch
@@ -32,6 +35,10 @@ from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
 
 __all__ = ["greedy_decode_graph"]
+
+# How often (in steps) the searches on CUDA read whether every row has finished: each read is a
+# host synchronisation; finished rows keep computing masked steps until it.
+DEFAULT_CHECK_EVERY = 8
 
 # (force_eos, block_eos) of the three kinds of step
 KINDS = {"block": (False, True), "plain": (False, False), "force": (True, False)}
@@ -148,10 +155,32 @@ def check_graph_args(check_every: object, capture: bool | None, device: torch.de
     return capture
 
 
-def run_loop(loop: StaticLoop, max_len: int, min_len: int, check_every: int, capture: bool) -> None:
+def run_loop(
+    loop: StaticLoop,
+    max_len: int,
+    min_len: int,
+    check_every: int,
+    capture: bool,
+    eager_on_failure: bool = False,
+) -> None:
     """Steps 0 .. max_len (fewer once every row has finished, read every check_every steps),
-    replayed as graphs when capture, else run eagerly."""
-    graphs = _captured(loop, loop.finished.device) if capture else None
+    replayed as graphs when capture, else run eagerly. eager_on_failure: when capture fails,
+    warn and run the same steps eagerly (what greedy_decode / beam_search do on CUDA) instead
+    of raising."""
+    graphs = None
+    if capture:
+        try:
+            graphs = _captured(loop, loop.finished.device)
+        except RuntimeError as exc:
+            if not eager_on_failure:
+                raise
+            warnings.warn(
+                f"fast_s2s: capturing the decoder step as a CUDA graph failed ({exc}); this "
+                "search runs the same steps eagerly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            loop.reset()
     for t in range(max_len + 1):
         kind = step_kind(t, max_len, min_len)
         if graphs is None:
@@ -169,10 +198,11 @@ def greedy_decode_graph(
     max_len: int = 100,
     *,
     min_len: int = 0,
-    check_every: int = 8,
+    check_every: int = DEFAULT_CHECK_EVERY,
     capture: bool | None = None,
 ) -> list[Hypothesis]:
-    """greedy_decode with the step loop over static buffers (see the module docstring).
+    """greedy_decode with the step loop over static buffers (see the module docstring); on
+    CUDA, greedy_decode(native=True) runs this with capture.
 
     Args:
         model, src (B, S), src_lengths (B,), max_len, min_len: as greedy_decode.
@@ -187,7 +217,28 @@ def greedy_decode_graph(
     _check_args(model, max_len, min_len)
     device = next(model.parameters()).device
     capture = check_graph_args(check_every, capture, device)
+    return _greedy(model, src, src_lengths, max_len, min_len, check_every, capture, False)
+
+
+def decode_greedy_on_cuda(
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, max_len: int, min_len: int
+) -> list[Hypothesis]:
+    """greedy_decode's CUDA path (arguments checked): captured, eager if capture fails."""
+    return _greedy(model, src, src_lengths, max_len, min_len, DEFAULT_CHECK_EVERY, True, True)
+
+
+def _greedy(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    max_len: int,
+    min_len: int,
+    check_every: int,
+    capture: bool,
+    eager_on_failure: bool,
+) -> list[Hypothesis]:
+    device = next(model.parameters()).device
     with _eval_mode(model):
         loop = _StaticGreedy(model, model.encode(src, src_lengths.to(device)), max_len)
-        run_loop(loop, max_len, min_len, check_every, capture)
+        run_loop(loop, max_len, min_len, check_every, capture, eager_on_failure)
         return loop.hypotheses()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fast_s2s.models.cuda_graph import KINDS, check_graph_args, run_loop
+from fast_s2s.models.cuda_graph import DEFAULT_CHECK_EVERY, KINDS, check_graph_args, run_loop
 from fast_s2s.models.search import (
     Hypothesis,
     _beam_result,
@@ -201,10 +201,11 @@ def beam_search_graph(
     n_best: int | None = None,
     penalty: str = "power",
     min_len: int = 0,
-    check_every: int = 8,
+    check_every: int = DEFAULT_CHECK_EVERY,
     capture: bool | None = None,
 ) -> list[Hypothesis] | list[list[Hypothesis]]:
-    """beam_search with the step loop over static buffers (see the module docstring).
+    """beam_search with the step loop over static buffers (see the module docstring); on CUDA,
+    beam_search(native=True) runs this with capture.
 
     Args:
         model, src (B, S), src_lengths (B,), beam_size, max_len, length_penalty, n_best,
@@ -222,9 +223,41 @@ def beam_search_graph(
     )
     device = next(model.parameters()).device
     capture = check_graph_args(check_every, capture, device)
-    with _eval_mode(model):
-        enc = model.encode(src, src_lengths.to(device))
-        loop = _StaticBeam(model, enc, beam_size, max_len, min_len, alpha, penalty, keep)
-        run_loop(loop, max_len, min_len, check_every, capture)
-        ranked = loop.hypotheses()
+    search = (beam_size, max_len, min_len, alpha, penalty, keep)
+    ranked = _beam(model, src, src_lengths, search, check_every, capture, False)
     return _beam_result(ranked, n_best)
+
+
+def decode_beam_on_cuda(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam: int,
+    max_len: int,
+    min_len: int,
+    alpha: float,
+    penalty: str,
+    keep: int,
+) -> list[list[Hypothesis]]:
+    """beam_search's CUDA path (arguments checked): per sentence its ranked finished
+    hypotheses; captured, eager if capture fails."""
+    search = (beam, max_len, min_len, alpha, penalty, keep)
+    return _beam(model, src, src_lengths, search, DEFAULT_CHECK_EVERY, True, True)
+
+
+def _beam(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    search: tuple[int, int, int, float, str, int],
+    check_every: int,
+    capture: bool,
+    eager_on_failure: bool,
+) -> list[list[Hypothesis]]:
+    """search = (beam, max_len, min_len, alpha, penalty, keep)."""
+    device = next(model.parameters()).device
+    _, max_len, min_len, *_ = search
+    with _eval_mode(model):
+        loop = _StaticBeam(model, model.encode(src, src_lengths.to(device)), *search)
+        run_loop(loop, max_len, min_len, check_every, capture, eager_on_failure)
+        return loop.hypotheses()

@@ -60,7 +60,7 @@ def unavailable(model: Seq2Seq) -> str | None:
     if weight.device.type != "cpu":
         return (
             f"the model is on {weight.device.type}: the native C++ loop runs CPU models (on CUDA "
-            "see fast_s2s.models.cuda_graph)"
+            "the searches run fast_s2s.models.cuda_graph's loop there)"
         )
     if weight.dtype not in _DTYPES:
         return f"the native loop runs float32 / float64 models, this one is {weight.dtype}"

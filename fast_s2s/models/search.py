@@ -169,19 +169,20 @@ def search_rules(log_probs: Tensor, cfg: Seq2SeqConfig, force_eos: bool, block_e
 
 
 def decode_path(model: Seq2Seq, native: bool = True) -> str:
-    """Which loop greedy_decode / beam_search(model, ..., native=native) run: "native" (the C++
-    loop of fast_s2s.models.native, one op call per batch) or "python: <why not native>" (this
-    module's loop, the reference; e.g. for a model on the reference backend or on CUDA)."""
-    if not native:
-        return "python: native=False"
-    why = _native.unavailable(model)
-    return "native" if why is None else f"python: {why}"
-
-
-def _use_native(model: Seq2Seq, native: object) -> bool:
+    """Which loop greedy_decode / beam_search(model, ..., native=native) run:
+    "native" (the C++ loop of fast_s2s.models.native, one op call per batch; CPU models),
+    "cuda-graph" (the step over static buffers replayed as CUDA graphs, one launch per token:
+    fast_s2s.models.cuda_graph and cuda_graph_beam; models on CUDA), or
+    "python: <why neither>" (this module's loop, the reference; e.g. for a CPU model on the
+    reference backend)."""
     if not isinstance(native, bool):
         raise TypeError(f"native must be a bool, got {native!r}")
-    return native and _native.unavailable(model) is None
+    if not native:
+        return "python: native=False"
+    if next(model.parameters()).device.type == "cuda":
+        return "cuda-graph"
+    why = _native.unavailable(model)
+    return "native" if why is None else f"python: {why}"
 
 
 def greedy_decode(
@@ -201,14 +202,20 @@ def greedy_decode(
             src_lengths: (B,) lengths.
         max_len: at most this many tokens before eos (see the module docstring).
         min_len: at least this many tokens before eos (0 <= min_len <= max_len).
-        native: run the loop in C++ (fast_s2s.models.native) where it can run (decode_path
-            says whether it does); False: this module's Python loop, the reference.
+        native: run the loop natively where it can (decode_path says which loop runs): in C++
+            on the CPU (fast_s2s.models.native), as replayed CUDA graphs on CUDA; False: this
+            module's Python loop, the reference.
 
     Returns:
         One Hypothesis per source row, in order.
     """
     _check_args(model, max_len, min_len)
-    use_native = _use_native(model, native)
+    path = decode_path(model, native)
+    if path == "cuda-graph":
+        from fast_s2s.models.cuda_graph import decode_greedy_on_cuda
+
+        return decode_greedy_on_cuda(model, src, src_lengths, max_len, min_len)
+    use_native = path == "native"
     with _eval_mode(model):
         enc = model.encode(src, src_lengths)
         if use_native:
@@ -339,8 +346,9 @@ def beam_search(
         penalty: the form of the length penalty, "power" (L ** alpha) or "gnmt"
             (((5 + L) / 6) ** alpha).
         min_len: at least this many tokens before eos.
-        native: run the loop in C++ (fast_s2s.models.native) where it can run (decode_path
-            says whether it does); False: this module's Python loop, the reference.
+        native: run the loop natively where it can (decode_path says which loop runs): in C++
+            on the CPU (fast_s2s.models.native), as replayed CUDA graphs on CUDA; False: this
+            module's Python loop, the reference.
 
     Returns:
         One Hypothesis per source row, in order, or (n_best=k) one ranked list per row
@@ -349,10 +357,17 @@ def beam_search(
     keep, alpha = _check_beam_args(
         model, beam_size, max_len, length_penalty, n_best, penalty, min_len
     )
-    use_native = _use_native(model, native)
+    path = decode_path(model, native)
+    if path == "cuda-graph":
+        from fast_s2s.models.cuda_graph_beam import decode_beam_on_cuda
+
+        ranked = decode_beam_on_cuda(
+            model, src, src_lengths, int(beam_size), max_len, min_len, alpha, penalty, keep
+        )
+        return _beam_result(ranked, n_best)
     with _eval_mode(model):
         enc = model.encode(src, src_lengths)
-        run = _beam_native if use_native else _beam_loop
+        run = _beam_native if path == "native" else _beam_loop
         ranked = run(model, enc, int(beam_size), max_len, min_len, alpha, penalty, keep)
     return _beam_result(ranked, n_best)
 

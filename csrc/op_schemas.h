@@ -52,9 +52,9 @@ inline constexpr const char* kOpSchemas[] = {
     "cuda_smoke(Tensor x) -> Tensor",
 };
 
-// The native decoder (csrc/cpu/decoder_model.h, native_search.cpp) and its encoder (gru_stack.cpp);
-// CPU only, so the CUDA emulation library does not declare them. params / config: the decoder's weights and wiring as
-// fast_s2s/models/native.py packs them; keys, values (B, S, .) or context (B, H): the encoder
+// The native decoder (csrc/cpu/decoder_model.h, native_search.cpp) and its encoder (gru_stack.cpp,
+// native_encoder.cpp); CPU only, so the CUDA emulation library does not declare them.
+// params / config: the decoder's weights and wiring as fast_s2s/models/native.py packs them; keys, values (B, S, .) or context (B, H): the encoder
 // memory, read by decoder row n from source row n // beam.
 inline constexpr const char* kDecoderOpSchemas[] = {
     // fast_s2s.nn.GRU's forward without autograd, in one call: x (T, B, I) time-major, h0
@@ -62,6 +62,12 @@ inline constexpr const char* kDecoderOpSchemas[] = {
     // (biases None for bias=False) -> output (T, B, directions * H), h_n (layers * dirs, B, H).
     "gru_stack(Tensor x, Tensor h0, Tensor?[] weights, Tensor? lengths, int num_layers, "
         "bool bidirectional) -> (Tensor output, Tensor h_n)",
+    // Seq2Seq.encode in one call (native_encoder.cpp): params [input layer weight and bias,
+    // GRU weights per layer and direction, bridge weight and bias, key_proj weight and bias]
+    // (None where absent), config [frames, encoder layers, decoder layers]; src (B, S) ids or
+    // (B, S, F) frames -> states (B, S, H), hidden (L_dec, B, H), final (B, H), keys.
+    "encode(Tensor?[] params, int[] config, Tensor src, Tensor src_lengths) "
+        "-> (Tensor states, Tensor hidden, Tensor final, Tensor keys)",
     // One step for N = B * beam rows, with the search rules applied to the log-probs (N, V);
     // feed: (N, H) with input feeding, else an empty (0,) tensor; weights (N, S); step: the
     // steps taken before it (local-m's window centre).

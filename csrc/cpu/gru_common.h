@@ -3,9 +3,11 @@
 // kernels share too, are in common/gru_checks.h.
 #pragma once
 
+#include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <tuple>
 
 #include "common/gru_checks.h"
 
@@ -23,6 +25,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& lengths, bool reverse);
+
+// The gru_stack op (gru_stack.cpp): fast_s2s.nn.GRU's inference forward in one call, x (T, B, I),
+// h0 (layers * directions, B, H) -> output (T, B, directions * H), h_n.
+std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tensor& h0,
+                                             const c10::List<std::optional<at::Tensor>>& weights,
+                                             const std::optional<at::Tensor>& lengths,
+                                             int64_t num_layers, bool bidirectional);
 
 // out (M, N) = a (M, K) w^T (w: N x K), in the accumulation dtype; out with unit column stride.
 // A one-shot product through the GEMM layer (gemm.h), which measures the backend per shape.

@@ -30,9 +30,12 @@ namespace {
 
 constexpr const char* kOp = "gru_stack";
 
-std::tuple<at::Tensor, at::Tensor> gru_stack_cpu(
-    const at::Tensor& x, const at::Tensor& h0, const c10::List<std::optional<at::Tensor>>& weights,
-    const std::optional<at::Tensor>& lengths, int64_t num_layers, bool bidirectional) {
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tensor& h0,
+                                             const c10::List<std::optional<at::Tensor>>& weights,
+                                             const std::optional<at::Tensor>& lengths,
+                                             int64_t num_layers, bool bidirectional) {
   const int64_t dirs = bidirectional ? 2 : 1;
   TORCH_CHECK(num_layers >= 1, kOp, ": num_layers must be at least 1, got ", num_layers);
   TORCH_CHECK(static_cast<int64_t>(weights.size()) == 4 * num_layers * dirs, kOp,
@@ -71,8 +74,6 @@ std::tuple<at::Tensor, at::Tensor> gru_stack_cpu(
   return {input, at::stack(h_n, 0)};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fast_s2s, CPU, m) { m.impl("gru_stack", &gru_stack_cpu); }
+TORCH_LIBRARY_IMPL(fast_s2s, CPU, m) { m.impl("gru_stack", &gru_stack); }
 
 }  // namespace fast_s2s::cpu

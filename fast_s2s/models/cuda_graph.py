@@ -215,7 +215,7 @@ def greedy_decode_graph(
         One Hypothesis per source row, the same as greedy_decode's.
     """
     _check_args(model, max_len, min_len)
-    device = next(model.parameters()).device
+    device = model.device
     capture = check_graph_args(check_every, capture, device)
     return _greedy(model, src, src_lengths, max_len, min_len, check_every, capture, False)
 
@@ -237,7 +237,7 @@ def _greedy(
     capture: bool,
     eager_on_failure: bool,
 ) -> list[Hypothesis]:
-    device = next(model.parameters()).device
+    device = model.device
     with _eval_mode(model):
         loop = _StaticGreedy(model, model.encode(src, src_lengths.to(device)), max_len)
         run_loop(loop, max_len, min_len, check_every, capture, eager_on_failure)

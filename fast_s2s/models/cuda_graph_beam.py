@@ -221,7 +221,7 @@ def beam_search_graph(
     keep, alpha = _check_beam_args(
         model, beam_size, max_len, length_penalty, n_best, penalty, min_len
     )
-    device = next(model.parameters()).device
+    device = model.device
     capture = check_graph_args(check_every, capture, device)
     search = (beam_size, max_len, min_len, alpha, penalty, keep)
     ranked = _beam(model, src, src_lengths, search, check_every, capture, False)
@@ -255,7 +255,7 @@ def _beam(
     eager_on_failure: bool,
 ) -> list[list[Hypothesis]]:
     """search = (beam, max_len, min_len, alpha, penalty, keep)."""
-    device = next(model.parameters()).device
+    device = model.device
     _, max_len, min_len, *_ = search
     with _eval_mode(model):
         loop = _StaticBeam(model, model.encode(src, src_lengths.to(device)), *search)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from fast_s2s.gemm import frozen_weights
 from fast_s2s.models import native as _native
+from fast_s2s.models import native_encoder as _native_encoder
 from fast_s2s.models.config import Seq2SeqConfig
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
@@ -179,10 +180,18 @@ def decode_path(model: Seq2Seq, native: bool = True) -> str:
         raise TypeError(f"native must be a bool, got {native!r}")
     if not native:
         return "python: native=False"
-    if next(model.parameters()).device.type == "cuda":
+    if model.device.type == "cuda":
         return "cuda-graph"
     why = _native.unavailable(model)
     return "native" if why is None else f"python: {why}"
+
+
+def _encode(model: Seq2Seq, src: Tensor, src_lengths: Tensor, native: bool) -> EncoderState:
+    """The search's encoder pass: on the native path one op call (fast_s2s.models
+    .native_encoder) where it runs, else Seq2Seq.encode; the same EncoderState either way."""
+    if native and _native_encoder.unavailable(model) is None:
+        return _native_encoder.encode(model, src, src_lengths)
+    return model.encode(src, src_lengths)
 
 
 def greedy_decode(
@@ -217,7 +226,7 @@ def greedy_decode(
         return decode_greedy_on_cuda(model, src, src_lengths, max_len, min_len)
     use_native = path == "native"
     with _eval_mode(model):
-        enc = model.encode(src, src_lengths)
+        enc = _encode(model, src, src_lengths, use_native)
         if use_native:
             tokens, token_counts, scores, attention = _native.greedy(model, enc, max_len, min_len)
             counts = token_counts.tolist()
@@ -366,7 +375,7 @@ def beam_search(
         )
         return _beam_result(ranked, n_best)
     with _eval_mode(model):
-        enc = model.encode(src, src_lengths)
+        enc = _encode(model, src, src_lengths, path == "native")
         run = _beam_native if path == "native" else _beam_loop
         ranked = run(model, enc, int(beam_size), max_len, min_len, alpha, penalty, keep)
     return _beam_result(ranked, n_best)

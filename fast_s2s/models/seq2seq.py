@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fast_s2s import checks
 from fast_s2s.models.bahdanau import BahdanauDecoder
 from fast_s2s.models.classic import ClassicDecoder
 from fast_s2s.models.config import Seq2SeqConfig
@@ -113,6 +114,27 @@ class Seq2Seq(nn.Module):
 
     # -- training ------------------------------------------------------------------------------
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's weights (the decoder's embedding's: one attribute walk,
+        where next(self.parameters()) walks the module tree)."""
+        return self.decoder.embedding.weight.device
+
+    def encoder_inputs(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """encode's arguments checked: src (int64 ids or frames) and src_lengths (B,) int64 on
+        the device of src, each in [0, S]."""
+        src = self._check_src(src)
+        if not isinstance(src_lengths, Tensor):
+            src_lengths = torch.as_tensor(src_lengths, dtype=torch.int64)
+        if src_lengths.dim() != 1 or src_lengths.shape[0] != src.shape[0]:
+            raise ValueError(
+                f"Seq2Seq: src_lengths must have shape ({src.shape[0]},) (one per src row), got "
+                f"{tuple(src_lengths.shape)}"
+            )
+        src_lengths = src_lengths.to(device=src.device, dtype=torch.int64)
+        checks.check_lengths("Seq2Seq", src_lengths, src.shape[0], src.shape[1], "S")
+        return src, src_lengths
+
     def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderState:
         """Run the encoder once per source batch.
 
@@ -126,15 +148,7 @@ class Seq2Seq(nn.Module):
             None without attention), the initial decoder hidden (decoder_layers, B, H), the
             lengths (int64) and the fixed context vector (B, H).
         """
-        src = self._check_src(src)
-        if not isinstance(src_lengths, Tensor):
-            src_lengths = torch.as_tensor(src_lengths, dtype=torch.int64)
-        if src_lengths.dim() != 1 or src_lengths.shape[0] != src.shape[0]:
-            raise ValueError(
-                f"Seq2Seq: src_lengths must have shape ({src.shape[0]},) (one per src row), got "
-                f"{tuple(src_lengths.shape)}"
-            )
-        src_lengths = src_lengths.to(device=src.device, dtype=torch.int64)
+        src, src_lengths = self.encoder_inputs(src, src_lengths)
         states, hidden, final = self.encoder(src, src_lengths)
         attention = self.decoder.attention
         memory = attention.precompute(states) if attention is not None else None

@@ -106,16 +106,17 @@ def _any_training(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: Seq2Seq) -> Iterator[None]:
+def _eval_mode(model: Seq2Seq, frozen: bool = True) -> Iterator[None]:
     # model.eval() / train() walk every submodule (~0.15 ms on the default model, as long as a
     # native batch-1 decode step loop): skip them when every module is in eval mode already.
-    # The weights do not change during a search: the Python loop's gru_cell calls pack them once.
+    # The weights do not change during a search: the Python loop's gru_cell calls pack them once
+    # (frozen). The native ops pack their own weights once per call and skip the scope.
     was_training = model.training
     switch = _any_training(model)
     if switch:
         model.eval()
     try:
-        with torch.no_grad(), frozen_weights():
+        with torch.no_grad(), frozen_weights() if frozen else contextlib.nullcontext():
             yield
     finally:
         if switch:
@@ -225,7 +226,7 @@ def greedy_decode(
 
         return decode_greedy_on_cuda(model, src, src_lengths, max_len, min_len)
     use_native = path == "native"
-    with _eval_mode(model):
+    with _eval_mode(model, frozen=not use_native):
         enc = _encode(model, src, src_lengths, use_native)
         if use_native:
             tokens, token_counts, scores, attention = _native.greedy(model, enc, max_len, min_len)
@@ -374,7 +375,7 @@ def beam_search(
             model, src, src_lengths, int(beam_size), max_len, min_len, alpha, penalty, keep
         )
         return _beam_result(ranked, n_best)
-    with _eval_mode(model):
+    with _eval_mode(model, frozen=path != "native"):
         enc = _encode(model, src, src_lengths, path == "native")
         run = _beam_native if path == "native" else _beam_loop
         ranked = run(model, enc, int(beam_size), max_len, min_len, alpha, penalty, keep)

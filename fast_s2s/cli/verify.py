@@ -9,6 +9,7 @@ The exit status is non-zero if any check fails.
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -222,27 +223,49 @@ def _print_gemm(console: Console, report: GemmReport) -> None:
             console.print(f"  {line}")
 
 
-def _check_decode_loop(console: Console) -> int:
-    """Which search loop a CPU model on the default backend runs (fast_s2s.models.decode_path),
-    and, when native, that greedy and beam search give the Python loop's tokens. Returns the
-    number of failed checks."""
-    from fast_s2s.models import Seq2Seq, Seq2SeqConfig, beam_search, decode_path, greedy_decode
+def _check_decode_loop(console: Console, device: str) -> int:
+    """Which search loop a model on `device` and the default backend runs
+    (fast_s2s.models.decode_path) and which encoder, and, when it is not the Python loop, that
+    greedy and beam search give the Python loop's tokens (on CUDA also that the CUDA graphs were
+    captured, not run eagerly after a failed capture). Returns the number of failed checks."""
+    from fast_s2s.models import (
+        Seq2Seq,
+        Seq2SeqConfig,
+        beam_search,
+        decode_path,
+        greedy_decode,
+        native_encoder,
+    )
 
     torch.manual_seed(0)
-    model = Seq2Seq(Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=9, embed_size=8, hidden_size=8))
+    config = Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=9, embed_size=8, hidden_size=8)
+    model = Seq2Seq(config).to(device)
     path = decode_path(model)
-    console.print(f"decode loop (a CPU model, backend='auto'): {path}")
-    if path != "native":
+    encoder = ""
+    if path == "native":
+        why = native_encoder.unavailable(model)
+        encoder = ", encoder: " + ("one op (encode)" if why is None else f"Seq2Seq.encode ({why})")
+    console.print(f"decode loop (a {device} model, backend='auto'): {path}{encoder}")
+    if path.startswith("python"):
         return 0
-    src, lengths = torch.randint(3, 9, (3, 6)), torch.tensor([6, 2, 4])
-    same = [h.tokens for h in greedy_decode(model, src, lengths, 12)] == [
-        h.tokens for h in greedy_decode(model, src, lengths, 12, native=False)
-    ] and [h.tokens for h in beam_search(model, src, lengths, 3, 12)] == [
-        h.tokens for h in beam_search(model, src, lengths, 3, 12, native=False)
-    ]
+    src = torch.randint(3, 9, (3, 6), device=device)
+    lengths = torch.tensor([6, 2, 4], device=device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fast = greedy_decode(model, src, lengths, 12), beam_search(model, src, lengths, 3, 12)
+    python = (
+        greedy_decode(model, src, lengths, 12, native=False),
+        beam_search(model, src, lengths, 3, 12, native=False),
+    )
+    same = all(
+        [h.tokens for h in f] == [h.tokens for h in p] for f, p in zip(fast, python, strict=True)
+    )
     verdict = "ok" if same else "DIFFERENT TOKENS"
-    console.print(f"native loop against the Python loop (greedy, beam 3): {verdict}")
-    return 0 if same else 1
+    console.print(f"{path} loop against the Python loop (greedy, beam 3): {verdict}")
+    failed_captures = [str(w.message) for w in caught if "CUDA graph failed" in str(w.message)]
+    for message in failed_captures:
+        console.print(f"[red]{message}")
+    return int(not same) + int(bool(failed_captures))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -327,8 +350,7 @@ def main(args: argparse.Namespace) -> int:
         failures += not ok
         console.print(f"CUDA extension smoke kernel: {'ok' if ok else 'WRONG RESULT'}")
     console.print(table)
-    if device == "cpu":
-        failures += _check_decode_loop(console)
+    failures += _check_decode_loop(console, device)
     for (op, backend), reason in sorted(unavailable.items()):
         console.print(f"[yellow]{op}: backend {backend!r} not available: {reason}")
     if auto_gemm is not None:

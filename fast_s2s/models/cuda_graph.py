@@ -49,6 +49,28 @@ def step_kind(t: int, max_len: int, min_len: int) -> str:
     return "force" if t == max_len else "block" if t < min_len else "plain"
 
 
+class StaticState:
+    """A static loop's decoder state: buffers the steps overwrite in place, and the state
+    before the first step, which reset() restores."""
+
+    def __init__(self, state: DecoderState) -> None:
+        self.initial = (state.hidden.clone(), None if state.feed is None else state.feed.clone())
+        self.hidden = state.hidden.clone()
+        self.feed = None if state.feed is None else state.feed.clone()
+
+    def reset(self) -> None:
+        self.store(DecoderState(*self.initial))
+
+    def current(self, step: Tensor) -> DecoderState:
+        """The state to step from; step: the device step counter (local-m's centre)."""
+        return DecoderState(self.hidden, self.feed, step)
+
+    def store(self, new: DecoderState) -> None:
+        self.hidden.copy_(new.hidden)
+        if self.feed is not None:
+            self.feed.copy_(new.feed)
+
+
 class StaticLoop(Protocol):
     """A search loop over static buffers: step(kind) writes only in place; reset() restores the
     state before the first step; finished is a (B,) bool buffer, True once a row is done."""
@@ -68,9 +90,7 @@ class _StaticGreedy:
         batch, src_len, steps = enc.batch_size, enc.states.shape[1], max_len + 1
         self.model, self.enc, self.cfg = model, enc, cfg
         state = model.initial_state(enc, beam=1)
-        self.initial = (state.hidden.clone(), None if state.feed is None else state.feed.clone())
-        self.hidden = state.hidden.clone()
-        self.feed = None if state.feed is None else state.feed.clone()
+        self.state = StaticState(state)
         self.prev = torch.empty(batch, dtype=torch.int64, device=device)
         self.finished = torch.empty(batch, dtype=torch.bool, device=device)
         self.scores = torch.empty(batch, dtype=torch.float32, device=device)
@@ -81,9 +101,7 @@ class _StaticGreedy:
 
     def reset(self) -> None:
         """The state before the first step (after a warm-up or a capture ran steps)."""
-        self.hidden.copy_(self.initial[0])
-        if self.feed is not None:
-            self.feed.copy_(self.initial[1])
+        self.state.reset()
         self.prev.fill_(self.cfg.bos_id)
         self.finished.zero_()
         self.scores.zero_()
@@ -95,7 +113,7 @@ class _StaticGreedy:
         """One token for every row: search._step's rules, then search._greedy_loop's updates."""
         cfg = self.cfg
         # t_index is the step of the state (local-m attention reads it on the device)
-        current = DecoderState(self.hidden, self.feed, self.t_index)
+        current = self.state.current(self.t_index)
         log_probs, new, weights = self.model.decode_step(self.enc, current, self.prev)
         best, token = search_rules(log_probs, self.cfg, *KINDS[kind]).max(dim=-1)
         self.scores.copy_(torch.where(self.finished, self.scores, self.scores + best))
@@ -103,9 +121,7 @@ class _StaticGreedy:
         self.attention.index_copy_(1, self.t_index, weights.float()[:, None, :])
         self.finished.logical_or_(token == cfg.eos_id)
         self.prev.copy_(token)
-        self.hidden.copy_(new.hidden)
-        if self.feed is not None:
-            self.feed.copy_(new.feed)
+        self.state.store(new)
         self.t_index.add_(1)
 
     def hypotheses(self) -> list[Hypothesis]:

@@ -28,7 +28,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fast_s2s.models.cuda_graph import DEFAULT_CHECK_EVERY, KINDS, check_graph_args, run_loop
+from fast_s2s.models.cuda_graph import (
+    DEFAULT_CHECK_EVERY,
+    KINDS,
+    StaticState,
+    check_graph_args,
+    run_loop,
+)
 from fast_s2s.models.search import (
     Hypothesis,
     _beam_result,
@@ -39,7 +45,7 @@ from fast_s2s.models.search import (
     search_rules,
 )
 from fast_s2s.models.seq2seq import Seq2Seq
-from fast_s2s.models.state import DecoderState, EncoderState
+from fast_s2s.models.state import EncoderState
 
 __all__ = ["beam_search_graph"]
 
@@ -63,9 +69,7 @@ class _StaticBeam:
         self.model, self.enc, self.cfg = model, enc, cfg
         self.beam, self.keep, self.alpha, self.penalty = beam, keep, alpha, penalty
         state = model.initial_state(enc, beam=beam)
-        self.initial = (state.hidden.clone(), None if state.feed is None else state.feed.clone())
-        self.hidden = state.hidden.clone()
-        self.feed = None if state.feed is None else state.feed.clone()
+        self.state = StaticState(state)
         rows = batch * beam
         self.prev = torch.empty(rows, dtype=torch.int64, device=device)
         self.beam_scores = torch.empty(batch, beam, dtype=torch.float32, device=device)
@@ -91,9 +95,7 @@ class _StaticBeam:
 
     def reset(self) -> None:
         """The state before the first step (after a warm-up or a capture ran steps)."""
-        self.hidden.copy_(self.initial[0])
-        if self.feed is not None:
-            self.feed.copy_(self.initial[1])
+        self.state.reset()
         self.prev.fill_(self.cfg.bos_id)
         self.beam_scores.fill_(float("-inf"))
         self.beam_scores[:, 0] = 0.0  # at the first step all beams are the same: expand one
@@ -109,7 +111,7 @@ class _StaticBeam:
         """One step of search._beam_loop for every sentence, its bookkeeping on the device."""
         batch, beam, neg_inf = self.enc.batch_size, self.beam, float("-inf")
         t = self.t_index
-        current = DecoderState(self.hidden, self.feed, t)
+        current = self.state.current(t)
         log_probs, new, weights = self.model.decode_step(self.enc, current, self.prev, beam)
         log_probs = search_rules(log_probs, self.cfg, *KINDS[kind])
         vocab = log_probs.shape[-1]
@@ -137,9 +139,7 @@ class _StaticBeam:
 
         reordered = new.index_select((self.row_base + top_beam).view(-1))
         self.prev.copy_(top_token.view(-1))
-        self.hidden.copy_(reordered.hidden)
-        if self.feed is not None:
-            self.feed.copy_(reordered.feed)
+        self.state.store(reordered)
         t.add_(1)
 
     def hypotheses(self) -> list[list[Hypothesis]]:

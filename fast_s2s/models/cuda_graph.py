@@ -133,7 +133,8 @@ class _StaticGreedy:
         hyps = []
         for b, row in enumerate(token_rows):
             n = row.index(eos)
-            hyps.append(Hypothesis(row[:n], scores[b], attention[b, : n + 1, : lengths[b]]))
+            weights = attention[b, : n + 1, : lengths[b]].clone()  # a view would keep all rows
+            hyps.append(Hypothesis(row[:n], scores[b], weights))
         return hyps
 
 

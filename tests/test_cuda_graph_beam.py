@@ -3,7 +3,8 @@ fast_s2s.models.search: the same n-best lists (tokens, scores, attention), eager
 (capture=False, the very steps a graph captures) on the CPU kernels and on the CUDA kernels' code
 under the CPU emulation, and captured on a GPU (marked cuda: scripts/gpu_check.sh runs it).
 Every wiring and score, local attention, both length penalties, min_len, forced eos, outputs of
-up to 120 tokens (where the stopping rule decides), and how often the host checks."""
+up to 120 tokens, how often the host checks, and exhaustive beams where the stopping rule alone
+ends a sentence (it must stop at the Python loop's step)."""
 
 from __future__ import annotations
 

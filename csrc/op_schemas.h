@@ -54,8 +54,9 @@ inline constexpr const char* kOpSchemas[] = {
 
 // The native decoder (csrc/cpu/decoder_model.h, native_search.cpp) and its encoder (gru_stack.cpp,
 // native_encoder.cpp); CPU only, so the CUDA emulation library does not declare them.
-// params / config: the decoder's weights and wiring as fast_s2s/models/native.py packs them; keys, values (B, S, .) or context (B, H): the encoder
-// memory, read by decoder row n from source row n // beam.
+// params / config: the decoder's weights and wiring as fast_s2s/models/native.py packs them;
+// keys, values (B, S, .) or context (B, H): the encoder memory, read by decoder row n from
+// source row n // beam.
 inline constexpr const char* kDecoderOpSchemas[] = {
     // fast_s2s.nn.GRU's forward without autograd, in one call: x (T, B, I) time-major, h0
     // (layers * directions, B, H), weights [w_ih, w_hh, b_ih, b_hh] per layer and direction

@@ -37,6 +37,7 @@ from fast_s2s.models.cuda_graph import (
 )
 from fast_s2s.models.search import (
     Hypothesis,
+    SearchOptions,
     _beam_result,
     _check_beam_args,
     _eval_mode,
@@ -53,21 +54,14 @@ __all__ = ["beam_search_graph"]
 class _StaticBeam:
     """The beam loop's buffers and its step, every write in place (capturable)."""
 
-    def __init__(
-        self,
-        model: Seq2Seq,
-        enc: EncoderState,
-        beam: int,
-        max_len: int,
-        min_len: int,
-        alpha: float,
-        penalty: str,
-        keep: int,
-    ) -> None:
+    def __init__(self, model: Seq2Seq, enc: EncoderState, options: SearchOptions) -> None:
+        """options: the search's (checked); n_best is the hypotheses kept per sentence."""
         cfg, device = model.config, enc.states.device
+        beam, keep = options.beam, options.n_best
+        max_len, min_len = options.max_len, options.min_len
         batch, src_len, steps = enc.batch_size, enc.states.shape[1], max_len + 1
-        self.model, self.enc, self.cfg = model, enc, cfg
-        self.beam, self.keep, self.alpha, self.penalty = beam, keep, alpha, penalty
+        self.model, self.enc, self.cfg, self.options = model, enc, cfg, options
+        self.beam, self.keep = beam, keep
         state = model.initial_state(enc, beam=beam)
         self.state = StaticState(state)
         rows = batch * beam
@@ -85,7 +79,7 @@ class _StaticBeam:
         # Step t finishes hypotheses of t + 1 tokens with eos; the best a live one can still
         # reach after step t divides by the largest lp of the lengths it may finish with.
         def lp(length: int) -> float:
-            return length_penalty_factor(length, alpha, penalty)
+            return length_penalty_factor(length, options.length_penalty, options.penalty)
 
         table = [lp(t + 1) for t in range(steps)]
         reach = [max(lp(max(t + 2, min_len + 1)), lp(max_len + 1)) for t in range(steps)]
@@ -150,12 +144,14 @@ class _StaticBeam:
         parents = self.parents[:steps].cpu().tolist()
         attention = self.attention[:steps].cpu()
         lengths = self.enc.src_lengths.cpu().tolist()
+        o = self.options
         ranked = []
         for b in range(self.enc.batch_size):
             done = []  # (ranking score, step, candidate) in the order they finished
             for t, j in torch.isfinite(finish[:, b]).nonzero().tolist():
                 score = float(finish[t, b, j])
-                done.append((length_normalize(score, t + 1, self.alpha, self.penalty), t, j))
+                hyp_rank = length_normalize(score, t + 1, o.length_penalty, o.penalty)
+                done.append((hyp_rank, t, j))
             done.sort(key=lambda d: d[0], reverse=True)  # stable: earlier finished first
             follow = self._follow
             ranked.append(
@@ -223,41 +219,30 @@ def beam_search_graph(
     )
     device = model.device
     capture = check_graph_args(check_every, capture, device)
-    search = (beam_size, max_len, min_len, alpha, penalty, keep)
-    ranked = _beam(model, src, src_lengths, search, check_every, capture, False)
+    options = SearchOptions(beam_size, max_len, min_len, alpha, penalty, keep)
+    ranked = _beam(model, src, src_lengths, options, check_every, capture, False)
     return _beam_result(ranked, n_best)
 
 
 def decode_beam_on_cuda(
-    model: Seq2Seq,
-    src: Tensor,
-    src_lengths: Tensor,
-    beam: int,
-    max_len: int,
-    min_len: int,
-    alpha: float,
-    penalty: str,
-    keep: int,
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, options: SearchOptions
 ) -> list[list[Hypothesis]]:
-    """beam_search's CUDA path (arguments checked): per sentence its ranked finished
-    hypotheses; captured, eager if capture fails."""
-    search = (beam, max_len, min_len, alpha, penalty, keep)
-    return _beam(model, src, src_lengths, search, DEFAULT_CHECK_EVERY, True, True)
+    """beam_search's CUDA path (options checked; n_best: the hypotheses kept per sentence): per
+    sentence its ranked finished hypotheses; captured, eager if capture fails."""
+    return _beam(model, src, src_lengths, options, DEFAULT_CHECK_EVERY, True, True)
 
 
 def _beam(
     model: Seq2Seq,
     src: Tensor,
     src_lengths: Tensor,
-    search: tuple[int, int, int, float, str, int],
+    options: SearchOptions,
     check_every: int,
     capture: bool,
     eager_on_failure: bool,
 ) -> list[list[Hypothesis]]:
-    """search = (beam, max_len, min_len, alpha, penalty, keep)."""
     device = model.device
-    _, max_len, min_len, *_ = search
     with _eval_mode(model):
-        loop = _StaticBeam(model, model.encode(src, src_lengths.to(device)), *search)
-        run_loop(loop, max_len, min_len, check_every, capture, eager_on_failure)
+        loop = _StaticBeam(model, model.encode(src, src_lengths.to(device)), options)
+        run_loop(loop, options.max_len, options.min_len, check_every, capture, eager_on_failure)
         return loop.hypotheses()

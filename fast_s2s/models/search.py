@@ -371,9 +371,8 @@ def beam_search(
     if path == "cuda-graph":
         from fast_s2s.models.cuda_graph_beam import decode_beam_on_cuda
 
-        ranked = decode_beam_on_cuda(
-            model, src, src_lengths, int(beam_size), max_len, min_len, alpha, penalty, keep
-        )
+        options = SearchOptions(int(beam_size), max_len, min_len, alpha, penalty, keep)
+        ranked = decode_beam_on_cuda(model, src, src_lengths, options)
         return _beam_result(ranked, n_best)
     with _eval_mode(model, frozen=path != "native"):
         enc = _encode(model, src, src_lengths, path == "native")

@@ -21,7 +21,7 @@ from fast_s2s.models import (
     greedy_decode,
     search,
 )
-from fast_s2s.models.cuda_graph import greedy_decode_graph
+from fast_s2s.models.cuda_graph import CaptureFailedWarning, greedy_decode_graph
 from tests.test_native_search import SRC_VOCAB, TGT_VOCAB, make_source
 
 EOS = 2
@@ -139,10 +139,12 @@ def as_if_on_cuda(monkeypatch):
 def test_searches_on_cuda_run_the_static_loops_and_fall_back_to_eager(name, as_if_on_cuda):
     model = make_model(name, CPU_BACKENDS[-1], eos_bias=-2.0, seed=2)
     src, lengths = make_source(4, 3)
-    with pytest.warns(RuntimeWarning, match="CUDA graph failed .* runs the same steps eagerly"):
+    with pytest.warns(
+        CaptureFailedWarning, match="CUDA graph failed .* runs the same steps eagerly"
+    ):
         got = greedy_decode(model, src, lengths, 30, min_len=3)
     assert_same(got, greedy_decode(model, src, lengths, 30, min_len=3, native=False))
-    with pytest.warns(RuntimeWarning, match="CUDA graph failed"):
+    with pytest.warns(CaptureFailedWarning, match="CUDA graph failed"):
         got_beam = beam_search(model, src, lengths, 3, 30, n_best=2)
     want_beam = beam_search(model, src, lengths, 3, 30, n_best=2, native=False)
     for g, w in zip(got_beam, want_beam, strict=True):

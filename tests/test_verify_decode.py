@@ -13,6 +13,7 @@ from rich.console import Console
 from fast_s2s import _extension
 from fast_s2s.cli import verify
 from fast_s2s.models import search
+from fast_s2s.models.cuda_graph import CaptureFailedWarning
 
 pytestmark = pytest.mark.skipif(
     not _extension.extension_loaded(), reason="the native loop is the C++ extension's"
@@ -56,7 +57,7 @@ def test_a_failed_capture_fails_the_check(monkeypatch):
         warnings.warn(
             "fast_s2s: capturing the decoder step as a CUDA graph failed (x); this search runs "
             "the same steps eagerly",
-            RuntimeWarning,
+            CaptureFailedWarning,
             stacklevel=2,
         )
         return beam(*args, **kwargs)

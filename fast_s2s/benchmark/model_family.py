@@ -208,11 +208,12 @@ def _decode(model, x: dict, native: bool = True) -> Call:
 
 def _capture_fails(run: Call) -> bool:
     """Whether a call warns that its CUDA graph capture failed (it then ran eagerly)."""
+    from fast_s2s.models.cuda_graph import CaptureFailedWarning
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run()
-    failed = "capturing the decoder step as a CUDA graph failed"
-    return any(failed in str(w.message) for w in caught)
+    return any(issubclass(w.category, CaptureFailedWarning) for w in caught)
 
 
 def model_call(op: str, backend: str, native: bool = True) -> Factory:

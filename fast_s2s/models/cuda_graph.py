@@ -34,7 +34,7 @@ from fast_s2s.models.search import Hypothesis, _check_args, _eval_mode, search_r
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
 
-__all__ = ["greedy_decode_graph"]
+__all__ = ["CaptureFailedWarning", "greedy_decode_graph"]
 
 # How often (in steps) the searches on CUDA read whether every row has finished: each read is a
 # host synchronisation; finished rows keep computing masked steps until it.
@@ -47,6 +47,11 @@ KINDS = {"block": (False, True), "plain": (False, False), "force": (True, False)
 def step_kind(t: int, max_len: int, min_len: int) -> str:
     """Which kind of step step t is: eos forced at the last, blocked before min_len."""
     return "force" if t == max_len else "block" if t < min_len else "plain"
+
+
+class CaptureFailedWarning(RuntimeWarning):
+    """A search's CUDA graph capture failed and it ran the same steps eagerly (what the bench's
+    decode rows and `fast-s2s verify` look for)."""
 
 
 class StaticState:
@@ -194,7 +199,7 @@ def run_loop(
             warnings.warn(
                 f"fast_s2s: capturing the decoder step as a CUDA graph failed ({exc}); this "
                 "search runs the same steps eagerly",
-                RuntimeWarning,
+                CaptureFailedWarning,
                 stacklevel=3,
             )
             loop.reset()

@@ -47,7 +47,7 @@ import torch
 import triton
 from torch import Tensor
 
-from fast_s2s import checks
+from fast_s2s import _attention_autograd
 
 from .attention import (
     attention_bwd_dkdv_kernel,
@@ -288,15 +288,6 @@ def _backward(
     return d_query, d_keys, d_vec, d_values
 
 
-def _fake_forward(query: Tensor, keys: Tensor, values: Tensor, need_weights: bool):
-    ctx_shape, w_shape, lse_shape = _out_shapes(query, keys, values, need_weights)
-    return (
-        query.new_empty(ctx_shape),
-        query.new_empty(w_shape),
-        query.new_empty(lse_shape, dtype=_acc_dtype(query.dtype)),
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # dot_attention
 # --------------------------------------------------------------------------------------------
@@ -316,10 +307,7 @@ def dot_attention_op(
     return _forward(query, keys, None, values, lengths, scale, False, need_weights)
 
 
-@dot_attention_op.register_fake
-def _dot_attention_fake(query, keys, values, lengths, scale, need_weights=True):
-    checks.check_devices("dot_attention", "query", query, dict(keys=keys, values=values), lengths)
-    return _fake_forward(query, keys, values, need_weights)
+dot_attention_op.register_fake(_attention_autograd.forward_fake("dot", flash=True))
 
 
 @torch.library.custom_op("fast_s2s_triton::dot_attention_backward", mutates_args=())
@@ -344,41 +332,9 @@ def dot_attention_backward_op(
     return d_query, d_keys, d_values
 
 
-@dot_attention_backward_op.register_fake
-def _dot_attention_backward_fake(
-    grad_context, grad_weights, query, keys, values, lengths, context, weights, lse, scale
-):
-    return torch.empty_like(query), torch.empty_like(keys), torch.empty_like(values)
-
-
-def _setup_common(ctx, need_weights, output):
-    """Marks what has no gradient and returns (context, weights or None, lse) to save."""
-    context, weights, lse = output
-    ctx.mark_non_differentiable(lse)
-    if not need_weights:
-        ctx.mark_non_differentiable(weights)  # the empty placeholder
-    # An output the loss does not use gets None, not a materialised zero tensor: no (N, T, S)
-    # zeros for grad_weights when only the context is used. The backward treats None as zero.
-    ctx.set_materialize_grads(False)
-    return context, weights if need_weights else None, lse
-
-
-def _dot_setup(ctx, inputs, output):
-    query, keys, values, lengths, scale, need_weights = inputs
-    context, weights, lse = _setup_common(ctx, need_weights, output)
-    ctx.save_for_backward(query, keys, values, lengths, context, weights, lse)
-    ctx.scale = scale
-
-
-def _dot_backward(ctx, grad_context, grad_weights, _grad_lse):
-    query, keys, values, lengths, context, weights, lse = ctx.saved_tensors
-    d_query, d_keys, d_values = dot_attention_backward_op(
-        grad_context, grad_weights, query, keys, values, lengths, context, weights, lse, ctx.scale
-    )
-    return d_query, d_keys, d_values, None, None, None
-
-
-dot_attention_op.register_autograd(_dot_backward, setup_context=_dot_setup)
+dot_attention_backward_op.register_fake(_attention_autograd.backward_fake("dot"))
+_dot_grad, _dot_setup = _attention_autograd.autograd("dot", dot_attention_backward_op, flash=True)
+dot_attention_op.register_autograd(_dot_grad, setup_context=_dot_setup)
 
 
 def dot_attention(
@@ -421,11 +377,7 @@ def additive_attention_op(
     return _forward(query_proj, keys_proj, v, values, lengths, 1.0, True, need_weights)
 
 
-@additive_attention_op.register_fake
-def _additive_attention_fake(query_proj, keys_proj, v, values, lengths, need_weights=True):
-    others = dict(keys_proj=keys_proj, v=v, values=values)
-    checks.check_devices("additive_attention", "query_proj", query_proj, others, lengths)
-    return _fake_forward(query_proj, keys_proj, values, need_weights)
+additive_attention_op.register_fake(_attention_autograd.forward_fake("additive", flash=True))
 
 
 @torch.library.custom_op("fast_s2s_triton::additive_attention_backward", mutates_args=())
@@ -448,30 +400,11 @@ def additive_attention_backward_op(
     )  # fmt: skip
 
 
-@additive_attention_backward_op.register_fake
-def _additive_attention_backward_fake(
-    grad_context, grad_weights, query_proj, keys_proj, v, values, lengths, context, weights, lse
-):
-    return (
-        torch.empty_like(query_proj),
-        torch.empty_like(keys_proj),
-        torch.empty_like(v),
-        torch.empty_like(values),
-    )
-
-
-def _additive_setup(ctx, inputs, output):
-    query_proj, keys_proj, v, values, lengths, need_weights = inputs
-    context, weights, lse = _setup_common(ctx, need_weights, output)
-    ctx.save_for_backward(query_proj, keys_proj, v, values, lengths, context, weights, lse)
-
-
-def _additive_backward(ctx, grad_context, grad_weights, _grad_lse):
-    grads = additive_attention_backward_op(grad_context, grad_weights, *ctx.saved_tensors)
-    return (*grads, None, None)
-
-
-additive_attention_op.register_autograd(_additive_backward, setup_context=_additive_setup)
+additive_attention_backward_op.register_fake(_attention_autograd.backward_fake("additive"))
+_additive_grad, _additive_setup = _attention_autograd.autograd(
+    "additive", additive_attention_backward_op, flash=True
+)
+additive_attention_op.register_autograd(_additive_grad, setup_context=_additive_setup)
 
 
 def additive_attention(

@@ -38,7 +38,7 @@ import torch
 import torch.utils.cpp_extension
 
 import fast_s2s
-from fast_s2s import _gru_autograd, _local_autograd, backends
+from fast_s2s import _attention_autograd, _gru_autograd, _local_autograd, backends
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -257,68 +257,16 @@ def emulated_ops():
 
 
 def _register_emulated_autograd(emu) -> None:
-    """The compiled ops' autograd (fast_s2s/compiled_ops.py) for the emulated ones: each forward
-    saves what the CUDA backward reads, and its backward op computes the input gradients
-    (attention: from weights the forward wrote, or recomputed when it wrote none)."""
+    """The compiled ops' autograd for the emulated ones, from the same factories
+    (fast_s2s._attention_autograd, _local_autograd, _gru_autograd) around the emulated backward
+    ops."""
     lib = "fast_s2s_emu::"
-
-    def weights_grad(grad_weights, weights):
-        return None if grad_weights is None or weights.shape == (0,) else grad_weights
-
-    def context_grad(grad_context, query, values):
-        if grad_context is not None:
-            return grad_context
-        return query.new_zeros((*query.shape[:-1], values.shape[-1]))  # a loss on the weights
-
-    # Without materialised gradients, a loss on the context alone gives the backward op
-    # grad_weights=None, its path without the weights' gradient.
-    def dot_setup(ctx, inputs, output):
-        ctx.set_materialize_grads(False)
-        query, keys, values, lengths, scale, _need_weights = inputs
-        ctx.save_for_backward(query, keys, values, output[1], lengths)
-        ctx.scale = scale
-
-    def dot_backward(ctx, grad_context, grad_weights):
-        query, keys, values, weights, lengths = ctx.saved_tensors
-        grads = emu.dot_attention_backward(
-            context_grad(grad_context, query, values),
-            weights_grad(grad_weights, weights),
-            query,
-            keys,
-            values,
-            weights,
-            lengths,
-            ctx.scale,
-        )
-        return (*grads, None, None, None)
-
-    def additive_setup(ctx, inputs, output):
-        ctx.set_materialize_grads(False)
-        query_proj, keys_proj, v, values, lengths, _need_weights = inputs
-        ctx.save_for_backward(query_proj, keys_proj, v, values, output[1], lengths)
-
-    def additive_backward(ctx, grad_context, grad_weights):
-        query_proj, keys_proj, v, values, weights, lengths = ctx.saved_tensors
-        grads = emu.additive_attention_backward(
-            context_grad(grad_context, query_proj, values),
-            weights_grad(grad_weights, weights),
-            query_proj,
-            keys_proj,
-            v,
-            values,
-            weights,
-            lengths,
-        )
-        return (*grads, None, None)
-
-    torch.library.register_autograd(lib + "dot_attention", dot_backward, setup_context=dot_setup)
-    local_backward, local_setup = _local_autograd.autograd(emu.local_attention_backward)
-    torch.library.register_autograd(
-        lib + "local_attention", local_backward, setup_context=local_setup
-    )
-    torch.library.register_autograd(
-        lib + "additive_attention", additive_backward, setup_context=additive_setup
-    )
+    for score in ("dot", "additive"):
+        backward_op = getattr(emu, f"{score}_attention_backward")
+        backward, setup = _attention_autograd.autograd(score, backward_op)
+        torch.library.register_autograd(f"{lib}{score}_attention", backward, setup_context=setup)
+    backward, setup = _local_autograd.autograd(emu.local_attention_backward)
+    torch.library.register_autograd(lib + "local_attention", backward, setup_context=setup)
     backward, setup = _gru_autograd.cell_autograd(emu.gru_cell_backward)
     torch.library.register_autograd(lib + "gru_cell", backward, setup_context=setup)
     backward, setup = _gru_autograd.layer_autograd(emu.gru_layer_backward)

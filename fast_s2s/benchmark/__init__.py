@@ -23,19 +23,10 @@ import argparse
 import sys
 import time
 
+from fast_s2s.benchmark.peers import PEER_NAMES
+
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-DEFAULT_PEERS = (
-    "reference",
-    "python-loop",
-    "torch.nn",
-    "composite",
-    "sdpa",
-    "local-composite",
-    "global-fused",
-    "GRUCell",
-    "GRU",
-    "compile",
-)
+DEFAULT_PEERS = PEER_NAMES  # every peer, in column order
 DEFAULT_OPS = (
     "dot_attention",
     "additive_attention",
@@ -132,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
         from fast_s2s import ops as _  # noqa: F401
     except Exception as exc:
         return _fail(f"fast_s2s.ops could not be imported ({type(exc).__name__}: {exc})")
-    from fast_s2s.benchmark.registry import CONCRETE_BACKENDS, OPS, PEER_NAMES
+    from fast_s2s.benchmark.registry import CONCRETE_BACKENDS, OPS
 
     ops = args.ops or list(OPS)
     if unknown := [op for op in ops if op not in OPS]:

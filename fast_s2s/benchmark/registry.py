@@ -17,6 +17,7 @@ from fast_s2s import backends as _backends
 from fast_s2s.benchmark import attention_family, gru_family, local_family, model_family
 from fast_s2s.benchmark.case import SHAPE_SETS, Case, Inputs
 from fast_s2s.benchmark.family import Factory, Family
+from fast_s2s.benchmark.peers import PEER_IMPLEMENTATIONS
 
 FAMILIES: tuple[Family, ...] = (
     attention_family.FAMILY,
@@ -29,32 +30,6 @@ OPS: tuple[str, ...] = tuple(FAMILY_OF)  # every op, in report order
 
 FAST_S2S, PEER = "fast_s2s", "peer"  # a row's "kind"
 CONCRETE_BACKENDS = tuple(b for b in _backends.BACKENDS if b != "auto")
-# column order
-PEER_NAMES = (
-    "reference",
-    "python-loop",
-    "torch.nn",
-    "composite",
-    "sdpa",
-    "local-composite",
-    "global-fused",
-    "GRUCell",
-    "GRU",
-    "compile",
-)
-# What runs behind each peer label, for the rows' "implementation".
-PEER_IMPLEMENTATIONS = {
-    "reference": "fast_s2s.reference (PyTorch)",
-    "python-loop": "the Python search loop on backend='auto' (native=False)",
-    "torch.nn": "the model from torch.nn modules, Python loop (benchmark/torch_peer.py)",
-    "composite": "bmm + softmax + bmm (PyTorch, input dtype)",
-    "sdpa": "torch.nn.functional.scaled_dot_product_attention",
-    "local-composite": "gather the window + bmm + masked softmax + Gaussian (PyTorch)",
-    "global-fused": "fast_s2s.dot_attention over all S (the global fused op, auto backend)",
-    "GRUCell": "torch.nn.GRUCell",
-    "GRU": "torch.nn.GRU",
-    "compile": "torch.compile(fast_s2s.reference)",
-}
 
 
 def select_cases(

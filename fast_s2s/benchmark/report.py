@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from fast_s2s.benchmark.registry import FAMILY_OF, FAST_S2S, PEER_NAMES
+from fast_s2s.benchmark.peers import PEER_NAMES
+from fast_s2s.benchmark.registry import FAMILY_OF, FAST_S2S
 from fast_s2s.benchmark.summary import check_goals, fastest_backends
 
 MACHINE_KEYS = (

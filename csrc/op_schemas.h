@@ -1,6 +1,7 @@
 // Every fast_s2s op schema, in one list: csrc/ops.cpp declares them for torch.ops.fast_s2s, and
 // the CPU emulation of the CUDA kernels (csrc/cuda/emulate.h, tests/backends.py) for
-// torch.ops.fast_s2s_emu. Fake (meta) kernels and autograd live in fast_s2s/ops.py.
+// torch.ops.fast_s2s_emu. Fake (meta) kernels and autograd are registered from Python:
+// fast_s2s/compiled_ops.py (fake kernels), _gru_autograd.py and _local_autograd.py (autograd).
 #pragma once
 
 namespace fast_s2s {
@@ -54,9 +55,9 @@ inline constexpr const char* kOpSchemas[] = {
 
 // The native decoder (csrc/cpu/decoder_model.h, native_search.cpp) and its encoder (gru_stack.cpp,
 // native_encoder.cpp); CPU only, so the CUDA emulation library does not declare them.
-// params / config: the decoder's weights and wiring as fast_s2s/models/native.py packs them;
-// keys, values (B, S, .) or context (B, H): the encoder memory, read by decoder row n from
-// source row n // beam.
+// params / config / kinds: the decoder's weights, sizes and wiring by name, as
+// fast_s2s/models/decoding/native_params.py builds them (csrc/cpu/decoder_model.h); keys, values (B, S, .) or context
+// (B, H): the encoder memory, read by decoder row n from source row n // beam.
 inline constexpr const char* kDecoderOpSchemas[] = {
     // fast_s2s.nn.GRU's forward without autograd, in one call: x (T, B, I) time-major, h0
     // (layers * directions, B, H), weights [w_ih, w_hh, b_ih, b_hh] per layer and direction
@@ -72,22 +73,21 @@ inline constexpr const char* kDecoderOpSchemas[] = {
     // One step for N = B * beam rows, with the search rules applied to the log-probs (N, V);
     // feed: (N, H) with input feeding, else an empty (0,) tensor; weights (N, S); step: the
     // steps taken before it (local-m's window centre).
-    "decoder_step(Tensor[] params, int[] config, Tensor? keys, Tensor? values, Tensor? context, "
-        "Tensor src_lengths, Tensor hidden, Tensor? feed, Tensor prev, int beam, "
-        "bool force_eos=False, bool block_eos=False, int step=0) "
+    "decoder_step(Dict(str, Tensor) params, Dict(str, int) config, Dict(str, str) kinds, "
+        "Tensor? keys, "
+        "Tensor? values, Tensor? context, Tensor src_lengths, Tensor hidden, Tensor? feed, "
+        "Tensor prev, int beam, bool force_eos=False, bool block_eos=False, int step=0) "
         "-> (Tensor log_probs, Tensor hidden, Tensor feed, Tensor weights)",
-    // Greedy search of B sentences: tokens (B, steps) int64 (eos included), lengths (B,) (tokens
-    // before eos), scores (B,), attention (B, steps, S) float32.
-    "decode_greedy(Tensor[] params, int[] config, Tensor? keys, Tensor? values, "
-        "Tensor? context, Tensor src_lengths, Tensor hidden, int max_len, int min_len) "
-        "-> (Tensor tokens, Tensor lengths, Tensor scores, Tensor attention)",
-    // Beam search: the n_best best finished hypotheses per sentence, ranked: tokens
-    // (B, n_best, max(max_len, 1)) int64 padded with -1, lengths (B, n_best) (-1: none), scores
-    // (B, n_best) float64 total log-probs, attention (B, n_best, max_len + 1, S) float32.
-    "decode_beam(Tensor[] params, int[] config, Tensor? keys, Tensor? values, Tensor? context, "
-        "Tensor src_lengths, Tensor hidden, int beam, int max_len, int min_len, "
-        "float length_penalty, str penalty, int n_best) "
-        "-> (Tensor tokens, Tensor lengths, Tensor scores, Tensor attention)",
+    // The whole search of B sentences (beam search; greedy is beam 1), its length penalty read
+    // from the tables finish_lp and reach_lp ((max_len + 1,) float64, rules.LengthTables).
+    // Returns its trace for T steps run (fast_s2s/models/decoding/result.py): tokens, parents
+    // (T, B, beam) int64, finish_scores (T, B, beam) float64 (-inf: not finished there),
+    // attention (T, B * beam, S) float32.
+    "decode_beam(Dict(str, Tensor) params, Dict(str, int) config, Dict(str, str) kinds, "
+        "Tensor? keys, "
+        "Tensor? values, Tensor? context, Tensor src_lengths, Tensor hidden, int beam, "
+        "int max_len, int min_len, int n_best, Tensor finish_lp, Tensor reach_lp) "
+        "-> (Tensor tokens, Tensor parents, Tensor finish_scores, Tensor attention)",
 };
 // clang-format on
 

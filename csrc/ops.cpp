@@ -1,8 +1,8 @@
 // Declares every fast_s2s op schema (the list is in op_schemas.h). Kernels register
 // implementations per dispatch key (csrc/cpu for CPU, csrc/cuda for CUDA); fake (meta) kernels and
-// autograd live in fast_s2s/ops.py. This file also defines the Python module init, so that
-// `import fast_s2s._C` loads the library and runs the static registrations. It is the only file
-// that includes Python.h.
+// autograd are registered from Python (fast_s2s/compiled_ops.py). This file also defines the Python
+// module init, so that `import fast_s2s._C` loads the library and runs the static registrations. It
+// is the only file that includes Python.h.
 #include <Python.h>
 #include <torch/library.h>
 

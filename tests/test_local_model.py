@@ -21,8 +21,7 @@ from fast_s2s.models import (
     decode_path,
     greedy_decode,
 )
-from fast_s2s.models import native as native_loop
-from fast_s2s.models import search as search_module
+from fast_s2s.models.decoding import native_params, python_loop
 from fast_s2s.training import Translator, checkpoint
 
 VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
@@ -334,7 +333,7 @@ def test_native_loop_decodes_local_models_as_the_python_loop(name, monkeypatch):
     def python_step(*args, **kwargs):
         raise AssertionError("the Python step ran")
 
-    monkeypatch.setattr(search_module, "_step", python_step)
+    monkeypatch.setattr(python_loop, "step", python_step)
     _assert_same(greedy_decode(model, src, lens, max_len=60, min_len=40), want)
     got_beam = beam_search(model, src, lens, beam_size=3, max_len=45, min_len=30, n_best=2)
     for got, ref in zip(got_beam, want_beam, strict=True):
@@ -343,8 +342,8 @@ def test_native_loop_decodes_local_models_as_the_python_loop(name, monkeypatch):
 
 @pytest.mark.parametrize("local", ["m", "p"])
 def test_native_step_takes_the_step_index(local):
-    """native.step at decoder step t matches search._step at t (local-m centres the window on
-    t, so a wrong index moves it): log-probs, state and weights."""
+    """native_params.step at decoder step t matches python_loop.step at t (local-m centres the
+    window on t, so a wrong index moves it): log-probs, state and weights."""
     model = local_model(local, 5, backend="cpp")
     src, lens = long_batch((50, 23))
     with torch.no_grad():
@@ -352,8 +351,8 @@ def test_native_step_takes_the_step_index(local):
         state = model.initial_state(enc, beam=2)
         state = state._replace(hidden=torch.randn_like(state.hidden), step=17)
         prev = torch.tensor([3, 4, 5, 6])
-        want = search_module._step(model, enc, state, prev, 2, force_eos=False, block_eos=False)
-        got = native_loop.step(model, enc, state, prev, 2)
+        want = python_loop.step(model, enc, state, prev, 2, force_eos=False, block_eos=False)
+        got = native_params.step(model, enc, state, prev, 2)
     torch.testing.assert_close(got[0], want[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got[1].hidden, want[1].hidden, atol=1e-5, rtol=1e-4)
     assert got[1].step == want[1].step == 18

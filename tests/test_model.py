@@ -391,7 +391,7 @@ def test_beam_search_never_copies_encoder_memory(name, monkeypatch):
     monkeypatch.setattr(ops, "additive_attention", additive_attention)
     src, lengths, _, _ = held_out(3)
     # the Python loop's op calls (the native loop reads row n // beam in C++, held to this loop
-    # by tests/test_native_search.py)
+    # by tests/models/test_search_engines.py)
     beam_search(model, src, lengths, beam_size=4, max_len=5, native=False)
     assert seen and all(rows == (3 * 4, 3, 3) for rows in seen), seen
     enc = model.encode(src, lengths)

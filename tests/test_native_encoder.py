@@ -1,8 +1,8 @@
-"""The native encoder (fast_s2s.models.native_encoder, op encode) held to Seq2Seq.encode: the
-same EncoderState exactly (the same ATen ops and gru_stack recurrence), for every wiring and
-score, the classic model, local attention, frames, stacked layers, both float dtypes, ragged
-and empty rows and long sources; the same errors for bad input; and the searches' native path
-running it."""
+"""The native encoder (fast_s2s.models.decoding.native_encoder, op encode) held to
+Seq2Seq.encode: the same EncoderState exactly (the same ATen ops and gru_stack recurrence), for
+every wiring and score, the classic model, local attention, frames, stacked layers, both float
+dtypes, ragged and empty rows and long sources; the same errors for bad input; and the
+searches' native path running it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fast_s2s import _extension
-from fast_s2s.models import Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode, native_encoder
+from fast_s2s.models import Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
+from fast_s2s.models.decoding import native_encoder
 from fast_s2s.models.encoder import Encoder
 
 pytestmark = pytest.mark.skipif(

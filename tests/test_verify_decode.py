@@ -10,10 +10,9 @@ import warnings
 import pytest
 from rich.console import Console
 
-from fast_s2s import _extension
+from fast_s2s import _extension, models
 from fast_s2s.cli import verify
-from fast_s2s.models import search
-from fast_s2s.models.cuda_graph import CaptureFailedWarning
+from fast_s2s.models.decoding import CaptureFailedWarning
 
 pytestmark = pytest.mark.skipif(
     not _extension.extension_loaded(), reason="the native loop is the C++ extension's"
@@ -34,7 +33,7 @@ def test_the_native_loop_passes_and_is_named():
 
 
 def test_different_tokens_fail_the_check(monkeypatch):
-    greedy = search.greedy_decode
+    greedy = models.greedy_decode
 
     def off_by_one(model, src, lengths, max_len, **kwargs):
         hyps = greedy(model, src, lengths, max_len, **kwargs)
@@ -42,14 +41,13 @@ def test_different_tokens_fail_the_check(monkeypatch):
             hyps[0].tokens.append(3)
         return hyps
 
-    monkeypatch.setattr(search, "greedy_decode", off_by_one)
-    monkeypatch.setattr("fast_s2s.models.greedy_decode", off_by_one)
+    monkeypatch.setattr(models, "greedy_decode", off_by_one)
     failures, text = run_check()
     assert failures == 1 and "DIFFERENT TOKENS" in text
 
 
 def test_a_failed_capture_fails_the_check(monkeypatch):
-    beam = search.beam_search
+    beam = models.beam_search
 
     def warns(*args, **kwargs):
         if not kwargs.get("native", True):

@@ -1,31 +1,34 @@
 // The native decoder: one step of fast_s2s.models' GRU decoders (Bahdanau, Luong with or without
 // input feeding, the classic no-attention decoder) for N = B * beam rows, run without Python or
-// per-op dispatch, and the search rules of fast_s2s/models/search.py applied to its log-probs.
-// Reference: Seq2Seq.decode_step and search._step (fast_s2s/models/), which the tests hold this
-// to token for token.
+// per-op dispatch, and the search rules (fast_s2s/models/decoding/rules.py) on its log-probs.
+// Reference: Seq2Seq.decode_step and the Python engine's step (fast_s2s/models/decoding/
+// python_loop.py), which the tests hold this to token for token.
 //
-// The weights arrive as one list (fast_s2s/models/native.py packs them) and an int config:
-//   config = [wiring, score, input_feeding, layers, tie_proj, pad, bos, eos, local, window]
-//   (local: 0 global attention, 1 local-m, 2 local-p, both Luong wiring with a dot or general
-//   score; window: their D)
-//   params = [embedding (V, E),
-//             w_ih_l (3H, I_l), w_hh_l (3H, H), b_ih_l (3H), b_hh_l (3H)  for l < layers,
-//             query_proj (Dq, H)       score additive (Dq = A) or general (Dq = H),
-//             v (A)                    score additive,
-//             position_proj (P, H), position_v (P)   local-p (W_p, v_p),
-//             readout_w (H, 2H + E), readout_b (H)   wiring bahdanau / classic,
-//             combine_w (H, 2H)                      wiring luong,
-//             tie_proj (E, H)          tie_proj = 1,
-//             out_w (V, H or E), out_b (V)]
+// The weights and the wiring arrive by name, as three dicts (fast_s2s/models/decoding/
+// native_params.py builds them; decoder_params.cpp reads them into DecoderParams):
+//   kinds  {wiring: bahdanau | luong | classic, score: none | additive | concat | dot | general,
+//           local: none | m | p (Luong local-m / local-p, with a dot or general score)}
+//   config {window (their D), input_feeding (0 / 1), layers, tie_proj (0 / 1), pad, bos, eos}
+//   params {embedding (V, E),
+//           w_ih_l<l> (3H, I_l), w_hh_l<l> (3H, H), b_ih_l<l> (3H), b_hh_l<l> (3H)  l < layers,
+//           query_proj (Dq, H)      score additive / concat (Dq = A) or general (Dq = H),
+//           v (A)                   score additive / concat,
+//           position_proj (P, H), position_v (P)   local-p (W_p, v_p),
+//           readout_w (H, 2H + E), readout_b (H)   wiring bahdanau / classic,
+//           combine_w (H, 2H)                      wiring luong,
+//           tie_proj (E, H)         tie_proj,
+//           out_w (V, H or E), out_b (V)}
 // The encoder memory: keys (B, S, Dq) (projected keys for additive, raw states for dot /
 // general), values (B, S, H), or (classic) context (B, H); src_lengths (B,). Decoder row n reads
 // source row n / beam: the memory is never copied per beam.
 #pragma once
 
+#include <ATen/core/Dict.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -64,8 +67,14 @@ struct DecoderMemory {
   int64_t B = 0, S = 0;
 };
 
-// Parses and checks params and config: every failure names the argument (and the entry).
-DecoderParams parse_decoder(const char* op, at::TensorList params, at::IntArrayRef config);
+using DecoderWeights = c10::Dict<std::string, at::Tensor>;
+using DecoderConfig = c10::Dict<std::string, int64_t>;
+using DecoderKinds = c10::Dict<std::string, std::string>;
+
+// Reads and checks params, config and kinds: every failure names the entry and what was
+// expected.
+DecoderParams parse_decoder(const char* op, const DecoderWeights& params,
+                            const DecoderConfig& config, const DecoderKinds& kinds);
 
 DecoderMemory check_memory(const char* op, const DecoderParams& p,
                            const std::optional<at::Tensor>& keys,
@@ -76,8 +85,8 @@ DecoderMemory check_memory(const char* op, const DecoderParams& p,
 void check_state(const char* op, const DecoderParams& p, int64_t rows, const at::Tensor& hidden,
                  const std::optional<at::Tensor>& feed);
 
-// search._step's rules on one row of log-probs: pad and bos never; eos only when force_eos;
-// no eos when block_eos.
+// The search rules (rules.mask_log_probs) on one row of log-probs: pad and bos never; eos only when
+// force_eos; no eos when block_eos.
 template <typename A>
 void apply_search_rules(A* log_probs, const DecoderSpec& s, bool force_eos, bool block_eos);
 

@@ -1,29 +1,23 @@
-// The native decoder ops on the CPU: one decoder step (decoder_step), and the whole greedy
-// (decode_greedy) and beam (decode_beam) search as one call each, with the semantics of
-// fast_s2s/models/search.py, the reference the tests hold them to token for token:
-//   - pad and bos are never generated; eos not before min_len tokens, forced at step max_len;
-//   - greedy: the most probable token per row, rows stop at eos, score = sum of its log-probs;
-//   - beam: per sentence the beam best extensions by total log-prob; those ending in eos are
-//     finished, ranked by score / lp(len + 1) (power L^alpha or GNMT ((5 + L) / 6)^alpha); a
-//     sentence stops when no live hypothesis could still outrank its n_best-th finished one
-//     (a live score s reaches at most s / max(lp(L_min), lp(max_len + 1))), when none is live,
-//     or at max_len. Ties in the top-k go to the lower candidate index.
-// The loop runs here, without Python per token: the only per-token work is the step
-// (decoder_model.cpp) and a pass over the log-probs. Beam search keeps back-pointers and the
-// per-step attention rows, so following the beams moves only the small decoder state, and a
-// finished hypothesis's tokens and attention are read back once, when it finishes.
+// The native decoder ops on the CPU: one decoder step (decoder_step), and the whole search in
+// one call (decode_beam: beam search, greedy decoding being its beam 1) with the rules of
+// fast_s2s/models/decoding/ (python_loop.py is the reference the tests hold it to token for
+// token): per sentence the beam best extensions by total log-prob (ties: the lower candidate
+// index); those ending in eos finish, ranked by score / finish_lp[t]; a sentence is done when no
+// live hypothesis could still outrank its n_best-th finished one (a live score s reaches at most
+// s / reach_lp[t]), when none is live, or at max_len. The length penalty arrives as those tables
+// (rules.LengthTables: it is defined once, in Python), and the op returns the search's Trace
+// (result.py assembles the hypotheses of every engine). No Python per token: the per-token work
+// is the step (decoder_model.cpp), a pass over the log-probs and moving the small state.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/zeros.h>
+#include <ATen/ops/repeat_interleave.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <functional>
 #include <limits>
-#include <string>
 #include <tuple>
 #include <vector>
 
@@ -34,35 +28,15 @@ namespace {
 
 using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// Copies the (layers, B, H) encoder-side hidden into the stepper's (layers, B * beam, H) rows,
-// each sentence's repeated over its beam (Seq2Seq.initial_state's repeat_interleave).
-template <typename A>
-void load_hidden(DecoderStepper<A>& st, const at::Tensor& hidden, int64_t beam) {
-  const at::Tensor h = hidden.contiguous();
-  const int64_t L = h.size(0), B = h.size(1), H = h.size(2);
-  const A* src = h.const_data_ptr<A>();
-  A* dst = st.hidden().template mutable_data_ptr<A>();
-  for (int64_t l = 0; l < L; ++l)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t k = 0; k < beam; ++k)
-        std::memcpy(dst + ((l * B + b) * beam + k) * H, src + (l * B + b) * H, H * sizeof(A));
-}
-
-void check_limits(const char* op, int64_t max_len, int64_t min_len) {
-  TORCH_CHECK(max_len >= 0, op, ": max_len must be >= 0, got ", max_len);
-  TORCH_CHECK(min_len >= 0 && min_len <= max_len, op,
-              ": min_len must lie in [0, max_len = ", max_len, "], got ", min_len);
-}
-
-Outputs decoder_step_cpu(at::TensorList params, at::IntArrayRef config,
-                         const std::optional<at::Tensor>& keys,
+Outputs decoder_step_cpu(const DecoderWeights& params, const DecoderConfig& config,
+                         const DecoderKinds& kinds, const std::optional<at::Tensor>& keys,
                          const std::optional<at::Tensor>& values,
                          const std::optional<at::Tensor>& context, const at::Tensor& src_lengths,
                          const at::Tensor& hidden, const std::optional<at::Tensor>& feed,
                          const at::Tensor& prev, int64_t beam, bool force_eos, bool block_eos,
                          int64_t step) {
   const char* op = "decoder_step";
-  const DecoderParams p = parse_decoder(op, params, config);
+  const DecoderParams p = parse_decoder(op, params, config, kinds);
   const DecoderMemory m = check_memory(op, p, keys, values, context, src_lengths);
   TORCH_CHECK(beam >= 1, op, ": beam must be >= 1, got ", beam);
   TORCH_CHECK(step >= 0, op, ": step must be >= 0 (the decoder steps taken so far), got ", step);
@@ -98,240 +72,168 @@ Outputs decoder_step_cpu(at::TensorList params, at::IntArrayRef config,
   return out;
 }
 
-template <typename A>
-Outputs greedy_loop(const DecoderParams& p, const DecoderMemory& m, const at::Tensor& hidden,
-                    int64_t max_len, int64_t min_len) {
-  const DecoderSpec& s = p.spec;
-  const int64_t B = m.B, V = s.V, S = m.S, T = max_len + 1;
-  DecoderStepper<A> st(p, m, B, 1);
-  load_hidden<A>(st, hidden, 1);
-  std::vector<int64_t> prev(B, s.bos), length(B, -1), tokens(T * B, s.pad);
-  std::vector<A> score(B, A(0));
-  std::vector<float> attention(B * T * S, 0.0f);
-  int64_t finished = 0, steps = 0;
-  for (int64_t t = 0; t < T && finished < B; ++t) {
-    st.step(prev.data(), t);
-    A* lp = st.log_probs().template mutable_data_ptr<A>();
-    const A* w = st.weights().template const_data_ptr<A>();
-    for (int64_t n = 0; n < B; ++n) {
-      A* row = lp + n * V;
-      apply_search_rules<A>(row, s, t == max_len, t < min_len);
-      const int64_t best = std::max_element(row, row + V) - row;  // the first of equal maxima
-      tokens[t * B + n] = best;
-      prev[n] = best;
-      if (length[n] >= 0) continue;  // finished rows keep their score (the reference's where)
-      score[n] += row[best];
-      for (int64_t j = 0; j < S; ++j)
-        attention[(n * T + t) * S + j] = static_cast<float>(w[n * S + j]);
-      if (best == s.eos) {
-        length[n] = t;
-        ++finished;
-      }
-    }
-    steps = t + 1;
-  }
-  const auto i64 = at::TensorOptions().dtype(at::kLong);
-  at::Tensor tok = at::empty({B, steps}, i64), len = at::empty({B}, i64);
-  at::Tensor sc = at::empty({B}, p.embedding.options());
-  at::Tensor att = at::empty({B, steps, S}, at::TensorOptions().dtype(at::kFloat));
-  int64_t* tk = tok.mutable_data_ptr<int64_t>();
-  float* ap = att.mutable_data_ptr<float>();
-  for (int64_t n = 0; n < B; ++n) {
-    for (int64_t t = 0; t < steps; ++t) tk[n * steps + t] = tokens[t * B + n];
-    std::memcpy(ap + n * steps * S, attention.data() + n * T * S, steps * S * sizeof(float));
-  }
-  std::memcpy(len.mutable_data_ptr<int64_t>(), length.data(), B * sizeof(int64_t));
-  std::memcpy(sc.mutable_data_ptr<A>(), score.data(), B * sizeof(A));
-  return {tok, len, sc, att};
-}
-
-Outputs decode_greedy_cpu(at::TensorList params, at::IntArrayRef config,
-                          const std::optional<at::Tensor>& keys,
-                          const std::optional<at::Tensor>& values,
-                          const std::optional<at::Tensor>& context, const at::Tensor& src_lengths,
-                          const at::Tensor& hidden, int64_t max_len, int64_t min_len) {
-  const char* op = "decode_greedy";
-  const DecoderParams p = parse_decoder(op, params, config);
-  const DecoderMemory m = check_memory(op, p, keys, values, context, src_lengths);
-  check_limits(op, max_len, min_len);
-  check_state(op, p, m.B, hidden, std::nullopt);
-  Outputs out;
-  AT_DISPATCH_FLOATING_TYPES(p.embedding.scalar_type(), "decode_greedy_cpu",
-                             [&] { out = greedy_loop<scalar_t>(p, m, hidden, max_len, min_len); });
-  return out;
-}
-
-// lp(length) of search.length_penalty_factor, in double as the reference computes it.
-double length_penalty(int64_t length, double alpha, bool gnmt) {
-  const double L = static_cast<double>(std::max<int64_t>(length, 1));
-  return gnmt ? std::pow((5.0 + L) / 6.0, alpha) : std::pow(L, alpha);
-}
-
-struct Finished {
-  double normalized, score;
-  std::vector<int64_t> tokens;
-  std::vector<float> attention;  // (len + 1, S)
+// The search's limits and length-penalty tables.
+struct SearchLimits {
+  int64_t beam, max_len, min_len, n_best;
+  const double *finish_lp, *reach_lp;  // (max_len + 1,) each
 };
+
+// The top `count` of the K * V candidates base[k] + row_k[v] of one sentence into (top_s,
+// top_i), best first, the lower index first among equal scores (insertion after every score >=
+// the new one).
+template <typename A>
+void top_candidates(const A* rows, const A* base, int64_t K, int64_t V, A* top_s, int64_t* top_i) {
+  int64_t count = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const A* row = rows + k * V;
+    for (int64_t v = 0; v < V; ++v) {
+      const A c = base[k] + row[v];
+      if (count == K && !(c > top_s[K - 1])) continue;
+      int64_t pos = count < K ? count : K - 1;
+      while (pos > 0 && c > top_s[pos - 1]) {
+        top_s[pos] = top_s[pos - 1];
+        top_i[pos] = top_i[pos - 1];
+        --pos;
+      }
+      top_s[pos] = c;
+      top_i[pos] = k * V + v;
+      if (count < K) ++count;
+    }
+  }
+}
 
 template <typename A>
 Outputs beam_loop(const DecoderParams& p, const DecoderMemory& m, const at::Tensor& hidden,
-                  int64_t K, int64_t max_len, int64_t min_len, double alpha, bool gnmt,
-                  int64_t keep) {
+                  const SearchLimits& lim) {
   constexpr A kNegInf = -std::numeric_limits<A>::infinity();
   const DecoderSpec& s = p.spec;
-  const int64_t B = m.B, V = s.V, S = m.S, N = B * K, T = max_len + 1;
+  const int64_t B = m.B, V = s.V, S = m.S, K = lim.beam, N = B * K, T = lim.max_len + 1;
   DecoderStepper<A> st(p, m, N, K);
-  load_hidden<A>(st, hidden, K);
-  std::vector<A> beam_scores(N, kNegInf), top_s(K), next_scores(N);
+  // each sentence's state repeated over its beam rows (Seq2Seq.initial_state's)
+  st.hidden().copy_(hidden.repeat_interleave(K, 1));
+  std::vector<A> beam_scores(N, kNegInf), next_scores(N), top_s(K);
   for (int64_t b = 0; b < B; ++b) beam_scores[b * K] = 0;  // all beams equal at first: expand one
-  std::vector<int64_t> prev(N, s.bos), top_i(K), parent(N), next_tok(N);
-  // Back-pointers: row n at step t continues row parent_hist[t][n] of step t - 1 with token
-  // tok_hist[t][n]; w_hist[t][n] is the attention row n computed at step t.
-  std::vector<int64_t> tok_hist(T * N, 0), parent_hist(T * N, 0);
-  std::vector<float> w_hist(T * N * S, 0.0f);
-  std::vector<std::vector<Finished>> finished(B);
-  std::vector<double> kth_best(B, -std::numeric_limits<double>::infinity());
+  std::vector<int64_t> prev(N, s.bos), next_tok(N), parent_row(N), top_i(K);
+  // The trace, step-major, for up to T steps (every entry of a step that runs is written):
+  // (T, B, K) tokens, parents and finish scores; (T, N, S) attention.
+  const auto i64 = at::TensorOptions().dtype(at::kLong);
+  at::Tensor tok_t = at::empty({T, B, K}, i64), par_t = at::empty({T, B, K}, i64);
+  at::Tensor fin_t = at::empty({T, B, K}, at::TensorOptions().dtype(at::kDouble));
+  at::Tensor att_t = at::empty({T, N, S}, at::TensorOptions().dtype(at::kFloat));
+  int64_t* tokens = tok_t.mutable_data_ptr<int64_t>();
+  int64_t* parents = par_t.mutable_data_ptr<int64_t>();
+  double* finish = fin_t.mutable_data_ptr<double>();
+  float* attention = att_t.mutable_data_ptr<float>();
+  constexpr double kNotFinished = -std::numeric_limits<double>::infinity();
+  // per sentence the ranking scores of its n_best best finished hypotheses, best first
+  std::vector<std::vector<double>> best_finished(
+      B, std::vector<double>(lim.n_best, -std::numeric_limits<double>::infinity()));
   std::vector<char> done(B, 0);
-  int64_t n_done = 0;
+  int64_t n_done = 0, steps = 0;
 
   for (int64_t t = 0; t < T; ++t) {
     st.step(prev.data(), t);
+    steps = t + 1;
     A* lp = st.log_probs().template mutable_data_ptr<A>();
     const A* w = st.weights().template const_data_ptr<A>();
-    for (int64_t i = 0; i < N * S; ++i) w_hist[t * N * S + i] = static_cast<float>(w[i]);
-    // The best a live hypothesis of t + 1 tokens can still reach divides its score by this.
-    const double largest_lp = std::max(length_penalty(std::max(t + 2, min_len + 1), alpha, gnmt),
-                                       length_penalty(max_len + 1, alpha, gnmt));
+    for (int64_t i = 0; i < N * S; ++i) attention[t * N * S + i] = static_cast<float>(w[i]);
     for (int64_t b = 0; b < B; ++b) {
-      const int64_t r0 = b * K;
-      if (done[b]) {  // a finished sentence's rows are dead; keep them on a valid token
+      const int64_t r0 = b * K, at = t * N + r0;  // this sentence's rows / trace entries
+      if (done[b]) {  // a done sentence's rows are dead; keep them on a valid token
         for (int64_t j = 0; j < K; ++j) {
           next_scores[r0 + j] = kNegInf;
-          parent[r0 + j] = r0 + j;
-          next_tok[r0 + j] = s.eos;
+          parent_row[r0 + j] = r0 + j;
+          next_tok[r0 + j] = tokens[at + j] = s.eos;
+          parents[at + j] = j;
+          finish[at + j] = kNotFinished;
         }
         continue;
       }
-      // top K of the K * V candidates beam_scores[k] + log_probs[k, v], best first, the lower
-      // index first among equal scores (insertion after every score >= the new one)
-      int64_t count = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        A* row = lp + (r0 + k) * V;
-        apply_search_rules<A>(row, s, t == max_len, t < min_len);
-        const A base = beam_scores[r0 + k];
-        for (int64_t v = 0; v < V; ++v) {
-          const A c = base + row[v];
-          if (count == K && !(c > top_s[K - 1])) continue;
-          int64_t pos = count < K ? count : K - 1;
-          while (pos > 0 && c > top_s[pos - 1]) {
-            top_s[pos] = top_s[pos - 1];
-            top_i[pos] = top_i[pos - 1];
-            --pos;
-          }
-          top_s[pos] = c;
-          top_i[pos] = k * V + v;
-          if (count < K) ++count;
-        }
-      }
+      for (int64_t k = 0; k < K; ++k)
+        apply_search_rules<A>(lp + (r0 + k) * V, s, t == lim.max_len, t < lim.min_len);
+      top_candidates<A>(lp + r0 * V, beam_scores.data() + r0, K, V, top_s.data(), top_i.data());
       A best_live = kNegInf;
+      std::vector<double>& best = best_finished[b];
       for (int64_t j = 0; j < K; ++j) {
-        const int64_t kb = top_i[j] / V, tok = top_i[j] % V, row = r0 + kb;
+        const int64_t kb = top_i[j] / V, tok = top_i[j] % V;
         const bool alive = std::isfinite(top_s[j]);
+        tokens[at + j] = tok;
+        parents[at + j] = kb;
+        finish[at + j] = kNotFinished;
         if (alive && tok == s.eos) {
-          Finished f;
-          f.score = static_cast<double>(top_s[j]);
-          f.tokens.resize(t);
-          f.attention.resize((t + 1) * S);
-          for (int64_t u = t, r = row; u >= 0; --u) {
-            std::memcpy(f.attention.data() + u * S, w_hist.data() + (u * N + r) * S,
-                        S * sizeof(float));
-            if (u > 0) {
-              f.tokens[u - 1] = tok_hist[u * N + r];
-              r = parent_hist[u * N + r];
-            }
-          }
-          f.normalized = f.score / length_penalty(t + 1, alpha, gnmt);
-          finished[b].push_back(std::move(f));
-          if (static_cast<int64_t>(finished[b].size()) >= keep) {
-            std::vector<double> ranked;
-            for (const Finished& g : finished[b]) ranked.push_back(g.normalized);
-            std::sort(ranked.begin(), ranked.end(), std::greater<double>());
-            kth_best[b] = ranked[keep - 1];
+          finish[at + j] = static_cast<double>(top_s[j]);
+          const double rank = finish[at + j] / lim.finish_lp[t];
+          // into the sorted top n_best (after every equal one: the earlier finished first)
+          auto pos = std::upper_bound(best.begin(), best.end(), rank, std::greater<double>());
+          if (pos != best.end()) {
+            best.insert(pos, rank);
+            best.pop_back();
           }
         }
         const bool live = alive && tok != s.eos;
         next_scores[r0 + j] = live ? top_s[j] : kNegInf;
-        parent[r0 + j] = row;
+        parent_row[r0 + j] = r0 + kb;
         next_tok[r0 + j] = tok;
         if (live && top_s[j] > best_live) best_live = top_s[j];
       }
-      const bool can_win = static_cast<double>(best_live) / largest_lp > kth_best[b];
-      if (t < max_len && !(std::isfinite(best_live) && can_win)) {
+      const bool can_win = static_cast<double>(best_live) / lim.reach_lp[t] > best.back();
+      if (t < lim.max_len && !(std::isfinite(best_live) && can_win)) {
         done[b] = 1;
         ++n_done;
       }
     }
-    if (t == max_len || n_done == B) break;
-    for (int64_t n = 0; n < N; ++n) {
-      tok_hist[(t + 1) * N + n] = next_tok[n];
-      parent_hist[(t + 1) * N + n] = parent[n];
-    }
+    if (t == lim.max_len || n_done == B) break;
     beam_scores.swap(next_scores);
-    st.reorder(parent.data());
+    st.reorder(parent_row.data());
     prev = next_tok;
   }
 
-  const auto i64 = at::TensorOptions().dtype(at::kLong);
-  at::Tensor tok = at::full({B, keep, std::max<int64_t>(max_len, 1)}, -1, i64);
-  at::Tensor len = at::full({B, keep}, -1, i64);
-  at::Tensor sc = at::zeros({B, keep}, at::TensorOptions().dtype(at::kDouble));
-  at::Tensor att = at::zeros({B, keep, T, S}, at::TensorOptions().dtype(at::kFloat));
-  int64_t* tk = tok.mutable_data_ptr<int64_t>();
-  int64_t* ln = len.mutable_data_ptr<int64_t>();
-  double* sp = sc.mutable_data_ptr<double>();
-  float* ap = att.mutable_data_ptr<float>();
-  const int64_t Lmax = tok.size(2);
-  for (int64_t b = 0; b < B; ++b) {
-    std::vector<Finished>& f = finished[b];
-    // stable: of equal ranking scores, the earlier finished first (the reference's sorted)
-    std::stable_sort(f.begin(), f.end(), [](const Finished& x, const Finished& y) {
-      return x.normalized > y.normalized;
-    });
-    for (int64_t r = 0; r < std::min<int64_t>(keep, f.size()); ++r) {
-      const int64_t n = f[r].tokens.size();
-      const int64_t slot = b * keep + r;
-      ln[slot] = n;
-      sp[slot] = f[r].score;
-      std::copy(f[r].tokens.begin(), f[r].tokens.end(), tk + slot * Lmax);
-      std::copy(f[r].attention.begin(), f[r].attention.end(), ap + slot * T * S);
-    }
-  }
-  return {tok, len, sc, att};
+  return {tok_t.narrow(0, 0, steps), par_t.narrow(0, 0, steps), fin_t.narrow(0, 0, steps),
+          att_t.narrow(0, 0, steps)};
 }
 
-Outputs decode_beam_cpu(at::TensorList params, at::IntArrayRef config,
-                        const std::optional<at::Tensor>& keys,
+at::Tensor check_table(const char* op, const char* name, const at::Tensor& table, int64_t T) {
+  TORCH_CHECK(table.dim() == 1 && table.size(0) == T && table.scalar_type() == at::kDouble &&
+                  table.device().is_cpu(),
+              op, ": ", name, " must be a (max_len + 1,) = (", T,
+              ",) float64 CPU tensor (rules.LengthTables), got ", table.sizes(), " ",
+              table.scalar_type());
+  const at::Tensor c = table.contiguous();
+  const double* v = c.const_data_ptr<double>();
+  for (int64_t t = 0; t < T; ++t) {
+    TORCH_CHECK(std::isfinite(v[t]) && v[t] > 0, op, ": ", name,
+                " must hold finite positive length penalties, got ", v[t], " at step ", t);
+  }
+  return c;
+}
+
+Outputs decode_beam_cpu(const DecoderWeights& params, const DecoderConfig& config,
+                        const DecoderKinds& kinds, const std::optional<at::Tensor>& keys,
                         const std::optional<at::Tensor>& values,
                         const std::optional<at::Tensor>& context, const at::Tensor& src_lengths,
                         const at::Tensor& hidden, int64_t beam, int64_t max_len, int64_t min_len,
-                        double length_penalty_alpha, c10::string_view penalty, int64_t n_best) {
+                        int64_t n_best, const at::Tensor& finish_lp, const at::Tensor& reach_lp) {
   const char* op = "decode_beam";
-  const DecoderParams p = parse_decoder(op, params, config);
+  const DecoderParams p = parse_decoder(op, params, config, kinds);
   const DecoderMemory m = check_memory(op, p, keys, values, context, src_lengths);
-  check_limits(op, max_len, min_len);
+  TORCH_CHECK(max_len >= 0, op, ": max_len must be >= 0, got ", max_len);
+  TORCH_CHECK(min_len >= 0 && min_len <= max_len, op,
+              ": min_len must lie in [0, max_len = ", max_len, "], got ", min_len);
   TORCH_CHECK(beam >= 1, op, ": beam must be >= 1, got ", beam);
   TORCH_CHECK(n_best >= 1 && n_best <= beam, op, ": n_best must lie in [1, beam = ", beam,
               "], got ", n_best);
-  TORCH_CHECK(std::isfinite(length_penalty_alpha), op, ": length_penalty must be finite, got ",
-              length_penalty_alpha);
-  TORCH_CHECK(penalty == "power" || penalty == "gnmt", op,
-              ": penalty must be 'power' or 'gnmt', got '", std::string(penalty), "'");
+  const at::Tensor finish = check_table(op, "finish_lp", finish_lp, max_len + 1);
+  const at::Tensor reach = check_table(op, "reach_lp", reach_lp, max_len + 1);
   check_state(op, p, m.B, hidden, std::nullopt);
+  const SearchLimits lim{beam,
+                         max_len,
+                         min_len,
+                         n_best,
+                         finish.const_data_ptr<double>(),
+                         reach.const_data_ptr<double>()};
   Outputs out;
-  AT_DISPATCH_FLOATING_TYPES(p.embedding.scalar_type(), "decode_beam_cpu", [&] {
-    out = beam_loop<scalar_t>(p, m, hidden, beam, max_len, min_len, length_penalty_alpha,
-                              penalty == "gnmt", n_best);
-  });
+  AT_DISPATCH_FLOATING_TYPES(p.embedding.scalar_type(), "decode_beam_cpu",
+                             [&] { out = beam_loop<scalar_t>(p, m, hidden, lim); });
   return out;
 }
 
@@ -339,7 +241,6 @@ Outputs decode_beam_cpu(at::TensorList params, at::IntArrayRef config,
 
 TORCH_LIBRARY_IMPL(fast_s2s, CPU, m) {
   m.impl("decoder_step", &decoder_step_cpu);
-  m.impl("decode_greedy", &decode_greedy_cpu);
   m.impl("decode_beam", &decode_beam_cpu);
 }
 

@@ -208,7 +208,7 @@ def _decode(model, x: dict, native: bool = True) -> Call:
 
 def _capture_fails(run: Call) -> bool:
     """Whether a call warns that its CUDA graph capture failed (it then ran eagerly)."""
-    from fast_s2s.models.cuda_graph import CaptureFailedWarning
+    from fast_s2s.models.decoding import CaptureFailedWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from fast_s2s.backends import BACKENDS
 from fast_s2s.data import FramesFormatError, load_frames
-from fast_s2s.models.search import LENGTH_PENALTIES, SearchOptions
+from fast_s2s.models.decoding import LENGTH_PENALTIES, SearchOptions
 from fast_s2s.training import checkpoint
 from fast_s2s.training.plotting import plotting_unavailable
 from fast_s2s.training.translator import Translator

@@ -234,9 +234,8 @@ def _check_decode_loop(console: Console, device: str) -> int:
         beam_search,
         decode_path,
         greedy_decode,
-        native_encoder,
     )
-    from fast_s2s.models.cuda_graph import CaptureFailedWarning
+    from fast_s2s.models.decoding import CaptureFailedWarning, native_encoder
 
     torch.manual_seed(0)
     config = Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=9, embed_size=8, hidden_size=8)

@@ -9,25 +9,25 @@ decoder, over token ids or float feature frames.
 
 Files: config.py (Seq2SeqConfig), encoder.py, decoder.py (shared decoder parts), bahdanau.py and
 luong.py (the two attentional wirings), classic.py (no attention: Sutskever / Cho), state.py
-(EncoderState, DecoderState), seq2seq.py (Seq2Seq), search.py (greedy and beam search, the Python
-loop), native.py (the same searches as one C++ op call; decode_path says which loop runs),
-cuda_graph.py and cuda_graph_beam.py (the searches on CUDA: the step replayed as a CUDA graph).
+(EncoderState, DecoderState), seq2seq.py (Seq2Seq), decoding/ (greedy and beam search: one
+spec, one set of rules, one result, three engines; decode_path says which engine runs).
 """
 
 from fast_s2s.models.bahdanau import BahdanauDecoder
 from fast_s2s.models.classic import ClassicDecoder
 from fast_s2s.models.config import ATTENTIONS, LOCALS, SCORES, SOURCES, WIRINGS, Seq2SeqConfig
 from fast_s2s.models.decoder import Decoder
-from fast_s2s.models.encoder import Encoder, EncoderOutput
-from fast_s2s.models.luong import LuongDecoder
-from fast_s2s.models.search import (
+from fast_s2s.models.decoding import (
     Hypothesis,
     SearchOptions,
     beam_search,
     decode_path,
     greedy_decode,
     length_normalize,
+    search,
 )
+from fast_s2s.models.encoder import Encoder, EncoderOutput
+from fast_s2s.models.luong import LuongDecoder
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import DecoderState, EncoderState
 
@@ -53,4 +53,5 @@ __all__ = [
     "decode_path",
     "greedy_decode",
     "length_normalize",
+    "search",
 ]

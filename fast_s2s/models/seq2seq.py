@@ -4,12 +4,12 @@ step decoding.
     config = Seq2SeqConfig(src_vocab_size=100, tgt_vocab_size=120, wiring="luong", score="general")
     model = Seq2Seq(config)
     loss_sum, n_tokens = model.loss(src, src_lengths, tgt_in, tgt_out)   # training
-    hyps = beam_search(model, src, src_lengths, beam_size=5)             # fast_s2s.models.search
+    hyps = beam_search(model, src, src_lengths, beam_size=5)           # fast_s2s.models.decoding
 
-Step decoding (what search.py does): enc = encode(src, lengths) once, state =
-initial_state(enc, beam), then decode_step(enc, state, prev_tokens, beam) per target position,
-reorder_state(state, index) to follow the surviving beams. N = B * beam decoder rows share the
-B rows of the encoder state: row n reads sentence n // beam.
+Step decoding (what the engines of fast_s2s.models.decoding do): enc = encode(src, lengths)
+once, state = initial_state(enc, beam), then decode_step(enc, state, prev_tokens, beam) per
+target position, reorder_state(state, index) to follow the surviving beams. N = B * beam
+decoder rows share the B rows of the encoder state: row n reads sentence n // beam.
 """
 
 from __future__ import annotations

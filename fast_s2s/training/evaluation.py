@@ -10,8 +10,7 @@ from fast_s2s.data import (
     detokenize,
     make_batches,
 )
-from fast_s2s.models import Seq2Seq
-from fast_s2s.models.search import SearchOptions, search
+from fast_s2s.models import SearchOptions, Seq2Seq, search
 from fast_s2s.training.data import PreparedData
 from fast_s2s.training.metrics import g2p_scores
 

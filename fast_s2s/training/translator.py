@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from fast_s2s.data import Vocab, detokenize, make_batches, tokenize
-from fast_s2s.models import Hypothesis, Seq2Seq, Seq2SeqConfig
-from fast_s2s.models.search import SearchOptions, search
+from fast_s2s.models import Hypothesis, SearchOptions, Seq2Seq, Seq2SeqConfig, search
 from fast_s2s.training import checkpoint
 
 __all__ = ["Translation", "Translator"]
@@ -118,7 +117,10 @@ class Translator:
         """Decode sentences (a model whose source is text): the best Translation of each, or
         with n_best=k a ranked list of up to k per sentence (beam search options as in
         fast_s2s.models.beam_search; beam=1 is greedy)."""
-        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
+        options = SearchOptions(
+            beam=beam, max_len=max_len, min_len=min_len, length_penalty=length_penalty,
+            penalty=penalty, n_best=n_best or 1,
+        )  # fmt: skip
         return _best_or_ranked(self.translate_ranked(texts, options), n_best)
 
     def translate_ranked(self, texts: list[str], options: SearchOptions) -> list[list[Translation]]:
@@ -147,7 +149,10 @@ class Translator:
         """Decode feature sequences, each a (T_i, frame_size) float tensor (a model whose
         source is frames). names: Translation.source of each (default "frames[i]"); the other
         options as for translate."""
-        options = SearchOptions(beam, max_len, min_len, length_penalty, penalty, n_best or 1)
+        options = SearchOptions(
+            beam=beam, max_len=max_len, min_len=min_len, length_penalty=length_penalty,
+            penalty=penalty, n_best=n_best or 1,
+        )  # fmt: skip
         return _best_or_ranked(self.translate_frames_ranked(frames, options, names), n_best)
 
     def translate_frames_ranked(

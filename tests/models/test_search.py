@@ -19,7 +19,7 @@ import torch
 from fast_s2s.data import generate_pairs, make_batches, task_tokenization, tokenize_pairs
 from fast_s2s.data.vocab import Vocab
 from fast_s2s.models import Hypothesis, Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
-from fast_s2s.models.search import length_normalize
+from fast_s2s.models.decoding import length_normalize
 
 PAD, BOS, EOS = 0, 1, 2
 SRC_VOCAB = 7
@@ -263,6 +263,11 @@ def test_n_best_one_is_the_default_result():
         (dict(min_len=-1), "min_len"),
         (dict(min_len=11), "min_len"),
         (dict(length_penalty="1"), "length_penalty"),
+        (dict(length_penalty=float("nan")), "length_penalty must be a finite real"),
+        (dict(length_penalty=float("inf")), "length_penalty must be a finite real"),
+        (dict(length_penalty=1e308), r"length_penalty=1e\+308 makes the power length penalty"),
+        (dict(length_penalty=-1e308), "must be finite and positive"),
+        (dict(length_penalty=1e308, penalty="gnmt"), "gnmt length penalty"),
     ],
 )
 def test_bad_search_options_are_refused_by_name(kwargs, message):

@@ -4,10 +4,10 @@ modules spend more time in Python (argument checks, module calls, one op dispatc
 the GRU; the op runs the same ATen ops and the same gru_stack recurrence, so the EncoderState
 is the one Seq2Seq.encode returns (tests/test_native_encoder.py holds it to that, exactly).
 
-It runs where the native decoder runs (fast_s2s.models.native.unavailable is None) and the
-encoder is fast_s2s's own Encoder on the cpp GRU (`unavailable` says why not otherwise; the
-search then calls Seq2Seq.encode). Module hooks on the encoder's submodules do not run in it,
-as they do not in the native decoder loop.
+The native engine (native_loop.py) encodes with it where the encoder is fast_s2s's own Encoder
+on the cpp GRU (`unavailable` says why not otherwise; the engine then calls Seq2Seq.encode).
+Module hooks on the encoder's submodules do not run in it, as they do not in the native
+decoder loop.
 
 Packing (the layout csrc/cpu/native_encoder.cpp checks; None where a model has no such tensor):
     params = [embedding weight | frame_proj weight, None | frame_proj bias,

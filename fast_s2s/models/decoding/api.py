@@ -1,0 +1,259 @@
+"""The searches' front: greedy_decode, beam_search and search build the SearchOptions, pick the
+engine (decode_path says which), and run it in eval mode without gradients; result.assemble
+turns the engine's Trace into hypotheses. greedy_decode_graph and beam_search_graph run the
+static engine with its own knobs (how often the host checks, whether to capture)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import overload
+
+import torch
+from torch import Tensor, nn
+
+from fast_s2s.models.decoding import cuda_graphs
+from fast_s2s.models.decoding.engine import Engine
+from fast_s2s.models.decoding.native_loop import NativeLoop
+from fast_s2s.models.decoding.python_loop import PythonLoop
+from fast_s2s.models.decoding.result import Hypothesis, assemble
+from fast_s2s.models.decoding.spec import SearchOptions
+from fast_s2s.models.decoding.static_loop import StaticLoop
+from fast_s2s.models.seq2seq import Seq2Seq
+
+__all__ = [
+    "beam_search",
+    "beam_search_graph",
+    "decode_path",
+    "engine_for",
+    "greedy_decode",
+    "greedy_decode_graph",
+    "run_search",
+    "search",
+]
+
+PYTHON_LOOP, NATIVE_LOOP = PythonLoop(), NativeLoop()
+
+
+def engine_for(model: Seq2Seq, native: bool) -> tuple[Engine, str]:
+    """The engine a search with native=native runs on `model`, and decode_path's word for it."""
+    if not isinstance(native, bool):
+        raise TypeError(f"native must be a bool, got {native!r}")
+    if not native:
+        return PYTHON_LOOP, "python: native=False"
+    if model.device.type == "cuda":
+        return StaticLoop(), "cuda-graph"
+    why = NATIVE_LOOP.unavailable(model)
+    return (NATIVE_LOOP, "native") if why is None else (PYTHON_LOOP, f"python: {why}")
+
+
+def decode_path(model: Seq2Seq, native: bool = True) -> str:
+    """Which engine greedy_decode / beam_search(model, ..., native=native) run:
+    "native" (the C++ loop, one op call per batch; CPU models on the cpp backend),
+    "cuda-graph" (the step over static buffers replayed as CUDA graphs; models on CUDA), or
+    "python: <why neither>" (the Python loop, the reference; e.g. a CPU model on the
+    reference backend)."""
+    return engine_for(model, native)[1]
+
+
+def _any_training(model: nn.Module) -> bool:
+    """Whether the model or any submodule is in training mode: model.modules() without its
+    generator chain and memo set (a third of a batch-1 native decode's Python time)."""
+    stack, seen = [model], {id(model)}
+    while stack:
+        module = stack.pop()
+        if module.training:
+            return True
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:  # shared or cyclic submodules
+                seen.add(id(child))
+                stack.append(child)
+    return False
+
+
+@contextlib.contextmanager
+def _inference(model: Seq2Seq) -> Iterator[None]:
+    """Eval mode and no gradients; the model's mode is restored. model.eval() / train() walk
+    every submodule (as long as a native batch-1 decode): skipped when all are in eval mode."""
+    was_training = model.training
+    switch = _any_training(model)
+    if switch:
+        model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if switch:
+            model.train(was_training)
+
+
+def run_search(
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, spec: SearchOptions, engine: Engine
+) -> list[list[Hypothesis]]:
+    """Decode a batch with `engine`: per source row its up to spec.n_best hypotheses, best
+    first. Raises ValueError for a sentence without a finite-scored hypothesis."""
+    _check_model(model)
+    with _inference(model):
+        encoded = engine.encode(model, src, src_lengths)
+        trace = engine.run(model, encoded, spec)
+        lengths = encoded.src_lengths.cpu().tolist()
+    return assemble(trace, lengths, spec.n_best, spec.tables.finish)
+
+
+def search(
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, options: SearchOptions
+) -> list[list[Hypothesis]]:
+    """Decode a batch as `options` says: per source row, a ranked list of up to
+    options.n_best hypotheses (one, the greedy one, when options.beam == 1)."""
+    if not isinstance(options, SearchOptions):
+        raise TypeError(f"options must be a SearchOptions, got {type(options).__name__}")
+    engine, _ = engine_for(model, options.native)
+    return run_search(model, src, src_lengths, options, engine)
+
+
+def greedy_decode(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    max_len: int = 100,
+    *,
+    min_len: int = 0,
+    native: bool = True,
+) -> list[Hypothesis]:
+    """Greedy decoding of a batch (beam search with beam 1): the most probable token at every
+    step; one Hypothesis per source row, in order.
+
+    model: run in eval mode and without gradients (its mode is restored). src: (B, S) int64
+    padded source (or (B, S, F) frames for source="frames"); src_lengths: (B,). max_len,
+    min_len: at most / at least this many tokens before eos. native: run the native engine
+    where it can (decode_path says which runs); False: the Python loop, the reference.
+    """
+    spec = SearchOptions(beam=1, max_len=max_len, min_len=min_len, native=native)
+    return [hyps[0] for hyps in search(model, src, src_lengths, spec)]
+
+
+@overload
+def beam_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam_size: int = ...,
+    max_len: int = ...,
+    length_penalty: float = ...,
+    *,
+    n_best: None = ...,
+    penalty: str = ...,
+    min_len: int = ...,
+    native: bool = ...,
+) -> list[Hypothesis]: ...
+@overload
+def beam_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam_size: int = ...,
+    max_len: int = ...,
+    length_penalty: float = ...,
+    *,
+    n_best: int,
+    penalty: str = ...,
+    min_len: int = ...,
+    native: bool = ...,
+) -> list[list[Hypothesis]]: ...
+def beam_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam_size: int = 5,
+    max_len: int = 100,
+    length_penalty: float = 1.0,
+    *,
+    n_best: int | None = None,
+    penalty: str = "power",
+    min_len: int = 0,
+    native: bool = True,
+) -> list[Hypothesis] | list[list[Hypothesis]]:
+    """Batched beam search: B sentences x beam_size hypotheses = N decoder rows per step (the
+    search and its stopping rule: python_loop; the ranking and the bound: rules). With
+    beam_size=1 this is exactly greedy_decode.
+
+    model, src, src_lengths, max_len, min_len, native: as greedy_decode. beam_size: hypotheses
+    kept per sentence. length_penalty: alpha, a finite real (0: rank by total log-prob);
+    penalty: its form, "power" (L ** alpha) or "gnmt" (((5 + L) / 6) ** alpha). n_best: None
+    returns the best Hypothesis per source row; k in [1, beam_size] returns per row a list of
+    its k best finished hypotheses, best first (fewer when fewer finished). Hypothesis.score is
+    the total log-probability.
+    """
+    spec = _beam_spec(beam_size, max_len, length_penalty, n_best, penalty, min_len, native)
+    ranked = search(model, src, src_lengths, spec)
+    return [hyps[0] for hyps in ranked] if n_best is None else ranked
+
+
+def _beam_spec(
+    beam_size: int,
+    max_len: int,
+    length_penalty: float,
+    n_best: int | None,
+    penalty: str,
+    min_len: int,
+    native: bool = True,
+) -> SearchOptions:
+    return SearchOptions(
+        beam=beam_size, max_len=max_len, min_len=min_len, length_penalty=length_penalty,
+        penalty=penalty, n_best=1 if n_best is None else n_best, native=native,
+    )  # fmt: skip
+
+
+def greedy_decode_graph(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    max_len: int = 100,
+    *,
+    min_len: int = 0,
+    check_every: int = cuda_graphs.DEFAULT_CHECK_EVERY,
+    capture: bool | None = None,
+) -> list[Hypothesis]:
+    """greedy_decode on the static engine (on CUDA, greedy_decode runs it with capture).
+
+    check_every: the host reads whether every row has finished once per this many steps (its
+        one synchronisation); the tokens do not depend on it.
+    capture: replay CUDA graphs (needs the model on CUDA); False runs the same steps eagerly,
+        on any device. Default: capture exactly on CUDA. A failed capture raises.
+    """
+    spec = SearchOptions(beam=1, max_len=max_len, min_len=min_len)
+    engine = _static_engine(model, check_every, capture)
+    return [hyps[0] for hyps in run_search(model, src, src_lengths, spec, engine)]
+
+
+def beam_search_graph(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam_size: int = 5,
+    max_len: int = 100,
+    length_penalty: float = 1.0,
+    *,
+    n_best: int | None = None,
+    penalty: str = "power",
+    min_len: int = 0,
+    check_every: int = cuda_graphs.DEFAULT_CHECK_EVERY,
+    capture: bool | None = None,
+) -> list[Hypothesis] | list[list[Hypothesis]]:
+    """beam_search on the static engine (on CUDA, beam_search runs it with capture);
+    check_every and capture as greedy_decode_graph's."""
+    spec = _beam_spec(beam_size, max_len, length_penalty, n_best, penalty, min_len)
+    engine = _static_engine(model, check_every, capture)
+    ranked = run_search(model, src, src_lengths, spec, engine)
+    return [hyps[0] for hyps in ranked] if n_best is None else ranked
+
+
+def _check_model(model: object) -> None:
+    if not isinstance(model, Seq2Seq):
+        raise TypeError(f"model must be a fast_s2s.models.Seq2Seq, got {type(model).__name__}")
+
+
+def _static_engine(model: Seq2Seq, check_every: int, capture: bool | None) -> StaticLoop:
+    _check_model(model)
+    capture = cuda_graphs.check_graph_args(check_every, capture, model.device)
+    return StaticLoop(check_every, capture, eager_on_failure=False)

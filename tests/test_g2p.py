@@ -58,6 +58,9 @@ def test_parse_accepts_tabs_crlf_and_merges_repeated_entries():
         (b"a AH0\npairs\tP EH1 R Z\tx\n", 2, "'x' is not a phoneme"),
         (b"word(2 W ER1 D\n", 1, "'word(2' is not a word"),
         (b"a AH0\nb B\n\xff\xfe C\n", 3, "not valid utf-8"),
+        (b"a AH0\nnul\x00l N AH1 L\n", 2, "'nul\\x00l' holds a control character (U+0000)"),
+        (b"\x00 AH0\n", 1, "'\\x00' holds a control character (U+0000)"),
+        (b"a AH0\nesc\x1b[0m EH1 S K\n", 2, "holds a control character (U+001B)"),
     ],
     ids=[
         "no-phonemes",
@@ -67,6 +70,9 @@ def test_parse_accepts_tabs_crlf_and_merges_repeated_entries():
         "tsv-line",
         "open-paren",
         "bytes",
+        "nul-in-word",
+        "nul-word",
+        "escape-in-word",
     ],
 )
 def test_odd_lines_are_refused_with_file_and_line(tmp_path, content, line, reason):

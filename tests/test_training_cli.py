@@ -11,6 +11,7 @@ import torch
 
 from fast_s2s import cli
 from fast_s2s.data.cmudict import lexicon_pairs, read_cmudict
+from fast_s2s.models import Seq2Seq
 from fast_s2s.training import TrainSettings, Translator, checkpoint, train
 from fast_s2s.training.data import tokenization
 
@@ -426,3 +427,39 @@ def test_frames_source_refuses_a_source_tokenisation(tmp_path, capsys):
     args = ["train", "--task", "tones", "--src-tokenize", "char"]
     assert cli.main([*args, "--checkpoint", str(tmp_path / "m.pt")]) == 2
     assert "--src-tokenize: this source is frames" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "change, first",
+    [
+        ({"hidden_size": 64}, "encoder.rnn.weight_ih_l0 has shape (72, 16), the config needs "
+         "(96, 16)"),
+        ({"decoder_layers": 2}, "encoder.bridge.weight has shape (48, 48), the config needs "
+         "(96, 48)"),
+        ({"tie_embeddings": True}, "decoder.tie_proj.weight is missing"),
+    ],
+    ids=["hidden-size", "more-layers", "tied"],
+)  # fmt: skip
+def test_a_config_that_disagrees_with_the_weights_is_one_line(trained, tmp_path, capsys, change,
+                                                             first):  # fmt: skip
+    """The first mismatched tensor and how many there are, not one line per tensor."""
+    path, _ = trained
+    data = checkpoint.load_checkpoint(path)
+    bad = tmp_path / "bad.pt"
+    checkpoint.save_checkpoint(bad, {**data, "config": {**data["config"], **change}})
+    model = Seq2Seq(checkpoint.model_config(checkpoint.load_checkpoint(bad), bad))
+    saved, wanted = data["model"], model.state_dict()
+    count = sum(
+        k not in saved or k not in wanted or saved[k].shape != wanted[k].shape
+        for k in {*saved, *wanted}
+    )
+    assert count > 1  # several tensors disagree: the message still has one line
+    assert cli.main(["translate", "--checkpoint", str(bad), "03/03/98"]) == 2
+    err = one_line_error(capsys)
+    assert "inconsistent checkpoint" in err and first in err, err
+    assert f"{count} tensors disagree" in err, err
+    before = bad.read_bytes()
+    assert cli.main(["train", "--task", "dates", "--checkpoint", str(bad), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert first in err and f"{count} tensors disagree" in err, err
+    assert bad.read_bytes() == before

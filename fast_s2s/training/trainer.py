@@ -166,8 +166,10 @@ def train(
     result = TrainResult()
     start_epoch, best, best_state = 0, -1.0, None
     if state is not None:
-        model.load_state_dict(state["last_model"])
-        optimizer.load_state_dict(state["optimizer"])
+        checkpoint.load_weights(model, state["last_model"], checkpoint_path, "last_model")
+        if state["model"] is not None:  # the best epoch's, loaded when training ends
+            checkpoint.load_weights(Seq2Seq(config), state["model"], checkpoint_path, "model")
+        checkpoint.load_optimizer(optimizer, state["optimizer"], model, checkpoint_path)
         start_epoch = int(state["epoch"]) + 1
         best = float(state["best"])
         best_state = state["model"]

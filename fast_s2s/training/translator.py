@@ -62,10 +62,13 @@ class Translator:
         config = checkpoint.model_config(data, path)
         if backend is not None:
             config = Seq2SeqConfig.from_dict({**config.to_dict(), "backend": backend})
-        checkpoint.check_finite_weights(data["model"], path, "model")
         try:
             model = Seq2Seq(config)
-            model.load_state_dict(data["model"])
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise checkpoint.CheckpointError(f"{path!r}: inconsistent checkpoint: {exc}") from exc
+        checkpoint.load_weights(model, data["model"], path, "model")
+        checkpoint.check_finite_weights(data["model"], path, "model")
+        try:
             frames = config.source == "frames"
             src_vocab = None if frames else Vocab.from_dict(data["src_vocab"])
             tgt_vocab = Vocab.from_dict(data["tgt_vocab"])

@@ -15,8 +15,10 @@ import pytest
 import torch
 
 import fast_s2s
+from fast_s2s import cli
 from fast_s2s.backends import why_unavailable
 from fast_s2s.nn import GRU, Attention, GRUCell
+from tests.cli_cases import NUMERIC, VALUES, cli_commands, required_argv, spelled
 
 B, BEAM, T, S, D, DV, A, I, H = 2, 2, 3, 5, 4, 6, 4, 3, 5
 N = B * BEAM
@@ -262,3 +264,52 @@ def test_compiled_gru_layer_names_its_length_limit_t():
         torch.ops.fast_s2s.dot_attention(
             torch.randn(N, D), keys, keys, torch.tensor([S + 1, 1]), 1.0, True
         )
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: every numeric option of every subcommand, found by walking the parsers, at
+# 0, -1, NaN, infinity and a value too large to allocate. A new option is in the table as soon
+# as it is added; one with a plain type=int / type=float fails test_numeric_options_declare_
+# their_range until it gets a range (fast_s2s.cli.options).
+# --------------------------------------------------------------------------------------------
+
+
+def test_numeric_options_declare_their_range():
+    """No numeric option without a range: plain int / float types, or a number default with no
+    type at all (argparse would pass a command line's text through), fail here."""
+    plain = []
+    for command, parser in cli_commands().items():
+        for action in parser._actions:
+            default = action.default
+            numeric_default = isinstance(default, int | float) and not isinstance(default, bool)
+            if action.type in (int, float) or (numeric_default and action.type is None):
+                plain.append(f"{command} {action.option_strings[0]}")
+            if hasattr(action.type, "admits") and default is not None:
+                assert action.type.admits(str(default)), (command, action.option_strings, default)
+    assert not plain, f"numeric options without a range (fast_s2s.cli.options): {plain}"
+    commands = {c for c, _, _ in NUMERIC}
+    assert {"train", "translate", "evaluate", "bench", "experiment"} <= commands
+    assert len(NUMERIC) >= 30
+
+
+CLI_TABLE = [(c, o, t, v) for c, o, t in NUMERIC for v in VALUES]
+
+
+@pytest.mark.parametrize(
+    "command,option,kind,value", CLI_TABLE, ids=[f"{c}{o}={v}" for c, o, _, v in CLI_TABLE]
+)
+def test_a_numeric_option_takes_its_range_only(command, option, kind, value, capsys):
+    parser = cli_commands()[command]
+    text = spelled(value, kind)
+    argv = [command, *required_argv(parser), option, text]  # as typed: "--lr -inf" too
+    if value in ("nan", "inf", "-inf", "huge"):  # never a count, size, rate or seed
+        assert not kind.admits(text), f"{command} {option} takes {text}"
+    if kind.admits(text):
+        args = cli.build_parser().parse_args(argv)
+        assert getattr(args, option.lstrip("-").replace("-", "_")) is not None
+        return
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"fast-s2s {command}: {option}: must be {kind.describe()}"), err
+    assert text in err, err

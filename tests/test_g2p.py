@@ -290,7 +290,7 @@ def test_stress_stripped_run_and_evaluate_override(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--beam", "0"], "--beam must be >= 1"),
+        (["--beam", "0"], "--beam: must be an integer in [1, 2147483647], got 0"),
         (["--data", "missing.dict"], "dictionary file not found: missing.dict"),
     ],
 )
@@ -318,7 +318,7 @@ def test_evaluate_refuses_a_model_that_is_not_g2p(tmp_path, capsys):
         (["--task", "g2p", "--tgt-tokenize", "char"], "reads words by character"),
         (["--task", "dates", "--data", str(MINI)], "give --task or --data, not both"),
         (["--task", "dates", "--test-beam", "2"], "--test-beam: only --task g2p"),
-        (["--task", "g2p", "--test-beam", "0"], "--test-beam must be >= 1"),
+        (["--task", "g2p", "--test-beam", "0"], "--test-beam: must be an integer in [1, 2147"),
     ],
 )
 def test_train_refuses_bad_g2p_options_with_one_line(tmp_path, capsys, extra, message):

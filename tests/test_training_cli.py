@@ -221,8 +221,10 @@ TINY_TRAIN = ["train", "--task", "copy", "--num-examples", "60", "--max-len", "4
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--valid-size", "0"], "--valid-size must be >= 1"),
-        (["--eval-beam", "0"], "--eval-beam must be >= 1"),
+        (["--valid-size", "0"], "--valid-size: must be an integer in [1, 10000000], got 0"),
+        (["--eval-beam", "0"], "--eval-beam: must be an integer in [1, 2147483647], got 0"),
+        (["--lr", "nan"], "--lr: must be a finite number in [0, 10], got nan"),
+        (["--clip", "-inf"], "--clip: must be a finite number > 0, got -inf"),
         (["--resume", "--overwrite"], "not both"),
     ],
 )
@@ -463,3 +465,15 @@ def test_a_config_that_disagrees_with_the_weights_is_one_line(trained, tmp_path,
     err = one_line_error(capsys)
     assert first in err and f"{count} tensors disagree" in err, err
     assert bad.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "1e400", "11"])
+def test_translate_refuses_a_length_penalty_that_is_not_a_number_in_range(trained, capsys, value):
+    """NaN or infinity used to reach the search and end in a 38-line traceback."""
+    path, _ = trained
+    argv = ["translate", "--checkpoint", str(path), "03/03/98", "--beam", "3"]
+    assert cli.main([*argv, "--length-penalty", value]) == 2
+    err = one_line_error(capsys)
+    assert err == (
+        f"fast-s2s translate: --length-penalty: must be a finite number in [0, 10], got {value}"
+    )

@@ -333,3 +333,17 @@ def test_odd_dictionary_line_is_one_line_on_the_cli(tmp_path, capsys):
     bad.write_text("paste P EY1 S T\ncat\n", encoding="utf-8")
     assert cli.main(["train", "--data", str(bad), *TINY]) == 2
     assert f"{bad}:2: no phonemes after 'cat'" in one_line_error(capsys)
+
+
+def test_evaluate_and_train_refuse_a_beam_larger_than_memory(g2p_model, tmp_path, capsys):
+    """evaluate --beam 100000000 ended in an allocator traceback; train --test-beam would have
+    failed only after the whole training."""
+    path, _ = g2p_model
+    assert cli.main(["evaluate", "--checkpoint", str(path), "--beam", "100000000"]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("fast-s2s evaluate: --beam 100000000: the search would need about")
+    ckpt = tmp_path / "m.pt"
+    args = ["train", "--data", str(MINI), *TINY, "--checkpoint", str(ckpt)]
+    assert cli.main([*args, "--test-beam", "1000000000"]) == 2
+    assert "--test-beam 1000000000: the search would need" in one_line_error(capsys)
+    assert not ckpt.exists()

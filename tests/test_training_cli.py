@@ -477,3 +477,90 @@ def test_translate_refuses_a_length_penalty_that_is_not_a_number_in_range(traine
     assert err == (
         f"fast-s2s translate: --length-penalty: must be a finite number in [0, 10], got {value}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Searches and models too large for memory: one line naming the option, before any work
+# --------------------------------------------------------------------------------------------
+
+GB = 10**9
+
+
+@pytest.fixture
+def sixteen_gigabytes(monkeypatch):
+    """The machine has 16 GB free, whatever this one has: the refusals do not depend on it."""
+    from fast_s2s.training import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 16 * GB)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--beam", "1000000000"], "--beam 1000000000 with --max-len 100: the search would need"),
+        (["--beam", "3", "--max-len", "1000000000"], "--beam 3 with --max-len 1000000000: the s"),
+        (["--beam", "1", "--max-len", "2147483647"], "--beam 1 with --max-len 2147483647: the s"),
+        (["--max-len", "100000000000"], "--max-len: must be an integer in [0, 2147483647]"),
+    ],
+    ids=["beam", "max-len", "greedy-max-len", "max-len-past-int32"],
+)
+def test_translate_refuses_a_search_larger_than_memory(
+    trained, capsys, sixteen_gigabytes, extra, message
+):
+    """These ended in allocator tracebacks (std::bad_alloc, "DefaultCPUAllocator: can't
+    allocate memory: you tried to allocate 64000000000 bytes")."""
+    path, _ = trained
+    assert cli.main(["translate", "--checkpoint", str(path), "03/03/98", *extra]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith(f"fast-s2s translate: {message}"), err
+    if "search would need" in err:
+        assert "more than the 16 GB available" in err
+
+
+def test_train_refuses_searches_and_models_larger_than_memory(tmp_path, capsys, sixteen_gigabytes):
+    ckpt = tmp_path / "m.pt"
+    cases = [
+        (["--eval-beam", "100000000"], "--eval-beam 100000000: the search would need about"),
+        (["--hidden-size", "65536"], "--embed-size 8, --hidden-size 65536: training this model"),
+    ]
+    for extra, message in cases:
+        assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt), *extra]) == 2
+        err = one_line_error(capsys)
+        assert message in err and "more than the 16 GB available" in err, err
+        assert not ckpt.exists()
+
+
+def test_search_memory_estimate_and_the_largest_beam_it_names(trained):
+    from fast_s2s.training import memory
+
+    config = Translator.from_checkpoint(str(trained[0])).model.config
+    sizes = dict(batch=3, max_len=50, src_len=20)
+
+    def need(beam, **over):
+        return memory.search_bytes(config, beam=beam, **{**sizes, **over})
+
+    # linear in the beam (rows) and in the steps, and the history dominates long searches
+    assert need(3) - need(2) == need(2) - need(1) > 0
+    assert need(4, max_len=201) - need(4, max_len=101) == need(4, max_len=101) - need(4, max_len=1)
+    assert need(5, loop="native") < need(5, loop="python")
+    available = need(1000) + 1
+    memory.check_search(config, beam=1000, available=available, **sizes)  # fits: no error
+    with pytest.raises(memory.MemoryLimitError) as info:
+        memory.check_search(config, beam=2000, available=available, **sizes)
+    fits = int(str(info.value).split("the largest --beam that fits is about ")[1])
+    assert fits >= 1000
+    memory.check_search(config, beam=fits, available=available, **sizes)
+    with pytest.raises(memory.MemoryLimitError):
+        memory.check_search(config, beam=fits + 1, available=available, **sizes)
+    with pytest.raises(memory.MemoryLimitError, match="; lower --max-len$"):
+        memory.check_search(config, beam=1, available=need(1) // 100, **sizes)
+
+
+def test_available_memory_is_the_machine_s():
+    from fast_s2s.training import memory
+
+    available = memory.available_memory("cpu")
+    assert available is not None and 0 < available <= os.sysconf("SC_PHYS_PAGES") * os.sysconf(
+        "SC_PAGE_SIZE"
+    )
+    assert memory.available_memory("meta") is None

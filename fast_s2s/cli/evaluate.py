@@ -16,9 +16,9 @@ import sys
 
 from fast_s2s.backends import BACKENDS
 from fast_s2s.cli.options import INT_MAX, SEED, integer
-from fast_s2s.data import G2P_TASK, SPLITS, STRESS, CmudictUnavailableError, load_split
+from fast_s2s.data import G2P_TASK, SPLITS, STRESS, CmudictUnavailableError, load_split, tokenize
 from fast_s2s.data.cmudict import SRC_TOKENIZE, TGT_TOKENIZE
-from fast_s2s.training import TrainSettings, checkpoint, g2p
+from fast_s2s.training import TrainSettings, checkpoint, evaluation, g2p
 from fast_s2s.training.translator import Translator
 
 
@@ -67,6 +67,15 @@ def run(args: argparse.Namespace) -> str:
     if not part:
         raise ValueError(f"--split {args.split} of {data or 'CMUdict'} holds no words")
     model = translator.model.to(args.device)
+    lengths = [len(tokenize(word, SRC_TOKENIZE)) for word in part]
+    evaluation.check_memory(
+        model.config,
+        lengths,
+        args.beam,
+        "--beam",
+        args.device,
+        next(model.parameters()).element_size(),
+    )
     scores = g2p.score_part(
         model, translator.src_vocab, translator.tgt_vocab, part, beam=args.beam, device=args.device
     )

@@ -332,6 +332,7 @@ def main(args: argparse.Namespace) -> int:
             args.checkpoint,
             resume=args.resume,
             device=args.device,
+            later_beams=_later_beams(args, settings),
         )
     except (
         checkpoint.CheckpointError,
@@ -353,6 +354,13 @@ def main(args: argparse.Namespace) -> int:
 
         return translate.run(args.checkpoint, args.demo, beam=5, plot=args.plot, console=console)
     return 0
+
+
+def _later_beams(args: argparse.Namespace, settings: TrainSettings) -> dict[str, int]:
+    """The searches after training, for train() to check before it: g2p's test beam."""
+    if settings.task != G2P_TASK:
+        return {}
+    return {"--test-beam": args.test_beam if args.test_beam is not None else g2p.TEST_BEAM}
 
 
 def _report_test(

@@ -63,6 +63,7 @@ def run(
             )
             return 2
         frames, targets = load_frames(frames_file, require_targets=False)
+        translator.check_memory([f.shape[0] for f in frames], options)
         ranked = translator.translate_frames_ranked(
             frames, options, names=[str(i) for i in range(len(frames))]
         )
@@ -75,6 +76,7 @@ def run(
         return 2
     else:
         targets = None
+        translator.check_memory(translator.source_lengths(texts or []), options)
         ranked = translator.translate_ranked(texts or [], options)
     results = [hyps[0] for hyps in ranked]
     for hyps in ranked:  # plain tab-separated lines on stdout, for pipes

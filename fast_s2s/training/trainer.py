@@ -18,7 +18,7 @@ from fast_s2s.data import (
     make_batches,
 )
 from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig
-from fast_s2s.training import checkpoint, distributed
+from fast_s2s.training import checkpoint, distributed, evaluation, memory
 from fast_s2s.training.data import PreparedData, TrainSettings, prepare_data, uses_frames
 from fast_s2s.training.evaluation import evaluate
 
@@ -104,6 +104,23 @@ def _check_frame_size(config: Seq2SeqConfig, data: PreparedData, path: str) -> N
         )
 
 
+def _check_memory(
+    config: Seq2SeqConfig,
+    data: PreparedData,
+    settings: TrainSettings,
+    device: torch.device,
+    later_beams: dict[str, int],
+) -> None:
+    """MemoryLimitError when the model, its validation search or a later one cannot fit."""
+    # The batches hold at most all the pairs, each no longer than the longest.
+    longest = max((max(len(src), len(tgt)) for src, tgt in data.train), default=1)
+    batch = min(settings.batch_size, len(data.train))
+    memory.check_training(config, batch_size=batch, max_len=longest, device=device)
+    lengths = [len(src) for src, _ in data.valid]
+    for option, beam in {"--eval-beam": settings.eval_beam, **later_beams}.items():
+        evaluation.check_memory(config, lengths, beam, option, device)
+
+
 def _payload(model, optimizer, config, data, settings, epoch, best, best_state, history):
     return {
         "config": config.to_dict(),
@@ -132,8 +149,14 @@ def train(
     resume: bool = False,
     device: str = "cpu",
     console: Console | None = None,
+    later_beams: dict[str, int] | None = None,
 ) -> TrainResult:
-    """Run a whole training; returns what happened (also on every rank under torchrun)."""
+    """Run a whole training; returns what happened (also on every rank under torchrun).
+
+    Before any training, the model and the validation search (settings.eval_beam) are checked
+    to fit in memory (fast_s2s.training.memory), and so are `later_beams`, {option: beam} of
+    the searches the caller runs after training (g2p's --test-beam), on the validation set's
+    shapes; a MemoryLimitError names the option."""
     dev = torch.device(device)
     world = distributed.init_from_env(dev)
     console = console or Console(quiet=not world.is_main)
@@ -161,6 +184,7 @@ def train(
     else:
         data = prepare_data(settings)
         config = _model_config(data, config_overrides)
+    _check_memory(config, data, settings, dev, later_beams or {})
     model = Seq2Seq(config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     result = TrainResult()

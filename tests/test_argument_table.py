@@ -4,11 +4,18 @@ dtype, device, size, value): the call must raise, and the message must name the 
 The table is generated: for each op a valid call, then one mutation of one argument at a time.
 The checks run in fast_s2s.checks before any backend, so one backend would do; the ops are
 called on "reference" and, where built, "cpp" to hold both paths to it.
+
+The command line has its table too, generated from the parsers (tests/cli_cases.py): every
+numeric option of every subcommand at 0, -1, NaN, infinity and a value too large, and --resume
+with each setting of the run record changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import pathlib
 from collections.abc import Callable
 
 import pytest
@@ -18,7 +25,17 @@ import fast_s2s
 from fast_s2s import cli
 from fast_s2s.backends import why_unavailable
 from fast_s2s.nn import GRU, Attention, GRUCell
-from tests.cli_cases import NUMERIC, VALUES, cli_commands, required_argv, spelled
+from fast_s2s.training import TrainSettings
+from fast_s2s.training.resume import run_record
+from tests.cli_cases import (
+    NUMERIC,
+    VALUES,
+    cli_commands,
+    required_argv,
+    resume_bases,
+    resume_mutation,
+    spelled,
+)
 
 B, BEAM, T, S, D, DV, A, I, H = 2, 2, 3, 5, 4, 6, 4, 3, 5
 N = B * BEAM
@@ -313,3 +330,59 @@ def test_a_numeric_option_takes_its_range_only(command, option, kind, value, cap
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith(f"fast-s2s {command}: {option}: must be {kind.describe()}"), err
     assert text in err, err
+
+
+# --------------------------------------------------------------------------------------------
+# --resume with each setting of the run record changed (task, data, tokenisation, each model
+# config field...): refused in one line naming it, the checkpoint byte for byte as it was. The
+# settings come from fast_s2s.training.resume.run_record, the command lines from the parser
+# (tests/cli_cases.py), so a new setting is in the table as soon as the record holds it.
+# --------------------------------------------------------------------------------------------
+
+RESUME_OPTIONS = list(run_record(TrainSettings(), {}))
+
+
+@pytest.fixture(scope="module")
+def resume_runs(tmp_path_factory):
+    """(folder, base command lines, {base: its trained checkpoint}, trained lazily)."""
+    folder = tmp_path_factory.mktemp("resume")
+    bases = resume_bases(str(folder))
+    trained: dict[str, pathlib.Path] = {}
+
+    def checkpoint_of(name: str) -> pathlib.Path:
+        if name not in trained:
+            torch.set_num_threads(1)
+            path = folder / f"{name}.pt"
+            with contextlib.redirect_stdout(io.StringIO()):
+                assert cli.main([*bases[name], "--checkpoint", str(path)]) == 0
+            trained[name] = path
+        return trained[name]
+
+    return folder, bases, checkpoint_of
+
+
+def test_the_resume_table_covers_the_model_config_and_the_data():
+    from fast_s2s.training.resume import MODEL_FIELDS
+
+    assert {"--task", "--data", "--src-tokenize", "--tgt-tokenize"} <= set(RESUME_OPTIONS)
+    assert {f"--{f.replace('_', '-')}" for f in MODEL_FIELDS} <= set(RESUME_OPTIONS)
+    assert len(MODEL_FIELDS) >= 12
+
+
+@pytest.mark.parametrize("option", RESUME_OPTIONS)
+def test_resume_with_one_setting_changed_is_refused(resume_runs, option, capsys):
+    folder, bases, checkpoint_of = resume_runs
+    found = resume_mutation(option, bases, str(folder))
+    assert found is not None, f"no base command line changes only {option}: add one"
+    base, extra = found
+    path = checkpoint_of(base)
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert cli.main([*bases[base], *extra, "--checkpoint", str(path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    named = "it was trained on --data" if option == "--data" else f"it was trained with {option} "
+    assert err.startswith(f"fast-s2s train: --resume: {path} is another run: {named}"), err
+    assert "nothing was written" in err
+    assert path.read_bytes() == before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]

@@ -350,12 +350,16 @@ def test_resume_a_classic_frames_run_and_refuse_other_data(tmp_path):
     model = dict(embed_size=8, hidden_size=16, attention="none")
     assert train(settings, model, str(ckpt)).epochs_run == 1
     settings.epochs = 2
-    resumed = train(settings, {}, str(ckpt), resume=True)
+    resumed = train(settings, model, str(ckpt), resume=True)
     assert resumed.epochs_run == 1 and resumed.model.config.attention == "none"
     assert resumed.model.config.source == "frames"
+    with pytest.raises(ValueError, match="trained with --attention none, this command line gives "
+                       "--attention on"):  # fmt: skip
+        train(settings, {**model, "attention": "on"}, str(ckpt), resume=True)
     text = TrainSettings(task="copy", num_examples=100, valid_size=10, max_len=5, epochs=3)
-    with pytest.raises(ValueError, match="reading frames, but the data is tokens"):
-        train(text, {}, str(ckpt), resume=True)
+    with pytest.raises(ValueError, match="trained with --task tones, this command line gives "
+                       "--task copy"):  # fmt: skip
+        train(text, model, str(ckpt), resume=True)
 
 
 # --------------------------------------------------------------------------------- experiment

@@ -9,18 +9,31 @@ the draws; the default derandomises, so CI sees the same cases every run).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fast_s2s
 from fast_s2s import cli, reference
 from fast_s2s.backends import why_unavailable
 from fast_s2s.cli.options import Number, UsageError
-from tests.cli_cases import NUMERIC, VALUES, cli_commands, required_argv, spelled
+from fast_s2s.training import TrainSettings
+from fast_s2s.training.resume import run_record
+from tests.cli_cases import (
+    NUMERIC,
+    VALUES,
+    cli_commands,
+    record_of,
+    required_argv,
+    resume_bases,
+    resume_mutation,
+    spelled,
+)
 
 settings.register_profile(
     "default",
@@ -387,3 +400,56 @@ def test_numeric_options_take_exactly_their_declared_range(case):
         return
     assert expected is not None, f"{command} {option}={text} was taken"
     assert getattr(args, option.lstrip("-").replace("-", "_")) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# --resume with several settings changed at once: refused, naming the first that differs (in the
+# record's order) and every other one, the checkpoint untouched.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resume_base(tmp_path_factory):
+    """A trained "generated" base run: (folder, its command line, its checkpoint, the single
+    changes that apply to it, one per setting of the record)."""
+    folder = tmp_path_factory.mktemp("resume")
+    bases = resume_bases(str(folder))
+    base = bases["generated"]
+    path = folder / "base.pt"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main([*base, "--checkpoint", str(path)]) == 0
+    changes = {}
+    for option in run_record(TrainSettings(), {}):
+        found = resume_mutation(option, {"generated": base}, str(folder))
+        if found is not None:
+            changes[option] = found[1]
+    assert len(changes) >= 18
+    return folder, base, path, changes
+
+
+@settings(max_examples=30 if os.environ.get("FAST_S2S_HYPOTHESIS") != "thorough" else 300)
+@given(data=st.data())
+def test_resume_with_several_settings_changed_names_them_all(resume_base, data):
+    folder, base, path, changes = resume_base
+    chosen = data.draw(
+        st.lists(st.sampled_from(sorted(changes)), min_size=1, max_size=5, unique=True)
+    )
+    argv = [*base, *(word for option in chosen for word in changes[option])]
+    expected = record_of(argv)
+    assume(expected is not None)  # a combination check_args refuses on its own
+    saved = record_of(base)
+    different = [k for k, v in expected.items() if k in saved and saved[k] != v]
+    assert set(chosen) <= set(different)
+    before = path.read_bytes()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main([*argv, "--checkpoint", str(path), "--resume"]) == 2
+    message = err.getvalue().strip()
+    assert len(message.splitlines()) == 1, message
+    assert f"is another run: it was trained with {different[0]} " in message, message
+    if len(different) > 1:
+        rest = ", ".join(different[1:])
+        assert f"({len(different) - 1} more differ: {rest})" in message, message
+    else:
+        assert "more differ" not in message
+    assert path.read_bytes() == before

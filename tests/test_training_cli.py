@@ -461,7 +461,10 @@ def test_a_config_that_disagrees_with_the_weights_is_one_line(trained, tmp_path,
     assert "inconsistent checkpoint" in err and first in err, err
     assert f"{count} tensors disagree" in err, err
     before = bad.read_bytes()
-    assert cli.main(["train", "--task", "dates", "--checkpoint", str(bad), "--resume"]) == 2
+    same_run = ["--num-examples", "1500", "--valid-size", "100", "--embed-size", "16",
+                "--hidden-size", "48"]  # fmt: skip
+    argv = ["train", "--task", "dates", *same_run, "--checkpoint", str(bad), "--resume"]
+    assert cli.main(argv) == 2
     err = one_line_error(capsys)
     assert first in err and f"{count} tensors disagree" in err, err
     assert bad.read_bytes() == before
@@ -564,3 +567,115 @@ def test_available_memory_is_the_machine_s():
         "SC_PAGE_SIZE"
     )
     assert memory.available_memory("meta") is None
+
+
+# --------------------------------------------------------------------------------------------
+# --resume continues the run in the checkpoint and nothing else (fast_s2s.training.resume)
+# --------------------------------------------------------------------------------------------
+
+G2P_TRAIN = ["train", "--data", MINI_DICT, "--epochs", "1", "--embed-size", "8", "--hidden-size",
+             "16", "--test-beam", "1"]  # fmt: skip
+
+
+def test_resume_with_another_task_is_refused_and_the_checkpoint_kept(tmp_path, capsys):
+    """Issue 26: `cp g2p.pt mix.pt; fast-s2s train --task dates ... --checkpoint mix.pt
+    --resume` said "resumed from mix.pt after epoch 1", trained the g2p model on dates and
+    wrote over it."""
+    g2p = tmp_path / "g2p.pt"
+    assert cli.main([*G2P_TRAIN, "--checkpoint", str(g2p)]) == 0
+    mix = tmp_path / "mix.pt"
+    mix.write_bytes(g2p.read_bytes())
+    capsys.readouterr()
+    argv = ["train", "--task", "dates", "--num-examples", "300", "--time-budget", "5"]
+    assert cli.main([*argv, "--checkpoint", str(mix), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith(
+        f"fast-s2s train: --resume: {mix} is another run: it was trained with --task g2p, this "
+        "command line gives --task dates ("
+    ), err
+    assert "nothing was written" in err
+    assert mix.read_bytes() == g2p.read_bytes()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    # the same command line as the run continues it
+    assert cli.main([*G2P_TRAIN, "--epochs", "2", "--checkpoint", str(mix), "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert checkpoint.load_checkpoint(mix)["epoch"] == 1
+
+
+def test_resume_refuses_other_data_in_the_same_file_or_another(tmp_path, capsys):
+    pairs = [(f"t{i} t{i + 1}", f"t{i + 1} t{i}") for i in range(40)]
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    ckpt = tmp_path / "m.pt"
+    argv = ["train", "--valid-size", "5", "--epochs", "1", "--embed-size", "8", "--hidden-size",
+            "16", "--checkpoint", str(ckpt)]  # fmt: skip
+    assert cli.main([*argv, "--data", str(tsv)]) == 0
+    before = ckpt.read_bytes()
+    other = tmp_path / "other.tsv"
+    other.write_text("".join(f"{t}\t{s}\n" for s, t in pairs), encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main([*argv, "--data", str(other), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert f"it was trained on --data {tsv} (sha256 " in err
+    assert f"this command line gives --data {other} (sha256 " in err
+    tsv.write_text(other.read_text(encoding="utf-8"), encoding="utf-8")  # new contents, same path
+    assert cli.main([*argv, "--data", str(tsv), "--resume"]) == 2
+    assert f"--data {tsv} changed since it was trained on (sha256 " in one_line_error(capsys)
+    assert ckpt.read_bytes() == before
+    # the same contents under another name are the same data
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    moved = tmp_path / "moved.tsv"
+    moved.write_bytes(tsv.read_bytes())
+    assert cli.main([*argv, "--epochs", "2", "--data", str(moved), "--resume"]) == 0
+
+
+def _without_run_record(path, tmp_path, name="old.pt"):
+    """The checkpoint as fast_s2s wrote it before the run record."""
+    data = checkpoint.load_checkpoint(path)
+    del data["run"]
+    old = tmp_path / name
+    checkpoint.save_checkpoint(old, data)
+    return old
+
+
+def test_older_checkpoints_are_checked_on_their_saved_settings(tmp_path, capsys):
+    """A checkpoint without the record is compared on the settings and config it saved; one
+    trained on a --data file, whose contents it cannot vouch for, is refused."""
+    ckpt = tmp_path / "m.pt"
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt)]) == 0
+    old = _without_run_record(ckpt, tmp_path)
+    before = old.read_bytes()
+    capsys.readouterr()
+    assert cli.main([*TINY_TRAIN, "--hidden-size", "32", "--checkpoint", str(old), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert "it was trained with --hidden-size 16, this command line gives --hidden-size 32" in err
+    assert "an older checkpoint: compared on the settings it saved" in err
+    assert old.read_bytes() == before
+    assert cli.main([*TINY_TRAIN, "--epochs", "2", "--checkpoint", str(old), "--resume"]) == 0
+    assert "run" in checkpoint.load_checkpoint(old)  # rewritten with the record
+    # trained on a file: the file's contents cannot be checked
+    g2p = tmp_path / "g2p.pt"
+    assert cli.main([*G2P_TRAIN, "--checkpoint", str(g2p)]) == 0
+    old_g2p = _without_run_record(g2p, tmp_path, "old-g2p.pt")
+    before = old_g2p.read_bytes()
+    capsys.readouterr()
+    assert cli.main([*G2P_TRAIN, "--epochs", "2", "--checkpoint", str(old_g2p), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert "written before checkpoints recorded their data's contents" in err
+    assert f"--data {MINI_DICT} cannot be checked" in err and "nothing was written" in err
+    assert old_g2p.read_bytes() == before
+
+
+def test_resume_refuses_an_optimizer_state_of_another_shape(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt)]) == 0
+    data = checkpoint.load_checkpoint(ckpt)
+    moments = data["optimizer"]["state"][0]
+    moments["exp_avg"] = torch.zeros(3, 3)
+    checkpoint.save_checkpoint(ckpt, data)
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert cli.main([*TINY_TRAIN, "--epochs", "2", "--checkpoint", str(ckpt), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert "the optimizer's exp_avg of parameter 0 has shape (3, 3)" in err, err
+    assert ckpt.read_bytes() == before

@@ -10,6 +10,7 @@
     fast-s2s train --attention none ...                          # classic, no attention
     fast-s2s train --local p --score general --window 10 ...     # Luong local-p attention
     fast-s2s train ... --resume                                  # continue from --checkpoint
+                                    # (the same task, data, tokenisation and model options)
     torchrun --nproc-per-node 2 -m fast_s2s.cli train ...        # DistributedDataParallel
 
 Each epoch ends with greedy decoding of the validation set (exact match and sacrebleu BLEU);

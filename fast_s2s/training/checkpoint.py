@@ -4,7 +4,8 @@ A checkpoint is one `torch.save` file holding plain data only (tensors, numbers,
 dicts), so it is read with `torch.load(weights_only=True)`: no code runs on load. It carries
 the model config, both vocabularies and the tokenisation of each side ("src_tokenize",
 "tgt_tokenize"; older checkpoints hold one "tokenize" for both), so `fast-s2s translate`
-needs nothing else.
+needs nothing else; and "run", the record of what the model was trained on that `--resume`
+checks (fast_s2s.training.resume).
 
 Writing goes to a temporary file in the same folder (".tmp-<name>-<random>.pt"), flushed to
 disk, then renamed over the target: a crash mid-write leaves the previous checkpoint intact,

@@ -21,6 +21,7 @@ from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig
 from fast_s2s.training import checkpoint, distributed, evaluation, memory
 from fast_s2s.training.data import PreparedData, TrainSettings, prepare_data, uses_frames
 from fast_s2s.training.evaluation import evaluate
+from fast_s2s.training.resume import RECORD_VERSION, check_resume, run_record
 
 
 @dataclass
@@ -121,9 +122,11 @@ def _check_memory(
         evaluation.check_memory(config, lengths, beam, option, device)
 
 
-def _payload(model, optimizer, config, data, settings, epoch, best, best_state, history):
+def _payload(model, optimizer, config, data, settings, epoch, best, best_state, history, record):
     return {
         "config": config.to_dict(),
+        # what the model was trained on and as, for --resume to check (fast_s2s.training.resume)
+        "run": {"version": RECORD_VERSION, "settings": record},
         "src_vocab": None if data.src_vocab is None else data.src_vocab.to_dict(),
         "tgt_vocab": data.tgt_vocab.to_dict(),
         "src_tokenize": data.src_mode,
@@ -153,6 +156,11 @@ def train(
 ) -> TrainResult:
     """Run a whole training; returns what happened (also on every rank under torchrun).
 
+    resume: continue the run in `checkpoint_path`, which must have been trained on what
+    `settings` and `config_overrides` say (fast_s2s.training.resume: task, data, tokenisation,
+    model config; ResumeMismatchError naming the first difference, before anything is read or
+    written); the model config is then the checkpoint's.
+
     Before any training, the model and the validation search (settings.eval_beam) are checked
     to fit in memory (fast_s2s.training.memory), and so are `later_beams`, {option: beam} of
     the searches the caller runs after training (g2p's --test-beam), on the validation set's
@@ -169,6 +177,7 @@ def train(
         for stale in checkpoint.remove_stale_temporaries(checkpoint_path):
             console.print(f"removed {stale}, left by an interrupted checkpoint write", markup=False)
     state = None
+    record = run_record(settings, config_overrides)
     if resume:
         if not checkpoint_path:
             raise ValueError("--resume needs --checkpoint PATH")
@@ -176,6 +185,7 @@ def train(
             checkpoint_path, ("config", "src_vocab", "tgt_vocab", "last_model", "optimizer")
         )
         config = checkpoint.model_config(state, checkpoint_path)
+        check_resume(state, record, checkpoint_path)  # before anything is read or written
         _check_resumed(config, uses_frames(settings), checkpoint_path)
         saved_src = state["src_vocab"]
         src_vocab = None if saved_src is None else Vocab.from_dict(saved_src)
@@ -291,6 +301,7 @@ def train(
                     best,
                     best_state,
                     result.history,
+                    record,
                 ),
             )
             result.checkpoints_written += 1

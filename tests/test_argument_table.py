@@ -4,19 +4,38 @@ dtype, device, size, value): the call must raise, and the message must name the 
 The table is generated: for each op a valid call, then one mutation of one argument at a time.
 The checks run in fast_s2s.checks before any backend, so one backend would do; the ops are
 called on "reference" and, where built, "cpp" to hold both paths to it.
+
+The command line has its table too, generated from the parsers (tests/cli_cases.py): every
+numeric option of every subcommand at 0, -1, NaN, infinity and a value too large, and --resume
+with each setting of the run record changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import pathlib
 from collections.abc import Callable
 
 import pytest
 import torch
 
 import fast_s2s
+from fast_s2s import cli
 from fast_s2s.backends import why_unavailable
 from fast_s2s.nn import GRU, Attention, GRUCell
+from fast_s2s.training import TrainSettings
+from fast_s2s.training.resume import run_record
+from tests.cli_cases import (
+    NUMERIC,
+    VALUES,
+    cli_commands,
+    required_argv,
+    resume_bases,
+    resume_mutation,
+    spelled,
+)
 
 B, BEAM, T, S, D, DV, A, I, H = 2, 2, 3, 5, 4, 6, 4, 3, 5
 N = B * BEAM
@@ -262,3 +281,108 @@ def test_compiled_gru_layer_names_its_length_limit_t():
         torch.ops.fast_s2s.dot_attention(
             torch.randn(N, D), keys, keys, torch.tensor([S + 1, 1]), 1.0, True
         )
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: every numeric option of every subcommand, found by walking the parsers, at
+# 0, -1, NaN, infinity and a value too large to allocate. A new option is in the table as soon
+# as it is added; one with a plain type=int / type=float fails test_numeric_options_declare_
+# their_range until it gets a range (fast_s2s.cli.options).
+# --------------------------------------------------------------------------------------------
+
+
+def test_numeric_options_declare_their_range():
+    """No numeric option without a range: plain int / float types, or a number default with no
+    type at all (argparse would pass a command line's text through), fail here."""
+    plain = []
+    for command, parser in cli_commands().items():
+        for action in parser._actions:
+            default = action.default
+            numeric_default = isinstance(default, int | float) and not isinstance(default, bool)
+            if action.type in (int, float) or (numeric_default and action.type is None):
+                plain.append(f"{command} {action.option_strings[0]}")
+            if hasattr(action.type, "admits") and default is not None:
+                assert action.type.admits(str(default)), (command, action.option_strings, default)
+    assert not plain, f"numeric options without a range (fast_s2s.cli.options): {plain}"
+    commands = {c for c, _, _ in NUMERIC}
+    assert {"train", "translate", "evaluate", "bench", "experiment"} <= commands
+    assert len(NUMERIC) >= 30
+
+
+CLI_TABLE = [(c, o, t, v) for c, o, t in NUMERIC for v in VALUES]
+
+
+@pytest.mark.parametrize(
+    "command,option,kind,value", CLI_TABLE, ids=[f"{c}{o}={v}" for c, o, _, v in CLI_TABLE]
+)
+def test_a_numeric_option_takes_its_range_only(command, option, kind, value, capsys):
+    parser = cli_commands()[command]
+    text = spelled(value, kind)
+    argv = [command, *required_argv(parser), option, text]  # as typed: "--lr -inf" too
+    if value in ("nan", "inf", "-inf", "huge"):  # never a count, size, rate or seed
+        assert not kind.admits(text), f"{command} {option} takes {text}"
+    if kind.admits(text):
+        args = cli.build_parser().parse_args(argv)
+        assert getattr(args, option.lstrip("-").replace("-", "_")) is not None
+        return
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"fast-s2s {command}: {option}: must be {kind.describe()}"), err
+    assert text in err, err
+
+
+# --------------------------------------------------------------------------------------------
+# --resume with each setting of the run record changed (task, data, tokenisation, each model
+# config field...): refused in one line naming it, the checkpoint byte for byte as it was. The
+# settings come from fast_s2s.training.resume.run_record, the command lines from the parser
+# (tests/cli_cases.py), so a new setting is in the table as soon as the record holds it.
+# --------------------------------------------------------------------------------------------
+
+RESUME_OPTIONS = list(run_record(TrainSettings(), {}))
+
+
+@pytest.fixture(scope="module")
+def resume_runs(tmp_path_factory):
+    """(folder, base command lines, {base: its trained checkpoint}, trained lazily)."""
+    folder = tmp_path_factory.mktemp("resume")
+    bases = resume_bases(str(folder))
+    trained: dict[str, pathlib.Path] = {}
+
+    def checkpoint_of(name: str) -> pathlib.Path:
+        if name not in trained:
+            torch.set_num_threads(1)
+            path = folder / f"{name}.pt"
+            with contextlib.redirect_stdout(io.StringIO()):
+                assert cli.main([*bases[name], "--checkpoint", str(path)]) == 0
+            trained[name] = path
+        return trained[name]
+
+    return folder, bases, checkpoint_of
+
+
+def test_the_resume_table_covers_the_model_config_and_the_data():
+    from fast_s2s.training.resume import MODEL_FIELDS
+
+    assert {"--task", "--data", "--src-tokenize", "--tgt-tokenize"} <= set(RESUME_OPTIONS)
+    assert {f"--{f.replace('_', '-')}" for f in MODEL_FIELDS} <= set(RESUME_OPTIONS)
+    assert len(MODEL_FIELDS) >= 12
+
+
+@pytest.mark.parametrize("option", RESUME_OPTIONS)
+def test_resume_with_one_setting_changed_is_refused(resume_runs, option, capsys):
+    folder, bases, checkpoint_of = resume_runs
+    found = resume_mutation(option, bases, str(folder))
+    assert found is not None, f"no base command line changes only {option}: add one"
+    base, extra = found
+    path = checkpoint_of(base)
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert cli.main([*bases[base], *extra, "--checkpoint", str(path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    named = "it was trained on --data" if option == "--data" else f"it was trained with {option} "
+    assert err.startswith(f"fast-s2s train: --resume: {path} is another run: {named}"), err
+    assert "nothing was written" in err
+    assert path.read_bytes() == before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]

@@ -350,12 +350,16 @@ def test_resume_a_classic_frames_run_and_refuse_other_data(tmp_path):
     model = dict(embed_size=8, hidden_size=16, attention="none")
     assert train(settings, model, str(ckpt)).epochs_run == 1
     settings.epochs = 2
-    resumed = train(settings, {}, str(ckpt), resume=True)
+    resumed = train(settings, model, str(ckpt), resume=True)
     assert resumed.epochs_run == 1 and resumed.model.config.attention == "none"
     assert resumed.model.config.source == "frames"
+    with pytest.raises(ValueError, match="trained with --attention none, this command line gives "
+                       "--attention on"):  # fmt: skip
+        train(settings, {**model, "attention": "on"}, str(ckpt), resume=True)
     text = TrainSettings(task="copy", num_examples=100, valid_size=10, max_len=5, epochs=3)
-    with pytest.raises(ValueError, match="reading frames, but the data is tokens"):
-        train(text, {}, str(ckpt), resume=True)
+    with pytest.raises(ValueError, match="trained with --task tones, this command line gives "
+                       "--task copy"):  # fmt: skip
+        train(text, model, str(ckpt), resume=True)
 
 
 # --------------------------------------------------------------------------------- experiment
@@ -401,12 +405,12 @@ def test_length_experiment_models_option(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "--models must name distinct models" in err
     assert cli.main([*args, "--window", "-1"]) == 2
-    assert "--window must be a non-negative integer" in capsys.readouterr().err
+    assert "--window: must be an integer in [0, 1000000], got -1" in capsys.readouterr().err
 
 
 def test_experiment_budget_and_buckets():
     assert parse_budget("2000") == (2000, None) and parse_budget("90s") == (None, 90.0)
-    for bad in ("0", "-5", "abc", "s", "1.5"):
+    for bad in ("0", "-5", "abc", "s", "1.5", "infs", "nans", "1e400s", str(2**31)):
         with pytest.raises(ValueError, match="--budget"):
             parse_budget(bad)
     assert length_buckets(5, 60, 10) == [

@@ -58,6 +58,9 @@ def test_parse_accepts_tabs_crlf_and_merges_repeated_entries():
         (b"a AH0\npairs\tP EH1 R Z\tx\n", 2, "'x' is not a phoneme"),
         (b"word(2 W ER1 D\n", 1, "'word(2' is not a word"),
         (b"a AH0\nb B\n\xff\xfe C\n", 3, "not valid utf-8"),
+        (b"a AH0\nnul\x00l N AH1 L\n", 2, "'nul\\x00l' holds a control character (U+0000)"),
+        (b"\x00 AH0\n", 1, "'\\x00' holds a control character (U+0000)"),
+        (b"a AH0\nesc\x1b[0m EH1 S K\n", 2, "holds a control character (U+001B)"),
     ],
     ids=[
         "no-phonemes",
@@ -67,6 +70,9 @@ def test_parse_accepts_tabs_crlf_and_merges_repeated_entries():
         "tsv-line",
         "open-paren",
         "bytes",
+        "nul-in-word",
+        "nul-word",
+        "escape-in-word",
     ],
 )
 def test_odd_lines_are_refused_with_file_and_line(tmp_path, content, line, reason):
@@ -284,7 +290,7 @@ def test_stress_stripped_run_and_evaluate_override(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--beam", "0"], "--beam must be >= 1"),
+        (["--beam", "0"], "--beam: must be an integer in [1, 2147483647], got 0"),
         (["--data", "missing.dict"], "dictionary file not found: missing.dict"),
     ],
 )
@@ -312,7 +318,7 @@ def test_evaluate_refuses_a_model_that_is_not_g2p(tmp_path, capsys):
         (["--task", "g2p", "--tgt-tokenize", "char"], "reads words by character"),
         (["--task", "dates", "--data", str(MINI)], "give --task or --data, not both"),
         (["--task", "dates", "--test-beam", "2"], "--test-beam: only --task g2p"),
-        (["--task", "g2p", "--test-beam", "0"], "--test-beam must be >= 1"),
+        (["--task", "g2p", "--test-beam", "0"], "--test-beam: must be an integer in [1, 2147"),
     ],
 )
 def test_train_refuses_bad_g2p_options_with_one_line(tmp_path, capsys, extra, message):
@@ -327,3 +333,17 @@ def test_odd_dictionary_line_is_one_line_on_the_cli(tmp_path, capsys):
     bad.write_text("paste P EY1 S T\ncat\n", encoding="utf-8")
     assert cli.main(["train", "--data", str(bad), *TINY]) == 2
     assert f"{bad}:2: no phonemes after 'cat'" in one_line_error(capsys)
+
+
+def test_evaluate_and_train_refuse_a_beam_larger_than_memory(g2p_model, tmp_path, capsys):
+    """evaluate --beam 100000000 ended in an allocator traceback; train --test-beam would have
+    failed only after the whole training."""
+    path, _ = g2p_model
+    assert cli.main(["evaluate", "--checkpoint", str(path), "--beam", "100000000"]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("fast-s2s evaluate: --beam 100000000: the search would need about")
+    ckpt = tmp_path / "m.pt"
+    args = ["train", "--data", str(MINI), *TINY, "--checkpoint", str(ckpt)]
+    assert cli.main([*args, "--test-beam", "1000000000"]) == 2
+    assert "--test-beam 1000000000: the search would need" in one_line_error(capsys)
+    assert not ckpt.exists()

@@ -1,6 +1,6 @@
 """Property tests (hypothesis): random shapes, strides, lengths (with 0 and S), beam, T, dtypes
 and magnitudes (including saturating ones), every op forward and backward, every available
-backend against the reference.
+backend against the reference; and the command line's numeric options and --resume checks.
 
 The default profile keeps the whole file under a minute on 2 cores; set
 FAST_S2S_HYPOTHESIS=thorough for about 10x the examples (and FAST_S2S_HYPOTHESIS_SEED to vary
@@ -9,16 +9,31 @@ the draws; the default derandomises, so CI sees the same cases every run).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fast_s2s
-from fast_s2s import reference
+from fast_s2s import cli, reference
 from fast_s2s.backends import why_unavailable
+from fast_s2s.cli.options import Number, UsageError
+from fast_s2s.training import TrainSettings
+from fast_s2s.training.resume import run_record
+from tests.cli_cases import (
+    NUMERIC,
+    VALUES,
+    cli_commands,
+    record_of,
+    required_argv,
+    resume_bases,
+    resume_mutation,
+    spelled,
+)
 
 settings.register_profile(
     "default",
@@ -322,3 +337,119 @@ def test_reference_is_the_plain_definition_here():
     expected = torch.softmax(q @ k[0].T, dim=-1)
     torch.testing.assert_close(weights, expected)
     torch.testing.assert_close(context, expected @ v[0])
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: every numeric option of every subcommand (walked from the parsers, so a new
+# option is drawn too) takes exactly the values of its declared range, and refuses the rest in
+# one line naming the option and the range; NaN, infinity and sizes past int64 never pass.
+# --------------------------------------------------------------------------------------------
+
+
+def _expected(kind, text: str):
+    """What the option should make of `text`, worked out here from its declared bounds (not by
+    the type's own check): the value, or None for a refusal."""
+    if not isinstance(kind, Number):
+        return kind(text) if kind.admits(text) else None  # --budget: its own grammar
+    try:
+        value = int(text.strip(), 10) if kind.kind is int else float(text)
+    except ValueError:
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    if kind.low is not None and (value < kind.low or (kind.low_open and value == kind.low)):
+        return None
+    if kind.high is not None and (value > kind.high or (kind.high_open and value == kind.high)):
+        return None
+    return value
+
+
+@st.composite
+def numeric_command_lines(draw):
+    command, option, kind = draw(st.sampled_from(NUMERIC))
+    edges = []
+    for bound in (getattr(kind, "low", None), getattr(kind, "high", None)):
+        if bound is not None:
+            edges += [bound - 1, bound, bound + 1]
+    text = draw(
+        st.one_of(
+            st.sampled_from([*(spelled(v, kind) for v in VALUES), str(2**63), "1.5", "", "x"]),
+            st.sampled_from(edges or [0]).map(str),
+            st.integers(-(2**65), 2**65).map(str),
+            st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        )
+    )
+    return command, option, kind, text
+
+
+@settings(max_examples=200 if os.environ.get("FAST_S2S_HYPOTHESIS") != "thorough" else 2000)
+@given(numeric_command_lines())
+def test_numeric_options_take_exactly_their_declared_range(case):
+    command, option, kind, text = case
+    argv = [command, *required_argv(cli_commands()[command]), f"{option}={text}"]
+    expected = _expected(kind, text)
+    if text.lower().strip() in ("nan", "inf", "-inf", "1e400", str(10**20), str(2**63)):
+        assert expected is None, f"{command} {option} takes {text}"
+    try:
+        args = cli.build_parser().parse_args(argv)
+    except UsageError as exc:
+        message = str(exc)
+        assert expected is None, f"{command} {option}={text} refused: {message}"
+        assert len(message.splitlines()) == 1, message
+        assert message.startswith(f"fast-s2s {command}: {option}: must be {kind.describe()}")
+        return
+    assert expected is not None, f"{command} {option}={text} was taken"
+    assert getattr(args, option.lstrip("-").replace("-", "_")) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# --resume with several settings changed at once: refused, naming the first that differs (in the
+# record's order) and every other one, the checkpoint untouched.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resume_base(tmp_path_factory):
+    """A trained "generated" base run: (folder, its command line, its checkpoint, the single
+    changes that apply to it, one per setting of the record)."""
+    folder = tmp_path_factory.mktemp("resume")
+    bases = resume_bases(str(folder))
+    base = bases["generated"]
+    path = folder / "base.pt"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main([*base, "--checkpoint", str(path)]) == 0
+    changes = {}
+    for option in run_record(TrainSettings(), {}):
+        found = resume_mutation(option, {"generated": base}, str(folder))
+        if found is not None:
+            changes[option] = found[1]
+    assert len(changes) >= 18
+    return folder, base, path, changes
+
+
+@settings(max_examples=30 if os.environ.get("FAST_S2S_HYPOTHESIS") != "thorough" else 300)
+@given(data=st.data())
+def test_resume_with_several_settings_changed_names_them_all(resume_base, data):
+    folder, base, path, changes = resume_base
+    chosen = data.draw(
+        st.lists(st.sampled_from(sorted(changes)), min_size=1, max_size=5, unique=True)
+    )
+    argv = [*base, *(word for option in chosen for word in changes[option])]
+    expected = record_of(argv)
+    assume(expected is not None)  # a combination check_args refuses on its own
+    saved = record_of(base)
+    different = [k for k, v in expected.items() if k in saved and saved[k] != v]
+    assert set(chosen) <= set(different)
+    before = path.read_bytes()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main([*argv, "--checkpoint", str(path), "--resume"]) == 2
+    message = err.getvalue().strip()
+    assert len(message.splitlines()) == 1, message
+    assert f"is another run: it was trained with {different[0]} " in message, message
+    if len(different) > 1:
+        rest = ", ".join(different[1:])
+        assert f"({len(different) - 1} more differ: {rest})" in message, message
+    else:
+        assert "more differ" not in message
+    assert path.read_bytes() == before

@@ -11,6 +11,7 @@ import torch
 
 from fast_s2s import cli
 from fast_s2s.data.cmudict import lexicon_pairs, read_cmudict
+from fast_s2s.models import Seq2Seq
 from fast_s2s.training import TrainSettings, Translator, checkpoint, train
 from fast_s2s.training.data import tokenization
 
@@ -220,8 +221,10 @@ TINY_TRAIN = ["train", "--task", "copy", "--num-examples", "60", "--max-len", "4
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--valid-size", "0"], "--valid-size must be >= 1"),
-        (["--eval-beam", "0"], "--eval-beam must be >= 1"),
+        (["--valid-size", "0"], "--valid-size: must be an integer in [1, 10000000], got 0"),
+        (["--eval-beam", "0"], "--eval-beam: must be an integer in [1, 2147483647], got 0"),
+        (["--lr", "nan"], "--lr: must be a finite number in [0, 10], got nan"),
+        (["--clip", "-inf"], "--clip: must be a finite number > 0, got -inf"),
         (["--resume", "--overwrite"], "not both"),
     ],
 )
@@ -426,3 +429,253 @@ def test_frames_source_refuses_a_source_tokenisation(tmp_path, capsys):
     args = ["train", "--task", "tones", "--src-tokenize", "char"]
     assert cli.main([*args, "--checkpoint", str(tmp_path / "m.pt")]) == 2
     assert "--src-tokenize: this source is frames" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "change, first",
+    [
+        ({"hidden_size": 64}, "encoder.rnn.weight_ih_l0 has shape (72, 16), the config needs "
+         "(96, 16)"),
+        ({"decoder_layers": 2}, "encoder.bridge.weight has shape (48, 48), the config needs "
+         "(96, 48)"),
+        ({"tie_embeddings": True}, "decoder.tie_proj.weight is missing"),
+    ],
+    ids=["hidden-size", "more-layers", "tied"],
+)  # fmt: skip
+def test_a_config_that_disagrees_with_the_weights_is_one_line(trained, tmp_path, capsys, change,
+                                                             first):  # fmt: skip
+    """The first mismatched tensor and how many there are, not one line per tensor."""
+    path, _ = trained
+    data = checkpoint.load_checkpoint(path)
+    bad = tmp_path / "bad.pt"
+    checkpoint.save_checkpoint(bad, {**data, "config": {**data["config"], **change}})
+    model = Seq2Seq(checkpoint.model_config(checkpoint.load_checkpoint(bad), bad))
+    saved, wanted = data["model"], model.state_dict()
+    count = sum(
+        k not in saved or k not in wanted or saved[k].shape != wanted[k].shape
+        for k in {*saved, *wanted}
+    )
+    assert count > 1  # several tensors disagree: the message still has one line
+    assert cli.main(["translate", "--checkpoint", str(bad), "03/03/98"]) == 2
+    err = one_line_error(capsys)
+    assert "inconsistent checkpoint" in err and first in err, err
+    assert f"{count} tensors disagree" in err, err
+    before = bad.read_bytes()
+    same_run = ["--num-examples", "1500", "--valid-size", "100", "--embed-size", "16",
+                "--hidden-size", "48"]  # fmt: skip
+    argv = ["train", "--task", "dates", *same_run, "--checkpoint", str(bad), "--resume"]
+    assert cli.main(argv) == 2
+    err = one_line_error(capsys)
+    assert first in err and f"{count} tensors disagree" in err, err
+    assert bad.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "1e400", "11"])
+def test_translate_refuses_a_length_penalty_that_is_not_a_number_in_range(trained, capsys, value):
+    """NaN or infinity used to reach the search and end in a 38-line traceback."""
+    path, _ = trained
+    argv = ["translate", "--checkpoint", str(path), "03/03/98", "--beam", "3"]
+    assert cli.main([*argv, "--length-penalty", value]) == 2
+    err = one_line_error(capsys)
+    assert err == (
+        f"fast-s2s translate: --length-penalty: must be a finite number in [0, 10], got {value}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Searches and models too large for memory: one line naming the option, before any work
+# --------------------------------------------------------------------------------------------
+
+GB = 10**9
+
+
+@pytest.fixture
+def sixteen_gigabytes(monkeypatch):
+    """The machine has 16 GB free, whatever this one has: the refusals do not depend on it."""
+    from fast_s2s.training import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 16 * GB)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--beam", "1000000000"], "--beam 1000000000 with --max-len 100: the search would need"),
+        (["--beam", "3", "--max-len", "1000000000"], "--beam 3 with --max-len 1000000000: the s"),
+        (["--beam", "1", "--max-len", "2147483647"], "--beam 1 with --max-len 2147483647: the s"),
+        (["--max-len", "100000000000"], "--max-len: must be an integer in [0, 2147483647]"),
+    ],
+    ids=["beam", "max-len", "greedy-max-len", "max-len-past-int32"],
+)
+def test_translate_refuses_a_search_larger_than_memory(
+    trained, capsys, sixteen_gigabytes, extra, message
+):
+    """These ended in allocator tracebacks (std::bad_alloc, "DefaultCPUAllocator: can't
+    allocate memory: you tried to allocate 64000000000 bytes")."""
+    path, _ = trained
+    assert cli.main(["translate", "--checkpoint", str(path), "03/03/98", *extra]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith(f"fast-s2s translate: {message}"), err
+    if "search would need" in err:
+        assert "more than the 16 GB available" in err
+
+
+def test_train_refuses_searches_and_models_larger_than_memory(tmp_path, capsys, sixteen_gigabytes):
+    ckpt = tmp_path / "m.pt"
+    cases = [
+        (["--eval-beam", "100000000"], "--eval-beam 100000000: the search would need about"),
+        (["--hidden-size", "65536"], "--embed-size 8, --hidden-size 65536: training this model"),
+    ]
+    for extra, message in cases:
+        assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt), *extra]) == 2
+        err = one_line_error(capsys)
+        assert message in err and "more than the 16 GB available" in err, err
+        assert not ckpt.exists()
+
+
+def test_search_memory_estimate_and_the_largest_beam_it_names(trained):
+    from fast_s2s.training import memory
+
+    config = Translator.from_checkpoint(str(trained[0])).model.config
+    sizes = dict(batch=3, max_len=50, src_len=20)
+
+    def need(beam, **over):
+        return memory.search_bytes(config, beam=beam, **{**sizes, **over})
+
+    # linear in the beam (rows) and in the steps, and the history dominates long searches
+    assert need(3) - need(2) == need(2) - need(1) > 0
+    assert need(4, max_len=201) - need(4, max_len=101) == need(4, max_len=101) - need(4, max_len=1)
+    assert need(5, loop="native") < need(5, loop="python")
+    available = need(1000) + 1
+    memory.check_search(config, beam=1000, available=available, **sizes)  # fits: no error
+    with pytest.raises(memory.MemoryLimitError) as info:
+        memory.check_search(config, beam=2000, available=available, **sizes)
+    fits = int(str(info.value).split("the largest --beam that fits is about ")[1])
+    assert fits >= 1000
+    memory.check_search(config, beam=fits, available=available, **sizes)
+    with pytest.raises(memory.MemoryLimitError):
+        memory.check_search(config, beam=fits + 1, available=available, **sizes)
+    with pytest.raises(memory.MemoryLimitError, match="; lower --max-len$"):
+        memory.check_search(config, beam=1, available=need(1) // 100, **sizes)
+
+
+def test_available_memory_is_the_machine_s():
+    from fast_s2s.training import memory
+
+    available = memory.available_memory("cpu")
+    assert available is not None and 0 < available <= os.sysconf("SC_PHYS_PAGES") * os.sysconf(
+        "SC_PAGE_SIZE"
+    )
+    assert memory.available_memory("meta") is None
+
+
+# --------------------------------------------------------------------------------------------
+# --resume continues the run in the checkpoint and nothing else (fast_s2s.training.resume)
+# --------------------------------------------------------------------------------------------
+
+G2P_TRAIN = ["train", "--data", MINI_DICT, "--epochs", "1", "--embed-size", "8", "--hidden-size",
+             "16", "--test-beam", "1"]  # fmt: skip
+
+
+def test_resume_with_another_task_is_refused_and_the_checkpoint_kept(tmp_path, capsys):
+    """Issue 26: `cp g2p.pt mix.pt; fast-s2s train --task dates ... --checkpoint mix.pt
+    --resume` said "resumed from mix.pt after epoch 1", trained the g2p model on dates and
+    wrote over it."""
+    g2p = tmp_path / "g2p.pt"
+    assert cli.main([*G2P_TRAIN, "--checkpoint", str(g2p)]) == 0
+    mix = tmp_path / "mix.pt"
+    mix.write_bytes(g2p.read_bytes())
+    capsys.readouterr()
+    argv = ["train", "--task", "dates", "--num-examples", "300", "--time-budget", "5"]
+    assert cli.main([*argv, "--checkpoint", str(mix), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith(
+        f"fast-s2s train: --resume: {mix} is another run: it was trained with --task g2p, this "
+        "command line gives --task dates ("
+    ), err
+    assert "nothing was written" in err
+    assert mix.read_bytes() == g2p.read_bytes()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    # the same command line as the run continues it
+    assert cli.main([*G2P_TRAIN, "--epochs", "2", "--checkpoint", str(mix), "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert checkpoint.load_checkpoint(mix)["epoch"] == 1
+
+
+def test_resume_refuses_other_data_in_the_same_file_or_another(tmp_path, capsys):
+    pairs = [(f"t{i} t{i + 1}", f"t{i + 1} t{i}") for i in range(40)]
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    ckpt = tmp_path / "m.pt"
+    argv = ["train", "--valid-size", "5", "--epochs", "1", "--embed-size", "8", "--hidden-size",
+            "16", "--checkpoint", str(ckpt)]  # fmt: skip
+    assert cli.main([*argv, "--data", str(tsv)]) == 0
+    before = ckpt.read_bytes()
+    other = tmp_path / "other.tsv"
+    other.write_text("".join(f"{t}\t{s}\n" for s, t in pairs), encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main([*argv, "--data", str(other), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert f"it was trained on --data {tsv} (sha256 " in err
+    assert f"this command line gives --data {other} (sha256 " in err
+    tsv.write_text(other.read_text(encoding="utf-8"), encoding="utf-8")  # new contents, same path
+    assert cli.main([*argv, "--data", str(tsv), "--resume"]) == 2
+    assert f"--data {tsv} changed since it was trained on (sha256 " in one_line_error(capsys)
+    assert ckpt.read_bytes() == before
+    # the same contents under another name are the same data
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    moved = tmp_path / "moved.tsv"
+    moved.write_bytes(tsv.read_bytes())
+    assert cli.main([*argv, "--epochs", "2", "--data", str(moved), "--resume"]) == 0
+
+
+def _without_run_record(path, tmp_path, name="old.pt"):
+    """The checkpoint as fast_s2s wrote it before the run record."""
+    data = checkpoint.load_checkpoint(path)
+    del data["run"]
+    old = tmp_path / name
+    checkpoint.save_checkpoint(old, data)
+    return old
+
+
+def test_older_checkpoints_are_checked_on_their_saved_settings(tmp_path, capsys):
+    """A checkpoint without the record is compared on the settings and config it saved; one
+    trained on a --data file, whose contents it cannot vouch for, is refused."""
+    ckpt = tmp_path / "m.pt"
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt)]) == 0
+    old = _without_run_record(ckpt, tmp_path)
+    before = old.read_bytes()
+    capsys.readouterr()
+    assert cli.main([*TINY_TRAIN, "--hidden-size", "32", "--checkpoint", str(old), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert "it was trained with --hidden-size 16, this command line gives --hidden-size 32" in err
+    assert "an older checkpoint: compared on the settings it saved" in err
+    assert old.read_bytes() == before
+    assert cli.main([*TINY_TRAIN, "--epochs", "2", "--checkpoint", str(old), "--resume"]) == 0
+    assert "run" in checkpoint.load_checkpoint(old)  # rewritten with the record
+    # trained on a file: the file's contents cannot be checked
+    g2p = tmp_path / "g2p.pt"
+    assert cli.main([*G2P_TRAIN, "--checkpoint", str(g2p)]) == 0
+    old_g2p = _without_run_record(g2p, tmp_path, "old-g2p.pt")
+    before = old_g2p.read_bytes()
+    capsys.readouterr()
+    assert cli.main([*G2P_TRAIN, "--epochs", "2", "--checkpoint", str(old_g2p), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert "written before checkpoints recorded their data's contents" in err
+    assert f"--data {MINI_DICT} cannot be checked" in err and "nothing was written" in err
+    assert old_g2p.read_bytes() == before
+
+
+def test_resume_refuses_an_optimizer_state_of_another_shape(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt)]) == 0
+    data = checkpoint.load_checkpoint(ckpt)
+    moments = data["optimizer"]["state"][0]
+    moments["exp_avg"] = torch.zeros(3, 3)
+    checkpoint.save_checkpoint(ckpt, data)
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert cli.main([*TINY_TRAIN, "--epochs", "2", "--checkpoint", str(ckpt), "--resume"]) == 2
+    err = one_line_error(capsys)
+    assert "the optimizer's exp_avg of parameter 0 has shape (3, 3)" in err, err
+    assert ckpt.read_bytes() == before

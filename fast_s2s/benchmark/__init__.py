@@ -24,6 +24,7 @@ import sys
 import time
 
 from fast_s2s.benchmark.peers import PEER_NAMES
+from fast_s2s.cli.options import THREADS, number
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 DEFAULT_PEERS = PEER_NAMES  # every peer, in column order
@@ -72,10 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--json", default=None, metavar="PATH",
         help="where to write the results (default: bench_results/bench-<device>.json)")
     add("--plot", default=None, metavar="PATH", help="also write a PNG plot here")
-    add("--threads", type=int, default=None,
+    add("--threads", type=THREADS, default=None,
         help="torch.set_num_threads before timing (default: torch's; the count that ran is in "
         "the machine block, every JSON row and the model table's title)")
-    add("--min-time", type=float, default=None, metavar="SECONDS",
+    add("--min-time", type=number(0, 3600), default=None, metavar="SECONDS",
         help="time each implementation for at least this long (default: 0.5, --quick: 0.05)")
     add("--plan", action="store_true",
         help="print what would be timed (cases, implementations, rooflines, goals) and exit; "
@@ -133,8 +134,6 @@ def main(args: argparse.Namespace) -> int:
     if bad := [p for p in args.peers if p not in PEER_NAMES]:
         return _fail(f"unknown peers {bad}; choose from {','.join(PEER_NAMES)}")
     if args.threads is not None:
-        if args.threads < 1:
-            return _fail("--threads must be at least 1")
         torch.set_num_threads(args.threads)
     return show_plan(args, ops) if args.plan else run_benchmarks(args, ops)
 

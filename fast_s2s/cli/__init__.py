@@ -2,14 +2,19 @@
 each.
 
 Each module has add_arguments(parser) and main(args) -> exit code (2 for a user error, with one
-line on stderr). The work itself is in the library (fast_s2s.ops, fast_s2s.benchmark) and the
-application (fast_s2s.training); these modules only parse and report.
+line on stderr). A command line argparse refuses (an unknown option, a number out of its range:
+fast_s2s.cli.options) is such an error too: one line, exit code 2. The work itself is in the
+library (fast_s2s.ops, fast_s2s.benchmark) and the application (fast_s2s.training); these
+modules only parse and report.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+
+from fast_s2s.cli.options import CommandParser, UsageError
 
 # subcommand -> (module with add_arguments/main, help)
 COMMANDS = {
@@ -35,7 +40,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="fast-s2s",
         description="Fused attention and GRU kernels for RNN seq2seq models.",
     )
@@ -46,5 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     return importlib.import_module(COMMANDS[args.command][0]).main(args)

@@ -15,9 +15,10 @@ import argparse
 import sys
 
 from fast_s2s.backends import BACKENDS
-from fast_s2s.data import G2P_TASK, SPLITS, STRESS, CmudictUnavailableError, load_split
+from fast_s2s.cli.options import INT_MAX, SEED, integer
+from fast_s2s.data import G2P_TASK, SPLITS, STRESS, CmudictUnavailableError, load_split, tokenize
 from fast_s2s.data.cmudict import SRC_TOKENIZE, TGT_TOKENIZE
-from fast_s2s.training import TrainSettings, checkpoint, g2p
+from fast_s2s.training import TrainSettings, checkpoint, evaluation, g2p
 from fast_s2s.training.translator import Translator
 
 
@@ -25,12 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="PATH")
     parser.add_argument("--task", choices=[G2P_TASK], default=G2P_TASK, help="default g2p")
     parser.add_argument("--split", choices=SPLITS, default="test", help="default test")
-    parser.add_argument("--beam", type=int, default=1, help="beam width (default 1: greedy)")
+    parser.add_argument(
+        "--beam", type=integer(1, INT_MAX), default=1, help="beam width (default 1: greedy)"
+    )
     parser.add_argument(
         "--data", metavar="FILE", help="dictionary file (default: the checkpoint's, else CMUdict)"
     )
     parser.add_argument("--stress", choices=STRESS, help="default: the checkpoint's")
-    parser.add_argument("--split-seed", type=int, help="default: the checkpoint's")
+    parser.add_argument("--split-seed", type=SEED, help="default: the checkpoint's")
     parser.add_argument("--backend", choices=BACKENDS)
     parser.add_argument("--device", default="cpu")
 
@@ -49,8 +52,6 @@ def split_options(saved: dict, args: argparse.Namespace) -> tuple[str | None, st
 
 def run(args: argparse.Namespace) -> str:
     """The report line, or ValueError / CheckpointError / FileNotFoundError saying what is wrong."""
-    if args.beam < 1:
-        raise ValueError(f"--beam must be >= 1, got {args.beam}")
     translator = Translator.from_checkpoint(args.checkpoint, backend=args.backend)
     modes = (translator.src_mode, translator.tgt_mode)
     if translator.reads_frames or modes != (SRC_TOKENIZE, TGT_TOKENIZE):
@@ -66,6 +67,15 @@ def run(args: argparse.Namespace) -> str:
     if not part:
         raise ValueError(f"--split {args.split} of {data or 'CMUdict'} holds no words")
     model = translator.model.to(args.device)
+    lengths = [len(tokenize(word, SRC_TOKENIZE)) for word in part]
+    evaluation.check_memory(
+        model.config,
+        lengths,
+        args.beam,
+        "--beam",
+        args.device,
+        next(model.parameters()).element_size(),
+    )
     scores = g2p.score_part(
         model, translator.src_vocab, translator.tgt_vocab, part, beam=args.beam, device=args.device
     )

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from fast_s2s.backends import BACKENDS
+from fast_s2s.cli.options import SEED, THREADS, integer
 from fast_s2s.training.length_experiment import (
     DEFAULT_MODELS,
     MODEL_CHOICES,
@@ -22,6 +23,30 @@ from fast_s2s.training.length_experiment import (
 )
 
 
+class Budget:
+    """The argparse type of --budget: Adam steps ("2000") or seconds ("300s") per model, as
+    (steps, seconds) with one of them None (length_experiment.parse_budget); describe / admits
+    as fast_s2s.cli.options.Number, so the option tests cover it."""
+
+    __name__ = "budget"
+
+    def describe(self) -> str:
+        return "a positive step count (2000) or seconds (300s)"
+
+    def admits(self, text: str) -> bool:
+        try:
+            parse_budget(text)
+        except ValueError:
+            return False
+        return True
+
+    def __call__(self, text: str) -> tuple[int | None, float | None]:
+        try:
+            return parse_budget(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("--budget ")) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "name", choices=["length"], help="length: accuracy against source length, classic vs "
@@ -30,15 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = LengthSettings()
     parser.add_argument(
         "--budget",
+        type=Budget(),
         default=str(d.steps),
         help=f"per model: Adam steps (e.g. 2000) or seconds (e.g. 300s); default {d.steps}",
     )
     parser.add_argument("--out", default="runs/bottleneck", help="folder for the JSON and PNG")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=SEED, default=d.seed)
     parser.add_argument(
         "--tiny", action="store_true", help="tiny sizes and a 6-step budget (a smoke test)"
     )
-    parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    parser.add_argument("--threads", type=THREADS, default=d.threads, help="torch threads")
     parser.add_argument(
         "--models",
         default=",".join(DEFAULT_MODELS),
@@ -48,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--window",
-        type=int,
+        type=integer(0, 1_000_000),
         default=d.window,
         help=f"D of local_p / local_m (2D + 1 positions); default {d.window}",
     )
@@ -57,9 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> LengthSettings:
     """The settings of the command line: --tiny replaces the sizes and the budget by TINY."""
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    steps, seconds = parse_budget(args.budget)
+    steps, seconds = args.budget
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     base = dict(
         seed=args.seed,

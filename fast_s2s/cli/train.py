@@ -10,6 +10,7 @@
     fast-s2s train --attention none ...                          # classic, no attention
     fast-s2s train --local p --score general --window 10 ...     # Luong local-p attention
     fast-s2s train ... --resume                                  # continue from --checkpoint
+                                    # (the same task, data, tokenisation and model options)
     torchrun --nproc-per-node 2 -m fast_s2s.cli train ...        # DistributedDataParallel
 
 Each epoch ends with greedy decoding of the validation set (exact match and sacrebleu BLEU);
@@ -30,6 +31,7 @@ import sys
 from rich.console import Console
 
 from fast_s2s.backends import BACKENDS
+from fast_s2s.cli.options import INT_MAX, SEED, THREADS, integer, number
 from fast_s2s.data import (
     FRAME_TASKS,
     G2P_TASK,
@@ -47,6 +49,16 @@ from fast_s2s.training.plotting import plotting_unavailable
 
 # A --data file with this ending is a pronouncing dictionary: --task g2p is implied.
 DICTIONARY_EXTENSION = ".dict"
+
+# The ranges of the numeric options (fast_s2s.cli.options). Whether the model and its searches
+# fit in memory is checked once the data is known (fast_s2s.training.memory).
+EXAMPLES = integer(1, 10_000_000)  # generated pairs, validation pairs
+LENGTH = integer(1, 100_000)  # tokens of a pair
+COUNT = integer(1, 1_000_000)  # epochs, batch size, patience
+BEAM = integer(1, INT_MAX)
+WINDOW = integer(0, 1_000_000)  # D of local attention (2D + 1 positions)
+SIZE = integer(1, 65_536)  # embedding and hidden sizes
+LAYERS = integer(1, 64)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,29 +96,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="cpu")
     d = TrainSettings()
-    parser.add_argument("--num-examples", type=int, default=d.num_examples, help="generated pairs")
     parser.add_argument(
-        "--valid-size", type=int, default=d.valid_size, help="(g2p: the split decides)"
+        "--num-examples", type=EXAMPLES, default=d.num_examples, help="generated pairs"
+    )
+    parser.add_argument(
+        "--valid-size", type=EXAMPLES, default=d.valid_size, help="(g2p: the split decides)"
     )
     # Options with a g2p default are None here and filled in by settings_from_args.
     parser.add_argument(
-        "--max-len", type=int, help=f"drop longer pairs (tokens); {_defaults('max_len')}"
+        "--max-len", type=LENGTH, help=f"drop longer pairs (tokens); {_defaults('max_len')}"
     )
     parser.add_argument(
-        "--min-freq", type=int, default=d.min_freq, help="rarer tokens become <unk>"
+        "--min-freq", type=integer(1, INT_MAX), default=d.min_freq, help="rarer tokens become <unk>"
     )
-    parser.add_argument("--epochs", type=int, help=_defaults("epochs"))
-    parser.add_argument("--batch-size", type=int, help=_defaults("batch_size"))
-    parser.add_argument("--lr", type=float, help=_defaults("lr"))
-    parser.add_argument("--clip", type=float, default=d.clip, help="gradient norm clipping")
-    parser.add_argument("--patience", type=int, help=f"early stopping; {_defaults('patience')}")
+    parser.add_argument("--epochs", type=COUNT, help=_defaults("epochs"))
+    parser.add_argument("--batch-size", type=COUNT, help=_defaults("batch_size"))
+    parser.add_argument("--lr", type=number(0, 10), help=_defaults("lr"))
+    parser.add_argument(
+        "--clip", type=number(0, low_open=True), default=d.clip, help="gradient norm clipping"
+    )
+    parser.add_argument("--patience", type=COUNT, help=f"early stopping; {_defaults('patience')}")
     parser.add_argument(
         "--time-budget",
-        type=float,
+        type=number(0, low_open=True),
         help=f"seconds; stop after the epoch that passes it; {_defaults('time_budget')}",
     )
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--threads", type=int, help=f"torch threads; {_defaults('threads')}")
+    parser.add_argument("--seed", type=SEED, default=d.seed)
+    parser.add_argument("--threads", type=THREADS, help=f"torch threads; {_defaults('threads')}")
     parser.add_argument(
         "--stress",
         choices=STRESS,
@@ -115,19 +131,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--split-seed",
-        type=int,
+        type=SEED,
         default=d.split_seed,
         help="g2p: seed of the 90/5/5 train/valid/test split by word",
     )
     parser.add_argument(
         "--test-beam",
-        type=int,
+        type=BEAM,
         help=f"g2p: after training, score the test words greedily and with this beam "
         f"(default {g2p.TEST_BEAM}; 1: greedy only)",
     )
     parser.add_argument(
         "--eval-beam",
-        type=int,
+        type=BEAM,
         default=d.eval_beam,
         help="beam width for validation (1: greedy; beam search ranks by mean log-prob)",
     )
@@ -152,13 +168,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--window",
-        type=int,
+        type=WINDOW,
         default=None,
         help=f"with --local: D, the window's half-width (2D + 1 positions); default {c.window}",
     )
-    for name in ("embed_size", "hidden_size", "encoder_layers", "decoder_layers"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=_defaults(name))
-    parser.add_argument("--dropout", type=float, help=_defaults("dropout"))
+    for name, kind in (("embed_size", SIZE), ("hidden_size", SIZE), ("encoder_layers", LAYERS),
+                       ("decoder_layers", LAYERS)):  # fmt: skip
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=_defaults(name))
+    parser.add_argument("--dropout", type=number(0, 1, high_open=True), help=_defaults("dropout"))
     parser.add_argument("--tie-embeddings", action="store_true")
     parser.add_argument("--demo", nargs="*", metavar="TEXT", help="translate these after training")
     parser.add_argument("--plot", metavar="PNG", help="with --demo: attention map of the first")
@@ -254,11 +271,6 @@ def check_args(args: argparse.Namespace) -> str | None:
         )
     if args.test_beam is not None and task != G2P_TASK:
         return f"--test-beam: only --task {G2P_TASK} has test words to score"
-    threads = _value(args, "threads")
-    if threads is not None and threads < 1:
-        return f"--threads must be >= 1, got {threads}"
-    if args.test_beam is not None and args.test_beam < 1:
-        return f"--test-beam must be >= 1, got {args.test_beam}"
     problem = _check_local(args)
     if problem:
         return problem
@@ -266,10 +278,6 @@ def check_args(args: argparse.Namespace) -> str | None:
         return "--plot: a model without attention (--attention none) has no attention map"
     if args.plot and plotting_unavailable():
         return f"--plot: {plotting_unavailable()}"
-    if args.valid_size < 1:
-        return f"--valid-size must be >= 1 (validation picks the checkpoint), got {args.valid_size}"
-    if args.eval_beam < 1:
-        return f"--eval-beam must be >= 1, got {args.eval_beam}"
     if args.resume and args.overwrite:
         return "give --resume (continue the run) or --overwrite (start a new one), not both"
     if args.resume and not args.checkpoint:
@@ -296,8 +304,6 @@ def _check_local(args: argparse.Namespace) -> str | None:
     """What is wrong with --local / --window and the options they go with; None if nothing."""
     if args.window is not None and args.local == "none":
         return "--window is the window of local attention: give it with --local m or --local p"
-    if args.window is not None and args.window < 0:
-        return f"--window must be >= 0 (the window is 2 * D + 1 positions), got {args.window}"
     if args.local == "none":
         return None
     if args.attention == "none":
@@ -327,6 +333,7 @@ def main(args: argparse.Namespace) -> int:
             args.checkpoint,
             resume=args.resume,
             device=args.device,
+            later_beams=_later_beams(args, settings),
         )
     except (
         checkpoint.CheckpointError,
@@ -348,6 +355,13 @@ def main(args: argparse.Namespace) -> int:
 
         return translate.run(args.checkpoint, args.demo, beam=5, plot=args.plot, console=console)
     return 0
+
+
+def _later_beams(args: argparse.Namespace, settings: TrainSettings) -> dict[str, int]:
+    """The searches after training, for train() to check before it: g2p's test beam."""
+    if settings.task != G2P_TASK:
+        return {}
+    return {"--test-beam": args.test_beam if args.test_beam is not None else g2p.TEST_BEAM}
 
 
 def _report_test(

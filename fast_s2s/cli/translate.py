@@ -16,11 +16,16 @@ import sys
 from rich.console import Console
 
 from fast_s2s.backends import BACKENDS
+from fast_s2s.cli.options import INT_MAX, integer, number
 from fast_s2s.data import FramesFormatError, load_frames
 from fast_s2s.models.decoding import LENGTH_PENALTIES, SearchOptions
 from fast_s2s.training import checkpoint
 from fast_s2s.training.plotting import plotting_unavailable
 from fast_s2s.training.translator import Translator
+
+# alpha of the length penalty lp(L) = L ** alpha (or GNMT's): 0 ranks by total log-probability,
+# the literature uses 0.6-1.0; past 10, lp of a 100-token output is 1e20 and ranks nothing.
+LENGTH_PENALTY = number(0, 10)
 
 
 def run(
@@ -58,6 +63,7 @@ def run(
             )
             return 2
         frames, targets = load_frames(frames_file, require_targets=False)
+        translator.check_memory([f.shape[0] for f in frames], options)
         ranked = translator.translate_frames_ranked(
             frames, options, names=[str(i) for i in range(len(frames))]
         )
@@ -70,6 +76,7 @@ def run(
         return 2
     else:
         targets = None
+        translator.check_memory(translator.source_lengths(texts or []), options)
         ranked = translator.translate_ranked(texts or [], options)
     results = [hyps[0] for hyps in ranked]
     for hyps in ranked:  # plain tab-separated lines on stdout, for pipes
@@ -102,17 +109,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="translate the feature sequences of FILE.pt / FILE.npz (a model trained on frames; "
         "lines are index<TAB>output)",
     )
-    parser.add_argument("--beam", type=int, default=5, help="beam width (1: greedy)")
+    parser.add_argument(
+        "--beam", type=integer(1, INT_MAX), default=5, help="beam width (1: greedy)"
+    )
     parser.add_argument(
         "--n-best",
-        type=int,
+        type=integer(1, INT_MAX),
         metavar="K",
         help="print the K best outputs per source (K <= --beam), one line each: "
         "source, rank, ranking score, log-probability, output",
     )
     parser.add_argument(
         "--length-penalty",
-        type=float,
+        type=LENGTH_PENALTY,
         default=1.0,
         metavar="ALPHA",
         help="rank finished outputs by log-prob / lp(length); 0: total log-prob",
@@ -123,8 +132,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="power",
         help="lp(L): power = L ** ALPHA, gnmt = ((5 + L) / 6) ** ALPHA",
     )
-    parser.add_argument("--min-len", type=int, default=0, help="at least this many tokens")
-    parser.add_argument("--max-len", type=int, default=100, help="at most this many tokens")
+    parser.add_argument(
+        "--min-len", type=integer(0, INT_MAX), default=0, help="at least this many tokens"
+    )
+    parser.add_argument(
+        "--max-len", type=integer(0, INT_MAX), default=100, help="at most this many tokens"
+    )
     parser.add_argument("--plot", metavar="PNG", help="save the attention map of the first input")
     parser.add_argument("--backend", choices=BACKENDS)
 
@@ -202,12 +215,8 @@ def _read_stdin(stdin) -> list[str]:
 
 def _search_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the search options, or None."""
-    if args.beam < 1:
-        return f"--beam must be >= 1, got {args.beam}"
     if args.n_best is not None and not 1 <= args.n_best <= args.beam:
         return f"--n-best must be in [1, --beam={args.beam}], got {args.n_best}"
-    if args.max_len < 0:
-        return f"--max-len must be >= 0, got {args.max_len}"
     if not 0 <= args.min_len <= args.max_len:
         return f"--min-len must be in [0, --max-len={args.max_len}], got {args.min_len}"
     return None

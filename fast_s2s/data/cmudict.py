@@ -17,9 +17,10 @@ it, then the phonemes separated by whitespace, then optionally a comment after "
     tomato(2) T AH0 M AA1 T OW2 # a comment
     ;;; a comment line (the classic cmudict-0.7b header style)
 
-A phoneme is upper-case letters and at most one digit, the stress (ARPAbet: "AH0", "T"). Blank and
-comment-only lines are skipped; anything else that is not an entry is refused with
-DictionaryFormatError naming the file, the line and what was wrong.
+A phoneme is upper-case letters and at most one digit, the stress (ARPAbet: "AH0", "T"). A word
+holds no control characters (a NUL byte, an escape: a binary or corrupted file, never a
+spelling). Blank and comment-only lines are skipped; anything else that is not an entry is
+refused with DictionaryFormatError naming the file, the line and what was wrong.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import unicodedata
 from collections.abc import Iterable
 
 Pronunciation = tuple[str, ...]
@@ -76,6 +78,11 @@ def parse_cmudict(lines: Iterable[str], path: str = "<lines>") -> Lexicon:
         if match is None:
             raise DictionaryFormatError(
                 path, number, f"{head!r} is not a word with an optional variant marker like (2)"
+            )
+        control = next((c for c in head if unicodedata.category(c) == "Cc"), None)
+        if control is not None:
+            raise DictionaryFormatError(
+                path, number, f"{head!r} holds a control character (U+{ord(control):04X})"
             )
         if not phonemes:
             raise DictionaryFormatError(path, number, f"no phonemes after {head!r}")

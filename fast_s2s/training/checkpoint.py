@@ -4,7 +4,8 @@ A checkpoint is one `torch.save` file holding plain data only (tensors, numbers,
 dicts), so it is read with `torch.load(weights_only=True)`: no code runs on load. It carries
 the model config, both vocabularies and the tokenisation of each side ("src_tokenize",
 "tgt_tokenize"; older checkpoints hold one "tokenize" for both), so `fast-s2s translate`
-needs nothing else.
+needs nothing else; and "run", the record of what the model was trained on that `--resume`
+checks (fast_s2s.training.resume).
 
 Writing goes to a temporary file in the same folder (".tmp-<name>-<random>.pt"), flushed to
 disk, then renamed over the target: a crash mid-write leaves the previous checkpoint intact,
@@ -113,6 +114,91 @@ def check_finite_weights(state_dict: dict[str, Any], path: str | os.PathLike, ke
                 )
         elif isinstance(value, float) and not math.isfinite(value):
             raise CheckpointError(f"{os.fspath(path)!r}: {key}[{name!r}] is {value}")
+
+
+def weight_mismatches(model: torch.nn.Module, state_dict: dict[str, Any]) -> list[str]:
+    """How the tensors of `state_dict` disagree with the ones `model` has, in the model's order
+    (then the tensors it does not have): "NAME is missing", "NAME has shape (a, b), the config
+    needs (c, d)", "NAME is not a tensor of this config". Empty when they agree."""
+    wanted = model.state_dict()
+    problems = []
+    for name, tensor in wanted.items():
+        value = state_dict.get(name)
+        if name not in state_dict:
+            problems.append(f"{name} is missing")
+        elif not isinstance(value, torch.Tensor):
+            problems.append(f"{name} is a {type(value).__name__}, not a tensor")
+        elif value.shape != tensor.shape:
+            problems.append(
+                f"{name} has shape {tuple(value.shape)}, the config needs {tuple(tensor.shape)}"
+            )
+    problems += [
+        f"{name} is not a tensor of this config" for name in state_dict if name not in wanted
+    ]
+    return problems
+
+
+def load_weights(
+    model: torch.nn.Module, state_dict: Any, path: str | os.PathLike, key: str = "model"
+) -> None:
+    """Load `state_dict` (the checkpoint's `key`) into `model`, or raise CheckpointError in one
+    line naming the first tensor that disagrees with the model's config and how many do (torch's
+    own message has a line per tensor)."""
+    path = os.fspath(path)
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(
+            f"{path!r}: {key} must be a dict of tensors, got {type(state_dict).__name__}"
+        )
+    problems = weight_mismatches(model, state_dict)
+    if problems:
+        count = f"{len(problems)} tensor{'s disagree' if len(problems) > 1 else ' disagrees'}"
+        raise CheckpointError(
+            f"{path!r}: inconsistent checkpoint: its config does not match its {key!r} weights: "
+            f"{problems[0]} ({count})"
+        )
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"{path!r}: inconsistent checkpoint: {key!r}: {_first_line(exc)}"
+        ) from exc
+
+
+def load_optimizer(
+    optimizer: torch.optim.Optimizer, state: Any, model: torch.nn.Module, path: str | os.PathLike
+) -> None:
+    """Load the checkpoint's optimizer state, or raise CheckpointError in one line: its per-
+    parameter tensors (Adam's moments) must have their parameter's shape, or the first step
+    would fail deep inside the optimizer."""
+    path = os.fspath(path)
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
+        raise CheckpointError(f"{path!r}: optimizer must be an optimizer state dict")
+    params = list(model.parameters())
+    for index, entry in state["state"].items():
+        if not isinstance(index, int) or not 0 <= index < len(params):
+            raise CheckpointError(
+                f"{path!r}: inconsistent checkpoint: the optimizer holds state for parameter "
+                f"{index!r}, the model has {len(params)}"
+            )
+        for name, value in entry.items() if isinstance(entry, dict) else ():
+            shaped = isinstance(value, torch.Tensor) and value.dim() > 0
+            if shaped and value.shape != params[index].shape:
+                raise CheckpointError(
+                    f"{path!r}: inconsistent checkpoint: the optimizer's {name} of parameter "
+                    f"{index} has shape {tuple(value.shape)}, the parameter "
+                    f"{tuple(params[index].shape)}"
+                )
+    try:
+        optimizer.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(
+            f"{path!r}: inconsistent checkpoint: optimizer: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:

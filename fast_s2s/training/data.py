@@ -87,19 +87,33 @@ def uses_frames(settings: TrainSettings) -> bool:
     return settings.task in FRAME_TASKS
 
 
+def modes(settings: TrainSettings) -> tuple[str | None, str]:
+    """(source mode, target mode) the data of `settings` is tokenised with: a frames source has
+    none (its targets default to "char"), g2p is "char" in and "word" out, a generated task its
+    own mode (task_tokenization), a TSV file "word"; --src-tokenize / --tgt-tokenize /
+    --tokenize override the defaults (tokenization). Known before any data is read."""
+    if uses_frames(settings):
+        return None, tokenization(settings, "char", "char")[1]
+    if settings.task == G2P_TASK:
+        return tokenization(settings, SRC_TOKENIZE, TGT_TOKENIZE)
+    if settings.data or settings.task not in TASKS:  # an unknown task: load_pairs refuses it
+        return tokenization(settings, "word", "word")
+    mode = task_tokenization(settings.task)
+    return tokenization(settings, mode, mode)
+
+
 def load_pairs(settings: TrainSettings) -> tuple[list[tuple[str, str]], str, str]:
     """(text pairs, source mode, target mode) from the generated task or the TSV file."""
     if settings.data:
         pairs = read_tsv(settings.data)
         if not pairs:
             raise ValueError(f"{settings.data}: the corpus is empty (no source<TAB>target lines)")
-        return pairs, *tokenization(settings, "word", "word")
+        return pairs, *modes(settings)
     if settings.task not in TASKS:
         choices = ", ".join((*TASKS, G2P_TASK, *FRAME_TASKS))
         raise ValueError(f"--task must be one of {choices}, got {settings.task!r}")
-    mode = task_tokenization(settings.task)
     pairs = generate_pairs(settings.task, settings.num_examples, seed=settings.seed)
-    return pairs, *tokenization(settings, mode, mode)
+    return pairs, *modes(settings)
 
 
 def _split_off_validation(examples: list, settings: TrainSettings) -> tuple[list, list]:
@@ -126,7 +140,7 @@ def _prepare_frames(settings: TrainSettings, tgt_vocab: Vocab | None) -> Prepare
         frames, targets = load_frames(settings.data)
     else:
         frames, targets = generate_frames(settings.task, settings.num_examples, settings.seed)
-    _, mode = tokenization(settings, "char", "char")
+    _, mode = modes(settings)
     examples = [(f, tokenize(t, mode)) for f, t in zip(frames, targets, strict=True)]
     examples = [(f, t) for f, t in examples if t and len(t) <= settings.max_len]
     if not examples:
@@ -148,7 +162,7 @@ def _prepare_frames(settings: TrainSettings, tgt_vocab: Vocab | None) -> Prepare
 
 def _check_g2p_tokenization(settings: TrainSettings) -> None:
     """g2p reads words by character and writes phonemes as words; other modes cannot work."""
-    src, tgt = tokenization(settings, SRC_TOKENIZE, TGT_TOKENIZE)
+    src, tgt = modes(settings)
     if (src, tgt) != (SRC_TOKENIZE, TGT_TOKENIZE):
         raise ValueError(
             f"--task {G2P_TASK} reads words by character and writes phonemes as words "

@@ -10,9 +10,14 @@ from fast_s2s.data import (
     detokenize,
     make_batches,
 )
-from fast_s2s.models import SearchOptions, Seq2Seq, search
+from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig, search
+from fast_s2s.training import memory
 from fast_s2s.training.data import PreparedData
 from fast_s2s.training.metrics import g2p_scores
+
+# How translate_examples decodes by default: sources per batch, and the longest output.
+BATCH_SIZE = 128
+MAX_LEN = 100
 
 
 def translate_examples(
@@ -21,9 +26,9 @@ def translate_examples(
     tgt_vocab: Vocab,
     mode: str,
     *,
-    batch_size: int = 128,
+    batch_size: int = BATCH_SIZE,
     beam: int = 1,
-    max_len: int = 100,
+    max_len: int = MAX_LEN,
     device: torch.device | str = "cpu",
     options: SearchOptions | None = None,
 ) -> list[str]:
@@ -46,6 +51,29 @@ def translate_examples(
             for index, hyps in zip(batch.indices, ranked, strict=True):
                 outputs[index] = detokenize(tgt_vocab.decode(hyps[0].tokens), mode)
     return outputs
+
+
+def check_memory(
+    config: Seq2SeqConfig,
+    source_lengths: list[int],
+    beam: int,
+    option: str,
+    device: torch.device | str = "cpu",
+    itemsize: int = 4,
+) -> None:
+    """Raise memory.MemoryLimitError, naming `option` (the beam's), when translate_examples with
+    this beam on sources of these lengths would not fit in memory."""
+    if source_lengths:
+        memory.check_search(
+            config,
+            batch=min(BATCH_SIZE, len(source_lengths)),
+            beam=beam,
+            max_len=MAX_LEN,
+            src_len=max(source_lengths),
+            itemsize=itemsize,
+            device=device,
+            options=(option, None),
+        )
 
 
 def evaluate(model: Seq2Seq, data: PreparedData, beam: int, device) -> dict[str, float]:

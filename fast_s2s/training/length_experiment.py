@@ -124,16 +124,17 @@ def length_buckets(min_len: int, max_len: int, width: int) -> list[tuple[int, in
 
 
 def parse_budget(text: str) -> tuple[int | None, float | None]:
-    """--budget: "2000" (Adam steps per model) or "300s" (seconds per model)."""
+    """--budget: "2000" (Adam steps per model, at most 2**31 - 1) or "300s" (seconds per model,
+    a finite number); NaN, infinity and anything not positive are refused."""
     value = text.strip().lower()
     try:
         if value.endswith("s"):
             seconds = float(value[:-1])
-            if seconds > 0:
+            if 0 < seconds < math.inf:
                 return None, seconds
         else:
             steps = int(value)
-            if steps > 0:
+            if 0 < steps < 2**31:
                 return steps, None
     except ValueError:
         pass

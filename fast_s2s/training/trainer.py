@@ -18,9 +18,10 @@ from fast_s2s.data import (
     make_batches,
 )
 from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig
-from fast_s2s.training import checkpoint, distributed
+from fast_s2s.training import checkpoint, distributed, evaluation, memory
 from fast_s2s.training.data import PreparedData, TrainSettings, prepare_data, uses_frames
 from fast_s2s.training.evaluation import evaluate
+from fast_s2s.training.resume import RECORD_VERSION, check_resume, run_record
 
 
 @dataclass
@@ -104,9 +105,28 @@ def _check_frame_size(config: Seq2SeqConfig, data: PreparedData, path: str) -> N
         )
 
 
-def _payload(model, optimizer, config, data, settings, epoch, best, best_state, history):
+def _check_memory(
+    config: Seq2SeqConfig,
+    data: PreparedData,
+    settings: TrainSettings,
+    device: torch.device,
+    later_beams: dict[str, int],
+) -> None:
+    """MemoryLimitError when the model, its validation search or a later one cannot fit."""
+    # The batches hold at most all the pairs, each no longer than the longest.
+    longest = max((max(len(src), len(tgt)) for src, tgt in data.train), default=1)
+    batch = min(settings.batch_size, len(data.train))
+    memory.check_training(config, batch_size=batch, max_len=longest, device=device)
+    lengths = [len(src) for src, _ in data.valid]
+    for option, beam in {"--eval-beam": settings.eval_beam, **later_beams}.items():
+        evaluation.check_memory(config, lengths, beam, option, device)
+
+
+def _payload(model, optimizer, config, data, settings, epoch, best, best_state, history, record):
     return {
         "config": config.to_dict(),
+        # what the model was trained on and as, for --resume to check (fast_s2s.training.resume)
+        "run": {"version": RECORD_VERSION, "settings": record},
         "src_vocab": None if data.src_vocab is None else data.src_vocab.to_dict(),
         "tgt_vocab": data.tgt_vocab.to_dict(),
         "src_tokenize": data.src_mode,
@@ -132,8 +152,19 @@ def train(
     resume: bool = False,
     device: str = "cpu",
     console: Console | None = None,
+    later_beams: dict[str, int] | None = None,
 ) -> TrainResult:
-    """Run a whole training; returns what happened (also on every rank under torchrun)."""
+    """Run a whole training; returns what happened (also on every rank under torchrun).
+
+    resume: continue the run in `checkpoint_path`, which must have been trained on what
+    `settings` and `config_overrides` say (fast_s2s.training.resume: task, data, tokenisation,
+    model config; ResumeMismatchError naming the first difference, before anything is read or
+    written); the model config is then the checkpoint's.
+
+    Before any training, the model and the validation search (settings.eval_beam) are checked
+    to fit in memory (fast_s2s.training.memory), and so are `later_beams`, {option: beam} of
+    the searches the caller runs after training (g2p's --test-beam), on the validation set's
+    shapes; a MemoryLimitError names the option."""
     dev = torch.device(device)
     world = distributed.init_from_env(dev)
     console = console or Console(quiet=not world.is_main)
@@ -146,6 +177,7 @@ def train(
         for stale in checkpoint.remove_stale_temporaries(checkpoint_path):
             console.print(f"removed {stale}, left by an interrupted checkpoint write", markup=False)
     state = None
+    record = run_record(settings, config_overrides)
     if resume:
         if not checkpoint_path:
             raise ValueError("--resume needs --checkpoint PATH")
@@ -153,6 +185,7 @@ def train(
             checkpoint_path, ("config", "src_vocab", "tgt_vocab", "last_model", "optimizer")
         )
         config = checkpoint.model_config(state, checkpoint_path)
+        check_resume(state, record, checkpoint_path)  # before anything is read or written
         _check_resumed(config, uses_frames(settings), checkpoint_path)
         saved_src = state["src_vocab"]
         src_vocab = None if saved_src is None else Vocab.from_dict(saved_src)
@@ -161,13 +194,16 @@ def train(
     else:
         data = prepare_data(settings)
         config = _model_config(data, config_overrides)
+    _check_memory(config, data, settings, dev, later_beams or {})
     model = Seq2Seq(config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     result = TrainResult()
     start_epoch, best, best_state = 0, -1.0, None
     if state is not None:
-        model.load_state_dict(state["last_model"])
-        optimizer.load_state_dict(state["optimizer"])
+        checkpoint.load_weights(model, state["last_model"], checkpoint_path, "last_model")
+        if state["model"] is not None:  # the best epoch's, loaded when training ends
+            checkpoint.load_weights(Seq2Seq(config), state["model"], checkpoint_path, "model")
+        checkpoint.load_optimizer(optimizer, state["optimizer"], model, checkpoint_path)
         start_epoch = int(state["epoch"]) + 1
         best = float(state["best"])
         best_state = state["model"]
@@ -265,6 +301,7 @@ def train(
                     best,
                     best_state,
                     result.history,
+                    record,
                 ),
             )
             result.checkpoints_written += 1

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from fast_s2s.data import Vocab, detokenize, make_batches, tokenize
-from fast_s2s.models import Hypothesis, SearchOptions, Seq2Seq, Seq2SeqConfig, search
-from fast_s2s.training import checkpoint
+from fast_s2s.models import Hypothesis, SearchOptions, Seq2Seq, Seq2SeqConfig, decode_path, search
+from fast_s2s.training import checkpoint, memory
 
-__all__ = ["Translation", "Translator"]
+__all__ = ["BATCH_SIZE", "Translation", "Translator"]
+
+BATCH_SIZE = 64  # sources decoded together
 
 
 @dataclass
@@ -61,10 +63,13 @@ class Translator:
         config = checkpoint.model_config(data, path)
         if backend is not None:
             config = Seq2SeqConfig.from_dict({**config.to_dict(), "backend": backend})
-        checkpoint.check_finite_weights(data["model"], path, "model")
         try:
             model = Seq2Seq(config)
-            model.load_state_dict(data["model"])
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise checkpoint.CheckpointError(f"{path!r}: inconsistent checkpoint: {exc}") from exc
+        checkpoint.load_weights(model, data["model"], path, "model")
+        checkpoint.check_finite_weights(data["model"], path, "model")
+        try:
             frames = config.source == "frames"
             src_vocab = None if frames else Vocab.from_dict(data["src_vocab"])
             tgt_vocab = Vocab.from_dict(data["tgt_vocab"])
@@ -72,6 +77,34 @@ class Translator:
             raise checkpoint.CheckpointError(f"{path!r}: inconsistent checkpoint: {exc}") from exc
         src_mode, tgt_mode = checkpoint.tokenization(data, path)
         return cls(model.to(device), src_vocab, tgt_vocab, src_mode, tgt_mode)
+
+    def check_memory(
+        self,
+        source_lengths: list[int],
+        options: SearchOptions,
+        names: tuple[str, str | None] = ("--beam", "--max-len"),
+    ) -> None:
+        """Raise memory.MemoryLimitError (one line naming `names`, the options of beam and
+        max_len) when decoding sources of these lengths with `options` would not fit in memory."""
+        if not source_lengths:
+            return
+        parameter = next(self.model.parameters())
+        memory.check_search(
+            self.model.config,
+            batch=min(BATCH_SIZE, len(source_lengths)),
+            beam=options.beam,
+            max_len=options.max_len,
+            src_len=max(source_lengths),
+            n_best=options.n_best,
+            itemsize=parameter.element_size(),
+            device=parameter.device,
+            options=names,
+            loop=decode_path(self.model, options.native),
+        )
+
+    def source_lengths(self, texts: list[str]) -> list[int]:
+        """The number of source positions of each text, as translate tokenises it."""
+        return [len(tokenize(t, self.src_mode)) for t in texts]
 
     def _decode(self, sources: list, options: SearchOptions) -> list[list[Hypothesis]]:
         """Ranked hypotheses per source (ids or a (T, F) frames tensor), in the input order."""
@@ -81,7 +114,7 @@ class Translator:
         examples = [(src, []) for src in sources]
         with torch.no_grad():
             for batch in make_batches(
-                examples, 64, pad_id=v.pad_id, bos_id=v.bos_id, eos_id=v.eos_id
+                examples, BATCH_SIZE, pad_id=v.pad_id, bos_id=v.bos_id, eos_id=v.eos_id
             ):
                 batch = batch.to(device)
                 ranked = search(self.model, batch.src, batch.src_lengths, options)

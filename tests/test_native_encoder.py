@@ -129,3 +129,14 @@ def test_bad_input_gets_the_errors_of_seq2seq_encode(src, lengths, error, match)
     for encode in (model.encode, lambda s, n: native_encoder.encode(model, s, n)):
         with torch.no_grad(), pytest.raises(error, match=match):
             encode(src, lengths)
+
+
+def test_a_config_that_disagrees_with_the_bridge_is_refused_by_name():
+    """The raw op with a decoder-layer count its bridge weight does not have: a message naming
+    the bridge weight and both counts, not a reshape error."""
+    model = make_model("bahdanau")
+    src, lengths = make_source(model, [4, 2])
+    params, config = native_encoder._pack(model)
+    config = [config[0], config[1], 5]  # five decoder layers; the bridge has rows for one
+    with pytest.raises(RuntimeError, match=r"bridge weight\) must have decoder layers \* H"):
+        torch.ops.fast_s2s.encode(params, config, src, lengths)

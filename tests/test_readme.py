@@ -288,14 +288,19 @@ def cli_error(args: list[str], invocation: bool = True) -> str | None:
         unknown = [a for a in args[1:] if a.startswith("--") and a.split("=")[0] not in known]
         if unknown:
             return f"fast-s2s {args[0]} has no option {unknown[0]}"
+    from fast_s2s.cli.options import UsageError
+
     stderr = io.StringIO()
+    error = None
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             parser.parse_args(args)
-    except SystemExit as exit:
+    except UsageError as exc:  # the CLI's parsers raise their errors as one line
+        error = str(exc)
+    except SystemExit as exit:  # --help, or a parser of argparse's own
         error = stderr.getvalue().strip().splitlines()[-1] if exit.code else None
-        if error and not (not invocation and any(gap in error for gap in MENTION_GAPS)):
-            return error
+    if error and not (not invocation and any(gap in error for gap in MENTION_GAPS)):
+        return error
     return None
 
 

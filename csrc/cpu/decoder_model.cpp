@@ -28,13 +28,10 @@
 namespace fast_s2s::cpu {
 namespace {
 
-// Below this many rows a step runs on the calling thread only, its products as plain
-// matrix-vector loops (dot_rows) instead of matmul_nt_out (which opens a parallel region per
-// product): a batch-1 step is ~0.2 MFLOP (~10 us on one core), less than the fork/join of the ~8
-// parallel regions it would open, and on a loaded machine a parallel region waits for its
-// slowest, descheduled thread. Measured on the shared 2-core AVX-512 VM while two other
-// processes kept both cores busy: a 31-step batch-1 greedy loop 0.6 ms on one thread, 740 ms
-// with two.
+// Below this many rows a step runs on the calling thread only, its products as matrix-vector
+// loops (dot_rows): a batch-1 step (~0.2 MFLOP, ~10 us) costs less than the fork/join of the ~8
+// parallel regions matmul_nt_out would open, and on a loaded machine a parallel region waits
+// for a descheduled thread (a 31-step batch-1 loop with both cores busy: 0.6 ms vs 740 ms).
 constexpr int64_t kMinParallelRows = 8;
 
 // out (M, N) = x (M, K) w^T (N, K), every row of x against every row of w with dot_rows (four
@@ -50,12 +47,10 @@ void matvec_rows(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
   }
 }
 
-// From kMinPackedRows up to kMaxPackedRows rows the products run on weights packed once per
-// search (decoder_gemm.h): one pass over the weights per step for all rows. Packing costs about
-// one step, and a single row gains nothing from it (one pass either way): it keeps dot_rows.
-// Above kMaxPackedRows, matmul_nt_out. Measured against matmul_nt_out for every product on the
-// default bench model (E 64, H 128, one thread, the shared VM): a 31-step greedy loop at batch 8
-// 1.9 vs 2.5 ms, at batch 32 10.9 vs 13.4 ms.
+// From kMinPackedRows to kMaxPackedRows rows the products run on weights packed once per search
+// (decoder_gemm.h): one pass over the weights per step for all rows (a single row gains nothing
+// from packing). Against matmul_nt_out on the bench model, one thread: a 31-step greedy loop at
+// batch 8 1.9 vs 2.5 ms, at batch 32 10.9 vs 13.4 ms.
 constexpr int64_t kMinPackedRows = 2;
 constexpr int64_t kMaxPackedRows = 256;
 

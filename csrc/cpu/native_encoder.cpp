@@ -78,8 +78,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> encode_cpu(
   // The bridge to the decoder: tanh(W [h_fwd_final; h_bwd_final] + b), a slice per layer.
   const at::Tensor final = at::cat({h_n[2 * layers - 2], h_n[2 * layers - 1]}, -1);  // (B, H)
   const int64_t base = 2 + gru_tensors;
-  const at::Tensor bridged =
-      at::tanh(at::linear(final, need(base, "bridge weight"), get(base + 1)));
+  const at::Tensor bridge_w = need(base, "bridge weight");
+  TORCH_CHECK(
+      bridge_w.dim() == 2 && bridge_w.size(0) == decoder_layers * 2 * half, kOp, ": params[", base,
+      "] (bridge weight) must have decoder layers * H = ", decoder_layers, " * ", 2 * half,
+      " rows for config's ", decoder_layers, " decoder layers, got shape ", bridge_w.sizes());
+  const at::Tensor bridged = at::tanh(at::linear(final, bridge_w, get(base + 1)));
   const at::Tensor hidden =
       bridged.view({B, decoder_layers, 2 * half}).transpose(0, 1).contiguous();
 

@@ -216,10 +216,16 @@ Outputs decode_beam_cpu(const DecoderWeights& params, const DecoderConfig& confi
   const char* op = "decode_beam";
   const DecoderParams p = parse_decoder(op, params, config, kinds);
   const DecoderMemory m = check_memory(op, p, keys, values, context, src_lengths);
-  TORCH_CHECK(max_len >= 0, op, ": max_len must be >= 0, got ", max_len);
+  // the trace holds (max_len + 1) x B x beam entries: refuse sizes it cannot index
+  constexpr int64_t kMaxEntries = int64_t{1} << 40;
+  TORCH_CHECK(max_len >= 0 && max_len < kMaxEntries, op, ": max_len must lie in [0, 2^40), got ",
+              max_len);
   TORCH_CHECK(min_len >= 0 && min_len <= max_len, op,
               ": min_len must lie in [0, max_len = ", max_len, "], got ", min_len);
   TORCH_CHECK(beam >= 1, op, ": beam must be >= 1, got ", beam);
+  TORCH_CHECK(beam <= kMaxEntries / std::max<int64_t>(m.B, 1) / (max_len + 1), op,
+              ": beam * batch * (max_len + 1) must be at most 2^40, got beam ", beam, ", batch ",
+              m.B, ", max_len ", max_len);
   TORCH_CHECK(n_best >= 1 && n_best <= beam, op, ": n_best must lie in [1, beam = ", beam,
               "], got ", n_best);
   const at::Tensor finish = check_table(op, "finish_lp", finish_lp, max_len + 1);

@@ -85,9 +85,7 @@ class EngineCase:
 NATIVE = EngineCase("native", "cpp", NativeLoop)
 STATIC_CPP = EngineCase("static-cpp", "cpp", lambda: StaticLoop(capture=False))
 STATIC_REFERENCE = EngineCase("static-reference", "reference", lambda: StaticLoop(capture=False))
-CUDA_GRAPH = EngineCase(
-    "cuda-graph", "auto", lambda: StaticLoop(capture=True, eager_on_failure=False), gpu=True
-)
+CUDA_GRAPH = EngineCase("cuda-graph", "auto", lambda: StaticLoop(capture=True), gpu=True)
 ENGINES = [NATIVE, STATIC_CPP, STATIC_REFERENCE, CUDA_GRAPH]
 
 

@@ -208,6 +208,8 @@ def test_bad_op_arguments_are_refused_by_name(change, message):
         (dict(reach_lp=torch.ones(6)), "reach_lp must be a"),
         (dict(finish_lp=torch.full((6,), float("nan"), dtype=torch.float64)), "finish_lp must"),
         (dict(reach_lp=torch.zeros(6, dtype=torch.float64)), "reach_lp must hold finite positive"),
+        (dict(beam=2**62, n_best=1), r"beam \* batch \* \(max_len \+ 1\) must be at most 2\^40"),
+        (dict(max_len=2**62), r"max_len must lie in \[0, 2\^40\)"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )

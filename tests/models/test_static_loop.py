@@ -13,14 +13,35 @@ import pytest
 import torch
 
 from fast_s2s import _extension
-from fast_s2s.models import beam_search, decode_path, greedy_decode
-from fast_s2s.models.decoding import api, beam_search_graph, cuda_graphs, greedy_decode_graph
-from fast_s2s.models.decoding.cuda_graphs import CaptureFailedWarning
+from fast_s2s.models import beam_search, decode_path, decoding, greedy_decode
+from fast_s2s.models.decoding import SearchOptions, StaticLoop, api, cuda_graphs
+from fast_s2s.models.decoding.cuda_graphs import DEFAULT_CHECK_EVERY, CaptureFailedWarning
 from fast_s2s.models.decoding.python_loop import PythonLoop
-from fast_s2s.models.decoding.static_loop import StaticLoop
 from tests.models.engines import assert_same_hypotheses, assert_same_lists, make_model, make_source
 
 CPU_BACKEND = "cpp" if _extension.extension_loaded() else "reference"
+
+
+def greedy_decode_graph(
+    model, src, lengths, max_len=100, *, min_len=0, check_every=DEFAULT_CHECK_EVERY, capture=None
+):
+    """greedy_decode on the static engine with its check interval and capture."""
+    spec = SearchOptions(beam=1, max_len=max_len, min_len=min_len)
+    engine = StaticLoop(check_every, capture)
+    return [hyps[0] for hyps in decoding.search(model, src, lengths, spec, engine=engine)]
+
+
+def beam_search_graph(
+    model, src, lengths, beam_size=5, max_len=100, length_penalty=1.0, *, n_best=None,
+    penalty="power", min_len=0, check_every=DEFAULT_CHECK_EVERY, capture=None,
+):  # fmt: skip
+    """beam_search on the static engine with its check interval and capture."""
+    spec = SearchOptions(
+        beam=beam_size, max_len=max_len, min_len=min_len, length_penalty=length_penalty,
+        penalty=penalty, n_best=n_best or 1,
+    )  # fmt: skip
+    ranked = decoding.search(model, src, lengths, spec, engine=StaticLoop(check_every, capture))
+    return [hyps[0] for hyps in ranked] if n_best is None else ranked
 
 
 @pytest.mark.parametrize("check_every", [1, 5, 1000])
@@ -116,9 +137,12 @@ def as_if_on_cuda(monkeypatch):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     def engine_for(model, native):
-        return (StaticLoop(), "cuda-graph") if native else (PythonLoop(), "python: native=False")
+        if not native:
+            return PythonLoop(), "python: native=False"
+        return StaticLoop(capture=True, eager_on_failure=True), "cuda-graph"
 
     monkeypatch.setattr(api, "engine_for", engine_for)
+    monkeypatch.setattr(StaticLoop, "unavailable", lambda self, model: None)
     monkeypatch.setattr(cuda_graphs, "capture_steps", capture_fails)
     return tried
 
@@ -143,11 +167,11 @@ def test_explicit_capture_failure_is_raised(monkeypatch):
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(cuda_graphs, "capture_steps", capture_fails)
-    monkeypatch.setattr(cuda_graphs, "check_graph_args", lambda *args: True)
+    monkeypatch.setattr(StaticLoop, "unavailable", lambda self, model: None)
     model = make_model("bahdanau", "reference")
     src, lengths = make_source(1, 0)
     with pytest.raises(RuntimeError, match="not permitted when stream is capturing"):
-        greedy_decode_graph(model, src, lengths, 5)
+        greedy_decode_graph(model, src, lengths, 5, capture=True)
 
 
 @pytest.mark.cuda

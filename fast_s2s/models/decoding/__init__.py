@@ -1,26 +1,13 @@
-"""Decoding: greedy and beam search over a Seq2Seq model, as one subsystem (docs/DESIGN.md,
-"Decoding").
-
-    spec.py         SearchOptions: what to search for, validated once
-    rules.py        the search rules: what a step may generate, the length penalty, the bound
-                    on what a live hypothesis can still reach (and their per-step tables)
-    result.py       Hypothesis, Trace (what each step kept), assemble (Trace -> ranked lists)
-    engine.py       the Engine protocol: unavailable(model), encode(...), run(model, enc, spec)
-    python_loop.py  the reference engine (the Python loop)
-    native_loop.py  the C++ engine (csrc/cpu/native_search.cpp), with native_params.py (the
-                    decoder by name) and native_encoder.py (the encoder as one op)
-    static_loop.py  the static-buffer engine, replayed as CUDA graphs (cuda_graphs.py)
-    api.py          greedy_decode, beam_search, search, decode_path: spec, engine, assemble
-
-Greedy decoding is beam search with beam 1 in every engine.
+"""Decoding: greedy and beam search over a Seq2Seq model as one subsystem: a spec (spec.py),
+the rules (rules.py), one result (result.py) and engines behind one protocol (engine.py):
+python_loop.py (the reference), native_loop.py (C++), static_loop.py (CUDA graphs). Greedy is
+beam 1 everywhere. The map and how to add an option: docs/DESIGN.md, "Decoding".
 """
 
 from fast_s2s.models.decoding.api import (
     beam_search,
-    beam_search_graph,
     decode_path,
     greedy_decode,
-    greedy_decode_graph,
     search,
 )
 from fast_s2s.models.decoding.cuda_graphs import CaptureFailedWarning
@@ -31,17 +18,17 @@ from fast_s2s.models.decoding.rules import (
     length_penalty_factor,
 )
 from fast_s2s.models.decoding.spec import SearchOptions
+from fast_s2s.models.decoding.static_loop import StaticLoop
 
 __all__ = [
     "LENGTH_PENALTIES",
     "CaptureFailedWarning",
     "Hypothesis",
     "SearchOptions",
+    "StaticLoop",
     "beam_search",
-    "beam_search_graph",
     "decode_path",
     "greedy_decode",
-    "greedy_decode_graph",
     "length_normalize",
     "length_penalty_factor",
     "search",

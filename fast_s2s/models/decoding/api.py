@@ -1,18 +1,18 @@
 """The searches' front: greedy_decode, beam_search and search build the SearchOptions, pick the
 engine (decode_path says which), and run it in eval mode without gradients; result.assemble
-turns the engine's Trace into hypotheses. greedy_decode_graph and beam_search_graph run the
-static engine with its own knobs (how often the host checks, whether to capture)."""
+turns the engine's Trace into hypotheses. search(..., engine=StaticLoop(check_every, capture))
+runs the static engine with its own knobs."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import overload
 
 import torch
 from torch import Tensor, nn
 
-from fast_s2s.models.decoding import cuda_graphs
 from fast_s2s.models.decoding.engine import Engine
 from fast_s2s.models.decoding.native_loop import NativeLoop
 from fast_s2s.models.decoding.python_loop import PythonLoop
@@ -23,11 +23,9 @@ from fast_s2s.models.seq2seq import Seq2Seq
 
 __all__ = [
     "beam_search",
-    "beam_search_graph",
     "decode_path",
     "engine_for",
     "greedy_decode",
-    "greedy_decode_graph",
     "run_search",
     "search",
 ]
@@ -42,7 +40,7 @@ def engine_for(model: Seq2Seq, native: bool) -> tuple[Engine, str]:
     if not native:
         return PYTHON_LOOP, "python: native=False"
     if model.device.type == "cuda":
-        return StaticLoop(), "cuda-graph"
+        return StaticLoop(capture=True, eager_on_failure=True), "cuda-graph"
     why = NATIVE_LOOP.unavailable(model)
     return (NATIVE_LOOP, "native") if why is None else (PYTHON_LOOP, f"python: {why}")
 
@@ -92,7 +90,11 @@ def run_search(
 ) -> list[list[Hypothesis]]:
     """Decode a batch with `engine`: per source row its up to spec.n_best hypotheses, best
     first. Raises ValueError for a sentence without a finite-scored hypothesis."""
-    _check_model(model)
+    if not isinstance(model, Seq2Seq):
+        raise TypeError(f"model must be a fast_s2s.models.Seq2Seq, got {type(model).__name__}")
+    why = engine.unavailable(model)
+    if why is not None:
+        raise ValueError(why)
     with _inference(model):
         encoded = engine.encode(model, src, src_lengths)
         trace = engine.run(model, encoded, spec)
@@ -101,13 +103,21 @@ def run_search(
 
 
 def search(
-    model: Seq2Seq, src: Tensor, src_lengths: Tensor, options: SearchOptions
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    options: SearchOptions,
+    *,
+    engine: Engine | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode a batch as `options` says: per source row, a ranked list of up to
-    options.n_best hypotheses (one, the greedy one, when options.beam == 1)."""
+    options.n_best hypotheses (one, the greedy one, when options.beam == 1). engine: None runs
+    the one decode_path names; or an engine of fast_s2s.models.decoding (e.g. StaticLoop with
+    its check interval and capture)."""
     if not isinstance(options, SearchOptions):
         raise TypeError(f"options must be a SearchOptions, got {type(options).__name__}")
-    engine, _ = engine_for(model, options.native)
+    if engine is None:
+        engine, _ = engine_for(model, options.native)
     return run_search(model, src, src_lengths, options, engine)
 
 
@@ -128,7 +138,7 @@ def greedy_decode(
     min_len: at most / at least this many tokens before eos. native: run the native engine
     where it can (decode_path says which runs); False: the Python loop, the reference.
     """
-    spec = SearchOptions(beam=1, max_len=max_len, min_len=min_len, native=native)
+    spec = _options(1, max_len, min_len, 1.0, "power", 1, native)
     return [hyps[0] for hyps in search(model, src, src_lengths, spec)]
 
 
@@ -198,62 +208,26 @@ def _beam_spec(
     min_len: int,
     native: bool = True,
 ) -> SearchOptions:
+    best = 1 if n_best is None else n_best
+    return _options(beam_size, max_len, min_len, length_penalty, penalty, best, native)
+
+
+@functools.lru_cache(maxsize=256, typed=True)  # typed: True, 1 and 1.0 are different options
+def _cached_options(*args: object) -> SearchOptions:
+    beam, max_len, min_len, length_penalty, penalty, n_best, native = args
     return SearchOptions(
-        beam=beam_size, max_len=max_len, min_len=min_len, length_penalty=length_penalty,
-        penalty=penalty, n_best=1 if n_best is None else n_best, native=native,
-    )  # fmt: skip
+        beam=beam, max_len=max_len, min_len=min_len, length_penalty=length_penalty,
+        penalty=penalty, n_best=n_best, native=native,
+    )  # type: ignore[arg-type]  # fmt: skip
 
 
-def greedy_decode_graph(
-    model: Seq2Seq,
-    src: Tensor,
-    src_lengths: Tensor,
-    max_len: int = 100,
-    *,
-    min_len: int = 0,
-    check_every: int = cuda_graphs.DEFAULT_CHECK_EVERY,
-    capture: bool | None = None,
-) -> list[Hypothesis]:
-    """greedy_decode on the static engine (on CUDA, greedy_decode runs it with capture).
-
-    check_every: the host reads whether every row has finished once per this many steps (its
-        one synchronisation); the tokens do not depend on it.
-    capture: replay CUDA graphs (needs the model on CUDA); False runs the same steps eagerly,
-        on any device. Default: capture exactly on CUDA. A failed capture raises.
-    """
-    spec = SearchOptions(beam=1, max_len=max_len, min_len=min_len)
-    engine = _static_engine(model, check_every, capture)
-    return [hyps[0] for hyps in run_search(model, src, src_lengths, spec, engine)]
-
-
-def beam_search_graph(
-    model: Seq2Seq,
-    src: Tensor,
-    src_lengths: Tensor,
-    beam_size: int = 5,
-    max_len: int = 100,
-    length_penalty: float = 1.0,
-    *,
-    n_best: int | None = None,
-    penalty: str = "power",
-    min_len: int = 0,
-    check_every: int = cuda_graphs.DEFAULT_CHECK_EVERY,
-    capture: bool | None = None,
-) -> list[Hypothesis] | list[list[Hypothesis]]:
-    """beam_search on the static engine (on CUDA, beam_search runs it with capture);
-    check_every and capture as greedy_decode_graph's."""
-    spec = _beam_spec(beam_size, max_len, length_penalty, n_best, penalty, min_len)
-    engine = _static_engine(model, check_every, capture)
-    ranked = run_search(model, src, src_lengths, spec, engine)
-    return [hyps[0] for hyps in ranked] if n_best is None else ranked
-
-
-def _check_model(model: object) -> None:
-    if not isinstance(model, Seq2Seq):
-        raise TypeError(f"model must be a fast_s2s.models.Seq2Seq, got {type(model).__name__}")
-
-
-def _static_engine(model: Seq2Seq, check_every: int, capture: bool | None) -> StaticLoop:
-    _check_model(model)
-    capture = cuda_graphs.check_graph_args(check_every, capture, model.device)
-    return StaticLoop(check_every, capture, eager_on_failure=False)
+def _options(*args: object) -> SearchOptions:
+    """SearchOptions of the searches' arguments, made once per distinct arguments (their checks
+    are a tenth of a batch-1 native decode's Python time); an unhashable argument is checked
+    (and refused) without the cache."""
+    try:
+        return _cached_options(*args)
+    except TypeError as exc:
+        if "unhashable" not in str(exc):
+            raise
+        return _cached_options.__wrapped__(*args)

@@ -19,7 +19,6 @@ __all__ = [
     "CaptureFailedWarning",
     "StaticLoopState",
     "capture_steps",
-    "check_graph_args",
     "run_steps",
 ]
 
@@ -60,22 +59,6 @@ def capture_steps(loop: StaticLoopState, device: torch.device) -> dict[str, torc
             loop.step(kind)
     loop.reset()
     return graphs
-
-
-def check_graph_args(check_every: object, capture: bool | None, device: torch.device) -> bool:
-    """Whether to capture (the default: exactly on CUDA), after checking the two arguments."""
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
-    if capture is None:
-        return device.type == "cuda"
-    if not isinstance(capture, bool):
-        raise TypeError(f"capture must be a bool or None, got {capture!r}")
-    if capture and device.type != "cuda":
-        raise ValueError(
-            f"capture=True needs the model on CUDA, it is on {device} "
-            "(capture=False runs the same loop eagerly)"
-        )
-    return capture
 
 
 def run_steps(

@@ -1,11 +1,6 @@
-"""The protocol every search engine follows. An engine runs the steps of a search and records
-them; it does not check the options (SearchOptions did), rank or assemble (result.assemble
-does), or switch the model's mode (the front, api.py, does).
-
-Engines: python_loop.PythonLoop (the reference), native_loop.NativeLoop (the whole search in
-one C++ op call on the CPU), static_loop.StaticLoop (the step over static buffers, replayed as
-CUDA graphs on a GPU). No engine imports another.
-"""
+"""The protocol every search engine follows: it runs a search's steps and records them (a
+Trace); the options are checked (spec.py), the hypotheses ranked and assembled (result.py) and
+the model's mode set (api.py) elsewhere. No engine imports another."""
 
 from __future__ import annotations
 

@@ -118,10 +118,8 @@ def _resolve(decoder: torch.nn.Module, path: tuple[str, ...]) -> Tensor:
 
 
 class Packed(NamedTuple):
-    """The decoder as the ops take it: params (name -> weight), config (name -> int: window,
-    input_feeding, layers, tie_proj, pad, bos, eos) and kinds (name -> str: wiring, score,
-    local), each a torch.ScriptDict, which crosses into C++ as it is (a Python dict is converted
-    entry by entry, and tried as a ScriptDict first, on every call)."""
+    """params (name -> weight), config (name -> int) and kinds (name -> str), each a
+    torch.ScriptDict: it crosses into C++ as it is, where a dict is converted entry by entry."""
 
     params: torch.ScriptDict
     config: torch.ScriptDict

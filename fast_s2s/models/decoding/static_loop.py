@@ -28,8 +28,10 @@ __all__ = ["StaticLoop"]
 
 
 class StaticLoop:
-    """The static-buffer engine. capture: replay CUDA graphs (a model on CUDA); False runs the
-    same steps eagerly on any device. eager_on_failure: a failed capture warns
+    """The static-buffer engine. check_every: the host reads whether every sentence is done
+    once per this many steps (its one synchronisation; the result does not depend on it).
+    capture: replay CUDA graphs (needs the model on CUDA); False runs the same steps eagerly on
+    any device; None: capture exactly on CUDA. eager_on_failure: a failed capture warns
     (cuda_graphs.CaptureFailedWarning) and runs eagerly instead of raising."""
 
     name = "cuda-graph"
@@ -37,28 +39,33 @@ class StaticLoop:
     def __init__(
         self,
         check_every: int = cuda_graphs.DEFAULT_CHECK_EVERY,
-        capture: bool = True,
-        eager_on_failure: bool = True,
+        capture: bool | None = None,
+        eager_on_failure: bool = False,
     ) -> None:
-        self.check_every, self.capture, self.eager_on_failure = (
-            check_every,
-            capture,
-            eager_on_failure,
-        )
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
+        if capture is not None and not isinstance(capture, bool):
+            raise TypeError(f"capture must be a bool or None, got {capture!r}")
+        self.check_every, self.capture = check_every, capture
+        self.eager_on_failure = eager_on_failure
 
     def unavailable(self, model: Seq2Seq) -> str | None:
         if self.capture and model.device.type != "cuda":
-            return f"the model is on {model.device.type}: CUDA graphs capture CUDA work"
+            return (
+                f"capture=True needs the model on CUDA, it is on {model.device} "
+                "(capture=False runs the same loop eagerly)"
+            )
         return None
 
     def encode(self, model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> EncoderState:
         return model.encode(src, src_lengths.to(model.device))
 
     def run(self, model: Seq2Seq, encoded: EncoderState, spec: SearchOptions) -> Trace:
+        capture = model.device.type == "cuda" if self.capture is None else self.capture
         with frozen_weights():
             loop = _StaticBeam(model, encoded, spec)
             cuda_graphs.run_steps(
-                loop, spec.max_len, spec.min_len, self.check_every, self.capture,
+                loop, spec.max_len, spec.min_len, self.check_every, capture,
                 self.eager_on_failure,
             )  # fmt: skip
             return loop.trace()

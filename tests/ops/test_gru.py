@@ -567,8 +567,8 @@ def test_triton_kernels_compile_for_sm90():
 
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "import tests.test_gru as t; print(*t._compile_all_for_sm90(), sep='\\n')"
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "import tests.ops.test_gru as t; print(*t._compile_all_for_sm90(), sep='\\n')"
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True
     )

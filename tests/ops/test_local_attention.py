@@ -737,7 +737,7 @@ def test_triton_kernels_compile_for_sm90():
     if not ptxas.exists():
         pytest.skip("triton's bundled ptxas is missing")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-c", _COMPILE_SCRIPT],
         cwd=root,

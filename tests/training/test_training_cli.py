@@ -347,7 +347,7 @@ def test_missing_matplotlib_is_reported_before_any_work(trained, tmp_path, capsy
 # Per-side tokenisation: characters in, phonemes (words) out
 # --------------------------------------------------------------------------------------------
 
-MINI_DICT = os.path.join(os.path.dirname(__file__), "data", "mini_cmudict.dict")
+MINI_DICT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "mini_cmudict.dict")
 
 
 def test_tokenization_settings_per_side_and_both():

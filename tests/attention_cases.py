@@ -1,4 +1,4 @@
-"""Sample inputs of the attention ops, for every backend's tests (tests/test_attention.py).
+"""Sample inputs of the attention ops, for every backend's tests (tests/ops/test_attention.py).
 
 One `sample_inputs` per op (pattern of pytorch/extension-cpp's test_extension.py). The shapes hit
 every kernel path: S = 1, odd feature sizes, sizes just over a SIMD block (16 floats with AVX-512,

@@ -1,6 +1,6 @@
 """The backends every op test runs over, the one tolerance table, and the comparisons.
 
-A test of tests/test_attention.py or tests/test_gru.py takes a `Backend` as its first parameter
+A test of tests/ops/ (test_attention.py, test_gru.py, ...) takes a `Backend` as its first parameter
 (pattern of pytorch/extension-cpp's test/test_extension.py and fla's tests/ops/: one test body,
 every implementation). A backend says its name (the first part of a test id), the device of its
 tensors, the dtypes its kernels take, how to call each op (Backend.function, or the methods

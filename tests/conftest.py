@@ -1,5 +1,6 @@
 """Shared test set-up: fixed seeds, the cuda marker, the Triton interpreter switch, and the
-fixtures the op and search tests share (the backends themselves are in tests/backends.py)."""
+fixtures the op, search, training and CLI tests share (the backends themselves are in
+tests/backends.py)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,19 @@ def nan_filled_empty():
     yield
     torch.use_deterministic_algorithms(old)
     torch.utils.deterministic.fill_uninitialized_memory = old_fill
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One small dates model (checkpoint path, training result), shared by the training and
+    command-line tests that translate with it or copy its checkpoint (none changes it)."""
+    from fast_s2s.training import TrainSettings, train
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("ckpt") / "dates.pt"
+    settings = TrainSettings(task="dates", num_examples=1500, valid_size=100, epochs=2)
+    result = train(settings, dict(embed_size=16, hidden_size=48), str(path))
+    return path, result
 
 
 # The fused ops a model's decoder step calls, for the search loops a CUDA graph captures.

@@ -1,4 +1,4 @@
-"""Sample inputs of the GRU ops, for every backend's tests (tests/test_gru.py).
+"""Sample inputs of the GRU ops, for every backend's tests (tests/ops/test_gru.py).
 
 `sample_inputs` draws every tensor in float64 on the CPU and then casts and moves it, so a case
 has the same values in every dtype and on every device.

@@ -1,4 +1,5 @@
-"""Sample inputs of local_attention, for every backend's tests (tests/test_local_attention.py).
+"""Sample inputs of local_attention, for every backend's tests
+(tests/ops/test_local_attention.py).
 
 The cases reach every kernel path: windows past either end of the source, D = 0 (the single
 position s = p, integer centres), non-integer centres, beam > 1 with overlapping windows (the

@@ -25,7 +25,7 @@ from fast_s2s.data import cmudict as cmudict_module
 from fast_s2s.training import Translator, checkpoint, g2p
 from fast_s2s.training.metrics import closest_reference, edit_distance, g2p_scores
 
-MINI = pathlib.Path(__file__).parent / "data" / "mini_cmudict.dict"
+MINI = pathlib.Path(__file__).parents[1] / "data" / "mini_cmudict.dict"
 
 # ------------------------------------------------------------------------------------- reader
 

@@ -10,11 +10,10 @@ against rooflines, throughput for the model, then the fastest backend per op (wi
 AUTO_PREFERENCE it suggests) and the goals; the JSON file holds {"machine", "settings",
 "results", "fastest_backends", "goals"}.
 
-Modules: case (what a case is), family (what an op family registers), attention_family,
-gru_family, model_family (their cases, inputs and peers), registry (the families together),
-timing, roofline, rows (a case's timed rows; bench/ uses them too), summary (fastest backend,
-goals), report (tables, JSON, plot), machine, plan (dtypes, what a run will time). This module
-wires the CLI and imports nothing heavy until `main` runs.
+Modules: family (cases, what a family registers), attention_family, gru_family, model_family
+(their cases, inputs and peers), registry (the families, implementations, plan), measure (timing,
+rooflines, machine), rows (the runner both front ends use), report (tables, JSON, plot, fastest
+backends, goals), peers (names). This module wires the CLI and imports nothing heavy until main.
 """
 
 from __future__ import annotations

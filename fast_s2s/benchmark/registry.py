@@ -107,21 +107,6 @@ def _kernel_ops(op: str) -> tuple[str, ...]:
     return FAMILY_OF[op].kernel_ops.get(op, (op,))
 
 
-def backend_reasons(op: str, device: torch.device | str) -> dict[str, str | None]:
-    """Each concrete backend -> None if it runs every kernel op of `op` on `device`, else why
-    not (the first kernel op's reason, named when there are several)."""
-    kernels = _kernel_ops(op)
-    out: dict[str, str | None] = {}
-    for backend in CONCRETE_BACKENDS:
-        reasons = [
-            f"{k}: {r}" if len(kernels) > 1 else r
-            for k in kernels
-            if (r := _backends.why_unavailable(k, backend, device)) is not None
-        ]
-        out[backend] = reasons[0] if reasons else None
-    return out
-
-
 def default_backends(
     op: str, device: torch.device | str, quick: bool = False
 ) -> tuple[list[str], dict[str, str]]:
@@ -133,10 +118,14 @@ def default_backends(
     is timed, as the fastest-backend summary compares them. A family whose reference peer is its
     reference backend (the model) leaves that out always.
     """
-    device_type = torch.device(device).type
+    device_type, kernels = torch.device(device).type, _kernel_ops(op)
     chosen: list[str] = []
     left_out: dict[str, str] = {}
-    for backend, reason in backend_reasons(op, device).items():
+    for backend in CONCRETE_BACKENDS:
+        # the first kernel op's reason, named when there are several
+        why = ((k, _backends.why_unavailable(k, backend, device)) for k in kernels)
+        named = (f"{k}: {r}" if len(kernels) > 1 else r for k, r in why if r is not None)
+        reason = next(named, None)
         if reason is None and backend == "reference" and FAMILY_OF[op].reference_is_peer:
             reason = (
                 "it is the reference peer (the same model on backend='reference'); name it in "

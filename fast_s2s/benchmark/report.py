@@ -1,5 +1,14 @@
 """Showing and saving results: the machine block, one table per op family, the JSON file (written
-atomically) and the PNG."""
+atomically) and the PNG; and what a run says beyond its rows, from the rows alone (so also over
+earlier runs' JSON, `fast-s2s bench --summarize`):
+
+Fastest backend: per op that AUTO_PREFERENCE governs, over its target cases in every dtype, the
+fast_s2s rows that asked for a concrete backend are compared by median; per case and dtype the
+fastest wins; per op the backends are ranked by the geometric mean of their median / the
+winner's, those that ran everywhere first: the suggested AUTO_PREFERENCE order (reference
+appended: auto's fallback); `split` flags an op whose winner differs between cases or dtypes.
+Goals: every fast_s2s row of a case with goals (but the reference backend's) is checked.
+"""
 
 from __future__ import annotations
 
@@ -444,12 +453,6 @@ def fastest_backends(rows: Iterable[dict], targets_only: bool = True) -> dict:
         "auto_preference": preference,
         "auto_preference_device": list(orders.pop()) if len(orders) == 1 else None,
     }
-
-
-def _us(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
 
 
 def _tuple(order: list[str]) -> str:

@@ -37,8 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" not in metafunc.fixturenames:
         return
+    from fast_s2s.benchmark.family import reports_bandwidth
     from fast_s2s.benchmark.registry import FAMILY_OF, OPS, select_cases
-    from fast_s2s.benchmark.rows import reports_bandwidth
 
     shapes = metafunc.config.getoption("--bench-shapes")
     device = metafunc.config.getoption("--bench-device")  # a name only: CUDA is not touched
@@ -82,8 +82,7 @@ def run_bench(device: torch.device, dtype: torch.dtype) -> Callable[..., None]:
     that cannot run here (or that `fast-s2s bench` leaves out by default) is skipped with the
     reason, so is a failing peer (e.g. torch.compile); a failing fast_s2s backend fails."""
     from fast_s2s.benchmark import registry, rows
-    from fast_s2s.benchmark.roofline import READ, gbps, roofline_call
-    from fast_s2s.benchmark.timing import Timing
+    from fast_s2s.benchmark.measure import READ, Timing, gbps, roofline_call
 
     def run(benchmark, case, impl_name: str) -> None:
         benchmark.group = f"{case.op} {case.name} {device.type} {str(dtype).removeprefix('torch.')}"
@@ -124,9 +123,7 @@ def run_bench(device: torch.device, dtype: torch.dtype) -> Callable[..., None]:
             s = benchmark.stats.stats
             us = [1e6 * v for v in (s.median, s.q1, s.q3, s.min)]
             rows.record(row, Timing(*us, repeats=s.rounds))
-            if rows.reports_bandwidth(case):
-                rows.add_bandwidth([row], inputs.read_bytes, inputs.write_bytes, None, None)
-            rows.add_throughput([row], inputs)
+            rows.add_figures([row], case, inputs, dtype)
         benchmark.extra_info.update(row)
 
     return run

@@ -10,11 +10,10 @@ against rooflines, throughput for the model, then the fastest backend per op (wi
 AUTO_PREFERENCE it suggests) and the goals; the JSON file holds {"machine", "settings",
 "results", "fastest_backends", "goals"}.
 
-Modules: case (what a case is), family (what an op family registers), attention_family,
-gru_family, model_family (their cases, inputs and peers), registry (the families together),
-timing, roofline, rows (a case's timed rows; bench/ uses them too), summary (fastest backend,
-goals), report (tables, JSON, plot), machine, plan (dtypes, what a run will time). This module
-wires the CLI and imports nothing heavy until `main` runs.
+Modules: family (cases, what a family registers), attention_family, gru_family, model_family
+(their cases, inputs and peers), registry (the families, implementations, plan), measure (timing,
+rooflines, machine), rows (the runner both front ends use), report (tables, JSON, plot, fastest
+backends, goals), peers (names). This module wires the CLI and imports nothing heavy until main.
 """
 
 from __future__ import annotations
@@ -110,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     fast_s2s row failed, 2 bad arguments or fast_s2s not importable."""
     import torch
 
-    from fast_s2s.benchmark.plan import parse_dtypes
+    from fast_s2s.benchmark.registry import parse_dtypes
 
     if args.summarize:
         return summarize(args)
@@ -140,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
 
 def show_plan(args: argparse.Namespace, ops: list[str]) -> int:
     """--plan: prints what the run would time (and writes it to --json if given)."""
-    from fast_s2s.benchmark.plan import build_plan, print_plan
+    from fast_s2s.benchmark.registry import build_plan, print_plan
     from fast_s2s.benchmark.report import write_json
 
     console = _console()
@@ -157,8 +156,7 @@ def summarize(args: argparse.Namespace) -> int:
     """--summarize FILE...: the fastest backends and goals over earlier runs' rows."""
     import json
 
-    from fast_s2s.benchmark.report import build_payload, write_json
-    from fast_s2s.benchmark.summary import print_fastest, print_goals
+    from fast_s2s.benchmark.report import build_payload, print_fastest, print_goals, write_json
 
     console = _console()
     rows: list[dict] = []
@@ -197,18 +195,20 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
     import torch
 
     from fast_s2s.benchmark import report
-    from fast_s2s.benchmark.machine import busy_warning, machine_info
-    from fast_s2s.benchmark.registry import select_cases
-    from fast_s2s.benchmark.roofline import (
+    from fast_s2s.benchmark.measure import (
         COPY,
+        FULL_BUDGET,
+        QUICK_BUDGET,
         READ,
         Roofline,
+        busy_warning,
         device_copy_bandwidth,
+        machine_info,
         sgemm_rate,
     )
+    from fast_s2s.benchmark.registry import select_cases
+    from fast_s2s.benchmark.report import print_fastest, print_goals
     from fast_s2s.benchmark.rows import FAILED, add_speedups, run_case
-    from fast_s2s.benchmark.summary import print_fastest, print_goals
-    from fast_s2s.benchmark.timing import FULL_BUDGET, QUICK_BUDGET
 
     console = _console()
     device = torch.device(args.device)

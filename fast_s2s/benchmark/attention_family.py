@@ -1,17 +1,23 @@
-"""The attention family: dot_attention and additive_attention, their cases, inputs and peers.
+"""The attention families: dot_attention and additive_attention (FAMILY), and local_attention
+(LOCAL_FAMILY, Luong local-p), their cases, inputs and peers.
 
-CPU cases: the decode step N64-T1-S50-D512 and the training step T=S=30 (the targets), then
-ragged lengths, beam 5 and a longer source. CUDA cases add the GPU goals on the decode step
+Global attention: the decode step N64-T1-S50-D512 and the training step T=S=30 (the targets),
+then ragged lengths, beam 5 and a longer source. CUDA adds the GPU goals on the decode step
 (bfloat16: 2x the composite, and not slower than SDPA) and a large memory-bound decode read,
-N64-T1-S2048-D512 (keys and values 268 MB in 16-bit, over 4x a 50-60 MB L2, so it streams from
-device memory; goal: 80% of the copy bandwidth).
+N64-T1-S2048-D512 (keys and values 268 MB in 16-bit, over 4x a 50-60 MB L2; goal: 80% of the
+copy bandwidth). Local attention: the decode step (window 10) at S = 50 and at S = 2,000 (the
+target: a row costs O(window), not O(S)), a training step, beam 5 and ragged lengths; centres
+are local-p's, p = L_b * sigmoid(x) per row.
 
 Peers besides the reference and torch.compile:
-  composite  bmm + masked softmax + bmm as a user writes it, in the input dtype (additive: tanh
-             of the broadcast sum, times v), keys and values repeat_interleave'd over the beam
-  sdpa       F.scaled_dot_product_attention (dot only) on 4-D one-head views, beam rows folded
-             into the query length: torch's fused kernels take only 4-D inputs (3-D ones fall
-             back to the unfused math path), and the folding copies no keys
+  composite        bmm + masked softmax + bmm as a user writes it, in the input dtype (additive:
+                   tanh of the broadcast sum, times v), keys and values repeat_interleave'd over
+                   the beam
+  sdpa             F.scaled_dot_product_attention (dot only) on 4-D one-head views, beam rows
+                   folded into the query length: torch's fused kernels take only 4-D inputs
+  local-composite  gather the 2D + 1 keys and values around round(p), batched scores, mask what
+                   lies past |s - p| <= D or the length, softmax, Gaussian, weighted sum
+  global-fused     fast_s2s.dot_attention over every source position: what local replaces
 """
 
 from __future__ import annotations
@@ -19,20 +25,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fast_s2s.benchmark.case import (
+from fast_s2s.benchmark.family import (
     COPY_FRACTION,
     FORWARD,
     FORWARD_BACKWARD,
     SPEEDUP,
+    Call,
     Case,
+    Family,
     Goal,
     Inputs,
+    kernel_peers,
+    needs_grad,
+    op_call,
+    primary_output,
     ragged_lengths,
     randn,
 )
-from fast_s2s.benchmark.family import Call, Family, kernel_peers, op_call
 
 OPS = ("dot_attention", "additive_attention")
+LOCAL = "local_attention"
+WINDOW = 10
 MEMORY_BOUND_GOAL = Goal(COPY_FRACTION, 0.8)
 DECODE_GOALS: dict[str, tuple[Goal, ...]] = {
     "dot_attention": (
@@ -40,6 +53,7 @@ DECODE_GOALS: dict[str, tuple[Goal, ...]] = {
         Goal(SPEEDUP, 1.0, "sdpa", ("bfloat16",)),
     ),
     "additive_attention": (Goal(SPEEDUP, 2.0, "composite", ("bfloat16",)),),
+    LOCAL: (Goal(SPEEDUP, 20.0, "global-fused"), Goal(SPEEDUP, 5.0, "local-composite")),
 }
 
 
@@ -49,6 +63,8 @@ def _case(
     goals: tuple[Goal, ...] = (),
 ) -> Case:  # fmt: skip
     dims = (("B", B), ("beam", beam), ("T", T), ("S", S), ("D", D), ("Dv", D if Dv is None else Dv))
+    if op == LOCAL:  # not memory_bound: a row reads only the window, not what GB/s would count
+        return Case(op, mode, (*dims, ("W", WINDOW)), label, lengths, target, False, goals=goals)
     return Case(op, mode, dims, label, lengths, target, goals=goals)
 
 
@@ -72,47 +88,61 @@ def _cases(op: str, cuda: bool) -> list[Case]:
     ]
 
 
-def _tiny_cases(op: str) -> list[Case]:
+def _local_cases() -> list[Case]:
+    fwd, bwd, op = FORWARD, FORWARD_BACKWARD, LOCAL
+    decode = {"B": 64, "T": 1, "D": 512}
     return [
-        _case(op, FORWARD, "decode", B=4, T=1, S=5, D=8, target=True),
-        _case(op, FORWARD_BACKWARD, "train", B=2, T=3, S=4, D=8, target=True),
-        _case(op, FORWARD, "beam2", B=2, beam=2, T=1, S=5, D=8, Dv=6, lengths="ragged"),
+        _case(op, fwd, "decode", **decode, S=50, target=True),
+        _case(op, fwd, "decode", **decode, S=2000, target=True, goals=DECODE_GOALS[op]),
+        _case(op, bwd, "train", B=64, T=50, S=50, D=512, target=True),
+        _case(op, fwd, "decode", **decode, S=2000, lengths="ragged"),
+        _case(op, fwd, "beam5", B=16, beam=5, T=1, S=2000, D=512),
+        _case(op, bwd, "train", B=16, T=50, S=2000, D=256),
     ]
+
+
+def _tiny_cases(op: str) -> list[Case]:
+    S = (30, 25, 40) if op == LOCAL else (5, 4, 5)
+    return [
+        _case(op, FORWARD, "decode", B=4, T=1, S=S[0], D=8, target=True),
+        _case(op, FORWARD_BACKWARD, "train", B=2, T=3, S=S[1], D=8, target=True),
+        _case(op, FORWARD, "beam2", B=2, beam=2, T=1, S=S[2], D=8,
+              Dv=8 if op == LOCAL else 6, lengths="ragged"),
+    ]  # fmt: skip
 
 
 def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> Inputs:
     """dot_attention: (query, keys, values) and `lengths`, `scale`; additive_attention:
-    (query_proj, keys_proj, v, values) and `lengths`. Every tensor argument requires grad in
-    forward+backward."""
+    (query_proj, keys_proj, v, values) and `lengths`; local_attention: (query, keys, values,
+    centers) and `window`, `lengths`, `scale`. Every tensor argument but the centres requires
+    grad in forward+backward."""
     device = torch.device(device)
     d = case.shape
     B, beam, T, S, D, Dv = d["B"], d["beam"], d["T"], d["S"], d["D"], d["Dv"]
     N = B * beam
     gen = torch.Generator().manual_seed(0)
-    kwargs: dict[str, object] = {
-        "lengths": ragged_lengths(B, S, device) if case.lengths == "ragged" else None
-    }
-    if case.op == "dot_attention":
-        args = tuple(randn(s, gen, device, dtype) for s in ((N, T, D), (B, S, D), (B, S, Dv)))
-        kwargs["scale"] = D**-0.5
-    else:
+    lengths = ragged_lengths(B, S, device) if case.lengths == "ragged" else None
+    kwargs: dict[str, object] = {"lengths": lengths}
+    if case.op == "additive_attention":
         args = (
             randn((N, T, D), gen, device, dtype, 0.5),
             randn((B, S, D), gen, device, dtype, 0.5),
             randn((D,), gen, device, dtype, D**-0.5),
             randn((B, S, Dv), gen, device, dtype),
         )
-    grad = case.mode == FORWARD_BACKWARD
-    if grad:
-        for t in args:
-            t.requires_grad_(True)
-    return Inputs(
-        args=args,
-        kwargs=kwargs,
-        grad_inputs=args if grad else (),
-        beam=beam,
-        write_bytes=N * T * (Dv + S) * args[0].element_size(),  # context and weights
-    )
+    else:
+        args = tuple(randn(s, gen, device, dtype) for s in ((N, T, D), (B, S, D), (B, S, Dv)))
+        kwargs["scale"] = D**-0.5
+    grad = needs_grad(case, *args)
+    write_bytes = N * T * (Dv + S) * args[0].element_size()  # context and weights
+    if case.op == LOCAL:
+        rows = torch.full((N,), float(S)) if lengths is None else lengths.cpu().float()
+        if lengths is not None and beam > 1:
+            rows = rows.repeat_interleave(beam)
+        centers = rows[:, None] * torch.sigmoid(torch.randn((N, T), generator=gen))
+        args = (*args, centers.to(device))
+        kwargs = {"window": d["W"], "lengths": lengths, "scale": D**-0.5}
+    return Inputs(args, kwargs, grad_inputs=grad, beam=beam, write_bytes=write_bytes)
 
 
 def _pad_mask(lengths: torch.Tensor | None, beam: int, S: int, device) -> torch.Tensor | None:
@@ -127,24 +157,31 @@ def _tile(t: torch.Tensor, beam: int) -> torch.Tensor:
     return t if beam == 1 else t.repeat_interleave(beam, dim=0)
 
 
-def _softmax_bmm(scores: torch.Tensor, pad: torch.Tensor | None, values: torch.Tensor):
-    if pad is not None:
-        scores = scores.masked_fill(pad, float("-inf"))
-    return torch.bmm(torch.softmax(scores, dim=-1), values)
-
-
-def dot_composite(inputs: Inputs) -> Call:
-    query, keys, values = inputs.args
-    lengths, scale, beam = inputs.kwargs["lengths"], inputs.kwargs["scale"], inputs.beam
+def _composite(inputs: Inputs, scores) -> Call:
+    """masked softmax(scores(query, keys)) @ values over keys and values tiled over the beam;
+    the tiling is done once, unless it is part of the graph (forward+backward)."""
+    keys, values = inputs.args[1], inputs.args[-1]
+    beam, lengths = inputs.beam, inputs.kwargs["lengths"]
     pad = _pad_mask(lengths, beam, keys.shape[1], keys.device)  # type: ignore[arg-type]
 
     def attend(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return _softmax_bmm(torch.bmm(query, k.transpose(1, 2)) * scale, pad, v)
+        s = scores(k)
+        return torch.bmm(torch.softmax(s if pad is None else s.masked_fill(pad, -torch.inf), -1), v)
 
-    if keys.requires_grad or values.requires_grad:  # tiling is part of the graph
+    if keys.requires_grad or values.requires_grad:
         return lambda: attend(_tile(keys, beam), _tile(values, beam))
     k, v = _tile(keys, beam), _tile(values, beam)  # once per source batch
     return lambda: attend(k, v)
+
+
+def dot_composite(inputs: Inputs) -> Call:
+    query, scale = inputs.args[0], inputs.kwargs["scale"]
+    return _composite(inputs, lambda k: torch.bmm(query, k.transpose(1, 2)) * scale)
+
+
+def additive_composite(inputs: Inputs) -> Call:
+    query_proj, _, v, _ = inputs.args
+    return _composite(inputs, lambda kp: torch.tanh(query_proj.unsqueeze(2) + kp.unsqueeze(1)) @ v)
 
 
 def dot_sdpa(inputs: Inputs) -> Call:
@@ -157,26 +194,42 @@ def dot_sdpa(inputs: Inputs) -> Call:
 
     def call() -> torch.Tensor:
         q, k, v = query.reshape(B, 1, beam * T, D), keys.unsqueeze(1), values.unsqueeze(1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale).reshape(
-            N, T, Dv
-        )
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        return out.reshape(N, T, Dv)
 
     return call
 
 
-def additive_composite(inputs: Inputs) -> Call:
-    query_proj, keys_proj, v, values = inputs.args
-    beam = inputs.beam
-    pad = _pad_mask(inputs.kwargs["lengths"], beam, keys_proj.shape[1], keys_proj.device)  # type: ignore[arg-type]
+def local_composite(inputs: Inputs) -> Call:
+    query, keys, values, centers = inputs.args
+    window, lengths, scale = (inputs.kwargs[k] for k in ("window", "lengths", "scale"))
+    (B, S, _), N, device = keys.shape, query.shape[0], keys.device
+    rows = (torch.arange(N, device=device) // (N // B))[:, None, None]  # (N, 1, 1) source row
+    offsets = torch.arange(-window, window + 1, device=device)  # (2D + 1,)
+    limit = torch.full((B,), S, device=device) if lengths is None else lengths.to(device)
+    row_limit, sigma = limit[rows], window / 2
 
-    def attend(kp: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
-        scores = torch.tanh(query_proj.unsqueeze(2) + kp.unsqueeze(1)) @ v  # (N, T, S)
-        return _softmax_bmm(scores, pad, vals)
+    def call() -> torch.Tensor:
+        positions = torch.round(centers).long()[:, :, None] + offsets  # (N, T, 2D + 1)
+        index = positions.clamp(0, S - 1)
+        k, v = keys[rows, index], values[rows, index]  # (N, T, 2D + 1, D), (N, T, 2D + 1, Dv)
+        scores = torch.einsum("ntd,ntwd->ntw", query, k) * scale
+        distance = positions.to(centers.dtype) - centers[:, :, None]
+        inside = (distance.abs() <= window) & (positions >= 0) & (positions < row_limit)
+        align = torch.softmax(scores.masked_fill(~inside, float("-inf")), dim=-1)
+        align = torch.nan_to_num(align)  # an empty window: all -inf, softmax NaN -> 0
+        gauss = torch.exp(-(distance**2) / (2 * sigma**2)).to(align.dtype)
+        return torch.einsum("ntw,ntwv->ntv", align * gauss, v)
 
-    if keys_proj.requires_grad or values.requires_grad:
-        return lambda: attend(_tile(keys_proj, beam), _tile(values, beam))
-    kp, vals = _tile(keys_proj, beam), _tile(values, beam)
-    return lambda: attend(kp, vals)
+    return call
+
+
+def global_fused(inputs: Inputs) -> Call:
+    from fast_s2s import ops
+
+    query, keys, values, _ = inputs.args
+    lengths, scale = inputs.kwargs["lengths"], inputs.kwargs["scale"]
+    return lambda: primary_output(ops.dot_attention(query, keys, values, lengths, scale))
 
 
 FAMILY = Family(
@@ -190,6 +243,17 @@ FAMILY = Family(
     peers={
         "dot_attention": kernel_peers("dot_attention", composite=dot_composite, sdpa=dot_sdpa),
         "additive_attention": kernel_peers("additive_attention", composite=additive_composite),
+    },
+    fast_s2s=op_call,
+)
+LOCAL_FAMILY = Family(
+    name="local attention",
+    cases={"cpu": {LOCAL: _local_cases()}, "tiny": {LOCAL: _tiny_cases(LOCAL)}},
+    make_inputs=make_inputs,
+    peers={
+        LOCAL: kernel_peers(
+            LOCAL, **{"local-composite": local_composite, "global-fused": global_fused}
+        )
     },
     fast_s2s=op_call,
 )

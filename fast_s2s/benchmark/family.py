@@ -1,10 +1,10 @@
-"""What an op family registers with the harness (`Family`), and the factories several families
-share: the fast_s2s.ops call, the reference peer and the torch.compile peer.
+"""What a benchmark case is (`Case`: one op at one shape in one mode; `Goal`: a number its fast_s2s
+rows should reach; `Inputs`: what one call gets), what an op family registers (`Family`), and the
+factories and seeded input helpers the families share.
 
 A factory takes a case's `Inputs` and returns the zero-argument call that is timed. Work a user
-does once per batch and not per call (tiling the encoder states over the beam, packing a
-sequence, building a module) happens in the factory, outside the timed call, unless a gradient
-flows through it.
+does once per batch and not per call (tiling over the beam, packing a sequence, building a
+module) happens in the factory, outside the timed call, unless a gradient flows through it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,183 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fast_s2s.benchmark.case import Case, Inputs
+FORWARD = "forward"  # the op without autograd
+FORWARD_BACKWARD = "forward+backward"  # the op, then the gradients of the sum of its output
+TRAIN_STEP = "train-step"  # the whole model: forward, backward, clipping and Adam on a batch
+DECODE = "decode"  # the whole model: greedy or beam decoding of a batch
+# mode -> (tag in case ids, tag in display names)
+MODE_TAGS: dict[str, tuple[str, str]] = {
+    FORWARD: ("fwd", "fwd"),
+    FORWARD_BACKWARD: ("fwdbwd", "fwd+bwd"),
+    TRAIN_STEP: ("train", "fwd+bwd+adam"),
+    DECODE: ("decode", "decode"),
+}
+# "targets": the shapes the project's targets name (what --quick runs); "full": those plus beam
+# search, ragged lengths and longer sequences; "tiny": the targets at toy sizes, for the tests.
+SHAPE_SETS = ("targets", "full", "tiny")
+# Goal metrics: row["copy_fraction"], or row["speedup_vs"][peer].
+COPY_FRACTION = "copy_fraction"
+SPEEDUP = "speedup"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """`metric` at least `at_least` (against `peer` for SPEEDUP), in the dtypes named (all when
+    empty): the project's targets, e.g. the README's "On a GPU"."""
+
+    metric: str
+    at_least: float
+    peer: str | None = None
+    dtypes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.metric not in (COPY_FRACTION, SPEEDUP):
+            raise ValueError(f"Goal.metric must be {COPY_FRACTION!r} or {SPEEDUP!r}")
+        if (self.metric == SPEEDUP) != (self.peer is not None):
+            raise ValueError("a SPEEDUP goal names its peer; a COPY_FRACTION goal none")
+
+    def applies_to(self, dtype: str) -> bool:
+        return not self.dtypes or dtype in self.dtypes
+
+    @property
+    def description(self) -> str:
+        """E.g. ">= 80% of copy bandwidth", ">= 2.00x composite (bfloat16)"."""
+        if self.metric == COPY_FRACTION:
+            text = f">= {100 * self.at_least:.0f}% of copy bandwidth"
+        else:
+            text = f">= {self.at_least:.2f}x {self.peer}"
+        return f"{text} ({', '.join(self.dtypes)})" if self.dtypes else text
+
+    def value(self, row: dict) -> float | None:
+        if self.metric == COPY_FRACTION:
+            return row.get("copy_fraction")
+        return (row.get("speedup_vs") or {}).get(self.peer)
+
+    def as_dict(self) -> dict:
+        """What a row carries in "goals" (report.check_goals rebuilds the Goal from it)."""
+        return {"metric": self.metric, "at_least": self.at_least, "peer": self.peer,
+                "dtypes": list(self.dtypes), "description": self.description}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    """One op at one shape in one mode. `dims`: named sizes in display order. `lengths`: "full"
+    or "ragged". `memory_bound`: its forward rows report GB/s and roofline fractions. `variant`
+    names what the dims do not (the model's wiring) and leads the shape id."""
+
+    op: str
+    mode: str
+    dims: tuple[tuple[str, int], ...]
+    label: str
+    lengths: str = "full"
+    target: bool = False
+    memory_bound: bool = True
+    variant: str = ""
+    goals: tuple[Goal, ...] = ()
+
+    def dim(self, name: str) -> int:
+        return dict(self.dims)[name]
+
+    @property
+    def shape(self) -> dict[str, int]:
+        return dict(self.dims)
+
+    @property
+    def shape_id(self) -> str:
+        """E.g. `N64-T1-S50-D512`, `B16x5-T1-S50-D512` (5 beam rows per source),
+        `T50-B16-I512-H512-L2-bidir`, `bahdanau-B32x5-S25-maxlen30-E64-H128-V54`."""
+        d = self.shape
+        parts = [self.variant] if self.variant else []
+        if "B" in d and "beam" in d:
+            parts.append(f"N{d['B']}" if d["beam"] == 1 else f"B{d['B']}x{d['beam']}")
+        for key, value in self.dims:
+            if key == "beam" or (key == "B" and "beam" in d) or (key == "Dv" and value == d["D"]):
+                continue
+            if key == "dirs":
+                parts += ["bidir"] if value == 2 else []
+                continue
+            parts.append(f"{'A' if key == 'D' and self.op == 'additive_attention' else key}{value}")
+        if self.lengths != "full":
+            parts.append(self.lengths)
+        return "-".join(parts)
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{MODE_TAGS[self.mode][0]}-{self.shape_id}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} {MODE_TAGS[self.mode][1]} {self.shape_id}"
+
+
+def reports_bandwidth(case: Case) -> bool:
+    """GB/s say something only for forward calls of memory-bound cases."""
+    return case.mode == FORWARD and case.memory_bound
+
+
+def make_case(
+    op: str, mode: str, label: str, *, lengths: str = "full", target: bool = False,
+    memory_bound: bool = True, variant: str = "", goals: tuple[Goal, ...] = (), **dims: int,
+) -> Case:  # fmt: skip
+    """A Case with its dims given as keywords, in display order."""
+    return Case(op, mode, tuple(dims.items()), label, lengths, target, memory_bound, variant, goals)
+
+
+@dataclass
+class Inputs:
+    """What one call gets (`args`, `kwargs`), the tensors gradients are taken for, `beam` rows
+    per source, `extra` (a module's parameters, a model's weights and batch), `write_bytes` (the
+    compulsory writes of one call) and `flops` (its matrix products; 0 where not GEMM-bound)."""
+
+    args: tuple[torch.Tensor, ...]
+    kwargs: dict[str, object]
+    grad_inputs: tuple[torch.Tensor, ...] = ()
+    beam: int = 1
+    extra: dict[str, object] = field(default_factory=dict)
+    write_bytes: int = 0
+    flops: int = 0
+
+    @property
+    def read_bytes(self) -> int:
+        """Compulsory reads: every floating-point input, read once (the weights included)."""
+        return sum(
+            t.numel() * t.element_size()
+            for t in (*self.args, *self.kwargs.values())
+            if isinstance(t, torch.Tensor) and t.is_floating_point()
+        )
+
+    @property
+    def moved_bytes(self) -> int:
+        """Reads plus writes: the traffic the copy roofline is measured at."""
+        return self.read_bytes + self.write_bytes
+
+
+def needs_grad(case: Case, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """In forward+backward, `tensors` require grad and are returned (the grad_inputs); else ()."""
+    if case.mode != FORWARD_BACKWARD:
+        return ()
+    return tuple(t.requires_grad_(True) for t in tensors)
+
+
+def ragged_lengths(B: int, S: int, device: torch.device) -> torch.Tensor:
+    """Every third row a quarter of S, the next three quarters, the others full: padded batches."""
+    lengths = torch.full((B,), S, dtype=torch.int64)
+    lengths[1::3] = max(1, S // 4)
+    lengths[2::3] = max(1, (3 * S) // 4)
+    return lengths.to(device)
+
+
+def randn(shape: tuple[int, ...], gen: torch.Generator, device, dtype, scale: float = 1.0):
+    """Standard normal times `scale`, drawn in float32 on the CPU from `gen`, so every device and
+    dtype sees the same numbers."""
+    return (torch.randn(shape, generator=gen, dtype=torch.float32) * scale).to(device, dtype)
+
+
+def uniform(shape: tuple[int, ...], gen: torch.Generator, device, dtype, bound: float):
+    """uniform(-bound, bound), drawn like `randn` (torch.nn's RNN initialisation)."""
+    values = torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1
+    return (values * bound).to(device, dtype)
+
 
 Call = Callable[[], object]
 Factory = Callable[[Inputs], Call]
@@ -26,14 +202,13 @@ CaseLists = dict[str, list[Case]]  # op -> its cases, in report order
 class Family:
     """Ops compared against the same peers, printed in one table.
 
-    `cases`: per case set, "cpu" (also any device type without its own list), "cuda" and
-    "tiny", the case lists of every op. `peers`: op -> peer label -> factory, in column order.
-    `fast_s2s(op, backend)`: the factory of the fast_s2s row on `backend`. `kernel_ops`: the
-    fast_s2s.ops whose backends an op runs on, where that is not the op itself (a module, the
-    model). `reference_is_peer`: the reference backend is the "reference" peer already, so it is
-    not a default fast_s2s row. `quick_left_out`: (op, mode) -> peer -> why --quick skips it;
-    `left_out`: the same for peers that never apply to a mode.
-    `throughput_table`: rows are printed with steps/s or tokens/s rather than GB/s.
+    `cases`: per case set ("cpu", also any device type without its own list; "cuda"; "tiny")
+    the case lists of every op. `peers`: op -> peer label -> factory, in column order.
+    `fast_s2s(op, backend)`: the factory of the fast_s2s row. `kernel_ops`: the fast_s2s.ops
+    whose backends an op runs on, where that is not the op itself. `reference_is_peer`: the
+    reference backend is the "reference" peer already (not a default row). `quick_left_out`,
+    `left_out`: (op, mode) -> peer -> why --quick (or every run) skips it. `throughput_table`:
+    rows are printed with steps/s or tokens/s rather than GB/s.
     """
 
     name: str
@@ -53,47 +228,28 @@ class Family:
 
 
 def primary_output(out: object) -> torch.Tensor:
-    """What a call is timed (and differentiated) for: the context of attention, the output of
-    gru_layer and the GRU module, h' of gru_cell."""
+    """What a call is timed (and differentiated) for: attention's context, gru_layer's and the GRU
+    module's output, gru_cell's h'."""
     return out[0] if isinstance(out, (tuple, list)) else out  # type: ignore[return-value]
 
 
-def op_call(op: str, backend: str) -> Factory:
-    """fast_s2s.ops.<op>(*args, **kwargs, backend=backend)."""
+def op_call(op: str, backend: str | None = None, compiled: bool = False) -> Factory:
+    """fast_s2s.ops.<op>(..., backend=backend); with backend None fast_s2s.reference.<op>, the
+    pure-PyTorch definition, and with `compiled` torch.compile of it (dynamic=False, compiled by
+    the first call; a compile error becomes a failed row)."""
 
     def make(inputs: Inputs) -> Call:
-        from fast_s2s import ops
+        from fast_s2s import ops, reference
 
-        fn, args, kwargs = getattr(ops, op), inputs.args, inputs.kwargs
-        return lambda: primary_output(fn(*args, **kwargs, backend=backend))
-
-    return make
-
-
-def reference_peer(op: str) -> Factory:
-    """fast_s2s.reference.<op>: the pure-PyTorch definition (float32 accumulation)."""
-
-    def make(inputs: Inputs) -> Call:
-        from fast_s2s import reference
-
-        fn, args, kwargs = getattr(reference, op), inputs.args, inputs.kwargs
-        return lambda: primary_output(fn(*args, **kwargs))
-
-    return make
-
-
-def compile_peer(op: str) -> Factory:
-    """torch.compile(fast_s2s.reference.<op>, dynamic=False), compiled by the first call; a
-    compile error becomes a failed row."""
-
-    def make(inputs: Inputs) -> Call:
-        from fast_s2s import reference
-
-        if os.environ.get("TORCHDYNAMO_DISABLE") == "1":  # it would time the eager reference
-            raise RuntimeError("torch.compile would run eagerly: TORCHDYNAMO_DISABLE=1 is set")
-        torch.compiler.reset()  # fresh caches per case: no recompile limit, no dynamic shapes
-        fn = torch.compile(getattr(reference, op), dynamic=False)
-        args, kwargs = inputs.args, inputs.kwargs
+        args, kwargs = inputs.args, dict(inputs.kwargs)
+        fn = getattr(ops if backend else reference, op)
+        if backend:
+            kwargs["backend"] = backend
+        if compiled:
+            if os.environ.get("TORCHDYNAMO_DISABLE") == "1":  # it would time the eager reference
+                raise RuntimeError("torch.compile would run eagerly: TORCHDYNAMO_DISABLE=1 is set")
+            torch.compiler.reset()  # fresh caches per case: no recompile limit, no dynamic shapes
+            fn = torch.compile(fn, dynamic=False)
         return lambda: primary_output(fn(*args, **kwargs))
 
     return make
@@ -101,4 +257,4 @@ def compile_peer(op: str) -> Factory:
 
 def kernel_peers(op: str, **own: Factory) -> dict[str, Factory]:
     """The peers of a fast_s2s.ops op: the reference, the op's own peers, torch.compile."""
-    return {"reference": reference_peer(op), **own, "compile": compile_peer(op)}
+    return {"reference": op_call(op), **own, "compile": op_call(op, compiled=True)}

@@ -1,7 +1,7 @@
 """The GRU family: gru_cell (one decoder step), gru_layer (one layer, one direction over a padded
-sequence) and gru (the fast_s2s.nn.GRU module as an encoder: 2 layers, bidirectional), their
-cases, inputs and peers. On CUDA the targets are the GPU ones: H=1024, gru_cell 2x
-torch.nn.GRUCell, gru_layer as fast as torch.nn.GRU (cuDNN).
+sequence) and gru (the fast_s2s.nn.GRU module as an encoder: 2 layers, bidirectional). On CUDA
+the targets are the GPU ones: H=1024, gru_cell 2x torch.nn.GRUCell, gru_layer as fast as
+torch.nn.GRU (cuDNN).
 
 The weights are torch.nn.Parameter, initialised as torch.nn does, and the torch.nn peers and
 fast_s2s.nn.GRU take those very tensors as their parameters: every implementation computes with
@@ -10,8 +10,7 @@ the same weights, and forward+backward differentiates the same leaves (x, h, eve
 Peers besides the reference and torch.compile: GRUCell, called as cell(x, h); GRU (one layer for
 gru_layer), called as gru(x, h0), with lengths over pack_padded_sequence(x, lengths,
 enforce_sorted=False), packed outside the timed call unless x needs a gradient, returning the
-packed data (no pad_packed_sequence timed: the peer at its cheapest); on CUDA its row says
-whether torch ran it on cuDNN.
+packed data (the peer at its cheapest); on CUDA its row says whether torch ran it on cuDNN.
 """
 
 from __future__ import annotations
@@ -20,24 +19,29 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from fast_s2s.benchmark.case import (
+from fast_s2s.benchmark.family import (
     FORWARD,
     FORWARD_BACKWARD,
     SPEEDUP,
+    Call,
     Case,
+    Factory,
+    Family,
     Goal,
     Inputs,
+    kernel_peers,
     make_case,
+    needs_grad,
+    op_call,
     ragged_lengths,
     randn,
     uniform,
 )
-from fast_s2s.benchmark.family import Call, Factory, Family, kernel_peers, op_call
 
 OPS = ("gru_cell", "gru_layer", "gru")
 # A decoder loop's cell calls: fast_s2s runs inside fast_s2s.frozen_weights() (as greedy_decode
 # and beam_search do), so the CPU kernel packs the weights once for all calls; the peers are the
-# same calls as in the plain rows (nothing of theirs is packed across calls).
+# same calls as in the plain rows.
 FROZEN = "frozen"
 CELL_GOAL = Goal(SPEEDUP, 2.0, "GRUCell")
 LAYER_GOAL = Goal(SPEEDUP, 1.0, "GRU")
@@ -45,7 +49,7 @@ LAYER_GOAL = Goal(SPEEDUP, 1.0, "GRU")
 
 def _cell(mode: str, label: str, *, small: bool = False, **kw) -> Case:
     # One row reads all 3H x (I + H) weights once: memory-bound; batched, a matrix product. On
-    # CUDA (`small`) B <= 16 still streams the weights (12.6 MB in 16-bit at H=1024) and has a goal.
+    # CUDA (`small`) B <= 16 still streams the weights (12.6 MB in 16-bit at H=1024): a goal.
     goals = (CELL_GOAL,) if small else ()
     return make_case("gru_cell", mode, label, memory_bound=kw["B"] == 1 or small, goals=goals, **kw)
 
@@ -65,18 +69,12 @@ def _cases(cuda: bool) -> dict[str, list[Case]]:
     d = {"I": 1024, "H": 1024} if cuda else {"I": 512, "H": 512}
     seq = {"T": 50, "B": 16, **d}
     long = 512 if cuda else 256
+    frozen = [_cell(fwd, "decode", B=b, **d, target=True, variant=FROZEN) for b in (1, 64)]
     return {
         "gru_cell": [
             _cell(fwd, "decode", B=1, **d, target=True, small=cuda),
             _cell(fwd, "decode", B=16 if cuda else 64, **d, target=True, small=cuda),
-            *(
-                ()
-                if cuda
-                else (
-                    _cell(fwd, "decode", B=1, **d, target=True, variant=FROZEN),
-                    _cell(fwd, "decode", B=64, **d, target=True, variant=FROZEN),
-                )
-            ),
+            *([] if cuda else frozen),
             _cell(bwd, "train", B=64, **d, target=True),
             _cell(fwd, "decode", B=64 if cuda else 16, **d),
             _cell(fwd, "beam5", B=80, **d),  # 16 sentences x 5 hypotheses
@@ -138,7 +136,7 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
     kwargs: dict[str, object] = {}
     if case.op != "gru_cell":
         kwargs["lengths"] = ragged_lengths(B, d["T"], device) if case.lengths == "ragged" else None
-    extra: dict[str, object] = {}
+    extra: dict[str, object] = {"frozen_weights": case.variant == FROZEN}
     x = randn((B, I) if case.op == "gru_cell" else (d["T"], B, I), gen, device, dtype)
     if case.op == "gru":
         L, dirs = d["L"], d["dirs"]
@@ -157,14 +155,10 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
         params = _weights(I, H, gen, device, dtype, grad)
         args = (x, h, *params)
         output_numel = 0 if case.op == "gru_cell" else d["T"] * B * H  # h' is the final state
-    if grad:
-        x.requires_grad_(True)
-        h.requires_grad_(True)
-    extra["frozen_weights"] = case.variant == FROZEN
     return Inputs(
         args=args,
         kwargs=kwargs,
-        grad_inputs=(x, h, *params) if grad else (),
+        grad_inputs=needs_grad(case, x, h, *params),
         extra=extra,
         write_bytes=(output_numel + h.numel()) * x.element_size(),  # the output and h_n
         flops=gemm_flops(case),
@@ -172,9 +166,9 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
 
 
 def gemm_flops(case: Case) -> int:
-    """The matrix products' floating-point operations of one call: 2 * rows * 3H * (I + H) per
-    layer and direction (x W_ih^T over every step, h W_hh^T per step), three times that with the
-    backward (dx and dh, dW_ih and dW_hh). The gates are not counted: they are O(H) per row."""
+    """The matrix products' operations of one call: 2 * rows * 3H * (I + H) per layer and
+    direction, three times that with the backward (dx and dh, dW_ih and dW_hh); the O(H) gates
+    are not counted."""
     d = case.shape
     B, I, H = d["B"], d["I"], d["H"]
     rows = B * d.get("T", 1)
@@ -216,15 +210,33 @@ def gru_implementation(x: torch.Tensor) -> str:
     return "torch.nn.GRU (torch's own kernels: torch.cudnn_is_acceptable is False)"
 
 
-def _torch_gru_call(
-    gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, lengths, *, unsqueeze: bool = False
-) -> Call:
-    """gru(x, h0)[0], over the packed sequence (its data) when there are lengths. `unsqueeze`: h0
-    is (B, H), viewed as (1, B, H); inside the timed call only when h0 needs a gradient, since a
-    view made once would be freed by the first backward."""
-    if unsqueeze and not h0.requires_grad:
-        h0, unsqueeze = h0.unsqueeze(0), False
-    state = (lambda: h0.unsqueeze(0)) if unsqueeze else (lambda: h0)
+def _module_shape(inputs: Inputs) -> tuple[int, bool]:
+    bidirectional = any(name.endswith("_reverse") for name in inputs.extra["params"])  # type: ignore[attr-defined]
+    return inputs.args[1].shape[0] // (2 if bidirectional else 1), bidirectional
+
+
+def _gru(inputs: Inputs, cls, **kw) -> Call:
+    """`cls` (torch.nn.GRU or fast_s2s.nn.GRU) on the case's parameters, called as gru(x, h0):
+    gru_layer's one layer (h0 (B, H) viewed as (1, B, H), inside the timed call only when h0
+    needs a gradient: a view made once would be freed by the first backward), or the module's
+    layers and directions. torch.nn.GRU takes the lengths as a packed sequence and returns its
+    data; fast_s2s.nn.GRU takes `lengths=`."""
+    x, h0 = inputs.args[:2]
+    lengths = inputs.kwargs["lengths"]
+    if "params" in inputs.extra:
+        layers, bidirectional = _module_shape(inputs)
+        params, H = inputs.extra["params"], h0.shape[2]
+        gru = cls(x.shape[2], H, num_layers=layers, bidirectional=bidirectional, **kw,
+                  device=x.device, dtype=x.dtype)  # fmt: skip
+    else:
+        params, H = _cell_params(inputs, "_l0"), h0.shape[1]
+        gru = cls(x.shape[2], H, device=x.device, dtype=x.dtype)
+        if not h0.requires_grad:
+            h0 = h0.unsqueeze(0)
+    share_parameters(gru, params)  # type: ignore[arg-type]
+    state = (lambda: h0.unsqueeze(0)) if h0.dim() == 2 else (lambda: h0)
+    if cls is not nn.GRU:
+        return lambda: gru(x, state(), lengths=lengths)[0]
     if lengths is None:
         call = lambda: gru(x, state())[0]  # noqa: E731
     elif x.requires_grad:  # packing is part of the graph
@@ -238,59 +250,21 @@ def _torch_gru_call(
     return call
 
 
-def torch_gru_layer(inputs: Inputs) -> Call:
-    """torch.nn.GRU with one layer, on the case's weights."""
-    x, h = inputs.args[:2]
-    gru = nn.GRU(x.shape[2], h.shape[1], device=x.device, dtype=x.dtype)
-    share_parameters(gru, _cell_params(inputs, "_l0"))
-    return _torch_gru_call(gru, x, h, inputs.kwargs["lengths"], unsqueeze=True)
-
-
-def _gru_module_shape(inputs: Inputs) -> tuple[int, bool]:
-    params: dict = inputs.extra["params"]  # type: ignore[assignment]
-    bidirectional = any(name.endswith("_reverse") for name in params)
-    return inputs.args[1].shape[0] // (2 if bidirectional else 1), bidirectional
-
-
-def torch_gru_module(inputs: Inputs) -> Call:
-    """torch.nn.GRU with the case's layers and directions."""
-    x, h0 = inputs.args
-    layers, bidirectional = _gru_module_shape(inputs)
-    gru = nn.GRU(x.shape[2], h0.shape[2], num_layers=layers, bidirectional=bidirectional,
-                 device=x.device, dtype=x.dtype)  # fmt: skip
-    share_parameters(gru, inputs.extra["params"])  # type: ignore[arg-type]
-    return _torch_gru_call(gru, x, h0, inputs.kwargs["lengths"])
-
-
 def fast_s2s_call(op: str, backend: str) -> Factory:
     """fast_s2s.ops.gru_cell (inside fast_s2s.frozen_weights() for the FROZEN cases) /
-    gru_layer, or for "gru" the fast_s2s.nn.GRU module built on the case's parameters, called as
-    module(x, h0, lengths=lengths)."""
-    if op == "gru_cell":
-        plain = op_call(op, backend)
-
-        def make_cell(inputs: Inputs) -> Call:
-            import fast_s2s
-
-            call = plain(inputs)
-            if inputs.extra.get("frozen_weights"):
-                call.scope = fast_s2s.frozen_weights  # type: ignore[attr-defined]
-            return call
-
-        return make_cell
-    if op != "gru":
-        return op_call(op, backend)
+    gru_layer, or for "gru" the fast_s2s.nn.GRU module on the case's parameters."""
+    plain = op_call(op, backend)
 
     def make(inputs: Inputs) -> Call:
+        import fast_s2s
         from fast_s2s.nn import GRU
 
-        x, h0 = inputs.args
-        layers, bidirectional = _gru_module_shape(inputs)
-        gru = GRU(x.shape[2], h0.shape[2], num_layers=layers, bidirectional=bidirectional,
-                  backend=backend, device=x.device, dtype=x.dtype)  # fmt: skip
-        share_parameters(gru, inputs.extra["params"])  # type: ignore[arg-type]
-        lengths = inputs.kwargs["lengths"]
-        return lambda: gru(x, h0, lengths=lengths)[0]
+        if op == "gru":
+            return _gru(inputs, GRU, backend=backend)
+        call = plain(inputs)
+        if inputs.extra.get("frozen_weights"):
+            call.scope = fast_s2s.frozen_weights  # type: ignore[attr-defined]
+        return call
 
     return make
 
@@ -301,8 +275,8 @@ FAMILY = Family(
     make_inputs=make_inputs,
     peers={
         "gru_cell": kernel_peers("gru_cell", GRUCell=torch_gru_cell),
-        "gru_layer": kernel_peers("gru_layer", GRU=torch_gru_layer),
-        "gru": {"GRU": torch_gru_module},
+        "gru_layer": kernel_peers("gru_layer", GRU=lambda inputs: _gru(inputs, nn.GRU)),
+        "gru": {"GRU": lambda inputs: _gru(inputs, nn.GRU)},
     },
     fast_s2s=fast_s2s_call,
     kernel_ops={"gru": ("gru_layer",)},  # the module runs gru_layer's kernels

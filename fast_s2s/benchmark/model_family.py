@@ -1,34 +1,23 @@
 """The model family (op "model"): training steps and decoding of the whole
-fast_s2s.models.Seq2Seq, on each fast_s2s backend against the same model and weights on
+fast_s2s.models.Seq2Seq on each fast_s2s backend against the same model and weights on
 backend="reference" (the peer "reference"): "vs reference" is the speedup of the fused ops inside
 the whole model, everything else (embeddings, projections, loss, Adam, the search loop) the same.
 
-Modes:
-  train-step  one call = one teacher-forced training step, as `fast-s2s train` runs it: summed
-              cross-entropy / target tokens, zero_grad, backward, gradient-norm clipping (1.0),
-              Adam (each implementation its own). Throughput: steps per second.
-  decode      one call = greedy_decode or beam_search (beam 5) of B sources of S tokens, with
-              max_len = maxlen. The eos logit's output bias is -1e4, so no hypothesis ends early:
-              every call runs maxlen + 1 decoder steps (the last the eos search forces), whatever
-              the untrained weights, and every call checks it. Throughput: tokens per second,
-              B * (maxlen + 1), the best hypothesis of each sentence with its eos; beam search's
-              hypothesis tokens (B * beam * (maxlen + 1)) are the row's "hypothesis_tokens".
+train-step: one call = one teacher-forced training step as `fast-s2s train` runs it (summed
+cross-entropy / target tokens, zero_grad, backward, clipping at 1.0, Adam); steps per second.
+decode: one call = greedy_decode or beam_search (beam 5) of B sources of S tokens, max_len =
+maxlen. The eos logit's output bias is -1e4, so every call runs maxlen + 1 decoder steps (checked
+by every call); tokens per second, B * (maxlen + 1), beam search's B * beam * (maxlen + 1) in
+"hypothesis_tokens". A decode row's "decode_loop" says which search loop ran
+(fast_s2s.models.decode_path); "weight_read_us" is the time to read the decoder's weights once.
+Peers: "reference", "python-loop" (the Python loop on backend="auto": what the native loop
+replaces) and "torch.nn" (TorchNNSeq2Seq: the architecture from torch.nn modules, same weights,
+decoded in a Python loop).
 
-Rows of a decode case: the fast_s2s backends (on the CPU's "cpp" the native C++ search loop,
-one op call per batch; on CUDA the loop replayed as CUDA graphs; each row's "decode_loop" says
-which loop ran, fast_s2s.models.decode_path), and the peers "reference" (the same search on
-backend="reference"), "python-loop" (the Python loop on backend="auto": what the native loop
-replaces) and "torch.nn" (the architecture built from torch.nn modules, decoded in a Python
-loop: benchmark/torch_peer.py). Decode rows also report us per token beside the
-time to read the decoder's weights once ("weight_read_us", a read roofline at those bytes
-measured in the same run).
-
-Data: the reverse task's shape (symbols t0..t49, V = 54 with the 4 specials) from a seeded
-random.Random, padded by fast_s2s.data.collate; training sources are ragged (lengths in
-[S - 10, S], the first S), targets reversed (T = S + 1 with bos / eos). Sizes: the dates model's
-(E 64, H 128). Variants: "bahdanau" (additive attention), "luong-general" (general score, no input
-feeding: training runs the decoder GRU over all steps at once) and, in the full set,
-"luong-general-feed" (input feeding: a step loop again).
+Data: the reverse task's shape (V = 54 with the 4 specials) from a seeded random.Random, padded
+by fast_s2s.data.collate; training sources ragged (lengths in [S - 10, S]), targets reversed.
+Sizes: the dates model's (E 64, H 128). Variants: "bahdanau" (additive), "luong-general" (general
+score, no input feeding) and, in the full set, "luong-general-feed" (input feeding).
 """
 
 from __future__ import annotations
@@ -38,9 +27,10 @@ import warnings
 from dataclasses import replace
 
 import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from fast_s2s.benchmark.case import DECODE, TRAIN_STEP, Case, Inputs
-from fast_s2s.benchmark.family import Call, Factory, Family
+from fast_s2s.benchmark.family import DECODE, TRAIN_STEP, Call, Case, Factory, Family, Inputs
 
 # The fast_s2s.ops the model runs, whose backends decide the model's.
 MODEL_KERNEL_OPS = ("gru_layer", "gru_cell", "additive_attention", "dot_attention")
@@ -171,49 +161,54 @@ def _train_step(model, x: dict) -> Call:
     return step
 
 
-def _check_lengths(lengths: list[int], max_len: int) -> None:
-    """Fails the row if a hypothesis ended before max_len, which would make the tokens per
-    call, and so the tokens/s, wrong."""
-    short = [n for n in lengths if n != max_len]
-    if short:
-        raise RuntimeError(
-            f"a hypothesis ended after {short[0]} tokens, not max_len={max_len}: the decode "
-            "did not run the fixed number of steps its tokens/s assumes"
-        )
+def _decoding(x: dict, greedy, beam_search, tokens) -> Call:
+    """A call decoding the case's batch with greedy(src, lengths, max_len) or
+    beam_search(src, lengths, beam, max_len), that fails the row if a hypothesis ended before
+    max_len: the tokens per call, and so the tokens/s, would be wrong."""
+    src, src_lengths, beam, max_len = x["src"], x["src_lengths"], x["beam"], x["max_len"]
+
+    def run() -> list:
+        if beam == 1:
+            hyps = greedy(src, src_lengths, max_len)
+        else:
+            hyps = beam_search(src, src_lengths, beam, max_len)
+        short = [n for n in map(len, map(tokens, hyps)) if n != max_len]
+        if short:
+            raise RuntimeError(
+                f"a hypothesis ended after {short[0]} tokens, not max_len={max_len}: the decode "
+                "did not run the fixed number of steps its tokens/s assumes"
+            )
+        return hyps
+
+    return run
 
 
 def _decode(model, x: dict, native: bool = True) -> Call:
     """greedy_decode or beam_search (native: the native loop where it runs); the call's
     decode_loop says which loop ran (fast_s2s.models.decode_path)."""
     from fast_s2s.models import beam_search, decode_path, greedy_decode
+    from fast_s2s.models.decoding import CaptureFailedWarning
 
-    src, src_lengths, beam, max_len = x["src"], x["src_lengths"], x["beam"], x["max_len"]
     model.eval()
-
-    def run() -> list:
-        if beam == 1:
-            hyps = greedy_decode(model, src, src_lengths, max_len=max_len, native=native)
-        else:
-            hyps = beam_search(
-                model, src, src_lengths, beam_size=beam, max_len=max_len, native=native
-            )
-        _check_lengths([len(h.tokens) for h in hyps], max_len)
-        return hyps
-
+    run = _decoding(
+        x,
+        lambda s, n, m: greedy_decode(model, s, n, max_len=m, native=native),
+        lambda s, n, b, m: beam_search(model, s, n, beam_size=b, max_len=m, native=native),
+        lambda h: h.tokens,
+    )
     run.decode_loop = decode_path(model, native)  # type: ignore[attr-defined]
-    if run.decode_loop == "cuda-graph" and _capture_fails(run):  # type: ignore[attr-defined]
-        run.decode_loop = "cuda-graph (capture failed, eager)"  # type: ignore[attr-defined]
+    if run.decode_loop == "cuda-graph":  # type: ignore[attr-defined]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+        if any(issubclass(w.category, CaptureFailedWarning) for w in caught):
+            run.decode_loop = "cuda-graph (capture failed, eager)"  # type: ignore[attr-defined]
     return run
 
 
-def _capture_fails(run: Call) -> bool:
-    """Whether a call warns that its CUDA graph capture failed (it then ran eagerly)."""
-    from fast_s2s.models.decoding import CaptureFailedWarning
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        run()
-    return any(issubclass(w.category, CaptureFailedWarning) for w in caught)
+def _loaded(module, x: dict):
+    """`module` on the case's device and dtype; the caller loads the weights."""
+    return module.to(device=x["src"].device, dtype=x["state_dict"]["decoder.out.weight"].dtype)
 
 
 def model_call(op: str, backend: str, native: bool = True) -> Factory:
@@ -222,46 +217,24 @@ def model_call(op: str, backend: str, native: bool = True) -> Factory:
     del op  # the family has one op
 
     def make(inputs: Inputs) -> Call:
+        from fast_s2s.models import Seq2Seq
+
         x = inputs.extra
-        model = _load_model(x, backend)
+        model = _loaded(Seq2Seq(replace(x["config"], backend=backend)), x)
+        model.load_state_dict(x["state_dict"])
         return _train_step(model, x) if x["mode"] == TRAIN_STEP else _decode(model, x, native)
 
     return make
 
 
-def _load_model(x: dict, backend: str):
-    """The case's model built with `backend`, on the case's device and dtype, with its weights."""
-    from fast_s2s.models import Seq2Seq
-
-    weights: dict[str, torch.Tensor] = x["state_dict"]
-    model = Seq2Seq(replace(x["config"], backend=backend))
-    model.to(device=x["src"].device, dtype=weights["decoder.out.weight"].dtype)
-    model.load_state_dict(weights)
-    return model
-
-
 def torch_nn_call(inputs: Inputs) -> Call:
     """The "torch.nn" peer: the same architecture and weights from torch.nn modules, decoded
-    in a Python loop (benchmark/torch_peer.py)."""
-    from fast_s2s.benchmark.torch_peer import TorchNNSeq2Seq
-
+    in a Python loop (TorchNNSeq2Seq)."""
     x = inputs.extra
-    weights: dict[str, torch.Tensor] = x["state_dict"]  # type: ignore[assignment]
-    peer = TorchNNSeq2Seq(x["config"])
-    peer.to(device=x["src"].device, dtype=weights["decoder.out.weight"].dtype)
-    peer.load_fast_s2s(weights)
+    peer = _loaded(TorchNNSeq2Seq(x["config"]), x)
+    peer.load_fast_s2s(x["state_dict"])
     peer.eval()
-    src, src_lengths, beam, max_len = x["src"], x["src_lengths"], x["beam"], x["max_len"]
-
-    def run() -> list:
-        if beam == 1:
-            out = peer.greedy(src, src_lengths, max_len)  # type: ignore[arg-type]
-        else:
-            out = peer.beam(src, src_lengths, beam, max_len)  # type: ignore[arg-type]
-        _check_lengths([len(t) for t in out], max_len)  # type: ignore[arg-type]
-        return out
-
-    return run
+    return _decoding(x, peer.greedy, peer.beam, lambda tokens: tokens)
 
 
 FAMILY = Family(
@@ -290,3 +263,155 @@ FAMILY = Family(
     },
     throughput_table=True,
 )
+
+
+class TorchNNSeq2Seq(nn.Module):
+    """The benchmark's Seq2Seq as a user builds it from torch.nn modules (nn.Embedding, nn.GRU
+    encoder, nn.GRUCell decoder, nn.Linear, bmm + softmax attention), decoded in a Python loop;
+    load the fast_s2s model's state_dict with load_fast_s2s (fast_s2s.nn.GRU keeps torch.nn.GRU's
+    parameter names). config: a Seq2SeqConfig, bahdanau/additive or luong/general (with or
+    without input feeding), 1 decoder layer, untied. Greedy follows greedy_decode's rules; beam
+    search is the plain loop (top-k over beam x vocabulary) run to max_len."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        c = config
+        if c.decoder_layers != 1 or c.tie_embeddings or c.attention != "on":
+            raise ValueError("the torch.nn peer covers one-layer attentional untied decoders")
+        if (c.wiring, c.score) not in (("bahdanau", "additive"), ("luong", "general")):
+            raise ValueError(f"the torch.nn peer has no {c.wiring}/{c.score} decoder")
+        self.config = c
+        e, h = c.embed_size, c.hidden_size
+        self.bahdanau = c.wiring == "bahdanau"
+        self.feed = c.input_feeding
+        self.src_embedding = nn.Embedding(c.src_vocab_size, e, padding_idx=c.pad_id)
+        self.encoder = nn.GRU(
+            e, h // 2, num_layers=c.encoder_layers, batch_first=True, bidirectional=True
+        )
+        self.bridge = nn.Linear(h, h)
+        self.embedding = nn.Embedding(c.tgt_vocab_size, e, padding_idx=c.pad_id)
+        rnn_in = e + h if self.bahdanau or self.feed else e
+        self.cell = nn.GRUCell(rnn_in, h)
+        self.query_proj = nn.Linear(h, h, bias=False)
+        if self.bahdanau:
+            self.key_proj = nn.Linear(h, h, bias=False)
+            self.v = nn.Parameter(torch.zeros(h))
+            self.readout = nn.Linear(2 * h + e, h)
+        else:
+            self.combine = nn.Linear(2 * h, h, bias=False)
+        self.out = nn.Linear(h, c.tgt_vocab_size)
+
+    def load_fast_s2s(self, state: dict[str, Tensor]) -> None:
+        """The fast_s2s Seq2Seq state_dict, renamed to these modules."""
+        mine: dict[str, Tensor] = {
+            "src_embedding.weight": state["encoder.embedding.weight"],
+            "bridge.weight": state["encoder.bridge.weight"],
+            "bridge.bias": state["encoder.bridge.bias"],
+            "embedding.weight": state["decoder.embedding.weight"],
+            "query_proj.weight": state["decoder.attention.query_proj.weight"],
+            "out.weight": state["decoder.out.weight"],
+            "out.bias": state["decoder.out.bias"],
+        }
+        for k, v in state.items():
+            if k.startswith("encoder.rnn."):
+                mine["encoder." + k.removeprefix("encoder.rnn.")] = v
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            mine[f"cell.{name}"] = state[f"decoder.rnn.{name}_l0"]
+        if self.bahdanau:
+            mine["key_proj.weight"] = state["decoder.attention.key_proj.weight"]
+            mine["v"] = state["decoder.attention.v"]
+            mine["readout.weight"] = state["decoder.readout.weight"]
+            mine["readout.bias"] = state["decoder.readout.bias"]
+        else:
+            mine["combine.weight"] = state["decoder.combine.weight"]
+        self.load_state_dict(mine)
+
+    def encode(self, src: Tensor, lengths: Tensor):
+        """states (B, S, H), keys (B, S, H) (projected for additive), mask (B, S), hidden (B, H)."""
+        packed = pack_padded_sequence(
+            self.src_embedding(src), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, h_n = self.encoder(packed)
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
+        hidden = torch.tanh(self.bridge(torch.cat([h_n[-2], h_n[-1]], dim=-1)))
+        keys = self.key_proj(states) if self.bahdanau else states
+        mask = torch.arange(src.shape[1], device=src.device)[None, :] < lengths[:, None]
+        return states, keys, mask, hidden
+
+    def attend(self, query: Tensor, states: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        """Context (N, H) of query rows (N, H) over their own (N, S, .) memory rows."""
+        if self.bahdanau:
+            scores = torch.tanh(self.query_proj(query)[:, None, :] + keys) @ self.v
+        else:
+            scores = torch.bmm(keys, self.query_proj(query)[:, :, None]).squeeze(-1)
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+        return torch.bmm(weights[:, None, :], states).squeeze(1)
+
+    def step(self, prev: Tensor, hidden: Tensor, feed: Tensor | None, memory):
+        """log_probs (N, V), hidden (N, H), feed (N, H) or None."""
+        states, keys, mask = memory
+        e = self.embedding(prev)
+        if self.bahdanau:
+            context = self.attend(hidden, states, keys, mask)
+            hidden = self.cell(torch.cat([e, context], dim=-1), hidden)
+            pre = torch.tanh(self.readout(torch.cat([hidden, context, e], dim=-1)))
+        else:
+            hidden = self.cell(torch.cat([e, feed], dim=-1) if self.feed else e, hidden)
+            context = self.attend(hidden, states, keys, mask)
+            pre = torch.tanh(self.combine(torch.cat([context, hidden], dim=-1)))
+            feed = pre if self.feed else None
+        return torch.log_softmax(self.out(pre), dim=-1), hidden, feed
+
+    def _rules(self, log_probs: Tensor, last: bool) -> Tensor:
+        c = self.config
+        if last:
+            eos = log_probs[:, c.eos_id].clone()
+            log_probs = torch.full_like(log_probs, float("-inf"))
+            log_probs[:, c.eos_id] = eos
+            return log_probs
+        log_probs[:, c.pad_id] = float("-inf")
+        log_probs[:, c.bos_id] = float("-inf")
+        return log_probs
+
+    @torch.no_grad()
+    def greedy(self, src: Tensor, lengths: Tensor, max_len: int) -> list[list[int]]:
+        states, keys, mask, hidden = self.encode(src, lengths)
+        batch = src.shape[0]
+        feed = hidden.new_zeros(batch, hidden.shape[1]) if self.feed else None
+        prev = torch.full((batch,), self.config.bos_id, dtype=torch.long)
+        finished = torch.zeros(batch, dtype=torch.bool)
+        tokens = []
+        for t in range(max_len + 1):
+            log_probs, hidden, feed = self.step(prev, hidden, feed, (states, keys, mask))
+            prev = self._rules(log_probs, t == max_len).argmax(-1)
+            tokens.append(prev)
+            finished |= prev == self.config.eos_id
+            if bool(finished.all()):
+                break
+        rows = torch.stack(tokens, 1).tolist()
+        return [r[: r.index(self.config.eos_id)] for r in rows]
+
+    @torch.no_grad()
+    def beam(self, src: Tensor, lengths: Tensor, beam: int, max_len: int) -> list[list[int]]:
+        states, keys, mask, hidden = self.encode(src, lengths)
+        batch, vocab = src.shape[0], self.config.tgt_vocab_size
+        memory = tuple(t.repeat_interleave(beam, 0) for t in (states, keys, mask))
+        hidden = hidden.repeat_interleave(beam, 0)
+        feed = torch.zeros_like(hidden) if self.feed else None
+        scores = torch.full((batch, beam), float("-inf"))
+        scores[:, 0] = 0
+        prev = torch.full((batch * beam,), self.config.bos_id, dtype=torch.long)
+        history = torch.zeros(batch * beam, 0, dtype=torch.long)
+        base = (torch.arange(batch) * beam)[:, None]
+        for t in range(max_len + 1):
+            log_probs, hidden, feed = self.step(prev, hidden, feed, memory)
+            log_probs = self._rules(log_probs, t == max_len)
+            cand = (scores[:, :, None] + log_probs.view(batch, beam, vocab)).view(batch, -1)
+            scores, index = cand.topk(beam, dim=1)
+            rows = (base + index // vocab).view(-1)
+            prev = (index % vocab).view(-1)
+            hidden = hidden.index_select(0, rows)
+            feed = feed.index_select(0, rows) if feed is not None else None
+            history = torch.cat([history.index_select(0, rows), prev[:, None]], dim=1)
+        best = history.view(batch, beam, -1)[:, 0].tolist()
+        return [r[: r.index(self.config.eos_id)] for r in best]

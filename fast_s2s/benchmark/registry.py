@@ -2,6 +2,10 @@
 shape set, the inputs of a case, and the implementations a case times (`Impl`: each fast_s2s
 backend, labelled with the concrete backend that runs, then the peers).
 
+Also the plan of a run (--plan: cases, implementations, rooflines, goals, and the dtypes of each
+device type), worked out without touching the device: a --device cuda plan is built on a machine
+without a GPU exactly as on one with a GPU (the backends' availability never initialises CUDA).
+
 To add an op family: write its module (cases, make_inputs, peers, the fast_s2s call: see
 attention_family.py) and list its FAMILY here.
 """
@@ -9,19 +13,20 @@ attention_family.py) and list its FAMILY here.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from fast_s2s import backends as _backends
-from fast_s2s.benchmark import attention_family, gru_family, local_family, model_family
-from fast_s2s.benchmark.case import SHAPE_SETS, Case, Inputs
-from fast_s2s.benchmark.family import Factory, Family
+from fast_s2s.benchmark import attention_family, gru_family, model_family
+from fast_s2s.benchmark.family import SHAPE_SETS, Case, Factory, Family, Inputs, reports_bandwidth
+from fast_s2s.benchmark.measure import DEVICE_COPY_BYTES
 from fast_s2s.benchmark.peers import PEER_IMPLEMENTATIONS
 
 FAMILIES: tuple[Family, ...] = (
     attention_family.FAMILY,
-    local_family.FAMILY,
+    attention_family.LOCAL_FAMILY,
     gru_family.FAMILY,
     model_family.FAMILY,
 )
@@ -89,7 +94,7 @@ def _backend_name(backend: str, device_type: str) -> str:
 
 def implementation_name(impl: Impl, device: torch.device | str) -> str | None:
     """What code runs behind a row, in words (None for a backend that did not resolve). A call
-    may say more once built, in its `implementation` attribute (rows.time_impl takes it)."""
+    may say more once built, in its `implementation` attribute (rows.prepare takes it)."""
     if impl.kind != FAST_S2S:
         return PEER_IMPLEMENTATIONS.get(impl.label, impl.label)
     if impl.backend is None:
@@ -100,21 +105,6 @@ def implementation_name(impl: Impl, device: torch.device | str) -> str | None:
 
 def _kernel_ops(op: str) -> tuple[str, ...]:
     return FAMILY_OF[op].kernel_ops.get(op, (op,))
-
-
-def backend_reasons(op: str, device: torch.device | str) -> dict[str, str | None]:
-    """Each concrete backend -> None if it runs every kernel op of `op` on `device`, else why
-    not (the first kernel op's reason, named when there are several)."""
-    kernels = _kernel_ops(op)
-    out: dict[str, str | None] = {}
-    for backend in CONCRETE_BACKENDS:
-        reasons = [
-            f"{k}: {r}" if len(kernels) > 1 else r
-            for k in kernels
-            if (r := _backends.why_unavailable(k, backend, device)) is not None
-        ]
-        out[backend] = reasons[0] if reasons else None
-    return out
 
 
 def default_backends(
@@ -128,10 +118,14 @@ def default_backends(
     is timed, as the fastest-backend summary compares them. A family whose reference peer is its
     reference backend (the model) leaves that out always.
     """
-    device_type = torch.device(device).type
+    device_type, kernels = torch.device(device).type, _kernel_ops(op)
     chosen: list[str] = []
     left_out: dict[str, str] = {}
-    for backend, reason in backend_reasons(op, device).items():
+    for backend in CONCRETE_BACKENDS:
+        # the first kernel op's reason, named when there are several
+        why = ((k, _backends.why_unavailable(k, backend, device)) for k in kernels)
+        named = (f"{k}: {r}" if len(kernels) > 1 else r for k, r in why if r is not None)
+        reason = next(named, None)
         if reason is None and backend == "reference" and FAMILY_OF[op].reference_is_peer:
             reason = (
                 "it is the reference peer (the same model on backend='reference'); name it in "
@@ -209,3 +203,100 @@ def build_impls(
         **(family.quick_left_out.get(key, {}) if quick else {}),
     }
     return impls + peer_impls(case.op, peers, skipped)
+
+
+# The dtypes fast_s2s's ops take per device type (docs/DESIGN.md): float16 is CUDA's only.
+DEVICE_DTYPES: dict[str, tuple[str, ...]] = {
+    "cpu": ("float32", "bfloat16", "float64"),
+    "cuda": ("float32", "float16", "bfloat16", "float64"),
+}
+# What is timed when --dtype is not given: on CUDA the three dtypes of the GPU targets.
+DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {
+    "cpu": ("float32",),
+    "cuda": ("float32", "float16", "bfloat16"),
+}
+
+
+def parse_dtypes(names: Sequence[str] | None, device: torch.device | str) -> list[str]:
+    """The dtypes to time on `device` (its defaults when `names` is empty), each once; raises
+    ValueError naming any the ops do not take there."""
+    device_type = torch.device(device).type
+    if not names:
+        return list(DEFAULT_DTYPES.get(device_type, ("float32",)))
+    allowed = DEVICE_DTYPES.get(device_type, DEVICE_DTYPES["cpu"])
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise ValueError(
+            f"--dtype {','.join(bad)}: fast_s2s's ops on {device_type} take {', '.join(allowed)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def build_plan(
+    ops: Sequence[str],
+    device: torch.device | str,
+    dtypes: Sequence[str],
+    shapes: str,
+    backends: list[str] | None = None,
+    peers: list[str] | None = None,
+    quick: bool = False,
+) -> dict:
+    """JSON-ready: {"device", "dtypes", "shapes", "quick", "device_copy_bytes", "cases": [{"op",
+    "case", "case_id", "mode", "target", "memory_bound", "rooflines", "goals",
+    "implementations": [{"impl", "kind", "backend", "implementation", "timed", "reason"}]}]}.
+    Every case is timed once per dtype; goals are listed with the dtypes they apply to."""
+    device = torch.device(device)
+    cases = []
+    rooflines = ["read (torch.sum)", "copy (dst.copy_(src))"]
+    for case in select_cases(list(ops), shapes, device):
+        impls = build_impls(case, device, backends, peers, quick=quick)
+        cases.append({
+            "op": case.op, "case": case.name, "case_id": case.id, "mode": case.mode,
+            "target": case.target, "memory_bound": case.memory_bound,
+            "rooflines": rooflines if reports_bandwidth(case) else [],
+            "goals": [g.description for g in case.goals],
+            "implementations": [
+                {"impl": i.label, "kind": i.kind, "backend": i.backend,
+                 "implementation": implementation_name(i, device), "timed": i.make is not None,
+                 "reason": i.reason}
+                for i in impls
+            ],
+        })  # fmt: skip
+    return {
+        "device": device.type,
+        "dtypes": list(dtypes),
+        "shapes": shapes,
+        "quick": quick,
+        "device_copy_bytes": DEVICE_COPY_BYTES.get(device.type, DEVICE_COPY_BYTES["cpu"]),
+        "cases": cases,
+    }
+
+
+def print_plan(console, plan: dict) -> None:
+    """One row per case, then the implementations not timed, with why (once each)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    console.print(
+        f"fast-s2s bench plan: {plan['device']}, dtypes {', '.join(plan['dtypes'])}, shapes "
+        f"{plan['shapes']}{' (quick)' if plan['quick'] else ''}; {len(plan['cases'])} cases x "
+        f"{len(plan['dtypes'])} dtypes; device copy bandwidth over "
+        f"{plan['device_copy_bytes'] / 2**20:,.0f} MiB each way"
+    )
+    table = Table(title="cases", title_justify="left")
+    for col in ("op", "case", "target", "timed", "rooflines", "goals"):
+        table.add_column(col)
+    left_out: dict[tuple[str, str], str] = {}
+    for case in plan["cases"]:
+        impls = case["implementations"]
+        for i in impls:
+            if not i["timed"]:
+                left_out.setdefault((i["impl"], i["reason"] or ""), case["op"])
+        table.add_row(
+            case["op"], case["case"], "yes" if case["target"] else "",
+            escape(", ".join(i["impl"] for i in impls if i["timed"])),
+            "read, copy" if case["rooflines"] else "", "; ".join(case["goals"]),
+        )  # fmt: skip
+    console.print(table)
+    for (impl, reason), op in left_out.items():
+        console.print(f"[yellow]not timed[/yellow] {escape(impl)} (e.g. {op}): {escape(reason)}")

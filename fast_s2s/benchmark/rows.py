@@ -21,7 +21,24 @@ from dataclasses import replace
 
 import torch
 
-from fast_s2s.benchmark.case import DECODE, FORWARD, FORWARD_BACKWARD, Case, Inputs
+from fast_s2s.benchmark.family import (
+    DECODE,
+    FORWARD,
+    FORWARD_BACKWARD,
+    Case,
+    Inputs,
+    reports_bandwidth,
+)
+from fast_s2s.benchmark.measure import (
+    COPY,
+    FULL_BUDGET,
+    READ,
+    Budget,
+    Roofline,
+    Timing,
+    gbps,
+    measure_interleaved,
+)
 from fast_s2s.benchmark.registry import (
     FAST_S2S,
     Impl,
@@ -29,8 +46,6 @@ from fast_s2s.benchmark.registry import (
     implementation_name,
     make_inputs,
 )
-from fast_s2s.benchmark.roofline import COPY, READ, Roofline, gbps
-from fast_s2s.benchmark.timing import FULL_BUDGET, Budget, Timing, measure_interleaved
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
@@ -122,7 +137,7 @@ def time_impls(
     budget: Budget,
 ) -> list[dict]:  # fmt: skip
     """One row per implementation, all timed together in alternating rounds
-    (timing.measure_interleaved); a failure in set-up, compilation or a call is a "failed" row
+    (measure.measure_interleaved); a failure in set-up, compilation or a call is a "failed" row
     with the reason, never an exception."""
     rows = [base_row(case, impl, device, dtype) for impl in impls]
     prepared: list[tuple[int, Callable[[], object], Scope]] = []
@@ -150,68 +165,50 @@ def time_impls(
     return rows
 
 
-def add_bandwidth(
-    rows: list[dict], read_bytes: int, write_bytes: int, read_roof: float | None,
-    copy_roof: float | None,
+def add_figures(
+    rows: list[dict], case: Case, inputs: Inputs, dtype: torch.dtype,
+    rooflines: dict[str, Roofline] | None = None, sgemm_gflops: float | None = None,
 ) -> list[dict]:  # fmt: skip
-    """Byte counts and rooflines on every row; GB/s and roofline fractions on rows that ran (no
-    fractions where a roofline was not measured, as in bench/)."""
-    for row in rows:
-        row.update(read_bytes=read_bytes, write_bytes=write_bytes)
-        row.update(roofline_gbps=read_roof, copy_roofline_gbps=copy_roof)
-        if row["status"] == OK and row["median_us"]:
+    """The figures derived from the medians, on every row of a case (each front end's rows):
+    byte counts, GB/s and roofline fractions (memory-bound forward cases; no fractions where no
+    roofline is given, as in bench/), GFLOP/s and the fraction of the sgemm rate (GEMM-bound
+    cases, flops > 0), the model's work, throughput and us per token, and the time to read a
+    decoder's weights once (decode cases, with a read roofline)."""
+    ran = [r for r in rows if r["status"] == OK and r["median_us"]]
+    rooflines = rooflines or {}
+    nbytes = inputs.extra.get("weight_bytes")
+    if case.mode == DECODE and nbytes and READ in rooflines and ran:
+        read_gbps, _ = rooflines[READ].measure(nbytes, dtype)  # type: ignore[arg-type]
+        for row in rows:
+            row.update(weight_bytes=nbytes, weight_read_us=nbytes / (read_gbps * 1e9) * 1e6)
+    if reports_bandwidth(case) and (ran or not rooflines):
+        read, moved = inputs.read_bytes, inputs.moved_bytes
+        roofs = {k: rooflines[k].measure(n, dtype)[0] if k in rooflines else None
+                 for k, n in ((READ, read), (COPY, moved))}  # fmt: skip
+        for row in rows:
+            row.update(read_bytes=read, write_bytes=inputs.write_bytes)
+            row.update(roofline_gbps=roofs[READ], copy_roofline_gbps=roofs[COPY])
+        for row in ran:
             seconds = row["median_us"] * 1e-6
-            row["gbps"] = gbps(read_bytes, seconds)
-            row["copy_gbps"] = gbps(read_bytes + write_bytes, seconds)
-            row["roofline_fraction"] = row["gbps"] / read_roof if read_roof else None
-            row["copy_fraction"] = row["copy_gbps"] / copy_roof if copy_roof else None
-    return rows
-
-
-def add_throughput(rows: list[dict], inputs: Inputs) -> list[dict]:
-    """Where the inputs say how much work one call does (the model), `work`, `work_unit`,
-    `hypothesis_tokens`, and on rows that ran `throughput`."""
+            row.update(gbps=gbps(read, seconds), copy_gbps=gbps(moved, seconds))
+            row["roofline_fraction"] = row["gbps"] / roofs[READ] if roofs[READ] else None
+            row["copy_fraction"] = row["copy_gbps"] / roofs[COPY] if roofs[COPY] else None
+    if inputs.flops:
+        for row in rows:
+            row["flops"] = inputs.flops
+        for row in ran:
+            row["gflops"] = inputs.flops / (row["median_us"] * 1e-6) / 1e9
+            row["sgemm_fraction"] = row["gflops"] / sgemm_gflops if sgemm_gflops else None
     work, unit = inputs.extra.get("work"), inputs.extra.get("work_unit")
-    if not work or not unit:
-        return rows
-    for row in rows:
-        row.update(
-            work=work, work_unit=unit, hypothesis_tokens=inputs.extra.get("hypothesis_tokens")
-        )
-        if row["status"] == OK and row["median_us"]:
+    if work and unit:
+        for row in rows:
+            row.update(work=work, work_unit=unit)
+            row["hypothesis_tokens"] = inputs.extra.get("hypothesis_tokens")
+        for row in ran:
             row["throughput"] = work / (row["median_us"] * 1e-6)  # type: ignore[operator]
             if unit == "token":
                 row["us_per_token"] = row["median_us"] / work  # type: ignore[operator]
     return rows
-
-
-def add_gemm_rate(rows: list[dict], flops: int, sgemm_gflops: float | None) -> list[dict]:
-    """GFLOP/s of the matrix products on rows that ran, and their fraction of the machine's
-    measured sgemm rate (`sgemm_fraction`), for GEMM-bound cases (flops > 0)."""
-    if not flops:
-        return rows
-    for row in rows:
-        row["flops"] = flops
-        if row["status"] == OK and row.get("median_us"):
-            row["gflops"] = flops / (row["median_us"] * 1e-6) / 1e9
-            row["sgemm_fraction"] = row["gflops"] / sgemm_gflops if sgemm_gflops else None
-    return rows
-
-
-def add_weight_read(rows: list[dict], inputs: Inputs, roof: Roofline, dtype: torch.dtype) -> None:
-    """`weight_bytes` and `weight_read_us` on every row of a case whose inputs name the bytes
-    of weights a step reads (the model's decode cases)."""
-    nbytes = inputs.extra.get("weight_bytes")
-    if not nbytes:
-        return
-    read_gbps, _ = roof.measure(nbytes, dtype)  # type: ignore[arg-type]
-    for row in rows:
-        row.update(weight_bytes=nbytes, weight_read_us=nbytes / (read_gbps * 1e9) * 1e6)
-
-
-def reports_bandwidth(case: Case) -> bool:
-    """GB/s say something only for forward calls of memory-bound cases."""
-    return case.mode == FORWARD and case.memory_bound
 
 
 def run_case(
@@ -228,23 +225,15 @@ def run_case(
     sgemm_gflops: float | None = None,
 ) -> list[dict]:
     """Every implementation of `case` (registry.build_impls unless `impls` is given), timed in
-    alternating rounds on the same inputs, with bandwidths and throughput. `rooflines` (READ
-    and COPY) are shared across cases, so each traffic size is measured once per run;
-    `sgemm_gflops`, the machine's measured matrix-product rate, is what GEMM-bound rows are a
-    fraction of."""
+    alternating rounds on the same inputs, with their figures. `rooflines` (READ and COPY) are
+    shared across cases, so each traffic size is measured once per run; `sgemm_gflops`, the
+    machine's measured matrix-product rate, is what GEMM-bound rows are a fraction of."""
     device = torch.device(device)
     impls = build_impls(case, device, backends, peers, quick=quick) if impls is None else impls
     inputs = make_inputs(case, device, dtype)
     rows = time_impls(case, impls, inputs, device, dtype, budget)
     roofs = rooflines or {kind: Roofline(kind, device, budget) for kind in (READ, COPY)}
-    if case.mode == DECODE and any(r["status"] == OK for r in rows):
-        add_weight_read(rows, inputs, roofs[READ], dtype)
-    if reports_bandwidth(case) and any(r["status"] == OK for r in rows):
-        read_roof, _ = roofs[READ].measure(inputs.read_bytes, dtype)
-        copy_roof, _ = roofs[COPY].measure(inputs.moved_bytes, dtype)
-        add_bandwidth(rows, inputs.read_bytes, inputs.write_bytes, read_roof, copy_roof)
-    add_gemm_rate(rows, inputs.flops, sgemm_gflops)
-    return add_throughput(rows, inputs)
+    return add_figures(rows, case, inputs, dtype, roofs, sgemm_gflops)
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:

@@ -2,7 +2,7 @@
 (csrc/cpu/native_encoder.cpp), for the searches' native path. At one sentence the encoder's
 modules spend more time in Python (argument checks, module calls, one op dispatch each) than in
 the GRU; the op runs the same ATen ops and the same gru_stack recurrence, so the EncoderState
-is the one Seq2Seq.encode returns (tests/test_native_encoder.py holds it to that, exactly).
+is the one Seq2Seq.encode returns (tests/models/test_native_encoder.py holds it to that, exactly).
 
 The native engine (native_loop.py) encodes with it where the encoder is fast_s2s's own Encoder
 on the cpp GRU (`unavailable` says why not otherwise; the engine then calls Seq2Seq.encode).

@@ -88,13 +88,11 @@ def _inference(model: Seq2Seq) -> Iterator[None]:
 def run_search(
     model: Seq2Seq, src: Tensor, src_lengths: Tensor, spec: SearchOptions, engine: Engine
 ) -> list[list[Hypothesis]]:
-    """Decode a batch with `engine`: per source row its up to spec.n_best hypotheses, best
-    first. Raises ValueError for a sentence without a finite-scored hypothesis."""
+    """Decode a batch with `engine` (one that can run the model): per source row its up to
+    spec.n_best hypotheses, best first. Raises ValueError for a sentence without a
+    finite-scored hypothesis."""
     if not isinstance(model, Seq2Seq):
         raise TypeError(f"model must be a fast_s2s.models.Seq2Seq, got {type(model).__name__}")
-    why = engine.unavailable(model)
-    if why is not None:
-        raise ValueError(why)
     with _inference(model):
         encoded = engine.encode(model, src, src_lengths)
         trace = engine.run(model, encoded, spec)
@@ -117,7 +115,9 @@ def search(
     if not isinstance(options, SearchOptions):
         raise TypeError(f"options must be a SearchOptions, got {type(options).__name__}")
     if engine is None:
-        engine, _ = engine_for(model, options.native)
+        engine, _ = engine_for(model, options.native)  # an engine that can run the model
+    elif (why := engine.unavailable(model)) is not None:
+        raise ValueError(why)
     return run_search(model, src, src_lengths, options, engine)
 
 

@@ -118,38 +118,31 @@ def _search(model: Seq2Seq, enc: EncoderState, spec: SearchOptions) -> Trace:
 
 
 def _greedy(model: Seq2Seq, enc: EncoderState, spec: SearchOptions) -> Trace:
-    """_search at beam 1 without the beam's bookkeeping, which at batch 1 cost a third of this
-    loop's time (docs/DESIGN.md): each row continues itself (no reordering), and the stopping
-    rule is what it reduces to at beam 1, a sentence is done once its one hypothesis finished
-    or died. The same candidates (the same top-k over the same sums) and the same Trace."""
-    cfg, neg_inf = model.config, float("-inf")
+    """_search at beam 1 without the beam's bookkeeping, which cost a third of this loop's
+    batch-1 time (docs/DESIGN.md): each row continues itself (no reordering), and a sentence is
+    done once its hypothesis ended in eos. The same candidates (the same top-1 over the same
+    sums) and the same result: a done row keeps stepping with its scores, its candidates masked
+    from finishing; a row whose scores are not finite never finishes (as in _search)."""
+    cfg = model.config
     batch, device = enc.batch_size, enc.states.device
     state = model.initial_state(enc, beam=1)
     prev = torch.full((batch,), cfg.bos_id, dtype=torch.int64, device=device)
     scores = torch.zeros(batch, 1, device=device)
     done = torch.zeros(batch, 1, dtype=torch.bool, device=device)
-    trace: dict[str, list[Tensor]] = {"tokens": [], "finish": [], "attention": []}
+    tokens, finish, attention = [], [], []
     for t in range(spec.max_len + 1):
         force_eos, block_eos = KINDS[step_kind(t, spec.max_len, spec.min_len)]
         log_probs, state, weights = step(
             model, enc, state, prev, 1, force_eos=force_eos, block_eos=block_eos
         )
-        top_scores, tokens = (scores + log_probs).topk(1, dim=1)  # (B, 1) each
-        alive = torch.isfinite(top_scores) & ~done
-        is_eos = tokens == cfg.eos_id
-        trace["tokens"].append(tokens)
-        trace["finish"].append(top_scores.masked_fill(~(alive & is_eos), neg_inf))
-        trace["attention"].append(weights)
-        if t == spec.max_len:
+        scores, top = (scores + log_probs).topk(1, dim=1)  # (B, 1) each
+        is_eos = top == cfg.eos_id
+        tokens.append(top)
+        finish.append(scores.masked_fill(done | ~is_eos, float("-inf")))
+        attention.append(weights)
+        done = done | is_eos
+        if t == spec.max_len or bool(done.all()):
             break
-        live = alive & ~is_eos
-        scores = top_scores.masked_fill(~live, neg_inf)
-        done = ~live
-        if bool(done.all()):
-            break
-        prev = tokens.view(-1)
-    tokens = torch.stack(trace["tokens"])  # (T, B, 1)
-    return Trace(
-        tokens, torch.zeros_like(tokens), torch.stack(trace["finish"]),
-        torch.stack(trace["attention"]),
-    )  # fmt: skip
+        prev = top.view(-1)
+    steps = torch.stack(tokens)  # (T, B, 1)
+    return Trace(steps, torch.zeros_like(steps), torch.stack(finish), torch.stack(attention))

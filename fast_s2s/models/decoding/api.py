@@ -21,14 +21,7 @@ from fast_s2s.models.decoding.spec import SearchOptions
 from fast_s2s.models.decoding.static_loop import StaticLoop
 from fast_s2s.models.seq2seq import Seq2Seq
 
-__all__ = [
-    "beam_search",
-    "decode_path",
-    "engine_for",
-    "greedy_decode",
-    "run_search",
-    "search",
-]
+__all__ = ["beam_search", "decode_path", "engine_for", "greedy_decode", "run_search", "search"]
 
 PYTHON_LOOP, NATIVE_LOOP = PythonLoop(), NativeLoop()
 
@@ -52,6 +45,11 @@ def decode_path(model: Seq2Seq, native: bool = True) -> str:
     "python: <why neither>" (the Python loop, the reference; e.g. a CPU model on the
     reference backend)."""
     return engine_for(model, native)[1]
+
+
+def _check_model(model: object) -> None:
+    if not isinstance(model, Seq2Seq):
+        raise TypeError(f"model must be a fast_s2s.models.Seq2Seq, got {type(model).__name__}")
 
 
 def _any_training(model: nn.Module) -> bool:
@@ -91,8 +89,7 @@ def run_search(
     """Decode a batch with `engine` (one that can run the model): per source row its up to
     spec.n_best hypotheses, best first. Raises ValueError for a sentence without a
     finite-scored hypothesis."""
-    if not isinstance(model, Seq2Seq):
-        raise TypeError(f"model must be a fast_s2s.models.Seq2Seq, got {type(model).__name__}")
+    _check_model(model)
     with _inference(model):
         encoded = engine.encode(model, src, src_lengths)
         trace = engine.run(model, encoded, spec)
@@ -112,6 +109,7 @@ def search(
     options.n_best hypotheses (one, the greedy one, when options.beam == 1). engine: None runs
     the one decode_path names; or an engine of fast_s2s.models.decoding (e.g. StaticLoop with
     its check interval and capture)."""
+    _check_model(model)
     if not isinstance(options, SearchOptions):
         raise TypeError(f"options must be a SearchOptions, got {type(options).__name__}")
     if engine is None:

@@ -63,6 +63,7 @@ class PythonLoop:
 
 
 def _search(model: Seq2Seq, enc: EncoderState, spec: SearchOptions) -> Trace:
+    """The search of the module docstring, at any beam."""
     cfg, neg_inf = model.config, float("-inf")
     batch, beam, device = enc.batch_size, spec.beam, enc.states.device
     tables = spec.tables

@@ -10,7 +10,6 @@ Python checks).
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
 import torch
@@ -30,6 +29,7 @@ from tests.backends import (
     grid,
     tolerance,
 )
+from tests.compile_checks import assert_script_compiles_for_sm90
 from tests.ops.test_attention import (
     CUDA_CASES,
     DOT_PATH_CASE,
@@ -397,26 +397,7 @@ print("compiled")
 
 @needs_triton
 def test_triton_kernels_compile_for_sm90():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import triton
-
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    if not ptxas.exists():
-        pytest.skip("triton's bundled ptxas is missing")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = Path(__file__).resolve().parents[2]
-    result = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
+    assert_script_compiles_for_sm90(_COMPILE_SCRIPT)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from tests.backends import (
     cast,
     tolerance,
 )
+from tests.compile_checks import assert_script_compiles_for_sm90
 from tests.local_attention_cases import LOCAL_CASES, LocalCase, local_sample_inputs
 from tests.ops.test_local_attention import (
     OP,
@@ -224,23 +225,4 @@ print("compiled")
 
 
 def test_triton_kernels_compile_for_sm90():
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    triton = pytest.importorskip("triton")
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    if not ptxas.exists():
-        pytest.skip("triton's bundled ptxas is missing")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = Path(__file__).resolve().parents[2]
-    result = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
+    assert_script_compiles_for_sm90(_COMPILE_SCRIPT)

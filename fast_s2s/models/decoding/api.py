@@ -192,22 +192,10 @@ def beam_search(
     its k best finished hypotheses, best first (fewer when fewer finished). Hypothesis.score is
     the total log-probability.
     """
-    spec = _beam_spec(beam_size, max_len, length_penalty, n_best, penalty, min_len, native)
+    best = 1 if n_best is None else n_best
+    spec = _options(beam_size, max_len, min_len, length_penalty, penalty, best, native)
     ranked = search(model, src, src_lengths, spec)
     return [hyps[0] for hyps in ranked] if n_best is None else ranked
-
-
-def _beam_spec(
-    beam_size: int,
-    max_len: int,
-    length_penalty: float,
-    n_best: int | None,
-    penalty: str,
-    min_len: int,
-    native: bool = True,
-) -> SearchOptions:
-    best = 1 if n_best is None else n_best
-    return _options(beam_size, max_len, min_len, length_penalty, penalty, best, native)
 
 
 @functools.lru_cache(maxsize=256, typed=True)  # typed: True, 1 and 1.0 are different options

@@ -60,6 +60,8 @@ def assemble(
     first (by step, then candidate). A sentence without a finished hypothesis is an error: it
     only happens when the model's log-probs are not finite."""
     # numpy on the host: a trace is small, and a torch op per element would cost more than it
+    if trace.tokens.shape[2] == 1:  # greedy: one candidate per sentence, finishing once at most
+        return _greedy(trace, _host(trace.finish_scores)[:, :, 0], src_lengths)
     finish = trace.finish_scores.detach().cpu().double().numpy()
     steps, sentences, candidates = np.nonzero(np.isfinite(finish))  # in the order they finished
     per_sentence: list[list[tuple[float, int, int, float]]] = [[] for _ in src_lengths]
@@ -84,15 +86,40 @@ def assemble(
     return ranked
 
 
+def _greedy(trace: Trace, finish: np.ndarray, src_lengths: list[int]) -> list[list[Hypothesis]]:
+    """assemble for beam 1 without ranking: sentence b's hypothesis finishes at the one step t
+    whose finish score (finish: (T, B)) is finite; its tokens are row b's first t. All in numpy
+    (a batch-1 search is a few hundred microseconds: a torch op per piece would be a tenth)."""
+    finite = np.isfinite(finish)
+    ends = finite.argmax(axis=0)  # the first finite step of each sentence (0 when none)
+    missing = ~finite[ends, np.arange(finish.shape[1])]
+    if missing.any():
+        raise ValueError(
+            f"no hypothesis of sentence {int(missing.argmax())} has a finite log-probability (the "
+            "model gives NaN or -inf log-probs: check its weights)"
+        )
+    rows = _host(trace.tokens)[:, :, 0].T.tolist()  # (B, T)
+    attention = _host(trace.attention)
+    return [
+        [Hypothesis(rows[b][:t], float(finish[t, b]), _rows(attention[: t + 1, b, :n]))]
+        for b, (t, n) in enumerate(zip(ends.tolist(), src_lengths, strict=True))
+    ]
+
+
+def _host(tensor: Tensor) -> np.ndarray:
+    """The tensor as a host numpy array (16-bit floats, which numpy lacks, as float32)."""
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor).numpy()
+
+
+def _rows(attention: np.ndarray) -> Tensor:
+    """A float32 copy of a hypothesis's attention rows, as a tensor of its own."""
+    return torch.from_numpy(attention.astype(np.float32, order="C"))
+
+
 def _hypotheses(trace: Trace, chosen: list, src_lengths: list[int]) -> list[Hypothesis]:
     """The tokens and attention rows of each chosen (b, t, j, score), following the parents."""
     beam, attention = trace.tokens.shape[2], trace.attention.cpu()
-    if beam == 1:  # greedy: each row continues itself, no parents to follow
-        rows = trace.tokens[:, :, 0].t().tolist()  # (B, T)
-        return [
-            Hypothesis(rows[b][:t], score, attention[: t + 1, b, : src_lengths[b]].float().clone())
-            for b, t, _, score in chosen
-        ]
     tokens, parents = trace.tokens.tolist(), trace.parents.tolist()
     rows_per_step, src_len = attention.shape[1], attention.shape[2]
     prefixes, flat = [], []

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="fast-s2s",
         description="Fused attention and GRU kernels for RNN seq2seq models.",
+        epilog=(
+            "Each command has its own --help. Start with `fast-s2s verify`, then `fast-s2s "
+            "bench --quick`. The ops, modules and model in Python: README.md; every command "
+            "with examples: docs/usage.md; measured figures: docs/results.md."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():

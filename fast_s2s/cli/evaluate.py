@@ -34,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--stress", choices=STRESS, help="default: the checkpoint's")
     parser.add_argument("--split-seed", type=SEED, help="default: the checkpoint's")
-    parser.add_argument("--backend", choices=BACKENDS)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, help="backend of every op (default: the checkpoint's)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
 def split_options(saved: dict, args: argparse.Namespace) -> tuple[str | None, str, int]:

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"per model: Adam steps (e.g. 2000) or seconds (e.g. 300s); default {d.steps}",
     )
     parser.add_argument("--out", default="runs/bottleneck", help="folder for the JSON and PNG")
-    parser.add_argument("--seed", type=SEED, default=d.seed)
+    parser.add_argument("--seed", type=SEED, default=d.seed, help="seed of data and weights")
     parser.add_argument(
         "--tiny", action="store_true", help="tiny sizes and a 6-step budget (a smoke test)"
     )
@@ -78,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.window,
         help=f"D of local_p / local_m (2D + 1 positions); default {d.window}",
     )
-    parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="backend of every op (default: auto)"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> LengthSettings:

@@ -93,8 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing --checkpoint (a new run)"
     )
-    parser.add_argument("--backend", default="auto", choices=BACKENDS)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="backend of every op (default: auto)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     d = TrainSettings()
     parser.add_argument(
         "--num-examples", type=EXAMPLES, default=d.num_examples, help="generated pairs"
@@ -121,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=number(0, low_open=True),
         help=f"seconds; stop after the epoch that passes it; {_defaults('time_budget')}",
     )
-    parser.add_argument("--seed", type=SEED, default=d.seed)
+    parser.add_argument("--seed", type=SEED, default=d.seed, help="seed of data and weights")
     parser.add_argument("--threads", type=THREADS, help=f"torch threads; {_defaults('threads')}")
     parser.add_argument(
         "--stress",
@@ -156,7 +158,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "state, no attention",
     )
     parser.add_argument("--wiring", choices=["bahdanau", "luong"], help=_defaults("wiring"))
-    parser.add_argument("--score", choices=["additive", "dot", "general", "concat"], default=None)
+    parser.add_argument(
+        "--score",
+        choices=["additive", "dot", "general", "concat"],
+        default=None,
+        help="attention score (default: additive for bahdanau, general for luong)",
+    )
     parser.add_argument("--input-feeding", action="store_true")
     parser.add_argument(
         "--local",

@@ -139,7 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-len", type=integer(0, INT_MAX), default=100, help="at most this many tokens"
     )
     parser.add_argument("--plot", metavar="PNG", help="save the attention map of the first input")
-    parser.add_argument("--backend", choices=BACKENDS)
+    parser.add_argument(
+        "--backend", choices=BACKENDS, help="backend of every op (default: the checkpoint's)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -271,7 +271,9 @@ def _check_decode_loop(console: Console, device: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="device to verify on"
+    )
     parser.add_argument(
         "--dtypes",
         default=None,

@@ -230,7 +230,8 @@ def emulated_ops():
     build.mkdir(parents=True, exist_ok=True)
     sources = [
         here / "library.cpp",
-        here / "attention_emulated.cpp",
+        here / "attention_forward_emulated.cpp",
+        here / "attention_backward_emulated.cpp",
         here / "local_attention_emulated.cpp",
         here / "gru_emulated.cpp",
         *sorted((ROOT / "csrc" / "common").glob("*.cpp")),  # what the CPU and CUDA code share

@@ -1,8 +1,9 @@
 // A CPU emulation of the slice of the CUDA execution model the kernels in this folder use, so that
 // machines without a GPU (the development machines, CI) can run the kernels' own code against
-// the reference. Not part of the extension: tests/backends.py (emulated_ops) compiles attention.cu,
-// gru.cu and local_attention.cu as C++ with FAST_S2S_EMULATE_CUDA defined (cuda_utils.cuh then
-// includes this file) and registers their ops as torch.ops.fast_s2s_emu.* for CPU tensors.
+// the reference. Not part of the extension: tests/backends.py (emulated_ops) compiles
+// attention_forward.cu, attention_backward.cu, gru.cu and local_attention.cu as C++ with
+// FAST_S2S_EMULATE_CUDA defined (cuda_utils.cuh then includes this file) and registers their ops
+// as torch.ops.fast_s2s_emu.* for CPU tensors.
 //
 // Emulated: one std::thread per CUDA thread, blocks run one after another (so a __shared__
 // variable, here a static, belongs to the running block); threadIdx / blockIdx / blockDim /

@@ -401,7 +401,7 @@ def test_triton_kernels_compile_for_sm90():
 
 
 # --------------------------------------------------------------------------------------------
-# The CUDA kernels (csrc/cuda/attention.cu): emulated on the CPU, and on a GPU
+# The CUDA kernels (csrc/cuda/attention_forward.cu, _backward.cu): emulated on the CPU, on a GPU
 # --------------------------------------------------------------------------------------------
 
 

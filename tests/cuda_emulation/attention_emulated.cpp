@@ -1,2 +1,0 @@
-// csrc/cuda/attention.cu compiled as C++ with FAST_S2S_EMULATE_CUDA (csrc/cuda/emulate.h).
-#include "cuda/attention.cu"

@@ -1,19 +1,10 @@
-"""`fast-s2s bench`: times every fast_s2s backend against the peers a user would otherwise use.
-
-    fast-s2s bench --quick                      # the project's target shapes, a minute or two
-    fast-s2s bench --device cuda --quick --plan # what a GPU run would time; needs no GPU
-    fast-s2s bench --summarize bench_results/bench-cuda-*.json   # fastest backends, goals
-
-Each case times every available fast_s2s backend (labelled with what ran, e.g.
-fast_s2s[auto->cpp]) and the peers on the same inputs, and reports medians, speedups, bandwidths
-against rooflines, throughput for the model, then the fastest backend per op (with the
-AUTO_PREFERENCE it suggests) and the goals; the JSON file holds {"machine", "settings",
-"results", "fastest_backends", "goals"}.
-
-Modules: family (cases, what a family registers), attention_family, gru_family, model_family
-(their cases, inputs and peers), registry (the families, implementations, plan), measure (timing,
-rooflines, machine), rows (the runner both front ends use), report (tables, JSON, plot, fastest
-backends, goals), peers (names). This module wires the CLI and imports nothing heavy until main.
+"""`fast-s2s bench`: times every fast_s2s backend against the peers a user would otherwise use
+(`--quick`: the target shapes; `--plan`: what a run would time, no device touched; `--summarize`:
+the fastest backends and goals over earlier runs' JSON). Modules: family (what a case and a family
+are), attention_family, gru_family, model_family (cases, inputs, peers), registry (the families,
+implementations, plan), rows (the one runner), measure (timing, rooflines, machine), report
+(tables, JSON, plot, fastest backends, goals), peers (names). This module wires the CLI and
+imports nothing heavy until main.
 """
 
 from __future__ import annotations
@@ -139,8 +130,8 @@ def main(args: argparse.Namespace) -> int:
 
 def show_plan(args: argparse.Namespace, ops: list[str]) -> int:
     """--plan: prints what the run would time (and writes it to --json if given)."""
-    from fast_s2s.benchmark.registry import build_plan, print_plan
-    from fast_s2s.benchmark.report import write_json
+    from fast_s2s.benchmark.registry import build_plan
+    from fast_s2s.benchmark.report import print_plan, write_json
 
     console = _console()
     plan = build_plan(
@@ -152,11 +143,21 @@ def show_plan(args: argparse.Namespace, ops: list[str]) -> int:
     return 0
 
 
+def _conclude(console, payload: dict, path: str, what: str) -> None:
+    """Prints the fastest backends, the goals and the GEMM choices; writes the JSON file."""
+    from fast_s2s.benchmark import report
+
+    report.print_fastest(console, payload["fastest_backends"])
+    report.print_goals(console, payload["goals"])
+    report.print_gemm_choices(console, payload["gemm_choices"])
+    console.print(f"{what} written to {report.write_json(path, payload)}")
+
+
 def summarize(args: argparse.Namespace) -> int:
     """--summarize FILE...: the fastest backends and goals over earlier runs' rows."""
     import json
 
-    from fast_s2s.benchmark.report import build_payload, print_fastest, print_goals, write_json
+    from fast_s2s.benchmark.report import build_payload
 
     console = _console()
     rows: list[dict] = []
@@ -179,88 +180,68 @@ def summarize(args: argparse.Namespace) -> int:
     )
     settings = {"summarized": list(args.summarize), "machines": machines}
     payload = build_payload(machines[0] if machines else {}, settings, rows)
-    print_fastest(console, payload["fastest_backends"])
-    print_goals(console, payload["goals"])
     device = devices[0] if len(devices) == 1 else "mixed"
-    written = write_json(args.json or f"bench_results/bench-{device}-summary.json", payload)
-    console.print(f"summary written to {written}")
+    _conclude(
+        console, payload, args.json or f"bench_results/bench-{device}-summary.json", "summary"
+    )
     return 0
 
 
 def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
     """Times the selected cases in every dtype, prints the tables, the fastest backends and the
-    goals, and writes the JSON (and plot)."""
+    goals, and writes the JSON (rewritten after every case: what ran survives a crash) and plot."""
     from dataclasses import replace
 
     import torch
 
-    from fast_s2s.benchmark import report
-    from fast_s2s.benchmark.measure import (
-        COPY,
-        FULL_BUDGET,
-        QUICK_BUDGET,
-        READ,
-        Roofline,
-        busy_warning,
-        device_copy_bandwidth,
-        machine_info,
-        sgemm_rate,
-    )
+    from fast_s2s.benchmark import measure, report
     from fast_s2s.benchmark.registry import select_cases
-    from fast_s2s.benchmark.report import print_fastest, print_goals
     from fast_s2s.benchmark.rows import FAILED, add_speedups, run_case
 
     console = _console()
     device = torch.device(args.device)
     shapes = _shapes(args)
-    budget = QUICK_BUDGET if args.quick or shapes == "tiny" else FULL_BUDGET
+    tiny = shapes == "tiny"  # the harness's own tests: toy sizes for the machine's figures too
+    budget = measure.QUICK_BUDGET if args.quick or tiny else measure.FULL_BUDGET
     if args.min_time is not None:
         budget = replace(budget, min_time_s=args.min_time)
     cases = select_cases(ops, shapes, device)
-
-    machine = machine_info(device)
-    # The device's copy bandwidth (a toy size for the harness's own tiny runs).
-    machine.update(device_copy_bandwidth(device, budget, 1 << 20 if shapes == "tiny" else None))
-    machine.update(sgemm_rate(device, budget, 128 if shapes == "tiny" else None))
+    machine = measure.machine_info(device)
+    machine.update(measure.device_copy_bandwidth(device, budget, 1 << 20 if tiny else None))
+    machine.update(measure.sgemm_rate(device, budget, 128 if tiny else None))
     report.print_machine(console, machine)
-    if warning := busy_warning(machine):
+    if warning := measure.busy_warning(machine):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     settings = {
         "device": device.type, "dtype": ",".join(args.dtype), "dtypes": list(args.dtype),
         "ops": ops, "shapes": shapes, "quick": bool(args.quick), "backends": args.backends,
         "peers": args.peers, "threads": torch.get_num_threads(), "budget": budget.__dict__,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "complete": False,  # until the last case: the file is rewritten after every case
+        "complete": False,  # until the last case
     }  # fmt: skip
-    rooflines = {kind: Roofline(kind, device, budget) for kind in (READ, COPY)}
+    rooflines = {
+        kind: measure.Roofline(kind, device, budget) for kind in (measure.READ, measure.COPY)
+    }
     json_path = args.json or f"bench_results/bench-{device.type}.json"
     rows: list[dict] = []
     start = time.perf_counter()
-    total = len(cases) * len(args.dtype)
-    for j, dtype_name in enumerate(args.dtype):
-        for i, case in enumerate(cases, 1):
-            step = j * len(cases) + i
-            console.print(f"[dim]\\[{step}/{total}] {case.op} {case.name} {dtype_name}[/dim]")
-            rows += run_case(
-                case, device, getattr(torch, dtype_name), backends=args.backends,
-                peers=args.peers, budget=budget, rooflines=rooflines, quick=bool(args.quick),
-                sgemm_gflops=machine["sgemm_gflops"],
-            )  # fmt: skip
-            # What ran so far survives a crash (a faulting kernel can take the process down).
-            report.write_json(
-                json_path,
-                report.build_payload(machine, settings, add_speedups(rows), report.gemm_choices()),
-            )
-    settings["seconds"] = round(time.perf_counter() - start, 1)
-    settings["complete"] = True
-
+    steps = [(dtype, case) for dtype in args.dtype for case in cases]
+    for step, (dtype_name, case) in enumerate(steps, 1):
+        console.print(f"[dim]\\[{step}/{len(steps)}] {case.op} {case.name} {dtype_name}[/dim]")
+        rows += run_case(
+            case, device, getattr(torch, dtype_name), backends=args.backends, peers=args.peers,
+            budget=budget, rooflines=rooflines, quick=bool(args.quick),
+            sgemm_gflops=machine["sgemm_gflops"],
+        )  # fmt: skip
+        payload = report.build_payload(
+            machine, settings, add_speedups(rows), measure.gemm_choices()
+        )
+        report.write_json(json_path, payload)
+    settings.update(seconds=round(time.perf_counter() - start, 1), complete=True)
     title = f"fast-s2s bench: {device.type} {', '.join(args.dtype)} ({settings['seconds']} s)"
     report.print_results(console, rows, title)
-    payload = report.build_payload(machine, settings, rows, report.gemm_choices())
-    print_fastest(console, payload["fastest_backends"])
-    print_goals(console, payload["goals"])
-    report.print_gemm_choices(console, payload["gemm_choices"])
-    console.print(f"results written to {report.write_json(json_path, payload)}")
+    payload = report.build_payload(machine, settings, rows, measure.gemm_choices())
+    _conclude(console, payload, json_path, "results")
     if args.plot:
         problem = report.write_plot(args.plot, rows, machine)
         console.print(

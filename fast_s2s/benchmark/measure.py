@@ -1,17 +1,7 @@
-"""Measuring: median timing of a callable and of a case's implementations together
-(measure_interleaved), the rooflines, and the machine the numbers were measured on.
-
-CPU calls are timed one by one with time.perf_counter; CUDA calls with a pair of torch.cuda.Event
-around each call and a synchronize after it, so every sample is the device time of one call.
-
-The rooflines are measured in the same run with the same timing code, each at the size of the
-op's own traffic so that the op and its roofline sit in the same level of the cache hierarchy:
-  read  torch.sum over as many bytes as the op's compulsory reads ("% roof")
-  copy  dst.copy_(src) with half the op's reads plus writes each way, counted both ways as CUDA's
-        bandwidthTest counts a device-to-device copy ("% copy")
-`device_copy_bandwidth` is the copy at DEVICE_COPY_BYTES, far past the last-level cache;
-`sgemm_rate` torch.mm of two float32 n x n matrices, the roof of the GEMM-bound rows ("% sgemm").
-"""
+"""Timing (per-call medians; a case's implementations in alternating rounds; CUDA calls between
+an event pair each), the rooflines at an op's own traffic, so that both sit in the same cache
+level (read: torch.sum over its reads; copy: dst.copy_(src) moving its reads + writes, counted
+both ways as CUDA's bandwidthTest does), the sgemm rate, and the machine block."""
 
 from __future__ import annotations
 
@@ -41,11 +31,10 @@ class Budget:
 
 
 QUICK_BUDGET = Budget(warmup=1, min_repeats=3, max_repeats=100, min_time_s=0.05)
-ROUNDS = 5  # measure_interleaved's rounds per case
 FULL_BUDGET = Budget()
+ROUNDS = 5  # measure_interleaved's rounds per case
 READ, COPY = "read", "copy"
-# Bytes each of source and destination hold for the device's copy bandwidth: 20 times a GPU's
-# 50-60 MB L2 (H100 / H200), and past a CPU's last-level cache.
+# Bytes on each side of the device copy: 20 times a GPU's 50-60 MB L2, past a CPU's last level.
 DEVICE_COPY_BYTES: dict[str, int] = {"cuda": 1 << 30, "cpu": 1 << 26}
 # Large enough that the product runs at the BLAS's peak (2048: 17 GFLOP, ~0.1 s on 2 CPU cores).
 SGEMM_N: dict[str, int] = {"cuda": 8192, "cpu": 2048}
@@ -84,40 +73,40 @@ def measure(fn: Callable[[], object], device="cpu", budget: Budget = FULL_BUDGET
     return summarize(measure_samples(fn, device, budget))
 
 
+def _time_call(fn: Callable[[], object], cuda: bool) -> float:
+    """One call's time in microseconds (on CUDA: device time)."""
+    if not cuda:
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e6
+    begin, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    begin.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) * 1e3  # ms -> us
+
+
 def measure_samples(fn: Callable[[], object], device="cpu", budget=FULL_BUDGET) -> list[float]:
-    """Per-call times in microseconds after `budget.warmup` untimed calls (lazy initialisation,
-    allocator growth, compilation), with the cyclic garbage collector paused (as timeit does): a
-    collection would otherwise land in some call's time."""
+    """Per-call times (us) after `budget.warmup` untimed calls, with the garbage collector paused
+    (as timeit does): a collection would otherwise land in some call's time."""
     device = torch.device(device)
+    cuda = device.type == "cuda"
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(budget.warmup):
             fn()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize(device)
         samples: list[float] = []
         start = time.perf_counter()
-
-        def enough() -> bool:
-            n = len(samples)
-            done = n >= budget.max_repeats or time.perf_counter() - start >= budget.min_time_s
-            return n >= budget.min_repeats and done
-
-        if device.type == "cuda":
-            with torch.cuda.device(device):
-                while not enough():
-                    begin, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-                    begin.record()
-                    fn()
-                    end.record()
-                    end.synchronize()
-                    samples.append(begin.elapsed_time(end) * 1e3)  # ms -> us
-        else:
-            while not enough():
-                t0 = time.perf_counter()
-                fn()
-                samples.append((time.perf_counter() - t0) * 1e6)
+        with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+            while len(samples) < budget.min_repeats or (
+                len(samples) < budget.max_repeats
+                and time.perf_counter() - start < budget.min_time_s
+            ):
+                samples.append(_time_call(fn, cuda))
         return samples
     finally:
         if was_enabled:
@@ -130,12 +119,10 @@ def measure_interleaved(
     budget: Budget = FULL_BUDGET,
     rounds: int = ROUNDS,
 ) -> list[Timing | Exception]:
-    """Times every (call, scope) of one case in `rounds` alternating rounds, each call's budget
-    split evenly across them, so that a drift of the machine's speed over the seconds a case
-    takes falls on every implementation alike: the ratios between them are what the bench
-    reports. Each round of a call runs inside its scope (entered afresh, e.g.
-    fast_s2s.frozen_weights) after one untimed call; the first round warms up `budget.warmup`
-    times. A call that raises is timed no further and its exception is returned in its place."""
+    """Times every (call, scope) of one case in `rounds` alternating rounds, each with a share of
+    the budget, so that a drift in the machine's speed falls on every implementation alike. Each
+    round runs inside the call's scope (entered afresh) after one untimed call (the first round:
+    `budget.warmup`). A call that raises is dropped and its exception returned in its place."""
     share = Budget(
         warmup=budget.warmup,
         min_repeats=max(1, math.ceil(budget.min_repeats / rounds)),
@@ -209,28 +196,17 @@ def sgemm_rate(device, budget: Budget = FULL_BUDGET, n: int | None = None) -> di
     device = torch.device(device)
     n = n or SGEMM_N.get(device.type, SGEMM_N["cpu"])
     a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
-    timing = measure(
-        lambda: torch.mm(a, b), device, replace(budget, min_repeats=max(3, budget.min_repeats // 4))
-    )
+    budget = replace(budget, min_repeats=max(3, budget.min_repeats // 4))
+    timing = measure(lambda: torch.mm(a, b), device, budget)
     gflops = 2 * n**3 / (timing.median_us * 1e-6) / 1e9
     return {"sgemm_gflops": gflops, "sgemm_n": n, "sgemm_median_us": timing.median_us}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def busy_warning(info: dict) -> str | None:
     """A warning when other work competes for the cores: multi-threaded calls then wait for
     descheduled threads (millisecond stalls), so their timings mean little."""
-    load, cores, threads = (
-        info.get(k) for k in ("load_average_1min", "cpu_count", "torch_threads")
-    )
+    load, cores = info.get("load_average_1min"), info.get("cpu_count")
+    threads = info.get("torch_threads")
     if load is None or not cores or info.get("device") != "cpu":
         return None
     if load > 0.5 * cores and (threads or 1) > 1:
@@ -241,6 +217,31 @@ def busy_warning(info: dict) -> str | None:
     return None
 
 
+def gemm_report():
+    """fast_s2s.gemm_report() (the CPU GEMM layer's setting and choices); None without it."""
+    try:
+        from fast_s2s.gemm import gemm_report
+
+        return gemm_report()
+    except Exception:
+        return None
+
+
+def gemm_choices() -> list[str]:
+    """What the CPU GEMM layer chose for each product site so far."""
+    report = gemm_report()
+    return list(report.choices) if report else []
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def _version(module: str) -> str | None:
     try:
         return getattr(__import__(module), "__version__", None)
@@ -248,16 +249,13 @@ def _version(module: str) -> str | None:
         return None
 
 
-def _gemm_and_blas() -> dict[str, object]:
-    """The BLAS torch was built with and its version where MKL says one (e.g. "MKL (Intel(R)
-    oneAPI Math Kernel Library Version 2024.2 ...)"), and the fast_s2s GEMM layer's setting."""
+def _blas() -> dict[str, object]:
+    """The BLAS torch was built with, with MKL's version where it says one, and the fast_s2s GEMM
+    layer's setting."""
     found = re.search(r"BLAS_INFO=([\w.+-]+)", torch.__config__.show())
     name = found.group(1) if found else "unknown"
-    try:
-        from fast_s2s.gemm import gemm_report
-
-        report = gemm_report()
-    except Exception:  # no extension: torch's own words only
+    report = gemm_report()
+    if report is None:  # no extension: torch's own words only
         return {"blas": name}
     return {"blas": f"{name} ({report.mkl})" if report.mkl else name,
             "gemm_forced": report.forced, "gemm_available": " ".join(report.available)}  # fmt: skip
@@ -278,16 +276,16 @@ def _extension_info() -> dict[str, object]:
 
 
 def machine_info(device: torch.device | str = "cpu") -> dict[str, object]:
-    """The machine block of the JSON file: CPU, threads, SIMD levels, BLAS, GEMM setting, load,
-    versions, the GPU (name, compute capability, multiprocessors, L2, cuDNN)."""
+    """The JSON file's machine block: CPU, threads, SIMD levels, BLAS, GEMM setting, load,
+    versions, and the GPU (name, compute capability, multiprocessors, L2, cuDNN)."""
     device = torch.device(device)
     try:
         load: float | None = round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):  # not every OS reports one
         load = None
-    blas = _gemm_and_blas()
+    blas = _blas()
     info: dict[str, object] = {
-        "device": device.type, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+        "device": device.type, "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "load_average_1min": load,
         "torch": torch.__version__, "torch_cuda": torch.version.cuda,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -1,13 +1,8 @@
-"""Every op family in one place, and what is looked up through them: the cases of a device and
-shape set, the inputs of a case, and the implementations a case times (`Impl`: each fast_s2s
-backend, labelled with the concrete backend that runs, then the peers).
-
-Also the plan of a run (--plan: cases, implementations, rooflines, goals, and the dtypes of each
-device type), worked out without touching the device: a --device cuda plan is built on a machine
-without a GPU exactly as on one with a GPU (the backends' availability never initialises CUDA).
-
-To add an op family: write its module (cases, make_inputs, peers, the fast_s2s call: see
-attention_family.py) and list its FAMILY here.
+"""Every op family in one place, and what is looked up through them: a device's cases, a case's
+inputs, the implementations a case times (`Impl`: each fast_s2s backend, labelled with the
+concrete backend that runs, then the peers), and the plan of a run (--plan), worked out without
+touching the device (a --device cuda plan needs no GPU). To add an op family: write its module
+(cases, make_inputs, peers, the fast_s2s call: see attention_family.py) and list it in FAMILIES.
 """
 
 from __future__ import annotations
@@ -32,29 +27,35 @@ FAMILIES: tuple[Family, ...] = (
 )
 FAMILY_OF: dict[str, Family] = {op: f for f in FAMILIES for op in f.ops}
 OPS: tuple[str, ...] = tuple(FAMILY_OF)  # every op, in report order
-
 FAST_S2S, PEER = "fast_s2s", "peer"  # a row's "kind"
 CONCRETE_BACKENDS = tuple(b for b in _backends.BACKENDS if b != "auto")
+# The dtypes fast_s2s's ops take per device type (docs/DESIGN.md): float16 is CUDA's only; and
+# what is timed when --dtype is not given (on CUDA the three dtypes of the GPU targets).
+DEVICE_DTYPES: dict[str, tuple[str, ...]] = {
+    "cpu": ("float32", "bfloat16", "float64"),
+    "cuda": ("float32", "float16", "bfloat16", "float64"),
+}
+DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {
+    "cpu": ("float32",),
+    "cuda": ("float32", "float16", "bfloat16"),
+}
 
 
 def select_cases(
-    ops: list[str] | tuple[str, ...], shapes: str = "full", device: torch.device | str = "cpu"
+    ops: Sequence[str], shapes: str = "full", device: torch.device | str = "cpu"
 ) -> list[Case]:
     """The cases of `ops`, in that order, in shape set `shapes` for `device`'s type (its own
-    list where it has one, else the CPU's). Touches no device: a CUDA plan needs no GPU."""
+    list where it has one, else the CPU's)."""
     if shapes not in SHAPE_SETS:
         raise ValueError(f"shapes must be one of {SHAPE_SETS}, got {shapes!r}")
-    unknown = [op for op in ops if op not in FAMILY_OF]
-    if unknown:
+    if unknown := [op for op in ops if op not in FAMILY_OF]:
         raise ValueError(f"no benchmark cases for {unknown}; known ops: {sorted(FAMILY_OF)}")
     device_type = torch.device(device).type
     out: list[Case] = []
     for op in ops:
         lists = FAMILY_OF[op].cases
-        cases = lists[
-            "tiny" if shapes == "tiny" else device_type if device_type in lists else "cpu"
-        ]
-        out += [c for c in cases[op] if shapes != "targets" or c.target]
+        key = "tiny" if shapes == "tiny" else device_type if device_type in lists else "cpu"
+        out += [c for c in lists[key][op] if shapes != "targets" or c.target]
     return out
 
 
@@ -78,29 +79,19 @@ class Impl:
     reason: str | None = None
 
 
-def fast_s2s_label(requested: str, concrete: str | None) -> str:
-    if requested == "auto":
-        return f"fast_s2s[auto->{concrete}]" if concrete else "fast_s2s[auto]"
-    return f"fast_s2s[{requested}]"
-
-
-def _backend_name(backend: str, device_type: str) -> str:
-    if backend == "cpp":
-        return "CUDA C++ (fast_s2s._C)" if device_type == "cuda" else "C++ (fast_s2s._C)"
-    if backend == "triton":
-        return "Triton (fast_s2s.kernels)" + (" in the interpreter" if device_type == "cpu" else "")
-    return PEER_IMPLEMENTATIONS["reference"] if backend == "reference" else backend
-
-
 def implementation_name(impl: Impl, device: torch.device | str) -> str | None:
     """What code runs behind a row, in words (None for a backend that did not resolve). A call
     may say more once built, in its `implementation` attribute (rows.prepare takes it)."""
     if impl.kind != FAST_S2S:
         return PEER_IMPLEMENTATIONS.get(impl.label, impl.label)
-    if impl.backend is None:
-        return None
-    device_type = torch.device(device).type
-    return " + ".join(_backend_name(b, device_type) for b in impl.backend.split("+"))
+    cuda = torch.device(device).type == "cuda"
+    names = {
+        "cpp": "CUDA C++ (fast_s2s._C)" if cuda else "C++ (fast_s2s._C)",
+        "triton": "Triton (fast_s2s.kernels)" + ("" if cuda else " in the interpreter"),
+        "reference": PEER_IMPLEMENTATIONS["reference"],
+    }
+    backends = impl.backend.split("+") if impl.backend else []
+    return " + ".join(names.get(b, b) for b in backends) if backends else None
 
 
 def _kernel_ops(op: str) -> tuple[str, ...]:
@@ -110,15 +101,11 @@ def _kernel_ops(op: str) -> tuple[str, ...]:
 def default_backends(
     op: str, device: torch.device | str, quick: bool = False
 ) -> tuple[list[str], dict[str, str]]:
-    """Every available concrete backend plus "auto", and those left out with the reason.
-
-    Triton on CPU tensors runs only in its interpreter, a correctness tool: timed on the CPU only
-    when named, and never on CUDA with TRITON_INTERPRET=1. On the CPU --quick also leaves out the
-    reference backend (the reference peer plus dispatch, the slowest row); on CUDA every backend
-    is timed, as the fastest-backend summary compares them. A family whose reference peer is its
-    reference backend (the model) leaves that out always.
-    """
-    device_type, kernels = torch.device(device).type, _kernel_ops(op)
+    """Every available concrete backend plus "auto", and those left out with the reason: Triton
+    on CPU tensors (its interpreter, a correctness tool) and under TRITON_INTERPRET=1, the
+    reference backend where it is the family's reference peer, and on the CPU with --quick (on
+    CUDA every backend is timed: the fastest-backend summary compares them)."""
+    cpu, kernels = torch.device(device).type == "cpu", _kernel_ops(op)
     chosen: list[str] = []
     left_out: dict[str, str] = {}
     for backend in CONCRETE_BACKENDS:
@@ -131,7 +118,7 @@ def default_backends(
                 "it is the reference peer (the same model on backend='reference'); name it in "
                 "--backends to time it as a fast_s2s row too"
             )
-        elif reason is None and backend == "triton" and device_type == "cpu":
+        elif reason is None and backend == "triton" and cpu:
             reason = (
                 "Triton runs on CPU tensors only in the interpreter (TRITON_INTERPRET=1), which "
                 "is not a performance path; pass --backends triton to time it anyway"
@@ -141,7 +128,7 @@ def default_backends(
                 "TRITON_INTERPRET=1 is set, so Triton would run in its interpreter, not on the "
                 "GPU; unset it (or set TRITON_INTERPRET=0) to time the Triton kernels"
             )
-        elif reason is None and backend == "reference" and quick and device_type == "cpu":
+        elif reason is None and backend == "reference" and quick and cpu:
             reason = (
                 "--quick leaves it out (it is the reference peer plus dispatch); name it in "
                 "--backends to time it"
@@ -156,13 +143,12 @@ def default_backends(
 def fast_s2s_impl(op: str, backend: str, device: torch.device | str) -> Impl:
     """The fast_s2s row of `op` on `backend`, labelled with the concrete backend that runs."""
     try:
-        concrete = "+".join(
-            dict.fromkeys(_backends.resolve_backend(k, backend, device) for k in _kernel_ops(op))
-        )
+        resolved = (_backends.resolve_backend(k, backend, device) for k in _kernel_ops(op))
+        concrete = "+".join(dict.fromkeys(resolved))
     except (_backends.BackendUnavailableError, ValueError) as exc:
-        return Impl(fast_s2s_label(backend, None), FAST_S2S, None, backend, None, str(exc))
-    make = FAMILY_OF[op].fast_s2s(op, backend)
-    return Impl(fast_s2s_label(backend, concrete), FAST_S2S, make, backend, concrete)
+        return Impl(f"fast_s2s[{backend}]", FAST_S2S, None, backend, None, str(exc))
+    label = f"fast_s2s[auto->{concrete}]" if backend == "auto" else f"fast_s2s[{backend}]"
+    return Impl(label, FAST_S2S, FAMILY_OF[op].fast_s2s(op, backend), backend, concrete)
 
 
 def peer_impls(
@@ -170,11 +156,10 @@ def peer_impls(
 ) -> list[Impl]:
     """The peers of `op` among `names` (all by default), in column order; those in `left_out`
     come back with the reason and nothing to run."""
-    table = FAMILY_OF[op].peers.get(op, {})
     left_out = left_out or {}
     return [
-        Impl(label, PEER, None if label in left_out else table[label], reason=left_out.get(label))
-        for label in table
+        Impl(label, PEER, None if label in left_out else make, reason=left_out.get(label))
+        for label, make in FAMILY_OF[op].peers.get(op, {}).items()
         if names is None or label in names
     ]
 
@@ -187,34 +172,19 @@ def build_impls(
     quick: bool = False,
 ) -> list[Impl]:
     """Every implementation of `case`: the fast_s2s backends (default_backends when `backends`
-    is None, those left out as rows with their reason), then the peers (--quick leaving out what
-    the family says)."""
+    is None, those left out as rows with their reason), then the peers (less those the family
+    leaves out, in every run or with --quick)."""
+    left_out: dict[str, str] = {}
     if backends is None:
-        chosen, left_out = default_backends(case.op, device, quick)
-        impls = [fast_s2s_impl(case.op, b, device) for b in chosen]
-        impls += [
-            Impl(fast_s2s_label(b, None), FAST_S2S, None, b, None, r) for b, r in left_out.items()
-        ]
-    else:
-        impls = [fast_s2s_impl(case.op, b, device) for b in backends]
+        backends, left_out = default_backends(case.op, device, quick)
+    impls = [fast_s2s_impl(case.op, b, device) for b in backends]
+    impls += [Impl(f"fast_s2s[{b}]", FAST_S2S, None, b, None, r) for b, r in left_out.items()]
     family, key = FAMILY_OF[case.op], (case.op, case.mode)
     skipped = {
         **family.left_out.get(key, {}),
         **(family.quick_left_out.get(key, {}) if quick else {}),
     }
     return impls + peer_impls(case.op, peers, skipped)
-
-
-# The dtypes fast_s2s's ops take per device type (docs/DESIGN.md): float16 is CUDA's only.
-DEVICE_DTYPES: dict[str, tuple[str, ...]] = {
-    "cpu": ("float32", "bfloat16", "float64"),
-    "cuda": ("float32", "float16", "bfloat16", "float64"),
-}
-# What is timed when --dtype is not given: on CUDA the three dtypes of the GPU targets.
-DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {
-    "cpu": ("float32",),
-    "cuda": ("float32", "float16", "bfloat16"),
-}
 
 
 def parse_dtypes(names: Sequence[str] | None, device: torch.device | str) -> list[str]:
@@ -224,8 +194,7 @@ def parse_dtypes(names: Sequence[str] | None, device: torch.device | str) -> lis
     if not names:
         return list(DEFAULT_DTYPES.get(device_type, ("float32",)))
     allowed = DEVICE_DTYPES.get(device_type, DEVICE_DTYPES["cpu"])
-    bad = [n for n in names if n not in allowed]
-    if bad:
+    if bad := [n for n in names if n not in allowed]:
         raise ValueError(
             f"--dtype {','.join(bad)}: fast_s2s's ops on {device_type} take {', '.join(allowed)}"
         )
@@ -243,12 +212,11 @@ def build_plan(
 ) -> dict:
     """JSON-ready: {"device", "dtypes", "shapes", "quick", "device_copy_bytes", "cases": [{"op",
     "case", "case_id", "mode", "target", "memory_bound", "rooflines", "goals",
-    "implementations": [{"impl", "kind", "backend", "implementation", "timed", "reason"}]}]}.
-    Every case is timed once per dtype; goals are listed with the dtypes they apply to."""
+    "implementations": [{"impl", "kind", "backend", "implementation", "timed", "reason"}]}]}."""
     device = torch.device(device)
-    cases = []
     rooflines = ["read (torch.sum)", "copy (dst.copy_(src))"]
-    for case in select_cases(list(ops), shapes, device):
+    cases = []
+    for case in select_cases(ops, shapes, device):
         impls = build_impls(case, device, backends, peers, quick=quick)
         cases.append({
             "op": case.op, "case": case.name, "case_id": case.id, "mode": case.mode,
@@ -270,33 +238,3 @@ def build_plan(
         "device_copy_bytes": DEVICE_COPY_BYTES.get(device.type, DEVICE_COPY_BYTES["cpu"]),
         "cases": cases,
     }
-
-
-def print_plan(console, plan: dict) -> None:
-    """One row per case, then the implementations not timed, with why (once each)."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    console.print(
-        f"fast-s2s bench plan: {plan['device']}, dtypes {', '.join(plan['dtypes'])}, shapes "
-        f"{plan['shapes']}{' (quick)' if plan['quick'] else ''}; {len(plan['cases'])} cases x "
-        f"{len(plan['dtypes'])} dtypes; device copy bandwidth over "
-        f"{plan['device_copy_bytes'] / 2**20:,.0f} MiB each way"
-    )
-    table = Table(title="cases", title_justify="left")
-    for col in ("op", "case", "target", "timed", "rooflines", "goals"):
-        table.add_column(col)
-    left_out: dict[tuple[str, str], str] = {}
-    for case in plan["cases"]:
-        impls = case["implementations"]
-        for i in impls:
-            if not i["timed"]:
-                left_out.setdefault((i["impl"], i["reason"] or ""), case["op"])
-        table.add_row(
-            case["op"], case["case"], "yes" if case["target"] else "",
-            escape(", ".join(i["impl"] for i in impls if i["timed"])),
-            "read, copy" if case["rooflines"] else "", "; ".join(case["goals"]),
-        )  # fmt: skip
-    console.print(table)
-    for (impl, reason), op in left_out.items():
-        console.print(f"[yellow]not timed[/yellow] {escape(impl)} (e.g. {op}): {escape(reason)}")

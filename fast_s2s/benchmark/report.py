@@ -1,13 +1,11 @@
 """Showing and saving results: the machine block, one table per op family, the JSON file (written
-atomically) and the PNG; and what a run says beyond its rows, from the rows alone (so also over
-earlier runs' JSON, `fast-s2s bench --summarize`):
+atomically), the PNG; and, from the rows alone (so also over earlier runs' JSON, --summarize),
+the fastest backend per op and the goals.
 
-Fastest backend: per op that AUTO_PREFERENCE governs, over its target cases in every dtype, the
-fast_s2s rows that asked for a concrete backend are compared by median; per case and dtype the
-fastest wins; per op the backends are ranked by the geometric mean of their median / the
-winner's, those that ran everywhere first: the suggested AUTO_PREFERENCE order (reference
+Fastest backend: per op that AUTO_PREFERENCE governs, at its target cases in every dtype, the
+rows that asked for a concrete backend are ranked by the geometric mean of median / the case's
+fastest median, those that ran everywhere first: the suggested AUTO_PREFERENCE order (reference
 appended: auto's fallback); `split` flags an op whose winner differs between cases or dtypes.
-Goals: every fast_s2s row of a case with goals (but the reference backend's) is checked.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rich.console import Console
@@ -27,33 +25,20 @@ from rich.text import Text
 
 from fast_s2s.benchmark.family import COPY_FRACTION, Goal
 from fast_s2s.benchmark.peers import PEER_NAMES
-from fast_s2s.benchmark.registry import CONCRETE_BACKENDS, FAMILY_OF, FAST_S2S
+from fast_s2s.benchmark.registry import CONCRETE_BACKENDS, FAMILY_OF, FAST_S2S, OPS
 
-MACHINE_KEYS = (
-    ("cpu", "CPU"),
-    ("cpu_count", "CPU cores (os)"),
-    ("torch_threads", "torch threads"),
-    ("load_average_1min", "load average (1 min)"),
-    ("cpu_capability", "fast_s2s CPU kernels"),
-    ("torch_cpu_capability", "torch CPU capability"),
-    ("mkl_enable_instructions", "MKL_ENABLE_INSTRUCTIONS"),
-    ("blas", "BLAS (torch)"),
-    ("gemm_available", "fast_s2s GEMM backends"),
-    ("gemm_forced", "fast_s2s GEMM choice"),
-    ("gpu", "GPU"),
-    ("gpu_capability", "GPU compute capability"),
-    ("gpu_sm_count", "GPU multiprocessors"),
-    ("gpu_l2_mib", "GPU L2 (MiB)"),
-    ("cudnn", "cuDNN"),
-    ("copy_gbps", "copy bandwidth (GB/s, read + written)"),
-    ("sgemm_gflops", "sgemm rate (GFLOP/s)"),
-    ("torch", "torch"),
-    ("torch_cuda", "torch CUDA"),
-    ("triton", "triton"),
-    ("python", "python"),
-    ("fast_s2s", "fast_s2s"),
-    ("extension_loaded", "extension loaded"),
-)
+MACHINE_KEYS = {
+    "cpu": "CPU", "cpu_count": "CPU cores (os)", "torch_threads": "torch threads",
+    "load_average_1min": "load average (1 min)", "cpu_capability": "fast_s2s CPU kernels",
+    "torch_cpu_capability": "torch CPU capability",
+    "mkl_enable_instructions": "MKL_ENABLE_INSTRUCTIONS", "blas": "BLAS (torch)",
+    "gemm_available": "fast_s2s GEMM backends", "gemm_forced": "fast_s2s GEMM choice",
+    "gpu": "GPU", "gpu_capability": "GPU compute capability",
+    "gpu_sm_count": "GPU multiprocessors", "gpu_l2_mib": "GPU L2 (MiB)", "cudnn": "cuDNN",
+    "copy_gbps": "copy bandwidth (GB/s, read + written)", "sgemm_gflops": "sgemm rate (GFLOP/s)",
+    "torch": "torch", "torch_cuda": "torch CUDA", "triton": "triton", "python": "python",
+    "fast_s2s": "fast_s2s", "extension_loaded": "extension loaded",
+}  # fmt: skip
 OPS_NOTE = (
     "[dim]vs X = X's median / this row's median (above 1: fast_s2s is faster). GB/s counts "
     "the compulsory reads (query, keys, values; x, h and the weights for gru_cell), for "
@@ -64,12 +49,6 @@ OPS_NOTE = (
     "direction, x3 with the backward); % sgemm = of the machine's sgemm rate above (torch.mm, "
     "same run).[/dim]"
 )
-# a decode row's "decode_loop" -> its label's suffix (anything else is a "python: why" loop)
-_LOOP_LABELS = {
-    "native": "native loop",
-    "cuda-graph": "cuda-graph loop",
-    "cuda-graph (capture failed, eager)": "static loop, eager",
-}
 THROUGHPUT_NOTE = (
     "[dim]model: the same fast_s2s.models.Seq2Seq and weights on each backend; reference = "
     "backend='reference'. steps/s: training steps (loss, backward, clipping, Adam) per second; "
@@ -81,32 +60,41 @@ THROUGHPUT_NOTE = (
     "in a Python loop; vs weight read = us/token over the time to read the decoder's weights "
     "once.[/dim]"
 )
+# a decode row's "decode_loop" -> its label's suffix (anything else is a "python: why" loop)
+LOOP_LABELS = {
+    "native": "native loop",
+    "cuda-graph": "cuda-graph loop",
+    "cuda-graph (capture failed, eager)": "static loop, eager",
+}
 
 
 def print_machine(console: Console, info: dict) -> None:
     table = Table(title="machine", show_header=False, box=None, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    for key, name in MACHINE_KEYS:
+    for key, name in MACHINE_KEYS.items():
         value = info.get(key)
-        if value is not None and key == "copy_gbps":
+        if value is None:
+            continue
+        if key == "copy_gbps":
             value = f"{value:,.1f} ({info.get('copy_bytes', 0) / 2**20:,.0f} MiB each way)"
-        if value is not None and key == "sgemm_gflops":
+        elif key == "sgemm_gflops":
             n = info.get("sgemm_n")
             value = f"{value:,.1f} (torch.mm float32 {n} x {n} x {n})"
-        if value is not None and key == "gemm_forced" and value == "auto":
+        elif key == "gemm_forced" and value == "auto":
             value = "auto (measured per product site; see the GEMM choices below)"
-        if value is not None:
-            table.add_row(name, str(value))
+        table.add_row(name, str(value))
     if not info.get("extension_loaded") and info.get("extension_error"):
         table.add_row("extension error", str(info["extension_error"]))
     console.print(table)
 
 
-def peer_columns(rows: list[dict]) -> list[str]:
-    """The peers that appear in `rows`, in column order."""
-    present = {r["impl"] for r in rows if r["kind"] != FAST_S2S}
-    return [p for p in PEER_NAMES if p in present] + sorted(present - set(PEER_NAMES))
+def _fixed(value: float) -> str:  # GB/s, GFLOP/s, ms
+    return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _us(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
 
 
 def _ratio(value: float | None) -> str:
@@ -116,60 +104,77 @@ def _ratio(value: float | None) -> str:
     return f"[{style}]{value:.2f}x[/{style}]" if style else f"{value:.2f}x"
 
 
-def _gbps(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
-
-
-def _us(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
-
-
-def _ms(value_us: float | None) -> str:
-    if value_us is None:
-        return ""
-    ms = value_us / 1000
-    return f"{ms:,.1f}" if ms >= 10 else f"{ms:.2f}"
-
-
-def _percent(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.0f}%"
-
-
-def _throughput(value: float | None, unit: str | None) -> str:
+def _throughput(row: dict) -> str:
+    value = row.get("throughput")
     if value is None:
         return ""
     text = f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
-    return f"{text} {unit or 'call'}s/s"
+    return f"{text} {row.get('work_unit') or 'call'}s/s"
 
 
-def threads_caption(rows: list[dict]) -> str:
-    """ "torch threads N" (or "N, M" where rows ran with different counts)."""
-    counts = sorted({r["threads"] for r in rows if r.get("threads") is not None})
-    return f"torch threads {', '.join(map(str, counts))}" if counts else ""
+def _vs_weight_read(row: dict) -> str:
+    per_token, read = row.get("us_per_token"), row.get("weight_read_us")
+    return f"{per_token / read:.1f}x" if per_token and read else ""
+
+
+def _field(key: str, fmt: Callable[[float], str]) -> Callable[[dict], str]:
+    """The cell of `key` in `fmt`, empty where the row has no value."""
+    return lambda row: "" if row.get(key) is None else fmt(row[key])
+
+
+def _percent(key: str) -> Callable[[dict], str]:
+    return _field(key, lambda value: f"{100 * value:.0f}%")
+
+
+def _figure_columns(rows: list[dict], throughput: bool) -> list[tuple[str, Callable]]:
+    """(header, cell) of each figure column: median and IQR, throughput (the model), vs <peer>
+    (on fast_s2s rows), then us per token (decode) or GB/s, roofline and sgemm fractions."""
+    unit, fmt = ("ms", lambda us: _fixed(us / 1000)) if throughput else ("us", _us)
+    columns = [(f"median {unit}", _field("median_us", fmt)), (f"IQR {unit}", _field("iqr_us", fmt))]
+    if throughput:
+        columns.append(("throughput", _throughput))
+    present = {r["impl"] for r in rows if r["kind"] != FAST_S2S}
+    peers = [p for p in PEER_NAMES if p in present] + sorted(present - set(PEER_NAMES))
+    columns += [(f"vs {p}", lambda r, p=p: _ratio(r["speedup_vs"].get(p))) for p in peers]
+    if throughput and any(r.get("us_per_token") for r in rows):
+        columns += [("us/token", _field("us_per_token", lambda v: f"{v:.1f}")),
+                    ("vs weight read", _vs_weight_read)]  # fmt: skip
+    if not throughput:
+        columns += [("GB/s", _field("gbps", _fixed)), ("% roof", _percent("roofline_fraction")),
+                    ("% copy", _percent("copy_fraction"))]  # fmt: skip
+    if not throughput and any(r.get("flops") for r in rows):
+        columns += [("GFLOP/s", _field("gflops", _fixed)), ("% sgemm", _percent("sgemm_fraction"))]
+    return columns
+
+
+def _captions(first: dict, dtype: str, throughput: bool) -> list[str]:
+    """What the first column of a case's section says, a line per row."""
+    if not throughput:
+        captions = [first["op"] + dtype, first["case"]]
+        for name, key in (("read", "roofline_gbps"), ("copy", "copy_roofline_gbps")):
+            if first.get(key):
+                captions.append(f"[dim]{name} roofline {_fixed(first[key])} GB/s[/dim]")
+        return captions
+    captions = [first["case"] + dtype]
+    if first.get("hypothesis_tokens"):
+        captions.append(f"[dim]{first['hypothesis_tokens']:,} hypothesis tokens/call[/dim]")
+    if first.get("weight_read_us"):
+        kb = first["weight_bytes"] / 1e3
+        captions.append(f"[dim]weights {kb:,.0f} kB read in {first['weight_read_us']:.1f} us[/dim]")
+    return captions
 
 
 def family_table(rows: list[dict], title: str, throughput: bool = False) -> Table:
-    """One section per case and dtype, a row per implementation: median and IQR, and on fast_s2s
-    rows 'vs <peer>' (peer median / this median: above 1, fast_s2s is faster). Kernel ops add GB/s,
-    % of the read roofline and % of the copy roofline (memory-bound forward cases); the model
-    (`throughput`) times in ms, its steps/s or tokens/s, and the torch thread count in the title."""
-    peers = peer_columns(rows)
-    threads = threads_caption(rows) if throughput else ""
-    table = Table(title=f"{title} ({threads})" if threads else title, title_justify="left")
-    unit, fmt = ("ms", _ms) if throughput else ("us", _us)
+    """One section per case and dtype, a row per implementation that ran or failed. The model's
+    table (`throughput`) gives times in ms and the torch thread count in its title."""
+    counts = sorted({r["threads"] for r in rows if r.get("threads") is not None})
+    if throughput and counts:
+        title += f" (torch threads {', '.join(map(str, counts))})"
+    table = Table(title=title, title_justify="left")
+    columns = _figure_columns(rows, throughput)
     for name in ("case", "implementation"):
         table.add_column(name, no_wrap=True)
-    for name in (f"median {unit}", f"IQR {unit}", *(["throughput"] if throughput else [])):
-        table.add_column(name, justify="right")
-    gemm = not throughput and any(r.get("flops") for r in rows)
-    kernel_columns = ["GB/s", "% roof", "% copy", *(["GFLOP/s", "% sgemm"] if gemm else [])]
-    decode = throughput and any(r.get("us_per_token") for r in rows)
-    extra = ["us/token", "vs weight read"] if decode else []
-    for name in [f"vs {p}" for p in peers] + (extra if throughput else kernel_columns):
+    for name, _ in columns:
         table.add_column(name, justify="right")
     several_dtypes = len({r["dtype"] for r in rows}) > 1
     sections: dict[tuple[str, str], list[dict]] = {}
@@ -179,47 +184,21 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
     for i, section in enumerate(sections.values()):
         if i:
             table.add_section()
-        first = section[0]
-        dtype = f" {first['dtype']}" if several_dtypes else ""
-        if throughput:
-            captions = [first["case"] + dtype]
-            if first.get("hypothesis_tokens"):
-                captions.append(f"[dim]{first['hypothesis_tokens']:,} hypothesis tokens/call[/dim]")
-            if first.get("weight_read_us"):
-                kb = first["weight_bytes"] / 1e3
-                captions.append(
-                    f"[dim]weights {kb:,.0f} kB read in {first['weight_read_us']:.1f} us[/dim]"
-                )
-        else:
-            captions = [first["op"] + dtype, first["case"]]
-            for name, key in (("read", "roofline_gbps"), ("copy", "copy_roofline_gbps")):
-                if first.get(key):
-                    captions.append(f"[dim]{name} roofline {_gbps(first[key])} GB/s[/dim]")
+        dtype = f" {section[0]['dtype']}" if several_dtypes else ""
+        captions = _captions(section[0], dtype, throughput)
         for j, row in enumerate(section):
-            cells = [captions[j] if j < len(captions) else ""]
+            caption = captions[j] if j < len(captions) else ""
             label = row["impl"]
             if row.get("decode_loop"):  # which search loop ran (fast_s2s.models.decode_path)
-                label += " " + _LOOP_LABELS.get(row["decode_loop"], "python loop")
-            cells.append(Text(label, style="bold" if row["kind"] == FAST_S2S else ""))
+                label += " " + LOOP_LABELS.get(row["decode_loop"], "python loop")
+            cells = [caption, Text(label, style="bold" if row["kind"] == FAST_S2S else "")]
             if row["status"] != "ok":
-                table.add_row(*cells, "[red]failed[/red]", *[""] * (len(table.columns) - 3))
-                continue
-            cells += [fmt(row["median_us"]), fmt(row["iqr_us"])]
-            if throughput:
-                cells.append(_throughput(row.get("throughput"), row.get("work_unit")))
-            cells += [_ratio(row["speedup_vs"].get(p)) for p in peers]
-            if decode:
-                per_token, read = row.get("us_per_token"), row.get("weight_read_us")
-                cells.append(f"{per_token:.1f}" if per_token else "")
-                cells.append(f"{per_token / read:.1f}x" if per_token and read else "")
-            if not throughput:
-                cells += [_gbps(row.get("gbps")), _percent(row.get("roofline_fraction"))]
-                cells.append(_percent(row.get("copy_fraction")))
-                if gemm:
-                    cells += [_gbps(row.get("gflops")), _percent(row.get("sgemm_fraction"))]
+                cells += ["[red]failed[/red]", *[""] * (len(columns) - 1)]
+            else:
+                cells += [cell(row) for _, cell in columns]
             table.add_row(*cells)
         for caption in captions[len(section) :]:
-            table.add_row(caption, *[""] * (len(table.columns) - 1))
+            table.add_row(caption, *[""] * (len(columns) + 1))
     return table
 
 
@@ -245,24 +224,13 @@ def print_results(console: Console, rows: list[dict], title: str = "results") ->
         seen: dict[tuple[str, str, str], list[str]] = {}
         for row in rows:
             if row["status"] == status:
-                seen.setdefault((row["op"], row["impl"], row["reason"] or ""), []).append(
-                    row["case"]
-                )
+                key = (row["op"], row["impl"], row["reason"] or "")
+                seen.setdefault(key, []).append(row["case"])
         for (op, impl, reason), cases in seen.items():
             where = ""
             if status == "failed":
                 where = f" ({cases[0] if len(cases) == 1 else f'{len(cases)} cases'})"
             console.print(f"{word} {escape(impl)} on {op}{where}: {escape(reason)}")
-
-
-def gemm_choices() -> list[str]:
-    """What the CPU GEMM layer chose for each product site so far (fast_s2s.gemm_report)."""
-    try:
-        from fast_s2s.gemm import gemm_report
-
-        return list(gemm_report().choices)
-    except Exception:  # no extension
-        return []
 
 
 def print_gemm_choices(console: Console, choices: list[str]) -> None:
@@ -358,8 +326,9 @@ def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str 
     return None
 
 
-# The fast_s2s.ops whose backend `auto` picks from fast_s2s.backends.AUTO_PREFERENCE.
-KERNEL_OPS = ("dot_attention", "additive_attention", "local_attention", "gru_cell", "gru_layer")
+# The ops whose backend `auto` picks from fast_s2s.backends.AUTO_PREFERENCE: those that are
+# fast_s2s.ops themselves (not the GRU module or the model, which run other ops' kernels).
+KERNEL_OPS = tuple(op for op in OPS if op not in FAMILY_OF[op].kernel_ops)
 BASIS = (
     "median per call at the target shapes, explicit backends only; per op the backends are "
     "ranked by the geometric mean over cases and dtypes of median / fastest median, those that "
@@ -367,25 +336,20 @@ BASIS = (
 )
 
 
-def _geomean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
 def _rank(entries: list[dict], not_timed: dict[str, str]) -> dict:
     """One op's summary from its {case, dtype} entries."""
     for entry in entries:
-        times = entry["times_us"]
-        if times:
-            best = min(times.values())
+        if times := entry["times_us"]:
             entry["winner"] = min(times, key=times.__getitem__)
-            entry["slowdown"] = {b: t / best for b, t in times.items()}
+            entry["slowdown"] = {b: t / times[entry["winner"]] for b, t in times.items()}
     timed = [e for e in entries if e["winner"] is not None]
     backends = [b for b in CONCRETE_BACKENDS if any(b in e["times_us"] for e in timed)]
     ran_in = {b: sum(b in e["times_us"] for e in timed) for b in backends}
     wins = {b: sum(e["winner"] == b for e in timed) for b in backends}
-    geomean = {
-        b: _geomean([e["slowdown"][b] for e in timed if b in e["slowdown"]]) for b in backends
-    }
+    geomean = {}
+    for b in backends:
+        slowdowns = [e["slowdown"][b] for e in timed if b in e["slowdown"]]
+        geomean[b] = math.exp(sum(map(math.log, slowdowns)) / len(slowdowns))
     order = sorted(backends, key=lambda b: (ran_in[b] < len(timed), geomean[b], -wins[b]))
     auto_now = sorted({e["auto"] for e in entries if e["auto"]})
     return {
@@ -403,29 +367,22 @@ def _rank(entries: list[dict], not_timed: dict[str, str]) -> dict:
     }
 
 
-def fastest_backends(rows: Iterable[dict], targets_only: bool = True) -> dict:
-    """JSON-ready: {"basis", "device", "dtypes", "ops": {op: {"cases": [{"case_id", "case",
-    "mode", "dtype", "times_us", "winner", "slowdown", "auto"}], "order", "winner", "wins",
-    "geomean_slowdown", "ran_in", "cases_timed", "not_timed", "split", "auto_now",
-    "auto_agrees"}}, "auto_preference": {op: order}, "auto_preference_device": the order when
-    every op has the same one, else None}."""
+def fastest_backends(rows: Iterable[dict]) -> dict:
+    """JSON-ready: {"basis", "device", "dtypes", "ops": {op: _rank's summary, its "cases" each
+    {"case_id", "case", "mode", "dtype", "times_us", "winner", "slowdown", "auto"}},
+    "auto_preference": {op: order}, "auto_preference_device": the order all ops share, or None}."""
     rows = list(rows)
     per_op: dict[str, dict[tuple[str, str], dict]] = {}
     not_timed: dict[str, dict[str, str]] = {}
     for row in rows:
-        op = row["op"]
-        if (
-            row["kind"] != FAST_S2S
-            or op not in KERNEL_OPS
-            or (targets_only and not row.get("target"))
-        ):
+        op, requested = row["op"], row.get("backend_requested")
+        if row["kind"] != FAST_S2S or op not in KERNEL_OPS or not row.get("target"):
             continue
         entry = per_op.setdefault(op, {}).setdefault(
             (row["case_id"], row["dtype"]),
             {"case_id": row["case_id"], "case": row["case"], "mode": row["mode"],
              "dtype": row["dtype"], "times_us": {}, "winner": None, "slowdown": {}, "auto": None},
         )  # fmt: skip
-        requested = row.get("backend_requested")
         if requested == "auto":
             entry["auto"] = row.get("backend")
         elif requested not in CONCRETE_BACKENDS:
@@ -434,11 +391,8 @@ def fastest_backends(rows: Iterable[dict], targets_only: bool = True) -> dict:
             entry["times_us"][requested] = row["median_us"]
         else:
             not_timed.setdefault(op, {}).setdefault(requested, row.get("reason") or row["status"])
-    ops = {
-        op: _rank(list(per_op[op].values()), not_timed.get(op, {}))
-        for op in KERNEL_OPS
-        if op in per_op
-    }
+    ops = {op: _rank(list(per_op[op].values()), not_timed.get(op, {}))
+           for op in KERNEL_OPS if op in per_op}  # fmt: skip
     preference = {
         op: [*info["order"], *(["reference"] if "reference" not in info["order"] else [])]
         for op, info in ops.items()
@@ -455,19 +409,19 @@ def fastest_backends(rows: Iterable[dict], targets_only: bool = True) -> dict:
     }
 
 
-def _tuple(order: list[str]) -> str:
-    return "(" + ", ".join(f'"{b}"' for b in order) + ("," if len(order) == 1 else "") + ")"
-
-
 def preference_code(summary: dict) -> list[str]:
     """Lines to paste into fast_s2s/backends.py: AUTO_PREFERENCE["<device>"] = (...) when every
     op has the same order, else one commented entry per op (the table is per device today)."""
+
+    def as_tuple(order: list[str]) -> str:
+        return "(" + ", ".join(f'"{b}"' for b in order) + ("," if len(order) == 1 else "") + ")"
+
     devices = summary.get("device") or ["?"]
     device = devices[0] if len(devices) == 1 else "/".join(devices)
     if summary["auto_preference_device"]:
-        return [f'AUTO_PREFERENCE["{device}"] = {_tuple(summary["auto_preference_device"])}']
+        return [f'AUTO_PREFERENCE["{device}"] = {as_tuple(summary["auto_preference_device"])}']
     lines = [f"# {device}: the ops differ, so the order is per op (AUTO_PREFERENCE is per device)"]
-    return lines + [f'#   "{op}": {_tuple(o)},' for op, o in summary["auto_preference"].items()]
+    return lines + [f'#   "{op}": {as_tuple(o)},' for op, o in summary["auto_preference"].items()]
 
 
 def print_fastest(console: Console, summary: dict) -> None:
@@ -553,3 +507,30 @@ def print_goals(console: Console, results: list[dict]) -> None:
     counted = [r for r in results if r["met"] is not None]
     met_count = sum(r["met"] for r in counted)
     console.print(f"goals met: {met_count} of {len(counted)} measured ({len(results)} in all)")
+
+
+def print_plan(console: Console, plan: dict) -> None:
+    """One row per case (registry.build_plan), then the implementations not timed, with why."""
+    console.print(
+        f"fast-s2s bench plan: {plan['device']}, dtypes {', '.join(plan['dtypes'])}, shapes "
+        f"{plan['shapes']}{' (quick)' if plan['quick'] else ''}; {len(plan['cases'])} cases x "
+        f"{len(plan['dtypes'])} dtypes; device copy bandwidth over "
+        f"{plan['device_copy_bytes'] / 2**20:,.0f} MiB each way"
+    )
+    table = Table(title="cases", title_justify="left")
+    for col in ("op", "case", "target", "timed", "rooflines", "goals"):
+        table.add_column(col)
+    left_out: dict[tuple[str, str], str] = {}
+    for case in plan["cases"]:
+        impls = case["implementations"]
+        for i in impls:
+            if not i["timed"]:
+                left_out.setdefault((i["impl"], i["reason"] or ""), case["op"])
+        table.add_row(
+            case["op"], case["case"], "yes" if case["target"] else "",
+            escape(", ".join(i["impl"] for i in impls if i["timed"])),
+            "read, copy" if case["rooflines"] else "", "; ".join(case["goals"]),
+        )  # fmt: skip
+    console.print(table)
+    for (impl, reason), op in left_out.items():
+        console.print(f"[yellow]not timed[/yellow] {escape(impl)} (e.g. {op}): {escape(reason)}")

@@ -1,15 +1,12 @@
-"""Result rows: what one implementation of one case measured, a flat JSON-ready dict, built here
-for `fast-s2s bench` (run_case) and for the pytest-benchmark suite in bench/ alike.
+"""The one runner: result rows (flat JSON-ready dicts, one per implementation of a case) for
+`fast-s2s bench` (run_case) and the pytest-benchmark suite in bench/ alike.
 
 `speedup_vs[peer]` = peer median / fast_s2s median on the same case, device and dtype (above 1:
-fast_s2s is faster; for the model also fast_s2s throughput / peer throughput). Memory-bound
-forward rows: `gbps` = compulsory reads / median against the read roofline (`roofline_gbps`,
-`roofline_fraction`), `copy_gbps` = reads + writes / median against the copy roofline at the
-same traffic (`copy_roofline_gbps`, `copy_fraction`). Model rows: `work` per call, `work_unit`
-("step" or "token") and `throughput` = work / median; decode rows also `decode_loop` (which
-search loop ran: "native" or "python: <why>"), `us_per_token` = median / work and
-`weight_read_us`, the time to read the decoder's `weight_bytes` once (a read roofline at that
-size, measured in the same run): the least a batch-1 token can cost.
+fast_s2s is faster). Memory-bound forward rows: GB/s of the compulsory reads against the read
+roofline, and of reads + writes against the copy roofline at the same traffic. GEMM-bound rows:
+GFLOP/s against the machine's sgemm rate. Model rows: `work` per call in `work_unit`s ("step" or
+"token"), `throughput`; decode rows also the search loop that ran (`decode_loop`), us per token,
+and `weight_read_us`, the time to read the decoder's weights once: the least a token can cost.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ from dataclasses import replace
 
 import torch
 
+from fast_s2s.benchmark import measure
 from fast_s2s.benchmark.family import (
     DECODE,
     FORWARD,
@@ -29,16 +27,7 @@ from fast_s2s.benchmark.family import (
     Inputs,
     reports_bandwidth,
 )
-from fast_s2s.benchmark.measure import (
-    COPY,
-    FULL_BUDGET,
-    READ,
-    Budget,
-    Roofline,
-    Timing,
-    gbps,
-    measure_interleaved,
-)
+from fast_s2s.benchmark.measure import COPY, READ, Budget, Roofline, Timing
 from fast_s2s.benchmark.registry import (
     FAST_S2S,
     Impl,
@@ -48,8 +37,6 @@ from fast_s2s.benchmark.registry import (
 )
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
-
-
 # The measured fields of a row, None (repeats 0, speedup_vs {}) until they are measured.
 MEASURED_FIELDS = (
     "median_us", "iqr_us", "q1_us", "q3_us", "min_us", "repeats", "first_call_s",
@@ -58,6 +45,7 @@ MEASURED_FIELDS = (
     "work", "work_unit", "throughput", "hypothesis_tokens", "speedup_vs",
     "decode_loop", "us_per_token", "weight_bytes", "weight_read_us",
 )  # fmt: skip
+Scope = Callable[[], contextlib.AbstractContextManager]
 
 
 def base_row(case: Case, impl: Impl, device: torch.device, dtype: torch.dtype) -> dict:
@@ -86,9 +74,8 @@ def grad_mode(case: Case) -> contextlib.AbstractContextManager:
 
 
 def make_step(call: Callable[[], object], case: Case, inputs: Inputs) -> Callable[[], object]:
-    """One timed iteration: the call, or in forward+backward the call and the gradients of the
-    sum of its output with respect to every input that requires grad. (A model call already is
-    a whole training step or decode.)"""
+    """One timed iteration: the call, in forward+backward followed by the gradients of the sum
+    of its output (a model call already is a whole training step or decode)."""
     if case.mode != FORWARD_BACKWARD:
         return call
     wrt = inputs.grad_inputs
@@ -101,16 +88,12 @@ def error_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
 
 
-Scope = Callable[[], contextlib.AbstractContextManager]
-
-
 def prepare(
     impl: Impl, case: Case, inputs: Inputs, device: torch.device, row: dict
 ) -> tuple[Callable[[], object], Scope]:
-    """Builds the step of `impl` (under grad_mode) and runs it once (the first call compiles
-    and initialises; never timed), recording what ran and how long that first call took.
-    Returns the step and the scope its calls run in: the call's `scope` (e.g.
-    fast_s2s.frozen_weights, entered around a round of calls, not around each), else none."""
+    """Builds the step of `impl` and runs it once (the first call compiles and initialises;
+    never timed), recording what ran and how long that took. Returns the step and the scope a
+    round of its calls runs in (the call's `scope`, e.g. fast_s2s.frozen_weights, else none)."""
     assert impl.make is not None
     call = impl.make(inputs)
     scope: Scope = getattr(call, "scope", None) or contextlib.nullcontext
@@ -136,9 +119,8 @@ def time_impls(
     case: Case, impls: list[Impl], inputs: Inputs, device: torch.device, dtype: torch.dtype,
     budget: Budget,
 ) -> list[dict]:  # fmt: skip
-    """One row per implementation, all timed together in alternating rounds
-    (measure.measure_interleaved); a failure in set-up, compilation or a call is a "failed" row
-    with the reason, never an exception."""
+    """One row per implementation, all timed together in alternating rounds; a failure in
+    set-up, compilation or a call is a "failed" row with the reason, never an exception."""
     rows = [base_row(case, impl, device, dtype) for impl in impls]
     prepared: list[tuple[int, Callable[[], object], Scope]] = []
     with grad_mode(case):
@@ -146,16 +128,13 @@ def time_impls(
             if impl.make is None:
                 continue
             try:
-                step, scope = prepare(impl, case, inputs, device, rows[i])
+                prepared.append((i, *prepare(impl, case, inputs, device, rows[i])))
             except Exception as exc:  # a failing implementation is a result, not a crash
                 rows[i].update(status=FAILED, reason=error_reason(exc))
-                continue
-            prepared.append((i, step, scope))
-        # the first call was one warm-up call already
-        timings = measure_interleaved(
+        timings = measure.measure_interleaved(
             [(step, scope) for _, step, scope in prepared],
             device,
-            replace(budget, warmup=max(0, budget.warmup - 1)),
+            replace(budget, warmup=max(0, budget.warmup - 1)),  # the first call was one
         )
     for (i, _, _), timing in zip(prepared, timings, strict=True):
         if isinstance(timing, Exception):
@@ -169,11 +148,10 @@ def add_figures(
     rows: list[dict], case: Case, inputs: Inputs, dtype: torch.dtype,
     rooflines: dict[str, Roofline] | None = None, sgemm_gflops: float | None = None,
 ) -> list[dict]:  # fmt: skip
-    """The figures derived from the medians, on every row of a case (each front end's rows):
-    byte counts, GB/s and roofline fractions (memory-bound forward cases; no fractions where no
-    roofline is given, as in bench/), GFLOP/s and the fraction of the sgemm rate (GEMM-bound
-    cases, flops > 0), the model's work, throughput and us per token, and the time to read a
-    decoder's weights once (decode cases, with a read roofline)."""
+    """The figures derived from the medians, on every row of a case: byte counts, GB/s and
+    roofline fractions (memory-bound forward cases; no fractions without rooflines, as in
+    bench/), GFLOP/s and the sgemm fraction (flops > 0), the model's work, throughput and us per
+    token, and the time to read a decoder's weights once (decode cases, with a read roofline)."""
     ran = [r for r in rows if r["status"] == OK and r["median_us"]]
     rooflines = rooflines or {}
     nbytes = inputs.extra.get("weight_bytes")
@@ -190,7 +168,7 @@ def add_figures(
             row.update(roofline_gbps=roofs[READ], copy_roofline_gbps=roofs[COPY])
         for row in ran:
             seconds = row["median_us"] * 1e-6
-            row.update(gbps=gbps(read, seconds), copy_gbps=gbps(moved, seconds))
+            row.update(gbps=measure.gbps(read, seconds), copy_gbps=measure.gbps(moved, seconds))
             row["roofline_fraction"] = row["gbps"] / roofs[READ] if roofs[READ] else None
             row["copy_fraction"] = row["copy_gbps"] / roofs[COPY] if roofs[COPY] else None
     if inputs.flops:
@@ -218,7 +196,7 @@ def run_case(
     *,
     backends: list[str] | None = None,
     peers: list[str] | None = None,
-    budget: Budget = FULL_BUDGET,
+    budget: Budget = measure.FULL_BUDGET,
     rooflines: dict[str, Roofline] | None = None,
     impls: list[Impl] | None = None,
     quick: bool = False,
@@ -226,8 +204,7 @@ def run_case(
 ) -> list[dict]:
     """Every implementation of `case` (registry.build_impls unless `impls` is given), timed in
     alternating rounds on the same inputs, with their figures. `rooflines` (READ and COPY) are
-    shared across cases, so each traffic size is measured once per run; `sgemm_gflops`, the
-    machine's measured matrix-product rate, is what GEMM-bound rows are a fraction of."""
+    shared across cases, so each traffic size is measured once per run."""
     device = torch.device(device)
     impls = build_impls(case, device, backends, peers, quick=quick) if impls is None else impls
     inputs = make_inputs(case, device, dtype)
@@ -237,18 +214,15 @@ def run_case(
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:
-    """`speedup_vs[peer]` = peer median / fast_s2s median on every fast_s2s row that ran, for
-    every peer that ran on the same case, device and dtype."""
-
-    def key(row: dict) -> tuple:
-        return row["case_id"], row["device"], row["dtype"]
-
+    """`speedup_vs[peer]` on every fast_s2s row that ran, for every peer that ran on the same
+    case, device and dtype."""
     peers: dict[tuple, dict[str, float]] = {}
     for row in rows:
         if row["kind"] != FAST_S2S and row["status"] == OK:
-            peers.setdefault(key(row), {})[row["impl"]] = row["median_us"]
+            key = row["case_id"], row["device"], row["dtype"]
+            peers.setdefault(key, {})[row["impl"]] = row["median_us"]
     for row in rows:
         if row["kind"] == FAST_S2S and row["status"] == OK and row["median_us"]:
-            times = peers.get(key(row), {})
+            times = peers.get((row["case_id"], row["device"], row["dtype"]), {})
             row["speedup_vs"] = {peer: t / row["median_us"] for peer, t in times.items()}
     return rows

@@ -1,23 +1,15 @@
-"""The attention families: dot_attention and additive_attention (FAMILY), and local_attention
+"""The attention families: dot_attention and additive_attention (FAMILY) and local_attention
 (LOCAL_FAMILY, Luong local-p), their cases, inputs and peers.
 
 Global attention: the decode step N64-T1-S50-D512 and the training step T=S=30 (the targets),
-then ragged lengths, beam 5 and a longer source. CUDA adds the GPU goals on the decode step
-(bfloat16: 2x the composite, and not slower than SDPA) and a large memory-bound decode read,
-N64-T1-S2048-D512 (keys and values 268 MB in 16-bit, over 4x a 50-60 MB L2; goal: 80% of the
-copy bandwidth). Local attention: the decode step (window 10) at S = 50 and at S = 2,000 (the
-target: a row costs O(window), not O(S)), a training step, beam 5 and ragged lengths; centres
-are local-p's, p = L_b * sigmoid(x) per row.
-
-Peers besides the reference and torch.compile:
-  composite        bmm + masked softmax + bmm as a user writes it, in the input dtype (additive:
-                   tanh of the broadcast sum, times v), keys and values repeat_interleave'd over
-                   the beam
-  sdpa             F.scaled_dot_product_attention (dot only) on 4-D one-head views, beam rows
-                   folded into the query length: torch's fused kernels take only 4-D inputs
-  local-composite  gather the 2D + 1 keys and values around round(p), batched scores, mask what
-                   lies past |s - p| <= D or the length, softmax, Gaussian, weighted sum
-  global-fused     fast_s2s.dot_attention over every source position: what local replaces
+then ragged lengths, beam 5 and a longer source; CUDA adds the GPU goals and a decode read past
+the L2 (S=2048: keys and values 268 MB in 16-bit; goal 80% of the copy bandwidth). Local
+attention: the decode step (window 10) at S = 50 and at S = 2,000 (the target: a row costs
+O(window), not O(S)), a training step, beam 5 and ragged lengths; centres p = L_b * sigmoid(x).
+Peers: composite (bmm + masked softmax + bmm in the input dtype, keys and values tiled over the
+beam), sdpa (4-D one-head views, beam rows folded into the query length: torch's fused kernels
+take only 4-D inputs), local-composite (gather the window around round(p)) and global-fused
+(fast_s2s.dot_attention over every position: what local replaces).
 """
 
 from __future__ import annotations
@@ -25,28 +17,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fast_s2s.benchmark.family import (
-    COPY_FRACTION,
-    FORWARD,
-    FORWARD_BACKWARD,
-    SPEEDUP,
-    Call,
-    Case,
-    Family,
-    Goal,
-    Inputs,
-    kernel_peers,
-    needs_grad,
-    op_call,
-    primary_output,
-    ragged_lengths,
-    randn,
-)
+from fast_s2s.benchmark import family
+from fast_s2s.benchmark.family import FORWARD, FORWARD_BACKWARD, SPEEDUP, Call, Case, Goal, Inputs
 
 OPS = ("dot_attention", "additive_attention")
 LOCAL = "local_attention"
 WINDOW = 10
-MEMORY_BOUND_GOAL = Goal(COPY_FRACTION, 0.8)
+MEMORY_BOUND_GOAL = Goal(family.COPY_FRACTION, 0.8)
 DECODE_GOALS: dict[str, tuple[Goal, ...]] = {
     "dot_attention": (
         Goal(SPEEDUP, 2.0, "composite", ("bfloat16",)),
@@ -55,85 +32,83 @@ DECODE_GOALS: dict[str, tuple[Goal, ...]] = {
     "additive_attention": (Goal(SPEEDUP, 2.0, "composite", ("bfloat16",)),),
     LOCAL: (Goal(SPEEDUP, 20.0, "global-fused"), Goal(SPEEDUP, 5.0, "local-composite")),
 }
+DECODE_DIMS = {"B": 64, "T": 1, "S": 50, "D": 512}
+TRAIN_DIMS = {"B": 64, "T": 30, "S": 30, "D": 512}
+BEAM_DIMS = {"B": 16, "beam": 5, "T": 1, "S": 50, "D": 512}
+LARGE_DIMS = {"B": 64, "T": 1, "S": 2048, "D": 512}  # on CUDA only
+RAGGED = {"lengths": "ragged"}
 
 
-def _case(
-    op: str, mode: str, label: str, *, B: int, beam: int = 1, T: int, S: int, D: int,
-    Dv: int | None = None, lengths: str = "full", target: bool = False,
-    goals: tuple[Goal, ...] = (),
-) -> Case:  # fmt: skip
-    dims = (("B", B), ("beam", beam), ("T", T), ("S", S), ("D", D), ("Dv", D if Dv is None else Dv))
-    if op == LOCAL:  # not memory_bound: a row reads only the window, not what GB/s would count
-        return Case(op, mode, (*dims, ("W", WINDOW)), label, lengths, target, False, goals=goals)
-    return Case(op, mode, dims, label, lengths, target, goals=goals)
+def _case(op: str, mode: str, label: str, dims: dict, **fields) -> Case:
+    """dims B, beam (default 1), T, S, D, Dv (default D) and, for local attention, W; local
+    attention is not memory_bound: a row reads only the window, not what GB/s would count."""
+    d = {"beam": 1, "Dv": dims["D"], **dims}
+    local = {"memory_bound": False, "W": WINDOW} if op == LOCAL else {}
+    order = ("B", "beam", "T", "S", "D", "Dv")
+    return family.make_case(op, mode, label, **{k: d[k] for k in order}, **local, **fields)
 
 
 def _cases(op: str, cuda: bool) -> list[Case]:
     fwd, bwd = FORWARD, FORWARD_BACKWARD
-    decode = {"B": 64, "T": 1, "S": 50, "D": 512}
-    train = {"B": 64, "T": 30, "S": 30, "D": 512}
-    beam = {"B": 16, "beam": 5, "T": 1, "S": 50, "D": 512}
-    large = {"B": 64, "T": 1, "S": 2048, "D": 512}  # `[...] * cuda`: on CUDA only
-    return [
-        _case(op, fwd, "decode", **decode, target=True, goals=DECODE_GOALS[op] if cuda else ()),
-        *([_case(op, fwd, "large", **large, target=True, goals=(MEMORY_BOUND_GOAL,))] * cuda),
-        _case(op, bwd, "train", **train, target=True),
-        _case(op, fwd, "decode", **decode, lengths="ragged"),
-        _case(op, fwd, "beam5", **beam),
-        _case(op, fwd, "beam5", **beam, lengths="ragged"),
-        *([_case(op, fwd, "large", **large, lengths="ragged")] * cuda),
-        _case(op, fwd, "long-src", B=32, T=1, S=200, D=256),
-        _case(op, fwd, "train", **train),
-        _case(op, bwd, "train", **train, lengths="ragged"),
+    cuda_only = [(fwd, "large", LARGE_DIMS, {"target": True, "goals": (MEMORY_BOUND_GOAL,)})] * cuda
+    specs = [
+        (fwd, "decode", DECODE_DIMS, {"target": True, "goals": DECODE_GOALS[op] if cuda else ()}),
+        *cuda_only,
+        (bwd, "train", TRAIN_DIMS, {"target": True}),
+        (fwd, "decode", DECODE_DIMS, RAGGED),
+        (fwd, "beam5", BEAM_DIMS, {}),
+        (fwd, "beam5", BEAM_DIMS, RAGGED),
+        *[(fwd, "large", LARGE_DIMS, RAGGED)] * cuda,
+        (fwd, "long-src", {"B": 32, "T": 1, "S": 200, "D": 256}, {}),
+        (fwd, "train", TRAIN_DIMS, {}),
+        (bwd, "train", TRAIN_DIMS, RAGGED),
     ]
+    return [_case(op, mode, label, dims, **fields) for mode, label, dims, fields in specs]
 
 
 def _local_cases() -> list[Case]:
-    fwd, bwd, op = FORWARD, FORWARD_BACKWARD, LOCAL
+    fwd, bwd = FORWARD, FORWARD_BACKWARD
     decode = {"B": 64, "T": 1, "D": 512}
-    return [
-        _case(op, fwd, "decode", **decode, S=50, target=True),
-        _case(op, fwd, "decode", **decode, S=2000, target=True, goals=DECODE_GOALS[op]),
-        _case(op, bwd, "train", B=64, T=50, S=50, D=512, target=True),
-        _case(op, fwd, "decode", **decode, S=2000, lengths="ragged"),
-        _case(op, fwd, "beam5", B=16, beam=5, T=1, S=2000, D=512),
-        _case(op, bwd, "train", B=16, T=50, S=2000, D=256),
+    specs = [
+        (fwd, "decode", {**decode, "S": 50}, {"target": True}),
+        (fwd, "decode", {**decode, "S": 2000}, {"target": True, "goals": DECODE_GOALS[LOCAL]}),
+        (bwd, "train", {"B": 64, "T": 50, "S": 50, "D": 512}, {"target": True}),
+        (fwd, "decode", {**decode, "S": 2000}, RAGGED),
+        (fwd, "beam5", {"B": 16, "beam": 5, "T": 1, "S": 2000, "D": 512}, {}),
+        (bwd, "train", {"B": 16, "T": 50, "S": 2000, "D": 256}, {}),
     ]
+    return [_case(LOCAL, mode, label, dims, **fields) for mode, label, dims, fields in specs]
 
 
 def _tiny_cases(op: str) -> list[Case]:
     S = (30, 25, 40) if op == LOCAL else (5, 4, 5)
+    beam2 = {"B": 2, "beam": 2, "T": 1, "S": S[2], "D": 8, "Dv": 8 if op == LOCAL else 6}
     return [
-        _case(op, FORWARD, "decode", B=4, T=1, S=S[0], D=8, target=True),
-        _case(op, FORWARD_BACKWARD, "train", B=2, T=3, S=S[1], D=8, target=True),
-        _case(op, FORWARD, "beam2", B=2, beam=2, T=1, S=S[2], D=8,
-              Dv=8 if op == LOCAL else 6, lengths="ragged"),
-    ]  # fmt: skip
+        _case(op, FORWARD, "decode", {"B": 4, "T": 1, "S": S[0], "D": 8}, target=True),
+        _case(op, FORWARD_BACKWARD, "train", {"B": 2, "T": 3, "S": S[1], "D": 8}, target=True),
+        _case(op, FORWARD, "beam2", beam2, **RAGGED),
+    ]
 
 
 def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> Inputs:
-    """dot_attention: (query, keys, values) and `lengths`, `scale`; additive_attention:
-    (query_proj, keys_proj, v, values) and `lengths`; local_attention: (query, keys, values,
-    centers) and `window`, `lengths`, `scale`. Every tensor argument but the centres requires
-    grad in forward+backward."""
+    """dot_attention: (query, keys, values), `lengths`, `scale`; additive_attention:
+    (query_proj, keys_proj, v, values), `lengths`; local_attention: (query, keys, values,
+    centers), `window`, `lengths`, `scale`. All but the centres require grad in fwd+bwd."""
     device = torch.device(device)
     d = case.shape
     B, beam, T, S, D, Dv = d["B"], d["beam"], d["T"], d["S"], d["D"], d["Dv"]
     N = B * beam
     gen = torch.Generator().manual_seed(0)
-    lengths = ragged_lengths(B, S, device) if case.lengths == "ragged" else None
+    lengths = family.ragged_lengths(B, S, device) if case.lengths == "ragged" else None
     kwargs: dict[str, object] = {"lengths": lengths}
     if case.op == "additive_attention":
-        args = (
-            randn((N, T, D), gen, device, dtype, 0.5),
-            randn((B, S, D), gen, device, dtype, 0.5),
-            randn((D,), gen, device, dtype, D**-0.5),
-            randn((B, S, Dv), gen, device, dtype),
-        )
+        scales = ((N, T, D), 0.5), ((B, S, D), 0.5), ((D,), D**-0.5), ((B, S, Dv), 1.0)
+        args = tuple(family.randn(shape, gen, device, dtype, scale) for shape, scale in scales)
     else:
-        args = tuple(randn(s, gen, device, dtype) for s in ((N, T, D), (B, S, D), (B, S, Dv)))
+        shapes = ((N, T, D), (B, S, D), (B, S, Dv))
+        args = tuple(family.randn(shape, gen, device, dtype) for shape in shapes)
         kwargs["scale"] = D**-0.5
-    grad = needs_grad(case, *args)
+    grad = family.needs_grad(case, *args)
     write_bytes = N * T * (Dv + S) * args[0].element_size()  # context and weights
     if case.op == LOCAL:
         rows = torch.full((N,), float(S)) if lengths is None else lengths.cpu().float()
@@ -145,24 +120,19 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
     return Inputs(args, kwargs, grad_inputs=grad, beam=beam, write_bytes=write_bytes)
 
 
-def _pad_mask(lengths: torch.Tensor | None, beam: int, S: int, device) -> torch.Tensor | None:
-    """(N, 1, S) bool, True at padding, one row per beam row."""
-    if lengths is None:
-        return None
-    rows = lengths.repeat_interleave(beam) if beam > 1 else lengths
-    return (torch.arange(S, device=device)[None, :] >= rows[:, None])[:, None, :]
-
-
 def _tile(t: torch.Tensor, beam: int) -> torch.Tensor:
     return t if beam == 1 else t.repeat_interleave(beam, dim=0)
 
 
 def _composite(inputs: Inputs, scores) -> Call:
-    """masked softmax(scores(query, keys)) @ values over keys and values tiled over the beam;
-    the tiling is done once, unless it is part of the graph (forward+backward)."""
+    """masked softmax(scores(keys)) @ values over keys and values tiled over the beam; the
+    tiling is done once, unless it is part of the graph (forward+backward)."""
     keys, values = inputs.args[1], inputs.args[-1]
     beam, lengths = inputs.beam, inputs.kwargs["lengths"]
-    pad = _pad_mask(lengths, beam, keys.shape[1], keys.device)  # type: ignore[arg-type]
+    pad = None  # (N, 1, S), True at padding, one row per beam row
+    if lengths is not None:
+        rows = _tile(lengths, beam)  # type: ignore[arg-type]
+        pad = (torch.arange(keys.shape[1], device=keys.device)[None, :] >= rows[:, None])[:, None]
 
     def attend(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         s = scores(k)
@@ -201,6 +171,8 @@ def dot_sdpa(inputs: Inputs) -> Call:
 
 
 def local_composite(inputs: Inputs) -> Call:
+    """Gather the 2D + 1 keys and values around round(p), batched scores, mask what lies past
+    |s - p| <= D or the length, softmax, Gaussian, weighted sum."""
     query, keys, values, centers = inputs.args
     window, lengths, scale = (inputs.kwargs[k] for k in ("window", "lengths", "scale"))
     (B, S, _), N, device = keys.shape, query.shape[0], keys.device
@@ -229,10 +201,10 @@ def global_fused(inputs: Inputs) -> Call:
 
     query, keys, values, _ = inputs.args
     lengths, scale = inputs.kwargs["lengths"], inputs.kwargs["scale"]
-    return lambda: primary_output(ops.dot_attention(query, keys, values, lengths, scale))
+    return lambda: family.primary_output(ops.dot_attention(query, keys, values, lengths, scale))
 
 
-FAMILY = Family(
+FAMILY = family.Family(
     name="attention",
     cases={
         "cpu": {op: _cases(op, cuda=False) for op in OPS},
@@ -241,19 +213,23 @@ FAMILY = Family(
     },
     make_inputs=make_inputs,
     peers={
-        "dot_attention": kernel_peers("dot_attention", composite=dot_composite, sdpa=dot_sdpa),
-        "additive_attention": kernel_peers("additive_attention", composite=additive_composite),
+        "dot_attention": family.kernel_peers(
+            "dot_attention", composite=dot_composite, sdpa=dot_sdpa
+        ),
+        "additive_attention": family.kernel_peers(
+            "additive_attention", composite=additive_composite
+        ),
     },
-    fast_s2s=op_call,
+    fast_s2s=family.op_call,
 )
-LOCAL_FAMILY = Family(
+LOCAL_FAMILY = family.Family(
     name="local attention",
     cases={"cpu": {LOCAL: _local_cases()}, "tiny": {LOCAL: _tiny_cases(LOCAL)}},
     make_inputs=make_inputs,
     peers={
-        LOCAL: kernel_peers(
+        LOCAL: family.kernel_peers(
             LOCAL, **{"local-composite": local_composite, "global-fused": global_fused}
         )
     },
-    fast_s2s=op_call,
+    fast_s2s=family.op_call,
 )

@@ -1,11 +1,7 @@
-"""What a benchmark case is (`Case`: one op at one shape in one mode; `Goal`: a number its fast_s2s
-rows should reach; `Inputs`: what one call gets), what an op family registers (`Family`), and the
-factories and seeded input helpers the families share.
-
-A factory takes a case's `Inputs` and returns the zero-argument call that is timed. Work a user
-does once per batch and not per call (tiling over the beam, packing a sequence, building a
-module) happens in the factory, outside the timed call, unless a gradient flows through it.
-"""
+"""What a benchmark case is (`Case`, `Goal`, the `Inputs` of one call), what an op family registers
+(`Family`), and the helpers the families share. A factory takes a case's Inputs and returns the
+call that is timed; work a user does once per batch (tiling over the beam, packing a sequence,
+building a module) happens in the factory, unless a gradient flows through it."""
 
 from __future__ import annotations
 
@@ -26,18 +22,16 @@ MODE_TAGS: dict[str, tuple[str, str]] = {
     TRAIN_STEP: ("train", "fwd+bwd+adam"),
     DECODE: ("decode", "decode"),
 }
-# "targets": the shapes the project's targets name (what --quick runs); "full": those plus beam
-# search, ragged lengths and longer sequences; "tiny": the targets at toy sizes, for the tests.
+# targets: the shapes the project's targets name (--quick); full: also beam search, ragged
+# lengths and longer sequences; tiny: the targets at toy sizes, for the tests.
 SHAPE_SETS = ("targets", "full", "tiny")
-# Goal metrics: row["copy_fraction"], or row["speedup_vs"][peer].
-COPY_FRACTION = "copy_fraction"
-SPEEDUP = "speedup"
+COPY_FRACTION, SPEEDUP = "copy_fraction", "speedup"  # goal metrics: row fields
 
 
 @dataclass(frozen=True)
 class Goal:
-    """`metric` at least `at_least` (against `peer` for SPEEDUP), in the dtypes named (all when
-    empty): the project's targets, e.g. the README's "On a GPU"."""
+    """`metric` at least `at_least` (against `peer` for SPEEDUP) in the dtypes named (all when
+    empty): one of the project's targets."""
 
     metric: str
     at_least: float
@@ -75,9 +69,9 @@ class Goal:
 
 @dataclass(frozen=True)
 class Case:
-    """One op at one shape in one mode. `dims`: named sizes in display order. `lengths`: "full"
-    or "ragged". `memory_bound`: its forward rows report GB/s and roofline fractions. `variant`
-    names what the dims do not (the model's wiring) and leads the shape id."""
+    """One op at one shape in one mode. `dims`: named sizes in display order; `lengths`: "full"
+    or "ragged"; `memory_bound`: its forward rows report GB/s; `variant` names what the dims do
+    not (the model's wiring) and leads the shape id."""
 
     op: str
     mode: str
@@ -139,9 +133,8 @@ def make_case(
 
 @dataclass
 class Inputs:
-    """What one call gets (`args`, `kwargs`), the tensors gradients are taken for, `beam` rows
-    per source, `extra` (a module's parameters, a model's weights and batch), `write_bytes` (the
-    compulsory writes of one call) and `flops` (its matrix products; 0 where not GEMM-bound)."""
+    """What one call gets, the tensors gradients are taken for, `beam` rows per source, `extra`
+    (parameters, a model's weights and batch), compulsory writes and matrix-product flops."""
 
     args: tuple[torch.Tensor, ...]
     kwargs: dict[str, object]
@@ -182,7 +175,7 @@ def ragged_lengths(B: int, S: int, device: torch.device) -> torch.Tensor:
 
 
 def randn(shape: tuple[int, ...], gen: torch.Generator, device, dtype, scale: float = 1.0):
-    """Standard normal times `scale`, drawn in float32 on the CPU from `gen`, so every device and
+    """Standard normal times `scale`, drawn in float32 on the CPU from `gen`: every device and
     dtype sees the same numbers."""
     return (torch.randn(shape, generator=gen, dtype=torch.float32) * scale).to(device, dtype)
 
@@ -195,24 +188,22 @@ def uniform(shape: tuple[int, ...], gen: torch.Generator, device, dtype, bound: 
 
 Call = Callable[[], object]
 Factory = Callable[[Inputs], Call]
-CaseLists = dict[str, list[Case]]  # op -> its cases, in report order
 
 
 @dataclass(frozen=True)
 class Family:
     """Ops compared against the same peers, printed in one table.
 
-    `cases`: per case set ("cpu", also any device type without its own list; "cuda"; "tiny")
-    the case lists of every op. `peers`: op -> peer label -> factory, in column order.
-    `fast_s2s(op, backend)`: the factory of the fast_s2s row. `kernel_ops`: the fast_s2s.ops
-    whose backends an op runs on, where that is not the op itself. `reference_is_peer`: the
-    reference backend is the "reference" peer already (not a default row). `quick_left_out`,
-    `left_out`: (op, mode) -> peer -> why --quick (or every run) skips it. `throughput_table`:
-    rows are printed with steps/s or tokens/s rather than GB/s.
+    `cases`: case set ("cpu", also for a device type without its own list; "cuda"; "tiny") ->
+    op -> its cases in report order. `peers`: op -> label -> factory, in column order.
+    `fast_s2s(op, backend)`: the fast_s2s row's factory. `kernel_ops`: the fast_s2s.ops whose
+    backends an op runs on, where not the op itself. `reference_is_peer`: the reference backend
+    is the "reference" peer already. `quick_left_out`, `left_out`: (op, mode) -> peer -> why
+    --quick (or every run) skips it. `throughput_table`: steps/s or tokens/s rather than GB/s.
     """
 
     name: str
-    cases: dict[str, CaseLists]
+    cases: dict[str, dict[str, list[Case]]]
     make_inputs: Callable[[Case, torch.device, torch.dtype], Inputs]
     peers: dict[str, dict[str, Factory]]
     fast_s2s: Callable[[str, str], Factory]
@@ -228,15 +219,13 @@ class Family:
 
 
 def primary_output(out: object) -> torch.Tensor:
-    """What a call is timed (and differentiated) for: attention's context, gru_layer's and the GRU
-    module's output, gru_cell's h'."""
+    """What a call is timed and differentiated for: attention's context, a GRU's output, h'."""
     return out[0] if isinstance(out, (tuple, list)) else out  # type: ignore[return-value]
 
 
 def op_call(op: str, backend: str | None = None, compiled: bool = False) -> Factory:
-    """fast_s2s.ops.<op>(..., backend=backend); with backend None fast_s2s.reference.<op>, the
-    pure-PyTorch definition, and with `compiled` torch.compile of it (dynamic=False, compiled by
-    the first call; a compile error becomes a failed row)."""
+    """fast_s2s.ops.<op>(..., backend=backend); with backend None fast_s2s.reference.<op>, and
+    with `compiled` torch.compile of it (dynamic=False, compiled by the first call)."""
 
     def make(inputs: Inputs) -> Call:
         from fast_s2s import ops, reference

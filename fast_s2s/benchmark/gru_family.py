@@ -1,16 +1,12 @@
 """The GRU family: gru_cell (one decoder step), gru_layer (one layer, one direction over a padded
 sequence) and gru (the fast_s2s.nn.GRU module as an encoder: 2 layers, bidirectional). On CUDA
-the targets are the GPU ones: H=1024, gru_cell 2x torch.nn.GRUCell, gru_layer as fast as
-torch.nn.GRU (cuDNN).
+the targets are the GPU ones: H=1024, gru_cell 2x torch.nn.GRUCell, gru_layer as fast as cuDNN.
 
-The weights are torch.nn.Parameter, initialised as torch.nn does, and the torch.nn peers and
+The weights are torch.nn.Parameters initialised as torch.nn does, and the torch.nn peers and
 fast_s2s.nn.GRU take those very tensors as their parameters: every implementation computes with
-the same weights, and forward+backward differentiates the same leaves (x, h, every weight).
-
-Peers besides the reference and torch.compile: GRUCell, called as cell(x, h); GRU (one layer for
-gru_layer), called as gru(x, h0), with lengths over pack_padded_sequence(x, lengths,
-enforce_sorted=False), packed outside the timed call unless x needs a gradient, returning the
-packed data (the peer at its cheapest); on CUDA its row says whether torch ran it on cuDNN.
+the same weights and forward+backward differentiates the same leaves. The GRU peer takes the
+lengths as pack_padded_sequence(x, lengths, enforce_sorted=False), packed outside the timed call
+unless x needs a gradient, and returns the packed data: the peer at its cheapest.
 """
 
 from __future__ import annotations
@@ -19,115 +15,93 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from fast_s2s.benchmark.family import (
-    FORWARD,
-    FORWARD_BACKWARD,
-    SPEEDUP,
-    Call,
-    Case,
-    Factory,
-    Family,
-    Goal,
-    Inputs,
-    kernel_peers,
-    make_case,
-    needs_grad,
-    op_call,
-    ragged_lengths,
-    randn,
-    uniform,
-)
+from fast_s2s.benchmark import family
+from fast_s2s.benchmark.family import FORWARD, FORWARD_BACKWARD, SPEEDUP, Call, Case, Goal, Inputs
 
 OPS = ("gru_cell", "gru_layer", "gru")
 # A decoder loop's cell calls: fast_s2s runs inside fast_s2s.frozen_weights() (as greedy_decode
-# and beam_search do), so the CPU kernel packs the weights once for all calls; the peers are the
-# same calls as in the plain rows.
+# and beam_search do), so the CPU kernel packs the weights once for all calls.
 FROZEN = "frozen"
-CELL_GOAL = Goal(SPEEDUP, 2.0, "GRUCell")
-LAYER_GOAL = Goal(SPEEDUP, 1.0, "GRU")
+GATES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # torch.nn's names, in its order
 
 
-def _cell(mode: str, label: str, *, small: bool = False, **kw) -> Case:
-    # One row reads all 3H x (I + H) weights once: memory-bound; batched, a matrix product. On
-    # CUDA (`small`) B <= 16 still streams the weights (12.6 MB in 16-bit at H=1024): a goal.
-    goals = (CELL_GOAL,) if small else ()
-    return make_case("gru_cell", mode, label, memory_bound=kw["B"] == 1 or small, goals=goals, **kw)
-
-
-def _layer(mode: str, label: str, **kw) -> Case:
-    return make_case("gru_layer", mode, label, memory_bound=False, **kw)
-
-
-def _module(mode: str, label: str, **kw) -> Case:
-    return make_case("gru", mode, label, memory_bound=False, **kw, L=2, dirs=2)
+def _case(op: str, mode: str, label: str, dims: dict, **fields) -> Case:
+    """gru_cell is memory-bound at B=1 (a row reads all 3H x (I + H) weights once) and, on CUDA
+    (`small`), at B <= 16, where it carries the GPU goal; the sequence ops are GEMM-bound."""
+    small = fields.pop("small", False)
+    if op == "gru_cell":
+        fields.update(memory_bound=dims["B"] == 1 or small)
+        fields.update(goals=(Goal(SPEEDUP, 2.0, "GRUCell"),) if small else ())
+    else:
+        fields.setdefault("memory_bound", False)
+    extra = {"L": 2, "dirs": 2} if op == "gru" else {}
+    return family.make_case(op, mode, label, **dims, **extra, **fields)
 
 
 def _cases(cuda: bool) -> dict[str, list[Case]]:
     """The targets first (what --quick runs), then beam-search batches, ragged lengths and a
     longer sequence."""
-    fwd, bwd = FORWARD, FORWARD_BACKWARD
+    fwd, bwd, target, ragged = FORWARD, FORWARD_BACKWARD, {"target": True}, {"lengths": "ragged"}
     d = {"I": 1024, "H": 1024} if cuda else {"I": 512, "H": 512}
     seq = {"T": 50, "B": 16, **d}
     long = 512 if cuda else 256
-    frozen = [_cell(fwd, "decode", B=b, **d, target=True, variant=FROZEN) for b in (1, 64)]
-    return {
+    layer_goal = {"goals": (Goal(SPEEDUP, 1.0, "GRU"),)} if cuda else {}
+    frozen = [(fwd, "decode", {"B": b, **d}, {**target, "variant": FROZEN}) for b in (1, 64)]
+    specs = {
         "gru_cell": [
-            _cell(fwd, "decode", B=1, **d, target=True, small=cuda),
-            _cell(fwd, "decode", B=16 if cuda else 64, **d, target=True, small=cuda),
+            (fwd, "decode", {"B": 1, **d}, {**target, "small": cuda}),
+            (fwd, "decode", {"B": 16 if cuda else 64, **d}, {**target, "small": cuda}),
             *([] if cuda else frozen),
-            _cell(bwd, "train", B=64, **d, target=True),
-            _cell(fwd, "decode", B=64 if cuda else 16, **d),
-            _cell(fwd, "beam5", B=80, **d),  # 16 sentences x 5 hypotheses
+            (bwd, "train", {"B": 64, **d}, target),
+            (fwd, "decode", {"B": 64 if cuda else 16, **d}, {}),
+            (fwd, "beam5", {"B": 80, **d}, {}),  # 16 sentences x 5 hypotheses
         ],
         "gru_layer": [
-            _layer(fwd, "encoder", **seq, target=True, goals=(LAYER_GOAL,) if cuda else ()),
-            _layer(bwd, "train", **seq, target=True),
-            _layer(fwd, "encoder", **seq, lengths="ragged"),
-            _layer(bwd, "train", **seq, lengths="ragged"),
-            _layer(fwd, "long", T=200, B=32, I=long, H=long),
+            (fwd, "encoder", seq, {**target, **layer_goal}),
+            (bwd, "train", seq, target),
+            (fwd, "encoder", seq, ragged),
+            (bwd, "train", seq, ragged),
+            (fwd, "long", {"T": 200, "B": 32, "I": long, "H": long}, {}),
         ],
         "gru": [
-            _module(fwd, "encoder", **seq, target=True),
-            _module(bwd, "train", **seq),
-            _module(fwd, "encoder", **seq, lengths="ragged"),
+            (fwd, "encoder", seq, target),
+            (bwd, "train", seq, {}),
+            (fwd, "encoder", seq, ragged),
         ],
+    }
+    return {
+        op: [_case(op, mode, label, dims, **fields) for mode, label, dims, fields in cases]
+        for op, cases in specs.items()
     }
 
 
 def _tiny_cases() -> dict[str, list[Case]]:
-    fwd, bwd, d = FORWARD, FORWARD_BACKWARD, {"I": 6, "H": 5}
+    fwd, bwd, target = FORWARD, FORWARD_BACKWARD, {"target": True}
+    d = {"I": 6, "H": 5}
     seq = {"T": 4, "B": 3, **d}
+    specs = {
+        "gru_cell": [(fwd, "decode", {"B": 1, **d}, {}), (bwd, "train", {"B": 3, **d}, {})],
+        "gru_layer": [(fwd, "encoder", seq, {}), (bwd, "train", seq, {"lengths": "ragged"})],
+        "gru": [(fwd, "encoder", seq, {"lengths": "ragged"}), (bwd, "train", seq, {})],
+    }
     return {
-        "gru_cell": [_cell(fwd, "decode", B=1, **d, target=True),
-                     _cell(bwd, "train", B=3, **d, target=True)],
-        "gru_layer": [_layer(fwd, "encoder", **seq, target=True),
-                      _layer(bwd, "train", **seq, lengths="ragged", target=True)],
-        "gru": [_module(fwd, "encoder", **seq, lengths="ragged", target=True),
-                _module(bwd, "train", **seq, target=True)],
-    }  # fmt: skip
+        op: [
+            _case(op, mode, label, dims, **target, **fields) for mode, label, dims, fields in cases
+        ]
+        for op, cases in specs.items()
+    }
 
 
 def _weights(I: int, H: int, gen: torch.Generator, device, dtype, grad: bool) -> list:
     """w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,), as torch.nn initialises them."""
     shapes = ((3 * H, I), (3 * H, H), (3 * H,), (3 * H,))
-    return [nn.Parameter(uniform(s, gen, device, dtype, H**-0.5), grad) for s in shapes]
-
-
-def module_param_names(num_layers: int, dirs: int) -> list[str]:
-    """torch.nn.GRU's parameter names, in its registration order."""
-    return [
-        f"{kind}_l{layer}{'_reverse' if direction else ''}"
-        for layer in range(num_layers)
-        for direction in range(dirs)
-        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-    ]
+    return [nn.Parameter(family.uniform(s, gen, device, dtype, H**-0.5), grad) for s in shapes]
 
 
 def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> Inputs:
     """gru_cell: (x (B, I), h (B, H), w_ih, w_hh, b_ih, b_hh); gru_layer: (x (T, B, I), h0 (B, H),
-    the weights) and `lengths`; gru: (x, h0 (L * dirs, B, H)) and `lengths`, its parameters in
-    extra["params"] by torch.nn.GRU name. forward+backward takes gradients for x, h and every
-    weight."""
+    the weights), `lengths`; gru: (x, h0 (L * dirs, B, H)), `lengths`, its parameters by
+    torch.nn.GRU name in extra["params"]. fwd+bwd differentiates x, h and every weight."""
     device = torch.device(device)
     d = case.shape
     B, I, H = d["B"], d["I"], d["H"]
@@ -135,30 +109,30 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
     gen = torch.Generator().manual_seed(0)
     kwargs: dict[str, object] = {}
     if case.op != "gru_cell":
-        kwargs["lengths"] = ragged_lengths(B, d["T"], device) if case.lengths == "ragged" else None
+        ragged = case.lengths == "ragged"
+        kwargs["lengths"] = family.ragged_lengths(B, d["T"], device) if ragged else None
     extra: dict[str, object] = {"frozen_weights": case.variant == FROZEN}
-    x = randn((B, I) if case.op == "gru_cell" else (d["T"], B, I), gen, device, dtype)
+    x = family.randn((B, I) if case.op == "gru_cell" else (d["T"], B, I), gen, device, dtype)
     if case.op == "gru":
         L, dirs = d["L"], d["dirs"]
-        h = randn((L * dirs, B, H), gen, device, dtype, 0.5)
-        params = [
-            w
-            for layer in range(L)
-            for _ in range(dirs)
-            for w in _weights(I if layer == 0 else dirs * H, H, gen, device, dtype, grad)
-        ]
-        extra["params"] = dict(zip(module_param_names(L, dirs), params, strict=True))
+        h = family.randn((L * dirs, B, H), gen, device, dtype, 0.5)
+        params, names = [], []
+        for layer in range(L):
+            for direction in ("", "_reverse")[:dirs]:
+                params += _weights(I if layer == 0 else dirs * H, H, gen, device, dtype, grad)
+                names += [f"{name}_l{layer}{direction}" for name in GATES]
+        extra["params"] = dict(zip(names, params, strict=True))
         args: tuple[torch.Tensor, ...] = (x, h)
         output_numel = d["T"] * B * dirs * H  # output (T, B, dirs * H)
     else:
-        h = randn((B, H), gen, device, dtype, 0.5)
+        h = family.randn((B, H), gen, device, dtype, 0.5)
         params = _weights(I, H, gen, device, dtype, grad)
         args = (x, h, *params)
         output_numel = 0 if case.op == "gru_cell" else d["T"] * B * H  # h' is the final state
     return Inputs(
         args=args,
         kwargs=kwargs,
-        grad_inputs=needs_grad(case, x, h, *params),
+        grad_inputs=family.needs_grad(case, x, h, *params),
         extra=extra,
         write_bytes=(output_numel + h.numel()) * x.element_size(),  # the output and h_n
         flops=gemm_flops(case),
@@ -166,9 +140,8 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
 
 
 def gemm_flops(case: Case) -> int:
-    """The matrix products' operations of one call: 2 * rows * 3H * (I + H) per layer and
-    direction, three times that with the backward (dx and dh, dW_ih and dW_hh); the O(H) gates
-    are not counted."""
+    """The matrix products of one call: 2 * rows * 3H * (I + H) per layer and direction, three
+    times that with the backward (dx and dh, dW_ih and dW_hh); the O(H) gates are not counted."""
     d = case.shape
     B, I, H = d["B"], d["I"], d["H"]
     rows = B * d.get("T", 1)
@@ -190,15 +163,10 @@ def share_parameters(module: nn.Module, params: dict[str, nn.Parameter]) -> nn.M
     return module
 
 
-def _cell_params(inputs: Inputs, suffix: str = "") -> dict[str, nn.Parameter]:
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-    return {f"{n}{suffix}": p for n, p in zip(names, inputs.args[2:], strict=True)}  # type: ignore[misc]
-
-
 def torch_gru_cell(inputs: Inputs) -> Call:
     x, h = inputs.args[:2]
     cell = nn.GRUCell(x.shape[1], h.shape[1], device=x.device, dtype=x.dtype)
-    share_parameters(cell, _cell_params(inputs))
+    share_parameters(cell, dict(zip(GATES, inputs.args[2:], strict=True)))  # type: ignore[arg-type]
     return lambda: cell(x, h)
 
 
@@ -210,30 +178,25 @@ def gru_implementation(x: torch.Tensor) -> str:
     return "torch.nn.GRU (torch's own kernels: torch.cudnn_is_acceptable is False)"
 
 
-def _module_shape(inputs: Inputs) -> tuple[int, bool]:
-    bidirectional = any(name.endswith("_reverse") for name in inputs.extra["params"])  # type: ignore[attr-defined]
-    return inputs.args[1].shape[0] // (2 if bidirectional else 1), bidirectional
-
-
 def _gru(inputs: Inputs, cls, **kw) -> Call:
     """`cls` (torch.nn.GRU or fast_s2s.nn.GRU) on the case's parameters, called as gru(x, h0):
     gru_layer's one layer (h0 (B, H) viewed as (1, B, H), inside the timed call only when h0
     needs a gradient: a view made once would be freed by the first backward), or the module's
-    layers and directions. torch.nn.GRU takes the lengths as a packed sequence and returns its
-    data; fast_s2s.nn.GRU takes `lengths=`."""
+    layers and directions. torch.nn.GRU takes the lengths packed and returns the packed data."""
     x, h0 = inputs.args[:2]
     lengths = inputs.kwargs["lengths"]
     if "params" in inputs.extra:
-        layers, bidirectional = _module_shape(inputs)
-        params, H = inputs.extra["params"], h0.shape[2]
-        gru = cls(x.shape[2], H, num_layers=layers, bidirectional=bidirectional, **kw,
+        params: dict = inputs.extra["params"]  # type: ignore[assignment]
+        bidirectional = any(name.endswith("_reverse") for name in params)
+        layers = h0.shape[0] // (2 if bidirectional else 1)
+        gru = cls(x.shape[2], h0.shape[2], num_layers=layers, bidirectional=bidirectional, **kw,
                   device=x.device, dtype=x.dtype)  # fmt: skip
     else:
-        params, H = _cell_params(inputs, "_l0"), h0.shape[1]
-        gru = cls(x.shape[2], H, device=x.device, dtype=x.dtype)
+        params = {f"{name}_l0": p for name, p in zip(GATES, inputs.args[2:], strict=True)}
+        gru = cls(x.shape[2], h0.shape[1], device=x.device, dtype=x.dtype)
         if not h0.requires_grad:
             h0 = h0.unsqueeze(0)
-    share_parameters(gru, params)  # type: ignore[arg-type]
+    share_parameters(gru, params)
     state = (lambda: h0.unsqueeze(0)) if h0.dim() == 2 else (lambda: h0)
     if cls is not nn.GRU:
         return lambda: gru(x, state(), lengths=lengths)[0]
@@ -250,10 +213,10 @@ def _gru(inputs: Inputs, cls, **kw) -> Call:
     return call
 
 
-def fast_s2s_call(op: str, backend: str) -> Factory:
-    """fast_s2s.ops.gru_cell (inside fast_s2s.frozen_weights() for the FROZEN cases) /
+def fast_s2s_call(op: str, backend: str) -> family.Factory:
+    """fast_s2s.ops.gru_cell (inside fast_s2s.frozen_weights() for the FROZEN cases) or
     gru_layer, or for "gru" the fast_s2s.nn.GRU module on the case's parameters."""
-    plain = op_call(op, backend)
+    plain = family.op_call(op, backend)
 
     def make(inputs: Inputs) -> Call:
         import fast_s2s
@@ -269,14 +232,18 @@ def fast_s2s_call(op: str, backend: str) -> Factory:
     return make
 
 
-FAMILY = Family(
+def torch_gru(inputs: Inputs) -> Call:
+    return _gru(inputs, nn.GRU)
+
+
+FAMILY = family.Family(
     name="GRU",
     cases={"cpu": _cases(cuda=False), "cuda": _cases(cuda=True), "tiny": _tiny_cases()},
     make_inputs=make_inputs,
     peers={
-        "gru_cell": kernel_peers("gru_cell", GRUCell=torch_gru_cell),
-        "gru_layer": kernel_peers("gru_layer", GRU=lambda inputs: _gru(inputs, nn.GRU)),
-        "gru": {"GRU": lambda inputs: _gru(inputs, nn.GRU)},
+        "gru_cell": family.kernel_peers("gru_cell", GRUCell=torch_gru_cell),
+        "gru_layer": family.kernel_peers("gru_layer", GRU=torch_gru),
+        "gru": {"GRU": torch_gru},
     },
     fast_s2s=fast_s2s_call,
     kernel_ops={"gru": ("gru_layer",)},  # the module runs gru_layer's kernels

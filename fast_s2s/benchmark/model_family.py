@@ -1,23 +1,13 @@
 """The model family (op "model"): training steps and decoding of the whole
 fast_s2s.models.Seq2Seq on each fast_s2s backend against the same model and weights on
-backend="reference" (the peer "reference"): "vs reference" is the speedup of the fused ops inside
-the whole model, everything else (embeddings, projections, loss, Adam, the search loop) the same.
+backend="reference" (the "reference" peer): the speedup of the fused ops inside the whole model.
 
-train-step: one call = one teacher-forced training step as `fast-s2s train` runs it (summed
-cross-entropy / target tokens, zero_grad, backward, clipping at 1.0, Adam); steps per second.
-decode: one call = greedy_decode or beam_search (beam 5) of B sources of S tokens, max_len =
-maxlen. The eos logit's output bias is -1e4, so every call runs maxlen + 1 decoder steps (checked
-by every call); tokens per second, B * (maxlen + 1), beam search's B * beam * (maxlen + 1) in
-"hypothesis_tokens". A decode row's "decode_loop" says which search loop ran
-(fast_s2s.models.decode_path); "weight_read_us" is the time to read the decoder's weights once.
-Peers: "reference", "python-loop" (the Python loop on backend="auto": what the native loop
-replaces) and "torch.nn" (TorchNNSeq2Seq: the architecture from torch.nn modules, same weights,
-decoded in a Python loop).
-
-Data: the reverse task's shape (V = 54 with the 4 specials) from a seeded random.Random, padded
-by fast_s2s.data.collate; training sources ragged (lengths in [S - 10, S]), targets reversed.
-Sizes: the dates model's (E 64, H 128). Variants: "bahdanau" (additive), "luong-general" (general
-score, no input feeding) and, in the full set, "luong-general-feed" (input feeding).
+train-step: one teacher-forced training step per call, as `fast-s2s train` runs it (steps/s).
+decode: greedy_decode or beam_search (beam 5) of B sources per call; eos's output bias is -1e4,
+so every call runs max_len + 1 steps (checked): tokens/s over B * (max_len + 1). Other peers:
+python-loop (the Python search loop on backend="auto": what the native loop replaces) and
+torch.nn (TorchNNSeq2Seq: the architecture from torch.nn modules, same weights, Python loop).
+Data: the reverse task's shape (V = 54 with the 4 specials), seeded; the dates model's sizes.
 """
 
 from __future__ import annotations
@@ -60,46 +50,28 @@ def decode_case(
     return Case("model", DECODE, dims, label, "full", target, False, variant)
 
 
-def _cases() -> list[Case]:
-    """The targets first (greedy and beam 5 at batch 1 and 32, a training step of both
-    wirings), then Luong decoding and the input-feeding training step."""
-    size = {"E": 64, "H": 128, "V": 50 + NUM_SPECIALS}
-    dec = {"S": 25, "maxlen": 30, **size}
-    return [
-        decode_case("bahdanau", B=1, **dec, target=True),
-        decode_case("bahdanau", B=32, **dec, target=True),
-        decode_case("bahdanau", B=1, beam=5, **dec, target=True),
-        decode_case("bahdanau", B=32, beam=5, **dec, target=True),
-        decode_case("bahdanau", B=8, **dec),
-        decode_case("bahdanau", B=8, beam=5, **dec),
-        train_case("bahdanau", B=32, S=30, **size, target=True),
-        train_case("luong-general", B=32, S=30, **size, target=True),
-        decode_case("luong-general", B=1, **dec),
-        decode_case("luong-general", B=32, **dec),
-        decode_case("luong-general", B=32, beam=5, **dec),
-        train_case("luong-general-feed", B=32, S=30, **size),
-    ]
-
-
-def _tiny_cases() -> list[Case]:
-    size = {"E": 8, "H": 8, "V": 16}
-    return [
-        decode_case("bahdanau", B=1, S=5, maxlen=4, **size, target=True),
-        decode_case("luong-general", B=3, beam=2, S=5, maxlen=4, **size, target=True),
-        train_case("bahdanau", B=3, S=6, **size, target=True),
-        train_case("luong-general", B=3, S=6, **size, target=True),
-    ]
-
-
-def model_config(case: Case, backend: str = "reference"):
-    """The case's Seq2SeqConfig on `backend`."""
-    from fast_s2s.models import Seq2SeqConfig
-
-    d = case.shape
-    return Seq2SeqConfig(
-        src_vocab_size=d["V"], tgt_vocab_size=d["V"], embed_size=d["E"], hidden_size=d["H"],
-        backend=backend, **VARIANTS[case.variant],  # type: ignore[arg-type]
-    )  # fmt: skip
+SIZE = {"E": 64, "H": 128, "V": 50 + NUM_SPECIALS}
+DEC = {"S": 25, "maxlen": 30, **SIZE}
+TINY = {"E": 8, "H": 8, "V": 16}
+# The targets first (greedy and beam 5 at batch 1 and 32, a training step of both wirings), then
+# Luong decoding and the input-feeding training step.
+CASES = [
+    *(decode_case("bahdanau", B=b, beam=k, **DEC, target=True) for k in (1, 5) for b in (1, 32)),
+    decode_case("bahdanau", B=8, **DEC),
+    decode_case("bahdanau", B=8, beam=5, **DEC),
+    train_case("bahdanau", B=32, S=30, **SIZE, target=True),
+    train_case("luong-general", B=32, S=30, **SIZE, target=True),
+    decode_case("luong-general", B=1, **DEC),
+    decode_case("luong-general", B=32, **DEC),
+    decode_case("luong-general", B=32, beam=5, **DEC),
+    train_case("luong-general-feed", B=32, S=30, **SIZE),
+]
+TINY_CASES = [
+    decode_case("bahdanau", B=1, S=5, maxlen=4, **TINY, target=True),
+    decode_case("luong-general", B=3, beam=2, S=5, maxlen=4, **TINY, target=True),
+    train_case("bahdanau", B=3, S=6, **TINY, target=True),
+    train_case("luong-general", B=3, S=6, **TINY, target=True),
+]
 
 
 def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> Inputs:
@@ -107,12 +79,15 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
     loads), the batch ("src", "src_lengths"; training also "tgt_in", "tgt_out"), "beam",
     "max_len", and the throughput's "work" per call, "work_unit" and "hypothesis_tokens"."""
     from fast_s2s.data import collate
-    from fast_s2s.models import Seq2Seq
+    from fast_s2s.models import Seq2Seq, Seq2SeqConfig
 
     device = torch.device(device)
     d = case.shape
     B, S, V = d["B"], d["S"], d["V"]
-    config = model_config(case)
+    config = Seq2SeqConfig(
+        src_vocab_size=V, tgt_vocab_size=V, embed_size=d["E"], hidden_size=d["H"],
+        backend="reference", **VARIANTS[case.variant],  # type: ignore[arg-type]
+    )  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = Seq2Seq(config)
@@ -161,19 +136,15 @@ def _train_step(model, x: dict) -> Call:
     return step
 
 
-def _decoding(x: dict, greedy, beam_search, tokens) -> Call:
-    """A call decoding the case's batch with greedy(src, lengths, max_len) or
-    beam_search(src, lengths, beam, max_len), that fails the row if a hypothesis ended before
-    max_len: the tokens per call, and so the tokens/s, would be wrong."""
-    src, src_lengths, beam, max_len = x["src"], x["src_lengths"], x["beam"], x["max_len"]
+def _decoding(x: dict, decode, tokens) -> Call:
+    """A call decoding the case's batch, decode(src, lengths, beam, max_len), that fails the row
+    if a hypothesis ended before max_len: the tokens per call, and so the tokens/s, would be
+    wrong."""
+    max_len = x["max_len"]
 
     def run() -> list:
-        if beam == 1:
-            hyps = greedy(src, src_lengths, max_len)
-        else:
-            hyps = beam_search(src, src_lengths, beam, max_len)
-        short = [n for n in map(len, map(tokens, hyps)) if n != max_len]
-        if short:
+        hyps = decode(x["src"], x["src_lengths"], x["beam"], max_len)
+        if short := [n for n in map(len, map(tokens, hyps)) if n != max_len]:
             raise RuntimeError(
                 f"a hypothesis ended after {short[0]} tokens, not max_len={max_len}: the decode "
                 "did not run the fixed number of steps its tokens/s assumes"
@@ -189,13 +160,13 @@ def _decode(model, x: dict, native: bool = True) -> Call:
     from fast_s2s.models import beam_search, decode_path, greedy_decode
     from fast_s2s.models.decoding import CaptureFailedWarning
 
+    def decode(src, lengths, beam: int, max_len: int) -> list:
+        if beam == 1:
+            return greedy_decode(model, src, lengths, max_len=max_len, native=native)
+        return beam_search(model, src, lengths, beam_size=beam, max_len=max_len, native=native)
+
     model.eval()
-    run = _decoding(
-        x,
-        lambda s, n, m: greedy_decode(model, s, n, max_len=m, native=native),
-        lambda s, n, b, m: beam_search(model, s, n, beam_size=b, max_len=m, native=native),
-        lambda h: h.tokens,
-    )
+    run = _decoding(x, decode, lambda h: h.tokens)
     run.decode_loop = decode_path(model, native)  # type: ignore[attr-defined]
     if run.decode_loop == "cuda-graph":  # type: ignore[attr-defined]
         with warnings.catch_warnings(record=True) as caught:
@@ -234,15 +205,15 @@ def torch_nn_call(inputs: Inputs) -> Call:
     peer = _loaded(TorchNNSeq2Seq(x["config"]), x)
     peer.load_fast_s2s(x["state_dict"])
     peer.eval()
-    return _decoding(x, peer.greedy, peer.beam, lambda tokens: tokens)
+    return _decoding(x, peer.decode, lambda tokens: tokens)
 
 
 FAMILY = Family(
     name="model",
     cases={
-        "cpu": {"model": _cases()},
-        "cuda": {"model": _cases()},
-        "tiny": {"model": _tiny_cases()},
+        "cpu": {"model": CASES},
+        "cuda": {"model": CASES},
+        "tiny": {"model": TINY_CASES},
     },
     make_inputs=make_inputs,
     peers={
@@ -265,13 +236,23 @@ FAMILY = Family(
 )
 
 
+# fast_s2s Seq2Seq state_dict prefix -> TorchNNSeq2Seq's, first match (fast_s2s.nn.GRU keeps
+# torch.nn.GRU's parameter names; the decoder's one GRU layer drops its "_l0").
+RENAMES = (
+    ("encoder.embedding.", "src_embedding."),
+    ("encoder.rnn.", "encoder."),
+    ("encoder.", ""),
+    ("decoder.rnn.", "cell."),
+    ("decoder.attention.", ""),
+    ("decoder.", ""),
+)
+
+
 class TorchNNSeq2Seq(nn.Module):
     """The benchmark's Seq2Seq as a user builds it from torch.nn modules (nn.Embedding, nn.GRU
-    encoder, nn.GRUCell decoder, nn.Linear, bmm + softmax attention), decoded in a Python loop;
-    load the fast_s2s model's state_dict with load_fast_s2s (fast_s2s.nn.GRU keeps torch.nn.GRU's
-    parameter names). config: a Seq2SeqConfig, bahdanau/additive or luong/general (with or
-    without input feeding), 1 decoder layer, untied. Greedy follows greedy_decode's rules; beam
-    search is the plain loop (top-k over beam x vocabulary) run to max_len."""
+    encoder, nn.GRUCell decoder, nn.Linear, bmm + softmax attention), decoded in a Python loop:
+    bahdanau/additive or luong/general (input feeding or not), one decoder layer, untied. Greedy
+    follows greedy_decode's rules; beam search is the plain loop (top-k over beam x vocabulary)."""
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -290,8 +271,7 @@ class TorchNNSeq2Seq(nn.Module):
         )
         self.bridge = nn.Linear(h, h)
         self.embedding = nn.Embedding(c.tgt_vocab_size, e, padding_idx=c.pad_id)
-        rnn_in = e + h if self.bahdanau or self.feed else e
-        self.cell = nn.GRUCell(rnn_in, h)
+        self.cell = nn.GRUCell(e + h if self.bahdanau or self.feed else e, h)
         self.query_proj = nn.Linear(h, h, bias=False)
         if self.bahdanau:
             self.key_proj = nn.Linear(h, h, bias=False)
@@ -302,29 +282,18 @@ class TorchNNSeq2Seq(nn.Module):
         self.out = nn.Linear(h, c.tgt_vocab_size)
 
     def load_fast_s2s(self, state: dict[str, Tensor]) -> None:
-        """The fast_s2s Seq2Seq state_dict, renamed to these modules."""
-        mine: dict[str, Tensor] = {
-            "src_embedding.weight": state["encoder.embedding.weight"],
-            "bridge.weight": state["encoder.bridge.weight"],
-            "bridge.bias": state["encoder.bridge.bias"],
-            "embedding.weight": state["decoder.embedding.weight"],
-            "query_proj.weight": state["decoder.attention.query_proj.weight"],
-            "out.weight": state["decoder.out.weight"],
-            "out.bias": state["decoder.out.bias"],
-        }
-        for k, v in state.items():
-            if k.startswith("encoder.rnn."):
-                mine["encoder." + k.removeprefix("encoder.rnn.")] = v
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            mine[f"cell.{name}"] = state[f"decoder.rnn.{name}_l0"]
-        if self.bahdanau:
-            mine["key_proj.weight"] = state["decoder.attention.key_proj.weight"]
-            mine["v"] = state["decoder.attention.v"]
-            mine["readout.weight"] = state["decoder.readout.weight"]
-            mine["readout.bias"] = state["decoder.readout.bias"]
-        else:
-            mine["combine.weight"] = state["decoder.combine.weight"]
+        """Loads the fast_s2s Seq2Seq's state_dict, renamed to these modules (RENAMES)."""
+        mine: dict[str, Tensor] = {}
+        for key, value in state.items():
+            old, new = next((old, new) for old, new in RENAMES if key.startswith(old))
+            name = new + key.removeprefix(old)
+            mine[name.removesuffix("_l0") if new == "cell." else name] = value
         self.load_state_dict(mine)
+
+    def decode(self, src: Tensor, lengths: Tensor, beam: int, max_len: int) -> list[list[int]]:
+        if beam == 1:
+            return self.greedy(src, lengths, max_len)
+        return self.beam(src, lengths, beam, max_len)
 
     def encode(self, src: Tensor, lengths: Tensor):
         """states (B, S, H), keys (B, S, H) (projected for additive), mask (B, S), hidden (B, H)."""

@@ -140,10 +140,10 @@ def _decoding(x: dict, decode, tokens) -> Call:
     """A call decoding the case's batch, decode(src, lengths, beam, max_len), that fails the row
     if a hypothesis ended before max_len: the tokens per call, and so the tokens/s, would be
     wrong."""
-    max_len = x["max_len"]
+    src, src_lengths, beam, max_len = x["src"], x["src_lengths"], x["beam"], x["max_len"]
 
     def run() -> list:
-        hyps = decode(x["src"], x["src_lengths"], x["beam"], max_len)
+        hyps = decode(src, src_lengths, beam, max_len)
         if short := [n for n in map(len, map(tokens, hyps)) if n != max_len]:
             raise RuntimeError(
                 f"a hypothesis ended after {short[0]} tokens, not max_len={max_len}: the decode "

@@ -107,8 +107,10 @@ def run_bench(device: torch.device, dtype: torch.dtype) -> Callable[..., None]:
             impl = registry.fast_s2s_impl(case.op, backend, device)
             if impl.make is None:
                 pytest.skip(f"{impl_name}: {impl.reason}")
-        else:
-            (impl,) = registry.peer_impls(case.op, [impl_name])
+        else:  # the peer as `fast-s2s bench` has it: left out here with the reason, or timed
+            (impl,) = registry.build_impls(case, device, backends=[], peers=[impl_name])
+            if impl.make is None:
+                pytest.skip(f"{impl_name}: {impl.reason}")
         row = rows.base_row(case, impl, device, dtype)
         with rows.grad_mode(case):
             try:

@@ -190,6 +190,11 @@ Call = Callable[[], object]
 Factory = Callable[[Inputs], Call]
 
 
+class PeerSkipped(Exception):
+    """Raised by a peer's factory that cannot run the case here (an optional package missing, a
+    mode or device it lacks): the row is "skipped" with the message as its reason, not "failed"."""
+
+
 @dataclass(frozen=True)
 class Family:
     """Ops compared against the same peers, printed in one table.
@@ -200,6 +205,7 @@ class Family:
     backends an op runs on, where not the op itself. `reference_is_peer`: the reference backend
     is the "reference" peer already. `quick_left_out`, `left_out`: (op, mode) -> peer -> why
     --quick (or every run) skips it. `throughput_table`: steps/s or tokens/s rather than GB/s.
+    `peers_unavailable`: the peers that cannot run a case on a device type, with the reason.
     """
 
     name: str
@@ -212,6 +218,8 @@ class Family:
     quick_left_out: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     left_out: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     throughput_table: bool = False
+    # (case, device type) -> peer -> why it cannot run there (an optional package missing...)
+    peers_unavailable: Callable[[Case, str], dict[str, str]] | None = None
 
     @property
     def ops(self) -> tuple[str, ...]:

@@ -11,6 +11,8 @@ unless x needs a gradient, and returns the packed data: the peer at its cheapest
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -22,6 +24,10 @@ OPS = ("gru_cell", "gru_layer", "gru")
 # A decoder loop's cell calls: fast_s2s runs inside fast_s2s.frozen_weights() (as greedy_decode
 # and beam_search do), so the CPU kernel packs the weights once for all calls.
 FROZEN = "frozen"
+BATCH1_ENCODERS = (
+    {"T": 25, "B": 1, "I": 64, "H": 64, "L": 1, "dirs": 2},
+    {"T": 25, "B": 1, "I": 256, "H": 256, "L": 2, "dirs": 2},
+)
 GATES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # torch.nn's names, in its order
 
 
@@ -34,8 +40,9 @@ def _case(op: str, mode: str, label: str, dims: dict, **fields) -> Case:
         fields.update(goals=(Goal(SPEEDUP, 2.0, "GRUCell"),) if small else ())
     else:
         fields.setdefault("memory_bound", False)
-    extra = {"L": 2, "dirs": 2} if op == "gru" else {}
-    return family.make_case(op, mode, label, **dims, **extra, **fields)
+    if op == "gru":  # two layers, both directions, unless the case says otherwise
+        dims = {**dims, "L": dims.get("L", 2), "dirs": dims.get("dirs", 2)}
+    return family.make_case(op, mode, label, **dims, **fields)
 
 
 def _cases(cuda: bool) -> dict[str, list[Case]]:
@@ -65,6 +72,8 @@ def _cases(cuda: bool) -> dict[str, list[Case]]:
         ],
         "gru": [
             (fwd, "encoder", seq, target),
+            # one sentence through the model's encoder, and a wider two-layer one
+            *([] if cuda else [(fwd, "sentence", b1, target) for b1 in BATCH1_ENCODERS]),
             (bwd, "train", seq, {}),
             (fwd, "encoder", seq, ragged),
         ],
@@ -236,17 +245,86 @@ def torch_gru(inputs: Inputs) -> Call:
     return _gru(inputs, nn.GRU)
 
 
+def _torch_twin(inputs: Inputs) -> nn.Module:
+    """A float32 torch.nn.GRUCell / GRU holding copies of the case's weights: what the ONNX
+    graph of a runtime peer is built from."""
+    x, h = inputs.args[:2]
+    if "params" in inputs.extra:
+        params: dict = inputs.extra["params"]  # type: ignore[assignment]
+        dirs = 2 if any(name.endswith("_reverse") for name in params) else 1
+        module: nn.Module = nn.GRU(x.shape[2], h.shape[2], h.shape[0] // dirs,
+                                   bidirectional=dirs == 2)  # fmt: skip
+    else:
+        params = dict(zip(GATES, inputs.args[2:], strict=True))
+        cls = nn.GRUCell if inputs.args[0].dim() == 2 else nn.GRU
+        module = cls(x.shape[-1], h.shape[-1])
+        params = params if cls is nn.GRUCell else {f"{k}_l0": v for k, v in params.items()}
+    module.load_state_dict({k: v.detach().float().cpu() for k, v in params.items()})
+    return module
+
+
+def runtime_peer(runtime: str) -> family.Factory:
+    """ONNX Runtime or OpenVINO (benchmark/runtimes.py) running an ONNX graph of GRU nodes built
+    from the case's weights, forward on the CPU, at torch's thread count: pinned to float32, or
+    for a bfloat16 case OpenVINO at its own default precision (bf16 where the CPU has it)."""
+
+    def make(inputs: Inputs) -> Call:
+        from fast_s2s.benchmark import runtimes
+
+        x, h = inputs.args[:2]
+        bf16 = x.dtype == torch.bfloat16
+        if x.dtype not in (torch.float32, torch.bfloat16) or bf16 and runtime == "onnxruntime":
+            raise family.PeerSkipped(
+                f"{runtime} is measured on float32 inputs (OpenVINO also at its bf16 default)"
+            )
+        lengths = inputs.kwargs.get("lengths")
+        T, B = (None, x.shape[0]) if x.dim() == 2 else x.shape[:2]
+        if h.dim() == 2 and x.dim() == 3:  # gru_layer's h0 (B, H) is the GRU's (1, B, H)
+            h = h.unsqueeze(0)
+        graph = runtimes.gru_onnx_model(
+            _torch_twin(inputs), with_lengths=lengths is not None, steps=T, batch=B
+        )
+        precision = "default" if bf16 else "f32"
+        runner = runtimes.make_runner(runtime, graph, torch.get_num_threads(), precision=precision)
+        feeds = runtimes.gru_inputs(x, h, lengths)  # converted once, outside the timed calls
+        call = functools.partial(runner, feeds)
+        call.implementation = runner.description  # type: ignore[attr-defined]
+        return call
+
+    return make
+
+
+RUNTIME_PEERS = {name: runtime_peer(name) for name in ("onnxruntime", "openvino")}
+
+
+def runtimes_unavailable(case: Case, device_type: str) -> dict[str, str]:
+    """The runtime peers that cannot run `case` on `device_type`, with the reason."""
+    from fast_s2s.benchmark import runtimes
+
+    reasons = {}
+    for name in RUNTIME_PEERS:
+        why = runtimes.runtime_unavailable(name)
+        if why is None and device_type != "cpu":
+            why = f"{name} is measured on the CPU"
+        if why is None and case.mode == FORWARD_BACKWARD:
+            why = f"{name} runs inference: no backward"
+        if why is not None:
+            reasons[name] = why
+    return reasons
+
+
 FAMILY = family.Family(
     name="GRU",
     cases={"cpu": _cases(cuda=False), "cuda": _cases(cuda=True), "tiny": _tiny_cases()},
     make_inputs=make_inputs,
     peers={
-        "gru_cell": family.kernel_peers("gru_cell", GRUCell=torch_gru_cell),
-        "gru_layer": family.kernel_peers("gru_layer", GRU=torch_gru),
-        "gru": {"GRU": torch_gru},
+        "gru_cell": family.kernel_peers("gru_cell", GRUCell=torch_gru_cell, **RUNTIME_PEERS),
+        "gru_layer": family.kernel_peers("gru_layer", GRU=torch_gru, **RUNTIME_PEERS),
+        "gru": {"GRU": torch_gru, **RUNTIME_PEERS},
     },
     fast_s2s=fast_s2s_call,
     kernel_ops={"gru": ("gru_layer",)},  # the module runs gru_layer's kernels
+    peers_unavailable=runtimes_unavailable,
     quick_left_out={
         ("gru_layer", FORWARD_BACKWARD): {
             "compile": "--quick leaves it out of gru_layer forward+backward: compiling the "

@@ -15,5 +15,7 @@ PEER_IMPLEMENTATIONS: dict[str, str] = {
     "GRUCell": "torch.nn.GRUCell",
     "GRU": "torch.nn.GRU",
     "compile": "torch.compile(fast_s2s.reference)",
+    "onnxruntime": "ONNX Runtime on an ONNX graph of GRU nodes, same weights (fast_s2s[peers])",
+    "openvino": "OpenVINO on the same ONNX graph, f32 pinned (fast_s2s[peers])",
 }
 PEER_NAMES: tuple[str, ...] = tuple(PEER_IMPLEMENTATIONS)

@@ -180,9 +180,11 @@ def build_impls(
     impls = [fast_s2s_impl(case.op, b, device) for b in backends]
     impls += [Impl(f"fast_s2s[{b}]", FAST_S2S, None, b, None, r) for b, r in left_out.items()]
     family, key = FAMILY_OF[case.op], (case.op, case.mode)
+    unavailable = family.peers_unavailable
     skipped = {
         **family.left_out.get(key, {}),
         **(family.quick_left_out.get(key, {}) if quick else {}),
+        **(unavailable(case, torch.device(device).type) if unavailable else {}),
     }
     return impls + peer_impls(case.op, peers, skipped)
 

@@ -25,6 +25,7 @@ from fast_s2s.benchmark.family import (
     FORWARD_BACKWARD,
     Case,
     Inputs,
+    PeerSkipped,
     reports_bandwidth,
 )
 from fast_s2s.benchmark.measure import COPY, READ, Budget, Roofline, Timing
@@ -129,6 +130,8 @@ def time_impls(
                 continue
             try:
                 prepared.append((i, *prepare(impl, case, inputs, device, rows[i])))
+            except PeerSkipped as exc:
+                rows[i].update(status=SKIPPED, reason=str(exc))
             except Exception as exc:  # a failing implementation is a result, not a crash
                 rows[i].update(status=FAILED, reason=error_reason(exc))
         timings = measure.measure_interleaved(

@@ -137,6 +137,8 @@ def test_quick_cases_are_the_project_targets():
     cell = [(("B", b), ("H", 512), ("I", 512)) for b in (1, 64)]
     seq = (("B", 16), ("H", 512), ("I", 512), ("T", 50))
     module = tuple(sorted((*seq, ("L", 2), ("dirs", 2))))
+    sentence = [(("B", 1), ("H", h), ("I", h), ("L", layers), ("T", 25), ("dirs", 2))
+                for h, layers in ((64, 1), (256, 2))]  # fmt: skip
     assert {k for k in got if k[0] in GRU_OPS} == {
         ("gru_cell", FORWARD, cell[0], "full"),
         ("gru_cell", FORWARD, cell[1], "full"),
@@ -144,6 +146,8 @@ def test_quick_cases_are_the_project_targets():
         ("gru_layer", FORWARD, seq, "full"),
         ("gru_layer", FORWARD_BACKWARD, seq, "full"),
         ("gru", FORWARD, module, "full"),
+        ("gru", FORWARD, sentence[0], "full"),
+        ("gru", FORWARD, sentence[1], "full"),
     }
     model = {
         (c.mode, c.label, c.variant, c.dim("B"), c.shape.get("beam", 1))
@@ -278,8 +282,8 @@ def test_gru_peers_compute_the_reference_output(op):
         expected = impls[0].make(inputs)().detach()
         lengths = inputs.kwargs.get("lengths")
         for impl in impls[1:]:
-            if impl.label == "compile":
-                continue
+            if impl.label in ("compile", "onnxruntime", "openvino"):  # float64: not here
+                continue  # (the runtimes' outputs: tests/bench/test_runtime_peers.py)
             with torch.no_grad():
                 got = impl.make(inputs)()
             want = expected

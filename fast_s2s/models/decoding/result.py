@@ -4,7 +4,6 @@ only in how they run the steps, never in what they return."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,8 @@ class Hypothesis:
         decoder step (the last row is the eos step) over the sentence's S_b = src_lengths[b]
         valid source positions; each row sums to 1 (all zeros for an empty source, and for a
         model without attention, config.attention="none"; local attention, config.local,
-        weighs its window by a Gaussian, so its rows sum to at most 1).
+        weighs its window by a Gaussian, so its rows sum to at most 1). It may be a view into
+        one buffer of the batch's hypotheses (one copy for all, none per hypothesis).
     """
 
     tokens: list[int]
@@ -59,16 +59,20 @@ def assemble(
     """Per sentence its up to n_best finished hypotheses, best first: ranked by
     score / finish_lp[t] (rules.LengthTables.finish), of equal rankings the earlier finished
     first (by step, then candidate). A sentence without a finished hypothesis is an error: it
-    only happens when the model's log-probs are not finite."""
-    if trace.tokens.shape[2] == 1:  # greedy: one candidate per sentence, finishing once at most
+    only happens when the model's log-probs are not finite.
+
+    Plain Python over flat lists and numpy on the host, no torch op per token or per step: a
+    batch-1 search is a few hundred microseconds, and a trace is small."""
+    if trace.tokens.shape[2] == 1:
         return _greedy(trace, src_lengths)
-    # numpy on the host: a trace is small, and a torch op per element would cost more than it
-    finish = trace.finish_scores.detach().cpu().double().numpy()
-    steps, sentences, candidates = np.nonzero(np.isfinite(finish))  # in the order they finished
-    per_sentence: list[list[tuple[float, int, int, float]]] = [[] for _ in src_lengths]
+    batch = trace.tokens.shape[1]
+    finish = _host(trace.finish_scores)
+    finite = np.isfinite(finish)
+    t_idx, b_idx, j_idx = np.nonzero(finite)  # in the order they finished
+    per_sentence: list[list[tuple[float, int, int, float]]] = [[] for _ in range(batch)]
     for t, b, j, score in zip(
-        steps.tolist(), sentences.tolist(), candidates.tolist(),
-        finish[steps, sentences, candidates].tolist(), strict=True,
+        t_idx.tolist(), b_idx.tolist(), j_idx.tolist(), finish[t_idx, b_idx, j_idx].tolist(),
+        strict=True,
     ):  # fmt: skip
         per_sentence[b].append((score / finish_lp[t], t, j, score))
     chosen = []  # (b, t, j, score) of every hypothesis returned, in order
@@ -77,30 +81,43 @@ def assemble(
             _no_hypothesis(b)
         finished.sort(key=lambda c: c[0], reverse=True)  # stable: earlier finished first
         chosen += [(b, t, j, score) for _, t, j, score in finished[:n_best]]
-    hyps = _hypotheses(trace, chosen, src_lengths)
-    ranked: list[list[Hypothesis]] = [[] for _ in src_lengths]
-    for (b, *_), hyp in zip(chosen, hyps, strict=True):
+    ranked: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for (b, *_), hyp in zip(chosen, _hypotheses(trace, chosen, src_lengths), strict=True):
         ranked[b].append(hyp)
     return ranked
 
 
 def _greedy(trace: Trace, src_lengths: list[int]) -> list[list[Hypothesis]]:
-    """assemble for beam 1, without ranking: sentence b finishes at the first step t whose
-    finish score is finite (it finishes once at most); its tokens are its first t. In plain
-    Python over two lists: a batch-1 search is a few hundred microseconds, and numpy's or
-    torch's per-call costs would be a tenth of it."""
+    """assemble for beam 1, without ranking or parents: sentence b finishes at the first step t
+    whose finish score is finite (it finishes once at most), with its first t tokens. The
+    attention is put sentence-major in one copy, and each hypothesis's rows are a view of it."""
     steps, batch = trace.tokens.shape[:2]
-    finish = trace.finish_scores.reshape(steps, batch).t().tolist()  # (B, T)
-    rows = trace.tokens.reshape(steps, batch).t().tolist()
-    attention = trace.attention.cpu()
+    finish = _host(trace.finish_scores).reshape(steps, batch)
+    finite = np.isfinite(finish)
+    ends = finite.argmax(axis=0).tolist()  # the first finite step (0 where none is)
+    scores = finish[ends, range(batch)].tolist()
+    tokens = trace.tokens.reshape(steps, batch).t().tolist()
+    attention = trace.attention.detach().to("cpu", torch.float32).transpose(0, 1).contiguous()
+    width = attention.shape[2]
     hyps = []
-    for b, scores in enumerate(finish):
-        t = next((t for t, score in enumerate(scores) if -math.inf < score < math.inf), None)
-        if t is None:
+    for b, (t, score) in enumerate(zip(ends, scores, strict=True)):
+        if not finite[t, b]:
             _no_hypothesis(b)
-        rows_b = attention[: t + 1, b, : src_lengths[b]]
-        hyps.append([Hypothesis(rows[b][:t], scores[t], rows_b.float().clone())])
+        rows = (
+            attention[b, : t + 1]
+            if src_lengths[b] == width
+            else attention[b, : t + 1, : src_lengths[b]]
+        )
+        hyps.append([Hypothesis(tokens[b][:t], score, rows)])
     return hyps
+
+
+def _host(tensor: Tensor, dtype: torch.dtype | None = None) -> np.ndarray:
+    """A trace tensor as a numpy array on the host, float32 or float64 as it is (or `dtype`)."""
+    tensor = tensor.detach().cpu()
+    if dtype is not None or tensor.dtype not in (torch.float32, torch.float64):
+        tensor = tensor.to(dtype or torch.float64)
+    return tensor.numpy()
 
 
 def _no_hypothesis(b: int) -> None:
@@ -111,31 +128,33 @@ def _no_hypothesis(b: int) -> None:
 
 
 def _hypotheses(trace: Trace, chosen: list, src_lengths: list[int]) -> list[Hypothesis]:
-    """The tokens and attention rows of each chosen (b, t, j, score), following the parents."""
-    beam, attention = trace.tokens.shape[2], trace.attention.cpu()
-    tokens, parents = trace.tokens.tolist(), trace.parents.tolist()
-    rows_per_step, src_len = attention.shape[1], attention.shape[2]
+    """The tokens and attention rows of each chosen (b, t, j, score): its prefix is found by
+    following the parents back from step t, over the trace as flat lists (index (s * B + b) * K
+    + row); its attention rows come in one gather for every hypothesis, then a view each."""
+    steps, batch, beam = trace.tokens.shape
+    tokens = trace.tokens.reshape(-1).tolist()
+    parents = trace.parents.reshape(-1).tolist()
+    rows_per_step = batch * beam  # the attention's N: step s, row b * K + r is s * N + b * K + r
     prefixes, flat = [], []
     for b, t, j, _ in chosen:
-        prefix, beam_rows = _follow(tokens, parents, b, t, j)
+        prefix, at = [], [0] * (t + 1)
+        row = parents[(t * batch + b) * beam + j]
+        at[t] = t * rows_per_step + b * beam + row
+        for s in range(t - 1, -1, -1):
+            i = (s * batch + b) * beam + row
+            prefix.append(tokens[i])
+            row = parents[i]
+            at[s] = s * rows_per_step + b * beam + row
+        prefix.reverse()
         prefixes.append(prefix)
-        flat += [s * rows_per_step + b * beam + r for s, r in enumerate(beam_rows)]
-    # one gather for every hypothesis's attention rows, then a view per hypothesis
-    gathered = attention.reshape(-1, src_len).index_select(0, torch.tensor(flat, dtype=torch.long))
-    pieces = gathered.split([t + 1 for _, t, _, _ in chosen])
+        flat += at
+    attention = _host(trace.attention, torch.float32)
+    width = attention.shape[2]
+    gathered = torch.from_numpy(attention.reshape(-1, width)[flat])
+    pieces = [gathered] if len(chosen) == 1 else gathered.split([t + 1 for _, t, _, _ in chosen])
     return [
-        Hypothesis(prefix, score, piece[:, : src_lengths[b]].float().contiguous())
+        Hypothesis(
+            prefix, score, piece if src_lengths[b] == width else piece[:, : src_lengths[b]].clone()
+        )
         for prefix, piece, (b, _, _, score) in zip(prefixes, pieces, chosen, strict=True)
     ]
-
-
-def _follow(tokens: list, parents: list, b: int, t: int, j: int) -> tuple[list[int], list[int]]:
-    """The tokens before eos of sentence b's candidate j finishing at step t (tokens, parents:
-    the (T, B, K) trace as lists), and the beam row that computed each of its t + 1 steps."""
-    row = parents[t][b][j]
-    prefix, rows = [], [row]
-    for s in range(t - 1, -1, -1):
-        prefix.append(tokens[s][b][row])
-        row = parents[s][b][row]
-        rows.append(row)
-    return prefix[::-1], rows[::-1]

@@ -1,7 +1,8 @@
 // Every fast_s2s op schema, in one list: csrc/ops.cpp declares them for torch.ops.fast_s2s, and
 // the CPU emulation of the CUDA kernels (csrc/cuda/emulate.h, tests/backends.py) for
-// torch.ops.fast_s2s_emu. Fake (meta) kernels and autograd are registered from Python:
-// fast_s2s/compiled_ops.py (fake kernels), _gru_autograd.py and _local_autograd.py (autograd).
+// torch.ops.fast_s2s_emu. Fake (meta) kernels and autograd are registered from Python, by
+// fast_s2s/compiled_ops.py, from one factory per op family (fast_s2s/_attention_autograd.py,
+// _local_autograd.py, _gru_autograd.py) that the Triton and emulated ops share.
 #pragma once
 
 namespace fast_s2s {

@@ -48,7 +48,7 @@ void matvec_rows(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
 }
 
 // From kMinPackedRows to kMaxPackedRows rows the products run on weights packed once per search
-// (decoder_gemm.h): one pass over the weights per step for all rows (a single row gains nothing
+// (panel_gemm.h): one pass over the weights per step for all rows (a single row gains nothing
 // from packing). Against matmul_nt_out on the bench model, one thread: a 31-step greedy loop at
 // batch 8 1.9 vs 2.5 ms, at batch 32 10.9 vs 13.4 ms.
 constexpr int64_t kMinPackedRows = 2;

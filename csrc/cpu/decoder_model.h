@@ -32,7 +32,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "cpu/decoder_gemm.h"
+#include "cpu/panel_gemm.h"
 
 namespace fast_s2s::cpu {
 

@@ -16,8 +16,8 @@
 #include <sstream>
 #include <tuple>
 
-#include "cpu/decoder_gemm.h"
 #include "cpu/gemm_nt.h"
+#include "cpu/panel_gemm.h"
 
 // MKL's packed GEMM, declared weak: resolved from torch's CPU library where it links MKL (x86
 // builds), null elsewhere, so the extension loads on every torch build. The CBLAS enum values
@@ -268,7 +268,7 @@ namespace {
 
 constexpr int64_t panel_count(int64_t n, int64_t cols) { return (n + cols - 1) / cols; }
 
-// w (n x k, row stride ldw) into the column panels of PackedWeight's layout (decoder_gemm.h):
+// w (n x k, row stride ldw) into the column panels of PackedWeight's layout (panel_gemm.h):
 // panel p holds dst[(p * k + kk) * C + j] = w[p * C + j][kk], zeros past n.
 template <typename A>
 void pack_panels(const A* w, int64_t n, int64_t k, int64_t ldw, A* dst) {

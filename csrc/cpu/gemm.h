@@ -9,7 +9,7 @@
 //   blas        at::mm: whatever BLAS torch was built with (MKL, OpenBLAS, Accelerate, ACL).
 //   inhouse     the register-tiled dot-product kernel of gemm_nt.h: no packing, no cache blocking;
 //               wins only where the machine's BLAS is weak on the shape (small M on some CPUs).
-//   panel       w packed once into column panels of w^T (decoder_gemm.h), then broadcast-FMA
+//   panel       w packed once into column panels of w^T (panel_gemm.h), then broadcast-FMA
 //               tiles of 4-6 rows: no horizontal sums, so it is the fast form for the few-row
 //               products of a GRU layer at small batch (B = 1..16, serving and the encoder of a
 //               sentence), on any ISA; its packing costs one pass over w per call. For the

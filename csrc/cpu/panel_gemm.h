@@ -1,9 +1,10 @@
-// The decoder step's products at a few dozen rows: out (M, N) = x (M, K) W^T with W packed once
-// per search into column panels of W^T, so the kernel is the broadcast-FMA form (one weight
-// vector load feeds every row of the tile, no horizontal sums). The dot-product form of
-// matmul_nt_out (gemm_nt.h) ends each 4 x 4 tile with 16 horizontal reductions, which at the
-// decoder's short rows (K = 128..320) cost about as much as the multiply-adds.
-// Measured against matmul_nt_out: see kMaxPackedRows in decoder_model.cpp.
+// The panel GEMM of small products (the decoder step, a GRU step, the attention's short
+// products; gemm.cpp's `panel` choice): out (M, N) = x (M, K) W^T with W packed once into
+// column panels of W^T, so the kernel is the broadcast-FMA form (one weight vector load feeds
+// every row of the tile, no horizontal sums). The dot-product form of matmul_nt_out (gemm_nt.h)
+// ends each 4 x 4 tile with 16 horizontal reductions, which at short rows (K = 128..320) cost
+// about as much as the multiply-adds. Measured against matmul_nt_out: see kMaxPackedRows in
+// decoder_model.cpp.
 #pragma once
 
 #include <ATen/Parallel.h>

@@ -89,6 +89,14 @@ inline constexpr const char* kDecoderOpSchemas[] = {
         "Tensor? values, Tensor? context, Tensor src_lengths, Tensor hidden, int beam, "
         "int max_len, int min_len, int n_best, Tensor finish_lp, Tensor reach_lp) "
         "-> (Tensor tokens, Tensor parents, Tensor finish_scores, Tensor attention)",
+    // A search's Trace (any engine's, on the host: tokens, parents (T, B, K) int64,
+    // finish_scores float64, attention (T, B * K, S) float32) -> its ranked hypotheses, per
+    // sentence its up to n_best best (cpu/assemble_trace.cpp; reference result.py): sentence,
+    // length (C,) int64, score (C,) float64, tokens (C, L) int64 (-1 padded), attention
+    // (C, L + 1, S) float32.
+    "assemble_trace(Tensor tokens, Tensor parents, Tensor finish_scores, Tensor attention, "
+        "Tensor finish_lp, int n_best) -> (Tensor sentence, Tensor length, Tensor score, "
+        "Tensor tokens, Tensor attention)",
 };
 // clang-format on
 

@@ -32,10 +32,12 @@ def engine_for(model: Seq2Seq, native: bool) -> tuple[Engine, str]:
         raise TypeError(f"native must be a bool, got {native!r}")
     if not native:
         return PYTHON_LOOP, "python: native=False"
+    why = NATIVE_LOOP.unavailable(model)  # first: the common case, a CPU model on cpp
+    if why is None:
+        return NATIVE_LOOP, "native"
     if model.device.type == "cuda":
         return StaticLoop(capture=True, eager_on_failure=True), "cuda-graph"
-    why = NATIVE_LOOP.unavailable(model)
-    return (NATIVE_LOOP, "native") if why is None else (PYTHON_LOOP, f"python: {why}")
+    return PYTHON_LOOP, f"python: {why}"
 
 
 def decode_path(model: Seq2Seq, native: bool = True) -> str:
@@ -94,7 +96,7 @@ def run_search(
         encoded = engine.encode(model, src, src_lengths)
         trace = engine.run(model, encoded, spec)
         lengths = encoded.src_lengths.cpu().tolist()
-    return assemble(trace, lengths, spec.n_best, spec.tables.finish)
+    return assemble(trace, lengths, spec.n_best, spec.tables)
 
 
 def search(

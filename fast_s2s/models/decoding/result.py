@@ -10,7 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Hypothesis", "Trace", "assemble"]
+from fast_s2s import _extension
+from fast_s2s.models.decoding.rules import LengthTables
+
+__all__ = ["Hypothesis", "Trace", "assemble", "assemble_reference"]
 
 
 @dataclass
@@ -54,18 +57,38 @@ class Trace:
 
 
 def assemble(
-    trace: Trace, src_lengths: list[int], n_best: int, finish_lp: tuple[float, ...]
+    trace: Trace, src_lengths: list[int], n_best: int, tables: LengthTables
 ) -> list[list[Hypothesis]]:
     """Per sentence its up to n_best finished hypotheses, best first: ranked by
-    score / finish_lp[t] (rules.LengthTables.finish), of equal rankings the earlier finished
-    first (by step, then candidate). A sentence without a finished hypothesis is an error: it
-    only happens when the model's log-probs are not finite.
+    score / tables.finish[t], of equal rankings the earlier finished first (by step, then
+    candidate). A sentence without a finished hypothesis is an error (ValueError): it only
+    happens when the model's log-probs are not finite.
 
-    Plain Python over flat lists and numpy on the host, no torch op per token or per step: a
-    batch-1 search is a few hundred microseconds, and a trace is small."""
+    Runs torch.ops.fast_s2s.assemble_trace (csrc/cpu/assemble_trace.cpp) on the host copy of
+    the trace where the extension is loaded, else assemble_reference; the tests hold the two to
+    each other."""
+    if not _extension.extension_loaded():
+        return assemble_reference(trace, src_lengths, n_best, tables)
+    sentence, length, score, tokens, attention = torch.ops.fast_s2s.assemble_trace(
+        trace.tokens.detach().cpu(), trace.parents.detach().cpu(),
+        trace.finish_scores.detach().to("cpu", torch.float64),
+        trace.attention.detach().to("cpu", torch.float32), tables.finish_tensor, n_best,
+    )  # fmt: skip
+    ranked: list[list[Hypothesis]] = [[] for _ in src_lengths]
+    rows = zip(sentence.tolist(), length.tolist(), score.tolist(), tokens.tolist(), strict=True)
+    for c, (b, t, total, row) in enumerate(rows):
+        ranked[b].append(Hypothesis(row[:t], total, attention[c, : t + 1, : src_lengths[b]]))
+    return ranked
+
+
+def assemble_reference(
+    trace: Trace, src_lengths: list[int], n_best: int, tables: LengthTables
+) -> list[list[Hypothesis]]:
+    """assemble in Python, written for reading (plain Python over flat lists and numpy on the
+    host, no torch op per token or per step)."""
     if trace.tokens.shape[2] == 1:
         return _greedy(trace, src_lengths)
-    batch = trace.tokens.shape[1]
+    batch, finish_lp = trace.tokens.shape[1], tables.finish
     finish = _host(trace.finish_scores)
     finite = np.isfinite(finish)
     t_idx, b_idx, j_idx = np.nonzero(finite)  # in the order they finished

@@ -87,7 +87,8 @@ inline constexpr const char* kDecoderOpSchemas[] = {
     "decode_beam(Dict(str, Tensor) params, Dict(str, int) config, Dict(str, str) kinds, "
         "Tensor? keys, "
         "Tensor? values, Tensor? context, Tensor src_lengths, Tensor hidden, int beam, "
-        "int max_len, int min_len, int n_best, Tensor finish_lp, Tensor reach_lp) "
+        "int max_len, int min_len, int n_best, Tensor finish_lp, Tensor reach_lp, "
+        "Tensor? max_lens=None) "
         "-> (Tensor tokens, Tensor parents, Tensor finish_scores, Tensor attention)",
     // A search's Trace (any engine's, on the host: tokens, parents (T, B, K) int64,
     // finish_scores float64, attention (T, B * K, S) float32) -> its ranked hypotheses, per

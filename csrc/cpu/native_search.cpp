@@ -4,8 +4,9 @@
 // token): per sentence the beam best extensions by total log-prob (ties: the lower candidate
 // index); those ending in eos finish, ranked by score / finish_lp[t]; a sentence is done when no
 // live hypothesis could still outrank its n_best-th finished one (a live score s reaches at most
-// s / reach_lp[t]), when none is live, or at max_len. The length penalty arrives as those tables
-// (rules.LengthTables: it is defined once, in Python), and the op returns the search's Trace
+// s / reach_lp[t]), when none is live, or at max_len (or its own limit, max_lens[b], where eos is
+// forced when the options bound outputs by their sources). The length penalty arrives as those
+// tables (rules.LengthTables: it is defined once, in Python), and the op returns the search's Trace
 // (result.py assembles the hypotheses of every engine). No Python per token: the per-token work
 // is the step (decoder_model.cpp), a pass over the log-probs and moving the small state.
 #include <ATen/Dispatch.h>
@@ -76,6 +77,8 @@ Outputs decoder_step_cpu(const DecoderWeights& params, const DecoderConfig& conf
 struct SearchLimits {
   int64_t beam, max_len, min_len, n_best;
   const double *finish_lp, *reach_lp;  // (max_len + 1,) each
+  // (B,) each sentence's own limit in [min_len, max_len] (eos forced there), or null: max_len
+  const int64_t* max_lens;
 };
 
 // The top `count` of the K * V candidates base[k] + row_k[v] of one sentence into (top_s,
@@ -149,8 +152,9 @@ Outputs beam_loop(const DecoderParams& p, const DecoderMemory& m, const at::Tens
         }
         continue;
       }
+      const bool force = t == (lim.max_lens ? lim.max_lens[b] : lim.max_len);
       for (int64_t k = 0; k < K; ++k)
-        apply_search_rules<A>(lp + (r0 + k) * V, s, t == lim.max_len, t < lim.min_len);
+        apply_search_rules<A>(lp + (r0 + k) * V, s, force, t < lim.min_len);
       top_candidates<A>(lp + r0 * V, beam_scores.data() + r0, K, V, top_s.data(), top_i.data());
       A best_live = kNegInf;
       std::vector<double>& best = best_finished[b];
@@ -207,12 +211,31 @@ at::Tensor check_table(const char* op, const char* name, const at::Tensor& table
   return c;
 }
 
+// The per-sentence limits (SearchOptions.sentence_max_lens), checked; undefined when absent.
+at::Tensor check_max_lens(const char* op, const std::optional<at::Tensor>& max_lens, int64_t B,
+                          int64_t min_len, int64_t max_len) {
+  if (!max_lens.has_value() || !max_lens->defined()) return {};
+  const at::Tensor& t = *max_lens;
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == B && t.scalar_type() == at::kLong && t.device().is_cpu(),
+              op, ": max_lens must be a (B,) = (", B, ",) int64 CPU tensor, got ", t.sizes(), " ",
+              t.scalar_type(), " on ", t.device());
+  const at::Tensor c = t.contiguous();
+  const int64_t* v = c.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(v[b] >= min_len && v[b] <= max_len, op,
+                ": max_lens must lie in [min_len = ", min_len, ", max_len = ", max_len, "], got ",
+                v[b], " at sentence ", b);
+  }
+  return c;
+}
+
 Outputs decode_beam_cpu(const DecoderWeights& params, const DecoderConfig& config,
                         const DecoderKinds& kinds, const std::optional<at::Tensor>& keys,
                         const std::optional<at::Tensor>& values,
                         const std::optional<at::Tensor>& context, const at::Tensor& src_lengths,
                         const at::Tensor& hidden, int64_t beam, int64_t max_len, int64_t min_len,
-                        int64_t n_best, const at::Tensor& finish_lp, const at::Tensor& reach_lp) {
+                        int64_t n_best, const at::Tensor& finish_lp, const at::Tensor& reach_lp,
+                        const std::optional<at::Tensor>& max_lens) {
   const char* op = "decode_beam";
   const DecoderParams p = parse_decoder(op, params, config, kinds);
   const DecoderMemory m = check_memory(op, p, keys, values, context, src_lengths);
@@ -231,12 +254,14 @@ Outputs decode_beam_cpu(const DecoderWeights& params, const DecoderConfig& confi
   const at::Tensor finish = check_table(op, "finish_lp", finish_lp, max_len + 1);
   const at::Tensor reach = check_table(op, "reach_lp", reach_lp, max_len + 1);
   check_state(op, p, m.B, hidden, std::nullopt);
+  const at::Tensor limits = check_max_lens(op, max_lens, m.B, min_len, max_len);
   const SearchLimits lim{beam,
                          max_len,
                          min_len,
                          n_best,
                          finish.const_data_ptr<double>(),
-                         reach.const_data_ptr<double>()};
+                         reach.const_data_ptr<double>(),
+                         limits.defined() ? limits.const_data_ptr<int64_t>() : nullptr};
   Outputs out;
   AT_DISPATCH_FLOATING_TYPES(p.embedding.scalar_type(), "decode_beam_cpu",
                              [&] { out = beam_loop<scalar_t>(p, m, hidden, lim); });

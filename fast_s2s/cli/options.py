@@ -68,19 +68,20 @@ class CommandParser(argparse.ArgumentParser):
 @dataclass(frozen=True)
 class Number:
     """An argparse type: an int or a finite float in [low, high] (either end open, either end
-    None for unbounded)."""
+    None for unbounded), or one of `words` (e.g. "none"), returned as it is."""
 
     kind: type  # int or float
     low: float | None
     high: float | None
     low_open: bool = False
     high_open: bool = False
+    words: tuple[str, ...] = ()
 
     @property
     def __name__(self) -> str:  # argparse names a type by it in some messages
         return self.kind.__name__
 
-    def describe(self) -> str:
+    def _describe_range(self) -> str:
         """The range in words: "an integer in [1, 2147483647]", "a finite number in (0, 10]"."""
         what = "an integer" if self.kind is int else "a finite number"
         if self.low is not None and self.high is not None:
@@ -91,6 +92,11 @@ class Number:
         if self.high is not None:
             return f"{what} {'<' if self.high_open else '<='} {_show(self.high)}"
         return what
+
+    def describe(self) -> str:
+        """The range in words, and the words taken: "a finite number in [0, 1000] or 'none'"."""
+        words = " or ".join(repr(w) for w in self.words)
+        return f"{self._describe_range()} or {words}" if words else self._describe_range()
 
     def parse(self, text: str) -> int | float | None:
         """The value `text` spells, or None when it is not a finite number of this kind."""
@@ -107,10 +113,14 @@ class Number:
 
     def admits(self, text: str) -> bool:
         """Whether the option takes `text`."""
+        if text in self.words:
+            return True
         value = self.parse(text)
         return value is not None and self.in_range(value)
 
-    def __call__(self, text: str) -> int | float:
+    def __call__(self, text: str) -> int | float | str:
+        if text in self.words:
+            return text
         value = self.parse(text)
         if value is None or not self.in_range(value):
             shown = text if text and text.strip() == text and text.isprintable() else repr(text)

@@ -5,6 +5,10 @@ echo "March 3rd, 1998" | fast-s2s translate --checkpoint dates.pt
 fast-s2s translate --checkpoint dates.pt --file inputs.txt --beam 5 --plot attn.png
 fast-s2s translate --checkpoint dates.pt --n-best 3 "03/03/98"   # source, rank, scores, output
 fast-s2s translate --checkpoint tones.pt --frames sounds.npz     # a model that reads frames
+fast-s2s translate --checkpoint g2p.pt --max-len-ratio 1.5 --max-len-offset 3 "tomato"
+
+A g2p model bounds each output by its source (2 phonemes per letter + 5) unless --max-len-ratio
+says otherwise ("none": --max-len alone).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 from rich.console import Console
 
 from fast_s2s.backends import BACKENDS
-from fast_s2s.cli.options import INT_MAX, integer, number
+from fast_s2s.cli.options import INT_MAX, Number, integer, number
 from fast_s2s.data import FramesFormatError, load_frames
 from fast_s2s.models.decoding import LENGTH_PENALTIES, SearchOptions
 from fast_s2s.training import checkpoint
@@ -26,6 +30,9 @@ from fast_s2s.training.translator import Translator
 # alpha of the length penalty lp(L) = L ** alpha (or GNMT's): 0 ranks by total log-probability,
 # the literature uses 0.6-1.0; past 10, lp of a 100-token output is 1e20 and ranks nothing.
 LENGTH_PENALTY = number(0, 10)
+# Output tokens per source token (--max-len-ratio), or "none": --max-len alone bounds outputs.
+NO_BOUND = "none"
+MAX_LEN_RATIO = Number(float, 0, 1000, words=(NO_BOUND,))
 
 
 def run(
@@ -39,14 +46,18 @@ def run(
     frames_file: str | None = None,
     options: SearchOptions | None = None,
     n_best: bool = False,
+    task_bound: bool = True,
 ) -> int:
     """Translate `texts`, or the sequences of `frames_file` (.pt / .npz, see
     fast_s2s.data.frames), and print "source<TAB>output" lines (with n_best:
     "source<TAB>rank<TAB>ranking score<TAB>log-prob<TAB>output", options.n_best lines per
-    source, best first); 2 on a user error. options (default: beam `beam`) says how to decode."""
+    source, best first); 2 on a user error. options (default: beam `beam`) says how to decode;
+    task_bound: options without a bound of their own get the model's (Translator.bounded)."""
     console = console or Console()
     options = options or SearchOptions(beam=beam)
     translator = Translator.from_checkpoint(checkpoint_path, backend=backend)
+    if task_bound:
+        options = translator.bounded(options)
     if plot and not translator.model.has_attention:
         print(
             f"fast-s2s translate: --plot: {checkpoint_path} is a model without attention "
@@ -138,6 +149,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-len", type=integer(0, INT_MAX), default=100, help="at most this many tokens"
     )
+    parser.add_argument(
+        "--max-len-ratio",
+        type=MAX_LEN_RATIO,
+        metavar="A",
+        help="at most floor(A * source length) + --max-len-offset tokens, within --min-len and "
+        "--max-len (default: the model's task's bound, g2p: 2; none: --max-len alone)",
+    )
+    parser.add_argument(
+        "--max-len-offset",
+        type=integer(0, INT_MAX),
+        metavar="B",
+        help="with --max-len-ratio: B (default 0)",
+    )
     parser.add_argument("--plot", metavar="PNG", help="save the attention map of the first input")
     parser.add_argument(
         "--backend", choices=BACKENDS, help="backend of every op (default: the checkpoint's)"
@@ -221,6 +245,8 @@ def _search_problem(args: argparse.Namespace) -> str | None:
         return f"--n-best must be in [1, --beam={args.beam}], got {args.n_best}"
     if not 0 <= args.min_len <= args.max_len:
         return f"--min-len must be in [0, --max-len={args.max_len}], got {args.min_len}"
+    if args.max_len_offset is not None and not isinstance(args.max_len_ratio, float):
+        return "--max-len-offset needs --max-len-ratio A (a number)"
     return None
 
 
@@ -232,6 +258,8 @@ def _run_guarded(args: argparse.Namespace, console: Console, texts: list[str] | 
         length_penalty=args.length_penalty,
         penalty=args.penalty,
         n_best=args.n_best or 1,
+        max_len_ratio=args.max_len_ratio if isinstance(args.max_len_ratio, float) else None,
+        max_len_offset=args.max_len_offset or 0,
     )
     try:
         return run(
@@ -243,6 +271,7 @@ def _run_guarded(args: argparse.Namespace, console: Console, texts: list[str] | 
             backend=args.backend,
             console=console,
             frames_file=args.frames,
+            task_bound=args.max_len_ratio is None,
         )
     except (checkpoint.CheckpointError, FramesFormatError, FileNotFoundError, ValueError) as exc:
         # ValueError: fast_s2s's own argument checks, e.g. a model that yields no finite output

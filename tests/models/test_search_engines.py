@@ -1,7 +1,8 @@
 """Every search engine held to the Python loop, token for token: engines (tests/models/engines.py)
 x wirings (every wiring and score, input feeding, local-m and local-p, tied, two layers) x search
 options (greedy with and without min_len, beam 1 / 3 / 5 under both length penalties and
-negative alpha with n-best, outputs of 60+ tokens, max_len forcing eos, long min_len), with
+negative alpha with n-best, outputs of 60+ tokens, max_len forcing eos, long min_len, outputs
+bounded by their sources), with
 scores to float tolerance and the attention maps. Engine-specific behaviour (the native ops'
 arguments, the static loop's check interval and capture) is in test_native_loop.py and
 test_static_loop.py."""
@@ -78,6 +79,15 @@ def _forced(max_len: int, beam: int) -> SearchCase:
     )  # fmt: skip
 
 
+def _bounded(name: str, spec: SearchOptions, eos_bias: float = -1e4) -> SearchCase:
+    """Outputs bounded by their sources (max_len_ratio), on sources of mixed lengths; with the
+    default eos bias every output is exactly its sentence's limit."""
+    return SearchCase(
+        f"bounded-{name}", spec, batch=6, width=9, model_seed=11, source_seed=13,
+        eos_bias=eos_bias, forced=eos_bias < -100,
+    )  # fmt: skip
+
+
 CASES = [
     # 9 rows: the native loop's packed products; 3 rows: its matrix-vector products
     SearchCase("greedy", SearchOptions(beam=1, max_len=20), batch=9, model_seed=3, source_seed=4),
@@ -131,6 +141,17 @@ CASES = [
         eos_bias=-3.0,
     ),  # fmt: skip
     *[_forced(max_len, beam) for max_len in (0, 1, 5) for beam in (1, 3)],
+    # outputs bounded by their sources: eos forced at each sentence's own limit
+    _bounded("greedy", SearchOptions(beam=1, max_len=30, max_len_ratio=1.0, max_len_offset=2)),
+    _bounded(
+        "beam3-min2",
+        SearchOptions(beam=3, max_len=9, min_len=2, max_len_ratio=1.5, max_len_offset=1, n_best=3),
+    ),
+    _bounded(
+        "beam5-natural-eos",
+        SearchOptions(beam=5, max_len=40, max_len_ratio=0.5, max_len_offset=3, n_best=2),
+        eos_bias=-1.5,
+    ),
 ]
 LONG_WIRINGS = ("bahdanau", "luong-concat-feed", "classic")
 
@@ -162,9 +183,11 @@ def test_engine_matches_the_python_loop(engine, wiring, case):
     assert_same_lists(got, want)
     spec = case.spec
     lengths_out = [len(h.tokens) for hyps in got for h in hyps]
-    assert all(n >= spec.min_len for n in lengths_out)
-    if case.forced:
-        assert lengths_out == [spec.max_len] * len(lengths_out)
+    limits = spec.sentence_max_lens(lengths.tolist()) or [spec.max_len] * len(got)
+    for hyps, limit in zip(got, limits, strict=True):
+        assert all(spec.min_len <= len(h.tokens) <= limit for h in hyps)
+        if case.forced:
+            assert [len(h.tokens) for h in hyps] == [limit] * len(hyps)
     if case.long and wiring in LONG_WIRINGS:
         assert max(lengths_out) >= case.long  # the case reaches the long outputs it is about
 

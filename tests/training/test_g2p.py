@@ -262,8 +262,8 @@ def test_evaluate_scores_the_split_the_checkpoint_names(g2p_model, capsys):
 
 
 def test_training_on_the_small_dictionary_learns_something(tmp_path, capsys):
-    """The same run with --lr 0 is the untrained model: it rambles to the length limit (PER in
-    the thousands of percent); trained, the model stops and emits phoneme-like sequences."""
+    """The same run with --lr 0 is the untrained model: it rambles to the g2p output bound (PER
+    in the hundreds of percent); trained, the model stops and emits phoneme-like sequences."""
     common = ["--embed-size", "16", "--hidden-size", "64", "--batch-size", "8", "--epochs", "40"]
     per = {}
     for lr in ("0", "0.01"):
@@ -273,7 +273,32 @@ def test_training_on_the_small_dictionary_learns_something(tmp_path, capsys):
         capsys.readouterr()
         assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--split", "train"]) == 0
         per[lr] = float(capsys.readouterr().out.split("PER ")[1].split("%")[0])
-    assert per["0.01"] < 100.0 and per["0.01"] < per["0"] / 10, per
+    assert per["0"] > 200.0 and per["0.01"] < 100.0 and per["0.01"] < per["0"] / 4, per
+
+
+def test_g2p_outputs_are_bounded_by_the_word(tmp_path, capsys):
+    """An untrained model (--lr 0) never chooses eos: translate stops it at the g2p bound (2
+    phonemes per letter + 5), at a bound given on the command line, and at --max-len alone
+    with --max-len-ratio none (where it does run on: the bound is what stopped it)."""
+    ckpt = tmp_path / "untrained.pt"
+    args = ["train", "--task", "g2p", "--data", str(MINI), *TINY, "--test-beam", "1"]
+    assert cli.main([*args, "--lr", "0", "--checkpoint", str(ckpt)]) == 0
+    capsys.readouterr()
+
+    def phonemes(*extra: str) -> list[int]:
+        words = ["tomato", "x", "fbi"]
+        assert cli.main(["translate", "--checkpoint", str(ckpt), *extra, *words]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        return [len(line.split("\t")[1].split()) for line in lines]
+
+    ratio, offset = g2p.OUTPUT_BOUND
+    bounds = [int(ratio * n) + offset for n in (6, 1, 3)]
+    assert all(0 < n <= b for n, b in zip(phonemes("--beam", "1"), bounds, strict=True))
+    assert all(0 < n <= b for n, b in zip(phonemes("--beam", "3"), bounds, strict=True))
+    assert phonemes("--max-len-ratio", "1", "--max-len-offset", "0") <= [6, 1, 3]
+    unbounded = phonemes("--max-len-ratio", "none", "--max-len", "40")
+    assert max(unbounded) > max(bounds), unbounded
+    assert Translator.from_checkpoint(str(ckpt)).output_bound == g2p.OUTPUT_BOUND
 
 
 def test_stress_stripped_run_and_evaluate_override(tmp_path, capsys):

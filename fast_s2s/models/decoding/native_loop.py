@@ -35,10 +35,13 @@ class NativeLoop:
     def run(self, model: Seq2Seq, encoded: EncoderState, spec: SearchOptions) -> Trace:
         # The op packs the weights it multiplies once per call: no frozen_weights scope.
         keys, values, context, lengths = native_params.memory(encoded)
-        tables = spec.tables
+        tables, limits = spec.tables, None
+        if spec.max_len_ratio is not None:  # each sentence's own limit
+            limits = torch.tensor(spec.sentence_max_lens(lengths.tolist()), dtype=torch.int64)
         tokens, parents, finish_scores, attention = torch.ops.fast_s2s.decode_beam(
             *native_params.pack(model), keys, values, context, lengths, encoded.hidden,
             beam=spec.beam, max_len=spec.max_len, min_len=spec.min_len, n_best=spec.n_best,
             finish_lp=tables.finish_tensor, reach_lp=tables.reach_tensor,
+            max_lens=limits,
         )  # fmt: skip
         return Trace(tokens, parents, finish_scores, attention)

@@ -6,10 +6,11 @@ row n reads source row n // K (the encoder states are never copied per beam). Ea
 every live hypothesis by every token and keeps the K best extensions per sentence by total
 log-prob: those ending in eos finish, the others live on. A sentence is done when its n_best-th
 best finished hypothesis ranks at least as high as the best any live one could still reach
-(rules.py), when none is live, or after max_len + 1 steps: it never stops while a live
-hypothesis could still beat what it returns, so a beam that keeps every prefix returns the true
-best. (Stopping once K hypotheses have finished, the rule of several toolkits, returns short
-wrong outputs on long targets: the right hypothesis is still live then.)
+(rules.py), when none is live, or after max_len + 1 steps (eos is forced at max_len, or at
+the sentence's own limit when the options bound outputs by their sources): it never stops while
+a live hypothesis could still beat what it returns, so a beam that keeps every prefix returns
+the true best. (Stopping once K hypotheses have finished, the rule of several toolkits,
+returns short wrong outputs on long targets: the right hypothesis is still live then.)
 """
 
 from __future__ import annotations
@@ -38,11 +39,18 @@ def step(
     *,
     force_eos: bool,
     block_eos: bool,
+    force_rows: Tensor | None = None,
 ) -> tuple[Tensor, DecoderState, Tensor]:
-    """One decoder step for the N = B * beam rows, then the search rules on its log-probs:
-    log_probs (N, V), the new state and the attention weights (N, S)."""
+    """One decoder step for the N = B * beam rows, then the search rules on its log-probs
+    (force_rows: (N,) bool, the rows at their sentence's own limit): log_probs (N, V), the new
+    state and the attention weights (N, S)."""
     log_probs, state, weights = model.decode_step(enc, state, prev, beam)
-    return mask_log_probs(log_probs, model.config, force_eos, block_eos), state, weights
+    masked = mask_log_probs(log_probs, model.config, force_eos, block_eos, force_rows)
+    return masked, state, weights
+
+
+def _forced_rows(row_limits: Tensor | None, t: int) -> Tensor | None:
+    return None if row_limits is None else row_limits == t
 
 
 class PythonLoop:
@@ -76,12 +84,14 @@ def _search(model: Seq2Seq, enc: EncoderState, spec: SearchOptions) -> Trace:
     done = [False] * batch
     done_rows = torch.zeros(batch, dtype=torch.bool, device=device)
     trace: dict[str, list[Tensor]] = {"tokens": [], "parents": [], "finish": [], "attention": []}
+    row_limits = spec.row_max_lens(enc.src_lengths, beam)
 
     for t in range(spec.max_len + 1):
         force_eos, block_eos = KINDS[step_kind(t, spec.max_len, spec.min_len)]
         log_probs, state, weights = step(
-            model, enc, state, prev, beam, force_eos=force_eos, block_eos=block_eos
-        )
+            model, enc, state, prev, beam, force_eos=force_eos, block_eos=block_eos,
+            force_rows=_forced_rows(row_limits, t),
+        )  # fmt: skip
         vocab = log_probs.shape[-1]
         candidates = beam_scores.unsqueeze(-1) + log_probs.view(batch, beam, vocab)
         top_scores, top_index = candidates.view(batch, beam * vocab).topk(beam, dim=1)
@@ -131,11 +141,13 @@ def _greedy(model: Seq2Seq, enc: EncoderState, spec: SearchOptions) -> Trace:
     scores = torch.zeros(batch, 1, device=device)
     done = torch.zeros(batch, 1, dtype=torch.bool, device=device)
     tokens, finish, attention = [], [], []
+    row_limits = spec.row_max_lens(enc.src_lengths, 1)
     for t in range(spec.max_len + 1):
         force_eos, block_eos = KINDS[step_kind(t, spec.max_len, spec.min_len)]
         log_probs, state, weights = step(
-            model, enc, state, prev, 1, force_eos=force_eos, block_eos=block_eos
-        )
+            model, enc, state, prev, 1, force_eos=force_eos, block_eos=block_eos,
+            force_rows=_forced_rows(row_limits, t),
+        )  # fmt: skip
         scores, top = (scores + log_probs).topk(1, dim=1)  # (B, 1) each
         is_eos = top == cfg.eos_id
         tokens.append(top)

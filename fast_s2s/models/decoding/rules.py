@@ -4,12 +4,14 @@ reads these: the Python loop calls them, the static loop and the native C++ loop
 tables of length_tables instead of re-deriving the penalty (docs/DESIGN.md, "Decoding").
 
 - pad and bos are never generated; eos not before min_len tokens, and forced at step max_len
-  (its log-prob counts in the score): every hypothesis ends with eos.
+  (its log-prob counts in the score), or at a sentence's own limit when the options bound the
+  output by the source (SearchOptions.max_len_ratio): every hypothesis ends with eos.
 - A finished hypothesis of L tokens (eos included) ranks by score / lp(L): power L ** alpha
   (0: total log-prob; 1: mean per token) or GNMT's ((5 + L) / 6) ** alpha (Wu et al. 2016).
 - A live hypothesis after step t (total log-prob s <= 0) can only lose log-prob and finishes
   with a length in [max(t + 2, min_len + 1), max_len + 1]: it can reach at most
-  s / max(lp(shortest), lp(max_len + 1)) (lp is monotone in L).
+  s / max(lp(shortest), lp(max_len + 1)) (lp is monotone in L). A sentence's own limit lies in
+  [min_len, max_len], so the same bound holds for it (looser than its own would be).
 """
 
 from __future__ import annotations
@@ -102,11 +104,17 @@ def length_tables(max_len: int, min_len: int, alpha: float, penalty: str) -> Len
 
 
 def mask_log_probs(
-    log_probs: Tensor, cfg: Seq2SeqConfig, force_eos: bool, block_eos: bool
+    log_probs: Tensor,
+    cfg: Seq2SeqConfig,
+    force_eos: bool,
+    block_eos: bool,
+    force_rows: Tensor | None = None,
 ) -> Tensor:
     """The search rules on a step's log_probs (N, V), in place where it can (nothing is read
-    back to the host, so a CUDA graph captures it): no pad / bos; only eos when force_eos; no
-    eos when block_eos."""
+    back to the host, so a CUDA graph captures it): no pad / bos; only eos when force_eos, or
+    in the rows where force_rows (N,) bool is True (the rows at their sentence's own limit,
+    SearchOptions.sentence_max_lens); no eos when block_eos (never at a sentence's limit: it is
+    at least min_len)."""
     neg_inf = float("-inf")
     if force_eos:
         keep = torch.zeros_like(log_probs, dtype=torch.bool)
@@ -116,4 +124,8 @@ def mask_log_probs(
     log_probs[:, cfg.bos_id] = neg_inf
     if block_eos:
         log_probs[:, cfg.eos_id] = neg_inf
+    if force_rows is not None:
+        not_eos = torch.ones_like(log_probs[0], dtype=torch.bool)
+        not_eos[cfg.eos_id] = False
+        log_probs.masked_fill_(force_rows.unsqueeze(1) & not_eos, neg_inf)
     return log_probs

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
+from torch import Tensor
 
 from fast_s2s.models.decoding.result import Hypothesis
 from fast_s2s.models.decoding.rules import (
@@ -31,6 +35,10 @@ class SearchOptions:
     beam: hypotheses kept per sentence (beam_search's beam_size); 1 is greedy decoding.
     max_len: at most this many tokens before eos (eos is forced after them).
     min_len: at least this many tokens before eos, 0 <= min_len <= max_len.
+    max_len_ratio, max_len_offset: with a ratio a (a finite real >= 0) and offset b (an
+        integer >= 0), a sentence of S source positions gets at most floor(a * S) + b tokens
+        before eos, within [min_len, max_len] (fairseq's --max-len-a / --max-len-b): an output
+        bounded by its source (no runaway outputs, e.g. in g2p). None: max_len for every one.
     length_penalty: alpha of the length penalty, a finite real (0: rank by total log-prob).
     penalty: its form, "power" (L ** alpha) or "gnmt" (((5 + L) / 6) ** alpha).
     n_best: how many ranked hypotheses a search returns per sentence, 1 <= n_best <= beam.
@@ -41,6 +49,8 @@ class SearchOptions:
     beam: int = 5
     max_len: int = 100
     min_len: int = 0
+    max_len_ratio: float | None = None
+    max_len_offset: int = 0
     length_penalty: float = 1.0
     penalty: str = "power"
     n_best: int = 1
@@ -56,6 +66,18 @@ class SearchOptions:
         if not _is_int(self.min_len) or not 0 <= self.min_len <= self.max_len:
             raise ValueError(
                 f"min_len must be an integer in [0, max_len={self.max_len}], got {self.min_len!r}"
+            )
+        ratio = self.max_len_ratio
+        if ratio is not None and (
+            not isinstance(ratio, numbers.Real)
+            or isinstance(ratio, bool)
+            or not math.isfinite(ratio)
+            or ratio < 0
+        ):
+            raise ValueError(f"max_len_ratio must be None or a finite real >= 0, got {ratio!r}")
+        if not _is_int(self.max_len_offset) or self.max_len_offset < 0:
+            raise ValueError(
+                f"max_len_offset must be a non-negative integer, got {self.max_len_offset!r}"
             )
         alpha = self.length_penalty
         if (
@@ -79,6 +101,9 @@ class SearchOptions:
         object.__setattr__(self, "max_len", int(self.max_len))
         object.__setattr__(self, "min_len", int(self.min_len))
         object.__setattr__(self, "n_best", int(self.n_best))
+        object.__setattr__(self, "max_len_offset", int(self.max_len_offset))
+        if ratio is not None:
+            object.__setattr__(self, "max_len_ratio", float(ratio))
         object.__setattr__(self, "length_penalty", float(alpha))
         self._check_penalty_range()
 
@@ -100,6 +125,30 @@ class SearchOptions:
     def tables(self) -> LengthTables:
         """The length penalty per step, as the engines read it (rules.length_tables)."""
         return length_tables(self.max_len, self.min_len, self.length_penalty, self.penalty)
+
+    def sentence_max_lens(self, src_lengths: Sequence[int]) -> list[int] | None:
+        """Each sentence's most tokens before eos, for sources of these lengths (the options'
+        max_len_ratio bound, within [min_len, max_len]), or None without a ratio: every
+        sentence gets max_len. The engines force eos at a sentence's own limit
+        (rules.mask_log_probs's force_rows)."""
+        if self.max_len_ratio is None:
+            return None
+        ratio, offset = self.max_len_ratio, self.max_len_offset
+        limits = []
+        for length in src_lengths:
+            bound = ratio * length + offset  # a float: compared before the floor, never inf
+            limit = self.max_len if bound >= self.max_len else math.floor(ratio * length) + offset
+            limits.append(max(self.min_len, limit))
+        return limits
+
+    def row_max_lens(self, src_lengths: Tensor, beam: int) -> Tensor | None:
+        """sentence_max_lens per decoder row: (B * beam,) int64 on src_lengths's device (row n
+        is sentence n // beam's), or None without a ratio."""
+        limits = self.sentence_max_lens(src_lengths.tolist())
+        if limits is None:
+            return None
+        per_sentence = torch.tensor(limits, dtype=torch.int64, device=src_lengths.device)
+        return per_sentence.repeat_interleave(beam)
 
     def describe(self) -> str:
         """A short label for reports: "greedy" or "beam 5 (power 1.0)"."""

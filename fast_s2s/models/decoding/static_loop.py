@@ -97,6 +97,7 @@ class _StaticBeam:
         self.row_base = (torch.arange(batch, device=device) * beam).unsqueeze(1)  # (B, 1)
         self.finish_lp = spec.tables.finish_tensor.to(device)
         self.reach_lp = spec.tables.reach_tensor.to(device)
+        self.row_limits = spec.row_max_lens(enc.src_lengths, beam)  # None: max_len for all
         self.reset()
 
     def reset(self) -> None:
@@ -120,7 +121,8 @@ class _StaticBeam:
         # the step counter is the state's step: local-m attention reads it on the device
         current = DecoderState(self.hidden, self.feed, t)
         log_probs, new, weights = self.model.decode_step(self.enc, current, self.prev, beam)
-        log_probs = mask_log_probs(log_probs, self.cfg, *KINDS[kind])
+        force_rows = None if self.row_limits is None else self.row_limits == t
+        log_probs = mask_log_probs(log_probs, self.cfg, *KINDS[kind], force_rows)
         vocab = log_probs.shape[-1]
         candidates = self.beam_scores.unsqueeze(-1) + log_probs.view(batch, beam, vocab)
         top_scores, top_index = candidates.view(batch, beam * vocab).topk(beam, dim=1)

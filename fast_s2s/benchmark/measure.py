@@ -233,7 +233,7 @@ def gemm_choices() -> list[str]:
     return list(report.choices) if report else []
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
         for line in f:
@@ -285,7 +285,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, object]:
         load = None
     blas = _blas()
     info: dict[str, object] = {
-        "device": device.type, "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "device": device.type, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "load_average_1min": load,
         "torch": torch.__version__, "torch_cuda": torch.version.cuda,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

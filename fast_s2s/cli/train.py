@@ -30,6 +30,7 @@ import sys
 
 from rich.console import Console
 
+from fast_s2s import pretrained
 from fast_s2s.backends import BACKENDS
 from fast_s2s.cli.options import INT_MAX, SEED, THREADS, integer, number
 from fast_s2s.data import (
@@ -289,6 +290,11 @@ def check_args(args: argparse.Namespace) -> str | None:
         return "give --resume (continue the run) or --overwrite (start a new one), not both"
     if args.resume and not args.checkpoint:
         return "--resume needs --checkpoint PATH"
+    if args.checkpoint and pretrained.is_pretrained(args.checkpoint):
+        return (
+            f"--checkpoint {args.checkpoint} names a model shipped in the package, which is "
+            "read-only: give a file path such as m.pt (training starts a new run there)"
+        )
     if args.checkpoint and os.path.isdir(args.checkpoint):
         return f"--checkpoint {args.checkpoint} is a directory; give a file path such as m.pt"
     if args.checkpoint and os.path.exists(args.checkpoint) and not (args.resume or args.overwrite):

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from fast_s2s import pretrained
 from fast_s2s.data import MODES
 from fast_s2s.models import Seq2SeqConfig
 
@@ -202,8 +203,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a checkpoint written by save_checkpoint, or raise CheckpointError saying why not."""
-    path = os.fspath(path)
+    """Read a checkpoint written by save_checkpoint (or a shipped model's, by name: "g2p:en",
+    fast_s2s.pretrained), or raise CheckpointError saying why not."""
+    path = os.fspath(pretrained.resolve(path))
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r} is a directory, not a checkpoint file")
     if not os.path.isfile(path):

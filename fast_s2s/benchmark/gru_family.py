@@ -1,12 +1,8 @@
 """The GRU family: gru_cell (one decoder step), gru_layer (one layer, one direction over a padded
-sequence) and gru (the fast_s2s.nn.GRU module as an encoder: 2 layers, bidirectional). On CUDA
-the targets are the GPU ones: H=1024, gru_cell 2x torch.nn.GRUCell, gru_layer as fast as cuDNN.
-
-The weights are torch.nn.Parameters initialised as torch.nn does, and the torch.nn peers and
+sequence) and gru (the fast_s2s.nn.GRU module as an encoder: 2 layers, bidirectional). The
+weights are torch.nn.Parameters initialised as torch.nn does, and the torch.nn peers and
 fast_s2s.nn.GRU take those very tensors as their parameters: every implementation computes with
-the same weights and forward+backward differentiates the same leaves. The GRU peer takes the
-lengths as pack_padded_sequence(x, lengths, enforce_sorted=False), packed outside the timed call
-unless x needs a gradient, and returns the packed data: the peer at its cheapest.
+the same weights and forward+backward differentiates the same leaves.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@
 the fastest backends and goals over earlier runs' JSON). Modules: family (what a case and a family
 are), attention_family, gru_family, model_family (cases, inputs, peers), registry (the families,
 implementations, plan), rows (the one runner), measure (timing, rooflines, machine), report
-(tables, JSON, plot, fastest backends, goals), runtimes (ONNX Runtime and OpenVINO). This module
-wires the CLI, names the peers (torch-free: the parser is built from them) and imports nothing
-heavy until main.
+(tables, JSON, plot, fastest backends, goals), runtimes (ONNX Runtime and OpenVINO), peers
+(names). This module wires the CLI and imports nothing heavy until main.
 """
 
 from __future__ import annotations
@@ -14,25 +13,9 @@ import argparse
 import sys
 import time
 
+from fast_s2s.benchmark.peers import PEER_NAMES
 from fast_s2s.cli.options import THREADS, number
 
-# The peers a row can be measured against, in column order, and what runs behind each label (the
-# rows' "implementation"): the CLI's --peers default, the registry and the report read it.
-PEER_IMPLEMENTATIONS: dict[str, str] = {
-    "reference": "fast_s2s.reference (PyTorch)",
-    "python-loop": "the Python search loop on backend='auto' (native=False)",
-    "torch.nn": "the model from torch.nn modules, Python loop (benchmark/model_family.py)",
-    "composite": "bmm + softmax + bmm (PyTorch, input dtype)",
-    "sdpa": "torch.nn.functional.scaled_dot_product_attention",
-    "local-composite": "gather the window + bmm + masked softmax + Gaussian (PyTorch)",
-    "global-fused": "fast_s2s.dot_attention over all S (the global fused op, auto backend)",
-    "GRUCell": "torch.nn.GRUCell",
-    "GRU": "torch.nn.GRU",
-    "compile": "torch.compile(fast_s2s.reference)",
-    "onnxruntime": "ONNX Runtime on an ONNX graph of GRU nodes, same weights (fast_s2s[peers])",
-    "openvino": "OpenVINO on the same ONNX graph, f32 pinned (fast_s2s[peers])",
-}
-PEER_NAMES: tuple[str, ...] = tuple(PEER_IMPLEMENTATIONS)
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 DEFAULT_OPS = (
     "dot_attention",

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from fast_s2s import backends as _backends
-from fast_s2s.benchmark import PEER_IMPLEMENTATIONS, attention_family, gru_family, model_family
+from fast_s2s.benchmark import attention_family, gru_family, model_family
 from fast_s2s.benchmark.family import SHAPE_SETS, Case, Factory, Family, Inputs, reports_bandwidth
 from fast_s2s.benchmark.measure import DEVICE_COPY_BYTES
+from fast_s2s.benchmark.peers import PEER_IMPLEMENTATIONS
 
 FAMILIES: tuple[Family, ...] = (
     attention_family.FAMILY,

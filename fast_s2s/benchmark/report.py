@@ -23,8 +23,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from fast_s2s.benchmark import PEER_NAMES
 from fast_s2s.benchmark.family import COPY_FRACTION, Goal
+from fast_s2s.benchmark.peers import PEER_NAMES
 from fast_s2s.benchmark.registry import CONCRETE_BACKENDS, FAMILY_OF, FAST_S2S, OPS
 
 MACHINE_KEYS = {

@@ -3,8 +3,8 @@
 the fastest backends and goals over earlier runs' JSON). Modules: family (what a case and a family
 are), attention_family, gru_family, model_family (cases, inputs, peers), registry (the families,
 implementations, plan), rows (the one runner), measure (timing, rooflines, machine), report
-(tables, JSON, plot, fastest backends, goals), peers (names). This module wires the CLI and
-imports nothing heavy until main.
+(tables, JSON, plot, fastest backends, goals), runtimes (ONNX Runtime and OpenVINO), peers
+(names). This module wires the CLI and imports nothing heavy until main.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from fast_s2s.benchmark.peers import PEER_NAMES
 from fast_s2s.cli.options import THREADS, number
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-DEFAULT_PEERS = PEER_NAMES  # every peer, in column order
 DEFAULT_OPS = (
     "dot_attention",
     "additive_attention",
@@ -53,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--backends", type=_csv, default=None, metavar="B[,B]",
         help="fast_s2s backends to time, from auto,reference,cpp,triton "
         "(default: every available one, plus auto)")
-    add("--peers", type=_csv, default=list(DEFAULT_PEERS), metavar="P[,P]",
-        help=f"peers to time (default: {','.join(DEFAULT_PEERS)}; composite applies to "
+    add("--peers", type=_csv, default=list(PEER_NAMES), metavar="P[,P]",
+        help=f"peers to time (default: {','.join(PEER_NAMES)}; composite applies to "
         "attention, sdpa to dot_attention, local-composite (gather the window) and "
         "global-fused (fast_s2s.dot_attention) to local_attention, GRUCell to gru_cell, GRU "
         "to gru_layer and gru, compile to every op but gru and model; for model, reference is "

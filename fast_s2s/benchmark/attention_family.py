@@ -1,15 +1,8 @@
 """The attention families: dot_attention and additive_attention (FAMILY) and local_attention
-(LOCAL_FAMILY, Luong local-p), their cases, inputs and peers.
-
-Global attention: the decode step N64-T1-S50-D512 and the training step T=S=30 (the targets),
-then ragged lengths, beam 5 and a longer source; CUDA adds the GPU goals and a decode read past
-the L2 (S=2048: keys and values 268 MB in 16-bit; goal 80% of the copy bandwidth). Local
-attention: the decode step (window 10) at S = 50 and at S = 2,000 (the target: a row costs
-O(window), not O(S)), a training step, beam 5 and ragged lengths; centres p = L_b * sigmoid(x).
-Peers: composite (bmm + masked softmax + bmm in the input dtype, keys and values tiled over the
-beam), sdpa (4-D one-head views, beam rows folded into the query length: torch's fused kernels
-take only 4-D inputs), local-composite (gather the window around round(p)) and global-fused
-(fast_s2s.dot_attention over every position: what local replaces).
+(LOCAL_FAMILY, Luong local-p: centres p = L_b * sigmoid(x)), their cases, inputs and peers. On
+CUDA the large decode reads keys and values past the L2 (S=2048: 268 MB in 16-bit); local
+attention's target is S = 2,000, where a row costs O(window), not O(S). sdpa gets 4-D one-head
+views, the beam rows folded into the query length: torch's fused kernels take only 4-D inputs.
 """
 
 from __future__ import annotations
@@ -40,8 +33,8 @@ RAGGED = {"lengths": "ragged"}
 
 
 def _case(op: str, mode: str, label: str, dims: dict, **fields) -> Case:
-    """dims B, beam (default 1), T, S, D, Dv (default D) and, for local attention, W; local
-    attention is not memory_bound: a row reads only the window, not what GB/s would count."""
+    """dims B, beam (1), T, S, D, Dv (D), and local attention's W; local attention is not
+    memory_bound: a row reads only the window, not what GB/s would count."""
     d = {"beam": 1, "Dv": dims["D"], **dims}
     local = {"memory_bound": False, "W": WINDOW} if op == LOCAL else {}
     order = ("B", "beam", "T", "S", "D", "Dv")

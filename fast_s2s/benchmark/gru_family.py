@@ -1,12 +1,8 @@
 """The GRU family: gru_cell (one decoder step), gru_layer (one layer, one direction over a padded
-sequence) and gru (the fast_s2s.nn.GRU module as an encoder: 2 layers, bidirectional). On CUDA
-the targets are the GPU ones: H=1024, gru_cell 2x torch.nn.GRUCell, gru_layer as fast as cuDNN.
-
-The weights are torch.nn.Parameters initialised as torch.nn does, and the torch.nn peers and
+sequence) and gru (the fast_s2s.nn.GRU module as an encoder: 2 layers, bidirectional). The
+weights are torch.nn.Parameters initialised as torch.nn does, and the torch.nn peers and
 fast_s2s.nn.GRU take those very tensors as their parameters: every implementation computes with
-the same weights and forward+backward differentiates the same leaves. The GRU peer takes the
-lengths as pack_padded_sequence(x, lengths, enforce_sorted=False), packed outside the timed call
-unless x needs a gradient, and returns the packed data: the peer at its cheapest.
+the same weights and forward+backward differentiates the same leaves.
 """
 
 from __future__ import annotations
@@ -187,24 +183,30 @@ def gru_implementation(x: torch.Tensor) -> str:
     return "torch.nn.GRU (torch's own kernels: torch.cudnn_is_acceptable is False)"
 
 
+def _gru_params(inputs: Inputs) -> tuple[dict, int, bool]:
+    """The case's GRU parameters by torch.nn.GRU name (gru_layer's one layer as layer 0), the
+    number of layers and whether both directions run."""
+    if "params" in inputs.extra:
+        params: dict = inputs.extra["params"]  # type: ignore[assignment]
+        bidirectional = any(name.endswith("_reverse") for name in params)
+        return params, inputs.args[1].shape[0] // (2 if bidirectional else 1), bidirectional
+    return {f"{name}_l0": p for name, p in zip(GATES, inputs.args[2:], strict=True)}, 1, False
+
+
 def _gru(inputs: Inputs, cls, **kw) -> Call:
     """`cls` (torch.nn.GRU or fast_s2s.nn.GRU) on the case's parameters, called as gru(x, h0):
     gru_layer's one layer (h0 (B, H) viewed as (1, B, H), inside the timed call only when h0
     needs a gradient: a view made once would be freed by the first backward), or the module's
-    layers and directions. torch.nn.GRU takes the lengths packed and returns the packed data."""
+    layers and directions. torch.nn.GRU takes the lengths as pack_padded_sequence(x, lengths,
+    enforce_sorted=False), packed outside the timed call unless x needs a gradient, and returns
+    the packed data: the peer at its cheapest."""
     x, h0 = inputs.args[:2]
     lengths = inputs.kwargs["lengths"]
-    if "params" in inputs.extra:
-        params: dict = inputs.extra["params"]  # type: ignore[assignment]
-        bidirectional = any(name.endswith("_reverse") for name in params)
-        layers = h0.shape[0] // (2 if bidirectional else 1)
-        gru = cls(x.shape[2], h0.shape[2], num_layers=layers, bidirectional=bidirectional, **kw,
-                  device=x.device, dtype=x.dtype)  # fmt: skip
-    else:
-        params = {f"{name}_l0": p for name, p in zip(GATES, inputs.args[2:], strict=True)}
-        gru = cls(x.shape[2], h0.shape[1], device=x.device, dtype=x.dtype)
-        if not h0.requires_grad:
-            h0 = h0.unsqueeze(0)
+    params, layers, bidirectional = _gru_params(inputs)
+    gru = cls(x.shape[2], h0.shape[-1], num_layers=layers, bidirectional=bidirectional, **kw,
+              device=x.device, dtype=x.dtype)  # fmt: skip
+    if h0.dim() == 2 and not h0.requires_grad:
+        h0 = h0.unsqueeze(0)
     share_parameters(gru, params)
     state = (lambda: h0.unsqueeze(0)) if h0.dim() == 2 else (lambda: h0)
     if cls is not nn.GRU:
@@ -249,16 +251,12 @@ def _torch_twin(inputs: Inputs) -> nn.Module:
     """A float32 torch.nn.GRUCell / GRU holding copies of the case's weights: what the ONNX
     graph of a runtime peer is built from."""
     x, h = inputs.args[:2]
-    if "params" in inputs.extra:
-        params: dict = inputs.extra["params"]  # type: ignore[assignment]
-        dirs = 2 if any(name.endswith("_reverse") for name in params) else 1
-        module: nn.Module = nn.GRU(x.shape[2], h.shape[2], h.shape[0] // dirs,
-                                   bidirectional=dirs == 2)  # fmt: skip
+    params, layers, bidirectional = _gru_params(inputs)
+    if x.dim() == 2:
+        module: nn.Module = nn.GRUCell(x.shape[-1], h.shape[-1])
+        params = {name.removesuffix("_l0"): p for name, p in params.items()}
     else:
-        params = dict(zip(GATES, inputs.args[2:], strict=True))
-        cls = nn.GRUCell if inputs.args[0].dim() == 2 else nn.GRU
-        module = cls(x.shape[-1], h.shape[-1])
-        params = params if cls is nn.GRUCell else {f"{k}_l0": v for k, v in params.items()}
+        module = nn.GRU(x.shape[-1], h.shape[-1], layers, bidirectional=bidirectional)
     module.load_state_dict({k: v.detach().float().cpu() for k, v in params.items()})
     return module
 

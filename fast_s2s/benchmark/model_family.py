@@ -1,12 +1,7 @@
-"""The model family (op "model"): training steps and decoding of the whole
-fast_s2s.models.Seq2Seq on each fast_s2s backend against the same model and weights on
-backend="reference" (the "reference" peer): the speedup of the fused ops inside the whole model.
-
-train-step: one teacher-forced training step per call, as `fast-s2s train` runs it (steps/s).
-decode: greedy_decode or beam_search (beam 5) of B sources per call; eos's output bias is -1e4,
-so every call runs max_len + 1 steps (checked): tokens/s over B * (max_len + 1). Other peers:
-python-loop (the Python search loop on backend="auto": what the native loop replaces) and
-torch.nn (TorchNNSeq2Seq: the architecture from torch.nn modules, same weights, Python loop).
+"""The model family (op "model"): training steps (steps/s) and greedy or beam-5 decoding
+(tokens/s over B * (max_len + 1): eos's output bias keeps every decode to max_len + 1 steps,
+checked) of the whole fast_s2s.models.Seq2Seq on each backend, against the same model and
+weights on backend="reference", the Python search loop and the torch.nn model (TorchNNSeq2Seq).
 Data: the reverse task's shape (V = 54 with the 4 specials), seeded; the dates model's sizes.
 """
 

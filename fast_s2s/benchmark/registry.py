@@ -98,46 +98,49 @@ def _kernel_ops(op: str) -> tuple[str, ...]:
     return FAMILY_OF[op].kernel_ops.get(op, (op,))
 
 
+def _left_out_by_default(op: str, backend: str, device: torch.device, quick: bool) -> str | None:
+    """Why `fast-s2s bench` does not time a concrete `backend` of `op` unless asked to, or None.
+    A backend that cannot run names the first kernel op's reason (the op too when several)."""
+    kernels = _kernel_ops(op)
+    for kernel in kernels:
+        if (why := _backends.why_unavailable(kernel, backend, device)) is not None:
+            return f"{kernel}: {why}" if len(kernels) > 1 else why
+    cpu = device.type == "cpu"
+    if backend == "reference" and FAMILY_OF[op].reference_is_peer:
+        return (
+            "it is the reference peer (the same model on backend='reference'); name it in "
+            "--backends to time it as a fast_s2s row too"
+        )
+    if backend == "triton" and cpu:
+        return (
+            "Triton runs on CPU tensors only in the interpreter (TRITON_INTERPRET=1), which "
+            "is not a performance path; pass --backends triton to time it anyway"
+        )
+    if backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
+        return (
+            "TRITON_INTERPRET=1 is set, so Triton would run in its interpreter, not on the "
+            "GPU; unset it (or set TRITON_INTERPRET=0) to time the Triton kernels"
+        )
+    if backend == "reference" and quick and cpu:
+        return (
+            "--quick leaves it out (it is the reference peer plus dispatch); name it in "
+            "--backends to time it"
+        )
+    return None
+
+
 def default_backends(
     op: str, device: torch.device | str, quick: bool = False
 ) -> tuple[list[str], dict[str, str]]:
     """Every available concrete backend plus "auto", and those left out with the reason: Triton
-    on CPU tensors (its interpreter, a correctness tool) and under TRITON_INTERPRET=1, the
-    reference backend where it is the family's reference peer, and on the CPU with --quick (on
-    CUDA every backend is timed: the fastest-backend summary compares them)."""
-    cpu, kernels = torch.device(device).type == "cpu", _kernel_ops(op)
-    chosen: list[str] = []
-    left_out: dict[str, str] = {}
-    for backend in CONCRETE_BACKENDS:
-        # the first kernel op's reason, named when there are several
-        why = ((k, _backends.why_unavailable(k, backend, device)) for k in kernels)
-        named = (f"{k}: {r}" if len(kernels) > 1 else r for k, r in why if r is not None)
-        reason = next(named, None)
-        if reason is None and backend == "reference" and FAMILY_OF[op].reference_is_peer:
-            reason = (
-                "it is the reference peer (the same model on backend='reference'); name it in "
-                "--backends to time it as a fast_s2s row too"
-            )
-        elif reason is None and backend == "triton" and cpu:
-            reason = (
-                "Triton runs on CPU tensors only in the interpreter (TRITON_INTERPRET=1), which "
-                "is not a performance path; pass --backends triton to time it anyway"
-            )
-        elif reason is None and backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
-            reason = (
-                "TRITON_INTERPRET=1 is set, so Triton would run in its interpreter, not on the "
-                "GPU; unset it (or set TRITON_INTERPRET=0) to time the Triton kernels"
-            )
-        elif reason is None and backend == "reference" and quick and cpu:
-            reason = (
-                "--quick leaves it out (it is the reference peer plus dispatch); name it in "
-                "--backends to time it"
-            )
-        if reason is None:
-            chosen.append(backend)
-        else:
-            left_out[backend] = reason
-    return [*chosen, "auto"], left_out
+    on CPU tensors (its interpreter) and under TRITON_INTERPRET=1, the reference backend where it
+    is the family's reference peer, and on the CPU with --quick (on CUDA every backend is timed:
+    the fastest-backend summary compares them)."""
+    reasons = {
+        b: _left_out_by_default(op, b, torch.device(device), quick) for b in CONCRETE_BACKENDS
+    }
+    chosen = [b for b, why in reasons.items() if why is None]
+    return [*chosen, "auto"], {b: why for b, why in reasons.items() if why is not None}
 
 
 def fast_s2s_impl(op: str, backend: str, device: torch.device | str) -> Impl:
@@ -151,19 +154,6 @@ def fast_s2s_impl(op: str, backend: str, device: torch.device | str) -> Impl:
     return Impl(label, FAST_S2S, FAMILY_OF[op].fast_s2s(op, backend), backend, concrete)
 
 
-def peer_impls(
-    op: str, names: list[str] | None = None, left_out: dict[str, str] | None = None
-) -> list[Impl]:
-    """The peers of `op` among `names` (all by default), in column order; those in `left_out`
-    come back with the reason and nothing to run."""
-    left_out = left_out or {}
-    return [
-        Impl(label, PEER, None if label in left_out else make, reason=left_out.get(label))
-        for label, make in FAMILY_OF[op].peers.get(op, {}).items()
-        if names is None or label in names
-    ]
-
-
 def build_impls(
     case: Case,
     device: torch.device | str,
@@ -172,8 +162,9 @@ def build_impls(
     quick: bool = False,
 ) -> list[Impl]:
     """Every implementation of `case`: the fast_s2s backends (default_backends when `backends`
-    is None, those left out as rows with their reason), then the peers (less those the family
-    leaves out, in every run or with --quick)."""
+    is None, those left out as rows with their reason), then the peers among `peers` (all when
+    None), in column order; those the family leaves out (in every run, with --quick, or on this
+    device) come with the reason and nothing to run."""
     left_out: dict[str, str] = {}
     if backends is None:
         backends, left_out = default_backends(case.op, device, quick)
@@ -186,7 +177,11 @@ def build_impls(
         **(family.quick_left_out.get(key, {}) if quick else {}),
         **(unavailable(case, torch.device(device).type) if unavailable else {}),
     }
-    return impls + peer_impls(case.op, peers, skipped)
+    return impls + [
+        Impl(label, PEER, None if label in skipped else make, reason=skipped.get(label))
+        for label, make in family.peers.get(case.op, {}).items()
+        if peers is None or label in peers
+    ]
 
 
 def parse_dtypes(names: Sequence[str] | None, device: torch.device | str) -> list[str]:

@@ -68,6 +68,18 @@ LOOP_LABELS = {
 }
 
 
+def _table(
+    title: str, columns: Iterable[str], wrapped: Iterable[str] = (), right: Iterable[str] = ()
+) -> Table:
+    """A table titled on the left; its columns left-justified and unwrapped, but those named."""
+    table = Table(title=title, title_justify="left")
+    wrapped, right = set(wrapped), set(right)
+    for name in columns:
+        justify = "right" if name in right else "left"
+        table.add_column(name, justify=justify, no_wrap=name not in wrapped)
+    return table
+
+
 def print_machine(console: Console, info: dict) -> None:
     table = Table(title="machine", show_header=False, box=None, title_justify="left")
     table.add_column(style="bold")
@@ -170,12 +182,9 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
     counts = sorted({r["threads"] for r in rows if r.get("threads") is not None})
     if throughput and counts:
         title += f" (torch threads {', '.join(map(str, counts))})"
-    table = Table(title=title, title_justify="left")
     columns = _figure_columns(rows, throughput)
-    for name in ("case", "implementation"):
-        table.add_column(name, no_wrap=True)
-    for name, _ in columns:
-        table.add_column(name, justify="right")
+    names = [name for name, _ in columns]
+    table = _table(title, ("case", "implementation", *names), wrapped=names, right=names)
     several_dtypes = len({r["dtype"] for r in rows}) > 1
     sections: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
@@ -217,19 +226,14 @@ def print_results(console: Console, rows: list[dict], title: str = "results") ->
         console.print(OPS_NOTE)
     if any(throughput.values()):
         console.print(THROUGHPUT_NOTE)
-    for status, word in (
-        ("failed", "[red]failed[/red]"),
-        ("skipped", "[yellow]not timed[/yellow]"),
-    ):
+    words = {"failed": "[red]failed[/red]", "skipped": "[yellow]not timed[/yellow]"}
+    for status, word in words.items():
         seen: dict[tuple[str, str, str], list[str]] = {}
-        for row in rows:
-            if row["status"] == status:
-                key = (row["op"], row["impl"], row["reason"] or "")
-                seen.setdefault(key, []).append(row["case"])
+        for row in (r for r in rows if r["status"] == status):
+            seen.setdefault((row["op"], row["impl"], row["reason"] or ""), []).append(row["case"])
         for (op, impl, reason), cases in seen.items():
-            where = ""
-            if status == "failed":
-                where = f" ({cases[0] if len(cases) == 1 else f'{len(cases)} cases'})"
+            where = f" ({cases[0] if len(cases) == 1 else f'{len(cases)} cases'})"
+            where = where if status == "failed" else ""
             console.print(f"{word} {escape(impl)} on {op}{where}: {escape(reason)}")
 
 
@@ -245,14 +249,8 @@ def build_payload(
 ) -> dict:
     """The JSON file: the machine, the run's settings, the rows, the fastest backend per op at
     the target shapes, the goals checked and (from a run) the CPU GEMM layer's choices."""
-    return {
-        "machine": machine,
-        "settings": settings,
-        "results": rows,
-        "gemm_choices": gemm or [],
-        "fastest_backends": fastest_backends(rows),
-        "goals": check_goals(rows),
-    }
+    return {"machine": machine, "settings": settings, "results": rows, "gemm_choices": gemm or [],
+            "fastest_backends": fastest_backends(rows), "goals": check_goals(rows)}  # fmt: skip
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> Path:
@@ -262,8 +260,7 @@ def write_json(path: str | os.PathLike, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
+        os.umask(umask := os.umask(0))
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2, default=str)
@@ -430,12 +427,9 @@ def print_fastest(console: Console, summary: dict) -> None:
     if not summary["ops"]:
         console.print("[dim]fastest backend: no target cases of the kernel ops were timed[/dim]")
         return
-    table = Table(
-        title="fastest backend per op (median at the target shapes)", title_justify="left"
-    )
-    for col in ("op", "case", "dtype", *(f"{b} us" for b in CONCRETE_BACKENDS), "fastest"):
-        table.add_column(col, justify="right" if col.endswith(" us") else "left", no_wrap=True)
-    table.add_column("auto now", no_wrap=True)
+    columns = ("op", "case", "dtype", *(f"{b} us" for b in CONCRETE_BACKENDS), "fastest")
+    title = "fastest backend per op (median at the target shapes)"
+    table = _table(title, (*columns, "auto now"), right=[c for c in columns if c.endswith(" us")])
     for op, info in summary["ops"].items():
         for e in info["cases"]:
             times = [_us(e["times_us"].get(b)) for b in CONCRETE_BACKENDS]
@@ -489,9 +483,8 @@ def print_goals(console: Console, results: list[dict]) -> None:
     """Case, dtype, implementation, goal, value, met; then how many were met."""
     if not results:
         return
-    table = Table(title="goals (the project's targets for this device)", title_justify="left")
-    for col in ("case", "dtype", "implementation", "goal", "value", "met"):
-        table.add_column(col, no_wrap=col != "goal")
+    columns = ("case", "dtype", "implementation", "goal", "value", "met")
+    table = _table("goals (the project's targets for this device)", columns, wrapped=["goal"])
     for r in results:
         if r["value"] is None:
             value = "[dim]not run[/dim]" if r["status"] != "ok" else "[dim]not measured[/dim]"
@@ -517,9 +510,8 @@ def print_plan(console: Console, plan: dict) -> None:
         f"{len(plan['dtypes'])} dtypes; device copy bandwidth over "
         f"{plan['device_copy_bytes'] / 2**20:,.0f} MiB each way"
     )
-    table = Table(title="cases", title_justify="left")
-    for col in ("op", "case", "target", "timed", "rooflines", "goals"):
-        table.add_column(col)
+    columns = ("op", "case", "target", "timed", "rooflines", "goals")
+    table = _table("cases", columns, wrapped=columns)
     left_out: dict[tuple[str, str], str] = {}
     for case in plan["cases"]:
         impls = case["implementations"]

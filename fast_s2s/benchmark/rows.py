@@ -1,12 +1,6 @@
 """The one runner: result rows (flat JSON-ready dicts, one per implementation of a case) for
-`fast-s2s bench` (run_case) and the pytest-benchmark suite in bench/ alike.
-
-`speedup_vs[peer]` = peer median / fast_s2s median on the same case, device and dtype (above 1:
-fast_s2s is faster). Memory-bound forward rows: GB/s of the compulsory reads against the read
-roofline, and of reads + writes against the copy roofline at the same traffic. GEMM-bound rows:
-GFLOP/s against the machine's sgemm rate. Model rows: `work` per call in `work_unit`s ("step" or
-"token"), `throughput`; decode rows also the search loop that ran (`decode_loop`), us per token,
-and `weight_read_us`, the time to read the decoder's weights once: the least a token can cost.
+`fast-s2s bench` (run_case) and the pytest-benchmark suite in bench/ alike. `speedup_vs[peer]` =
+peer median / fast_s2s median on the same case, device and dtype (above 1: fast_s2s is faster).
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""ONNX Runtime and OpenVINO as benchmark peers: the inference runtimes a user deploys a trained
-GRU on instead of PyTorch, so a fair comparison runs the same weights there.
-
-`gru_onnx_model` writes a torch.nn.GRU or GRUCell as ONNX `GRU` nodes (linear_before_reset=1 is
-torch's formula: r multiplies W_hn h + b_hn); `make_runner` compiles it for one runtime and
-returns a callable whose per-call work is only the runtime's own call, the inputs converted to
-numpy once beforehand (`gru_inputs`). Both runtimes are optional (`pip install
-'fast_s2s[peers]'`) and imported only when asked for, so the harness imports without them.
+"""ONNX Runtime and OpenVINO as benchmark peers, the inference runtimes a user deploys a trained
+GRU on: `gru_onnx_model` writes a torch.nn.GRU or GRUCell as ONNX `GRU` nodes
+(linear_before_reset=1 is torch's formula), `make_runner` compiles it for one runtime; a call is
+only the runtime's own, the inputs converted to numpy beforehand (`gru_inputs`). Both runtimes
+are optional (the `peers` extra) and imported only when asked for.
 """
 
 from __future__ import annotations

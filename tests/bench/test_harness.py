@@ -256,14 +256,14 @@ def test_sdpa_peer_takes_the_fused_4d_path_and_differentiates_like_the_reference
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     case = _tiny("dot_attention", lengths="ragged")
     inputs = reg.make_inputs(case, "cpu", torch.float32)
-    (impl,) = reg.peer_impls("dot_attention", ["sdpa"])
+    (impl,) = reg.build_impls(case, "cpu", [], ["sdpa"])
     impl.make(inputs)()
     assert dims == [(4, 4, 4, 4)]
     monkeypatch.undo()
     case, grads = _tiny("dot_attention", FORWARD_BACKWARD), {}
     for label in ("reference", "sdpa"):
         inputs = reg.make_inputs(case, "cpu", torch.float64)
-        (impl,) = reg.peer_impls("dot_attention", [label])
+        (impl,) = reg.build_impls(case, "cpu", [], [label])
         grads[label] = make_step(impl.make(inputs), case, inputs)()
     for got, want in zip(grads["sdpa"], grads["reference"], strict=True):
         torch.testing.assert_close(got, want)

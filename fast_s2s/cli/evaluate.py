@@ -3,6 +3,7 @@
 fast-s2s evaluate --checkpoint g2p.pt --task g2p --split test            # greedy
 fast-s2s evaluate --checkpoint g2p.pt --task g2p --split test --beam 5   # beam search
 fast-s2s evaluate --checkpoint g2p.pt --peer phonetisaurus   # and Phonetisaurus beside it
+fast-s2s evaluate --checkpoint g2p.pt --peer phonetisaurus --plot curve.png   # time to accuracy
 
 For g2p the dictionary, the stress convention and the split seed default to the ones the
 checkpoint was trained with (its saved settings), so "test" is the same held-out words; a model
@@ -10,7 +11,9 @@ trained on a TSV of word<TAB>phonemes lines is scored on CMUdict's split. Prints
 part, the words, the search, the stress convention, PER and WER. With --peer, that line is
 followed by a table of both systems: Phonetisaurus is trained on the train words of the same
 split (fast_s2s.training.g2p_peer, extra "g2p-peer") and scored on the same words by the same
-code; fast_s2s's training seconds are the checkpoint's epoch log's.
+code; fast_s2s's training seconds are the checkpoint's epoch log's. --plot draws that log's
+validation WER against training seconds, with the peer's point (its training seconds and its
+WER on the same validation words).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from fast_s2s.data import G2P_TASK, SPLITS, STRESS, CmudictUnavailableError, loa
 from fast_s2s.data.cmudict import SRC_TOKENIZE, TGT_TOKENIZE, lexicon_pairs
 from fast_s2s.training import TrainSettings, checkpoint, evaluation, g2p, g2p_peer
 from fast_s2s.training.metrics import G2PScores
+from fast_s2s.training.plotting import plotting_unavailable
 from fast_s2s.training.translator import Translator
 
 PEERS = ("phonetisaurus",)
@@ -52,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also train this G2P system on the train words of the same split, score it on the "
         f"same words and print both side by side (extra {g2p_peer.PEER_EXTRA}; Phonetisaurus "
         "trains for a minute or two on CMUdict)",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="time to accuracy: the checkpoint's validation WER per epoch against training "
+        "seconds, and with --peer the peer's point (its WER on the same validation words)",
     )
 
 
@@ -99,24 +109,37 @@ def run(args: argparse.Namespace) -> str:
         model, translator.src_vocab, translator.tgt_vocab, part, beam=args.beam, device=args.device
     )
     line = g2p.describe(args.split, scores, args.beam, stress)
-    if args.peer is None:
-        return line
-    return "\n".join([line, *_side_by_side(args, saved, parts, scores)])
+    lines, peer = [line], None
+    if args.peer is not None:
+        # the peer's scores on the evaluated part, and on valid for the plot's point
+        peer = _phonetisaurus(parts, {args.split, "valid"} if args.plot else {args.split})
+        lines += _side_by_side(args, parts, (_training_seconds(saved), scores), peer)
+    if args.plot:
+        lines.append(_plot(args, saved, peer))
+    return "\n".join(lines)
+
+
+def _phonetisaurus(parts: dict, splits: set[str]) -> tuple[float, dict[str, G2PScores]]:
+    """Phonetisaurus trained on parts["train"] (in a temporary folder) and scored on each of
+    `splits`: its training seconds and the scores by split."""
+    with tempfile.TemporaryDirectory(prefix="fast_s2s-phonetisaurus-") as workdir:
+        model = g2p_peer.train_phonetisaurus(lexicon_pairs(parts["train"]), workdir)
+        return model.seconds, {s: g2p_peer.score_phonetisaurus(model, parts[s]) for s in splits}
 
 
 def _side_by_side(
-    args: argparse.Namespace, saved: dict, parts: dict, scores: G2PScores
+    args: argparse.Namespace,
+    parts: dict,
+    ours: tuple[float | None, G2PScores],
+    peer: tuple[float, dict[str, G2PScores]],
 ) -> list[str]:
-    """Phonetisaurus trained on parts["train"] and scored on the same part as the checkpoint:
-    a header line and a markdown table of both systems."""
+    """A header line and a markdown table of both systems on the evaluated part: ours and the
+    peer's (training seconds, scores)."""
     part = parts[args.split]
-    with tempfile.TemporaryDirectory(prefix="fast_s2s-phonetisaurus-") as workdir:
-        peer = g2p_peer.train_phonetisaurus(lexicon_pairs(parts["train"]), workdir)
-        peer_scores = g2p_peer.score_phonetisaurus(peer, part)
     search = "greedy" if args.beam == 1 else f"beam {args.beam}"
     rows = [
-        (f"fast_s2s ({search})", _training_seconds(saved), scores),
-        ("Phonetisaurus (phonetisaurus-train --seq2_del)", peer.seconds, peer_scores),
+        (f"fast_s2s ({search})", *ours),
+        ("Phonetisaurus (phonetisaurus-train --seq2_del)", peer[0], peer[1][args.split]),
     ]
     return [
         f"{args.split} words: {len(part):,}; Phonetisaurus trained on the "
@@ -131,13 +154,44 @@ def _side_by_side(
     ]
 
 
+def _epoch_clock(saved: dict) -> list[tuple[float, dict]]:
+    """(training seconds so far, the epoch's log entry) for each logged epoch with a time, the
+    seconds counted over every run (a resumed run's log starts from 0 again)."""
+    clock, offset, last = [], 0.0, 0.0
+    for epoch in saved.get("history") or []:
+        if "seconds" not in epoch:
+            continue
+        seconds = float(epoch["seconds"])
+        if seconds < last:  # a resumed run: its clock restarted
+            offset += last
+        last = seconds
+        clock.append((offset + seconds, epoch))
+    return clock
+
+
+def training_curve(saved: dict) -> list[tuple[float, float]]:
+    """(training seconds, validation WER) per epoch of a checkpoint's epoch log."""
+    return [(seconds, float(e["wer"])) for seconds, e in _epoch_clock(saved) if "wer" in e]
+
+
 def _training_seconds(saved: dict) -> float | None:
-    """The seconds of training in a checkpoint's epoch log: each run's last epoch's time since
-    that run started (a resumed run counts from 0 again), summed; None without a log."""
-    times = [float(epoch["seconds"]) for epoch in saved.get("history") or [] if "seconds" in epoch]
-    if not times:
-        return None
-    return sum(t for t, after in zip(times, [*times[1:], 0.0], strict=True) if after < t)
+    """The seconds of training in a checkpoint's epoch log, over every run; None without one."""
+    clock = _epoch_clock(saved)
+    return clock[-1][0] if clock else None
+
+
+def _plot(
+    args: argparse.Namespace, saved: dict, peer: tuple[float, dict[str, G2PScores]] | None
+) -> str:
+    """Draw --plot; returns the line saying where it went."""
+    from fast_s2s.training.plotting import plot_time_to_accuracy
+
+    curve = training_curve(saved)
+    if not curve:
+        raise ValueError(f"--plot: {args.checkpoint} holds no epoch log with validation WER")
+    point = None if peer is None else ("Phonetisaurus", peer[0], peer[1]["valid"].wer)
+    plot_time_to_accuracy(curve, args.plot, point)
+    return f"time to accuracy written to {args.plot}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -146,6 +200,9 @@ def main(args: argparse.Namespace) -> int:
         if reason is not None:
             print(f"fast-s2s evaluate: --peer {args.peer}: {reason}", file=sys.stderr)
             return 2
+    if args.plot and plotting_unavailable():
+        print(f"fast-s2s evaluate: --plot: {plotting_unavailable()}", file=sys.stderr)
+        return 2
     try:
         line = run(args)
     except (

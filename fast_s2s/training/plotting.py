@@ -115,3 +115,37 @@ def plot_length_curves(results: dict, path: str | os.PathLike) -> None:
     fig.tight_layout(rect=(0, 0.02 + 0.055 * legend_rows, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_time_to_accuracy(
+    curve: list[tuple[float, float]],
+    path: str | os.PathLike,
+    peer: tuple[str, float, float] | None = None,
+    title: str = "g2p: validation WER against training time",
+) -> None:
+    """Save validation WER (fraction) against training seconds, one point per epoch
+    (`curve`: (seconds, wer) pairs), and a peer's point (name, training seconds, WER on the
+    same words) with a dashed line at its WER, so where the curve crosses it reads off."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise RuntimeError(MISSING_MATPLOTLIB) from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    seconds, wers = zip(*curve, strict=True) if curve else ((), ())
+    ax.plot(seconds, [100 * w for w in wers], "-o", color="tab:blue", label="fast_s2s (per epoch)")
+    if peer is not None:
+        name, peer_seconds, peer_wer = peer
+        ax.axhline(100 * peer_wer, color="tab:red", linestyle="--", linewidth=1)
+        ax.plot([peer_seconds], [100 * peer_wer], "*", color="tab:red", markersize=14,
+                label=f"{name} ({peer_seconds:,.0f} s, {100 * peer_wer:.2f}%)")  # fmt: skip
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("validation WER (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

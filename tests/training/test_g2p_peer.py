@@ -14,7 +14,7 @@ from fast_s2s import cli
 from fast_s2s.cli import evaluate
 from fast_s2s.data import load_split, read_cmudict
 from fast_s2s.data.cmudict import lexicon_pairs, strip_stress
-from fast_s2s.training import checkpoint, g2p_peer
+from fast_s2s.training import checkpoint, g2p_peer, plotting
 
 MINI = pathlib.Path(__file__).parents[1] / "data" / "mini_cmudict.dict"
 UNAVAILABLE = g2p_peer.phonetisaurus_unavailable()
@@ -123,6 +123,20 @@ def test_training_seconds_add_up_resumed_runs():
     assert evaluate._training_seconds({}) is None
 
 
+def test_training_curve_follows_the_clock_over_resumed_runs():
+    history = [
+        {"seconds": 5.0, "wer": 0.5},
+        {"seconds": 10.0, "wer": 0.4},
+        {"seconds": 4.0, "wer": 0.35},  # a resumed run: its clock starts again
+        {"epoch": 4},  # no validation: not a point
+        {"seconds": 9.5, "wer": 0.3},
+    ]
+    assert evaluate.training_curve({"history": history}) == [
+        (5.0, 0.5), (10.0, 0.4), (14.0, 0.35), (19.5, 0.3),
+    ]  # fmt: skip
+    assert evaluate.training_curve({}) == []
+
+
 # ------------------------------------------------------------------------------ the command
 
 
@@ -182,3 +196,43 @@ def test_evaluate_peer_without_phonetisaurus_is_one_line_and_exit_2(monkeypatch,
     err = one_line_error(capsys)
     assert err.startswith("fast-s2s evaluate: --peer phonetisaurus: Phonetisaurus is not installed")
     assert "fast_s2s[g2p-peer]" in err and "phonetisaurus-train" in err
+
+
+@needs_phonetisaurus
+def test_evaluate_plot_draws_the_curve_and_the_peers_point_on_valid(tmp_path, capsys, monkeypatch):
+    """--plot: the checkpoint's validation WER per epoch against training seconds, and
+    Phonetisaurus's point: its WER on the same validation words (trained once for both the
+    table and the point); the PNG is written."""
+    torch.set_num_threads(1)
+    dictionary, ckpt = tmp_path / "sample.dict", tmp_path / "g2p.pt"
+    write_dictionary(dictionary, cmudict_sample(400))
+    train = ["train", "--data", str(dictionary), "--epochs", "2", "--embed-size", "16",
+             "--hidden-size", "32", "--batch-size", "16", "--test-beam", "1",
+             "--checkpoint", str(ckpt)]  # fmt: skip
+    assert cli.main(train) == 0
+    drawn, trained = [], []
+    real_plot, real_train = plotting.plot_time_to_accuracy, g2p_peer.train_phonetisaurus
+
+    def plot(curve, path, peer=None):
+        drawn.append((curve, peer))
+        real_plot(curve, path, peer)
+
+    def train_peer(*args, **kwargs):
+        trained.append(args)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(plotting, "plot_time_to_accuracy", plot)
+    monkeypatch.setattr(g2p_peer, "train_phonetisaurus", train_peer)
+    png = tmp_path / "curve.png"
+    capsys.readouterr()
+    args = ["evaluate", "--checkpoint", str(ckpt), "--peer", "phonetisaurus", "--plot", str(png)]
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.strip().endswith(f"time to accuracy written to {png}")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(trained) == 1
+    ((curve, (name, seconds, wer)),) = drawn
+    assert curve == evaluate.training_curve(checkpoint.load_checkpoint(ckpt)) and len(curve) == 2
+    parts = load_split(dictionary, "keep", 0)
+    model = real_train(lexicon_pairs(parts["train"]), tmp_path / "peer")
+    assert name == "Phonetisaurus" and seconds > 0
+    assert wer == g2p_peer.score_phonetisaurus(model, parts["valid"]).wer

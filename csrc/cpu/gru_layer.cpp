@@ -20,7 +20,6 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/sum.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -200,8 +199,10 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
   const at::Tensor xa = x.to(acc).contiguous(), wk = work.contiguous();
   const at::Tensor gout = grad_output.to(acc).contiguous();
   at::Tensor dh = grad_h_n.to(acc).contiguous().clone();
-  at::Tensor dgi = at::zeros({T, B, 3 * H}, xa.options());
-  at::Tensor dgh = at::zeros({T, B, 3 * H}, xa.options());
+  // Every entry is written below (the gates' gradients, or zero at steps and rows past a
+  // sequence's end): zero-filling them first cost a pass over 2 x T x B x 3H per call.
+  at::Tensor dgi = at::empty({T, B, 3 * H}, xa.options());
+  at::Tensor dgh = at::empty({T, B, 3 * H}, xa.options());
   at::Tensor dh_direct = at::empty({B, H}, xa.options());
   if (T > 0 && B > 0 && H > 0) {
     AT_DISPATCH_FLOATING_TYPES(acc, "gru_layer_backward_cpu", [&] {
@@ -238,13 +239,20 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
       int64_t t_owed = -1;  // the step whose dgh has not yet gone back through W_hh
       for (int64_t step = T - 1; step >= 0; --step) {
         const int64_t t = reverse ? T - 1 - step : step;
-        bool any_valid = false;
-        for (int64_t b = 0; b < B; ++b) any_valid |= t < lens[b];
-        if (!any_valid) continue;  // dh passes through unchanged; dgi, dgh stay zero
-        const A* wt = wk.const_data_ptr<A>() + t * B * 5 * H;
-        const A* go = gout.const_data_ptr<A>() + t * B * H;
         A* dgit = dgi.mutable_data_ptr<A>() + t * B * 3 * H;
         A* dght = dgh.mutable_data_ptr<A>() + t * B * 3 * H;
+        bool any_valid = false;
+        for (int64_t b = 0; b < B; ++b) {
+          if (t < lens[b]) {
+            any_valid = true;
+          } else {  // past row b's end: no gate gradient at this step
+            std::fill(dgit + b * 3 * H, dgit + (b + 1) * 3 * H, A(0));
+            std::fill(dght + b * 3 * H, dght + (b + 1) * 3 * H, A(0));
+          }
+        }
+        if (!any_valid) continue;  // dh passes through unchanged
+        const A* wt = wk.const_data_ptr<A>() + t * B * 5 * H;
+        const A* go = gout.const_data_ptr<A>() + t * B * H;
         if (t_owed >= 0) dgh_w.before_blocks(dgh.const_data_ptr<A>() + t_owed * B * 3 * H, 3 * H);
         for_each_block(blocks, [&](int64_t k) {
           const int64_t j0 = blocks.begin(k), len = blocks.len(k);

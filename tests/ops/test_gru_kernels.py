@@ -226,6 +226,33 @@ def test_cpp_resolves_to_the_cuda_kernel(backend, op):
     assert backends.resolve_backend(op, "cpp", "cuda") == "cpp"
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("backend", [pytest.param(CPP, marks=CPP.marks)], ids=repr)
+def test_cpp_layer_backward_past_every_length_on_recycled_memory(backend, reverse):
+    """gru_layer's C++ backward writes every entry of its gate gradients itself (zero past a
+    row's length and at steps past every length) rather than zero-filling them first: on
+    memory that held NaN just before, the gradients still match the reference, a row of
+    length 0 and trailing steps no row reaches included."""
+    gen = torch.Generator().manual_seed(3)
+    T, B, I, H = 9, 5, 7, 6
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_()
+
+    lengths = torch.tensor([7, 3, 0, 5, 2])
+    for _ in range(3):
+        junk = torch.full((4 * T * B * 3 * H,), float("nan"), dtype=torch.float64)
+        del junk  # the backward's buffers may reuse this memory
+        args = (randn(T, B, I), randn(B, H), randn(3 * H, I), randn(3 * H, H), randn(3 * H),
+                randn(3 * H))  # fmt: skip
+        grads = {}
+        for name in ("cpp", "reference"):
+            out, h_n = fast_s2s.ops.gru_layer(*args, lengths=lengths, reverse=reverse, backend=name)
+            grads[name] = torch.autograd.grad(out.sin().sum() + h_n.cos().sum(), args)
+        for got, want in zip(grads["cpp"], grads["reference"], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize(
     "backend,dtype,case", [*grid(EMU, EMU.dtypes, EMU_CASES), *grid(CPP, CPP.dtypes, CPP_CASES)]
 )

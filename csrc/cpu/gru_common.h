@@ -26,6 +26,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& lengths, bool reverse);
 
+// Where gru_layer_forward_into puts its results. output: a (T, B, H) view with unit feature
+// stride to write into (a direction's half of a bidirectional layer's (T, B, 2H) output), or
+// undefined for a new tensor. keep_work: false for inference (no backward will read the
+// workspace): the returned workspace is then one step's scratch, not (T, B, 5H).
+struct LayerTarget {
+  at::Tensor output;
+  bool keep_work = true;
+};
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+    const std::optional<at::Tensor>& lengths, bool reverse, const LayerTarget& target);
+
 // The gru_stack op (gru_stack.cpp): fast_s2s.nn.GRU's inference forward in one call, x (T, B, I),
 // h0 (layers * directions, B, H) -> output (T, B, directions * H), h_n.
 std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tensor& h0,

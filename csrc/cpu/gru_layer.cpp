@@ -100,6 +100,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& lengths, bool reverse) {
+  return gru_layer_forward_into(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, LayerTarget{});
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+    const std::optional<at::Tensor>& lengths, bool reverse, const LayerTarget& target) {
   check_layer_inputs(kOp, x, h0);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   const GruParams p = gru_params(kOp, x, I, H, w_ih, w_hh, b_ih, b_hh);
@@ -109,8 +116,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
   const at::Tensor xa = x.to(acc).contiguous();
   at::Tensor h = h0.to(acc).contiguous().clone();  // the running state, float32/64
   at::Tensor h_next = at::empty_like(h);
-  at::Tensor work = at::empty({T, B, 5 * H}, xa.options());
-  at::Tensor output = at::empty({T, B, H}, x.options());
+  // Without a backward, one step's rows of the workspace are scratch for the gates, reused.
+  at::Tensor work =
+      at::empty({target.keep_work ? T : std::min<int64_t>(T, 1), B, 5 * H}, xa.options());
+  at::Tensor output = target.output.defined() ? target.output : at::empty({T, B, H}, x.options());
+  TORCH_CHECK(output.sizes() == at::IntArrayRef({T, B, H}) && output.stride(2) == 1 &&
+                  output.scalar_type() == x.scalar_type(),
+              kOp, ": the output view must be (T, B, H) with unit feature stride, got ",
+              output.sizes());
   if (T == 0 || B == 0 || H == 0) return {output.zero_(), h.to(x.scalar_type()), work.zero_()};
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "gru_layer_cpu", [&] {
     using A = acc_t<scalar_t>;
@@ -133,13 +146,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     A* hp = h.mutable_data_ptr<A>();
     A* hq = h_next.mutable_data_ptr<A>();
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
+    const int64_t out_t = output.stride(0), out_b = output.stride(1);
     InputProjection<A> projection(xa, p.w_ih, reverse, max_len);
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
-      A* wt = work.mutable_data_ptr<A>() + t * B * 5 * H;
+      A* wt = work.mutable_data_ptr<A>() + (target.keep_work ? t : 0) * B * 5 * H;
       if (t >= max_len) {  // no row is running at this step: zeros, no product
-        std::fill(out + t * B * H, out + (t + 1) * B * H, scalar_t(0));
-        std::fill(wt, wt + B * 5 * H, A(0));
+        for (int64_t b = 0; b < B; ++b) {
+          std::fill(out + t * out_t + b * out_b, out + t * out_t + b * out_b + H, scalar_t(0));
+        }
+        if (target.keep_work) std::fill(wt, wt + B * 5 * H, A(0));
         continue;
       }
       const A* gip = projection.step(t);
@@ -151,8 +167,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
           const A* h_b = hp + b * H + j0;
           A* h_new = hq + b * H + j0;
           A* wb = wt + b * 5 * H + j0;
-          scalar_t* ob = out + (t * B + b) * H + j0;
-          std::copy(h_b, h_b + len, wb + 4 * H);  // h_prev, for the backward
+          scalar_t* ob = out + t * out_t + b * out_b + j0;
+          if (target.keep_work) std::copy(h_b, h_b + len, wb + 4 * H);  // h_prev, for backward
           if (t < lens[b]) {
             gru_gates_forward<A>({gip + b * 3 * H + j0, H}, gh.row(k, b),
                                  {bih ? bih + j0 : nullptr, H}, {bhh ? bhh + j0 : nullptr, H}, h_b,
@@ -160,7 +176,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
             convert_row(h_new, ob, len);
           } else {  // past this row's end: state kept, output zero, no gradient
             std::copy(h_b, h_b + len, h_new);
-            for (int g = 0; g < 4; ++g) std::fill(wb + g * H, wb + g * H + len, A(0));
+            if (target.keep_work) {
+              for (int g = 0; g < 4; ++g) std::fill(wb + g * H, wb + g * H + len, A(0));
+            }
             std::fill(ob, ob + len, scalar_t(0));
           }
         }

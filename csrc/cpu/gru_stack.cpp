@@ -14,12 +14,11 @@
 #include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/stack.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
-#include <array>
 #include <optional>
 #include <vector>
 
@@ -47,8 +46,11 @@ std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tens
               x.size(1), ", H), got ", h0.sizes());
   std::vector<at::Tensor> h_n(num_layers * dirs);
   at::Tensor input = x;
+  const int64_t H = h0.size(2);
   for (int64_t layer = 0; layer < num_layers; ++layer) {
-    std::array<at::Tensor, 2> outputs;
+    // Each direction writes its half of the layer's output in place (no concatenation) and
+    // keeps no workspace (no backward reads it).
+    at::Tensor output = at::empty({x.size(0), x.size(1), dirs * H}, x.options());
     auto run = [&](int64_t d) {
       // Grad mode is per thread, and a pool thread's is on: the layer's products must not see
       // weights that require grad as inputs to record (this op is inference only).
@@ -57,9 +59,9 @@ std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tens
       const auto w = [&](int64_t i) { return weights.get(4 * index + i); };
       TORCH_CHECK(w(0).has_value() && w(1).has_value(), kOp, ": w_ih and w_hh of layer ", layer,
                   " direction ", d, " must be tensors");
-      auto [output, last, work] =
-          gru_layer_forward(input, h0[index], *w(0), *w(1), w(2), w(3), lengths, d == 1);
-      outputs[d] = std::move(output);
+      const LayerTarget target{output.narrow(2, d * H, H), /*keep_work=*/false};
+      auto [out, last, work] = gru_layer_forward_into(input, h0[index], *w(0), *w(1), w(2), w(3),
+                                                      lengths, d == 1, target);
       h_n[index] = std::move(last);
     };
     if (dirs == 2 && at::get_num_threads() > 1 && !at::in_parallel_region()) {
@@ -69,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tens
     } else {
       for (int64_t d = 0; d < dirs; ++d) run(d);
     }
-    input = dirs == 1 ? outputs[0] : at::cat({outputs[0], outputs[1]}, 2);
+    input = output;
   }
   return {input, at::stack(h_n, 0)};
 }

@@ -112,6 +112,34 @@ def test_bad_input_is_refused_as_by_the_loop():
         gru(torch.randn(4, 2, 6), lengths=torch.tensor([5, 1]))
     with torch.no_grad(), pytest.raises(ValueError, match="h0 must have the dtype of x"):
         gru(torch.randn(4, 2, 6), torch.randn(2, 2, 5, dtype=torch.float64))
+    # x's dtype against the weights' (the one-op path skips the full checks only when they agree)
+    with torch.no_grad(), pytest.raises(ValueError, match="dtype"):
+        gru(torch.randn(4, 2, 6, dtype=torch.float64))
+    with torch.no_grad(), pytest.raises(ValueError, match="float16"):
+        gru.half()(torch.randn(4, 2, 6, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_steps_past_every_length_are_zero_on_recycled_memory(threads):
+    """Each direction writes its half of the (T, B, 2H) output in place, and nothing at the
+    steps past every row's length runs: those must still be written (zeros), also where the
+    allocator hands back memory full of NaN."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        T, B, I, H = 9, 3, 6, 5
+        gru = fnn.GRU(I, H, num_layers=2, bidirectional=True)
+        x, lengths = torch.randn(T, B, I), torch.tensor([4, 0, 2])
+        expected = gru(x, lengths=lengths)  # the per-layer loop
+        for _ in range(3):
+            torch.full((T, B, 2 * H), float("nan")).sum()  # freed: its block is reused
+            with torch.no_grad():
+                got = gru(x, lengths=lengths)
+            assert torch.equal(got[0], expected[0].detach())
+            assert torch.equal(got[1], expected[1].detach())
+            assert (got[0][4:] == 0).all() and (got[0][:, 1] == 0).all()
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_the_op_checks_its_own_arguments():

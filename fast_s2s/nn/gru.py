@@ -256,8 +256,7 @@ class GRU(nn.Module):
         (csrc/cpu/gru_stack.cpp): no gradient wanted, no dropout between layers, the C++
         kernel on the CPU. It computes what the per-layer loop does, without the Python per
         layer and direction that dominates a one-sentence encoder, and runs the two directions
-        of a layer on two threads at once. The cheap tests come first: at one sentence this
-        decision is a measurable part of the call."""
+        of a layer on two threads at once."""
         if x.device.type != "cpu" or (self.training and self.dropout > 0 and self.num_layers > 1):
             return False
         if torch.is_grad_enabled() and (
@@ -274,7 +273,9 @@ class GRU(nn.Module):
         # weights'. When they agree (the common case) the full Python checks are skipped: at one
         # sentence they cost as much as a fifth of the call; the op checks every layer's weight
         # shapes itself. When they disagree, the per-layer path's checks name what is wrong.
-        weights = [self._parameters.get(name) for name in self._stack_weight_names]
+        # A module pickled whole by an earlier version has no name list: built here then.
+        names = self.__dict__.get("_stack_weight_names") or self._weight_names()
+        weights = [self._parameters.get(name) for name in names]
         w = weights[0]
         if not (
             x.dtype == h0.dtype == w.dtype

@@ -214,7 +214,6 @@ class GRU(nn.Module):
                 for name, tensor in params.items():
                     self.register_parameter(name, nn.Parameter(tensor))
                     self._flat_weights_names.append(name)
-        self._stack_weight_names = tuple(self._weight_names())
         self.reset_parameters()
 
     @property
@@ -273,9 +272,7 @@ class GRU(nn.Module):
         # weights'. When they agree (the common case) the full Python checks are skipped: at one
         # sentence they cost as much as a fifth of the call; the op checks every layer's weight
         # shapes itself. When they disagree, the per-layer path's checks name what is wrong.
-        # A module pickled whole by an earlier version has no name list: built here then.
-        names = self.__dict__.get("_stack_weight_names") or self._weight_names()
-        weights = [self._parameters.get(name) for name in names]
+        weights = [self._parameters.get(name) for name in self._weight_names()]
         w = weights[0]
         if not (
             x.dtype == h0.dtype == w.dtype

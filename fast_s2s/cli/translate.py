@@ -24,6 +24,7 @@ from fast_s2s.cli.options import INT_MAX, Number, integer, number
 from fast_s2s.data import FramesFormatError, load_frames
 from fast_s2s.models.decoding import LENGTH_PENALTIES, SearchOptions
 from fast_s2s.training import checkpoint
+from fast_s2s.training.g2p import OUTPUT_BOUND as G2P_OUTPUT_BOUND
 from fast_s2s.training.plotting import plotting_unavailable
 from fast_s2s.training.translator import Translator
 
@@ -154,13 +155,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=MAX_LEN_RATIO,
         metavar="A",
         help="at most floor(A * source length) + --max-len-offset tokens, within --min-len and "
-        "--max-len (default: the model's task's bound, g2p: 2; none: --max-len alone)",
+        f"--max-len (default: the model's task's bound, g2p: A = {G2P_OUTPUT_BOUND[0]:g}, "
+        f"B = {G2P_OUTPUT_BOUND[1]}; none: --max-len alone)",
     )
     parser.add_argument(
         "--max-len-offset",
         type=integer(0, INT_MAX),
         metavar="B",
-        help="with --max-len-ratio: B (default 0)",
+        help="with --max-len-ratio: B (default 0; a g2p model without --max-len-ratio: "
+        f"{G2P_OUTPUT_BOUND[1]})",
     )
     parser.add_argument("--plot", metavar="PNG", help="save the attention map of the first input")
     parser.add_argument(

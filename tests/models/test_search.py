@@ -329,6 +329,27 @@ def test_outputs_bounded_by_their_sources_in_every_search():
             assert [len(hyps[0].tokens) for hyps in ranked] == want
 
 
+def test_greedy_decode_and_beam_search_take_the_source_bound():
+    """The function API's max_len_ratio / max_len_offset are SearchOptions': each sentence stops
+    at its own limit (eos never wins here), token for token what search() returns."""
+    model = random_model("luong-general-feed", 9, seed=4)
+    with torch.no_grad():
+        model.decoder.out.bias[model.config.eos_id] = -1e4
+    src, lengths = random_source(5, seed=8, max_src=8)
+    bound = dict(max_len_ratio=1.5, max_len_offset=2)
+    want = SearchOptions(max_len=40, **bound).sentence_max_lens(lengths.tolist())
+    assert len(set(want)) > 1  # the sources differ in length, so do the limits
+    for native in (True, False):
+        greedy = greedy_decode(model, src, lengths, max_len=40, native=native, **bound)
+        beam = beam_search(model, src, lengths, 3, 40, native=native, **bound)
+        assert [len(h.tokens) for h in greedy] == want
+        assert [len(h.tokens) for h in beam] == want
+        spec = SearchOptions(beam=3, max_len=40, native=native, **bound)
+        assert [h.tokens for h in beam] == [r[0].tokens for r in search(model, src, lengths, spec)]
+    with pytest.raises(ValueError, match="max_len_ratio"):
+        greedy_decode(model, src, lengths, max_len_ratio=-1.0)
+
+
 def test_gnmt_penalty_formula():
     assert length_normalize(-6.0, 7, 1.0, "gnmt") == pytest.approx(-6.0 / 2.0)
     assert length_normalize(-6.0, 7, 0.0, "gnmt") == -6.0

@@ -128,6 +128,8 @@ def greedy_decode(
     max_len: int = 100,
     *,
     min_len: int = 0,
+    max_len_ratio: float | None = None,
+    max_len_offset: int = 0,
     native: bool = True,
 ) -> list[Hypothesis]:
     """Greedy decoding of a batch (beam search with beam 1): the most probable token at every
@@ -135,10 +137,13 @@ def greedy_decode(
 
     model: run in eval mode and without gradients (its mode is restored). src: (B, S) int64
     padded source (or (B, S, F) frames for source="frames"); src_lengths: (B,). max_len,
-    min_len: at most / at least this many tokens before eos. native: run the native engine
-    where it can (decode_path says which runs); False: the Python loop, the reference.
+    min_len: at most / at least this many tokens before eos. max_len_ratio, max_len_offset: with
+    a ratio a, each sentence of source length S stops after floor(a * S) + b tokens (within
+    [min_len, max_len]; SearchOptions.sentence_max_lens). native: run the native engine where it
+    can (decode_path says which runs); False: the Python loop, the reference.
     """
-    spec = _options(1, max_len, min_len, 1.0, "power", 1, native)
+    bounds = (max_len_ratio, max_len_offset)
+    spec = _options(1, max_len, min_len, 1.0, "power", 1, native, *bounds)
     return [hyps[0] for hyps in search(model, src, src_lengths, spec)]
 
 
@@ -154,6 +159,8 @@ def beam_search(
     n_best: None = ...,
     penalty: str = ...,
     min_len: int = ...,
+    max_len_ratio: float | None = ...,
+    max_len_offset: int = ...,
     native: bool = ...,
 ) -> list[Hypothesis]: ...
 @overload
@@ -168,6 +175,8 @@ def beam_search(
     n_best: int,
     penalty: str = ...,
     min_len: int = ...,
+    max_len_ratio: float | None = ...,
+    max_len_offset: int = ...,
     native: bool = ...,
 ) -> list[list[Hypothesis]]: ...
 def beam_search(
@@ -181,13 +190,16 @@ def beam_search(
     n_best: int | None = None,
     penalty: str = "power",
     min_len: int = 0,
+    max_len_ratio: float | None = None,
+    max_len_offset: int = 0,
     native: bool = True,
 ) -> list[Hypothesis] | list[list[Hypothesis]]:
     """Batched beam search: B sentences x beam_size hypotheses = N decoder rows per step (the
     search and its stopping rule: python_loop; the ranking and the bound: rules). With
     beam_size=1 this is exactly greedy_decode.
 
-    model, src, src_lengths, max_len, min_len, native: as greedy_decode. beam_size: hypotheses
+    model, src, src_lengths, max_len, min_len, max_len_ratio, max_len_offset, native: as
+    greedy_decode. beam_size: hypotheses
     kept per sentence. length_penalty: alpha, a finite real (0: rank by total log-prob);
     penalty: its form, "power" (L ** alpha) or "gnmt" (((5 + L) / 6) ** alpha). n_best: None
     returns the best Hypothesis per source row; k in [1, beam_size] returns per row a list of
@@ -195,17 +207,19 @@ def beam_search(
     the total log-probability.
     """
     best = 1 if n_best is None else n_best
-    spec = _options(beam_size, max_len, min_len, length_penalty, penalty, best, native)
+    bounds = (max_len_ratio, max_len_offset)
+    spec = _options(beam_size, max_len, min_len, length_penalty, penalty, best, native, *bounds)
     ranked = search(model, src, src_lengths, spec)
     return [hyps[0] for hyps in ranked] if n_best is None else ranked
 
 
 @functools.lru_cache(maxsize=256, typed=True)  # typed: True, 1 and 1.0 are different options
 def _cached_options(*args: object) -> SearchOptions:
-    beam, max_len, min_len, length_penalty, penalty, n_best, native = args
+    beam, max_len, min_len, length_penalty, penalty, n_best, native, ratio, offset = args
     return SearchOptions(
         beam=beam, max_len=max_len, min_len=min_len, length_penalty=length_penalty,
-        penalty=penalty, n_best=n_best, native=native,
+        penalty=penalty, n_best=n_best, native=native, max_len_ratio=ratio,
+        max_len_offset=offset,
     )  # type: ignore[arg-type]  # fmt: skip
 
 

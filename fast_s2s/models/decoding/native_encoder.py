@@ -26,6 +26,7 @@ from fast_s2s.models.encoder import Encoder
 from fast_s2s.models.seq2seq import Seq2Seq
 from fast_s2s.models.state import EncoderState
 from fast_s2s.nn import GRU, Attention, AttentionMemory
+from fast_s2s.nn.gru import gru_weight_names
 
 __all__ = ["encode", "unavailable"]
 
@@ -60,7 +61,9 @@ def _pack(model: Seq2Seq) -> tuple[list[Tensor | None], list[int]]:
         params = [modules["embedding"]._parameters["weight"], None]
     rnn = modules["rnn"]
     rnn_params = rnn._parameters
-    params += [rnn_params.get(name) for name in rnn._weight_names()]
+    params += [
+        rnn_params.get(name) for name in gru_weight_names(rnn.num_layers, rnn.num_directions)
+    ]
     bridge = modules["bridge"]._parameters
     params += [bridge["weight"], bridge["bias"]]
     attention = model._modules["decoder"]._modules.get("attention")

@@ -199,12 +199,11 @@ def beam_search(
     beam_size=1 this is exactly greedy_decode.
 
     model, src, src_lengths, max_len, min_len, max_len_ratio, max_len_offset, native: as
-    greedy_decode. beam_size: hypotheses
-    kept per sentence. length_penalty: alpha, a finite real (0: rank by total log-prob);
-    penalty: its form, "power" (L ** alpha) or "gnmt" (((5 + L) / 6) ** alpha). n_best: None
-    returns the best Hypothesis per source row; k in [1, beam_size] returns per row a list of
-    its k best finished hypotheses, best first (fewer when fewer finished). Hypothesis.score is
-    the total log-probability.
+    greedy_decode. beam_size: hypotheses kept per sentence. length_penalty: alpha, a finite real
+    (0: rank by total log-prob); penalty: its form, "power" (L ** alpha) or "gnmt"
+    (((5 + L) / 6) ** alpha). n_best: None returns the best Hypothesis per source row; k in
+    [1, beam_size] returns per row a list of its k best finished hypotheses, best first (fewer
+    when fewer finished). Hypothesis.score is the total log-probability.
     """
     best = 1 if n_best is None else n_best
     bounds = (max_len_ratio, max_len_offset)

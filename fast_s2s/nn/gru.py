@@ -131,8 +131,9 @@ class GRUCell(nn.Module):
 @functools.cache
 def gru_weight_names(num_layers: int, num_directions: int) -> tuple[str, ...]:
     """The parameter names of a torch.nn.GRU of this many layers and directions, in the order
-    of its flat weights (layer, then direction, then w_ih, w_hh, b_ih, b_hh). Cached: a
-    one-sentence forward would otherwise spend 3 us formatting them."""
+    of its flat weights (layer, then direction, then w_ih, w_hh, b_ih, b_hh; the bias names
+    too, which a bias=False module lacks). Cached: a one-sentence forward would otherwise spend
+    3 us formatting them."""
     return tuple(
         f"{name}_l{layer}" + ("_reverse" if direction == 1 else "")
         for layer in range(num_layers)
@@ -255,8 +256,8 @@ class GRU(nn.Module):
         )
 
     def _weight_names(self) -> tuple[str, ...]:
-        """weight_ih, weight_hh, bias_ih, bias_hh of every layer and direction, in order (the
-        biases' names too with bias=False: they are then absent, and None in their place)."""
+        """gru_weight_names of this module; with bias=False the bias names are absent from
+        _parameters, so a lookup gives None in their place."""
         return gru_weight_names(self.num_layers, self.num_directions)
 
     def _runs_as_one_op(self, x: Tensor, h0: Tensor) -> bool:

@@ -52,9 +52,11 @@ std::optional<Backend> forced_from_env() {
 }
 
 struct Choice {
-  Backend backend;
+  Backend backend;  // the fastest product (choose_amortized: the fastest over many uses)
   bool forced;
   std::vector<std::pair<Backend, double>> best_us;  // what was measured
+  // choose_amortized only: each candidate's preparation, in best_us's order.
+  std::vector<double> prepare_us;
 };
 
 using Key = std::tuple<std::string, int64_t, int64_t, int64_t, int, int>;
@@ -205,30 +207,54 @@ std::optional<Backend> forced() {
   return s.forced;
 }
 
-Backend choose(Site site, const std::vector<Backend>& offered,
-               const std::function<std::function<void()>(Backend)>& trial) {
+namespace {
+
+std::vector<Backend> offered_options(const Site& site, const std::vector<Backend>& offered) {
   std::vector<Backend> options;
   for (Backend b : offered) {
     if (available(b, site.dtype)) options.push_back(b);
   }
   TORCH_CHECK(!options.empty(), site.op, ": no matrix product backend for dtype ", site.dtype);
-  const Key key{site.op, pow2_at_least(site.m),        site.n,
-                site.k,  static_cast<int>(site.dtype), at::get_num_threads()};
-  const std::optional<Backend> pinned = forced();
+  return options;
+}
+
+Key key_of(const Site& site) {
+  return Key{site.op, pow2_at_least(site.m),        site.n,
+             site.k,  static_cast<int>(site.dtype), at::get_num_threads()};
+}
+
+// A pinned backend the site does not offer (mkl_packed for a one-shot product, float64) runs as
+// blas: still one fixed implementation per site, so results are deterministic.
+Choice pinned_choice(Backend pinned, const std::vector<Backend>& options) {
+  const bool offered_here = std::find(options.begin(), options.end(), pinned) != options.end();
+  return Choice{offered_here ? pinned : Backend::kBlas, true, {}, {}};
+}
+
+// select(the cached choice of `key`, or the one `measure` makes), under the lock, which
+// set_forced's clear also takes. Measured outside the lock: two threads measuring the same
+// site at once is harmless; the first to finish is kept.
+template <typename Measure, typename Select>
+Backend cached_choice(const Key& key, const Measure& measure, const Select& select) {
   State& s = state();
   {
     std::lock_guard<std::mutex> lock(s.mutex);
     auto it = s.choices.find(key);
-    if (it != s.choices.end()) return it->second.backend;
+    if (it != s.choices.end()) return select(it->second);
   }
-  Choice choice{options.front(), false, {}};
-  if (pinned) {
-    // A pinned backend the site does not offer (mkl_packed for a one-shot product, float64)
-    // runs as blas: still one fixed implementation per site, so results are deterministic.
-    const bool offered_here = std::find(options.begin(), options.end(), *pinned) != options.end();
-    choice = Choice{offered_here ? *pinned : Backend::kBlas, true, {}};
-  } else {
-    // Measured outside the lock: two threads measuring the same site at once is harmless.
+  Choice choice = measure();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  return select(s.choices.emplace(key, std::move(choice)).first->second);
+}
+
+}  // namespace
+
+Backend choose(Site site, const std::vector<Backend>& offered,
+               const std::function<std::function<void()>(Backend)>& trial) {
+  const std::vector<Backend> options = offered_options(site, offered);
+  const std::optional<Backend> pinned = forced();
+  auto measure = [&] {
+    if (pinned) return pinned_choice(*pinned, options);
+    Choice choice{options.front(), false, {}, {}};
     double best = 0;
     for (Backend b : options) {
       const double us = best_us(trial(b));
@@ -238,9 +264,46 @@ Backend choose(Site site, const std::vector<Backend>& offered,
         choice.backend = b;
       }
     }
-  }
-  std::lock_guard<std::mutex> lock(s.mutex);
-  return s.choices.emplace(key, choice).first->second.backend;
+    return choice;
+  };
+  return cached_choice(key_of(site), measure, [](const Choice& choice) { return choice.backend; });
+}
+
+Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t uses,
+                         const std::function<AmortizedTrial(Backend)>& trial) {
+  const std::vector<Backend> options = offered_options(site, offered);
+  const std::optional<Backend> pinned = forced();
+  auto measure = [&] {
+    if (pinned) return pinned_choice(*pinned, options);
+    Choice c{options.front(), false, {}, {}};
+    double best = 0;
+    for (Backend b : options) {
+      const AmortizedTrial candidate = trial(b);
+      const double prepare = best_us(candidate.prepare);
+      const double product = best_us(candidate.product);
+      c.best_us.emplace_back(b, product);
+      c.prepare_us.push_back(prepare);
+      if (c.best_us.size() == 1 || product < best) {
+        best = product;
+        c.backend = b;
+      }
+    }
+    return c;
+  };
+  auto least_for_uses = [uses](const Choice& choice) {
+    if (choice.forced) return choice.backend;
+    Backend least = choice.backend;
+    double least_us = -1;
+    for (size_t i = 0; i < choice.best_us.size(); ++i) {
+      const double us = choice.prepare_us[i] + static_cast<double>(uses) * choice.best_us[i].second;
+      if (least_us < 0 || us < least_us) {
+        least_us = us;
+        least = choice.best_us[i].first;
+      }
+    }
+    return least;
+  };
+  return cached_choice(key_of(site), measure, least_for_uses);
 }
 
 std::vector<std::string> report() {
@@ -257,6 +320,13 @@ std::vector<std::string> report() {
     } else {
       line << " (best us:";
       for (const auto& [b, us] : choice.best_us) line << " " << name(b) << " " << us;
+      if (!choice.prepare_us.empty()) {
+        line << "; prepare us:";
+        for (size_t i = 0; i < choice.prepare_us.size(); ++i) {
+          line << " " << name(choice.best_us[i].first) << " " << choice.prepare_us[i];
+        }
+        line << "; per call the least prepare + uses x product";
+      }
       line << ")";
     }
     lines.push_back(line.str());
@@ -267,20 +337,6 @@ std::vector<std::string> report() {
 namespace {
 
 constexpr int64_t panel_count(int64_t n, int64_t cols) { return (n + cols - 1) / cols; }
-
-// w (n x k, row stride ldw) into the column panels of PackedWeight's layout (panel_gemm.h):
-// panel p holds dst[(p * k + kk) * C + j] = w[p * C + j][kk], zeros past n.
-template <typename A>
-void pack_panels(const A* w, int64_t n, int64_t k, int64_t ldw, A* dst) {
-  constexpr int64_t C = PackedWeight<A>::kCols;
-  const int64_t panels = panel_count(n, C);
-  std::fill(dst, dst + panels * k * C, A(0));
-  for (int64_t row = 0; row < n; ++row) {
-    A* out = dst + (row / C) * k * C + row % C;
-    const A* src = w + row * ldw;
-    for (int64_t kk = 0; kk < k; ++kk) out[kk * C] = src[kk];
-  }
-}
 
 }  // namespace
 
@@ -294,7 +350,7 @@ NtWeight<A>::NtWeight(Backend backend, const A* w, int64_t n, int64_t k, int64_t
     A* buffer = reinterpret_cast<A*>(pack_pool().acquire(bytes));
     packed_ =
         std::unique_ptr<float, void (*)(float*)>(reinterpret_cast<float*>(buffer), release_packed);
-    pack_panels(w, n, k, ldw, buffer);
+    pack_panels(w, n, k, ldw, buffer, PackedWeight<A>::kCols);
     return;
   }
   if (backend_ != Backend::kMklPacked) return;

@@ -72,6 +72,18 @@ struct Site {
 Backend choose(Site site, const std::vector<Backend>& offered,
                const std::function<std::function<void()>(Backend)>& trial);
 
+// For a weight prepared once per call and then multiplied `uses` times (the steps of a GRU
+// layer): the backend with the least prepare + uses x product time. Packing pays off only over
+// enough products: at batch 1, H = 64 the panels save ~0.25 us per product and cost ~1.5 us per
+// gate's weight to pack, so a sentence of a few steps runs faster unpacked. trial(backend)
+// returns the candidate's preparation and one product, each timed on its own once per site
+// (the product after a preparation); a pinned backend is used whatever `uses` is.
+struct AmortizedTrial {
+  std::function<void()> prepare, product;
+};
+Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t uses,
+                         const std::function<AmortizedTrial(Backend)>& trial);
+
 // One line per measured or forced choice: "op m<=M n=N k=K dtype threads=T: backend
 // (best time of each candidate in us)". Empty before the first product.
 std::vector<std::string> report();

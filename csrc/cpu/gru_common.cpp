@@ -9,10 +9,10 @@ GruParams gru_params(const char* op, const at::Tensor& x, int64_t input_size, in
                      const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh) {
   GruParams p = check_gru_params(op, x, input_size, hidden, w_ih, w_hh, b_ih, b_hh);
   const auto acc = gru_acc_dtype(x.scalar_type());
-  p.w_ih = p.w_ih.to(acc);
-  p.w_hh = p.w_hh.to(acc);
-  if (p.b_ih.defined()) p.b_ih = p.b_ih.to(acc);
-  if (p.b_hh.defined()) p.b_hh = p.b_hh.to(acc);
+  p.w_ih = contiguous_as(p.w_ih, acc);
+  p.w_hh = contiguous_as(p.w_hh, acc);
+  if (p.b_ih.defined()) p.b_ih = contiguous_as(p.b_ih, acc);
+  if (p.b_hh.defined()) p.b_hh = contiguous_as(p.b_hh, acc);
   return p;
 }
 

@@ -28,12 +28,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
 
 // Where gru_layer_forward_into puts its results. output: a (T, B, H) view with unit feature
 // stride to write into (a direction's half of a bidirectional layer's (T, B, 2H) output), or
-// undefined for a new tensor. keep_work: false for inference (no backward will read the
-// workspace): the returned workspace is then one step's scratch, not (T, B, 5H).
+// undefined for a new tensor; h_n likewise, a contiguous (B, H) view (a row of the stack's
+// (layers * directions, B, H) h_n). keep_work: false for inference (no backward will read the
+// workspace): the running state and one step's gate scratch then live in buffers the thread
+// keeps across calls, and the returned workspace is undefined.
 struct LayerTarget {
   at::Tensor output;
+  at::Tensor h_n;
   bool keep_work = true;
 };
+
+// t in `dtype`, contiguous: t itself, without a dispatch, when it already is.
+inline at::Tensor contiguous_as(const at::Tensor& t, at::ScalarType dtype) {
+  return (t.scalar_type() == dtype ? t : t.to(dtype)).contiguous();
+}
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,

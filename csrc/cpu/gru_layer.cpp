@@ -94,6 +94,16 @@ class InputProjection {
   int64_t lo_ = 0, hi_ = 0;
 };
 
+// At least n elements of a buffer the calling thread keeps across calls (a layer's running
+// state and step scratch): a few KiB per call whose fresh allocation and zeroing showed in a
+// one-sentence encoder's profile. Not reentrant: a thread runs one layer at a time.
+template <typename A>
+A* layer_scratch(int64_t n) {
+  thread_local std::vector<A> storage;
+  if (static_cast<int64_t>(storage.size()) < n) storage.resize(n);
+  return storage.data();
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
@@ -113,21 +123,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
   const std::vector<int64_t> lens = layer_lengths(kOp, lengths, B, T);
   const int64_t max_len = B == 0 ? 0 : *std::max_element(lens.begin(), lens.end());
   const auto acc = gru_acc_dtype(x.scalar_type());
-  const at::Tensor xa = x.to(acc).contiguous();
-  at::Tensor h = h0.to(acc).contiguous().clone();  // the running state, float32/64
-  at::Tensor h_next = at::empty_like(h);
-  // Without a backward, one step's rows of the workspace are scratch for the gates, reused.
-  at::Tensor work =
-      at::empty({target.keep_work ? T : std::min<int64_t>(T, 1), B, 5 * H}, xa.options());
+  const at::Tensor xa = contiguous_as(x, acc), h0a = contiguous_as(h0, acc);
   at::Tensor output = target.output.defined() ? target.output : at::empty({T, B, H}, x.options());
   TORCH_CHECK(output.sizes() == at::IntArrayRef({T, B, H}) && output.stride(2) == 1 &&
                   output.scalar_type() == x.scalar_type(),
               kOp, ": the output view must be (T, B, H) with unit feature stride, got ",
               output.sizes());
-  if (T == 0 || B == 0 || H == 0) return {output.zero_(), h.to(x.scalar_type()), work.zero_()};
+  at::Tensor h_n = target.h_n.defined() ? target.h_n : at::empty({B, H}, x.options());
+  TORCH_CHECK(h_n.sizes() == at::IntArrayRef({B, H}) && h_n.is_contiguous() &&
+                  h_n.scalar_type() == x.scalar_type(),
+              kOp, ": the h_n view must be a contiguous (B, H), got ", h_n.sizes());
+  at::Tensor work = target.keep_work ? at::empty({T, B, 5 * H}, xa.options()) : at::Tensor();
+  if (T == 0 || B == 0 || H == 0) {
+    if (work.defined()) work.zero_();
+    h_n.copy_(h0);
+    return {output.zero_(), h_n, work};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "gru_layer_cpu", [&] {
     using A = acc_t<scalar_t>;
     const A *bih = ptr_or_null<A>(p.b_ih), *bhh = ptr_or_null<A>(p.b_hh);
+    // The running state, two (B, H) rows swapped per step, and without a backward one step's
+    // [r, z, n, hn, h_prev] scratch for the gates.
+    A* scratch = layer_scratch<A>(2 * B * H + (target.keep_work ? 0 : B * 5 * H));
+    A* hp = scratch;
+    A* hq = scratch + B * H;
+    A* work_base = target.keep_work ? work.mutable_data_ptr<A>() : scratch + 2 * B * H;
+    std::copy(h0a.const_data_ptr<A>(), h0a.const_data_ptr<A>() + B * H, hp);
     const UnitBlocks blocks = unit_blocks(H);
     std::map<Backend, std::unique_ptr<StepProducts<A>>> prepared;
     auto prepare = [&](Backend b) -> StepProducts<A>& {
@@ -135,22 +156,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
       if (!slot) slot = std::make_unique<StepProducts<A>>(b, p.w_hh, 3, blocks, B);
       return *slot;
     };
+    // W_hh is prepared once per call and multiplied at each of max_len steps.
     const Backend backend =
-        gemm::choose({"gru_layer.recurrent", B, 3 * H, H, acc},
-                     {std::begin(kStepBackends), std::end(kStepBackends)},
-                     [&](Backend b) -> std::function<void()> {
-                       StepProducts<A>* products = &prepare(b);
-                       return [&, products] { products->run_step(h.const_data_ptr<A>(), H); };
-                     });
+        gemm::choose_amortized({"gru_layer.recurrent", B, 3 * H, H, acc},
+                               {std::begin(kStepBackends), std::end(kStepBackends)}, max_len,
+                               [&](Backend b) -> gemm::AmortizedTrial {
+                                 return {[&, b] { StepProducts<A>(b, p.w_hh, 3, blocks, B); },
+                                         [&, b] { prepare(b).run_step(hp, H); }};
+                               });
     StepProducts<A>& gh = prepare(backend);
-    A* hp = h.mutable_data_ptr<A>();
-    A* hq = h_next.mutable_data_ptr<A>();
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
     const int64_t out_t = output.stride(0), out_b = output.stride(1);
     InputProjection<A> projection(xa, p.w_ih, reverse, max_len);
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
-      A* wt = work.mutable_data_ptr<A>() + (target.keep_work ? t : 0) * B * 5 * H;
+      A* wt = work_base + (target.keep_work ? t : 0) * B * 5 * H;
       if (t >= max_len) {  // no row is running at this step: zeros, no product
         for (int64_t b = 0; b < B; ++b) {
           std::fill(out + t * out_t + b * out_b, out + t * out_t + b * out_b + H, scalar_t(0));
@@ -185,9 +205,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
       });
       std::swap(hp, hq);
     }
-    if (hp != h.mutable_data_ptr<A>()) std::swap(h, h_next);  // h holds the last state
+    convert_row(hp, h_n.mutable_data_ptr<scalar_t>(), B * H);
   });
-  return {output, h.to(x.scalar_type()), work};
+  return {output, h_n, work};
 }
 
 namespace {
@@ -234,13 +254,14 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
         return *slot;
       };
       const A* dgh_last = dgh.const_data_ptr<A>() + (T - 1) * B * 3 * H;
-      const Backend backend =
-          gemm::choose({"gru_layer.recurrent_backward", B, H, 3 * H, acc},
-                       {std::begin(kStepBackends), std::end(kStepBackends)},
-                       [&](Backend b) -> std::function<void()> {
-                         StepProducts<A>* products = &prepare(b);
-                         return [products, dgh_last, H] { products->run_step(dgh_last, 3 * H); };
-                       });
+      const int64_t steps = B == 0 ? 0 : *std::max_element(lens.begin(), lens.end());
+      const Backend backend = gemm::choose_amortized(
+          {"gru_layer.recurrent_backward", B, H, 3 * H, acc},
+          {std::begin(kStepBackends), std::end(kStepBackends)}, steps,
+          [&](Backend b) -> gemm::AmortizedTrial {
+            return {[&, b] { StepProducts<A>(b, w_hh_t, 1, blocks, B); },
+                    [&, b, dgh_last] { prepare(b).run_step(dgh_last, 3 * H); }};
+          });
       StepProducts<A>& dgh_w = prepare(backend);
       A* dhp = dh.mutable_data_ptr<A>();
       A* ddp = dh_direct.mutable_data_ptr<A>();

@@ -15,12 +15,10 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/stack.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <optional>
-#include <vector>
 
 #include "cpu/gru_common.h"
 
@@ -44,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tens
   TORCH_CHECK(h0.dim() == 3 && h0.size(0) == num_layers * dirs && h0.size(1) == x.size(1), kOp,
               ": h0 must have shape (layers * directions, B, H) = (", num_layers * dirs, ", ",
               x.size(1), ", H), got ", h0.sizes());
-  std::vector<at::Tensor> h_n(num_layers * dirs);
+  at::Tensor h_n = at::empty(h0.sizes(), x.options());
   at::Tensor input = x;
   const int64_t H = h0.size(2);
   for (int64_t layer = 0; layer < num_layers; ++layer) {
@@ -59,10 +57,8 @@ std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tens
       const auto w = [&](int64_t i) { return weights.get(4 * index + i); };
       TORCH_CHECK(w(0).has_value() && w(1).has_value(), kOp, ": w_ih and w_hh of layer ", layer,
                   " direction ", d, " must be tensors");
-      const LayerTarget target{output.narrow(2, d * H, H), /*keep_work=*/false};
-      auto [out, last, work] = gru_layer_forward_into(input, h0[index], *w(0), *w(1), w(2), w(3),
-                                                      lengths, d == 1, target);
-      h_n[index] = std::move(last);
+      const LayerTarget target{output.narrow(2, d * H, H), h_n[index], /*keep_work=*/false};
+      gru_layer_forward_into(input, h0[index], *w(0), *w(1), w(2), w(3), lengths, d == 1, target);
     };
     if (dirs == 2 && at::get_num_threads() > 1 && !at::in_parallel_region()) {
       at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
@@ -73,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tens
     }
     input = output;
   }
-  return {input, at::stack(h_n, 0)};
+  return {input, h_n};
 }
 
 TORCH_LIBRARY_IMPL(fast_s2s, CPU, m) { m.impl("gru_stack", &gru_stack); }

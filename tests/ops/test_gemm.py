@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fast_s2s
+import fast_s2s.nn
 from fast_s2s import _extension, reference
 
 pytestmark = pytest.mark.skipif(
@@ -165,6 +166,30 @@ def test_gru_layer_forward_backward_matches_reference(gemm_backend, dtype, rever
         )
 
 
+@pytest.mark.parametrize("T", [1, 3, 40])  # few steps and many: the choice weighs the packing
+@pytest.mark.parametrize("H", [20, 48])  # 20: partial panels, a depth not a multiple of 16
+def test_gru_module_inference_matches_torch_on_every_backend(gemm_backend, T, H):
+    """The one-op inference path (gru_stack: the running state in per-thread buffers, h_n
+    written in place, W_hh packed by 16 x 16 transposes) against torch.nn.GRU: two layers,
+    both directions, padded rows; run twice in one process with sizes changing between calls,
+    so a buffer kept from an earlier call is never read as state."""
+    torch.manual_seed(0)
+    ours = fast_s2s.nn.GRU(13, H, num_layers=2, bidirectional=True).eval()
+    theirs = torch.nn.GRU(13, H, num_layers=2, bidirectional=True).eval()
+    theirs.load_state_dict(ours.state_dict())
+    x, h0 = torch.randn(T, 3, 13), torch.randn(4, 3, H)
+    lengths = torch.tensor([T, max(1, T // 2), 1])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    with torch.no_grad():
+        want, want_h = theirs(packed, h0)
+        want = torch.nn.utils.rnn.pad_packed_sequence(want, total_length=T)[0]
+        for _ in range(2):
+            out, h_n = ours(x, h0, lengths=lengths)
+            torch.testing.assert_close(out, want, atol=2e-5, rtol=2e-5)
+            torch.testing.assert_close(h_n, want_h, atol=2e-5, rtol=2e-5)
+            ours(torch.randn(2 * T + 1, 5, 13))  # other sizes in between
+
+
 @pytest.mark.parametrize("D", [96, 100])  # 100: a partial column panel for the panel kernel
 @pytest.mark.parametrize("T", [1, 12])
 def test_dot_attention_matrix_path_matches_reference(gemm_backend, T, D):
@@ -218,8 +243,10 @@ def test_auto_measures_every_candidate_and_reports_it():
     line = next(c for c in report.choices if c.startswith("gru_layer.recurrent m<=8 n=192 k=64"))
     chosen = line.split(": ", 1)[1].split(" ")[0]
     assert chosen in report.available
-    for name in report.available:  # every candidate was timed
-        assert f" {name} " in line.split("best us:", 1)[1] + " "
+    timed, prepared = line.split("best us:", 1)[1].split("prepare us:")
+    for name in report.available:  # every candidate's product and packing were timed
+        assert f" {name} " in timed
+        assert f" {name} " in prepared
 
 
 def test_pinned_choice_is_reported_as_forced():

@@ -218,9 +218,11 @@ std::vector<Backend> offered_options(const Site& site, const std::vector<Backend
   return options;
 }
 
+// Inside a parallel region (a direction of gru_stack on its own thread) the product runs on
+// the calling thread alone, whatever the pool's size: keyed as one thread.
 Key key_of(const Site& site) {
-  return Key{site.op, pow2_at_least(site.m),        site.n,
-             site.k,  static_cast<int>(site.dtype), at::get_num_threads()};
+  const int threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  return Key{site.op, pow2_at_least(site.m), site.n, site.k, static_cast<int>(site.dtype), threads};
 }
 
 // A pinned backend the site does not offer (mkl_packed for a one-shot product, float64) runs as
@@ -403,11 +405,7 @@ void NtWeight<A>::multiply(const A* a, int64_t lda, A* c, int64_t ldc) const {
       const A* panels = reinterpret_cast<const A*>(packed_.get());
       const int64_t n_panels = panel_count(n_, C);
       if (m_ == 1) {  // one row: four panels at a time, for independent FMA chains
-        for (int64_t p = 0; p < n_panels; p += 4) {
-          const int64_t count = std::min<int64_t>(4, n_panels - p);
-          const int64_t last_cols = std::min(C, n_ - (p + count - 1) * C);
-          panel_row4<A>(a, panels + p * k_ * C, count, k_, c + p * C, last_cols);
-        }
+        panel_row_all<A>(a, panels, n_, k_, c);
         return;
       }
       for (int64_t p = 0; p < n_panels; ++p) {

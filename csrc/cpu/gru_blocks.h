@@ -28,8 +28,11 @@ struct UnitBlocks {
   int64_t len(int64_t k) const { return end(k) - begin(k); }
 };
 
+// Inside a parallel region (each direction of gru_stack on a thread of its own) the blocks run
+// serially on the calling thread: one block, so each step is one product over all of W_hh.
 inline UnitBlocks unit_blocks(int64_t H) {
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t threads =
+      at::in_parallel_region() ? 1 : std::max<int64_t>(1, at::get_num_threads());
   int64_t size = (H + threads - 1) / threads;
   size = (size + 15) / 16 * 16;
   size = std::max<int64_t>(1, std::min(size, H));
@@ -66,6 +69,15 @@ class StepProducts {
     }
     const A* wp = w.const_data_ptr<A>();
     per_block_.resize(blocks.count);
+    if (blocks.count == 1) {
+      // One block holds every unit: its rows of the G groups are all of w's rows, contiguous,
+      // so one product of G*U columns writes them in the per-block layout (group g of unit j at
+      // column g*U + j); at batch 1 that keeps all four FMA chains of the panel kernel busy,
+      // where three products of U columns each ran half of them.
+      scratch_.emplace_back(new A[std::max<int64_t>(1, m * groups * blocks.H)]);
+      per_block_[0].emplace_back(backend, wp, groups * blocks.H, K, K, m);
+      return;
+    }
     for (int64_t k = 0; k < blocks.count; ++k) {
       scratch_.emplace_back(new A[std::max<int64_t>(1, m * groups * blocks.size)]);
       for (int64_t g = 0; g < groups; ++g) {
@@ -88,6 +100,10 @@ class StepProducts {
   void block(int64_t k, const A* a, int64_t lda) {
     if (whole_) return;
     const int64_t len = blocks_.len(k);
+    if (per_block_[k].size() == 1) {  // the one block, all groups in one product
+      per_block_[k][0].multiply(a, lda, scratch_[k].get(), groups_ * len);
+      return;
+    }
     for (int64_t g = 0; g < groups_; ++g) {
       per_block_[k][g].multiply(a, lda, scratch_[k].get() + g * len, groups_ * len);
     }
@@ -115,7 +131,7 @@ class StepProducts {
   int64_t m_;
   at::Tensor w_;  // whole only; per block, the prepared NtWeights (an entry of prepared_cache.h
                   // outlives the call, and must not keep the weight alive)
-  std::vector<std::vector<gemm::NtWeight<A>>> per_block_;  // [block][group]
+  std::vector<std::vector<gemm::NtWeight<A>>> per_block_;  // [block][group], or [0][all]
   std::vector<std::unique_ptr<A[]>> scratch_;              // [block]: m x groups * len
   std::unique_ptr<A[]> out_;                               // whole: m x groups * U
 };

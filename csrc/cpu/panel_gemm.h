@@ -195,41 +195,48 @@ void gemm_nn_panels(const A* a, int64_t lda, int64_t M, const A* b, int64_t ldb,
   panel_rows<A>(a, lda, M, last.data(), K, out + full * C, ldo, tail);
 }
 
-// One row of x against up to four consecutive panels (8 accumulators: 8 independent FMA chains,
-// where one panel's two would wait on the FMA latency); cols: valid columns of the last panel.
-// The single-row product of a GRU step at batch 1 (the encoder of one sentence).
-template <typename A>
-inline void panel_row4(const A* x, const A* panels, int64_t n_panels, int64_t K, A* out,
-                       int64_t last_cols) {
+// One row of x against Count (1..4) consecutive panels (2 x Count accumulators: independent FMA
+// chains, where one panel's two would wait on the FMA latency); cols: valid columns of the last
+// panel. The single-row product of a GRU step at batch 1 (the encoder of one sentence). Count is
+// a template argument so a short remainder runs only its own chains.
+template <int Count, typename A>
+inline void panel_row(const A* x, const A* panels, int64_t K, A* out, int64_t last_cols) {
   constexpr int64_t W = Vec<A>::size();
   constexpr int64_t C = PackedWeight<A>::kCols;
-  const A* p0 = panels;
-  const A* p1 = n_panels > 1 ? panels + K * C : panels;
-  const A* p2 = n_panels > 2 ? panels + 2 * K * C : panels;
-  const A* p3 = n_panels > 3 ? panels + 3 * K * C : panels;
-  Vec<A> a0(A(0)), a1(A(0)), b0(A(0)), b1(A(0)), c0(A(0)), c1(A(0)), d0(A(0)), d1(A(0));
+  Vec<A> acc[2 * Count];
+  for (int i = 0; i < 2 * Count; ++i) acc[i] = Vec<A>(A(0));
   for (int64_t k = 0; k < K; ++k) {
     const Vec<A> u(x[k]);
-    a0 = at::vec::fmadd(u, Vec<A>::loadu(p0 + k * C), a0);
-    a1 = at::vec::fmadd(u, Vec<A>::loadu(p0 + k * C + W), a1);
-    b0 = at::vec::fmadd(u, Vec<A>::loadu(p1 + k * C), b0);
-    b1 = at::vec::fmadd(u, Vec<A>::loadu(p1 + k * C + W), b1);
-    c0 = at::vec::fmadd(u, Vec<A>::loadu(p2 + k * C), c0);
-    c1 = at::vec::fmadd(u, Vec<A>::loadu(p2 + k * C + W), c1);
-    d0 = at::vec::fmadd(u, Vec<A>::loadu(p3 + k * C), d0);
-    d1 = at::vec::fmadd(u, Vec<A>::loadu(p3 + k * C + W), d1);
+    for (int p = 0; p < Count; ++p) {
+      const A* w = panels + p * K * C + k * C;
+      acc[2 * p] = at::vec::fmadd(u, Vec<A>::loadu(w), acc[2 * p]);
+      acc[2 * p + 1] = at::vec::fmadd(u, Vec<A>::loadu(w + W), acc[2 * p + 1]);
+    }
   }
-  auto store = [&](int64_t p, const Vec<A>& v0, const Vec<A>& v1) {
-    if (p >= n_panels) return;
-    const int64_t cols = p == n_panels - 1 ? last_cols : C;
+  for (int p = 0; p < Count; ++p) {
+    const int64_t cols = p == Count - 1 ? last_cols : C;
     A* o = out + p * C;
-    v0.store(o, static_cast<int>(std::min<int64_t>(W, cols)));
-    if (cols > W) v1.store(o + W, static_cast<int>(std::min<int64_t>(W, cols - W)));
-  };
-  store(0, a0, a1);
-  store(1, b0, b1);
-  store(2, c0, c1);
-  store(3, d0, d1);
+    acc[2 * p].store(o, static_cast<int>(std::min<int64_t>(W, cols)));
+    if (cols > W) acc[2 * p + 1].store(o + W, static_cast<int>(std::min<int64_t>(W, cols - W)));
+  }
+}
+
+// out (n) = x (K) W^T for a packed W of n columns: four panels at a time, then the remainder.
+template <typename A>
+inline void panel_row_all(const A* x, const A* panels, int64_t n, int64_t K, A* out) {
+  constexpr int64_t C = PackedWeight<A>::kCols;
+  const int64_t n_panels = (n + C - 1) / C;
+  for (int64_t p = 0; p < n_panels; p += 4) {
+    const int64_t count = std::min<int64_t>(4, n_panels - p);
+    const int64_t last_cols = std::min(C, n - (p + count - 1) * C);
+    const A* first = panels + p * K * C;
+    switch (count) {
+      case 4: panel_row<4>(x, first, K, out + p * C, last_cols); break;
+      case 3: panel_row<3>(x, first, K, out + p * C, last_cols); break;
+      case 2: panel_row<2>(x, first, K, out + p * C, last_cols); break;
+      default: panel_row<1>(x, first, K, out + p * C, last_cols); break;
+    }
+  }
 }
 
 // out (M, N) = x (M, K) W^T; parallel over (panel, 12-row block) when `parallel`.

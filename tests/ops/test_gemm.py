@@ -166,13 +166,24 @@ def test_gru_layer_forward_backward_matches_reference(gemm_backend, dtype, rever
         )
 
 
+@pytest.mark.parametrize("threads", [1, 2])  # 2: each direction on its own thread, one block
 @pytest.mark.parametrize("T", [1, 3, 40])  # few steps and many: the choice weighs the packing
 @pytest.mark.parametrize("H", [20, 48])  # 20: partial panels, a depth not a multiple of 16
-def test_gru_module_inference_matches_torch_on_every_backend(gemm_backend, T, H):
+def test_gru_module_inference_matches_torch_on_every_backend(gemm_backend, T, H, threads):
     """The one-op inference path (gru_stack: the running state in per-thread buffers, h_n
-    written in place, W_hh packed by 16 x 16 transposes) against torch.nn.GRU: two layers,
-    both directions, padded rows; run twice in one process with sizes changing between calls,
-    so a buffer kept from an earlier call is never read as state."""
+    written in place, W_hh packed by 16 x 16 transposes, the three gates' rows in one product
+    when one block holds every unit) against torch.nn.GRU: two layers, both directions, padded
+    rows; run twice in one process with sizes changing between calls, so a buffer kept from an
+    earlier call is never read as state."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_module_inference_against_torch(T, H)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check_module_inference_against_torch(T: int, H: int) -> None:
     torch.manual_seed(0)
     ours = fast_s2s.nn.GRU(13, H, num_layers=2, bidirectional=True).eval()
     theirs = torch.nn.GRU(13, H, num_layers=2, bidirectional=True).eval()

@@ -55,7 +55,7 @@ struct Choice {
   Backend backend;  // the fastest product (choose_amortized: the fastest over many uses)
   bool forced;
   std::vector<std::pair<Backend, double>> best_us;  // what was measured
-  // choose_amortized only: each candidate's preparation, in best_us's order.
+  // Each candidate's preparation, in best_us's order; empty where nothing is prepared (choose).
   std::vector<double> prepare_us;
 };
 
@@ -252,23 +252,9 @@ Backend cached_choice(const Key& key, const Measure& measure, const Select& sele
 
 Backend choose(Site site, const std::vector<Backend>& offered,
                const std::function<std::function<void()>(Backend)>& trial) {
-  const std::vector<Backend> options = offered_options(site, offered);
-  const std::optional<Backend> pinned = forced();
-  auto measure = [&] {
-    if (pinned) return pinned_choice(*pinned, options);
-    Choice choice{options.front(), false, {}, {}};
-    double best = 0;
-    for (Backend b : options) {
-      const double us = best_us(trial(b));
-      choice.best_us.emplace_back(b, us);
-      if (choice.best_us.size() == 1 || us < best) {
-        best = us;
-        choice.backend = b;
-      }
-    }
-    return choice;
-  };
-  return cached_choice(key_of(site), measure, [](const Choice& choice) { return choice.backend; });
+  // A product with nothing to prepare: the fastest product, whatever the number of uses.
+  return choose_amortized(site, offered, 1,
+                          [&](Backend b) { return AmortizedTrial{nullptr, trial(b)}; });
 }
 
 Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t uses,
@@ -281,10 +267,9 @@ Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t
     double best = 0;
     for (Backend b : options) {
       const AmortizedTrial candidate = trial(b);
-      const double prepare = best_us(candidate.prepare);
+      if (candidate.prepare) c.prepare_us.push_back(best_us(candidate.prepare));
       const double product = best_us(candidate.product);
       c.best_us.emplace_back(b, product);
-      c.prepare_us.push_back(prepare);
       if (c.best_us.size() == 1 || product < best) {
         best = product;
         c.backend = b;
@@ -293,7 +278,7 @@ Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t
     return c;
   };
   auto least_for_uses = [uses](const Choice& choice) {
-    if (choice.forced) return choice.backend;
+    if (choice.forced || choice.prepare_us.empty()) return choice.backend;
     Backend least = choice.backend;
     double least_us = -1;
     for (size_t i = 0; i < choice.best_us.size(); ++i) {

@@ -77,7 +77,8 @@ Backend choose(Site site, const std::vector<Backend>& offered,
 // enough products: at batch 1, H = 64 the panels save ~0.25 us per product and cost ~1.5 us per
 // gate's weight to pack, so a sentence of a few steps runs faster unpacked. trial(backend)
 // returns the candidate's preparation and one product, each timed on its own once per site
-// (the product after a preparation); a pinned backend is used whatever `uses` is.
+// (the product after a preparation; a null prepare: nothing to prepare, as in choose); a
+// pinned backend is used whatever `uses` is.
 struct AmortizedTrial {
   std::function<void()> prepare, product;
 };

@@ -52,9 +52,17 @@ class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run this op on this device; the message says why."""
 
 
+def _device_type(device: torch.device | str) -> str:
+    # A module's forward resolves its backend per call, and building a torch.device from a
+    # string costs more than the rest of the lookup: plain device type names pass as they are.
+    if isinstance(device, str):
+        return device if device in ("cpu", "cuda") else torch.device(device).type
+    return device.type
+
+
 def why_unavailable(op: str, backend: str, device: torch.device | str) -> str | None:
     """None if `backend` can run `op` on `device`, else a sentence saying why not and what to do."""
-    device_type = torch.device(device).type
+    device_type = _device_type(device)
     if backend == "reference":
         return None
     if backend == "cpp":
@@ -103,8 +111,8 @@ def resolve_backend(op: str, backend: str, device: torch.device | str) -> str:
         if reason is not None:
             raise BackendUnavailableError(f"{op}: backend={backend!r} is not available: {reason}")
         return backend
-    device_type = torch.device(device).type
+    device_type = _device_type(device)
     for candidate in AUTO_PREFERENCE.get(device_type, ("reference",)):
-        if why_unavailable(op, candidate, device) is None:
+        if why_unavailable(op, candidate, device_type) is None:
             return candidate
     return "reference"

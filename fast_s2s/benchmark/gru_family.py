@@ -17,8 +17,9 @@ from fast_s2s.benchmark import family
 from fast_s2s.benchmark.family import FORWARD, FORWARD_BACKWARD, SPEEDUP, Call, Case, Goal, Inputs
 
 OPS = ("gru_cell", "gru_layer", "gru")
-# A decoder loop's cell calls: fast_s2s runs inside fast_s2s.frozen_weights() (as greedy_decode
-# and beam_search do), so the CPU kernel packs the weights once for all calls.
+# A decoder loop's cell calls and a server's encoder calls: fast_s2s runs inside
+# fast_s2s.frozen_weights() (as greedy_decode, beam_search and the Translator do), so the CPU
+# kernels pack the weights once for all calls.
 FROZEN = "frozen"
 BATCH1_ENCODERS = (
     {"T": 25, "B": 1, "I": 64, "H": 64, "L": 1, "dirs": 2},
@@ -49,7 +50,8 @@ def _cases(cuda: bool) -> dict[str, list[Case]]:
     seq = {"T": 50, "B": 16, **d}
     long = 512 if cuda else 256
     layer_goal = {"goals": (Goal(SPEEDUP, 1.0, "GRU"),)} if cuda else {}
-    frozen = [(fwd, "decode", {"B": b, **d}, {**target, "variant": FROZEN}) for b in (1, 64)]
+    frozen_row = {**target, "variant": FROZEN}
+    frozen = [(fwd, "decode", {"B": b, **d}, frozen_row) for b in (1, 64)]
     specs = {
         "gru_cell": [
             (fwd, "decode", {"B": 1, **d}, {**target, "small": cuda}),
@@ -70,6 +72,9 @@ def _cases(cuda: bool) -> dict[str, list[Case]]:
             (fwd, "encoder", seq, target),
             # one sentence through the model's encoder, and a wider two-layer one
             *([] if cuda else [(fwd, "sentence", b1, target) for b1 in BATCH1_ENCODERS]),
+            # the same, served inside fast_s2s.frozen_weights(): W_hh prepared once, as the
+            # runtimes prepare their weights once per session
+            *([] if cuda else [(fwd, "sentence", b1, frozen_row) for b1 in BATCH1_ENCODERS]),
             (bwd, "train", seq, {}),
             (fwd, "encoder", seq, ragged),
         ],
@@ -225,17 +230,15 @@ def _gru(inputs: Inputs, cls, **kw) -> Call:
 
 
 def fast_s2s_call(op: str, backend: str) -> family.Factory:
-    """fast_s2s.ops.gru_cell (inside fast_s2s.frozen_weights() for the FROZEN cases) or
-    gru_layer, or for "gru" the fast_s2s.nn.GRU module on the case's parameters."""
+    """fast_s2s.ops.gru_cell or gru_layer, or for "gru" the fast_s2s.nn.GRU module on the case's
+    parameters; inside fast_s2s.frozen_weights() for the FROZEN cases."""
     plain = family.op_call(op, backend)
 
     def make(inputs: Inputs) -> Call:
         import fast_s2s
         from fast_s2s.nn import GRU
 
-        if op == "gru":
-            return _gru(inputs, GRU, backend=backend)
-        call = plain(inputs)
+        call = _gru(inputs, GRU, backend=backend) if op == "gru" else plain(inputs)
         if inputs.extra.get("frozen_weights"):
             call.scope = fast_s2s.frozen_weights  # type: ignore[attr-defined]
         return call

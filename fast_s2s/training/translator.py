@@ -18,6 +18,7 @@ import torch
 
 from fast_s2s.data import Vocab, detokenize, make_batches, tokenize
 from fast_s2s.data.cmudict import G2P_TASK
+from fast_s2s.gemm import frozen_weights
 from fast_s2s.models import Hypothesis, SearchOptions, Seq2Seq, Seq2SeqConfig, decode_path, search
 from fast_s2s.training import checkpoint, memory
 from fast_s2s.training.g2p import OUTPUT_BOUND
@@ -133,7 +134,9 @@ class Translator:
         results: list[list[Hypothesis]] = [[] for _ in sources]
         v = self.tgt_vocab
         examples = [(src, []) for src in sources]
-        with torch.no_grad():
+        # The weights do not change while translating: the CPU kernels keep what they prepare
+        # from them (the encoder's packed W_hh, the cell's weights) for every batch.
+        with torch.no_grad(), frozen_weights():
             for batch in make_batches(
                 examples, BATCH_SIZE, pad_id=v.pad_id, bos_id=v.bos_id, eos_id=v.eos_id
             ):

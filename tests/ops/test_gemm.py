@@ -129,14 +129,69 @@ def test_gru_cell_outside_a_frozen_scope_sees_writes_through_data(gemm_backend):
     _cell_check(x, h, w)
 
 
+def _layer_check(x, h0, w, lengths=None, reverse=False):
+    with torch.no_grad():
+        got, h_n = fast_s2s.gru_layer(x, h0, *w, lengths, reverse=reverse, backend="cpp")
+    want, want_h = reference.gru_layer(*_f64([x, h0, *w]), lengths, reverse=reverse)
+    torch.testing.assert_close(got.double(), want, **TOL[x.dtype])
+    torch.testing.assert_close(h_n.double(), want_h, **TOL[x.dtype])
+
+
+@pytest.mark.parametrize("B", [1, 16])
+def test_gru_layer_sees_in_place_weight_updates(gemm_backend, frozen, B):
+    """gru_layer keeps its prepared W_hh across calls in a frozen scope (csrc/cpu/gru_layer.cpp,
+    layer_cache): every tracked change of W_hh is seen, in both directions, ragged or not."""
+    T, I, H = 30, 48, 40
+    x, h0, w = torch.randn(T, B, I), torch.randn(B, H), _weights(I, H, torch.float32)
+    lengths = torch.randint(1, T + 1, (B,)) if B > 1 else None
+    for reverse in (False, True):
+        _layer_check(x, h0, w, lengths, reverse)
+        _layer_check(x, h0, w, lengths, reverse)  # from the cache
+    with torch.no_grad():
+        w[1].mul_(-1.25)  # an optimizer step
+        w[1][H:].zero_()  # a write through a view
+    _layer_check(x, h0, w, lengths)
+    w[1].data = torch.randn_like(w[1]) * 0.2  # a swapped .data
+    _layer_check(x, h0, w, lengths, reverse=True)
+
+
+def test_gru_module_one_op_in_a_frozen_scope_tells_modules_apart(gemm_backend, frozen):
+    """fast_s2s.nn.GRU's one-op inference (gru_stack), two layers both ways: two modules of the
+    same shape alternated, then one updated in place, each against torch.nn.GRU on its own
+    weights."""
+    mods = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        mods.append(fast_s2s.nn.GRU(24, 32, num_layers=2, bidirectional=True).eval())
+    x = torch.randn(20, 2, 24)
+
+    def check(mod):
+        peer = torch.nn.GRU(24, 32, num_layers=2, bidirectional=True)
+        peer.load_state_dict(mod.state_dict())
+        with torch.no_grad():
+            got, want = mod(x), peer(x)
+        torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
+
+    for _ in range(2):
+        for mod in mods:
+            check(mod)
+    with torch.no_grad():
+        mods[0].weight_hh_l1_reverse.mul_(0.5)
+    check(mods[0])
+    check(mods[1])
+
+
 def test_frozen_scope_is_reported_in_the_gemm_choices():
     fast_s2s.set_gemm_backend("auto")
     x, h, w = torch.randn(3, 40), torch.randn(3, 32), _weights(40, 32, torch.float32)
     with fast_s2s.frozen_weights():
         fast_s2s.gru_cell(x, h, *w, backend="cpp")
+        fast_s2s.gru_layer(x[None], h, *w, backend="cpp")
     fast_s2s.gru_cell(x, h, *w, backend="cpp")
     sites = [line.split(" m<=")[0] for line in fast_s2s.gemm_report().choices]
     assert "gru_cell.frozen" in sites and "gru_cell" in sites
+    assert "gru_layer.recurrent.frozen" in sites
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

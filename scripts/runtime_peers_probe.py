@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 import fast_s2s.nn
-from fast_s2s.benchmark.runtimes import RUNTIMES, gru_inputs, gru_onnx_model, make_runner
+from fast_s2s.peers.onnx_gru import RUNTIMES, gru_inputs, gru_onnx_model, make_runner
 
 # (label, T, B, I = H, layers, bidirectional)
 SHAPES = [

@@ -265,12 +265,13 @@ def _torch_twin(inputs: Inputs) -> nn.Module:
 
 
 def runtime_peer(runtime: str) -> family.Factory:
-    """ONNX Runtime or OpenVINO (benchmark/runtimes.py) running an ONNX graph of GRU nodes built
-    from the case's weights, forward on the CPU, at torch's thread count: pinned to float32, or
-    for a bfloat16 case OpenVINO at its own default precision (bf16 where the CPU has it)."""
+    """ONNX Runtime or OpenVINO (fast_s2s/peers/onnx_gru.py) running an ONNX graph of GRU nodes
+    built from the case's weights, forward on the CPU, at torch's thread count: pinned to
+    float32, or for a bfloat16 case OpenVINO at its own default precision (bf16 where the CPU
+    has it)."""
 
     def make(inputs: Inputs) -> Call:
-        from fast_s2s.benchmark import runtimes
+        from fast_s2s.peers import onnx_gru
 
         x, h = inputs.args[:2]
         bf16 = x.dtype == torch.bfloat16
@@ -282,12 +283,12 @@ def runtime_peer(runtime: str) -> family.Factory:
         T, B = (None, x.shape[0]) if x.dim() == 2 else x.shape[:2]
         if h.dim() == 2 and x.dim() == 3:  # gru_layer's h0 (B, H) is the GRU's (1, B, H)
             h = h.unsqueeze(0)
-        graph = runtimes.gru_onnx_model(
+        graph = onnx_gru.gru_onnx_model(
             _torch_twin(inputs), with_lengths=lengths is not None, steps=T, batch=B
         )
         precision = "default" if bf16 else "f32"
-        runner = runtimes.make_runner(runtime, graph, torch.get_num_threads(), precision=precision)
-        feeds = runtimes.gru_inputs(x, h, lengths)  # converted once, outside the timed calls
+        runner = onnx_gru.make_runner(runtime, graph, torch.get_num_threads(), precision=precision)
+        feeds = onnx_gru.gru_inputs(x, h, lengths)  # converted once, outside the timed calls
         call = functools.partial(runner, feeds)
         call.implementation = runner.description  # type: ignore[attr-defined]
         return call
@@ -300,11 +301,11 @@ RUNTIME_PEERS = {name: runtime_peer(name) for name in ("onnxruntime", "openvino"
 
 def runtimes_unavailable(case: Case, device_type: str) -> dict[str, str]:
     """The runtime peers that cannot run `case` on `device_type`, with the reason."""
-    from fast_s2s.benchmark import runtimes
+    from fast_s2s.peers import onnx_gru
 
     reasons = {}
     for name in RUNTIME_PEERS:
-        why = runtimes.runtime_unavailable(name)
+        why = onnx_gru.runtime_unavailable(name)
         if why is None and device_type != "cpu":
             why = f"{name} is measured on the CPU"
         if why is None and case.mode == FORWARD_BACKWARD:

@@ -7,7 +7,7 @@ from __future__ import annotations
 PEER_IMPLEMENTATIONS: dict[str, str] = {
     "reference": "fast_s2s.reference (PyTorch)",
     "python-loop": "the Python search loop on backend='auto' (native=False)",
-    "torch.nn": "the model from torch.nn modules, Python loop (benchmark/model_family.py)",
+    "torch.nn": "the model from torch.nn modules, Python loop (fast_s2s/peers/torch_nn_seq2seq.py)",
     "composite": "bmm + softmax + bmm (PyTorch, input dtype)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
     "local-composite": "gather the window + bmm + masked softmax + Gaussian (PyTorch)",

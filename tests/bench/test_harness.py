@@ -542,8 +542,9 @@ def test_torch_nn_peer_decodes_the_same_model(variant):
     the fast_s2s model's (decoder weights scaled so the tokens are not near-ties)."""
     from dataclasses import replace
 
-    from fast_s2s.benchmark.model_family import TorchNNSeq2Seq, decode_case, make_inputs
+    from fast_s2s.benchmark.model_family import decode_case, make_inputs
     from fast_s2s.models import Seq2Seq, greedy_decode
+    from fast_s2s.peers.torch_nn_seq2seq import TorchNNSeq2Seq
 
     case = decode_case(variant, B=3, S=9, maxlen=12, E=16, H=24, V=20)
     x = make_inputs(case, "cpu", torch.float32).extra

@@ -10,11 +10,12 @@ import torch
 pytest.importorskip("fast_s2s.ops", reason="fast_s2s.ops is not importable yet")
 
 from fast_s2s import ops  # noqa: E402
-from fast_s2s.benchmark import gru_family, runtimes  # noqa: E402
+from fast_s2s.benchmark import gru_family  # noqa: E402
 from fast_s2s.benchmark import registry as reg  # noqa: E402
 from fast_s2s.benchmark.family import FORWARD, FORWARD_BACKWARD  # noqa: E402
 from fast_s2s.benchmark.measure import Budget  # noqa: E402
 from fast_s2s.benchmark.rows import add_speedups, run_case  # noqa: E402
+from fast_s2s.peers import onnx_gru as runtimes  # noqa: E402
 
 TINY_BUDGET = Budget(warmup=1, min_repeats=3, max_repeats=5, min_time_s=0.0)
 GRU_OPS = ("gru_cell", "gru_layer", "gru")

@@ -1,4 +1,4 @@
-"""The runtime peers (fast_s2s.benchmark.runtimes): ONNX Runtime and OpenVINO, fed the ONNX model
+"""The runtime peers (fast_s2s.peers.onnx_gru): ONNX Runtime and OpenVINO, fed the ONNX model
 written from a torch.nn.GRU / GRUCell, compute what torch computes (f32, 1e-5), also with
 saturating inputs and ragged lengths; OpenVINO's f32 runner really runs f32; a missing runtime
 is reported with the extra that installs it."""
@@ -13,8 +13,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 pytest.importorskip("onnx", reason="onnx is not installed: pip install 'fast_s2s[peers]'")
 
-from fast_s2s.benchmark import runtimes  # noqa: E402
-from fast_s2s.benchmark.runtimes import gru_inputs, gru_onnx_model, make_runner  # noqa: E402
+from fast_s2s.peers import onnx_gru as runtimes  # noqa: E402
+from fast_s2s.peers.onnx_gru import gru_inputs, gru_onnx_model, make_runner  # noqa: E402
 
 TOL = 1e-5
 # (T, B, I, H, layers, bidirectional): the realistic sizes and the batch-1 encoder.

@@ -1,4 +1,4 @@
-"""ONNX Runtime and OpenVINO as benchmark peers, the inference runtimes a user deploys a trained
+"""ONNX Runtime and OpenVINO, the inference runtimes a user deploys a trained
 GRU on: `gru_onnx_model` writes a torch.nn.GRU or GRUCell as ONNX `GRU` nodes
 (linear_before_reset=1 is torch's formula), `make_runner` compiles it for one runtime; a call is
 only the runtime's own, the inputs converted to numpy beforehand (`gru_inputs`). Both runtimes

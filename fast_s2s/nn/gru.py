@@ -266,7 +266,7 @@ class GRU(nn.Module):
         kernel on the CPU. It computes what the per-layer loop does, without the Python per
         layer and direction that dominates a one-sentence encoder, and runs the two directions
         of a layer on two threads at once."""
-        if x.device.type != "cpu" or (self.training and self.dropout > 0 and self.num_layers > 1):
+        if not x.is_cpu or (self.training and self.dropout > 0 and self.num_layers > 1):
             return False
         if torch.is_grad_enabled() and (
             x.requires_grad or h0.requires_grad or any(p.requires_grad for p in self.parameters())
@@ -290,7 +290,7 @@ class GRU(nn.Module):
             and x.device == h0.device == w.device
         ):
             checks.check_gru_layer(x, h0[0], *weights[:4], None)
-        return torch.ops.fast_s2s.gru_stack(
+        return torch.ops.fast_s2s.gru_stack.default(
             x, h0, weights, lengths, self.num_layers, self.bidirectional
         )
 

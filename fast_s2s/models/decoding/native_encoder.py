@@ -41,7 +41,7 @@ def unavailable(model: Seq2Seq) -> str | None:
     if attention is not None and type(attention).precompute is not Attention.precompute:
         return "the attention's precompute is not fast_s2s.nn.Attention's"
     try:
-        concrete = resolve_backend("gru_layer", encoder.rnn.backend, torch.device("cpu"))
+        concrete = resolve_backend("gru_layer", encoder.rnn.backend, "cpu")
     except (BackendUnavailableError, ValueError) as exc:
         return str(exc)
     if concrete != "cpp":

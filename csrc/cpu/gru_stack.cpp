@@ -21,6 +21,7 @@
 #include <optional>
 
 #include "cpu/gru_common.h"
+#include "cpu/prepared_cache.h"
 
 namespace fast_s2s::cpu {
 namespace {
@@ -43,6 +44,7 @@ std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tens
               ": h0 must have shape (layers * directions, B, H) = (", num_layers * dirs, ", ",
               x.size(1), ", H), got ", h0.sizes());
   at::Tensor h_n = at::empty(h0.sizes(), x.options());
+  const bool frozen = weights_frozen();  // this thread's scope, for the directions' threads
   at::Tensor input = x;
   const int64_t H = h0.size(2);
   for (int64_t layer = 0; layer < num_layers; ++layer) {
@@ -53,6 +55,7 @@ std::tuple<at::Tensor, at::Tensor> gru_stack(const at::Tensor& x, const at::Tens
       // Grad mode is per thread, and a pool thread's is on: the layer's products must not see
       // weights that require grad as inputs to record (this op is inference only).
       const at::NoGradGuard no_grad;
+      const FrozenScopeOf frozen_scope(frozen);  // the caller's, as for grad mode
       const int64_t index = layer * dirs + d;
       const auto w = [&](int64_t i) { return weights.get(4 * index + i); };
       TORCH_CHECK(w(0).has_value() && w(1).has_value(), kOp, ": w_ih and w_hh of layer ", layer,

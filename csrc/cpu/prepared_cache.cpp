@@ -44,6 +44,12 @@ void set_weights_frozen(bool frozen) {
   for (const auto& clear : r.clears) clear();
 }
 
+FrozenScopeOf::FrozenScopeOf(bool frozen) : saved_depth_(frozen_depth) {
+  if (frozen && frozen_depth == 0) frozen_depth = 1;
+}
+
+FrozenScopeOf::~FrozenScopeOf() { frozen_depth = saved_depth_; }
+
 void register_prepared_cache(std::function<void()> clear) {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);

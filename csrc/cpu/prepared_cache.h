@@ -39,6 +39,21 @@ void set_weights_frozen(bool frozen);
 // Called with every cache's clear() (a cache registers itself when made).
 void register_prepared_cache(std::function<void()> clear);
 
+// The scope is per thread: a parallel region's worker thread does not see its caller's. While
+// one of these lives, the worker answers weights_frozen() as the caller did (`frozen`, read on
+// the caller's thread); leaving it restores the worker's own depth and clears nothing (the
+// caller's scope owns the entries).
+class FrozenScopeOf {
+ public:
+  explicit FrozenScopeOf(bool frozen);
+  ~FrozenScopeOf();
+  FrozenScopeOf(const FrozenScopeOf&) = delete;
+  FrozenScopeOf& operator=(const FrozenScopeOf&) = delete;
+
+ private:
+  int saved_depth_;
+};
+
 class WeightIdentity {
  public:
   // nullopt for a tensor whose writes cannot be detected (an inference tensor).

@@ -182,6 +182,24 @@ def test_gru_module_one_op_in_a_frozen_scope_tells_modules_apart(gemm_backend, f
     check(mods[1])
 
 
+def test_frozen_scope_reaches_the_reverse_directions_thread():
+    """gru_stack runs a layer's two directions on two threads, and the frozen scope is per
+    thread: the reverse direction's thread must see the caller's, so every recurrent product
+    of this shape (used by no other test) is chosen and prepared as a frozen site."""
+    fast_s2s.set_gemm_backend("auto")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        mod = fast_s2s.nn.GRU(20, 37, bidirectional=True).eval()
+        with torch.no_grad(), fast_s2s.frozen_weights():
+            mod(torch.randn(7, 3, 20))
+    finally:
+        torch.set_num_threads(threads)
+    sites = [line.split(" m<=")[0] for line in fast_s2s.gemm_report().choices if "k=37 " in line]
+    assert "gru_layer.recurrent.frozen" in sites
+    assert "gru_layer.recurrent" not in sites, sites
+
+
 def test_frozen_scope_is_reported_in_the_gemm_choices():
     fast_s2s.set_gemm_backend("auto")
     x, h, w = torch.randn(3, 40), torch.randn(3, 32), _weights(40, 32, torch.float32)

@@ -76,7 +76,9 @@ def frozen_weights() -> Iterator[None]:
     """A scope in which the calling thread's CPU ops may keep their prepared (packed) weights
     across calls: ``fast_s2s.gru_cell`` (and ``fast_s2s.nn.GRUCell``) then packs each weight once
     instead of at every call, which is most of a call's time at batch 16-64 besides the product
-    itself. ``greedy_decode`` and ``beam_search`` decode inside one.
+    itself, and ``fast_s2s.gru_layer`` (``fast_s2s.nn.GRU``, the native encoder) packs each W_hh
+    once, as a server encoding one sentence after another wants. ``greedy_decode`` and
+    ``beam_search`` decode inside one, and the ``Translator`` translates inside one.
 
     The promise it takes: while inside, the weights change only through in-place ops torch
     tracks (``p.add_(...)``, ``optimizer.step()``, ``load_state_dict``: a changed version counter

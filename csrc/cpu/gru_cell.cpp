@@ -86,13 +86,9 @@ std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::T
     };
     // In a frozen-weights scope, weights the cache can track keep their preparation across
     // calls (prepared_cache.h), so the candidates are timed without it; otherwise every call
-    // prepares them, and that is timed. A per-call converted copy (bfloat16 weights) is not
-    // cached: it would only evict the entries that get reused.
+    // prepares them, and that is timed.
     const std::vector<at::Tensor> weights{p.w_ih, p.w_hh};
-    std::optional<std::vector<WeightIdentity>> ids;
-    if (weights_frozen() && p.w_ih.is_same(w_ih) && p.w_hh.is_same(w_hh)) {
-      ids = PreparedCache<CellProducts<A>>::identify(weights);
-    }
+    std::optional<std::vector<WeightIdentity>> ids = frozen_identities(weights, {w_ih, w_hh});
     const bool cached = ids.has_value();
     const Backend backend =
         gemm::choose({cached ? "gru_cell.frozen" : kOp, B, 3 * H, I, acc},

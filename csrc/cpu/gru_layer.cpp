@@ -170,13 +170,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
     };
     // In a frozen-weights scope a W_hh the cache can track is prepared once for many calls, so
     // the candidates are timed on their products alone; otherwise W_hh is prepared once per
-    // call and multiplied at each of max_len steps. A per-call converted copy (bfloat16
-    // weights) is not cached: it would only evict the entries that get reused.
+    // call and multiplied at each of max_len steps.
     const std::vector<at::Tensor> weights{p.w_hh};
-    std::optional<std::vector<WeightIdentity>> ids;
-    if (weights_frozen() && p.w_hh.is_same(w_hh)) {
-      ids = PreparedCache<StepProducts<A>>::identify(weights);
-    }
+    std::optional<std::vector<WeightIdentity>> ids = frozen_identities(weights, {w_hh});
     const bool cached = ids.has_value();
     const std::vector<Backend> offered{std::begin(kStepBackends), std::end(kStepBackends)};
     const auto one_step = [&](Backend b) { return [&, b] { prepare(b).run_step(hp, H); }; };

@@ -79,6 +79,23 @@ class WeightIdentity {
   int64_t version_;
 };
 
+// The identities to cache a preparation of `prepared` under, or nullopt when it is not to be
+// kept: outside a frozen-weights scope, when one of them is not the caller's own tensor in
+// `given` (a per-call converted copy, e.g. of bfloat16 weights, would only evict the entries
+// that get reused), or when one of them cannot be tracked.
+inline std::optional<std::vector<WeightIdentity>> frozen_identities(
+    const std::vector<at::Tensor>& prepared, const std::vector<at::Tensor>& given) {
+  if (!weights_frozen() || prepared.size() != given.size()) return std::nullopt;
+  std::vector<WeightIdentity> ids;
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    if (!prepared[i].is_same(given[i])) return std::nullopt;
+    std::optional<WeightIdentity> id = WeightIdentity::of(prepared[i]);
+    if (!id) return std::nullopt;
+    ids.push_back(std::move(*id));
+  }
+  return ids;
+}
+
 // Up to `capacity` prepared values, each for one list of weights and a shape key (the sizes and
 // choices the preparation depends on), least recently used evicted first.
 template <typename Value>
@@ -91,18 +108,6 @@ class PreparedCache {
   void clear() {
     std::lock_guard<std::mutex> lock(mutex_);
     entries_.clear();
-  }
-
-  // The identities of `weights`, or nullopt when one of them cannot be cached.
-  static std::optional<std::vector<WeightIdentity>> identify(
-      const std::vector<at::Tensor>& weights) {
-    std::vector<WeightIdentity> ids;
-    for (const at::Tensor& w : weights) {
-      std::optional<WeightIdentity> id = WeightIdentity::of(w);
-      if (!id) return std::nullopt;
-      ids.push_back(std::move(*id));
-    }
-    return ids;
   }
 
   // The value prepared for these weights and key, removed from the cache (null if none).

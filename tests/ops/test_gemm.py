@@ -182,6 +182,27 @@ def test_gru_module_one_op_in_a_frozen_scope_tells_modules_apart(gemm_backend, f
     check(mods[1])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("I,H,L", [(64, 64, 1), (256, 256, 2)])  # the bench's batch-1 encoders
+def test_frozen_encoder_at_bench_sizes_is_the_per_call_one(gemm_backend, threads, I, H, L):
+    """A one-sentence encoder served frozen (the cached W_hh, first call and from the cache)
+    gives bit for bit what the per-call preparation gives, with the GEMM backend pinned."""
+    torch.manual_seed(5)
+    mod = fast_s2s.nn.GRU(I, H, num_layers=L, bidirectional=True).eval()
+    x = torch.randn(25, 1, I) * 3.0  # saturating gates too
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            want = mod(x)
+            with fast_s2s.frozen_weights():
+                first, cached = mod(x), mod(x)
+    finally:
+        torch.set_num_threads(saved)
+    for got in (first, cached):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
 def test_frozen_scope_reaches_the_reverse_directions_thread():
     """gru_stack runs a layer's two directions on two threads, and the frozen scope is per
     thread: the reverse direction's thread must see the caller's, so every recurrent product

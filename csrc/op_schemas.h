@@ -98,6 +98,13 @@ inline constexpr const char* kDecoderOpSchemas[] = {
     "assemble_trace(Tensor tokens, Tensor parents, Tensor finish_scores, Tensor attention, "
         "Tensor finish_lp, int n_best) -> (Tensor sentence, Tensor length, Tensor score, "
         "Tensor tokens, Tensor attention)",
+    // encode, decode_beam and assemble_trace in one call (native_search.cpp): the encoder's
+    // arguments, then the decoder's and the search's; returns assemble_trace's hypotheses.
+    "search(Tensor?[] encoder_params, int[] encoder_config, Tensor src, Tensor src_lengths, "
+        "Dict(str, Tensor) params, Dict(str, int) config, Dict(str, str) kinds, int beam, "
+        "int max_len, int min_len, int n_best, Tensor finish_lp, Tensor reach_lp, "
+        "Tensor? max_lens=None) -> (Tensor sentence, Tensor length, Tensor score, "
+        "Tensor tokens, Tensor attention)",
 };
 // clang-format on
 

@@ -9,6 +9,8 @@
 // attention rows are those of the beam row that computed each of its t + 1 steps.
 // In C++ because at batch 1 the whole search is a few hundred microseconds and a Python
 // assembly (a dozen numpy / torch calls, cold after the search) was a tenth of it.
+#include "cpu/assemble_trace.h"
+
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
@@ -24,21 +26,20 @@
 namespace fast_s2s::cpu {
 namespace {
 
-using Hypotheses = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
 void check_trace(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t dim) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && t.dim() == dim,
               "assemble_trace: ", name, " must be a ", dim, "-D ", dtype, " CPU tensor, got ",
               t.sizes(), " ", t.scalar_type(), " on ", t.device());
 }
 
-// tokens, parents (T, B, K) int64; finish_scores (T, B, K) float64; attention (T, B * K, S)
-// float32; finish_lp (>= T,) float64. Returns, for the C hypotheses kept (sentence-major, best
-// first): sentence (C,), length (C,) (tokens before eos), score (C,) float64, tokens (C, L)
-// int64 padded with -1, attention (C, L + 1, S) float32 padded with 0 (L: the longest).
-Hypotheses assemble_trace_cpu(const at::Tensor& tokens_in, const at::Tensor& parents_in,
-                              const at::Tensor& finish_in, const at::Tensor& attention_in,
-                              const at::Tensor& finish_lp_in, int64_t n_best) {
+}  // namespace
+
+// Returns, for the C hypotheses kept (sentence-major, best first): sentence (C,), length (C,)
+// (tokens before eos), score (C,) float64, tokens (C, L) int64 padded with -1, attention
+// (C, L + 1, S) float32 padded with 0 (L: the longest).
+Hypotheses assemble_trace(const at::Tensor& tokens_in, const at::Tensor& parents_in,
+                          const at::Tensor& finish_in, const at::Tensor& attention_in,
+                          const at::Tensor& finish_lp_in, int64_t n_best) {
   check_trace(tokens_in, "tokens", at::kLong, 3);
   check_trace(parents_in, "parents", at::kLong, 3);
   check_trace(finish_in, "finish_scores", at::kDouble, 3);
@@ -122,8 +123,6 @@ Hypotheses assemble_trace_cpu(const at::Tensor& tokens_in, const at::Tensor& par
   return {sentence, length, score, out_tok, out_att};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fast_s2s, CPU, m) { m.impl("assemble_trace", &assemble_trace_cpu); }
+TORCH_LIBRARY_IMPL(fast_s2s, CPU, m) { m.impl("assemble_trace", &assemble_trace); }
 
 }  // namespace fast_s2s::cpu

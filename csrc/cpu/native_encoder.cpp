@@ -1,6 +1,5 @@
-// The native loop's encoder (op "encode"): Seq2Seq.encode for a CPU model in one call, so that
-// a native search is two op calls (encode, then decode_greedy or decode_beam) and no Python per
-// module. The reference is Seq2Seq.encode itself (fast_s2s/models/seq2seq.py, encoder.py,
+// The native loop's encoder (op "encode", and the first part of op "search"): Seq2Seq.encode for
+// a CPU model in one call, so that a native search has no Python per module. The reference is Seq2Seq.encode itself (fast_s2s/models/seq2seq.py, encoder.py,
 // Attention.precompute), which this matches exactly: the same ATen ops in the same order, and
 // the recurrence is gru_stack's (gru_stack.cpp). At one sentence (S ~ 25, H = 128) the modules'
 // Python (argument checks, module calls, an op dispatch each) costs more than the GRU itself:
@@ -15,6 +14,8 @@
 // Returns states (B, S, H) (a view of the time-major GRU output, as the module returns),
 // hidden (L_dec, B, H), final (B, H) [h_fwd_final; h_bwd_final] of the top layer, and keys:
 // the projected keys (B, S, A) for the additive / concat scores, else the states.
+#include "cpu/native_encoder.h"
+
 #include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
@@ -36,9 +37,11 @@ namespace {
 
 constexpr const char* kOp = "encode";
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> encode_cpu(
-    const c10::List<std::optional<at::Tensor>>& params, at::IntArrayRef config,
-    const at::Tensor& src, const at::Tensor& src_lengths) {
+}  // namespace
+
+EncodedSource encode_source(const c10::List<std::optional<at::Tensor>>& params,
+                            at::IntArrayRef config, const at::Tensor& src,
+                            const at::Tensor& src_lengths) {
   TORCH_CHECK(config.size() == 3, kOp, ": config must be [frames, encoder layers, decoder layers]",
               ", got ", config.size(), " values");
   const bool frames = config[0] != 0;
@@ -91,6 +94,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> encode_cpu(
   const std::optional<at::Tensor> key_w = get(base + 2);
   const at::Tensor keys = key_w.has_value() ? at::linear(states, *key_w, get(base + 3)) : states;
   return {states, hidden, final, keys};
+}
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> encode_cpu(
+    const c10::List<std::optional<at::Tensor>>& params, at::IntArrayRef config,
+    const at::Tensor& src, const at::Tensor& src_lengths) {
+  EncodedSource e = encode_source(params, config, src, src_lengths);
+  return {e.states, e.hidden, e.final, e.keys};
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// The native decoder ops on the CPU: one decoder step (decoder_step), and the whole search in
-// one call (decode_beam: beam search, greedy decoding being its beam 1) with the rules of
+// The native decoder ops on the CPU: one decoder step (decoder_step), the whole search in one
+// call (decode_beam: beam search, greedy decoding being its beam 1), and the encoder, the search
+// and the assembly of its hypotheses in one call (search, what the searches run) with the rules of
 // fast_s2s/models/decoding/ (python_loop.py is the reference the tests hold it to token for
 // token): per sentence the beam best extensions by total log-prob (ties: the lower candidate
 // index); those ending in eos finish, ranked by score / finish_lp[t]; a sentence is done when no
@@ -22,7 +23,9 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/assemble_trace.h"
 #include "cpu/decoder_model.h"
+#include "cpu/native_encoder.h"
 
 namespace fast_s2s::cpu {
 namespace {
@@ -113,7 +116,7 @@ Outputs beam_loop(const DecoderParams& p, const DecoderMemory& m, const at::Tens
   const int64_t B = m.B, V = s.V, S = m.S, K = lim.beam, N = B * K, T = lim.max_len + 1;
   DecoderStepper<A> st(p, m, N, K);
   // each sentence's state repeated over its beam rows (Seq2Seq.initial_state's)
-  st.hidden().copy_(hidden.repeat_interleave(K, 1));
+  st.hidden().copy_(K == 1 ? hidden : hidden.repeat_interleave(K, 1));
   std::vector<A> beam_scores(N, kNegInf), next_scores(N), top_s(K);
   for (int64_t b = 0; b < B; ++b) beam_scores[b * K] = 0;  // all beams equal at first: expand one
   std::vector<int64_t> prev(N, s.bos), next_tok(N), parent_row(N), top_i(K);
@@ -229,16 +232,12 @@ at::Tensor check_max_lens(const char* op, const std::optional<at::Tensor>& max_l
   return c;
 }
 
-Outputs decode_beam_cpu(const DecoderWeights& params, const DecoderConfig& config,
-                        const DecoderKinds& kinds, const std::optional<at::Tensor>& keys,
-                        const std::optional<at::Tensor>& values,
-                        const std::optional<at::Tensor>& context, const at::Tensor& src_lengths,
-                        const at::Tensor& hidden, int64_t beam, int64_t max_len, int64_t min_len,
-                        int64_t n_best, const at::Tensor& finish_lp, const at::Tensor& reach_lp,
-                        const std::optional<at::Tensor>& max_lens) {
-  const char* op = "decode_beam";
-  const DecoderParams p = parse_decoder(op, params, config, kinds);
-  const DecoderMemory m = check_memory(op, p, keys, values, context, src_lengths);
+// The search of `p` over the memory `m` from the decoder state `hidden` (B, H per layer), its
+// options checked first: decode_beam's work, and search's after the encoder.
+Outputs checked_beam_loop(const char* op, const DecoderParams& p, const DecoderMemory& m,
+                          const at::Tensor& hidden, int64_t beam, int64_t max_len, int64_t min_len,
+                          int64_t n_best, const at::Tensor& finish_lp, const at::Tensor& reach_lp,
+                          const std::optional<at::Tensor>& max_lens) {
   // the trace holds (max_len + 1) x B x beam entries: refuse sizes it cannot index
   constexpr int64_t kMaxEntries = int64_t{1} << 40;
   TORCH_CHECK(max_len >= 0 && max_len < kMaxEntries, op, ": max_len must lie in [0, 2^40), got ",
@@ -263,9 +262,46 @@ Outputs decode_beam_cpu(const DecoderWeights& params, const DecoderConfig& confi
                          reach.const_data_ptr<double>(),
                          limits.defined() ? limits.const_data_ptr<int64_t>() : nullptr};
   Outputs out;
-  AT_DISPATCH_FLOATING_TYPES(p.embedding.scalar_type(), "decode_beam_cpu",
+  AT_DISPATCH_FLOATING_TYPES(p.embedding.scalar_type(), "beam_loop",
                              [&] { out = beam_loop<scalar_t>(p, m, hidden, lim); });
   return out;
+}
+
+Outputs decode_beam_cpu(const DecoderWeights& params, const DecoderConfig& config,
+                        const DecoderKinds& kinds, const std::optional<at::Tensor>& keys,
+                        const std::optional<at::Tensor>& values,
+                        const std::optional<at::Tensor>& context, const at::Tensor& src_lengths,
+                        const at::Tensor& hidden, int64_t beam, int64_t max_len, int64_t min_len,
+                        int64_t n_best, const at::Tensor& finish_lp, const at::Tensor& reach_lp,
+                        const std::optional<at::Tensor>& max_lens) {
+  const char* op = "decode_beam";
+  const DecoderParams p = parse_decoder(op, params, config, kinds);
+  const DecoderMemory m = check_memory(op, p, keys, values, context, src_lengths);
+  return checked_beam_loop(op, p, m, hidden, beam, max_len, min_len, n_best, finish_lp, reach_lp,
+                           max_lens);
+}
+
+// The encoder (native_encoder.cpp), decode_beam and assemble_trace in one call: at batch 1 the
+// Python between three op calls (the encoder state's objects, the trace's host copies, three
+// argument conversions) ran cold after the search and cost more than a tenth of it.
+Hypotheses search_cpu(const c10::List<std::optional<at::Tensor>>& encoder_params,
+                      at::IntArrayRef encoder_config, const at::Tensor& src,
+                      const at::Tensor& src_lengths, const DecoderWeights& params,
+                      const DecoderConfig& config, const DecoderKinds& kinds, int64_t beam,
+                      int64_t max_len, int64_t min_len, int64_t n_best, const at::Tensor& finish_lp,
+                      const at::Tensor& reach_lp, const std::optional<at::Tensor>& max_lens) {
+  const char* op = "search";
+  const DecoderParams p = parse_decoder(op, params, config, kinds);
+  const EncodedSource e = encode_source(encoder_params, encoder_config, src, src_lengths);
+  // the memory native_params.memory hands decode_beam: the classic decoder reads the fixed
+  // context (its values only give S), the others the keys and the states
+  const bool classic = p.spec.wiring == kClassic;
+  const DecoderMemory m =
+      check_memory(op, p, classic ? std::nullopt : std::optional<at::Tensor>(e.keys), e.states,
+                   classic ? std::optional<at::Tensor>(e.final) : std::nullopt, src_lengths);
+  const auto [tokens, parents, finish, attention] = checked_beam_loop(
+      op, p, m, e.hidden, beam, max_len, min_len, n_best, finish_lp, reach_lp, max_lens);
+  return assemble_trace(tokens, parents, finish, attention, finish_lp, n_best);
 }
 
 }  // namespace
@@ -273,6 +309,7 @@ Outputs decode_beam_cpu(const DecoderWeights& params, const DecoderConfig& confi
 TORCH_LIBRARY_IMPL(fast_s2s, CPU, m) {
   m.impl("decoder_step", &decoder_step_cpu);
   m.impl("decode_beam", &decode_beam_cpu);
+  m.impl("search", &search_cpu);
 }
 
 }  // namespace fast_s2s::cpu

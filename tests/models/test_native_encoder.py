@@ -78,23 +78,22 @@ def test_encode_is_seq2seq_encode(name, dtype):
 
 
 def test_the_searches_encode_natively_on_the_native_path(monkeypatch):
+    """On the native path the searches encode in C++ (the search op runs the native encoder):
+    neither Seq2Seq.encode nor the Python encoder module runs, and the result is the Python
+    loop's."""
     model = make_model("bahdanau")
     src, src_lengths = make_source(model, [6, 4])
-    calls = []
-    encode = native_encoder.encode
-
-    def counted(*args):
-        calls.append(None)
-        return encode(*args)
-
-    monkeypatch.setattr(native_encoder, "encode", counted)
-    native = greedy_decode(model, src, src_lengths, 9), beam_search(model, src, src_lengths, 3, 9)
-    assert len(calls) == 2
     python = (
         greedy_decode(model, src, src_lengths, 9, native=False),
         beam_search(model, src, src_lengths, 3, 9, native=False),
     )
-    assert len(calls) == 2  # the Python loop encodes with Seq2Seq.encode
+
+    def no_python_encoder(*args, **kwargs):
+        raise AssertionError("the Python encoder ran")
+
+    monkeypatch.setattr(model, "encode", no_python_encoder)
+    monkeypatch.setattr(model.encoder, "forward", no_python_encoder)
+    native = greedy_decode(model, src, src_lengths, 9), beam_search(model, src, src_lengths, 3, 9)
     for got, want in zip(native, python, strict=True):
         assert [h.tokens for h in got] == [h.tokens for h in want]
 
@@ -136,7 +135,7 @@ def test_a_config_that_disagrees_with_the_bridge_is_refused_by_name():
     the bridge weight and both counts, not a reshape error."""
     model = make_model("bahdanau")
     src, lengths = make_source(model, [4, 2])
-    params, config = native_encoder._pack(model)
+    params, config = native_encoder.pack(model)
     config = [config[0], config[1], 5]  # five decoder layers; the bridge has rows for one
     with pytest.raises(RuntimeError, match=r"bridge weight\) must have decoder layers \* H"):
         torch.ops.fast_s2s.encode(params, config, src, lengths)

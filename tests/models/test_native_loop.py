@@ -281,3 +281,117 @@ def test_empty_source_rows(name):
     )
     got = beam_search(model, src, lengths, 3, 10, n_best=2)
     assert_same_lists(got, beam_search(model, src, lengths, 3, 10, n_best=2, native=False))
+
+
+@pytest.mark.parametrize("name", list(WIRINGS))
+@pytest.mark.parametrize("beam,n_best,ratio", [(1, 1, None), (3, 2, None), (4, 3, 1.5)])
+def test_search_op_is_encode_decode_beam_and_assemble(name, beam, n_best, ratio):
+    """torch.ops.fast_s2s.search (the searches' one call) returns exactly what its three ops
+    return in sequence: the native encoder, decode_beam, assemble_trace."""
+    from fast_s2s.models.decoding import native_encoder
+    from fast_s2s.models.decoding.spec import SearchOptions
+
+    model = make_model(name, seed=5, eos_bias=-2.0)
+    src, lengths = make_source(4, 21, width=30)
+    spec = SearchOptions(beam=beam, max_len=40, n_best=n_best, max_len_ratio=ratio)
+    tables = spec.tables
+    limits = None
+    if ratio is not None:
+        limits = torch.tensor(spec.sentence_max_lens(lengths.tolist()), dtype=torch.int64)
+    options = dict(
+        beam=beam, max_len=40, min_len=0, n_best=n_best, finish_lp=tables.finish_tensor,
+        reach_lp=tables.reach_tensor, max_lens=limits,
+    )  # fmt: skip
+    with torch.no_grad():
+        encoder_args, decoder_args = native_encoder.pack(model), native_params.pack(model)
+        got = torch.ops.fast_s2s.search(*encoder_args, src, lengths, *decoder_args, **options)
+        encoded = native_encoder.encode(model, src, lengths)
+        keys, values, context, host_lengths = native_params.memory(encoded)
+        trace = torch.ops.fast_s2s.decode_beam(
+            *decoder_args, keys, values, context, host_lengths, encoded.hidden, **options
+        )
+        want = torch.ops.fast_s2s.assemble_trace(*trace, tables.finish_tensor, n_best)
+    assert len(got) == len(want) == 5
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and torch.equal(g, w)
+    assert int(got[1].max()) >= 20  # long outputs: eos held back
+
+
+def test_the_search_op_refuses_a_decoder_that_does_not_fit_the_encoder():
+    """The decoder's arguments are checked against the encoder's output by name, as decode_beam
+    checks them against the memory it is given."""
+    from fast_s2s.models.decoding import native_encoder
+    from fast_s2s.models.decoding.spec import SearchOptions
+
+    model, other = make_model("bahdanau"), make_model("bahdanau-2layers")
+    src, lengths = make_source(2, 3)
+    tables = SearchOptions(max_len=5).tables
+    with torch.no_grad(), pytest.raises(RuntimeError, match="search: "):
+        torch.ops.fast_s2s.search(
+            *native_encoder.pack(model), src, lengths, *native_params.pack(other), beam=1,
+            max_len=5, min_len=0, n_best=1, finish_lp=tables.finish_tensor,
+            reach_lp=tables.reach_tensor,
+        )  # fmt: skip
+
+
+def test_the_plan_follows_the_model(monkeypatch):
+    """What the native engine keeps per model (native_plan) is made again when the model
+    changes: replaced encoder and decoder parameters and submodules, the config edited in place,
+    the encoder GRU's backend, the weights' dtype, AUTO_PREFERENCE; each search agrees with the
+    Python loop on the model as it is then (a stale plan would decode the old model or claim
+    the native path)."""
+    import fast_s2s.backends
+    from fast_s2s.models.decoding.native_plan import plan_for
+
+    model = make_model("bahdanau", seed=13)
+    src, lengths = make_source(3, 8)
+
+    def agree(path: str = "native"):
+        assert decode_path(model).startswith(path)
+        want = greedy_decode(model, src, lengths, 12, native=False)
+        assert_same_hypotheses(greedy_decode(model, src, lengths, 12), want)
+        assert_same_lists(
+            beam_search(model, src, lengths, 3, 12, n_best=2),
+            beam_search(model, src, lengths, 3, 12, n_best=2, native=False),
+        )
+        return [h.score for h in want]
+
+    first = agree()
+    enc = model.encoder
+    enc.rnn.weight_hh_l0 = torch.nn.Parameter(torch.randn_like(enc.rnn.weight_hh_l0) * 3)
+    enc.embedding = torch.nn.Embedding(enc.embedding.num_embeddings, enc.embedding.embedding_dim)
+    assert agree() != pytest.approx(first, abs=1e-3)  # the new encoder weights were read
+    model.decoder.readout = torch.nn.Linear(
+        model.decoder.readout.in_features, model.decoder.readout.out_features
+    )
+    agree()
+    enc.rnn.backend = "reference"  # the encoder on the reference GRU: not the native encoder
+    assert plan_for(model).encoder_unavailable is not None
+    agree()
+    enc.rnn.backend = "cpp"
+    assert plan_for(model).encoder_unavailable is None
+    model.config.backend = "reference"  # edited in place: the searches leave the native path
+    agree("python")
+    model.config.backend = "cpp"
+    monkeypatch.setitem(fast_s2s.backends.AUTO_PREFERENCE, "cpu", ("reference",))
+    model.config.backend = "auto"
+    agree("python")
+    monkeypatch.undo()
+    agree()
+    model.to(torch.float64)  # the same Parameter objects, float64 data
+    assert greedy_decode(model, src, lengths, 12)[0].attention.dtype == torch.float32
+    agree()
+    model.to(torch.bfloat16)
+    agree("python")
+
+
+def test_the_plan_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    model = make_model("luong-general")
+    greedy_decode(model, *make_source(2, 1), 5)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

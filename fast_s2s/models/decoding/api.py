@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from fast_s2s.models.decoding.engine import Engine
 from fast_s2s.models.decoding.native_loop import NativeLoop
+from fast_s2s.models.decoding.native_plan import plan_for
 from fast_s2s.models.decoding.python_loop import PythonLoop
 from fast_s2s.models.decoding.result import Hypothesis, assemble
 from fast_s2s.models.decoding.spec import SearchOptions
@@ -92,6 +93,12 @@ def run_search(
     spec.n_best hypotheses, best first. Raises ValueError for a sentence without a
     finite-scored hypothesis."""
     _check_model(model)
+    if isinstance(engine, NativeLoop):
+        plan = plan_for(model)
+        if plan.encoder_unavailable is None:  # encoder, search and assembly in one op call
+            # no mode to set: the native ops compute the model in eval mode (no dropout)
+            with torch.no_grad():
+                return engine.search(model, src, src_lengths, spec, plan)
     with _inference(model):
         encoded = engine.encode(model, src, src_lengths)
         trace = engine.run(model, encoded, spec)

@@ -28,7 +28,7 @@ from fast_s2s.models.state import EncoderState
 from fast_s2s.nn import GRU, Attention, AttentionMemory
 from fast_s2s.nn.gru import gru_weight_names
 
-__all__ = ["encode", "unavailable"]
+__all__ = ["encode", "pack", "unavailable"]
 
 
 def unavailable(model: Seq2Seq) -> str | None:
@@ -49,7 +49,8 @@ def unavailable(model: Seq2Seq) -> str | None:
     return None
 
 
-def _pack(model: Seq2Seq) -> tuple[list[Tensor | None], list[int]]:
+def pack(model: Seq2Seq) -> tuple[list[Tensor | None], list[int]]:
+    """The op's params and config (the module docstring's layout)."""
     # Through the modules' own dicts: nn.Module.__getattr__ per name was most of a pack.
     encoder = model._modules["encoder"]
     modules = encoder._modules
@@ -79,7 +80,7 @@ def encode(model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> EncoderState:
     """Seq2Seq.encode(src, src_lengths) in one op (no gradient: the searches run under
     no_grad); the same arguments, checks and result."""
     src, src_lengths = model.encoder_inputs(src, src_lengths)
-    params, config = _pack(model)
+    params, config = pack(model)
     states, hidden, final, keys = torch.ops.fast_s2s.encode(params, config, src, src_lengths)
     memory = None if model.decoder.attention is None else AttentionMemory(keys, states)
     return EncoderState(states, memory, hidden, src_lengths, final)

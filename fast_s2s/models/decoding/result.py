@@ -13,7 +13,7 @@ from torch import Tensor
 from fast_s2s import _extension
 from fast_s2s.models.decoding.rules import LengthTables
 
-__all__ = ["Hypothesis", "Trace", "assemble", "assemble_reference"]
+__all__ = ["Hypothesis", "Trace", "assemble", "assemble_reference", "ranked_hypotheses"]
 
 
 @dataclass
@@ -69,11 +69,20 @@ def assemble(
     each other."""
     if not _extension.extension_loaded():
         return assemble_reference(trace, src_lengths, n_best, tables)
-    sentence, length, score, tokens, attention = torch.ops.fast_s2s.assemble_trace(
+    assembled = torch.ops.fast_s2s.assemble_trace(
         trace.tokens.detach().cpu(), trace.parents.detach().cpu(),
         trace.finish_scores.detach().to("cpu", torch.float64),
         trace.attention.detach().to("cpu", torch.float32), tables.finish_tensor, n_best,
     )  # fmt: skip
+    return ranked_hypotheses(assembled, src_lengths)
+
+
+def ranked_hypotheses(
+    assembled: tuple[Tensor, Tensor, Tensor, Tensor, Tensor], src_lengths: list[int]
+) -> list[list[Hypothesis]]:
+    """The Hypothesis lists of assemble_trace's result (sentence, length, score, tokens,
+    attention: csrc/cpu/op_schemas.h), per sentence best first."""
+    sentence, length, score, tokens, attention = assembled
     ranked: list[list[Hypothesis]] = [[] for _ in src_lengths]
     rows = zip(sentence.tolist(), length.tolist(), score.tolist(), tokens.tolist(), strict=True)
     for c, (b, t, total, row) in enumerate(rows):

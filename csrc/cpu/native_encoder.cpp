@@ -1,9 +1,10 @@
 // The native loop's encoder (op "encode", and the first part of op "search"): Seq2Seq.encode for
-// a CPU model in one call, so that a native search has no Python per module. The reference is Seq2Seq.encode itself (fast_s2s/models/seq2seq.py, encoder.py,
-// Attention.precompute), which this matches exactly: the same ATen ops in the same order, and
-// the recurrence is gru_stack's (gru_stack.cpp). At one sentence (S ~ 25, H = 128) the modules'
-// Python (argument checks, module calls, an op dispatch each) costs more than the GRU itself:
-// 220-260 us through the modules, 160-170 us as this op.
+// a CPU model in one call, so that a native search has no Python per module. The reference is
+// Seq2Seq.encode itself (fast_s2s/models/seq2seq.py, encoder.py, Attention.precompute), which this
+// matches exactly: the same ATen ops in the same order, and the recurrence is gru_stack's
+// (gru_stack.cpp). At one sentence (S ~ 25, H = 128) the modules' Python (argument checks, module
+// calls, an op dispatch each) costs more than the GRU itself: 220-260 us through the modules,
+// 160-170 us as this op.
 //
 // params (fast_s2s/models/native_encoder.py packs them; None where a model has no such tensor):
 //   [embedding (V, E) | frame_proj weight (E, F), frame_proj bias (E) | None,

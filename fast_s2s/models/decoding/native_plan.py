@@ -15,8 +15,9 @@ search. A plan is kept per model and used while nothing it was made from changed
 - the order `auto` resolves by (fast_s2s.backends.AUTO_PREFERENCE).
 
 Writes into the weights (in place, through `.data`, load_state_dict) need nothing: the packed
-arguments hold the Parameter objects themselves. Changing `_parameters` or `_modules` by hand
-bypasses the hooks: do not do that to a model between searches.
+arguments hold the Parameter objects themselves. Deleting a parameter or submodule, or changing
+`_parameters` / `_modules` by hand, bypasses the hooks: do not do that to a model between
+searches.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def _check_tokens(name: str, t: object, batch: int | None = None, hint: str = ""
         raise ValueError(
             f"Seq2Seq: {name} must have B = {batch} rows like src, got shape {tuple(t.shape)}"
         )
-    return t.long()
+    return t if t.dtype == torch.int64 else t.long()
 
 
 def _check_frames(t: object, frame_size: int) -> Tensor:
@@ -131,7 +131,8 @@ class Seq2Seq(nn.Module):
                 f"Seq2Seq: src_lengths must have shape ({src.shape[0]},) (one per src row), got "
                 f"{tuple(src_lengths.shape)}"
             )
-        src_lengths = src_lengths.to(device=src.device, dtype=torch.int64)
+        if src_lengths.dtype != torch.int64 or src_lengths.device != src.device:
+            src_lengths = src_lengths.to(device=src.device, dtype=torch.int64)
         checks.check_lengths("Seq2Seq", src_lengths, src.shape[0], src.shape[1], "S")
         return src, src_lengths
 

@@ -47,6 +47,7 @@ from fast_s2s.models import SearchOptions, Seq2SeqConfig
 from fast_s2s.models.config import LOCAL_SCORES, LOCALS
 from fast_s2s.training import TrainResult, TrainSettings, checkpoint, g2p, train
 from fast_s2s.training.plotting import plotting_unavailable
+from fast_s2s.training.schedule import LR_FLOOR, SCHEDULES
 
 # A --data file with this ending is a pronouncing dictionary: --task g2p is implied.
 DICTIONARY_EXTENSION = ".dict"
@@ -115,6 +116,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=COUNT, help=_defaults("epochs"))
     parser.add_argument("--batch-size", type=COUNT, help=_defaults("batch_size"))
     parser.add_argument("--lr", type=number(0, 10), help=_defaults("lr"))
+    parser.add_argument(
+        "--lr-schedule",
+        choices=SCHEDULES,
+        help="plateau: halve --lr after an epoch without improvement; cosine: from --lr down "
+        f"to {LR_FLOOR:g} x --lr over --epochs or --time-budget, whichever ends the run first; "
+        + _defaults("lr_schedule"),
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=number(0, 1, high_open=True),
+        help="mass of the training targets spread over the vocabulary; "
+        + _defaults("label_smoothing"),
+    )
     parser.add_argument(
         "--clip", type=number(0, low_open=True), default=d.clip, help="gradient norm clipping"
     )

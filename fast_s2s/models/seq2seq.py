@@ -167,11 +167,21 @@ class Seq2Seq(nn.Module):
         return self.decoder(enc, tgt_in)
 
     def loss(
-        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        tgt_out: Tensor,
+        label_smoothing: float = 0.0,
     ) -> tuple[Tensor, int]:
         """Summed cross-entropy over the non-pad positions of tgt_out (B, T) (the target
         followed by eos, padded with pad_id), and the number of those tokens. Divide the first
-        by the second for the mean per token."""
+        by the second for the mean per token. label_smoothing in [0, 1): the target
+        distribution puts that much mass uniformly over the vocabulary (Szegedy et al. 2016)."""
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(
+                f"Seq2Seq.loss: label_smoothing must be in [0, 1), got {label_smoothing!r}"
+            )
         logits = self(src, src_lengths, tgt_in)
         tgt_out = _check_tokens("tgt_out", tgt_out, tgt_in.shape[0])
         if tgt_out.shape != tgt_in.shape:
@@ -185,6 +195,7 @@ class Seq2Seq(nn.Module):
             tgt_out.reshape(-1),
             ignore_index=pad,
             reduction="sum",
+            label_smoothing=label_smoothing,
         )
         return loss, int((tgt_out != pad).sum())
 

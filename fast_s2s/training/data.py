@@ -45,6 +45,8 @@ class TrainSettings:
     epochs: int = 30
     batch_size: int = 64
     lr: float = 2e-3
+    lr_schedule: str = "plateau"  # fast_s2s.training.schedule.SCHEDULES
+    label_smoothing: float = 0.0  # of the training loss (torch.nn.functional.cross_entropy)
     clip: float = 1.0
     patience: int = 3
     time_budget: float | None = None

@@ -48,6 +48,16 @@ def shard(items: list, world: World) -> list:
     return items[world.rank : usable : world.size]
 
 
+def broadcast_float(value: float, world: World) -> float:
+    """Rank 0's value, on every rank (a schedule driven by rank 0's clock)."""
+    if not world.distributed:
+        return value
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def broadcast_flag(flag: bool, world: World) -> bool:
     """Rank 0's decision, on every rank (so all stop at the same epoch)."""
     if not world.distributed:

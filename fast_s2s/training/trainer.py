@@ -1,6 +1,6 @@
 """The training loop behind `fast-s2s train`: model, Adam with clipping, bucketed batches,
-validation every epoch, learning-rate halving and early stopping, atomic checkpoints by rank 0,
-DistributedDataParallel under torchrun."""
+validation every epoch, a learning-rate schedule (fast_s2s.training.schedule) and early stopping,
+atomic checkpoints by rank 0, DistributedDataParallel under torchrun."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from fast_s2s.data import (
     make_batches,
 )
 from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig
-from fast_s2s.training import checkpoint, distributed, evaluation, memory
+from fast_s2s.training import checkpoint, distributed, evaluation, memory, schedule
 from fast_s2s.training.data import PreparedData, TrainSettings, prepare_data, uses_frames
 from fast_s2s.training.evaluation import evaluate
 from fast_s2s.training.resume import RECORD_VERSION, check_resume, run_record
@@ -47,13 +47,33 @@ def out_of_time(settings: TrainSettings, started: float, world: distributed.Worl
 class _LossModule(torch.nn.Module):
     """DistributedDataParallel only synchronises gradients of what its forward computed."""
 
-    def __init__(self, model: Seq2Seq) -> None:
+    def __init__(self, model: Seq2Seq, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        self.label_smoothing = label_smoothing
 
     def forward(self, src, src_lengths, tgt_in, tgt_out):
-        loss, n_tokens = self.model.loss(src, src_lengths, tgt_in, tgt_out)
+        loss, n_tokens = self.model.loss(
+            src, src_lengths, tgt_in, tgt_out, label_smoothing=self.label_smoothing
+        )
         return loss / max(1, n_tokens)
+
+
+def _set_cosine_rate(
+    optimizer: torch.optim.Optimizer,
+    settings: TrainSettings,
+    epochs_done: float,
+    start_epoch: int,
+    started: float,
+    world: distributed.World,
+) -> None:
+    """Sets every group's rate on the cosine schedule at the run's progress. Rank 0's clock
+    counts for all ranks: replicas stepped at different rates would drift apart."""
+    elapsed = distributed.broadcast_float(time.perf_counter() - started, world)
+    epochs_this_run = settings.epochs - start_epoch
+    progress = schedule.run_progress(epochs_done, epochs_this_run, elapsed, settings.time_budget)
+    for group in optimizer.param_groups:
+        group["lr"] = settings.lr * schedule.cosine_factor(progress)
 
 
 def describe(config: Seq2SeqConfig) -> str:
@@ -209,7 +229,7 @@ def train(
         best_state = state["model"]
         result.history = list(state.get("history", []))
         console.print(f"resumed from {checkpoint_path} after epoch {start_epoch}")
-    step_module = _LossModule(model)
+    step_module = _LossModule(model, settings.label_smoothing)
     if world.distributed:
         step_module = torch.nn.parallel.DistributedDataParallel(step_module)
     console.print(
@@ -248,7 +268,10 @@ def train(
             disable=not world.is_main,
         ) as progress:
             task = progress.add_task("train", total=len(batches), loss=math.nan)
-            for batch in batches:
+            for index, batch in enumerate(batches):
+                if settings.lr_schedule == "cosine":
+                    done = epoch - start_epoch + index / len(batches)
+                    _set_cosine_rate(optimizer, settings, done, start_epoch, started, world)
                 batch = batch.to(dev)
                 loss = step_module(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
                 optimizer.zero_grad(set_to_none=True)
@@ -271,10 +294,10 @@ def train(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             stale = 0
         else:
-            # Halve the learning rate on a plateau (Luong et al. 2015 halve it on a schedule).
             stale += 1
-            for group in optimizer.param_groups:
-                group["lr"] *= 0.5
+            if settings.lr_schedule == "plateau":  # fast_s2s.training.schedule
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.5
         result.best_exact = max(result.best_exact, metrics["exact"])
         result.best_bleu = max(result.best_bleu, metrics["bleu"])
         result.epochs_run += 1

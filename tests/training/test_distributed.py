@@ -20,10 +20,12 @@ DRIVER = textwrap.dedent(
     import torch
     from fast_s2s.training import TrainSettings, train
 
-    out = sys.argv[1]
+    out, lr_schedule = sys.argv[1], sys.argv[2]
+    epochs, budget = int(sys.argv[3]), float(sys.argv[4])
     torch.set_num_threads(1)
     settings = TrainSettings(task="copy", num_examples=320, valid_size=32, max_len=5,
-                             epochs=2, batch_size=16, patience=99)
+                             epochs=epochs, batch_size=16, patience=99, lr_schedule=lr_schedule,
+                             time_budget=budget or None)
     result = train(settings, dict(embed_size=16, hidden_size=32), os.path.join(out, "ckpt.pt"))
     rank = int(os.environ["RANK"])
     torch.save(result.model.state_dict(), os.path.join(out, f"params{rank}.pt"))
@@ -34,13 +36,16 @@ DRIVER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_identical_replicas(tmp_path):
+# cosine with a budget that ends the run: the rate follows the clock, so ranks reading their
+# own clocks would step their replicas at different rates
+@pytest.mark.parametrize("lr_schedule,epochs,budget", [("plateau", 2, 0.0), ("cosine", 99, 1.0)])
+def test_two_cpu_processes_train_identical_replicas(tmp_path, lr_schedule, epochs, budget):
     import json
 
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(driver), str(tmp_path)]  # fmt: skip
+           str(driver), str(tmp_path), lr_schedule, str(epochs), str(budget)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     params = [torch.load(tmp_path / f"params{r}.pt") for r in (0, 1)]
@@ -48,10 +53,12 @@ def test_two_cpu_processes_train_identical_replicas(tmp_path):
     for name in params[0]:
         assert torch.equal(params[0][name], params[1][name]), name
     results = [json.loads((tmp_path / f"result{r}.json").read_text()) for r in (0, 1)]
-    assert results[0] == {"written": 2, "epochs": 2}
-    assert results[1] == {"written": 0, "epochs": 2}  # rank 1 trained but wrote nothing
+    if budget:  # both ranks stop at the epoch where rank 0 saw the budget run out
+        epochs = results[0]["epochs"]
+        assert 1 <= epochs < 99
+    assert results[0] == {"written": epochs, "epochs": epochs}
+    assert results[1] == {"written": 0, "epochs": epochs}  # rank 1 trained but wrote nothing
     assert (tmp_path / "ckpt.pt").exists()
-    # The replicas really trained (moved away from the initialisation of the same seed).
     from fast_s2s.training import load_checkpoint
 
-    assert load_checkpoint(tmp_path / "ckpt.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "ckpt.pt")["epoch"] == epochs - 1

@@ -185,6 +185,10 @@ def train(
     to fit in memory (fast_s2s.training.memory), and so are `later_beams`, {option: beam} of
     the searches the caller runs after training (g2p's --test-beam), on the validation set's
     shapes; a MemoryLimitError names the option."""
+    if settings.lr_schedule not in schedule.SCHEDULES:
+        raise ValueError(
+            f"lr_schedule must be one of {schedule.SCHEDULES}, got {settings.lr_schedule!r}"
+        )
     dev = torch.device(device)
     world = distributed.init_from_env(dev)
     console = console or Console(quiet=not world.is_main)

@@ -57,6 +57,13 @@ def test_a_cosine_run_sets_the_rate_before_every_batch(tmp_path):
     assert last < 0.3
 
 
+def test_an_unknown_schedule_is_refused_before_any_work(tmp_path):
+    path = tmp_path / "never.pt"
+    with pytest.raises(ValueError, match=r"lr_schedule must be one of \('plateau', 'cosine'\)"):
+        train(tiny_settings(lr_schedule="linear"), TINY_MODEL, str(path))
+    assert not path.exists()
+
+
 def test_a_plateau_run_only_halves_the_rate(tmp_path):
     path = tmp_path / "plateau.pt"
     train(tiny_settings(epochs=2, patience=99, lr=1e-2), TINY_MODEL, str(path))

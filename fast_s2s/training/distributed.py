@@ -49,7 +49,7 @@ def shard(items: list, world: World) -> list:
 
 
 def broadcast_float(value: float, world: World) -> float:
-    """Rank 0's value, on every rank (a schedule driven by rank 0's clock)."""
+    """Rank 0's value, on every rank (a flag, or the clock a schedule follows)."""
     if not world.distributed:
         return value
     device = "cuda" if dist.get_backend() == "nccl" else "cpu"
@@ -60,12 +60,7 @@ def broadcast_float(value: float, world: World) -> float:
 
 def broadcast_flag(flag: bool, world: World) -> bool:
     """Rank 0's decision, on every rank (so all stop at the same epoch)."""
-    if not world.distributed:
-        return flag
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([int(flag)], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
+    return bool(broadcast_float(float(flag), world))
 
 
 def barrier(world: World) -> None:

@@ -129,6 +129,9 @@ TINY_TRAIN = ["train", "--task", "copy", "--num-examples", "60", "--max-len", "4
         (["--lr", "nan"], "--lr: must be a finite number in [0, 10], got nan"),
         (["--clip", "-inf"], "--clip: must be a finite number > 0, got -inf"),
         (["--resume", "--overwrite"], "not both"),
+        (["--label-smoothing", "1"], "--label-smoothing: must be a finite number in [0, 1), got 1"),
+        (["--label-smoothing", "x"], "--label-smoothing"),
+        (["--lr-schedule", "linear"], "--lr-schedule: invalid choice: 'linear'"),
     ],
 )
 def test_train_refuses_bad_options_before_any_work(tmp_path, capsys, extra, message):

@@ -1,5 +1,6 @@
 """The learning-rate schedules (fast_s2s.training.schedule) and label smoothing of the training
-loss: the formulas, what a run's optimizer ends with, and the options' errors."""
+loss: the formulas, what a run's optimizer ends with and an unknown schedule refused (the
+CLI options' errors are in tests/cli/test_cli.py's table)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fast_s2s import cli
 from fast_s2s.models import Seq2Seq, Seq2SeqConfig
 from fast_s2s.training import checkpoint, train
 from fast_s2s.training.schedule import LR_FLOOR, cosine_factor, run_progress
-from tests.cli.test_cli import TINY_TRAIN, one_line_error
 from tests.training.test_training import TINY_MODEL, tiny_settings
 
 
@@ -104,18 +103,3 @@ def test_label_smoothing_out_of_range_is_refused(value):
     model, src, lengths, tgt_in, tgt_out = _tiny_model_and_batch()
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
         model.loss(src, lengths, tgt_in, tgt_out, label_smoothing=value)
-
-
-@pytest.mark.parametrize(
-    "extra,message",
-    [
-        (["--label-smoothing", "1"], "--label-smoothing: must be a finite number in [0, 1), got 1"),
-        (["--label-smoothing", "x"], "--label-smoothing"),
-        (["--lr-schedule", "linear"], "--lr-schedule: invalid choice: 'linear'"),
-    ],
-)
-def test_bad_schedule_options_are_one_line_errors(extra, message, capsys, tmp_path):
-    ckpt = tmp_path / "m.pt"
-    assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt), *extra]) == 2
-    assert message in one_line_error(capsys)
-    assert not ckpt.exists()

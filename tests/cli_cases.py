@@ -76,7 +76,7 @@ def resume_bases(folder: str) -> dict[str, list[str]]:
         "generated": generated,
         "local": [*generated, "--local", "p", "--window", "2"],
         "tsv": ["train", "--data", os.path.join(folder, "pairs.tsv"), "--valid-size", "5", *SMALL],
-        "g2p": ["train", "--data", MINI_DICT, "--test-beam", "1", *SMALL],
+        "g2p": ["train", "--data", MINI_DICT, "--test-beam", "1", "--processes", "1", *SMALL],
     }
 
 

@@ -11,7 +11,8 @@
     fast-s2s train --local p --score general --window 10 ...     # Luong local-p attention
     fast-s2s train ... --resume                                  # continue from --checkpoint
                                     # (the same task, data, tokenisation and model options)
-    torchrun --nproc-per-node 2 -m fast_s2s.cli train ...        # DistributedDataParallel
+    fast-s2s train ... --processes 2                             # DistributedDataParallel
+    torchrun --nproc-per-node 2 -m fast_s2s.cli train ...        # the same, or across machines
 
 Each epoch ends with greedy decoding of the validation set (exact match and sacrebleu BLEU);
 the checkpoint (model config, vocabularies, weights of the best epoch and the state to resume)
@@ -45,7 +46,7 @@ from fast_s2s.data import (
 )
 from fast_s2s.models import SearchOptions, Seq2SeqConfig
 from fast_s2s.models.config import LOCAL_SCORES, LOCALS
-from fast_s2s.training import TrainResult, TrainSettings, checkpoint, g2p, train
+from fast_s2s.training import TrainResult, TrainSettings, checkpoint, g2p, launch, train
 from fast_s2s.training.plotting import plotting_unavailable
 from fast_s2s.training.schedule import LR_FLOOR, SCHEDULES
 
@@ -61,6 +62,10 @@ BEAM = integer(1, INT_MAX)
 WINDOW = integer(0, 1_000_000)  # D of local attention (2D + 1 positions)
 SIZE = integer(1, 65_536)  # embedding and hidden sizes
 LAYERS = integer(1, 64)
+PROCESSES = integer(1, 1024)
+
+# What `fast-s2s train` reports as one line and exit status 2 rather than a traceback.
+USER_ERRORS = (checkpoint.CheckpointError, ValueError, FileNotFoundError, CmudictUnavailableError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +144,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds; stop after the epoch that passes it; {_defaults('time_budget')}",
     )
     parser.add_argument("--seed", type=SEED, default=d.seed, help="seed of data and weights")
-    parser.add_argument("--threads", type=THREADS, help=f"torch threads; {_defaults('threads')}")
+    parser.add_argument(
+        "--threads",
+        type=THREADS,
+        help=f"torch threads per process; {_defaults('threads')} (none: torch's, or the "
+        "cores / N with --processes N)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=PROCESSES,
+        help="replicas trained in parallel on this machine's CPU cores, each on its share of "
+        "the batches, gradients averaged (DistributedDataParallel, gloo): default 1 (g2p: "
+        f"{g2p.PROCESSES} where there are that many cores); GPUs and other machines: torchrun",
+    )
     parser.add_argument(
         "--stress",
         choices=STRESS,
@@ -345,31 +362,66 @@ def _check_local(args: argparse.Namespace) -> str | None:
     return None
 
 
+def processes_of(args: argparse.Namespace) -> int:
+    """Replicas to start: --processes, else g2p's default on the CPU (as many as there are
+    cores, up to g2p.PROCESSES), else 1; 1 in a process torchrun started (it is a replica)."""
+    if args.processes is not None:
+        return args.processes
+    if launch.under_torchrun() or task_of(args) != G2P_TASK or args.device != "cpu":
+        return 1
+    return min(g2p.PROCESSES, launch.usable_cores())
+
+
+def _check_processes(args: argparse.Namespace) -> str | None:
+    """What is wrong with --processes; None if nothing."""
+    if args.processes is None or args.processes == 1:
+        return None
+    if launch.under_torchrun():
+        return (
+            f"--processes {args.processes}: this process is one of torchrun's replicas already; "
+            "give torchrun's --nproc-per-node or --processes, not both"
+        )
+    if args.device != "cpu":
+        return (
+            f"--processes {args.processes} starts CPU replicas (gloo); on GPUs start one process "
+            f"per GPU with torchrun --nproc-per-node N -m fast_s2s.cli train --device {args.device}"
+        )
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
-    # Under torchrun every process runs main(); only rank 0 talks.
-    console = Console(quiet=int(os.environ.get("RANK", "0")) != 0)
-    problem = check_args(args)
+    problem = check_args(args) or _check_processes(args)
     if problem:
         print(f"fast-s2s train: {problem}", file=sys.stderr)
         return 2
-    settings = settings_from_args(args)
-    try:
-        result = train(
-            settings,
-            config_from_args(args),
-            args.checkpoint,
-            resume=args.resume,
-            device=args.device,
-            later_beams=_later_beams(args, settings),
+    processes = processes_of(args)
+    if processes > 1:
+        if _value(args, "threads") is None:  # the replicas share the cores
+            args.threads = max(1, launch.usable_cores() // processes)
+        return launch.run_replicas(
+            run, args, processes, user_errors=USER_ERRORS, program="fast-s2s train"
         )
-    except (
-        checkpoint.CheckpointError,
-        ValueError,
-        FileNotFoundError,
-        CmudictUnavailableError,
-    ) as exc:
+    try:
+        return run(args)
+    except USER_ERRORS as exc:
         print(f"fast-s2s train: {exc}", file=sys.stderr)
         return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train as the checked `args` say, in this process (one replica under torch.distributed);
+    raises USER_ERRORS."""
+    # Under torch.distributed every process runs this; only rank 0 talks.
+    console = Console(quiet=int(os.environ.get("RANK", "0")) != 0)
+    settings = settings_from_args(args)
+    result = train(
+        settings,
+        config_from_args(args),
+        args.checkpoint,
+        resume=args.resume,
+        device=args.device,
+        later_beams=_later_beams(args, settings),
+    )
     console.print(
         f"best validation exact match ({SearchOptions(beam=args.eval_beam).describe()}) "
         f"{100 * result.best_exact:.2f}%, BLEU {result.best_bleu:.2f}"
@@ -377,7 +429,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if settings.task == G2P_TASK and result.model is not None and not console.quiet:
         _report_test(result, settings, args, console)
-    if args.demo and args.checkpoint:
+    if args.demo and args.checkpoint and not console.quiet:
         from fast_s2s.cli import translate
 
         return translate.run(args.checkpoint, args.demo, beam=5, plot=args.plot, console=console)

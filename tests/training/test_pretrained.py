@@ -19,7 +19,8 @@ from fast_s2s.pretrained.export import MAX_BYTES, export
 from fast_s2s.training import Translator, checkpoint, g2p
 
 MINI = pathlib.Path(__file__).parents[1] / "data" / "mini_cmudict.dict"
-TINY = ["--epochs", "3", "--embed-size", "16", "--hidden-size", "32", "--batch-size", "8"]
+TINY = ["--epochs", "3", "--embed-size", "16", "--hidden-size", "32", "--batch-size", "8",
+        "--processes", "1"]  # fmt: skip
 SHIPPED = pathlib.Path(pretrained.resolve("g2p:en"))
 
 

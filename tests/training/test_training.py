@@ -252,7 +252,7 @@ def test_translate_refuses_a_length_penalty_that_is_not_a_number_in_range(traine
 # --------------------------------------------------------------------------------------------
 
 G2P_TRAIN = ["train", "--data", MINI_DICT, "--epochs", "1", "--embed-size", "8", "--hidden-size",
-             "16", "--test-beam", "1"]  # fmt: skip
+             "16", "--test-beam", "1", "--processes", "1"]  # fmt: skip
 
 
 def test_resume_with_another_task_is_refused_and_the_checkpoint_kept(tmp_path, capsys):

@@ -17,15 +17,7 @@ from fast_s2s.benchmark.peers import PEER_NAMES
 from fast_s2s.cli.options import THREADS, number
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-DEFAULT_OPS = (
-    "dot_attention",
-    "additive_attention",
-    "local_attention",
-    "gru_cell",
-    "gru_layer",
-    "gru",
-    "model",
-)
+DEFAULT_OPS = "dot_attention,additive_attention,local_attention,gru_cell,gru_layer,gru,model"
 
 __all__ = ["add_arguments", "main", "run_benchmarks"]
 
@@ -42,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--quick", action="store_true",
         help="only the shapes the project's targets name, with short timing (a minute or two)")
     add("--ops", type=_csv, default=None, metavar="OP[,OP]",
-        help=f"ops to time, comma-separated (default: all, {','.join(DEFAULT_OPS)}; gru is the "
+        help=f"ops to time, comma-separated (default: all, {DEFAULT_OPS}; gru is the "
         "fast_s2s.nn.GRU module, 2 layers, bidirectional; model the whole Seq2Seq model: "
         "training steps/s and greedy / beam-5 decoding tokens/s against the same weights on "
         "backend=reference)")
@@ -90,10 +82,6 @@ def _console():
     return Console(width=None if sys.stdout.isatty() else 190)  # logs: every column readable
 
 
-def _shapes(args: argparse.Namespace) -> str:
-    return args.shapes or ("targets" if args.quick else "full")
-
-
 def main(args: argparse.Namespace) -> int:
     """Runs `fast-s2s bench` with parsed `args`. Exit status: 0 every fast_s2s row ran, 1 some
     fast_s2s row failed, 2 bad arguments or fast_s2s not importable."""
@@ -124,6 +112,7 @@ def main(args: argparse.Namespace) -> int:
         return _fail(f"unknown peers {bad}; choose from {','.join(PEER_NAMES)}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    args.shapes = args.shapes or ("targets" if args.quick else "full")
     return show_plan(args, ops) if args.plan else run_benchmarks(args, ops)
 
 
@@ -133,9 +122,8 @@ def show_plan(args: argparse.Namespace, ops: list[str]) -> int:
     from fast_s2s.benchmark.report import print_plan, write_json
 
     console = _console()
-    plan = build_plan(
-        ops, args.device, args.dtype, _shapes(args), args.backends, args.peers, bool(args.quick)
-    )
+    quick = bool(args.quick)
+    plan = build_plan(ops, args.device, args.dtype, args.shapes, args.backends, args.peers, quick)
     print_plan(console, plan)
     if args.json:
         console.print(f"plan written to {write_json(args.json, {'plan': plan})}")
@@ -144,11 +132,16 @@ def show_plan(args: argparse.Namespace, ops: list[str]) -> int:
 
 def _conclude(console, payload: dict, path: str, what: str) -> None:
     """Prints the fastest backends, the goals and the GEMM choices; writes the JSON file."""
+    from rich.markup import escape
+
     from fast_s2s.benchmark import report
 
     report.print_fastest(console, payload["fastest_backends"])
     report.print_goals(console, payload["goals"])
-    report.print_gemm_choices(console, payload["gemm_choices"])
+    if payload["gemm_choices"]:
+        console.print("[bold]GEMM backend per product site[/bold] (fast_s2s C++ CPU kernels):")
+        for line in payload["gemm_choices"]:
+            console.print(f"  {escape(line)}")
     console.print(f"{what} written to {report.write_json(path, payload)}")
 
 
@@ -180,9 +173,8 @@ def summarize(args: argparse.Namespace) -> int:
     settings = {"summarized": list(args.summarize), "machines": machines}
     payload = build_payload(machines[0] if machines else {}, settings, rows)
     device = devices[0] if len(devices) == 1 else "mixed"
-    _conclude(
-        console, payload, args.json or f"bench_results/bench-{device}-summary.json", "summary"
-    )
+    path = args.json or f"bench_results/bench-{device}-summary.json"
+    _conclude(console, payload, path, "summary")
     return 0
 
 
@@ -199,12 +191,11 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
 
     console = _console()
     device = torch.device(args.device)
-    shapes = _shapes(args)
-    tiny = shapes == "tiny"  # the harness's own tests: toy sizes for the machine's figures too
+    tiny = args.shapes == "tiny"  # the harness's own tests: toy sizes for the machine's figures too
     budget = measure.QUICK_BUDGET if args.quick or tiny else measure.FULL_BUDGET
     if args.min_time is not None:
         budget = replace(budget, min_time_s=args.min_time)
-    cases = select_cases(ops, shapes, device)
+    cases = select_cases(ops, args.shapes, device)
     machine = measure.machine_info(device)
     machine.update(measure.device_copy_bandwidth(device, budget, 1 << 20 if tiny else None))
     machine.update(measure.sgemm_rate(device, budget, 128 if tiny else None))
@@ -213,15 +204,14 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     settings = {
         "device": device.type, "dtype": ",".join(args.dtype), "dtypes": list(args.dtype),
-        "ops": ops, "shapes": shapes, "quick": bool(args.quick), "backends": args.backends,
+        "ops": ops, "shapes": args.shapes, "quick": bool(args.quick), "backends": args.backends,
         "peers": args.peers, "threads": torch.get_num_threads(), "budget": budget.__dict__,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "complete": False,  # until the last case
     }  # fmt: skip
-    rooflines = {
-        kind: measure.Roofline(kind, device, budget) for kind in (measure.READ, measure.COPY)
-    }
+    rooflines = {k: measure.Roofline(k, device, budget) for k in (measure.READ, measure.COPY)}
     json_path = args.json or f"bench_results/bench-{device.type}.json"
+    gemm = measure.gemm_choices  # what the CPU GEMM layer chose so far
     rows: list[dict] = []
     start = time.perf_counter()
     steps = [(dtype, case) for dtype in args.dtype for case in cases]
@@ -232,14 +222,12 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
             budget=budget, rooflines=rooflines, quick=bool(args.quick),
             sgemm_gflops=machine["sgemm_gflops"],
         )  # fmt: skip
-        payload = report.build_payload(
-            machine, settings, add_speedups(rows), measure.gemm_choices()
-        )
-        report.write_json(json_path, payload)
+        add_speedups(rows)
+        report.write_json(json_path, report.build_payload(machine, settings, rows, gemm()))
     settings.update(seconds=round(time.perf_counter() - start, 1), complete=True)
     title = f"fast-s2s bench: {device.type} {', '.join(args.dtype)} ({settings['seconds']} s)"
     report.print_results(console, rows, title)
-    payload = report.build_payload(machine, settings, rows, measure.gemm_choices())
+    payload = report.build_payload(machine, settings, rows, gemm())
     _conclude(console, payload, json_path, "results")
     if args.plot:
         problem = report.write_plot(args.plot, rows, machine)

@@ -36,18 +36,29 @@ def _case(op: str, mode: str, label: str, dims: dict, **fields) -> Case:
     """dims B, beam (1), T, S, D, Dv (D), and local attention's W; local attention is not
     memory_bound: a row reads only the window, not what GB/s would count."""
     d = {"beam": 1, "Dv": dims["D"], **dims}
-    local = {"memory_bound": False, "W": WINDOW} if op == LOCAL else {}
-    order = ("B", "beam", "T", "S", "D", "Dv")
-    return family.make_case(op, mode, label, **{k: d[k] for k in order}, **local, **fields)
+    dims = {k: d[k] for k in ("B", "beam", "T", "S", "D", "Dv")}
+    if op == LOCAL:
+        dims["W"], fields["memory_bound"] = WINDOW, False
+    return Case(op, mode, tuple(dims.items()), label, **fields)
 
 
-def _cases(op: str, cuda: bool) -> list[Case]:
-    fwd, bwd = FORWARD, FORWARD_BACKWARD
-    cuda_only = [(fwd, "large", LARGE_DIMS, {"target": True, "goals": (MEMORY_BOUND_GOAL,)})] * cuda
-    specs = [
-        (fwd, "decode", DECODE_DIMS, {"target": True, "goals": DECODE_GOALS[op] if cuda else ()}),
-        *cuda_only,
-        (bwd, "train", TRAIN_DIMS, {"target": True}),
+def _cases(op: str, cuda: bool) -> list[tuple]:
+    fwd, bwd, target = FORWARD, FORWARD_BACKWARD, {"target": True}
+    if op == LOCAL:
+        decode = {"B": 64, "T": 1, "D": 512}
+        return [
+            (fwd, "decode", {**decode, "S": 50}, target),
+            (fwd, "decode", {**decode, "S": 2000}, {**target, "goals": DECODE_GOALS[LOCAL]}),
+            (bwd, "train", {"B": 64, "T": 50, "S": 50, "D": 512}, target),
+            (fwd, "decode", {**decode, "S": 2000}, RAGGED),
+            (fwd, "beam5", {"B": 16, "beam": 5, "T": 1, "S": 2000, "D": 512}, {}),
+            (bwd, "train", {"B": 16, "T": 50, "S": 2000, "D": 256}, {}),
+        ]
+    large = {**target, "goals": (MEMORY_BOUND_GOAL,)}
+    return [
+        (fwd, "decode", DECODE_DIMS, {**target, "goals": DECODE_GOALS[op] if cuda else ()}),
+        *[(fwd, "large", LARGE_DIMS, large)] * cuda,
+        (bwd, "train", TRAIN_DIMS, target),
         (fwd, "decode", DECODE_DIMS, RAGGED),
         (fwd, "beam5", BEAM_DIMS, {}),
         (fwd, "beam5", BEAM_DIMS, RAGGED),
@@ -56,30 +67,15 @@ def _cases(op: str, cuda: bool) -> list[Case]:
         (fwd, "train", TRAIN_DIMS, {}),
         (bwd, "train", TRAIN_DIMS, RAGGED),
     ]
-    return [_case(op, mode, label, dims, **fields) for mode, label, dims, fields in specs]
 
 
-def _local_cases() -> list[Case]:
-    fwd, bwd = FORWARD, FORWARD_BACKWARD
-    decode = {"B": 64, "T": 1, "D": 512}
-    specs = [
-        (fwd, "decode", {**decode, "S": 50}, {"target": True}),
-        (fwd, "decode", {**decode, "S": 2000}, {"target": True, "goals": DECODE_GOALS[LOCAL]}),
-        (bwd, "train", {"B": 64, "T": 50, "S": 50, "D": 512}, {"target": True}),
-        (fwd, "decode", {**decode, "S": 2000}, RAGGED),
-        (fwd, "beam5", {"B": 16, "beam": 5, "T": 1, "S": 2000, "D": 512}, {}),
-        (bwd, "train", {"B": 16, "T": 50, "S": 2000, "D": 256}, {}),
-    ]
-    return [_case(LOCAL, mode, label, dims, **fields) for mode, label, dims, fields in specs]
-
-
-def _tiny_cases(op: str) -> list[Case]:
+def _tiny_cases(op: str) -> list[tuple]:
     S = (30, 25, 40) if op == LOCAL else (5, 4, 5)
     beam2 = {"B": 2, "beam": 2, "T": 1, "S": S[2], "D": 8, "Dv": 8 if op == LOCAL else 6}
     return [
-        _case(op, FORWARD, "decode", {"B": 4, "T": 1, "S": S[0], "D": 8}, target=True),
-        _case(op, FORWARD_BACKWARD, "train", {"B": 2, "T": 3, "S": S[1], "D": 8}, target=True),
-        _case(op, FORWARD, "beam2", beam2, **RAGGED),
+        (FORWARD, "decode", {"B": 4, "T": 1, "S": S[0], "D": 8}, {"target": True}),
+        (FORWARD_BACKWARD, "train", {"B": 2, "T": 3, "S": S[1], "D": 8}, {"target": True}),
+        (FORWARD, "beam2", beam2, RAGGED),
     ]
 
 
@@ -200,9 +196,9 @@ def global_fused(inputs: Inputs) -> Call:
 FAMILY = family.Family(
     name="attention",
     cases={
-        "cpu": {op: _cases(op, cuda=False) for op in OPS},
-        "cuda": {op: _cases(op, cuda=True) for op in OPS},
-        "tiny": {op: _tiny_cases(op) for op in OPS},
+        "cpu": family.build_cases(_case, {op: _cases(op, cuda=False) for op in OPS}),
+        "cuda": family.build_cases(_case, {op: _cases(op, cuda=True) for op in OPS}),
+        "tiny": family.build_cases(_case, {op: _tiny_cases(op) for op in OPS}),
     },
     make_inputs=make_inputs,
     peers={
@@ -213,16 +209,17 @@ FAMILY = family.Family(
             "additive_attention", composite=additive_composite
         ),
     },
-    fast_s2s=family.op_call,
 )
 LOCAL_FAMILY = family.Family(
     name="local attention",
-    cases={"cpu": {LOCAL: _local_cases()}, "tiny": {LOCAL: _tiny_cases(LOCAL)}},
+    cases={
+        "cpu": family.build_cases(_case, {LOCAL: _cases(LOCAL, cuda=False)}),
+        "tiny": family.build_cases(_case, {LOCAL: _tiny_cases(LOCAL)}),
+    },
     make_inputs=make_inputs,
     peers={
         LOCAL: family.kernel_peers(
             LOCAL, **{"local-composite": local_composite, "global-fused": global_fused}
         )
     },
-    fast_s2s=family.op_call,
 )

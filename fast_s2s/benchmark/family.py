@@ -123,12 +123,10 @@ def reports_bandwidth(case: Case) -> bool:
     return case.mode == FORWARD and case.memory_bound
 
 
-def make_case(
-    op: str, mode: str, label: str, *, lengths: str = "full", target: bool = False,
-    memory_bound: bool = True, variant: str = "", goals: tuple[Goal, ...] = (), **dims: int,
-) -> Case:  # fmt: skip
-    """A Case with its dims given as keywords, in display order."""
-    return Case(op, mode, tuple(dims.items()), label, lengths, target, memory_bound, variant, goals)
+def build_cases(make: Callable[..., Case], specs: dict[str, list[tuple]]) -> dict[str, list[Case]]:
+    """op -> its cases, from op -> [(mode, label, dims, fields)] and the family's case maker,
+    make(op, mode, label, dims, **fields)."""
+    return {op: [make(op, *spec[:3], **spec[3]) for spec in specs[op]] for op in specs}
 
 
 @dataclass
@@ -180,12 +178,6 @@ def randn(shape: tuple[int, ...], gen: torch.Generator, device, dtype, scale: fl
     return (torch.randn(shape, generator=gen, dtype=torch.float32) * scale).to(device, dtype)
 
 
-def uniform(shape: tuple[int, ...], gen: torch.Generator, device, dtype, bound: float):
-    """uniform(-bound, bound), drawn like `randn` (torch.nn's RNN initialisation)."""
-    values = torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1
-    return (values * bound).to(device, dtype)
-
-
 Call = Callable[[], object]
 Factory = Callable[[Inputs], Call]
 
@@ -193,37 +185,6 @@ Factory = Callable[[Inputs], Call]
 class PeerSkipped(Exception):
     """Raised by a peer's factory that cannot run the case here (an optional package missing, a
     mode or device it lacks): the row is "skipped" with the message as its reason, not "failed"."""
-
-
-@dataclass(frozen=True)
-class Family:
-    """Ops compared against the same peers, printed in one table.
-
-    `cases`: case set ("cpu", also for a device type without its own list; "cuda"; "tiny") ->
-    op -> its cases in report order. `peers`: op -> label -> factory, in column order.
-    `fast_s2s(op, backend)`: the fast_s2s row's factory. `kernel_ops`: the fast_s2s.ops whose
-    backends an op runs on, where not the op itself. `reference_is_peer`: the reference backend
-    is the "reference" peer already. `quick_left_out`, `left_out`: (op, mode) -> peer -> why
-    --quick (or every run) skips it. `throughput_table`: steps/s or tokens/s rather than GB/s.
-    `peers_unavailable`: the peers that cannot run a case on a device type, with the reason.
-    """
-
-    name: str
-    cases: dict[str, dict[str, list[Case]]]
-    make_inputs: Callable[[Case, torch.device, torch.dtype], Inputs]
-    peers: dict[str, dict[str, Factory]]
-    fast_s2s: Callable[[str, str], Factory]
-    kernel_ops: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    reference_is_peer: bool = False
-    quick_left_out: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
-    left_out: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
-    throughput_table: bool = False
-    # (case, device type) -> peer -> why it cannot run there (an optional package missing...)
-    peers_unavailable: Callable[[Case, str], dict[str, str]] | None = None
-
-    @property
-    def ops(self) -> tuple[str, ...]:
-        return tuple(self.cases["cpu"])
 
 
 def primary_output(out: object) -> torch.Tensor:
@@ -255,3 +216,31 @@ def op_call(op: str, backend: str | None = None, compiled: bool = False) -> Fact
 def kernel_peers(op: str, **own: Factory) -> dict[str, Factory]:
     """The peers of a fast_s2s.ops op: the reference, the op's own peers, torch.compile."""
     return {"reference": op_call(op), **own, "compile": op_call(op, compiled=True)}
+
+
+@dataclass(frozen=True)
+class Family:
+    """Ops compared against the same peers, printed in one table.
+
+    `cases`: case set ("cpu", also for a device type without its own list; "cuda"; "tiny") ->
+    op -> its cases in report order. `peers`: op -> label -> factory, in column order.
+    `fast_s2s(op, backend)`: the fast_s2s row's factory. `kernel_ops`: the fast_s2s.ops whose
+    backends an op runs on, where not the op itself. `reference_is_peer`: the reference backend
+    is the "reference" peer already. `throughput_table`: steps/s or tokens/s rather than GB/s.
+    `left_out(case, device type, quick)`: peer -> why it is not timed there (an optional package
+    missing, a mode it lacks, too slow for --quick).
+    """
+
+    name: str
+    cases: dict[str, dict[str, list[Case]]]
+    make_inputs: Callable[[Case, torch.device, torch.dtype], Inputs]
+    peers: dict[str, dict[str, Factory]]
+    fast_s2s: Callable[[str, str], Factory] = op_call
+    kernel_ops: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    reference_is_peer: bool = False
+    throughput_table: bool = False
+    left_out: Callable[[Case, str, bool], dict[str, str]] = lambda case, device_type, quick: {}
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return tuple(self.cases["cpu"])

@@ -16,7 +16,6 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from fast_s2s.benchmark import family
 from fast_s2s.benchmark.family import FORWARD, FORWARD_BACKWARD, SPEEDUP, Call, Case, Goal, Inputs
 
-OPS = ("gru_cell", "gru_layer", "gru")
 # A decoder loop's cell calls and a server's encoder calls: fast_s2s runs inside
 # fast_s2s.frozen_weights() (as greedy_decode, beam_search and the Translator do), so the CPU
 # kernels pack the weights once for all calls.
@@ -26,20 +25,24 @@ BATCH1_ENCODERS = (
     {"T": 25, "B": 1, "I": 256, "H": 256, "L": 2, "dirs": 2},
 )
 GATES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # torch.nn's names, in its order
+RUNTIMES = ("onnxruntime", "openvino")
+QUICK_COMPILE = (
+    "--quick leaves it out of gru_layer forward+backward: compiling the 50-step reference loop "
+    "and its backward takes 40-65 s on a 2-core machine when the inductor cache is cold (timed "
+    "in full mode)"
+)
 
 
-def _case(op: str, mode: str, label: str, dims: dict, **fields) -> Case:
+def _case(op: str, mode: str, label: str, dims: dict, small: bool = False, **fields) -> Case:
     """gru_cell is memory-bound at B=1 (a row reads all 3H x (I + H) weights once) and, on CUDA
-    (`small`), at B <= 16, where it carries the GPU goal; the sequence ops are GEMM-bound."""
-    small = fields.pop("small", False)
+    (`small`), at B <= 16, where it carries the GPU goal; the sequence ops are GEMM-bound. gru
+    runs two layers, both directions, unless the case says otherwise."""
     if op == "gru_cell":
         fields.update(memory_bound=dims["B"] == 1 or small)
         fields.update(goals=(Goal(SPEEDUP, 2.0, "GRUCell"),) if small else ())
-    else:
-        fields.setdefault("memory_bound", False)
-    if op == "gru":  # two layers, both directions, unless the case says otherwise
+    if op == "gru":
         dims = {**dims, "L": dims.get("L", 2), "dirs": dims.get("dirs", 2)}
-    return family.make_case(op, mode, label, **dims, **fields)
+    return Case(op, mode, tuple(dims.items()), label, **{"memory_bound": False, **fields})
 
 
 def _cases(cuda: bool) -> dict[str, list[Case]]:
@@ -47,16 +50,18 @@ def _cases(cuda: bool) -> dict[str, list[Case]]:
     longer sequence."""
     fwd, bwd, target, ragged = FORWARD, FORWARD_BACKWARD, {"target": True}, {"lengths": "ragged"}
     d = {"I": 1024, "H": 1024} if cuda else {"I": 512, "H": 512}
-    seq = {"T": 50, "B": 16, **d}
-    long = 512 if cuda else 256
+    seq, long = {"T": 50, "B": 16, **d}, 512 if cuda else 256
     layer_goal = {"goals": (Goal(SPEEDUP, 1.0, "GRU"),)} if cuda else {}
-    frozen_row = {**target, "variant": FROZEN}
-    frozen = [(fwd, "decode", {"B": b, **d}, frozen_row) for b in (1, 64)]
+    frozen = {**target, "variant": FROZEN}
+    # on the CPU: one sentence through the model's encoder and a wider two-layer one, also
+    # served inside fast_s2s.frozen_weights() (W_hh prepared once, as the runtimes prepare
+    # their weights once per session)
+    sentences = [(fwd, "sentence", b1, f) for f in (target, frozen) for b1 in BATCH1_ENCODERS]
     specs = {
         "gru_cell": [
             (fwd, "decode", {"B": 1, **d}, {**target, "small": cuda}),
             (fwd, "decode", {"B": 16 if cuda else 64, **d}, {**target, "small": cuda}),
-            *([] if cuda else frozen),
+            *([] if cuda else [(fwd, "decode", {"B": b, **d}, frozen) for b in (1, 64)]),
             (bwd, "train", {"B": 64, **d}, target),
             (fwd, "decode", {"B": 64 if cuda else 16, **d}, {}),
             (fwd, "beam5", {"B": 80, **d}, {}),  # 16 sentences x 5 hypotheses
@@ -70,50 +75,39 @@ def _cases(cuda: bool) -> dict[str, list[Case]]:
         ],
         "gru": [
             (fwd, "encoder", seq, target),
-            # one sentence through the model's encoder, and a wider two-layer one
-            *([] if cuda else [(fwd, "sentence", b1, target) for b1 in BATCH1_ENCODERS]),
-            # the same, served inside fast_s2s.frozen_weights(): W_hh prepared once, as the
-            # runtimes prepare their weights once per session
-            *([] if cuda else [(fwd, "sentence", b1, frozen_row) for b1 in BATCH1_ENCODERS]),
+            *([] if cuda else sentences),
             (bwd, "train", seq, {}),
             (fwd, "encoder", seq, ragged),
         ],
     }
-    return {
-        op: [_case(op, mode, label, dims, **fields) for mode, label, dims, fields in cases]
-        for op, cases in specs.items()
-    }
+    return family.build_cases(_case, specs)
 
 
 def _tiny_cases() -> dict[str, list[Case]]:
-    fwd, bwd, target = FORWARD, FORWARD_BACKWARD, {"target": True}
-    d = {"I": 6, "H": 5}
+    fwd, bwd, ragged = FORWARD, FORWARD_BACKWARD, {"lengths": "ragged", "target": True}
+    d, target = {"I": 6, "H": 5}, {"target": True}
     seq = {"T": 4, "B": 3, **d}
     specs = {
-        "gru_cell": [(fwd, "decode", {"B": 1, **d}, {}), (bwd, "train", {"B": 3, **d}, {})],
-        "gru_layer": [(fwd, "encoder", seq, {}), (bwd, "train", seq, {"lengths": "ragged"})],
-        "gru": [(fwd, "encoder", seq, {"lengths": "ragged"}), (bwd, "train", seq, {})],
+        "gru_cell": [(fwd, "decode", {"B": 1, **d}, target), (bwd, "train", {"B": 3, **d}, target)],
+        "gru_layer": [(fwd, "encoder", seq, target), (bwd, "train", seq, ragged)],
+        "gru": [(fwd, "encoder", seq, ragged), (bwd, "train", seq, target)],
     }
-    return {
-        op: [
-            _case(op, mode, label, dims, **target, **fields) for mode, label, dims, fields in cases
-        ]
-        for op, cases in specs.items()
-    }
+    return family.build_cases(_case, specs)
 
 
 def _weights(I: int, H: int, gen: torch.Generator, device, dtype, grad: bool) -> list:
-    """w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,), as torch.nn initialises them."""
+    """w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,), uniform(-1/sqrt(H), 1/sqrt(H)) as torch.nn
+    initialises them, drawn like family.randn."""
     shapes = ((3 * H, I), (3 * H, H), (3 * H,), (3 * H,))
-    return [nn.Parameter(family.uniform(s, gen, device, dtype, H**-0.5), grad) for s in shapes]
+    draws = [(torch.rand(s, generator=gen, dtype=torch.float32) * 2 - 1) * H**-0.5 for s in shapes]
+    return [nn.Parameter(w.to(device, dtype), grad) for w in draws]
 
 
 def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> Inputs:
     """gru_cell: (x (B, I), h (B, H), w_ih, w_hh, b_ih, b_hh); gru_layer: (x (T, B, I), h0 (B, H),
     the weights), `lengths`; gru: (x, h0 (L * dirs, B, H)), `lengths`, its parameters by
     torch.nn.GRU name in extra["params"]. fwd+bwd differentiates x, h and every weight."""
-    device = torch.device(device)
-    d = case.shape
+    device, d = torch.device(device), case.shape
     B, I, H = d["B"], d["I"], d["H"]
     grad = case.mode == FORWARD_BACKWARD
     gen = torch.Generator().manual_seed(0)
@@ -150,23 +144,36 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
 
 
 def gemm_flops(case: Case) -> int:
-    """The matrix products of one call: 2 * rows * 3H * (I + H) per layer and direction, three
-    times that with the backward (dx and dh, dW_ih and dW_hh); the O(H) gates are not counted."""
+    """The matrix products of one call: 2 * rows * 3H * (I + H) per layer and direction (a layer
+    past the first reads the directions' outputs), three times that with the backward (dx and
+    dh, dW_ih and dW_hh); the O(H) gates are not counted."""
     d = case.shape
-    B, I, H = d["B"], d["I"], d["H"]
-    rows = B * d.get("T", 1)
-    if case.op == "gru":
-        L, dirs = d["L"], d["dirs"]
-        inputs = I + (L - 1) * dirs * H  # layer 0 reads x, the others the directions' outputs
-        forward = 2 * rows * 3 * H * dirs * (inputs + L * H)
-    else:
-        forward = 2 * rows * 3 * H * (I + H)
+    L, dirs, H = d.get("L", 1), d.get("dirs", 1), d["H"]
+    inputs = d["I"] + (L - 1) * dirs * H
+    forward = 2 * d["B"] * d.get("T", 1) * 3 * H * dirs * (inputs + L * H)
     return forward * (3 if case.mode == FORWARD_BACKWARD else 1)
 
 
-def share_parameters(module: nn.Module, params: dict[str, nn.Parameter]) -> nn.Module:
-    """Makes `params` (by name) the module's own parameters: the same tensors, no copies."""
-    for name, param in params.items():
+def _module(inputs: Inputs, cls: type = nn.GRU, twin: bool = False, **kw) -> nn.Module:
+    """torch.nn.GRUCell for gru_cell, else `cls` (torch.nn.GRU or fast_s2s.nn.GRU: gru_layer's
+    one layer as layer 0, or the module's layers and directions), holding the case's parameters
+    themselves: the same tensors, no copies. `twin`: float32 copies on the CPU instead, what the
+    ONNX graph of a runtime peer is built from."""
+    x, h = inputs.args[:2]
+    suffix = "_l0" if x.dim() == 3 else ""  # torch.nn.GRU's names for gru_layer's weights
+    params = inputs.extra.get("params") or {
+        name + suffix: p for name, p in zip(GATES, inputs.args[2:], strict=True)
+    }
+    dirs = 2 if any(name.endswith("_reverse") for name in params) else 1  # type: ignore[union-attr]
+    device, dtype = ("cpu", torch.float32) if twin else (x.device, x.dtype)
+    kw.update(device=device, dtype=dtype)
+    if x.dim() == 2:
+        module: nn.Module = nn.GRUCell(x.shape[1], h.shape[1], **kw)
+    else:
+        layers = h.shape[0] // dirs if h.dim() == 3 else 1
+        module = cls(x.shape[2], h.shape[-1], num_layers=layers, bidirectional=dirs == 2, **kw)
+    for name, param in params.items():  # type: ignore[union-attr]
+        param = nn.Parameter(param.detach().float().cpu()) if twin else param
         setattr(module, name, param)  # nn.RNNBase keeps its _flat_weights in step
     if isinstance(module, nn.RNNBase):
         module.flatten_parameters()  # cuDNN's flat weight buffer; a no-op on the CPU
@@ -174,9 +181,7 @@ def share_parameters(module: nn.Module, params: dict[str, nn.Parameter]) -> nn.M
 
 
 def torch_gru_cell(inputs: Inputs) -> Call:
-    x, h = inputs.args[:2]
-    cell = nn.GRUCell(x.shape[1], h.shape[1], device=x.device, dtype=x.dtype)
-    share_parameters(cell, dict(zip(GATES, inputs.args[2:], strict=True)))  # type: ignore[arg-type]
+    cell, (x, h) = _module(inputs), inputs.args[:2]
     return lambda: cell(x, h)
 
 
@@ -188,31 +193,17 @@ def gru_implementation(x: torch.Tensor) -> str:
     return "torch.nn.GRU (torch's own kernels: torch.cudnn_is_acceptable is False)"
 
 
-def _gru_params(inputs: Inputs) -> tuple[dict, int, bool]:
-    """The case's GRU parameters by torch.nn.GRU name (gru_layer's one layer as layer 0), the
-    number of layers and whether both directions run."""
-    if "params" in inputs.extra:
-        params: dict = inputs.extra["params"]  # type: ignore[assignment]
-        bidirectional = any(name.endswith("_reverse") for name in params)
-        return params, inputs.args[1].shape[0] // (2 if bidirectional else 1), bidirectional
-    return {f"{name}_l0": p for name, p in zip(GATES, inputs.args[2:], strict=True)}, 1, False
-
-
-def _gru(inputs: Inputs, cls, **kw) -> Call:
-    """`cls` (torch.nn.GRU or fast_s2s.nn.GRU) on the case's parameters, called as gru(x, h0):
+def _gru(inputs: Inputs, cls=nn.GRU, **kw) -> Call:
+    """`cls` (torch.nn.GRU or fast_s2s.nn.GRU) on the case's parameters (_module), as gru(x, h0):
     gru_layer's one layer (h0 (B, H) viewed as (1, B, H), inside the timed call only when h0
     needs a gradient: a view made once would be freed by the first backward), or the module's
     layers and directions. torch.nn.GRU takes the lengths as pack_padded_sequence(x, lengths,
     enforce_sorted=False), packed outside the timed call unless x needs a gradient, and returns
     the packed data: the peer at its cheapest."""
     x, h0 = inputs.args[:2]
-    lengths = inputs.kwargs["lengths"]
-    params, layers, bidirectional = _gru_params(inputs)
-    gru = cls(x.shape[2], h0.shape[-1], num_layers=layers, bidirectional=bidirectional, **kw,
-              device=x.device, dtype=x.dtype)  # fmt: skip
+    lengths, gru = inputs.kwargs["lengths"], _module(inputs, cls, **kw)
     if h0.dim() == 2 and not h0.requires_grad:
         h0 = h0.unsqueeze(0)
-    share_parameters(gru, params)
     state = (lambda: h0.unsqueeze(0)) if h0.dim() == 2 else (lambda: h0)
     if cls is not nn.GRU:
         return lambda: gru(x, state(), lengths=lengths)[0]
@@ -220,7 +211,10 @@ def _gru(inputs: Inputs, cls, **kw) -> Call:
         call = lambda: gru(x, state())[0]  # noqa: E731
     elif x.requires_grad:  # packing is part of the graph
         lengths = lengths.cpu()  # pack_padded_sequence takes CPU lengths
-        call = lambda: gru(pack_padded_sequence(x, lengths, enforce_sorted=False), state())[0].data  # noqa: E731
+
+        def call():
+            return gru(pack_padded_sequence(x, lengths, enforce_sorted=False), state())[0].data
+
     else:
         packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)  # once per batch
         call = lambda: gru(packed, state())[0].data  # noqa: E731
@@ -246,24 +240,6 @@ def fast_s2s_call(op: str, backend: str) -> family.Factory:
     return make
 
 
-def torch_gru(inputs: Inputs) -> Call:
-    return _gru(inputs, nn.GRU)
-
-
-def _torch_twin(inputs: Inputs) -> nn.Module:
-    """A float32 torch.nn.GRUCell / GRU holding copies of the case's weights: what the ONNX
-    graph of a runtime peer is built from."""
-    x, h = inputs.args[:2]
-    params, layers, bidirectional = _gru_params(inputs)
-    if x.dim() == 2:
-        module: nn.Module = nn.GRUCell(x.shape[-1], h.shape[-1])
-        params = {name.removesuffix("_l0"): p for name, p in params.items()}
-    else:
-        module = nn.GRU(x.shape[-1], h.shape[-1], layers, bidirectional=bidirectional)
-    module.load_state_dict({k: v.detach().float().cpu() for k, v in params.items()})
-    return module
-
-
 def runtime_peer(runtime: str) -> family.Factory:
     """ONNX Runtime or OpenVINO (fast_s2s/peers/onnx_gru.py) running an ONNX graph of GRU nodes
     built from the case's weights, forward on the CPU, at torch's thread count: pinned to
@@ -284,7 +260,7 @@ def runtime_peer(runtime: str) -> family.Factory:
         if h.dim() == 2 and x.dim() == 3:  # gru_layer's h0 (B, H) is the GRU's (1, B, H)
             h = h.unsqueeze(0)
         graph = onnx_gru.gru_onnx_model(
-            _torch_twin(inputs), with_lengths=lengths is not None, steps=T, batch=B
+            _module(inputs, twin=True), with_lengths=lengths is not None, steps=T, batch=B
         )
         precision = "default" if bf16 else "f32"
         runner = onnx_gru.make_runner(runtime, graph, torch.get_num_threads(), precision=precision)
@@ -296,15 +272,15 @@ def runtime_peer(runtime: str) -> family.Factory:
     return make
 
 
-RUNTIME_PEERS = {name: runtime_peer(name) for name in ("onnxruntime", "openvino")}
-
-
-def runtimes_unavailable(case: Case, device_type: str) -> dict[str, str]:
-    """The runtime peers that cannot run `case` on `device_type`, with the reason."""
+def left_out(case: Case, device_type: str, quick: bool) -> dict[str, str]:
+    """The peers not timed on `case`: a runtime that is missing, or not on the CPU, or asked for
+    a backward (it runs inference); with --quick, compile on gru_layer forward+backward."""
     from fast_s2s.peers import onnx_gru
 
     reasons = {}
-    for name in RUNTIME_PEERS:
+    if quick and (case.op, case.mode) == ("gru_layer", FORWARD_BACKWARD):
+        reasons["compile"] = QUICK_COMPILE
+    for name in RUNTIMES:
         why = onnx_gru.runtime_unavailable(name)
         if why is None and device_type != "cpu":
             why = f"{name} is measured on the CPU"
@@ -315,23 +291,17 @@ def runtimes_unavailable(case: Case, device_type: str) -> dict[str, str]:
     return reasons
 
 
+RUNTIME_PEERS = {name: runtime_peer(name) for name in RUNTIMES}
 FAMILY = family.Family(
     name="GRU",
     cases={"cpu": _cases(cuda=False), "cuda": _cases(cuda=True), "tiny": _tiny_cases()},
     make_inputs=make_inputs,
     peers={
         "gru_cell": family.kernel_peers("gru_cell", GRUCell=torch_gru_cell, **RUNTIME_PEERS),
-        "gru_layer": family.kernel_peers("gru_layer", GRU=torch_gru, **RUNTIME_PEERS),
-        "gru": {"GRU": torch_gru, **RUNTIME_PEERS},
+        "gru_layer": family.kernel_peers("gru_layer", GRU=_gru, **RUNTIME_PEERS),
+        "gru": {"GRU": _gru, **RUNTIME_PEERS},
     },
     fast_s2s=fast_s2s_call,
     kernel_ops={"gru": ("gru_layer",)},  # the module runs gru_layer's kernels
-    peers_unavailable=runtimes_unavailable,
-    quick_left_out={
-        ("gru_layer", FORWARD_BACKWARD): {
-            "compile": "--quick leaves it out of gru_layer forward+backward: compiling the "
-            "50-step reference loop and its backward takes 40-65 s on a 2-core machine when the "
-            "inductor cache is cold (timed in full mode)",
-        },
-    },
+    left_out=left_out,
 )

@@ -295,9 +295,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, object]:
         "platform": platform.platform(), "fast_s2s": _version("fast_s2s"), **_extension_info(),
     }  # fmt: skip
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(
-            device.index if device.index is not None else torch.cuda.current_device()
-        )
+        props = torch.cuda.get_device_properties(device)  # index None: the current device
         l2 = getattr(props, "L2_cache_size", None)
         info.update(
             gpu=props.name,

@@ -163,20 +163,15 @@ def build_impls(
 ) -> list[Impl]:
     """Every implementation of `case`: the fast_s2s backends (default_backends when `backends`
     is None, those left out as rows with their reason), then the peers among `peers` (all when
-    None), in column order; those the family leaves out (in every run, with --quick, or on this
-    device) come with the reason and nothing to run."""
+    None), in column order; those the family leaves out (Family.left_out) come with the reason
+    and nothing to run."""
     left_out: dict[str, str] = {}
     if backends is None:
         backends, left_out = default_backends(case.op, device, quick)
     impls = [fast_s2s_impl(case.op, b, device) for b in backends]
     impls += [Impl(f"fast_s2s[{b}]", FAST_S2S, None, b, None, r) for b, r in left_out.items()]
-    family, key = FAMILY_OF[case.op], (case.op, case.mode)
-    unavailable = family.peers_unavailable
-    skipped = {
-        **family.left_out.get(key, {}),
-        **(family.quick_left_out.get(key, {}) if quick else {}),
-        **(unavailable(case, torch.device(device).type) if unavailable else {}),
-    }
+    family = FAMILY_OF[case.op]
+    skipped = family.left_out(case, torch.device(device).type, quick)
     return impls + [
         Impl(label, PEER, None if label in skipped else make, reason=skipped.get(label))
         for label, make in family.peers.get(case.op, {}).items()

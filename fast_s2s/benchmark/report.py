@@ -10,12 +10,11 @@ appended: auto's fallback); `split` flags an op whose winner differs between cas
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable
+from itertools import zip_longest
 from pathlib import Path
 
 from rich.console import Console
@@ -55,10 +54,9 @@ THROUGHPUT_NOTE = (
     "tokens/s: B x (max_len + 1) output tokens per decode (the best hypothesis per sentence, eos "
     "included), eos kept from winning before max_len so every decode runs the same steps. "
     "'native loop' / 'cuda-graph loop' / 'python loop': the search loop that ran "
-    "(fast_s2s.models.decode_path); "
-    "python-loop = the Python loop on backend='auto'; torch.nn = the model from torch.nn modules "
-    "in a Python loop; vs weight read = us/token over the time to read the decoder's weights "
-    "once.[/dim]"
+    "(fast_s2s.models.decode_path); python-loop = the Python loop on backend='auto'; torch.nn = "
+    "the model from torch.nn modules in a Python loop; vs weight read = us/token over the time "
+    "to read the decoder's weights once.[/dim]"
 )
 # a decode row's "decode_loop" -> its label's suffix (anything else is a "python: why" loop)
 LOOP_LABELS = {
@@ -66,14 +64,12 @@ LOOP_LABELS = {
     "cuda-graph": "cuda-graph loop",
     "cuda-graph (capture failed, eager)": "static loop, eager",
 }
+FAILED_TEXT = "[red]failed[/red]"
 
 
-def _table(
-    title: str, columns: Iterable[str], wrapped: Iterable[str] = (), right: Iterable[str] = ()
-) -> Table:
+def _table(title: str, columns: Iterable[str], wrapped=(), right=()) -> Table:
     """A table titled on the left; its columns left-justified and unwrapped, but those named."""
     table = Table(title=title, title_justify="left")
-    wrapped, right = set(wrapped), set(right)
     for name in columns:
         justify = "right" if name in right else "left"
         table.add_column(name, justify=justify, no_wrap=name not in wrapped)
@@ -84,14 +80,13 @@ def print_machine(console: Console, info: dict) -> None:
     table = Table(title="machine", show_header=False, box=None, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
+    n = info.get("sgemm_n")
     for key, name in MACHINE_KEYS.items():
-        value = info.get(key)
-        if value is None:
+        if (value := info.get(key)) is None:
             continue
         if key == "copy_gbps":
             value = f"{value:,.1f} ({info.get('copy_bytes', 0) / 2**20:,.0f} MiB each way)"
         elif key == "sgemm_gflops":
-            n = info.get("sgemm_n")
             value = f"{value:,.1f} (torch.mm float32 {n} x {n} x {n})"
         elif key == "gemm_forced" and value == "auto":
             value = "auto (measured per product site; see the GEMM choices below)"
@@ -109,6 +104,10 @@ def _us(value: float | None) -> str:
     return "" if value is None else f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
 
 
+def _percent(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
 def _ratio(value: float | None) -> str:
     if value is None:
         return ""
@@ -117,8 +116,7 @@ def _ratio(value: float | None) -> str:
 
 
 def _throughput(row: dict) -> str:
-    value = row.get("throughput")
-    if value is None:
+    if (value := row.get("throughput")) is None:
         return ""
     text = f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
     return f"{text} {row.get('work_unit') or 'call'}s/s"
@@ -134,28 +132,24 @@ def _field(key: str, fmt: Callable[[float], str]) -> Callable[[dict], str]:
     return lambda row: "" if row.get(key) is None else fmt(row[key])
 
 
-def _percent(key: str) -> Callable[[dict], str]:
-    return _field(key, lambda value: f"{100 * value:.0f}%")
-
-
 def _figure_columns(rows: list[dict], throughput: bool) -> list[tuple[str, Callable]]:
     """(header, cell) of each figure column: median and IQR, throughput (the model), vs <peer>
     (on fast_s2s rows), then us per token (decode) or GB/s, roofline and sgemm fractions."""
     unit, fmt = ("ms", lambda us: _fixed(us / 1000)) if throughput else ("us", _us)
     columns = [(f"median {unit}", _field("median_us", fmt)), (f"IQR {unit}", _field("iqr_us", fmt))]
-    if throughput:
-        columns.append(("throughput", _throughput))
+    columns += [("throughput", _throughput)] if throughput else []
     present = {r["impl"] for r in rows if r["kind"] != FAST_S2S}
     peers = [p for p in PEER_NAMES if p in present] + sorted(present - set(PEER_NAMES))
     columns += [(f"vs {p}", lambda r, p=p: _ratio(r["speedup_vs"].get(p))) for p in peers]
     if throughput and any(r.get("us_per_token") for r in rows):
-        columns += [("us/token", _field("us_per_token", lambda v: f"{v:.1f}")),
-                    ("vs weight read", _vs_weight_read)]  # fmt: skip
+        per_token = _field("us_per_token", lambda v: f"{v:.1f}")
+        columns += [("us/token", per_token), ("vs weight read", _vs_weight_read)]
     if not throughput:
-        columns += [("GB/s", _field("gbps", _fixed)), ("% roof", _percent("roofline_fraction")),
-                    ("% copy", _percent("copy_fraction"))]  # fmt: skip
+        roof, copy = _field("roofline_fraction", _percent), _field("copy_fraction", _percent)
+        columns += [("GB/s", _field("gbps", _fixed)), ("% roof", roof), ("% copy", copy)]
     if not throughput and any(r.get("flops") for r in rows):
-        columns += [("GFLOP/s", _field("gflops", _fixed)), ("% sgemm", _percent("sgemm_fraction"))]
+        sgemm = _field("sgemm_fraction", _percent)
+        columns += [("GFLOP/s", _field("gflops", _fixed)), ("% sgemm", sgemm)]
     return columns
 
 
@@ -177,8 +171,9 @@ def _captions(first: dict, dtype: str, throughput: bool) -> list[str]:
 
 
 def family_table(rows: list[dict], title: str, throughput: bool = False) -> Table:
-    """One section per case and dtype, a row per implementation that ran or failed. The model's
-    table (`throughput`) gives times in ms and the torch thread count in its title."""
+    """One section per case and dtype, a row per implementation that ran or failed (then the
+    case's captions left over). The model's table (`throughput`) gives times in ms and the torch
+    thread count in its title."""
     counts = sorted({r["threads"] for r in rows if r.get("threads") is not None})
     if throughput and counts:
         title += f" (torch threads {', '.join(map(str, counts))})"
@@ -194,20 +189,18 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
         if i:
             table.add_section()
         dtype = f" {section[0]['dtype']}" if several_dtypes else ""
-        captions = _captions(section[0], dtype, throughput)
-        for j, row in enumerate(section):
-            caption = captions[j] if j < len(captions) else ""
+        for caption, row in zip_longest(_captions(section[0], dtype, throughput), section):
+            if row is None:
+                table.add_row(caption, *[""] * (len(columns) + 1))
+                continue
             label = row["impl"]
             if row.get("decode_loop"):  # which search loop ran (fast_s2s.models.decode_path)
                 label += " " + LOOP_LABELS.get(row["decode_loop"], "python loop")
-            cells = [caption, Text(label, style="bold" if row["kind"] == FAST_S2S else "")]
-            if row["status"] != "ok":
-                cells += ["[red]failed[/red]", *[""] * (len(columns) - 1)]
-            else:
-                cells += [cell(row) for _, cell in columns]
-            table.add_row(*cells)
-        for caption in captions[len(section) :]:
-            table.add_row(caption, *[""] * (len(columns) + 1))
+            figures = [FAILED_TEXT, *[""] * (len(columns) - 1)]
+            if row["status"] == "ok":
+                figures = [cell(row) for _, cell in columns]
+            bold = "bold" if row["kind"] == FAST_S2S else ""
+            table.add_row(caption or "", Text(label, style=bold), *figures)
     return table
 
 
@@ -226,8 +219,7 @@ def print_results(console: Console, rows: list[dict], title: str = "results") ->
         console.print(OPS_NOTE)
     if any(throughput.values()):
         console.print(THROUGHPUT_NOTE)
-    words = {"failed": "[red]failed[/red]", "skipped": "[yellow]not timed[/yellow]"}
-    for status, word in words.items():
+    for status, word in (("failed", FAILED_TEXT), ("skipped", "[yellow]not timed[/yellow]")):
         seen: dict[tuple[str, str, str], list[str]] = {}
         for row in (r for r in rows if r["status"] == status):
             seen.setdefault((row["op"], row["impl"], row["reason"] or ""), []).append(row["case"])
@@ -235,13 +227,6 @@ def print_results(console: Console, rows: list[dict], title: str = "results") ->
             where = f" ({cases[0] if len(cases) == 1 else f'{len(cases)} cases'})"
             where = where if status == "failed" else ""
             console.print(f"{word} {escape(impl)} on {op}{where}: {escape(reason)}")
-
-
-def print_gemm_choices(console: Console, choices: list[str]) -> None:
-    if choices:
-        console.print("[bold]GEMM backend per product site[/bold] (fast_s2s C++ CPU kernels):")
-        for line in choices:
-            console.print(f"  {escape(line)}")
 
 
 def build_payload(
@@ -253,24 +238,23 @@ def build_payload(
             "fastest_backends": fastest_backends(rows), "goals": check_goals(rows)}  # fmt: skip
 
 
-def write_json(path: str | os.PathLike, payload: dict) -> Path:
-    """Writes `payload` to `path` through a temporary file and os.replace, so a reader (or a
+def _replace(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Writes `path` through write(a temporary file beside it) and os.replace, so a reader (or a
     crash mid-write) never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        os.umask(umask := os.umask(0))
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, default=str)
-            f.write("\n")
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> Path:
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    return _replace(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str | None:
@@ -296,13 +280,9 @@ def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str 
     height = 0.8 / max(1, len(impls))
     fig, ax = plt.subplots(figsize=(10, 1.2 + len(cases) * (0.12 * len(impls) + 0.25)))
     for k, impl in enumerate(impls):
-        bars = [
-            (i + k * height, r["median_us"])
-            for i, case in enumerate(cases)
-            for r in ok
-            if r["impl"] == impl and case_key(r) == case
-        ]
-        ax.barh([y for y, _ in bars], [x for _, x in bars], height=height, label=impl)
+        mine = [r for r in ok if r["impl"] == impl]
+        y = [cases.index(case_key(r)) + k * height for r in mine]
+        ax.barh(y, [r["median_us"] for r in mine], height=height, label=impl)
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(cases))])
     ax.set_yticklabels(cases, fontsize=7)
     ax.margins(y=0.005)
@@ -314,12 +294,8 @@ def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    _replace(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
     return None
 
 
@@ -488,14 +464,11 @@ def print_goals(console: Console, results: list[dict]) -> None:
     for r in results:
         if r["value"] is None:
             value = "[dim]not run[/dim]" if r["status"] != "ok" else "[dim]not measured[/dim]"
-        elif r["metric"] == COPY_FRACTION:
-            value = f"{100 * r['value']:.0f}%"
         else:
-            value = f"{r['value']:.2f}x"
+            value = _percent(r["value"]) if r["metric"] == COPY_FRACTION else f"{r['value']:.2f}x"
         met = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "[dim]-[/dim]"}[r["met"]]
-        table.add_row(
-            f"{r['op']} {r['case']}", r["dtype"], escape(r["impl"]), r["goal"], value, met
-        )
+        case = f"{r['op']} {r['case']}"
+        table.add_row(case, r["dtype"], escape(r["impl"]), r["goal"], value, met)
     console.print(table)
     counted = [r for r in results if r["met"] is not None]
     met_count = sum(r["met"] for r in counted)

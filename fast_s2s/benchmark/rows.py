@@ -73,8 +73,8 @@ def make_step(call: Callable[[], object], case: Case, inputs: Inputs) -> Callabl
     of its output (a model call already is a whole training step or decode)."""
     if case.mode != FORWARD_BACKWARD:
         return call
-    wrt = inputs.grad_inputs
-    return lambda: torch.autograd.grad(call().sum(), wrt, allow_unused=True)  # type: ignore[union-attr]
+    wrt, grad = inputs.grad_inputs, torch.autograd.grad
+    return lambda: grad(call().sum(), wrt, allow_unused=True)  # type: ignore[union-attr]
 
 
 def error_reason(exc: BaseException) -> str:
@@ -110,12 +110,72 @@ def record(row: dict, timing: Timing) -> dict:
     return row
 
 
-def time_impls(
-    case: Case, impls: list[Impl], inputs: Inputs, device: torch.device, dtype: torch.dtype,
-    budget: Budget,
+def add_figures(
+    rows: list[dict], case: Case, inputs: Inputs, dtype: torch.dtype,
+    rooflines: dict[str, Roofline] | None = None, sgemm_gflops: float | None = None,
 ) -> list[dict]:  # fmt: skip
-    """One row per implementation, all timed together in alternating rounds; a failure in
-    set-up, compilation or a call is a "failed" row with the reason, never an exception."""
+    """The figures derived from the medians, on every row of a case: byte counts, GB/s and
+    roofline fractions (memory-bound forward cases; no fractions without rooflines, as in
+    bench/), GFLOP/s and the sgemm fraction (flops > 0), the model's work, throughput and us per
+    token, and the time to read a decoder's weights once (decode cases, with a read roofline)."""
+    ran = [r for r in rows if r["status"] == OK and r["median_us"]]
+    rooflines, extra = rooflines or {}, inputs.extra
+    nbytes = extra.get("weight_bytes")
+    if case.mode == DECODE and nbytes and READ in rooflines and ran:
+        read_gbps, _ = rooflines[READ].measure(nbytes, dtype)  # type: ignore[arg-type]
+        for row in rows:
+            row.update(weight_bytes=nbytes, weight_read_us=nbytes / (read_gbps * 1e9) * 1e6)
+    if reports_bandwidth(case) and (ran or not rooflines):
+        read, moved = inputs.read_bytes, inputs.moved_bytes
+        roofs = {k: rooflines[k].measure(n, dtype)[0] if k in rooflines else None
+                 for k, n in ((READ, read), (COPY, moved))}  # fmt: skip
+        for row in rows:
+            row.update(read_bytes=read, write_bytes=inputs.write_bytes)
+            row.update(roofline_gbps=roofs[READ], copy_roofline_gbps=roofs[COPY])
+        for row in ran:
+            seconds = row["median_us"] * 1e-6
+            row.update(gbps=measure.gbps(read, seconds), copy_gbps=measure.gbps(moved, seconds))
+            row["roofline_fraction"] = row["gbps"] / roofs[READ] if roofs[READ] else None
+            row["copy_fraction"] = row["copy_gbps"] / roofs[COPY] if roofs[COPY] else None
+    work, unit, flops = extra.get("work"), extra.get("work_unit"), inputs.flops
+    for row in rows:
+        if flops:
+            row["flops"] = flops
+        if work and unit:
+            row.update(work=work, work_unit=unit, hypothesis_tokens=extra.get("hypothesis_tokens"))
+    for row in ran:
+        seconds = row["median_us"] * 1e-6
+        if flops:
+            row["gflops"] = flops / seconds / 1e9
+            row["sgemm_fraction"] = row["gflops"] / sgemm_gflops if sgemm_gflops else None
+        if work and unit:
+            row["throughput"] = work / seconds  # type: ignore[operator]
+            if unit == "token":
+                row["us_per_token"] = row["median_us"] / work  # type: ignore[operator]
+    return rows
+
+
+def run_case(
+    case: Case,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    backends: list[str] | None = None,
+    peers: list[str] | None = None,
+    budget: Budget = measure.FULL_BUDGET,
+    rooflines: dict[str, Roofline] | None = None,
+    impls: list[Impl] | None = None,
+    quick: bool = False,
+    sgemm_gflops: float | None = None,
+) -> list[dict]:
+    """A row per implementation of `case` (registry.build_impls unless `impls` is given), all
+    timed together in alternating rounds on the same inputs, with their figures; a failure in
+    set-up, compilation or a call is a "failed" row with the reason, never an exception.
+    `rooflines` (READ and COPY) are shared across cases, so each traffic size is measured once
+    per run."""
+    device = torch.device(device)
+    impls = build_impls(case, device, backends, peers, quick=quick) if impls is None else impls
+    inputs = make_inputs(case, device, dtype)
     rows = [base_row(case, impl, device, dtype) for impl in impls]
     prepared: list[tuple[int, Callable[[], object], Scope]] = []
     with grad_mode(case):
@@ -138,74 +198,6 @@ def time_impls(
             rows[i].update(status=FAILED, reason=error_reason(timing))
         else:
             record(rows[i], timing)
-    return rows
-
-
-def add_figures(
-    rows: list[dict], case: Case, inputs: Inputs, dtype: torch.dtype,
-    rooflines: dict[str, Roofline] | None = None, sgemm_gflops: float | None = None,
-) -> list[dict]:  # fmt: skip
-    """The figures derived from the medians, on every row of a case: byte counts, GB/s and
-    roofline fractions (memory-bound forward cases; no fractions without rooflines, as in
-    bench/), GFLOP/s and the sgemm fraction (flops > 0), the model's work, throughput and us per
-    token, and the time to read a decoder's weights once (decode cases, with a read roofline)."""
-    ran = [r for r in rows if r["status"] == OK and r["median_us"]]
-    rooflines = rooflines or {}
-    nbytes = inputs.extra.get("weight_bytes")
-    if case.mode == DECODE and nbytes and READ in rooflines and ran:
-        read_gbps, _ = rooflines[READ].measure(nbytes, dtype)  # type: ignore[arg-type]
-        for row in rows:
-            row.update(weight_bytes=nbytes, weight_read_us=nbytes / (read_gbps * 1e9) * 1e6)
-    if reports_bandwidth(case) and (ran or not rooflines):
-        read, moved = inputs.read_bytes, inputs.moved_bytes
-        roofs = {k: rooflines[k].measure(n, dtype)[0] if k in rooflines else None
-                 for k, n in ((READ, read), (COPY, moved))}  # fmt: skip
-        for row in rows:
-            row.update(read_bytes=read, write_bytes=inputs.write_bytes)
-            row.update(roofline_gbps=roofs[READ], copy_roofline_gbps=roofs[COPY])
-        for row in ran:
-            seconds = row["median_us"] * 1e-6
-            row.update(gbps=measure.gbps(read, seconds), copy_gbps=measure.gbps(moved, seconds))
-            row["roofline_fraction"] = row["gbps"] / roofs[READ] if roofs[READ] else None
-            row["copy_fraction"] = row["copy_gbps"] / roofs[COPY] if roofs[COPY] else None
-    if inputs.flops:
-        for row in rows:
-            row["flops"] = inputs.flops
-        for row in ran:
-            row["gflops"] = inputs.flops / (row["median_us"] * 1e-6) / 1e9
-            row["sgemm_fraction"] = row["gflops"] / sgemm_gflops if sgemm_gflops else None
-    work, unit = inputs.extra.get("work"), inputs.extra.get("work_unit")
-    if work and unit:
-        for row in rows:
-            row.update(work=work, work_unit=unit)
-            row["hypothesis_tokens"] = inputs.extra.get("hypothesis_tokens")
-        for row in ran:
-            row["throughput"] = work / (row["median_us"] * 1e-6)  # type: ignore[operator]
-            if unit == "token":
-                row["us_per_token"] = row["median_us"] / work  # type: ignore[operator]
-    return rows
-
-
-def run_case(
-    case: Case,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    *,
-    backends: list[str] | None = None,
-    peers: list[str] | None = None,
-    budget: Budget = measure.FULL_BUDGET,
-    rooflines: dict[str, Roofline] | None = None,
-    impls: list[Impl] | None = None,
-    quick: bool = False,
-    sgemm_gflops: float | None = None,
-) -> list[dict]:
-    """Every implementation of `case` (registry.build_impls unless `impls` is given), timed in
-    alternating rounds on the same inputs, with their figures. `rooflines` (READ and COPY) are
-    shared across cases, so each traffic size is measured once per run."""
-    device = torch.device(device)
-    impls = build_impls(case, device, backends, peers, quick=quick) if impls is None else impls
-    inputs = make_inputs(case, device, dtype)
-    rows = time_impls(case, impls, inputs, device, dtype, budget)
     roofs = rooflines or {kind: Roofline(kind, device, budget) for kind in (READ, COPY)}
     return add_figures(rows, case, inputs, dtype, roofs, sgemm_gflops)
 

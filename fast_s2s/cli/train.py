@@ -367,9 +367,13 @@ def processes_of(args: argparse.Namespace) -> int:
     cores, up to g2p.PROCESSES), else 1; 1 in a process torchrun started (it is a replica)."""
     if args.processes is not None:
         return args.processes
-    if launch.under_torchrun() or task_of(args) != G2P_TASK or args.device != "cpu":
+    if launch.under_torchrun() or task_of(args) != G2P_TASK or not _on_cpu(args):
         return 1
     return min(g2p.PROCESSES, launch.usable_cores())
+
+
+def _on_cpu(args: argparse.Namespace) -> bool:
+    return args.device.partition(":")[0] == "cpu"  # "cpu" or "cpu:0"
 
 
 def _check_processes(args: argparse.Namespace) -> str | None:
@@ -381,7 +385,7 @@ def _check_processes(args: argparse.Namespace) -> str | None:
             f"--processes {args.processes}: this process is one of torchrun's replicas already; "
             "give torchrun's --nproc-per-node or --processes, not both"
         )
-    if args.device != "cpu":
+    if not _on_cpu(args):
         return (
             f"--processes {args.processes} starts CPU replicas (gloo); on GPUs start one process "
             f"per GPU with torchrun --nproc-per-node N -m fast_s2s.cli train --device {args.device}"

@@ -62,8 +62,8 @@ MODEL_DEFAULTS: dict[str, object] = dict(
 )
 # Replicas of `fast-s2s train --task g2p` on the CPU (DistributedDataParallel, one thread each):
 # on 2 cores, 8 minutes stress stripped, 31.56% test WER against 34.40% for one process, and
-# 27.78% against 29.26% (beam 5) over the whole budget (docs/results.md). Not measured beyond
-# 2: more replicas also mean fewer, larger steps per epoch, which changes the recipe.
+# 27.67-27.78% (two runs) against 29.26% (beam 5) over the whole budget (docs/results.md). Not
+# measured beyond 2: more replicas also mean fewer, larger updates per epoch, another recipe.
 PROCESSES = 2
 TEST_BEAM = 5  # the beam of the test run that ends `fast-s2s train --task g2p`
 # A pronunciation has at most 2 phonemes per letter plus 5 (SearchOptions.max_len_ratio and

@@ -86,6 +86,7 @@ def test_g2p_defaults_to_two_replicas_on_the_cpu(monkeypatch):
     assert train_cli.processes_of(_parse(g2p)) == 2
     assert train_cli.processes_of(_parse([*g2p, "--processes", "3"])) == 3
     assert train_cli.processes_of(_parse([*g2p, "--device", "cuda"])) == 1
+    assert train_cli.processes_of(_parse([*g2p, "--device", "cpu:0"])) == 2
     assert train_cli.processes_of(_parse(["train", "--task", "dates"])) == 1
     monkeypatch.setattr(launch, "usable_cores", lambda: 1)
     assert train_cli.processes_of(_parse(g2p)) == 1  # no core for a second replica

@@ -46,7 +46,15 @@ from fast_s2s.data import (
 )
 from fast_s2s.models import SearchOptions, Seq2SeqConfig
 from fast_s2s.models.config import LOCAL_SCORES, LOCALS
-from fast_s2s.training import TrainResult, TrainSettings, checkpoint, g2p, launch, train
+from fast_s2s.training import (
+    TrainResult,
+    TrainSettings,
+    checkpoint,
+    distributed,
+    g2p,
+    launch,
+    train,
+)
 from fast_s2s.training.plotting import plotting_unavailable
 from fast_s2s.training.schedule import LR_FLOOR, SCHEDULES
 
@@ -416,7 +424,7 @@ def run(args: argparse.Namespace) -> int:
     """Train as the checked `args` say, in this process (one replica under torch.distributed);
     raises USER_ERRORS."""
     # Under torch.distributed every process runs this; only rank 0 talks.
-    console = Console(quiet=int(os.environ.get("RANK", "0")) != 0)
+    console = Console(quiet=not distributed.launched_world().is_main)
     settings = settings_from_args(args)
     result = train(
         settings,

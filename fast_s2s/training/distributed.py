@@ -30,10 +30,15 @@ class World:
         return self.size > 1
 
 
+def launched_world() -> World:
+    """The rank and size the launcher (torchrun, or `--processes`) put in this process's
+    environment, before joining any group; World() when it was started plainly."""
+    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+
 def init_from_env(device: torch.device) -> World:
     """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), if any."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    if not launched_world().distributed:
         return World()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

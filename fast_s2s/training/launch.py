@@ -20,8 +20,7 @@ from typing import Any
 
 import torch.multiprocessing as mp
 
-# The variables torchrun sets for a process; a run that finds WORLD_SIZE is already a replica.
-LAUNCHED_BY_TORCHRUN = "WORLD_SIZE"
+from fast_s2s.training import distributed
 
 
 def usable_cores() -> int:
@@ -32,7 +31,8 @@ def usable_cores() -> int:
 
 
 def under_torchrun() -> bool:
-    return int(os.environ.get(LAUNCHED_BY_TORCHRUN, "1")) > 1
+    """Whether torchrun started this process as one of its replicas."""
+    return distributed.launched_world().distributed
 
 
 def _free_port() -> int:

@@ -36,10 +36,23 @@ def launched_world() -> World:
     return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
 
 
+def replica_device(device: torch.device) -> torch.device:
+    """The device this replica trains on. Under a launcher a bare "cuda" means the GPU of the
+    replica's LOCAL_RANK, one GPU per replica as `torchrun --nproc-per-node` expects; otherwise
+    every replica would share GPU 0. A device with an index is taken as given."""
+    if device.type != "cuda" or device.index is not None or not launched_world().distributed:
+        return device
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def init_from_env(device: torch.device) -> World:
-    """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), if any."""
+    """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), if any.
+    `device` is the replica's (replica_device); on CUDA it becomes the current device, which
+    NCCL and the object collectives use."""
     if not launched_world().distributed:
         return World()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fast_s2s.training import distributed
@@ -35,12 +35,11 @@ def under_torchrun() -> bool:
     return distributed.launched_world().distributed
 
 
-def _free_port() -> int:
-    """A TCP port nothing listens on now, for rank 0's rendezvous store. Another program could
-    take it before rank 0 binds it; rank 0 then fails with "address already in use"."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def rendezvous_store() -> dist.TCPStore:
+    """The replicas' rendezvous store, served by the launcher on a port the system picks, so no
+    other program can take that port between choosing it and binding it. The replicas join it
+    as clients, as torchrun's replicas join its agent's store (TORCHELASTIC_USE_AGENT_STORE)."""
+    return dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
 def _replica(
@@ -52,9 +51,12 @@ def _replica(
     user_errors: tuple[type[BaseException], ...],
     messages: Any,
 ) -> None:
+    # The agent-store pair joins the launcher's store as a client (rendezvous_store); torch
+    # releases before 2.6 also read the restart count, as the prefix of the store's keys.
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(size), LOCAL_WORLD_SIZE=str(size),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        TORCHELASTIC_USE_AGENT_STORE=str(True), TORCHELASTIC_RESTART_COUNT="0",
     )  # fmt: skip
     try:
         status = entry(argument)
@@ -81,10 +83,10 @@ def run_replicas(
     does: they would wait for it in the next collective."""
     spawn = mp.get_context("spawn")
     messages = spawn.SimpleQueue()
-    port = _free_port()
+    store = rendezvous_store()  # held until the replicas end
     context = mp.start_processes(
         _replica,
-        args=(entry, argument, processes, port, user_errors, messages),
+        args=(entry, argument, processes, store.port, user_errors, messages),
         nprocs=processes,
         join=False,
         start_method="spawn",

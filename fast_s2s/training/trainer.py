@@ -192,7 +192,7 @@ def train(
         raise ValueError(
             f"lr_schedule must be one of {schedule.SCHEDULES}, got {settings.lr_schedule!r}"
         )
-    dev = torch.device(device)
+    dev = distributed.replica_device(torch.device(device))
     world = distributed.init_from_env(dev)
     console = console or Console(quiet=not world.is_main)
     random.seed(settings.seed)

@@ -433,6 +433,19 @@ def test_sentence_result_independent_of_batch(name):
         assert alone_beam.tokens == batch_beam[i].tokens
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_decoding_restores_each_submodules_mode(native):
+    """A model in training with its encoder held in eval mode (frozen) keeps it so."""
+    model = Seq2Seq(make_config("bahdanau")).train()
+    model.encoder.eval()
+    src, lengths, _, _ = held_out(2)
+    greedy_decode(model, src[:1], lengths[:1], max_len=5, native=native)
+    beam_search(model, src, lengths, beam_size=2, max_len=5, native=native)
+    assert model.training and model.decoder.training
+    assert all(module.training for module in model.decoder.modules())
+    assert not any(module.training for module in model.encoder.modules())
+
+
 def test_decoding_edge_cases():
     model = Seq2Seq(make_config("bahdanau")).train()
     src, lengths, _, _ = held_out(3)

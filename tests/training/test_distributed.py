@@ -62,3 +62,37 @@ def test_two_cpu_processes_train_identical_replicas(tmp_path, lr_schedule, epoch
     from fast_s2s.training import load_checkpoint
 
     assert load_checkpoint(tmp_path / "ckpt.pt")["epoch"] == epochs - 1
+
+
+@pytest.mark.parametrize(
+    "given,environment,expected",
+    [
+        ("cuda", {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cuda:1"),
+        ("cuda", {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "0"}, "cuda:0"),  # node 2 of 2
+        ("cuda:0", {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cuda:0"),  # as given
+        ("cpu", {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cpu"),
+        ("cuda", {}, "cuda"),  # started plainly
+    ],
+)
+def test_each_replica_trains_on_its_own_gpu(monkeypatch, given, environment, expected):
+    from fast_s2s.training import distributed
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.replica_device(torch.device(given)) == torch.device(expected)
+
+
+def test_the_launchers_rendezvous_port_cannot_be_taken():
+    """The launcher serves the store itself, so the port is bound from the moment it is known
+    (the replicas join as clients: test_launch's runs would fail if rank 0 tried to bind it)."""
+    import socket
+
+    from fast_s2s.training import launch
+
+    store = launch.rendezvous_store()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other, pytest.raises(OSError):
+        other.bind(("127.0.0.1", store.port))
+    store.set("key", "value")
+    assert store.get("key") == b"value"

@@ -72,18 +72,20 @@ def _any_training(model: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def _inference(model: Seq2Seq) -> Iterator[None]:
-    """Eval mode and no gradients; the model's mode is restored. model.eval() / train() walk
-    every submodule (as long as a native batch-1 decode): skipped when all are in eval mode."""
-    was_training = model.training
+    """Eval mode and no gradients; each submodule's mode is restored (a model in training with
+    a part held in eval mode keeps it so). Walking every submodule costs as much as a native
+    batch-1 decode: skipped when all are in eval mode."""
     switch = _any_training(model)
     if switch:
+        modes = [(module, module.training) for module in model.modules()]
         model.eval()
     try:
         with torch.no_grad():
             yield
     finally:
         if switch:
-            model.train(was_training)
+            for module, training in modes:
+                module.training = training
 
 
 def run_search(

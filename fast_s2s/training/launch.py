@@ -51,8 +51,9 @@ def _replica(
     user_errors: tuple[type[BaseException], ...],
     messages: Any,
 ) -> None:
-    # The agent-store pair joins the launcher's store as a client (rendezvous_store); torch
-    # releases before 2.6 also read the restart count, as the prefix of the store's keys.
+    # TORCHELASTIC_USE_AGENT_STORE makes every replica a client of the launcher's store
+    # (rendezvous_store); older torch releases also read TORCHELASTIC_RESTART_COUNT, the
+    # prefix they give the store's keys.
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(size), LOCAL_WORLD_SIZE=str(size),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),

@@ -15,6 +15,7 @@ import torch
 
 from fast_s2s.benchmark.family import DECODE, TRAIN_STEP, Call, Case, Factory, Family, Inputs
 from fast_s2s.peers.torch_nn_seq2seq import TorchNNSeq2Seq
+from fast_s2s.training.optimizer import adam
 
 # The fast_s2s.ops the model runs, whose backends decide the model's.
 MODEL_KERNEL_OPS = ("gru_layer", "gru_cell", "additive_attention", "dot_attention")
@@ -115,7 +116,7 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
 def _train_step(model, x: dict) -> Call:
     """One training step per call, as fast-s2s train does it, with this model's own Adam."""
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    optimizer = adam(model.parameters(), LR)
     parameters = [p for p in model.parameters() if p.requires_grad]
 
     def step() -> torch.Tensor:

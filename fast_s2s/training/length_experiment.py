@@ -45,6 +45,7 @@ from fast_s2s.data import (
     tokenize_pairs,
 )
 from fast_s2s.models import Seq2Seq, Seq2SeqConfig, greedy_decode
+from fast_s2s.training.optimizer import adam
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -189,7 +190,7 @@ def train_one(s: LengthSettings, config: Seq2SeqConfig, train: list) -> tuple[Se
     """Adam with clipping over shuffled, length-bucketed epochs until the budget is spent."""
     torch.manual_seed(s.seed)
     model = Seq2Seq(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
+    optimizer = adam(model.parameters(), s.lr)
     steps, losses, epoch = 0, [], 0
     started = time.perf_counter()
 

@@ -21,6 +21,7 @@ from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig
 from fast_s2s.training import checkpoint, distributed, evaluation, memory, schedule
 from fast_s2s.training.data import PreparedData, TrainSettings, prepare_data, uses_frames
 from fast_s2s.training.evaluation import evaluate
+from fast_s2s.training.optimizer import adam
 from fast_s2s.training.resume import RECORD_VERSION, check_resume, run_record
 
 
@@ -223,7 +224,7 @@ def train(
         config = _model_config(data, config_overrides)
     _check_memory(config, data, settings, dev, later_beams or {})
     model = Seq2Seq(config).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    optimizer = adam(model.parameters(), settings.lr)
     result = TrainResult()
     start_epoch, best, best_state = 0, -1.0, None
     if state is not None:

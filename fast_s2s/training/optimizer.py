@@ -5,7 +5,7 @@ Fused Adam updates all parameters in one kernel per step; torch's default on the
 of ~6 element-wise ops per parameter tensor. On the g2p model (20 tensors, 674,732 parameters,
 one thread) a step of the optimizer takes 0.7 ms fused against 2.0 ms looped, alone, and
 1.3-1.4 against 3.5-3.8 ms inside training, where the loop's ops run from cold caches: a
-training step 8% shorter (docs/results.md, "Behind the defaults").
+training step about 9% shorter (docs/results.md, "Behind the defaults").
 The update is Adam's either way; the two differ in rounding only.
 """
 

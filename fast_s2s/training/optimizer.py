@@ -21,8 +21,6 @@ FUSED_DEVICES = ("cpu", "cuda")  # where torch.optim.Adam(fused=True) has its ke
 def adam(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
     """torch.optim.Adam over `parameters`, fused where every one is a floating-point tensor on a
     device of FUSED_DEVICES, else torch's default implementation."""
-    parameters = list(parameters)
-    fused = bool(parameters) and all(
-        p.is_floating_point() and p.device.type in FUSED_DEVICES for p in parameters
-    )
+    parameters = list(parameters)  # an empty list: torch.optim.Adam's own error
+    fused = all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in parameters)
     return torch.optim.Adam(parameters, lr=lr, fused=fused or None)

@@ -39,12 +39,16 @@ class GemmReport:
     """forced: the pinned backend or "auto"; available: the float32 backends of this process;
     mkl: MKL's version string ("" without MKL); choices: one line per product site measured or
     pinned so far, e.g. "gru_layer.recurrent m<=16 n=1536 k=512 Float threads=2: mkl_packed
-    (best us: mkl_packed 155 blas 167 inhouse 206)"."""
+    (best us: mkl_packed 155 blas 167 inhouse 206)"; bf16_native: bfloat16 GRU products run on
+    the CPU's bfloat16 instructions (MKL's bf16 GEMM: AVX512-BF16 or AMX, kernels built for
+    AVX-512, no backend pinned), listed in choices as "mkl_bf16"; else they run in float32 on
+    converted copies, as on every other CPU."""
 
     forced: str
     available: tuple[str, ...]
     mkl: str
     choices: tuple[str, ...] = field(default_factory=tuple)
+    bf16_native: bool = False
 
 
 def _require_extension() -> None:
@@ -68,7 +72,8 @@ def gemm_report() -> GemmReport:
     forced = lines[0].removeprefix("forced: ")
     available = tuple(lines[1].removeprefix("available:").split())
     mkl = lines[2].removeprefix("mkl: ")
-    return GemmReport(forced, available, mkl, tuple(lines[3:]))
+    bf16_native = lines[3] == "bf16_native: 1"
+    return GemmReport(forced, available, mkl, tuple(lines[4:]), bf16_native)
 
 
 @contextlib.contextmanager

@@ -85,6 +85,19 @@ struct AmortizedTrial {
 Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t uses,
                          const std::function<AmortizedTrial(Backend)>& trial);
 
+// bfloat16 products on the CPU's own bfloat16 instructions: MKL's cblas_gemm_bf16bf16f32
+// (AVX512-BF16 dot products or AMX tiles), which multiplies bfloat16 matrices exactly and
+// accumulates in float32, the same arithmetic as converting both to float32 for an sgemm (only
+// the order of the sums differs) without the conversion. Used where it applies when the CPU
+// has the instructions, the kernels are built for AVX-512 (an avx2 build stands for an AVX2
+// machine) and no backend is pinned (FAST_S2S_GEMM, set_forced: the float32 path then runs, as
+// on other CPUs). On the g2p-size cell (B = 64, I = H = 512, two threads) it is ~4x the float32
+// path, whose per-call conversion of the weights alone reads 3 MB and writes 6 MB; results.md.
+bool bf16_native();
+// out (M x N float32, unit column stride) = a (M x K) w^T (w: N x K), a and w bfloat16 with
+// contiguous rows; `op` names the site in report(). Only where bf16_native().
+void matmul_nt_bf16(const char* op, const at::Tensor& a, const at::Tensor& w, at::Tensor& out);
+
 // One line per measured or forced choice: "op m<=M n=N k=K dtype threads=T: backend
 // (best time of each candidate in us)". Empty before the first product.
 std::vector<std::string> report();

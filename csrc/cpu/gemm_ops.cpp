@@ -28,13 +28,15 @@ void set_gemm_backend(std::string name) {
 }
 
 // Line 1: "forced: NAME" or "forced: auto"; line 2: "available: NAME ..." (float32); line 3:
-// "mkl: VERSION" (empty when torch has no MKL); then one line per choice (gemm::report).
+// "mkl: VERSION" (empty when torch has no MKL); line 4: "bf16_native: 1" or "0"
+// (gemm::bf16_native); then one line per choice (gemm::report).
 std::string gemm_report() {
   std::ostringstream out;
   const std::optional<gemm::Backend> pinned = gemm::forced();
   out << "forced: " << (pinned ? gemm::name(*pinned) : "auto") << "\navailable:";
   for (gemm::Backend b : gemm::candidates(at::kFloat)) out << " " << gemm::name(b);
   out << "\nmkl: " << gemm::mkl_version();
+  out << "\nbf16_native: " << (gemm::bf16_native() ? 1 : 0);
   for (const std::string& line : gemm::report()) out << "\n" << line;
   return out.str();
 }

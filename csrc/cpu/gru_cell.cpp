@@ -18,6 +18,7 @@
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -55,12 +56,47 @@ PreparedCache<CellProducts<A>>& cell_cache() {
   return *cache;
 }
 
+// bfloat16 inputs on a CPU with bfloat16 instructions (gemm::bf16_native): gi and gh as two
+// whole-batch MKL products on the bfloat16 x, h and weights as given (no conversion, no
+// preparation to keep), then the gates row by row in float32, as the float32 path computes them.
+std::tuple<at::Tensor, at::Tensor> gru_cell_bf16_native(const at::Tensor& x, const at::Tensor& h,
+                                                        const GruParams& p) {
+  const int64_t B = x.size(0), H = h.size(1);
+  const at::Tensor xb = x.contiguous(), hb = h.contiguous();
+  const auto f32 = xb.options().dtype(at::kFloat);
+  at::Tensor gi = at::empty({B, 3 * H}, f32), gh = at::empty({B, 3 * H}, f32);
+  gemm::matmul_nt_bf16(kOp, xb, p.w_ih.contiguous(), gi);
+  gemm::matmul_nt_bf16(kOp, hb, p.w_hh.contiguous(), gh);
+  const at::Tensor hf = hb.to(at::kFloat);
+  const at::Tensor bih = p.b_ih.defined() ? p.b_ih.to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor bhh = p.b_hh.defined() ? p.b_hh.to(at::kFloat).contiguous() : at::Tensor();
+  at::Tensor gates = at::empty({B, 4 * H}, f32);
+  at::Tensor h_new = at::empty({B, H}, x.options());
+  const float *gip = gi.const_data_ptr<float>(), *ghp = gh.const_data_ptr<float>();
+  const float *bi = ptr_or_null<float>(bih), *bh = ptr_or_null<float>(bhh);
+  const float* hp = hf.const_data_ptr<float>();
+  float* gp = gates.mutable_data_ptr<float>();
+  at::BFloat16* out = h_new.mutable_data_ptr<at::BFloat16>();
+  at::parallel_for(0, B, std::max<int64_t>(1, 4096 / H), [&](int64_t begin, int64_t end) {
+    std::vector<float> row(H);  // h' in float32
+    for (int64_t b = begin; b < end; ++b) {
+      gru_gates_forward<float>({gip + b * 3 * H, H}, {ghp + b * 3 * H, H}, {bi, H}, {bh, H},
+                               hp + b * H, row.data(), {gp + b * 4 * H, H}, H);
+      convert_row(row.data(), out + b * H, H);
+    }
+  });
+  return {h_new, gates};
+}
+
 std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::Tensor& h,
                                                 const at::Tensor& w_ih, const at::Tensor& w_hh,
                                                 const std::optional<at::Tensor>& b_ih,
                                                 const std::optional<at::Tensor>& b_hh) {
   check_cell_inputs(kOp, x, h);
   const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
+  if (x.scalar_type() == at::kBFloat16 && B > 0 && H > 0 && gemm::bf16_native()) {
+    return gru_cell_bf16_native(x, h, check_gru_params(kOp, x, I, H, w_ih, w_hh, b_ih, b_hh));
+  }
   const GruParams p = gru_params(kOp, x, I, H, w_ih, w_hh, b_ih, b_hh);
   const auto acc = gru_acc_dtype(x.scalar_type());
   const at::Tensor xa = x.to(acc).contiguous(), ha = h.to(acc).contiguous();

@@ -76,9 +76,14 @@ class InputProjection {
       lo_ = reverse_ ? std::max<int64_t>(0, t + 1 - chunk_) : t;
       hi_ = reverse_ ? t + 1 : std::min(max_len_, t + chunk_);
       const int64_t rows = (hi_ - lo_) * B_;
-      at::Tensor out = at::from_blob(buffer().data(), {rows, N_}, x_.options());
-      gemm::matmul_out("gru_layer.input", x_.narrow(0, lo_, hi_ - lo_).view({rows, x_.size(2)}),
-                       w_ih_.t(), out);
+      at::Tensor out = at::from_blob(buffer().data(), {rows, N_},
+                                     x_.options().dtype(c10::CppTypeToScalarType<A>::value));
+      const at::Tensor xs = x_.narrow(0, lo_, hi_ - lo_).view({rows, x_.size(2)});
+      if (x_.scalar_type() == at::kBFloat16) {  // bfloat16 x and w_ih: gemm::bf16_native
+        gemm::matmul_nt_bf16("gru_layer.input", xs, w_ih_, out);
+      } else {
+        gemm::matmul_out("gru_layer.input", xs, w_ih_.t(), out);
+      }
     }
     return buffer().data() + (t - lo_) * B_ * N_;
   }
@@ -131,11 +136,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
     const std::optional<at::Tensor>& lengths, bool reverse, const LayerTarget& target) {
   check_layer_inputs(kOp, x, h0);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
-  const GruParams p = gru_params(kOp, x, I, H, w_ih, w_hh, b_ih, b_hh);
+  // On a CPU with bfloat16 instructions the input projection of bfloat16 inputs multiplies x and
+  // w_ih as they are (gemm::bf16_native); the state, carried in float32, goes through the
+  // float32 W_hh as on every CPU.
+  const bool bf16_input_products = x.scalar_type() == at::kBFloat16 && gemm::bf16_native();
+  const GruParams p = gru_params(kOp, x, I, H, w_ih, w_hh, b_ih, b_hh, bf16_input_products);
   const std::vector<int64_t> lens = layer_lengths(kOp, lengths, B, T);
   const int64_t max_len = B == 0 ? 0 : *std::max_element(lens.begin(), lens.end());
   const auto acc = gru_acc_dtype(x.scalar_type());
-  const at::Tensor xa = contiguous_as(x, acc), h0a = contiguous_as(h0, acc);
+  const at::Tensor xa = bf16_input_products ? x.contiguous() : contiguous_as(x, acc);
+  const at::Tensor h0a = contiguous_as(h0, acc);
   at::Tensor output = target.output.defined() ? target.output : at::empty({T, B, H}, x.options());
   TORCH_CHECK(output.sizes() == at::IntArrayRef({T, B, H}) && output.stride(2) == 1 &&
                   output.scalar_type() == x.scalar_type(),
@@ -145,7 +155,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
   TORCH_CHECK(h_n.sizes() == at::IntArrayRef({B, H}) && h_n.is_contiguous() &&
                   h_n.scalar_type() == x.scalar_type(),
               kOp, ": the h_n view must be a contiguous (B, H), got ", h_n.sizes());
-  at::Tensor work = target.keep_work ? at::empty({T, B, 5 * H}, xa.options()) : at::Tensor();
+  at::Tensor work =
+      target.keep_work ? at::empty({T, B, 5 * H}, x.options().dtype(acc)) : at::Tensor();
   if (T == 0 || B == 0 || H == 0) {
     if (work.defined()) work.zero_();
     h_n.copy_(h0);

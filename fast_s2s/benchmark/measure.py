@@ -257,8 +257,10 @@ def _blas() -> dict[str, object]:
     report = gemm_report()
     if report is None:  # no extension: torch's own words only
         return {"blas": name}
+    bf16 = "native (MKL bf16 products)" if report.bf16_native else "float32"
     return {"blas": f"{name} ({report.mkl})" if report.mkl else name,
-            "gemm_forced": report.forced, "gemm_available": " ".join(report.available)}  # fmt: skip
+            "gemm_forced": report.forced, "gemm_available": " ".join(report.available),
+            "gemm_bf16": bf16}  # fmt: skip
 
 
 def _extension_info() -> dict[str, object]:

@@ -32,6 +32,7 @@ MACHINE_KEYS = {
     "torch_cpu_capability": "torch CPU capability",
     "mkl_enable_instructions": "MKL_ENABLE_INSTRUCTIONS", "blas": "BLAS (torch)",
     "gemm_available": "fast_s2s GEMM backends", "gemm_forced": "fast_s2s GEMM choice",
+    "gemm_bf16": "fast_s2s bfloat16 products",
     "gpu": "GPU", "gpu_capability": "GPU compute capability",
     "gpu_sm_count": "GPU multiprocessors", "gpu_l2_mib": "GPU L2 (MiB)", "cudnn": "cuDNN",
     "copy_gbps": "copy bandwidth (GB/s, read + written)", "sgemm_gflops": "sgemm rate (GFLOP/s)",

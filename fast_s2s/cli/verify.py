@@ -217,6 +217,8 @@ def _print_gemm(console: Console, report: GemmReport) -> None:
         f"GEMM backends available: {', '.join(report.available)}"
         + (f" ({report.mkl})" if report.mkl else "")
     )
+    bf16 = "native (MKL bf16 GEMM)" if report.bf16_native else "in float32 (converted copies)"
+    console.print(f"bfloat16 GRU products: {bf16}")
     if report.choices:
         console.print("GEMM backend chosen per product site (measured at first use):")
         for line in report.choices:

@@ -1,0 +1,138 @@
+"""bfloat16 GRU products on the CPU's own bfloat16 instructions (gemm::matmul_nt_bf16, MKL's
+bf16 GEMM): used exactly where the CPU has them, the kernels are built for AVX-512 and no GEMM
+backend is pinned; the cell and the layer then still give the reference's results (bfloat16
+inputs multiplied exactly, sums and the state in float32) at the sizes users run, forward and
+backward, with saturating gates; a pinned backend runs them in float32 as before."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fast_s2s
+import fast_s2s.nn
+from fast_s2s import _extension, reference
+
+pytestmark = pytest.mark.skipif(
+    not _extension.extension_loaded(), reason="the C++ extension is not built"
+)
+
+# One bfloat16 rounding of outputs of magnitude up to 1 (2^-8), plus float32 sums in another
+# order carried through the recurrence.
+BF16_TOL = dict(atol=1e-2, rtol=1e-2)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+NATIVE = _extension.extension_loaded() and fast_s2s.gemm_report().bf16_native
+needs_native = pytest.mark.skipif(
+    not NATIVE, reason="no native bfloat16 products here (CPU, build or MKL)"
+)
+
+
+def _weights(I: int, H: int, scale: float = 1.0, grad: bool = False):
+    gen = torch.Generator().manual_seed(3)
+    shapes = ((3 * H, I), (3 * H, H), (3 * H,), (3 * H,))
+    return [
+        ((torch.rand(s, generator=gen) * 2 - 1) * scale * H**-0.5).bfloat16().requires_grad_(grad)
+        for s in shapes
+    ]
+
+
+def _sites(kind: str) -> list[str]:
+    return [line for line in fast_s2s.gemm_report().choices if line.endswith(kind) or kind in line]
+
+
+@pytest.mark.skipif(not _cpu_flags(), reason="no /proc/cpuinfo to compare with")
+def test_native_exactly_where_the_cpu_build_and_mkl_have_it():
+    report = fast_s2s.gemm_report()
+    flags = _cpu_flags()
+    expected = (
+        bool({"avx512_bf16", "amx_bf16"} & flags)
+        and _extension.cpu_capability() == "avx512"
+        and bool(report.mkl)
+        and report.forced == "auto"
+    )
+    assert report.bf16_native == expected
+
+
+@needs_native
+@pytest.mark.parametrize("B", [1, 64])
+@pytest.mark.parametrize("scale", [1.0, 16.0])  # 16: gates saturate
+def test_cell_matches_reference(B, scale):
+    I = H = 512
+    gen = torch.Generator().manual_seed(B)
+    x = (torch.randn(B, I, generator=gen) * scale).bfloat16()
+    h = torch.randn(B, H, generator=gen).clamp(-1, 1).bfloat16()
+    w = _weights(I, H, scale)
+    got = fast_s2s.gru_cell(x, h, *w, backend="cpp")
+    want = reference.gru_cell(*(t.double() for t in (x, h, *w)))
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), want, **BF16_TOL)
+    assert any(" BFloat16 " in s and s.startswith("gru_cell ") for s in _sites("mkl_bf16"))
+
+
+@needs_native
+def test_layer_forward_backward_match_reference_with_ragged_lengths():
+    T, B, I, H = 50, 16, 512, 512
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(T, B, I, generator=gen).bfloat16().requires_grad_(True)
+    h0 = torch.randn(B, H, generator=gen).clamp(-1, 1).bfloat16().requires_grad_(True)
+    w = _weights(I, H, grad=True)
+    lengths = torch.tensor([T, T // 4, 3 * T // 4, 1] * (B // 4))
+    out, h_n = fast_s2s.gru_layer(x, h0, *w, lengths=lengths, backend="cpp")
+    leaves = [t.detach().double().requires_grad_(True) for t in (x, h0, *w)]
+    ref_out, ref_h = reference.gru_layer(*leaves, lengths=lengths)
+    torch.testing.assert_close(out.double(), ref_out, **BF16_TOL)
+    torch.testing.assert_close(h_n.double(), ref_h, **BF16_TOL)
+    assert any(s.startswith("gru_layer.input ") for s in _sites("mkl_bf16"))
+    gen_g = torch.Generator().manual_seed(6)
+    g_out = torch.randn(out.shape, generator=gen_g)
+    (out.float() * g_out).sum().backward()
+    (ref_out * g_out.double()).sum().backward()
+    for got, leaf in zip((x, h0, *w), leaves, strict=True):
+        want = leaf.grad
+        scale = want.abs().max().item()
+        err = (got.grad.double() - want).abs().max().item()
+        assert err <= 2e-2 * max(scale, 1.0), (tuple(want.shape), err, scale)
+
+
+@needs_native
+def test_module_matches_torch_nn_gru_in_float64():
+    torch.manual_seed(0)
+    ours = fast_s2s.nn.GRU(256, 256, num_layers=2, bidirectional=True)
+    ours = ours.bfloat16()
+    # the same bfloat16 weights, exactly, in float64: torch.nn's answer is then the exact one
+    peer = torch.nn.GRU(256, 256, num_layers=2, bidirectional=True).double()
+    peer.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+    x = torch.randn(25, 4, 256).bfloat16()
+    with torch.no_grad():
+        got, got_h = ours(x)
+        want, want_h = peer(x.double())
+    torch.testing.assert_close(got.double(), want, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(got_h.double(), want_h, atol=2e-2, rtol=2e-2)
+
+
+def test_pinned_backend_runs_bfloat16_in_float32():
+    I = H = 256
+    x, h = torch.randn(8, I).bfloat16(), torch.randn(8, H).clamp(-1, 1).bfloat16()
+    w = _weights(I, H)
+    want = reference.gru_cell(*(t.double() for t in (x, h, *w)))
+    fast_s2s.set_gemm_backend("blas")
+    try:
+        assert not fast_s2s.gemm_report().bf16_native
+        got = fast_s2s.gru_cell(x, h, *w, backend="cpp")
+        assert not _sites("mkl_bf16")
+        assert any(s.startswith("gru_cell ") for s in fast_s2s.gemm_report().choices)
+    finally:
+        fast_s2s.set_gemm_backend("auto")
+    torch.testing.assert_close(got.double(), want, **BF16_TOL)

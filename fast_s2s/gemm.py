@@ -31,7 +31,7 @@ from fast_s2s import _extension
 
 __all__ = ["GEMM_BACKENDS", "GemmReport", "frozen_weights", "gemm_report", "set_gemm_backend"]
 
-GEMM_BACKENDS = ("auto", "mkl_packed", "blas", "inhouse", "panel")
+GEMM_BACKENDS = ("auto", "mkl_packed", "blas", "inhouse", "panel", "mkl_bf16")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,9 @@ def _require_extension() -> None:
 
 def set_gemm_backend(name: str = "auto") -> None:
     """Pins the CPU kernels' GEMM backend ("mkl_packed", "blas", "inhouse", "panel") or returns to
-    measuring ("auto"). Forgets every choice made so far."""
+    measuring ("auto"). "mkl_bf16" (only where gemm_report().bf16_native can be true: a CPU with
+    AVX512-BF16 or AMX-BF16, an AVX-512 build, MKL) pins the bfloat16 products: every bfloat16
+    GRU product takes it, float32 ones run on blas. Forgets every choice made so far."""
     if name not in GEMM_BACKENDS:
         raise ValueError(f"set_gemm_backend: name must be one of {GEMM_BACKENDS}, got {name!r}")
     _require_extension()

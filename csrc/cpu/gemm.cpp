@@ -56,7 +56,8 @@ std::optional<Backend> forced_from_env() {
   if (text == nullptr || *text == '\0' || std::string(text) == "auto") return std::nullopt;
   const std::optional<Backend> backend = parse(text);
   TORCH_CHECK(backend.has_value(),
-              "FAST_S2S_GEMM must be auto, mkl_packed, blas, inhouse or panel, got '", text, "'");
+              "FAST_S2S_GEMM must be auto, mkl_packed, blas, inhouse, panel or mkl_bf16, got '",
+              text, "'");
   return backend;
 }
 
@@ -167,6 +168,7 @@ const char* name(Backend backend) {
     case Backend::kBlas: return "blas";
     case Backend::kInHouse: return "inhouse";
     case Backend::kPanel: return "panel";
+    case Backend::kMklBf16: return "mkl_bf16";
   }
   return "?";
 }
@@ -175,10 +177,15 @@ std::optional<Backend> parse(const std::string& text) {
   for (Backend b : kAllBackends) {
     if (text == name(b)) return b;
   }
+  if (text == name(Backend::kMklBf16)) return Backend::kMklBf16;
   return std::nullopt;
 }
 
 bool available(Backend backend, at::ScalarType dtype) {
+  if (dtype == at::kBFloat16) {
+    return backend == Backend::kMklBf16 ? bf16_native() : available(backend, at::kFloat);
+  }
+  if (backend == Backend::kMklBf16) return false;
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
   if (backend == Backend::kMklPacked) return dtype == at::kFloat && mkl_packed_linked();
   return true;
@@ -319,14 +326,19 @@ bool cpu_has_bf16_instructions() {
 
 }  // namespace
 
-bool bf16_native() {
+bool bf16_native_available() {
 #if defined(CPU_CAPABILITY_AVX512)
   static const bool usable =
       cblas_gemm_bf16bf16f32 != nullptr && at::hasMKL() && cpu_has_bf16_instructions();
-  return usable && !forced().has_value();
+  return usable;
 #else
   return false;
 #endif
+}
+
+bool bf16_native() {
+  const std::optional<Backend> pinned = forced();
+  return bf16_native_available() && (!pinned || *pinned == Backend::kMklBf16);
 }
 
 void matmul_nt_bf16(const char* op, const at::Tensor& a, const at::Tensor& w, at::Tensor& out) {

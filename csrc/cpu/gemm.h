@@ -1,7 +1,7 @@
 // The one place every CPU matrix product of fast_s2s goes through. Design: docs/DESIGN.md,
 // "Matrix products on the CPU".
 //
-// Three implementations ("backends") of out = a w^T:
+// The implementations ("backends") of out = a w^T:
 //   mkl_packed  MKL's packed GEMM (cblas_sgemm_pack / cblas_sgemm_compute, exported by torch's
 //               CPU library on x86 builds that link MKL): w is packed once into MKL's internal
 //               panel layout and reused by every product (every step of a GRU layer, every call
@@ -16,11 +16,14 @@
 //               one-shot out = a b (matmul_out, bmm_out) b's rows are read in place as the
 //               panels, nothing packed (the cell backward's dx = dgi W_ih, the attention
 //               products whose depth is the source length).
+//   mkl_bf16    bfloat16 weights multiplied as they are on the CPU's bfloat16 instructions
+//               (matmul_nt_bf16 below); offered only at bfloat16 sites, where the others
+//               multiply float32 copies of the weights.
 // Which one runs is measured, not guessed: the first call of a site (op, shape class, dtype,
 // thread count) times every available candidate for a few milliseconds and caches the fastest
-// for the process (choose()). FAST_S2S_GEMM=mkl_packed|blas|inhouse|panel or set_forced() pins
-// one;
-// report() lists what was chosen, for `fast-s2s verify` and `fast-s2s bench`.
+// for the process (choose()). FAST_S2S_GEMM=mkl_packed|blas|inhouse|panel|mkl_bf16 or
+// set_forced() pins one; report() lists what was chosen, for `fast-s2s verify` and `fast-s2s
+// bench`.
 //
 // Products run serially when called inside a parallel region (each task of a fused GRU step
 // multiplies its own block of weight rows): MKL and OpenBLAS run single-threaded in a nested
@@ -38,14 +41,18 @@
 
 namespace fast_s2s::cpu::gemm {
 
-enum class Backend : int { kMklPacked = 0, kBlas = 1, kInHouse = 2, kPanel = 3 };
+// kMklBf16: a product of bfloat16 weights on the CPU's bfloat16 instructions (matmul_nt_bf16
+// below), offered only at bfloat16 sites (Site::dtype kBFloat16: the other backends multiply
+// float32 copies of the weights there); not in kAllBackends, so it cannot be pinned.
+enum class Backend : int { kMklPacked = 0, kBlas = 1, kInHouse = 2, kPanel = 3, kMklBf16 = 4 };
 inline constexpr Backend kAllBackends[] = {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse,
                                            Backend::kPanel};
 
 const char* name(Backend backend);
 // "mkl_packed" | "blas" | "inhouse" | "panel" -> the backend; anything else: nullopt.
 std::optional<Backend> parse(const std::string& text);
-// Whether `backend` can multiply matrices of `dtype` (float32 or float64) in this process.
+// Whether `backend` can multiply matrices of `dtype` (float32 or float64; at a bfloat16 site,
+// kMklBf16 where bf16_native(), the others on float32 copies) in this process.
 bool available(Backend backend, at::ScalarType dtype);
 // The backends available for dtype, in kAllBackends order.
 std::vector<Backend> candidates(at::ScalarType dtype);
@@ -88,11 +95,14 @@ Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t
 // bfloat16 products on the CPU's own bfloat16 instructions: MKL's cblas_gemm_bf16bf16f32
 // (AVX512-BF16 dot products or AMX tiles), which multiplies bfloat16 matrices exactly and
 // accumulates in float32, the same arithmetic as converting both to float32 for an sgemm (only
-// the order of the sums differs) without the conversion. Used where it applies when the CPU
-// has the instructions, the kernels are built for AVX-512 (an avx2 build stands for an AVX2
-// machine) and no backend is pinned (FAST_S2S_GEMM, set_forced: the float32 path then runs, as
-// on other CPUs). On the g2p-size cell (B = 64, I = H = 512, two threads) it is ~4x the float32
-// path, whose per-call conversion of the weights alone reads 3 MB and writes 6 MB; results.md.
+// the order of the sums differs) without the conversion. Available where the CPU has the
+// instructions, the kernels are built for AVX-512 (an avx2 build stands for an AVX2 machine)
+// and torch links MKL; used there unless another backend is pinned (FAST_S2S_GEMM,
+// set_forced: bfloat16 then runs in float32, as on other CPUs; pinning mkl_bf16 makes every
+// bfloat16 site take it and runs float32 sites on blas). On the 512-unit cell at B = 64 (two
+// threads) it is ~4x the float32 path, whose per-call conversion of the weights alone reads
+// 3 MB and writes 6 MB; docs/results.md.
+bool bf16_native_available();
 bool bf16_native();
 // out (M x N float32, unit column stride) = a (M x K) w^T (w: N x K), a and w bfloat16 with
 // contiguous rows; `op` names the site in report(). Only where bf16_native().

@@ -17,13 +17,19 @@ void set_gemm_backend(std::string name) {
     return;
   }
   const std::optional<gemm::Backend> backend = gemm::parse(name);
-  TORCH_CHECK(
-      backend.has_value(),
-      "set_gemm_backend: name must be 'auto', 'mkl_packed', 'blas', 'inhouse' or 'panel', got '",
-      name, "'");
-  TORCH_CHECK(gemm::available(*backend, at::kFloat), "set_gemm_backend: '", name,
-              "' is not available in this torch build (MKL's packed GEMM needs torch linked "
-              "with MKL, as its x86 builds are)");
+  TORCH_CHECK(backend.has_value(),
+              "set_gemm_backend: name must be 'auto', 'mkl_packed', 'blas', 'inhouse', 'panel' "
+              "or 'mkl_bf16', got '",
+              name, "'");
+  if (*backend == gemm::Backend::kMklBf16) {
+    TORCH_CHECK(gemm::bf16_native_available(),
+                "set_gemm_backend: 'mkl_bf16' needs a CPU with AVX512-BF16 or AMX-BF16, the "
+                "kernels built for AVX-512 and torch linked with MKL");
+  } else {
+    TORCH_CHECK(gemm::available(*backend, at::kFloat), "set_gemm_backend: '", name,
+                "' is not available in this torch build (MKL's packed GEMM needs torch linked "
+                "with MKL, as its x86 builds are)");
+  }
   gemm::set_forced(backend);
 }
 

@@ -7,11 +7,14 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -54,17 +57,32 @@ inline void for_each_block(const UnitBlocks& blocks, const Task& task) {
 //     for MKL) into its scratch, serially, so its gates read the result from cache;
 //   whole (blas): one at::mm of all rows before the parallel region, threaded by the BLAS
 //     itself, then the tasks read their columns of it. What torch.nn does, with fused gates.
+//   whole on bfloat16 weights (mkl_bf16, A = float, w bfloat16): the float32 operand split into
+//     two bfloat16 parts, a = hi + lo + r with |r| <= 2^-17 |a| (hi = a rounded, lo = the rest
+//     rounded), both multiplied exactly by w in one bfloat16 product (gemm::matmul_nt_bf16, 2m
+//     rows) and the halves added: float32's precision but for r, which lies below the float32
+//     sums' own rounding over K = 64-1024 terms, at half the weight bytes per product.
 // The GEMM layer measures which is faster for the shape (gemm::choose).
 template <typename A>
 class StepProducts {
  public:
   StepProducts(gemm::Backend backend, const at::Tensor& w, int64_t groups, const UnitBlocks& blocks,
                int64_t m)
-      : whole_(backend == gemm::Backend::kBlas), groups_(groups), blocks_(blocks), m_(m) {
+      : whole_(backend == gemm::Backend::kBlas || backend == gemm::Backend::kMklBf16),
+        split_bf16_(backend == gemm::Backend::kMklBf16),
+        groups_(groups),
+        blocks_(blocks),
+        m_(m) {
     const int64_t K = w.size(1);
     if (whole_) {
       w_ = w;
       out_.reset(new A[std::max<int64_t>(1, m * groups * blocks.H)]);  // uninitialised: all written
+      if (split_bf16_) {
+        TORCH_CHECK((std::is_same_v<A, float>) && w.scalar_type() == at::kBFloat16,
+                    "StepProducts: mkl_bf16 multiplies float32 rows by bfloat16 weights");
+        parts_ = at::empty({2 * m, K}, w.options());
+        halves_ = at::empty({2 * m, groups * blocks.H}, w.options().dtype(at::kFloat));
+      }
       return;
     }
     const A* wp = w.const_data_ptr<A>();
@@ -90,10 +108,32 @@ class StepProducts {
   // Outside the parallel region: the whole product, where that is the way.
   void before_blocks(const A* a, int64_t lda) {
     if (!whole_ || m_ == 0) return;
+    if constexpr (std::is_same_v<A, float>) {
+      if (split_bf16_) return split_product(a, lda);
+    }
     const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value);
     const int64_t K = w_.size(1);
     at::Tensor out = at::from_blob(out_.get(), {m_, groups_ * blocks_.H}, options);
     at::mm_out(out, at::from_blob(const_cast<A*>(a), {m_, K}, {lda, 1}, options), w_.t());
+  }
+
+  // mkl_bf16: out = (hi + lo) w^T, hi and lo the bfloat16 parts of a (see above).
+  void split_product(const float* a, int64_t lda) {
+    const int64_t K = w_.size(1), N = groups_ * blocks_.H;
+    at::BFloat16* hi = parts_.mutable_data_ptr<at::BFloat16>();
+    at::BFloat16* lo = hi + m_ * K;
+    for (int64_t i = 0; i < m_; ++i) {
+      for (int64_t j = 0; j < K; ++j) {
+        const float v = a[i * lda + j];
+        const at::BFloat16 h(v);  // round to nearest even
+        hi[i * K + j] = h;
+        lo[i * K + j] = at::BFloat16(v - static_cast<float>(h));  // v - h is exact in float32
+      }
+    }
+    gemm::matmul_nt_bf16("gru_layer.recurrent.parts", parts_, w_, halves_);
+    const float* two = halves_.const_data_ptr<float>();
+    A* out = out_.get();
+    for (int64_t i = 0; i < m_ * N; ++i) out[i] = two[i] + two[m_ * N + i];
   }
 
   // Inside block k's task: its own products, where that is the way.
@@ -125,7 +165,7 @@ class StepProducts {
   }
 
  private:
-  bool whole_;
+  bool whole_, split_bf16_;
   int64_t groups_;
   UnitBlocks blocks_;
   int64_t m_;
@@ -134,6 +174,7 @@ class StepProducts {
   std::vector<std::vector<gemm::NtWeight<A>>> per_block_;  // [block][group], or [0][all]
   std::vector<std::unique_ptr<A[]>> scratch_;              // [block]: m x groups * len
   std::unique_ptr<A[]> out_;                               // whole: m x groups * U
+  at::Tensor parts_, halves_;  // mkl_bf16: [hi; lo] (2m x K) and their products (2m x groups * U)
 };
 
 }  // namespace fast_s2s::cpu

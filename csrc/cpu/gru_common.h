@@ -15,12 +15,12 @@ namespace fast_s2s::cpu {
 
 // check_gru_params (common/gru_checks.h), then the weights converted to the accumulation dtype
 // (float32 for float32/bfloat16, float64 for float64): no copy for float32/64 inputs.
-// keep_w_ih: w_ih stays in its own dtype (contiguous), for a layer whose input projection runs
-// on bfloat16 products (gemm::matmul_nt_bf16).
+// keep_weights: w_ih and w_hh stay in their own dtype (contiguous), for a layer whose products
+// may run on bfloat16 products (gemm::matmul_nt_bf16); the biases are converted all the same.
 GruParams gru_params(const char* op, const at::Tensor& x, int64_t input_size, int64_t hidden,
                      const at::Tensor& w_ih, const at::Tensor& w_hh,
                      const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
-                     bool keep_w_ih = false);
+                     bool keep_weights = false);
 
 // The gru_layer op's CPU forward (gru_layer.cpp): one layer, one direction, output (T, B, H),
 // h_n (B, H) and the (T, B, 5H) workspace of the backward.

@@ -136,9 +136,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
     const std::optional<at::Tensor>& lengths, bool reverse, const LayerTarget& target) {
   check_layer_inputs(kOp, x, h0);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
-  // On a CPU with bfloat16 instructions the input projection of bfloat16 inputs multiplies x and
-  // w_ih as they are (gemm::bf16_native); the state, carried in float32, goes through the
-  // float32 W_hh as on every CPU.
+  // On a CPU with bfloat16 instructions (gemm::bf16_native) a bfloat16 layer's input projection
+  // multiplies x and w_ih as they are, and its recurrent product is measured against the
+  // float32 backends as mkl_bf16 (the float32 state split in two bfloat16 parts, gru_blocks.h):
+  // both weights stay bfloat16 here, W_hh converted only for a float32 backend.
   const bool bf16_input_products = x.scalar_type() == at::kBFloat16 && gemm::bf16_native();
   const GruParams p = gru_params(kOp, x, I, H, w_ih, w_hh, b_ih, b_hh, bf16_input_products);
   const std::vector<int64_t> lens = layer_lengths(kOp, lengths, B, T);
@@ -173,36 +174,55 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
     A* work_base = target.keep_work ? work.mutable_data_ptr<A>() : scratch + 2 * B * H;
     std::copy(h0a.const_data_ptr<A>(), h0a.const_data_ptr<A>() + B * H, hp);
     const UnitBlocks blocks = unit_blocks(H);
+    // The W_hh a backend multiplies: p.w_hh (bfloat16 for mkl_bf16), else its float32 copy,
+    // made once per call when a bfloat16 layer needs it.
+    at::Tensor w_hh_acc = bf16_input_products ? at::Tensor() : p.w_hh;
+    auto recurrent_weight = [&](Backend b) -> const at::Tensor& {
+      if (b == Backend::kMklBf16) return p.w_hh;
+      if (!w_hh_acc.defined()) w_hh_acc = p.w_hh.to(acc).contiguous();
+      return w_hh_acc;
+    };
     std::map<Backend, std::unique_ptr<StepProducts<A>>> prepared;
     auto prepare = [&](Backend b) -> StepProducts<A>& {
       auto& slot = prepared[b];
-      if (!slot) slot = std::make_unique<StepProducts<A>>(b, p.w_hh, 3, blocks, B);
+      if (!slot) slot = std::make_unique<StepProducts<A>>(b, recurrent_weight(b), 3, blocks, B);
       return *slot;
     };
     // In a frozen-weights scope a W_hh the cache can track is prepared once for many calls, so
     // the candidates are timed on their products alone; otherwise W_hh is prepared once per
-    // call and multiplied at each of max_len steps.
+    // call (for a bfloat16 layer's float32 backends, its conversion included) and multiplied
+    // at each of max_len steps.
     const std::vector<at::Tensor> weights{p.w_hh};
     std::optional<std::vector<WeightIdentity>> ids = frozen_identities(weights, {w_hh});
     const bool cached = ids.has_value();
-    const std::vector<Backend> offered{std::begin(kStepBackends), std::end(kStepBackends)};
+    std::vector<Backend> offered{std::begin(kStepBackends), std::end(kStepBackends)};
+    if (bf16_input_products) offered.push_back(Backend::kMklBf16);
+    const auto site_dtype = bf16_input_products ? at::kBFloat16 : acc;
     const auto one_step = [&](Backend b) { return [&, b] { prepare(b).run_step(hp, H); }; };
+    // A candidate's preparation as a call without a frozen scope pays it: for a bfloat16 layer's
+    // float32 backends, the conversion of W_hh included.
+    const auto prepare_once = [&](Backend b) {
+      return [&, b] {
+        const bool convert = bf16_input_products && b != Backend::kMklBf16;
+        StepProducts<A>(b, convert ? p.w_hh.to(acc).contiguous() : p.w_hh, 3, blocks, B);
+      };
+    };
     Backend backend;
     if (cached) {
-      backend = gemm::choose({"gru_layer.recurrent.frozen", B, 3 * H, H, acc}, offered,
+      backend = gemm::choose({"gru_layer.recurrent.frozen", B, 3 * H, H, site_dtype}, offered,
                              [&](Backend b) -> std::function<void()> { return one_step(b); });
     } else {
       backend = gemm::choose_amortized(
-          {"gru_layer.recurrent", B, 3 * H, H, acc}, offered, max_len,
-          [&](Backend b) -> gemm::AmortizedTrial {
-            return {[&, b] { StepProducts<A>(b, p.w_hh, 3, blocks, B); }, one_step(b)};
-          });
+          {"gru_layer.recurrent", B, 3 * H, H, site_dtype}, offered, max_len,
+          [&](Backend b) -> gemm::AmortizedTrial { return {prepare_once(b), one_step(b)}; });
     }
     const std::vector<int64_t> key{static_cast<int64_t>(backend), B, H, blocks.size};
     std::unique_ptr<StepProducts<A>> kept;
     if (cached) kept = layer_cache<A>().take(weights, key);
     if (!kept) kept = std::move(prepared[backend]);
-    if (!kept) kept = std::make_unique<StepProducts<A>>(backend, p.w_hh, 3, blocks, B);
+    if (!kept) {
+      kept = std::make_unique<StepProducts<A>>(backend, recurrent_weight(backend), 3, blocks, B);
+    }
     StepProducts<A>& gh = *kept;
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
     const int64_t out_t = output.stride(0), out_b = output.stride(1);
@@ -245,10 +265,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
       std::swap(hp, hq);
     }
     convert_row(hp, h_n.mutable_data_ptr<scalar_t>(), B * H);
-    // blas holds W_hh itself (nothing prepared): not worth keeping it alive.
-    if (cached && backend != Backend::kBlas) {
-      layer_cache<A>().put(std::move(*ids), key, std::move(kept));
-    }
+    // blas and mkl_bf16 hold W_hh itself (nothing prepared): not worth keeping them alive. For
+    // a bfloat16 layer in-house products would point into this call's float32 copy: kept only
+    // where the backend keeps its own packed copy.
+    const bool owns_copy = backend == Backend::kPanel || backend == Backend::kMklPacked;
+    const bool keepable = bf16_input_products ? owns_copy : backend != Backend::kBlas;
+    if (cached && keepable) layer_cache<A>().put(std::move(*ids), key, std::move(kept));
   });
   return {output, h_n, work};
 }

@@ -393,6 +393,6 @@ def test_environment_variable_with_a_bad_value_is_refused_by_name():
     result = _run_with_env("fastest")
     assert result.returncode != 0
     assert (
-        "FAST_S2S_GEMM must be auto, mkl_packed, blas, inhouse or panel, got 'fastest'"
+        "FAST_S2S_GEMM must be auto, mkl_packed, blas, inhouse, panel or mkl_bf16, got 'fastest'"
         in result.stderr
     )

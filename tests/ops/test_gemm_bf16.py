@@ -136,3 +136,73 @@ def test_pinned_backend_runs_bfloat16_in_float32():
     finally:
         fast_s2s.set_gemm_backend("auto")
     torch.testing.assert_close(got.double(), want, **BF16_TOL)
+
+
+@needs_native
+def test_split_recurrent_product_keeps_float32_precision():
+    """mkl_bf16's recurrent product splits the float32 state into two bfloat16 parts: the saved
+    float32 gates and states agree with the float32 path's (blas) to float32 rounding over 50
+    steps, where one bfloat16 part alone would be off by ~2^-9."""
+    T, B, I, H = 50, 16, 256, 256
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(T, B, I, generator=gen).bfloat16()
+    h0 = torch.randn(B, H, generator=gen).clamp(-1, 1).bfloat16()
+    w = _weights(I, H, scale=2.0)
+    lengths = torch.tensor([T, 7, 31, 1] * (B // 4))
+    works = {}
+    try:
+        for name in ("mkl_bf16", "blas"):
+            fast_s2s.set_gemm_backend(name)
+            out, h_n, works[name] = torch.ops.fast_s2s.gru_layer(x, h0, *w, lengths=lengths)
+            recurrent = [s for s in fast_s2s.gemm_report().choices if "recurrent " in s]
+            assert recurrent and all(f": {name} (forced)" in s for s in recurrent), recurrent
+    finally:
+        fast_s2s.set_gemm_backend("auto")
+    assert works["blas"].dtype == torch.float32
+    diff = (works["mkl_bf16"] - works["blas"]).abs().max().item()
+    assert diff <= 2e-5, diff
+
+
+@needs_native
+def test_pinned_mkl_bf16_runs_float32_products_on_blas():
+    I = H = 128
+    x, h = torch.randn(4, I), torch.randn(4, H).clamp(-1, 1)
+    w = [t.float() for t in _weights(I, H)]
+    fast_s2s.set_gemm_backend("mkl_bf16")
+    try:
+        got = fast_s2s.gru_cell(x, h, *w, backend="cpp")
+        choices = fast_s2s.gemm_report().choices
+    finally:
+        fast_s2s.set_gemm_backend("auto")
+    assert any(s.startswith("gru_cell ") and ": blas (forced)" in s for s in choices), choices
+    want = reference.gru_cell(*(t.double() for t in (x, h, *w)))
+    torch.testing.assert_close(got.double(), want, atol=2e-4, rtol=2e-4)
+
+
+@needs_native
+def test_frozen_bfloat16_layer_sees_in_place_weight_updates():
+    """Inside frozen_weights() a bfloat16 layer's prepared W_hh may be kept across calls (its
+    identity is the bfloat16 tensor's): an in-place update must still be seen."""
+    T, B, I, H = 20, 8, 128, 128
+    x = torch.randn(T, B, I).bfloat16()
+    h0 = torch.zeros(B, H).bfloat16()
+    w = _weights(I, H)
+    with torch.no_grad(), fast_s2s.frozen_weights():
+        first = fast_s2s.gru_layer(x, h0, *w, backend="cpp")[0]
+        again = fast_s2s.gru_layer(x, h0, *w, backend="cpp")[0]
+        w[1].mul_(-1.0)  # W_hh, in place
+        updated = fast_s2s.gru_layer(x, h0, *w, backend="cpp")[0]
+    assert torch.equal(first, again)
+    want = reference.gru_layer(*(t.double() for t in (x, h0, *w)))[0]
+    torch.testing.assert_close(updated.double(), want, **BF16_TOL)
+    assert not torch.allclose(updated.double(), first.double(), **BF16_TOL)
+
+
+@pytest.mark.skipif(
+    NATIVE or (_extension.extension_loaded() and fast_s2s.gemm_report().forced != "auto"),
+    reason="native bfloat16 products are available here (or a backend is pinned)",
+)
+def test_mkl_bf16_is_refused_by_name_where_unavailable():
+    with pytest.raises(RuntimeError, match="'mkl_bf16' needs a CPU with AVX512-BF16"):
+        fast_s2s.set_gemm_backend("mkl_bf16")
+    assert fast_s2s.gemm_report().forced == "auto"

@@ -18,10 +18,6 @@
 #include <sstream>
 #include <tuple>
 
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
-
 #include "cpu/gemm_nt.h"
 #include "cpu/panel_gemm.h"
 
@@ -36,9 +32,6 @@ void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k
                          int lda, const float* b, int ldb, float beta, float* c, int ldc)
     __attribute__((weak));
 void MKL_Get_Version_String(char* buffer, int len) __attribute__((weak));
-void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k, float alpha,
-                            const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta,
-                            float* c, int ldc) __attribute__((weak));
 }
 
 namespace fast_s2s::cpu::gemm {
@@ -76,7 +69,6 @@ struct State {
   bool env_read = false;
   std::optional<Backend> forced;
   std::map<Key, Choice> choices;
-  std::set<Key> bf16_sites;  // the products matmul_nt_bf16 ran
 };
 
 State& state() {
@@ -212,7 +204,7 @@ void set_forced(std::optional<Backend> backend) {
   s.env_read = true;  // an explicit choice overrides the environment
   s.forced = backend;
   s.choices.clear();
-  s.bf16_sites.clear();
+  clear_bf16_sites();
 }
 
 std::optional<Backend> forced() {
@@ -311,61 +303,6 @@ Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t
   return cached_choice(key_of(site), measure, least_for_uses);
 }
 
-namespace {
-
-// AVX512-BF16 (CPUID leaf 7, subleaf 1, EAX bit 5) or AMX-BF16 (leaf 7, subleaf 0, EDX bit 22).
-bool cpu_has_bf16_instructions() {
-#if defined(__x86_64__)
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5))) return true;
-  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22));
-#else
-  return false;
-#endif
-}
-
-}  // namespace
-
-bool bf16_native_available() {
-#if defined(CPU_CAPABILITY_AVX512)
-  static const bool usable =
-      cblas_gemm_bf16bf16f32 != nullptr && at::hasMKL() && cpu_has_bf16_instructions();
-  return usable;
-#else
-  return false;
-#endif
-}
-
-bool bf16_native() {
-  const std::optional<Backend> pinned = forced();
-  return bf16_native_available() && (!pinned || *pinned == Backend::kMklBf16);
-}
-
-void matmul_nt_bf16(const char* op, const at::Tensor& a, const at::Tensor& w, at::Tensor& out) {
-  TORCH_CHECK(bf16_native(), op, ": bfloat16 products need bf16_native()");
-  TORCH_CHECK(a.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16 &&
-                  out.scalar_type() == at::kFloat && a.stride(1) == 1 && w.stride(1) == 1 &&
-                  out.stride(1) == 1,
-              op, ": matmul_nt_bf16 takes bfloat16 a, w with contiguous rows and float32 out");
-  const int64_t m = a.size(0), n = w.size(0), k = a.size(1);
-  if (m == 0 || n == 0) return;
-  constexpr int64_t kIntMax = std::numeric_limits<int>::max();  // MKL's LP64 integers
-  TORCH_CHECK(std::max({m, n, k, a.stride(0), w.stride(0), out.stride(0)}) <= kIntMax, op,
-              ": matmul_nt_bf16 sizes and strides must fit a 32-bit int");
-  {
-    State& s = state();
-    std::lock_guard<std::mutex> lock(s.mutex);
-    s.bf16_sites.insert(key_of({op, m, n, k, at::kBFloat16}));
-  }
-  cblas_gemm_bf16bf16f32(kRowMajor, kNoTrans, kTrans, static_cast<int>(m), static_cast<int>(n),
-                         static_cast<int>(k), 1.0f,
-                         reinterpret_cast<const uint16_t*>(a.const_data_ptr<at::BFloat16>()),
-                         static_cast<int>(a.stride(0)),
-                         reinterpret_cast<const uint16_t*>(w.const_data_ptr<at::BFloat16>()),
-                         static_cast<int>(w.stride(0)), 0.0f, out.mutable_data_ptr<float>(),
-                         static_cast<int>(out.stride(0)));
-}
-
 std::vector<std::string> report() {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
@@ -391,13 +328,7 @@ std::vector<std::string> report() {
     }
     lines.push_back(line.str());
   }
-  for (const Key& key : s.bf16_sites) {
-    std::ostringstream line;
-    line << std::get<0>(key) << " m<=" << std::get<1>(key) << " n=" << std::get<2>(key)
-         << " k=" << std::get<3>(key) << " BFloat16 threads=" << std::get<5>(key)
-         << ": mkl_bf16 (native bfloat16 products, float32 sums)";
-    lines.push_back(line.str());
-  }
+  for (std::string& line : bf16_report_lines()) lines.push_back(std::move(line));
   return lines;
 }
 

@@ -104,13 +104,27 @@ Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t
 // 3 MB and writes 6 MB; docs/results.md.
 bool bf16_native_available();
 bool bf16_native();
-// out (M x N float32, unit column stride) = a (M x K) w^T (w: N x K), a and w bfloat16 with
-// contiguous rows; `op` names the site in report(). Only where bf16_native().
-void matmul_nt_bf16(const char* op, const at::Tensor& a, const at::Tensor& w, at::Tensor& out);
+// out (M x N float32, unit column stride) = a (M x K) b (K x N), torch.mm semantics for
+// bfloat16 a and b (any layout; rows or columns with unit stride, e.g. a .t() view, are read in
+// place); `op` names the site in report(). Only where bf16_native().
+void mm_bf16(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tensor& out);
+// out = a w^T (w: N x K), the products of a layer or cell with its weights.
+inline void matmul_nt_bf16(const char* op, const at::Tensor& a, const at::Tensor& w,
+                           at::Tensor& out) {
+  mm_bf16(op, a, w.t(), out);
+}
+// A float32 operand for bfloat16 products at float32's precision: a (m x k, row stride lda)
+// into parts (2m x k, contiguous) = [hi; lo], hi = a rounded to bfloat16, lo = a - hi rounded,
+// so a = hi + lo + r with |r| <= 2^-17 |a|. Then a b = (hi + lo) b: two exact products summed in
+// float32 (stack them as 2m rows, or as 2m columns of the depth for a^T b).
+void split_bf16(const float* a, int64_t m, int64_t k, int64_t lda, at::BFloat16* parts);
 
 // One line per measured or forced choice: "op m<=M n=N k=K dtype threads=T: backend
 // (best time of each candidate in us)". Empty before the first product.
 std::vector<std::string> report();
+// The bfloat16 sites' lines of report() (gemm_bf16.cpp), and their reset when a backend is pinned.
+std::vector<std::string> bf16_report_lines();
+void clear_bf16_sites();
 
 // A weight w (N x K, rows contiguous, row stride ldw) prepared for many products out = a w^T
 // with a of exactly m rows (MKL packs for a given m), in the accumulation dtype A (float or

@@ -60,8 +60,8 @@ inline void for_each_block(const UnitBlocks& blocks, const Task& task) {
 //   whole on bfloat16 weights (mkl_bf16, A = float, w bfloat16): the float32 operand split into
 //     two bfloat16 parts, a = hi + lo + r with |r| <= 2^-17 |a| (hi = a rounded, lo = the rest
 //     rounded), both multiplied exactly by w in one bfloat16 product (gemm::matmul_nt_bf16, 2m
-//     rows) and the halves added: float32's precision but for r, which lies below the float32
-//     sums' own rounding over K = 64-1024 terms, at half the weight bytes per product.
+//     rows; gemm::split_bf16) and the halves added: float32's precision but for r, which lies below
+//     the float32 sums' own rounding over K = 64-1024 terms, at half the weight bytes per product.
 // The GEMM layer measures which is faster for the shape (gemm::choose).
 template <typename A>
 class StepProducts {
@@ -120,16 +120,7 @@ class StepProducts {
   // mkl_bf16: out = (hi + lo) w^T, hi and lo the bfloat16 parts of a (see above).
   void split_product(const float* a, int64_t lda) {
     const int64_t K = w_.size(1), N = groups_ * blocks_.H;
-    at::BFloat16* hi = parts_.mutable_data_ptr<at::BFloat16>();
-    at::BFloat16* lo = hi + m_ * K;
-    for (int64_t i = 0; i < m_; ++i) {
-      for (int64_t j = 0; j < K; ++j) {
-        const float v = a[i * lda + j];
-        const at::BFloat16 h(v);  // round to nearest even
-        hi[i * K + j] = h;
-        lo[i * K + j] = at::BFloat16(v - static_cast<float>(h));  // v - h is exact in float32
-      }
-    }
+    gemm::split_bf16(a, m_, K, lda, parts_.mutable_data_ptr<at::BFloat16>());
     gemm::matmul_nt_bf16("gru_layer.recurrent.parts", parts_, w_, halves_);
     const float* two = halves_.const_data_ptr<float>();
     A* out = out_.get();

@@ -2,9 +2,10 @@
 (`--quick`: the target shapes; `--plan`: what a run would time, no device touched; `--summarize`:
 the fastest backends and goals over earlier runs' JSON). Modules: family (what a case and a family
 are), attention_family, gru_family, model_family (cases, inputs, peers), registry (the families,
-implementations, plan), rows (the one runner), measure (timing, rooflines, machine), report
+implementations, plan), rows (the one runner), measure (timing, rooflines), report
 (tables, JSON, plot, fastest backends, goals), runtimes (ONNX Runtime and OpenVINO), peers
-(names). This module wires the CLI and imports nothing heavy until main.
+(names); fast_s2s.machine describes the machine. This module wires the CLI and imports nothing
+heavy until main.
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
     from fast_s2s.benchmark import measure, report
     from fast_s2s.benchmark.registry import select_cases
     from fast_s2s.benchmark.rows import FAILED, add_speedups, run_case
+    from fast_s2s.machine import busy_warning, describe
 
     console = _console()
     device = torch.device(args.device)
@@ -196,11 +198,11 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
     if args.min_time is not None:
         budget = replace(budget, min_time_s=args.min_time)
     cases = select_cases(ops, args.shapes, device)
-    machine = measure.machine_info(device)
+    machine = describe(device)
     machine.update(measure.device_copy_bandwidth(device, budget, 1 << 20 if tiny else None))
     machine.update(measure.sgemm_rate(device, budget, 128 if tiny else None))
     report.print_machine(console, machine)
-    if warning := measure.busy_warning(machine):
+    if warning := busy_warning(machine):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     settings = {
         "device": device.type, "dtype": ",".join(args.dtype), "dtypes": list(args.dtype),

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from fast_s2s import _extension, ops, reference
+from fast_s2s import _extension, machine, ops, reference
 from fast_s2s.backends import available_backends, resolve_backend
 from fast_s2s.gemm import GemmReport, gemm_report, set_gemm_backend
 
@@ -301,6 +301,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         built = f"NOT loaded: {_extension.EXTENSION_ERROR}"
     console.print(f"fast_s2s verify on {device}: torch {torch.__version__}, extension {built}")
+    console.print(f"machine: {machine.summary(machine.describe(device))}", highlight=False)
     table = Table(title="fused ops against the float64 reference")
     for col in (
         "op",

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from fast_s2s.benchmark.measure import cpu_model
 from fast_s2s.data import G2P_TASK, load_split
+from fast_s2s.machine import cpu_model
 from fast_s2s.pretrained import NAMES, resolve
 from fast_s2s.training import checkpoint, g2p
 from fast_s2s.training.translator import Translator

@@ -17,6 +17,7 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
@@ -167,20 +168,23 @@ std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::T
 }
 
 // The backward's products of one weight at bfloat16 on bfloat16 instructions: grad_in = d w
-// and grad_w = d^T in, d (B, 3H) float32 split in two bfloat16 parts (gemm::split_bf16), w
-// (3H, K) and in (B, K) bfloat16 as given: float32's precision without converting the weights
-// (at B = 64, I = H = 512 the conversion of one weight alone took about a third of its two
-// float32 products). The parts stack as 2B rows for grad_in (the halves then added) and as a
-// depth of 2B against [in; in] for grad_w.
-void bf16_products(const char* op, const at::Tensor& d, const at::Tensor& w, const at::Tensor& in,
-                   at::Tensor& grad_in, at::Tensor& grad_w) {
+// (float32) and grad_w = d^T in (bfloat16, what the op returns), d (B, 3H) float32 split in two
+// bfloat16 parts (gemm::split_bf16), w (3H, K) and in (B, K) bfloat16 as given: float32's
+// precision without converting the weights (at B = 64, I = H = 512 the conversion of one weight
+// alone took about a third of its two float32 products). The parts stack as 2B rows for grad_in
+// (the halves then added in float32) and as a depth of 2B against [in; in] for grad_w, one
+// product rounded once: torch's bfloat16 mm (oneDNN's kernels, float32 sums) writes it as
+// bfloat16 directly, faster here than MKL's bf16 GEMM and without a float32 (3H, K) buffer and
+// its conversion.
+at::Tensor bf16_products(const char* op, const at::Tensor& d, const at::Tensor& w,
+                         const at::Tensor& in, at::Tensor& grad_in) {
   const int64_t B = d.size(0), G = d.size(1), K = w.size(1);
   at::Tensor parts = at::empty({2 * B, G}, w.options());
   gemm::split_bf16(d.const_data_ptr<float>(), B, G, G, parts.mutable_data_ptr<at::BFloat16>());
   at::Tensor halves = at::empty({2 * B, K}, grad_in.options());
   gemm::mm_bf16(op, parts, w, halves);
   at::add_out(grad_in, halves.narrow(0, 0, B), halves.narrow(0, B, B));
-  gemm::mm_bf16(op, parts.t(), at::cat({in, in}), grad_w);
+  return at::mm(parts.t(), at::cat({in, in}));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -222,12 +226,13 @@ gru_cell_backward_cpu(const at::Tensor& grad_h_new, const at::Tensor& x, const a
   });
   at::Tensor grad_x = at::empty({B, x.size(1)}, xa.options());
   at::Tensor grad_h = at::empty({B, H}, xa.options());
-  at::Tensor grad_w_ih = at::empty({3 * H, x.size(1)}, xa.options());
-  at::Tensor grad_w_hh = at::empty({3 * H, H}, xa.options());
+  at::Tensor grad_w_ih, grad_w_hh;
   if (bf16) {
-    bf16_products("gru_cell.grad_x", dgi, p.w_ih, x.contiguous(), grad_x, grad_w_ih);
-    bf16_products("gru_cell.grad_h", dgh, p.w_hh, h.contiguous(), grad_h, grad_w_hh);
+    grad_w_ih = bf16_products("gru_cell.grad_x", dgi, p.w_ih, x.contiguous(), grad_x);
+    grad_w_hh = bf16_products("gru_cell.grad_h", dgh, p.w_hh, h.contiguous(), grad_h);
   } else {
+    grad_w_ih = at::empty({3 * H, x.size(1)}, xa.options());
+    grad_w_hh = at::empty({3 * H, H}, xa.options());
     gemm::matmul_out("gru_cell.grad_x", dgi, p.w_ih, grad_x);
     gemm::matmul_out("gru_cell.grad_h", dgh, p.w_hh, grad_h);
     gemm::matmul_out("gru_cell.grad_w_ih", dgi.t(), xa, grad_w_ih);

@@ -118,6 +118,15 @@ inline void matmul_nt_bf16(const char* op, const at::Tensor& a, const at::Tensor
 // so a = hi + lo + r with |r| <= 2^-17 |a|. Then a b = (hi + lo) b: two exact products summed in
 // float32 (stack them as 2m rows, or as 2m columns of the depth for a^T b).
 void split_bf16(const float* a, int64_t m, int64_t k, int64_t lda, at::BFloat16* parts);
+// A backward's two products of one weight at bfloat16, float32's precision without converting
+// the weight: grad_in (M x K float32, written) = d w and the returned grad_w (N x K bfloat16) =
+// d^T in, for d (M x N float32, contiguous) split in two bfloat16 parts (split_bf16), w (N x K)
+// and in (M x K) bfloat16 with contiguous rows. The parts stack as 2M rows against w (mm_bf16,
+// the two float32 halves added) and as a depth of 2M against [in; in] in torch's bfloat16 mm
+// (oneDNN's kernels, float32 sums, rounded once to bfloat16): faster than MKL's bf16 GEMM there
+// and no float32 N x K buffer to write and convert. Only where bf16_native().
+at::Tensor split_products_bf16(const char* op, const at::Tensor& d, const at::Tensor& w,
+                               const at::Tensor& in, at::Tensor& grad_in);
 
 // One line per measured or forced choice: "op m<=M n=N k=K dtype threads=T: backend
 // (best time of each candidate in us)". Empty before the first product.

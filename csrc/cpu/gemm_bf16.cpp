@@ -3,6 +3,10 @@
 // docs/DESIGN.md, "bfloat16 on bfloat16 instructions".
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/add.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -164,6 +168,19 @@ void split_bf16(const float* a, int64_t m, int64_t k, int64_t lda, at::BFloat16*
                        }
                      }
                    });
+}
+
+at::Tensor split_products_bf16(const char* op, const at::Tensor& d, const at::Tensor& w,
+                               const at::Tensor& in, at::Tensor& grad_in) {
+  const int64_t M = d.size(0), N = d.size(1), K = w.size(1);
+  TORCH_CHECK(d.is_contiguous() && d.scalar_type() == at::kFloat, op,
+              ": split_products_bf16 takes a contiguous float32 d");
+  at::Tensor parts = at::empty({2 * M, N}, w.options());
+  split_bf16(d.const_data_ptr<float>(), M, N, N, parts.mutable_data_ptr<at::BFloat16>());
+  at::Tensor halves = at::empty({2 * M, K}, grad_in.options());
+  mm_bf16(op, parts, w, halves);
+  at::add_out(grad_in, halves.narrow(0, 0, M), halves.narrow(0, M, M));
+  return at::mm(parts.t(), at::cat({in, in}));
 }
 
 }  // namespace fast_s2s::cpu::gemm

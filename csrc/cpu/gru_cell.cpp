@@ -14,10 +14,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/add.h>
-#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
@@ -167,26 +164,6 @@ std::tuple<at::Tensor, at::Tensor> gru_cell_cpu(const at::Tensor& x, const at::T
   return {h_new, gates};
 }
 
-// The backward's products of one weight at bfloat16 on bfloat16 instructions: grad_in = d w
-// (float32) and grad_w = d^T in (bfloat16, what the op returns), d (B, 3H) float32 split in two
-// bfloat16 parts (gemm::split_bf16), w (3H, K) and in (B, K) bfloat16 as given: float32's
-// precision without converting the weights (at B = 64, I = H = 512 the conversion of one weight
-// alone took about a third of its two float32 products). The parts stack as 2B rows for grad_in
-// (the halves then added in float32) and as a depth of 2B against [in; in] for grad_w, one
-// product rounded once: torch's bfloat16 mm (oneDNN's kernels, float32 sums) writes it as
-// bfloat16 directly, faster here than MKL's bf16 GEMM and without a float32 (3H, K) buffer and
-// its conversion.
-at::Tensor bf16_products(const char* op, const at::Tensor& d, const at::Tensor& w,
-                         const at::Tensor& in, at::Tensor& grad_in) {
-  const int64_t B = d.size(0), G = d.size(1), K = w.size(1);
-  at::Tensor parts = at::empty({2 * B, G}, w.options());
-  gemm::split_bf16(d.const_data_ptr<float>(), B, G, G, parts.mutable_data_ptr<at::BFloat16>());
-  at::Tensor halves = at::empty({2 * B, K}, grad_in.options());
-  gemm::mm_bf16(op, parts, w, halves);
-  at::add_out(grad_in, halves.narrow(0, 0, B), halves.narrow(0, B, B));
-  return at::mm(parts.t(), at::cat({in, in}));
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 gru_cell_backward_cpu(const at::Tensor& grad_h_new, const at::Tensor& x, const at::Tensor& h,
                       const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates) {
@@ -194,7 +171,8 @@ gru_cell_backward_cpu(const at::Tensor& grad_h_new, const at::Tensor& x, const a
   check_cell_inputs(op, x, h);
   const int64_t B = x.size(0), H = h.size(1);
   const auto dtype = x.scalar_type();
-  // bfloat16 on a CPU with bfloat16 instructions: the weights stay bfloat16 (bf16_products).
+  // bfloat16 on a CPU with bfloat16 instructions: the weights stay bfloat16
+  // (gemm::split_products_bf16).
   const bool bf16 = dtype == at::kBFloat16 && gemm::bf16_native();
   const GruParams p = gru_params(op, x, x.size(1), H, w_ih, w_hh, std::nullopt, std::nullopt, bf16);
   const auto acc = gru_acc_dtype(dtype);
@@ -228,8 +206,8 @@ gru_cell_backward_cpu(const at::Tensor& grad_h_new, const at::Tensor& x, const a
   at::Tensor grad_h = at::empty({B, H}, xa.options());
   at::Tensor grad_w_ih, grad_w_hh;
   if (bf16) {
-    grad_w_ih = bf16_products("gru_cell.grad_x", dgi, p.w_ih, x.contiguous(), grad_x);
-    grad_w_hh = bf16_products("gru_cell.grad_h", dgh, p.w_hh, h.contiguous(), grad_h);
+    grad_w_ih = gemm::split_products_bf16("gru_cell.grad_x", dgi, p.w_ih, x.contiguous(), grad_x);
+    grad_w_hh = gemm::split_products_bf16("gru_cell.grad_h", dgh, p.w_hh, h.contiguous(), grad_h);
   } else {
     grad_w_ih = at::empty({3 * H, x.size(1)}, xa.options());
     grad_w_hh = at::empty({3 * H, H}, xa.options());

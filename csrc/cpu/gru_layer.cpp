@@ -285,9 +285,12 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
   const char* op = "gru_layer_backward";
   check_layer_inputs(op, x, h0);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
-  const GruParams p = gru_params(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt);
-  const std::vector<int64_t> lens = layer_lengths(op, lengths, B, T);
   const auto dtype = x.scalar_type();
+  // bfloat16 on a CPU with bfloat16 instructions: the products with W_ih and x stay bfloat16
+  // (gemm::split_products_bf16); the recurrent pass runs on a float32 copy of W_hh as before.
+  const bool bf16 = dtype == at::kBFloat16 && gemm::bf16_native();
+  const GruParams p = gru_params(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt, bf16);
+  const std::vector<int64_t> lens = layer_lengths(op, lengths, B, T);
   const auto acc = gru_acc_dtype(dtype);
   TORCH_CHECK(grad_output.dim() == 3 && grad_output.size(0) == T && grad_output.size(1) == B &&
                   grad_output.size(2) == H,
@@ -299,18 +302,19 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
                   work.scalar_type() == acc,
               op, ": work must be the workspace the forward returned, (T, B, 5H) ", acc, ", got ",
               work.sizes(), " ", work.scalar_type());
-  const at::Tensor xa = x.to(acc).contiguous(), wk = work.contiguous();
+  const at::Tensor wk = work.contiguous();
   const at::Tensor gout = grad_output.to(acc).contiguous();
+  const at::TensorOptions acc_options = wk.options();
   at::Tensor dh = grad_h_n.to(acc).contiguous().clone();
   // Every entry is written below (the gates' gradients, or zero at steps and rows past a
   // sequence's end): zero-filling them first cost a pass over 2 x T x B x 3H per call.
-  at::Tensor dgi = at::empty({T, B, 3 * H}, xa.options());
-  at::Tensor dgh = at::empty({T, B, 3 * H}, xa.options());
-  at::Tensor dh_direct = at::empty({B, H}, xa.options());
+  at::Tensor dgi = at::empty({T, B, 3 * H}, acc_options);
+  at::Tensor dgh = at::empty({T, B, 3 * H}, acc_options);
+  at::Tensor dh_direct = at::empty({B, H}, acc_options);
   if (T > 0 && B > 0 && H > 0) {
     AT_DISPATCH_FLOATING_TYPES(acc, "gru_layer_backward_cpu", [&] {
       using A = scalar_t;
-      const at::Tensor w_hh_t = p.w_hh.t().contiguous();  // (H, 3H): rows per unit
+      const at::Tensor w_hh_t = p.w_hh.t().to(acc).contiguous();  // (H, 3H): rows per unit
       const UnitBlocks blocks = unit_blocks(H);
       std::map<Backend, std::unique_ptr<StepProducts<A>>> prepared;
       auto prepare = [&](Backend b) -> StepProducts<A>& {
@@ -384,11 +388,18 @@ gru_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n
   }
   const at::Tensor dgi2 = dgi.view({T * B, 3 * H}), dgh2 = dgh.view({T * B, 3 * H});
   const at::Tensor h_prev = wk.view({T * B, 5 * H}).narrow(1, 4 * H, H);
-  at::Tensor grad_x = at::empty({T * B, I}, xa.options());
-  gemm::matmul_out("gru_layer.grad_x", dgi2, p.w_ih, grad_x);
-  at::Tensor grad_w_ih = at::empty({3 * H, I}, xa.options());
-  gemm::matmul_out("gru_layer.grad_w_ih", dgi2.t(), xa.view({T * B, I}), grad_w_ih);
-  at::Tensor grad_w_hh = at::empty({3 * H, H}, xa.options());
+  at::Tensor grad_x = at::empty({T * B, I}, acc_options);
+  at::Tensor grad_w_ih;
+  if (bf16) {
+    const at::Tensor x2 = x.contiguous().view({T * B, I});
+    grad_w_ih = gemm::split_products_bf16("gru_layer.grad_x", dgi2, p.w_ih, x2, grad_x);
+  } else {
+    gemm::matmul_out("gru_layer.grad_x", dgi2, p.w_ih, grad_x);
+    grad_w_ih = at::empty({3 * H, I}, acc_options);
+    const at::Tensor xa = x.to(acc).contiguous().view({T * B, I});
+    gemm::matmul_out("gru_layer.grad_w_ih", dgi2.t(), xa, grad_w_ih);
+  }
+  at::Tensor grad_w_hh = at::empty({3 * H, H}, acc_options);
   gemm::matmul_out("gru_layer.grad_w_hh", dgh2.t(), h_prev, grad_w_hh);
   grad_x = grad_x.view({T, B, I}).to(dtype);
   grad_w_ih = grad_w_ih.to(dtype);

@@ -1,8 +1,9 @@
-"""bfloat16 GRU products on the CPU's own bfloat16 instructions (gemm::matmul_nt_bf16, MKL's
-bf16 GEMM): used exactly where the CPU has them, the kernels are built for AVX-512 and no GEMM
-backend is pinned; the cell and the layer then still give the reference's results (bfloat16
-inputs multiplied exactly, sums and the state in float32) at the sizes users run, forward and
-backward, with saturating gates; a pinned backend runs them in float32 as before."""
+"""bfloat16 GRU products on the CPU's own bfloat16 instructions (gemm::mm_bf16, MKL's bf16 GEMM;
+the backward's weight gradients in torch's bf16 mm): used exactly where the CPU has them, the
+kernels are built for AVX-512 and no GEMM backend is pinned; the cell and the layer then still
+give the reference's results (bfloat16 inputs multiplied exactly, sums and the state in float32)
+at the sizes users run, forward and backward, with saturating gates; a pinned backend runs them
+in float32 as before."""
 
 from __future__ import annotations
 
@@ -249,6 +250,36 @@ def test_cell_backward_agrees_with_the_float32_path_bit_for_bit_almost_everywher
             w = _weights(I, H, grad=True)
             (fast_s2s.gru_cell(x, h, *w, backend="cpp").float() * g).sum().backward()
             grads[name] = [t.grad for t in (x, h, *w)]
+    finally:
+        fast_s2s.set_gemm_backend("auto")
+    for native, float32 in zip(grads["auto"], grads["blas"], strict=True):
+        differing = (native != float32).float().mean().item()
+        assert differing <= 0.02, (tuple(native.shape), differing)
+
+
+@needs_native
+def test_layer_backward_agrees_with_the_float32_path_bit_for_bit_almost_everywhere():
+    """The layer's backward keeps float32's precision the same way (its dx and dW_ih products on
+    the split gradient of the gates, dW_hh and the recurrence in float32): over 50 steps with
+    ragged lengths its bfloat16 gradients equal the float32 path's (pinned blas) but at rounding
+    ties."""
+    T, B, I, H = 50, 16, 512, 512
+    gen = torch.Generator().manual_seed(12)
+    x0 = torch.randn(T, B, I, generator=gen).bfloat16()
+    h0 = torch.randn(B, H, generator=gen).clamp(-1, 1).bfloat16()
+    g = torch.randn(T, B, H, generator=gen)
+    lengths = torch.tensor([T, T // 4, 3 * T // 4, 1] * (B // 4))
+    grads = {}
+    try:
+        for name in ("auto", "blas"):
+            fast_s2s.set_gemm_backend(name)
+            x, h = x0.clone().requires_grad_(True), h0.clone().requires_grad_(True)
+            w = _weights(I, H, grad=True)
+            out, _ = fast_s2s.gru_layer(x, h, *w, lengths=lengths, backend="cpp")
+            (out.float() * g).sum().backward()
+            grads[name] = [t.grad for t in (x, h, *w)]
+            sites = [s.split(" m<=")[0] for s in _sites("mkl_bf16")]
+            assert ("gru_layer.grad_x" in sites) == (name == "auto"), (name, sites)
     finally:
         fast_s2s.set_gemm_backend("auto")
     for native, float32 in zip(grads["auto"], grads["blas"], strict=True):

@@ -69,6 +69,7 @@ struct State {
   bool env_read = false;
   std::optional<Backend> forced;
   std::map<Key, Choice> choices;
+  std::set<Key> bf16_sites;  // the products mm_bf16 ran (gemm_bf16.cpp)
 };
 
 State& state() {
@@ -204,7 +205,7 @@ void set_forced(std::optional<Backend> backend) {
   s.env_read = true;  // an explicit choice overrides the environment
   s.forced = backend;
   s.choices.clear();
-  clear_bf16_sites();
+  s.bf16_sites.clear();
 }
 
 std::optional<Backend> forced() {
@@ -303,6 +304,12 @@ Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t
   return cached_choice(key_of(site), measure, least_for_uses);
 }
 
+void record_bf16_site(const Site& site) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.bf16_sites.insert(key_of(site));
+}
+
 std::vector<std::string> report() {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
@@ -328,7 +335,13 @@ std::vector<std::string> report() {
     }
     lines.push_back(line.str());
   }
-  for (std::string& line : bf16_report_lines()) lines.push_back(std::move(line));
+  for (const Key& key : s.bf16_sites) {
+    std::ostringstream line;
+    line << std::get<0>(key) << " m<=" << std::get<1>(key) << " n=" << std::get<2>(key)
+         << " k=" << std::get<3>(key) << " BFloat16 threads=" << std::get<5>(key)
+         << ": mkl_bf16 (native bfloat16 products, float32 sums)";
+    lines.push_back(line.str());
+  }
   return lines;
 }
 

@@ -131,9 +131,8 @@ at::Tensor split_products_bf16(const char* op, const at::Tensor& d, const at::Te
 // One line per measured or forced choice: "op m<=M n=N k=K dtype threads=T: backend
 // (best time of each candidate in us)". Empty before the first product.
 std::vector<std::string> report();
-// The bfloat16 sites' lines of report() (gemm_bf16.cpp), and their reset when a backend is pinned.
-std::vector<std::string> bf16_report_lines();
-void clear_bf16_sites();
+// Notes a bfloat16 product mm_bf16 ran, for report(), keyed like the measured choices.
+void record_bf16_site(const Site& site);
 
 // A weight w (N x K, rows contiguous, row stride ldw) prepared for many products out = a w^T
 // with a of exactly m rows (MKL packs for a given m), in the accumulation dtype A (float or

@@ -11,10 +11,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <mutex>
-#include <set>
-#include <sstream>
-#include <string>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -33,47 +29,6 @@ namespace fast_s2s::cpu::gemm {
 namespace {
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;  // mkl_cblas.h
-
-// The products mm_bf16 ran, one report() line each.
-struct Sites {
-  std::mutex mutex;
-  std::set<std::string> lines;
-};
-
-Sites& sites() {
-  static Sites s;
-  return s;
-}
-
-// Keyed like gemm.cpp's measured choices: rows rounded up to a power of two, and one thread
-// inside a parallel region.
-void record_site(const char* op, int64_t m, int64_t n, int64_t k) {
-  int64_t rows = 1;
-  while (rows < m) rows *= 2;
-  const int threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  std::ostringstream line;
-  line << op << " m<=" << rows << " n=" << n << " k=" << k << " BFloat16 threads=" << threads
-       << ": mkl_bf16 (native bfloat16 products, float32 sums)";
-  Sites& s = sites();
-  std::lock_guard<std::mutex> lock(s.mutex);
-  s.lines.insert(line.str());
-}
-
-}  // namespace
-
-std::vector<std::string> bf16_report_lines() {
-  Sites& s = sites();
-  std::lock_guard<std::mutex> lock(s.mutex);
-  return {s.lines.begin(), s.lines.end()};
-}
-
-void clear_bf16_sites() {
-  Sites& s = sites();
-  std::lock_guard<std::mutex> lock(s.mutex);
-  s.lines.clear();
-}
-
-namespace {
 
 // AVX512-BF16 (CPUID leaf 7, subleaf 1, EAX bit 5) or AMX-BF16 (leaf 7, subleaf 0, EDX bit 22).
 bool cpu_has_bf16_instructions() {
@@ -146,7 +101,7 @@ void mm_bf16(const char* op, const at::Tensor& a, const at::Tensor& b, at::Tenso
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();  // MKL's LP64 integers
   TORCH_CHECK(std::max({m, n, k, lda, ldb, out.stride(0)}) <= kIntMax, op,
               ": mm_bf16 sizes and strides must fit a 32-bit int");
-  record_site(op, m, n, k);
+  record_bf16_site({op, m, n, k, at::kBFloat16});
   cblas_gemm_bf16bf16f32(
       kRowMajor, trans_a, trans_b, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
       1.0f, reinterpret_cast<const uint16_t*>(ac.const_data_ptr<at::BFloat16>()),

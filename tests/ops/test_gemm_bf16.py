@@ -231,6 +231,29 @@ def test_mkl_bf16_is_refused_by_name_where_unavailable():
     assert fast_s2s.gemm_report().forced == "auto"
 
 
+def _native_and_float32_grads(x0, h0, I: int, H: int, loss, after_run=lambda name: None):
+    """The gradients of loss(x, h, weights) for x0, h0 and the weights, run with native bfloat16
+    products ("auto") and in float32 ("blas" pinned); after_run(name) checks each run's sites."""
+    grads = {}
+    try:
+        for name in ("auto", "blas"):
+            fast_s2s.set_gemm_backend(name)
+            x, h = x0.clone().requires_grad_(True), h0.clone().requires_grad_(True)
+            w = _weights(I, H, grad=True)
+            loss(x, h, w).backward()
+            grads[name] = [t.grad for t in (x, h, *w)]
+            after_run(name)
+    finally:
+        fast_s2s.set_gemm_backend("auto")
+    return grads
+
+
+def _assert_equal_but_at_rounding_ties(grads) -> None:
+    for native, float32 in zip(grads["auto"], grads["blas"], strict=True):
+        differing = (native != float32).float().mean().item()
+        assert differing <= 0.02, (tuple(native.shape), differing)
+
+
 @needs_native
 def test_cell_backward_agrees_with_the_float32_path_bit_for_bit_almost_everywhere():
     """The backward's float32 gradients split in two bfloat16 parts keep float32's precision:
@@ -242,19 +265,11 @@ def test_cell_backward_agrees_with_the_float32_path_bit_for_bit_almost_everywher
     x0 = torch.randn(B, I, generator=gen).bfloat16()
     h0 = torch.randn(B, H, generator=gen).clamp(-1, 1).bfloat16()
     g = torch.randn(B, H, generator=gen)
-    grads = {}
-    try:
-        for name in ("auto", "blas"):
-            fast_s2s.set_gemm_backend(name)
-            x, h = x0.clone().requires_grad_(True), h0.clone().requires_grad_(True)
-            w = _weights(I, H, grad=True)
-            (fast_s2s.gru_cell(x, h, *w, backend="cpp").float() * g).sum().backward()
-            grads[name] = [t.grad for t in (x, h, *w)]
-    finally:
-        fast_s2s.set_gemm_backend("auto")
-    for native, float32 in zip(grads["auto"], grads["blas"], strict=True):
-        differing = (native != float32).float().mean().item()
-        assert differing <= 0.02, (tuple(native.shape), differing)
+
+    def loss(x, h, w):
+        return (fast_s2s.gru_cell(x, h, *w, backend="cpp").float() * g).sum()
+
+    _assert_equal_but_at_rounding_ties(_native_and_float32_grads(x0, h0, I, H, loss))
 
 
 @needs_native
@@ -269,19 +284,14 @@ def test_layer_backward_agrees_with_the_float32_path_bit_for_bit_almost_everywhe
     h0 = torch.randn(B, H, generator=gen).clamp(-1, 1).bfloat16()
     g = torch.randn(T, B, H, generator=gen)
     lengths = torch.tensor([T, T // 4, 3 * T // 4, 1] * (B // 4))
-    grads = {}
-    try:
-        for name in ("auto", "blas"):
-            fast_s2s.set_gemm_backend(name)
-            x, h = x0.clone().requires_grad_(True), h0.clone().requires_grad_(True)
-            w = _weights(I, H, grad=True)
-            out, _ = fast_s2s.gru_layer(x, h, *w, lengths=lengths, backend="cpp")
-            (out.float() * g).sum().backward()
-            grads[name] = [t.grad for t in (x, h, *w)]
-            sites = [s.split(" m<=")[0] for s in _sites("mkl_bf16")]
-            assert ("gru_layer.grad_x" in sites) == (name == "auto"), (name, sites)
-    finally:
-        fast_s2s.set_gemm_backend("auto")
-    for native, float32 in zip(grads["auto"], grads["blas"], strict=True):
-        differing = (native != float32).float().mean().item()
-        assert differing <= 0.02, (tuple(native.shape), differing)
+
+    def loss(x, h, w):
+        out, _ = fast_s2s.gru_layer(x, h, *w, lengths=lengths, backend="cpp")
+        return (out.float() * g).sum()
+
+    def split_products_ran_only_natively(name):
+        sites = [s.split(" m<=")[0] for s in _sites("mkl_bf16")]
+        assert ("gru_layer.grad_x" in sites) == (name == "auto"), (name, sites)
+
+    grads = _native_and_float32_grads(x0, h0, I, H, loss, split_products_ran_only_natively)
+    _assert_equal_but_at_rounding_ties(grads)

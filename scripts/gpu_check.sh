@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Checks fast_s2s on a GPU machine in one command: builds the extension with its CUDA sources,
 # runs the GPU tests, `fast-s2s verify --device cuda`, and `fast-s2s bench --device cuda` in
-# float32, float16 and bfloat16 (JSON, PNG if matplotlib is there, and a log each), then the
-# fastest-backend summary over the three, and prints where the results are.
+# float32, float16 and bfloat16 in one run (JSON, PNG if matplotlib is there, and a log; the
+# fastest backend per op over the three dtypes, with the AUTO_PREFERENCE line it suggests, is in
+# both), and prints where the results are.
 #
-#   bash scripts/gpu_check.sh                  # every step: build test verify bench summary
-#   bash scripts/gpu_check.sh bench summary    # some of them (each step takes minutes at most)
+#   bash scripts/gpu_check.sh                  # every step: build test verify bench
+#   bash scripts/gpu_check.sh verify bench     # some of them (each step takes minutes at most)
 #   bash scripts/gpu_check.sh plan             # what bench would time; needs no GPU
 #
 # torch (a CUDA build), nvcc and the test tools must already be installed: nothing is downloaded.
@@ -21,7 +22,7 @@
 #   CUDA_HOME               [/usr/local/cuda when nvcc is there]
 #
 # Writes, under $FAST_S2S_RESULTS: nvidia-smi.txt, build.log, pytest-cuda.log, verify-cuda.log,
-# bench-cuda-<dtype>.{json,png,log}, bench-cuda-summary.{json,log}. Exit status: 0 when every
+# bench-cuda.{json,png,log}. Exit status: 0 when every
 # step passed, 1 when one failed, 2 when there is no GPU (or an unknown step was named).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -36,7 +37,7 @@ fi
 RESULTS="${FAST_S2S_RESULTS:-bench_results}"
 read -r -a DTYPES <<< "${FAST_S2S_BENCH_DTYPES:-float32 float16 bfloat16}"
 read -r -a BENCH_EXTRA <<< "${FAST_S2S_BENCH_ARGS---quick}"
-ALL_STEPS=(build test verify bench summary)
+ALL_STEPS=(build test verify bench)
 STEPS=("$@")
 [[ ${#STEPS[@]} -eq 0 ]] && STEPS=("${ALL_STEPS[@]}")
 
@@ -45,10 +46,9 @@ STEPS=("$@")
 export TRITON_INTERPRET=0
 export PYTHONUNBUFFERED=1
 
-# The command of one dtype's benchmark run, shared by `bench` and `plan`: sets BENCH_CMD.
-bench_command() {
-  BENCH_CMD=("$PY" -m fast_s2s.cli bench --device cuda --dtype "$1" "${BENCH_EXTRA[@]}")
-}
+# The benchmark command, shared by `bench` and `plan`.
+BENCH_CMD=("$PY" -m fast_s2s.cli bench --device cuda --dtype "$(IFS=,; echo "${DTYPES[*]}")"
+  "${BENCH_EXTRA[@]}")
 
 need_gpu() {
   if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
@@ -84,40 +84,17 @@ step_verify() {
 }
 
 step_bench() {
-  local dtype rc=0
-  for dtype in "${DTYPES[@]}"; do
-    bench_command "$dtype"
-    "${BENCH_CMD[@]}" --json "$RESULTS/bench-cuda-$dtype.json" \
-      --plot "$RESULTS/bench-cuda-$dtype.png" 2>&1 | tee "$RESULTS/bench-cuda-$dtype.log" || rc=1
-  done
-  return $rc
-}
-
-step_summary() {
-  local dtype files=()
-  for dtype in "${DTYPES[@]}"; do
-    [[ -f "$RESULTS/bench-cuda-$dtype.json" ]] && files+=("$RESULTS/bench-cuda-$dtype.json")
-  done
-  if [[ ${#files[@]} -eq 0 ]]; then
-    echo "gpu_check: no bench-cuda-*.json in $RESULTS to summarize (run the bench step)" >&2
-    return 1
-  fi
-  "$PY" -m fast_s2s.cli bench --summarize "${files[@]}" \
-    --json "$RESULTS/bench-cuda-summary.json" 2>&1 | tee "$RESULTS/bench-cuda-summary.log"
+  "${BENCH_CMD[@]}" --json "$RESULTS/bench-cuda.json" --plot "$RESULTS/bench-cuda.png" 2>&1 \
+    | tee "$RESULTS/bench-cuda.log"
 }
 
 step_plan() {
-  local dtype rc=0
-  for dtype in "${DTYPES[@]}"; do
-    bench_command "$dtype"
-    "${BENCH_CMD[@]}" --plan || rc=1
-  done
-  return $rc
+  "${BENCH_CMD[@]}" --plan
 }
 
 for step in "${STEPS[@]}"; do
   case "$step" in
-    build | test | verify | bench | summary | plan) ;;
+    build | test | verify | bench | plan) ;;
     *) echo "gpu_check: unknown step '$step'; choose from ${ALL_STEPS[*]} plan" >&2; exit 2 ;;
   esac
 done
@@ -147,7 +124,7 @@ done
 if [[ -d "$RESULTS" && " ${STEPS[*]} " != " plan " ]]; then
   echo
   echo "== gpu_check: results in $RESULTS/"
-  for f in "$RESULTS"/{nvidia-smi,build,pytest-cuda,verify-cuda}.* "$RESULTS"/bench-cuda-*; do
+  for f in "$RESULTS"/{nvidia-smi,build,pytest-cuda,verify-cuda}.* "$RESULTS"/bench-cuda.*; do
     [[ -f "$f" ]] && printf '  %s (%s bytes)\n' "$f" "$(wc -c < "$f")"
   done
 fi

@@ -272,7 +272,7 @@ MENTION_GAPS = ("expected one argument", "expected at least one argument", "are 
 def cli_error(args: list[str], invocation: bool = True) -> str | None:
     """Why the CLI rejects `fast-s2s ARGS`, or None. An invocation (a code block's command)
     must parse in full. A mention (an inline span) must too, except that it may name options
-    without their values (`--summarize`, `--src-tokenize / --tgt-tokenize`) and leave out
+    without their values (`--plot`, `--src-tokenize / --tgt-tokenize`) and leave out
     required ones; a bare `fast-s2s train` is a name."""
     import contextlib
     import io

@@ -1,11 +1,10 @@
 """`fast-s2s bench`: times every fast_s2s backend against the peers a user would otherwise use
-(`--quick`: the target shapes; `--plan`: what a run would time, no device touched; `--summarize`:
-the fastest backends and goals over earlier runs' JSON). Modules: family (what a case and a family
-are), attention_family, gru_family, model_family (cases, inputs, peers), registry (the families,
-implementations, plan), rows (the one runner), measure (timing, rooflines), report
-(tables, JSON, plot, fastest backends, goals), runtimes (ONNX Runtime and OpenVINO), peers
-(names); fast_s2s.machine describes the machine. This module wires the CLI and imports nothing
-heavy until main.
+(`--quick`: the target shapes; `--plan`: what a run would time, no device touched). Modules:
+family (what a case and a family are), attention_family, gru_family, model_family (cases,
+inputs, peers), registry (the families, implementations), rows (the one runner), measure
+(timing, rooflines), report (tables, JSON, plot, fastest backends, goals), peers (names); the
+peer systems are in fast_s2s.peers, and fast_s2s.machine describes the machine. This module
+wires the CLI and imports nothing heavy until main.
 """
 
 from __future__ import annotations
@@ -61,12 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--min-time", type=number(0, 3600), default=None, metavar="SECONDS",
         help="time each implementation for at least this long (default: 0.5, --quick: 0.05)")
     add("--plan", action="store_true",
-        help="print what would be timed (cases, implementations, rooflines, goals) and exit; "
-        "touches no device, so --device cuda --plan works without a GPU")
-    add("--summarize", nargs="+", default=None, metavar="JSON",
-        help="time nothing: read earlier runs' JSON files (e.g. one per dtype), print the "
-        "fastest backend per op and the goals over all of them, and write them with the rows "
-        "to --json (default: bench_results/bench-<device>-summary.json)")
+        help="print what each case would time, and what not and why, and exit; touches no "
+        "device, so --device cuda --plan works without a GPU")
     # For the harness's own tests: toy shapes that run in seconds.
     add("--shapes", choices=("targets", "full", "tiny"), help=argparse.SUPPRESS)
     # fmt: on
@@ -90,8 +85,6 @@ def main(args: argparse.Namespace) -> int:
 
     from fast_s2s.benchmark.registry import parse_dtypes
 
-    if args.summarize:
-        return summarize(args)
     try:
         args.dtype = parse_dtypes(args.dtype, args.device)
     except ValueError as exc:
@@ -118,64 +111,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 def show_plan(args: argparse.Namespace, ops: list[str]) -> int:
-    """--plan: prints what the run would time (and writes it to --json if given)."""
-    from fast_s2s.benchmark.registry import build_plan
-    from fast_s2s.benchmark.report import print_plan, write_json
-
-    console = _console()
-    quick = bool(args.quick)
-    plan = build_plan(ops, args.device, args.dtype, args.shapes, args.backends, args.peers, quick)
-    print_plan(console, plan)
-    if args.json:
-        console.print(f"plan written to {write_json(args.json, {'plan': plan})}")
-    return 0
-
-
-def _conclude(console, payload: dict, path: str, what: str) -> None:
-    """Prints the fastest backends, the goals and the GEMM choices; writes the JSON file."""
+    """--plan: per case, in every dtype, what would be timed, and what would not and why."""
     from rich.markup import escape
 
-    from fast_s2s.benchmark import report
-
-    report.print_fastest(console, payload["fastest_backends"])
-    report.print_goals(console, payload["goals"])
-    if payload["gemm_choices"]:
-        console.print("[bold]GEMM backend per product site[/bold] (fast_s2s C++ CPU kernels):")
-        for line in payload["gemm_choices"]:
-            console.print(f"  {escape(line)}")
-    console.print(f"{what} written to {report.write_json(path, payload)}")
-
-
-def summarize(args: argparse.Namespace) -> int:
-    """--summarize FILE...: the fastest backends and goals over earlier runs' rows."""
-    import json
-
-    from fast_s2s.benchmark.report import build_payload
+    from fast_s2s.benchmark.registry import build_impls, select_cases
 
     console = _console()
-    rows: list[dict] = []
-    machines: list[dict] = []
-    for path in args.summarize:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            rows += data["results"]
-            machines.append(data.get("machine", {}))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return _fail(f"--summarize {path}: not a fast-s2s bench JSON file ({exc})")
-    devices = sorted({str(r.get("device")) for r in rows})
-    gpus = sorted({str(m.get("gpu") or m.get("cpu")) for m in machines})
-    if len(devices) > 1 or len(gpus) > 1:
-        console.print(f"[yellow]warning:[/yellow] the files come from {devices} / {gpus}")
-    console.print(
-        f"summary of {len(args.summarize)} file(s), {len(rows)} rows: {', '.join(gpus)}; "
-        f"dtypes {', '.join(sorted({str(r.get('dtype')) for r in rows}))}"
-    )
-    settings = {"summarized": list(args.summarize), "machines": machines}
-    payload = build_payload(machines[0] if machines else {}, settings, rows)
-    device = devices[0] if len(devices) == 1 else "mixed"
-    path = args.json or f"bench_results/bench-{device}-summary.json"
-    _conclude(console, payload, path, "summary")
+    console.print(f"fast-s2s bench plan: {args.device}, dtypes {', '.join(args.dtype)}")
+    for case in select_cases(ops, args.shapes, args.device):
+        impls = build_impls(case, args.device, args.backends, args.peers, quick=bool(args.quick))
+        timed = ", ".join(i.label for i in impls if i.make is not None)
+        console.print(f"[bold]{case.op} {escape(case.name)}[/bold]: {escape(timed)}")
+        for impl in (i for i in impls if i.make is None):
+            console.print(f"  [yellow]not timed[/yellow] {escape(impl.label)}: {impl.reason}")
     return 0
 
 
@@ -230,7 +178,10 @@ def run_benchmarks(args: argparse.Namespace, ops: list[str]) -> int:
     title = f"fast-s2s bench: {device.type} {', '.join(args.dtype)} ({settings['seconds']} s)"
     report.print_results(console, rows, title)
     payload = report.build_payload(machine, settings, rows, gemm())
-    _conclude(console, payload, json_path, "results")
+    report.print_fastest(console, payload["fastest_backends"])
+    report.print_goals(console, payload["goals"])
+    report.print_gemm_choices(console, payload["gemm_choices"])
+    console.print(f"results written to {report.write_json(json_path, payload)}")
     if args.plot:
         problem = report.write_plot(args.plot, rows, machine)
         console.print(

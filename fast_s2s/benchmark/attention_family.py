@@ -1,17 +1,17 @@
 """The attention families: dot_attention and additive_attention (FAMILY) and local_attention
 (LOCAL_FAMILY, Luong local-p: centres p = L_b * sigmoid(x)), their cases, inputs and peers. On
 CUDA the large decode reads keys and values past the L2 (S=2048: 268 MB in 16-bit); local
-attention's target is S = 2,000, where a row costs O(window), not O(S). sdpa gets 4-D one-head
-views, the beam rows folded into the query length: torch's fused kernels take only 4-D inputs.
+attention's target is S = 2,000, where a row costs O(window), not O(S). The peers that are more
+than a call are in fast_s2s/peers/attention.py.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from fast_s2s.benchmark import family
 from fast_s2s.benchmark.family import FORWARD, FORWARD_BACKWARD, SPEEDUP, Call, Case, Goal, Inputs
+from fast_s2s.peers import attention
 
 OPS = ("dot_attention", "additive_attention")
 LOCAL = "local_attention"
@@ -109,80 +109,46 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
     return Inputs(args, kwargs, grad_inputs=grad, beam=beam, write_bytes=write_bytes)
 
 
-def _tile(t: torch.Tensor, beam: int) -> torch.Tensor:
-    return t if beam == 1 else t.repeat_interleave(beam, dim=0)
+def _tiled(inputs: Inputs, attend) -> Call:
+    """attend(keys, values) with keys and values tiled over the beam, one row per query row: the
+    tiling is done once per source batch, unless it is part of the graph (forward+backward)."""
+    keys, values, beam = inputs.args[1], inputs.args[-1], inputs.beam
 
-
-def _composite(inputs: Inputs, scores) -> Call:
-    """masked softmax(scores(keys)) @ values over keys and values tiled over the beam; the
-    tiling is done once, unless it is part of the graph (forward+backward)."""
-    keys, values = inputs.args[1], inputs.args[-1]
-    beam, lengths = inputs.beam, inputs.kwargs["lengths"]
-    pad = None  # (N, 1, S), True at padding, one row per beam row
-    if lengths is not None:
-        rows = _tile(lengths, beam)  # type: ignore[arg-type]
-        pad = (torch.arange(keys.shape[1], device=keys.device)[None, :] >= rows[:, None])[:, None]
-
-    def attend(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        s = scores(k)
-        return torch.bmm(torch.softmax(s if pad is None else s.masked_fill(pad, -torch.inf), -1), v)
+    def tile(t: torch.Tensor) -> torch.Tensor:
+        return t if beam == 1 else t.repeat_interleave(beam, dim=0)
 
     if keys.requires_grad or values.requires_grad:
-        return lambda: attend(_tile(keys, beam), _tile(values, beam))
-    k, v = _tile(keys, beam), _tile(values, beam)  # once per source batch
+        return lambda: attend(tile(keys), tile(values))
+    k, v = tile(keys), tile(values)
     return lambda: attend(k, v)
 
 
+def _padding(inputs: Inputs) -> torch.Tensor | None:
+    lengths = inputs.kwargs["lengths"]
+    rows = None if lengths is None else lengths.repeat_interleave(inputs.beam)  # type: ignore[union-attr]
+    return attention.padding_mask(rows, inputs.args[1].shape[1])
+
+
 def dot_composite(inputs: Inputs) -> Call:
-    query, scale = inputs.args[0], inputs.kwargs["scale"]
-    return _composite(inputs, lambda k: torch.bmm(query, k.transpose(1, 2)) * scale)
+    query, pad, scale = inputs.args[0], _padding(inputs), inputs.kwargs["scale"]
+    return _tiled(inputs, lambda k, v: attention.dot_composite(query, k, v, pad, scale))
 
 
 def additive_composite(inputs: Inputs) -> Call:
     query_proj, _, v, _ = inputs.args
-    return _composite(inputs, lambda kp: torch.tanh(query_proj.unsqueeze(2) + kp.unsqueeze(1)) @ v)
+    pad = _padding(inputs)
+    return _tiled(inputs, lambda kp, x: attention.additive_composite(query_proj, kp, v, x, pad))
 
 
 def dot_sdpa(inputs: Inputs) -> Call:
     query, keys, values = inputs.args
-    lengths, scale, beam = inputs.kwargs["lengths"], inputs.kwargs["scale"], inputs.beam
-    (B, S, _), (N, T, D), Dv = keys.shape, query.shape, values.shape[-1]
-    mask = None  # True = may attend; (B, 1, 1, S) broadcasts over the beam * T query rows
-    if lengths is not None:
-        mask = (torch.arange(S, device=keys.device)[None, :] < lengths[:, None])[:, None, None, :]
-
-    def call() -> torch.Tensor:
-        q, k, v = query.reshape(B, 1, beam * T, D), keys.unsqueeze(1), values.unsqueeze(1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-        return out.reshape(N, T, Dv)
-
-    return call
+    mask = attention.sdpa_mask(inputs.kwargs["lengths"], keys.shape[1])  # type: ignore[arg-type]
+    scale = inputs.kwargs["scale"]
+    return lambda: attention.dot_sdpa(query, keys, values, mask, scale)  # type: ignore[arg-type]
 
 
 def local_composite(inputs: Inputs) -> Call:
-    """Gather the 2D + 1 keys and values around round(p), batched scores, mask what lies past
-    |s - p| <= D or the length, softmax, Gaussian, weighted sum."""
-    query, keys, values, centers = inputs.args
-    window, lengths, scale = (inputs.kwargs[k] for k in ("window", "lengths", "scale"))
-    (B, S, _), N, device = keys.shape, query.shape[0], keys.device
-    rows = (torch.arange(N, device=device) // (N // B))[:, None, None]  # (N, 1, 1) source row
-    offsets = torch.arange(-window, window + 1, device=device)  # (2D + 1,)
-    limit = torch.full((B,), S, device=device) if lengths is None else lengths.to(device)
-    row_limit, sigma = limit[rows], window / 2
-
-    def call() -> torch.Tensor:
-        positions = torch.round(centers).long()[:, :, None] + offsets  # (N, T, 2D + 1)
-        index = positions.clamp(0, S - 1)
-        k, v = keys[rows, index], values[rows, index]  # (N, T, 2D + 1, D), (N, T, 2D + 1, Dv)
-        scores = torch.einsum("ntd,ntwd->ntw", query, k) * scale
-        distance = positions.to(centers.dtype) - centers[:, :, None]
-        inside = (distance.abs() <= window) & (positions >= 0) & (positions < row_limit)
-        align = torch.softmax(scores.masked_fill(~inside, float("-inf")), dim=-1)
-        align = torch.nan_to_num(align)  # an empty window: all -inf, softmax NaN -> 0
-        gauss = torch.exp(-(distance**2) / (2 * sigma**2)).to(align.dtype)
-        return torch.einsum("ntw,ntwv->ntv", align * gauss, v)
-
-    return call
+    return lambda: attention.local_composite(*inputs.args, **inputs.kwargs)  # type: ignore[arg-type]
 
 
 def global_fused(inputs: Inputs) -> Call:

@@ -1,7 +1,7 @@
 """Every op family in one place, and what is looked up through them: a device's cases, a case's
 inputs, the implementations a case times (`Impl`: each fast_s2s backend, labelled with the
-concrete backend that runs, then the peers), and the plan of a run (--plan), worked out without
-touching the device (a --device cuda plan needs no GPU). To add an op family: write its module
+concrete backend that runs, then the peers), worked out without touching the device (so
+--device cuda --plan needs no GPU). To add an op family: write its module
 (cases, make_inputs, peers, the fast_s2s call: see attention_family.py) and list it in FAMILIES.
 """
 
@@ -15,8 +15,7 @@ import torch
 
 from fast_s2s import backends as _backends
 from fast_s2s.benchmark import attention_family, gru_family, model_family
-from fast_s2s.benchmark.family import SHAPE_SETS, Case, Factory, Family, Inputs, reports_bandwidth
-from fast_s2s.benchmark.measure import DEVICE_COPY_BYTES
+from fast_s2s.benchmark.family import SHAPE_SETS, Case, Factory, Family, Inputs
 from fast_s2s.benchmark.peers import PEER_IMPLEMENTATIONS
 
 FAMILIES: tuple[Family, ...] = (
@@ -191,42 +190,3 @@ def parse_dtypes(names: Sequence[str] | None, device: torch.device | str) -> lis
             f"--dtype {','.join(bad)}: fast_s2s's ops on {device_type} take {', '.join(allowed)}"
         )
     return list(dict.fromkeys(names))
-
-
-def build_plan(
-    ops: Sequence[str],
-    device: torch.device | str,
-    dtypes: Sequence[str],
-    shapes: str,
-    backends: list[str] | None = None,
-    peers: list[str] | None = None,
-    quick: bool = False,
-) -> dict:
-    """JSON-ready: {"device", "dtypes", "shapes", "quick", "device_copy_bytes", "cases": [{"op",
-    "case", "case_id", "mode", "target", "memory_bound", "rooflines", "goals",
-    "implementations": [{"impl", "kind", "backend", "implementation", "timed", "reason"}]}]}."""
-    device = torch.device(device)
-    rooflines = ["read (torch.sum)", "copy (dst.copy_(src))"]
-    cases = []
-    for case in select_cases(ops, shapes, device):
-        impls = build_impls(case, device, backends, peers, quick=quick)
-        cases.append({
-            "op": case.op, "case": case.name, "case_id": case.id, "mode": case.mode,
-            "target": case.target, "memory_bound": case.memory_bound,
-            "rooflines": rooflines if reports_bandwidth(case) else [],
-            "goals": [g.description for g in case.goals],
-            "implementations": [
-                {"impl": i.label, "kind": i.kind, "backend": i.backend,
-                 "implementation": implementation_name(i, device), "timed": i.make is not None,
-                 "reason": i.reason}
-                for i in impls
-            ],
-        })  # fmt: skip
-    return {
-        "device": device.type,
-        "dtypes": list(dtypes),
-        "shapes": shapes,
-        "quick": quick,
-        "device_copy_bytes": DEVICE_COPY_BYTES.get(device.type, DEVICE_COPY_BYTES["cpu"]),
-        "cases": cases,
-    }

@@ -1,6 +1,5 @@
 """Showing and saving results: the machine block, one table per op family, the JSON file (written
-atomically), the PNG; and, from the rows alone (so also over earlier runs' JSON, --summarize),
-the fastest backend per op and the goals.
+atomically), the PNG; and, from the rows alone, the fastest backend per op and the goals.
 
 Fastest backend: per op that AUTO_PREFERENCE governs, at its target cases in every dtype, the
 rows that asked for a concrete backend are ranked by the geometric mean of median / the case's
@@ -15,13 +14,13 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from itertools import zip_longest
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from fast_s2s.atomic import write_atomically
 from fast_s2s.benchmark.family import COPY_FRACTION, Goal
 from fast_s2s.benchmark.peers import PEER_NAMES
 from fast_s2s.benchmark.registry import CONCRETE_BACKENDS, FAMILY_OF, FAST_S2S, OPS
@@ -239,23 +238,9 @@ def build_payload(
             "fastest_backends": fastest_backends(rows), "goals": check_goals(rows)}  # fmt: skip
 
 
-def _replace(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Writes `path` through write(a temporary file beside it) and os.replace, so a reader (or a
-    crash mid-write) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_json(path: str | os.PathLike, payload: dict) -> Path:
+def write_json(path: str | os.PathLike, payload: dict) -> str:
     text = json.dumps(payload, indent=2, default=str) + "\n"
-    return _replace(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_atomically(path, lambda f: f.write(text))
 
 
 def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str | None:
@@ -295,7 +280,7 @@ def write_plot(path: str | os.PathLike, rows: list[dict], machine: dict) -> str 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    _replace(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    write_atomically(path, lambda f: fig.savefig(f, dpi=120, format="png"), binary=True)
     plt.close(fig)
     return None
 
@@ -435,6 +420,13 @@ def print_fastest(console: Console, summary: dict) -> None:
         console.print(f"  {escape(line)}", highlight=False)
 
 
+def print_gemm_choices(console: Console, choices: list[str]) -> None:
+    if choices:
+        console.print("[bold]GEMM backend per product site[/bold] (fast_s2s C++ CPU kernels):")
+        for line in choices:
+            console.print(f"  {escape(line)}")
+
+
 def check_goals(rows: Iterable[dict]) -> list[dict]:
     """One result per goal of every fast_s2s row but the reference backend's: "value" and
     "met" (both None where the row or its metric did not run)."""
@@ -474,29 +466,3 @@ def print_goals(console: Console, results: list[dict]) -> None:
     counted = [r for r in results if r["met"] is not None]
     met_count = sum(r["met"] for r in counted)
     console.print(f"goals met: {met_count} of {len(counted)} measured ({len(results)} in all)")
-
-
-def print_plan(console: Console, plan: dict) -> None:
-    """One row per case (registry.build_plan), then the implementations not timed, with why."""
-    console.print(
-        f"fast-s2s bench plan: {plan['device']}, dtypes {', '.join(plan['dtypes'])}, shapes "
-        f"{plan['shapes']}{' (quick)' if plan['quick'] else ''}; {len(plan['cases'])} cases x "
-        f"{len(plan['dtypes'])} dtypes; device copy bandwidth over "
-        f"{plan['device_copy_bytes'] / 2**20:,.0f} MiB each way"
-    )
-    columns = ("op", "case", "target", "timed", "rooflines", "goals")
-    table = _table("cases", columns, wrapped=columns)
-    left_out: dict[tuple[str, str], str] = {}
-    for case in plan["cases"]:
-        impls = case["implementations"]
-        for i in impls:
-            if not i["timed"]:
-                left_out.setdefault((i["impl"], i["reason"] or ""), case["op"])
-        table.add_row(
-            case["op"], case["case"], "yes" if case["target"] else "",
-            escape(", ".join(i["impl"] for i in impls if i["timed"])),
-            "read, copy" if case["rooflines"] else "", "; ".join(case["goals"]),
-        )  # fmt: skip
-    console.print(table)
-    for (impl, reason), op in left_out.items():
-        console.print(f"[yellow]not timed[/yellow] {escape(impl)} (e.g. {op}): {escape(reason)}")

@@ -12,13 +12,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from datetime import date
 from typing import Any
 
 import torch
 
+from fast_s2s.atomic import write_atomically
 from fast_s2s.data import G2P_TASK, load_split
 from fast_s2s.machine import cpu_model
 from fast_s2s.pretrained import NAMES, resolve
@@ -98,17 +98,7 @@ def _training_seconds(history: list) -> float | None:
 
 def _write_json(path: str, record: dict[str, Any]) -> None:
     """Atomically, as checkpoints are written."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda f: f.write(json.dumps(record, indent=2) + "\n"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import glob
 import math
 import os
-import tempfile
 from typing import Any
 
 import torch
 
 from fast_s2s import pretrained
+from fast_s2s.atomic import write_atomically
 from fast_s2s.data import MODES
 from fast_s2s.models import Seq2SeqConfig
 
@@ -39,25 +39,9 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write `payload` (plain data) atomically to `path`, stamped with the format and version."""
     from fast_s2s import __version__
 
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, "fast_s2s": __version__, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    prefix = _temporary_prefix(os.fspath(path))
+    write_atomically(path, lambda f: torch.save(data, f), binary=True, prefix=prefix, suffix=".pt")
 
 
 def _temporary_prefix(path: str) -> str:

@@ -1,7 +1,7 @@
 """The CUDA side of `fast-s2s bench`, checked on the CPU: issue 4's case list and goals, the dtypes
 per device, the plan a GPU run times (built without touching CUDA), the CUDA-event timing path
 (with fake events), the rooflines' arithmetic, the fastest-backend summary and the goals,
-`--summarize`, and scripts/gpu_check.sh's `plan` step."""
+a run over several dtypes, and scripts/gpu_check.sh's `plan` step."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import contextlib
 import io
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +27,7 @@ from fast_s2s.benchmark import measure as roofline  # noqa: E402
 from fast_s2s.benchmark import registry as reg  # noqa: E402
 from fast_s2s.benchmark.family import COPY_FRACTION, FORWARD, FORWARD_BACKWARD, SPEEDUP, Goal  # noqa: E402
 from fast_s2s.benchmark.measure import Budget, Timing  # noqa: E402
-from fast_s2s.benchmark.registry import build_plan, parse_dtypes  # noqa: E402
+from fast_s2s.benchmark.registry import parse_dtypes  # noqa: E402
 from fast_s2s.benchmark.report import (  # noqa: E402
     check_goals,
     fastest_backends,
@@ -128,41 +132,64 @@ PEERS_PER_OP = {
 }
 
 
+def _cuda_impls(op_or_case, quick: bool = True) -> dict[str, reg.Impl]:
+    """A CUDA case's implementations by label, as `--device cuda --plan` lists them."""
+    case = op_or_case
+    if isinstance(case, str):
+        case = reg.select_cases([case], "targets", "cuda")[0]
+    return {i.label: i for i in reg.build_impls(case, "cuda", quick=quick)}
+
+
 @pytest.mark.parametrize("quick", [True, False])
 def test_cuda_plan_times_every_backend_and_peer(cuda_kernels, quick):
-    plan = build_plan(KERNEL_OPS, "cuda", ["bfloat16"], "targets", quick=quick)
-    assert plan["device"] == "cuda" and plan["device_copy_bytes"] >= 16 * L2_BYTES
-    cases = reg.select_cases(KERNEL_OPS, "targets", "cuda")
-    assert [c["case_id"] for c in plan["cases"]] == [c.id for c in cases]
-    for case in plan["cases"]:
-        impls = {i["impl"]: i for i in case["implementations"]}
-        timed = {name for name, i in impls.items() if i["timed"]}
+    assert roofline.DEVICE_COPY_BYTES["cuda"] >= 16 * L2_BYTES
+    for case in reg.select_cases(KERNEL_OPS, "targets", "cuda"):
+        impls = _cuda_impls(case, quick)
+        timed = {name for name, i in impls.items() if i.make is not None}
         # reference, cpp and triton, quick or not on CUDA, each labelled with what runs
         assert {"fast_s2s[reference]", "fast_s2s[cpp]", "fast_s2s[triton]"} <= timed
-        assert f"fast_s2s[auto->{backends.resolve_backend(case['op'], 'auto', 'cuda')}]" in timed
-        assert impls["fast_s2s[cpp]"]["implementation"] == "CUDA C++ (fast_s2s._C)"
-        assert impls["fast_s2s[triton]"]["implementation"] == "Triton (fast_s2s.kernels)"
-        peers = PEERS_PER_OP[case["op"]]
-        if quick and case["op"] == "gru_layer" and case["mode"] == FORWARD_BACKWARD:
+        assert f"fast_s2s[auto->{backends.resolve_backend(case.op, 'auto', 'cuda')}]" in timed
+        names = {k: reg.implementation_name(i, "cuda") for k, i in impls.items()}
+        assert names["fast_s2s[cpp]"] == "CUDA C++ (fast_s2s._C)"
+        assert names["fast_s2s[triton]"] == "Triton (fast_s2s.kernels)"
+        peers = PEERS_PER_OP[case.op]
+        if quick and case.op == "gru_layer" and case.mode == FORWARD_BACKWARD:
             peers = peers - {"compile"}  # --quick's documented exception
-            assert "--quick leaves it out" in impls["compile"]["reason"]
-        assert {n for n in timed if not n.startswith("fast_s2s")} == peers, case["case_id"]
-        assert bool(case["rooflines"]) == (case["mode"] == FORWARD and case["memory_bound"])
+            assert "--quick leaves it out" in impls["compile"].reason
+        assert {n for n in timed if not n.startswith("fast_s2s")} == peers, case.id
 
 
-def test_cuda_plan_says_why_a_backend_is_not_timed(monkeypatch):
+def test_cuda_plan_says_why_a_backend_is_not_timed(monkeypatch, capsys):
     monkeypatch.setitem(backends.CPP_KERNELS, "cuda", frozenset())
     monkeypatch.setattr(_extension, "cuda_compiled", lambda: True)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    plan = build_plan(["gru_cell"], "cuda", ["float32"], "targets", quick=True)
-    impls = {i["impl"]: i for i in plan["cases"][0]["implementations"]}
-    assert not impls["fast_s2s[cpp]"]["timed"]
-    assert "no compiled cuda kernel for gru_cell" in impls["fast_s2s[cpp]"]["reason"]
+    impls = _cuda_impls("gru_cell")
+    assert impls["fast_s2s[cpp]"].make is None
+    assert "no compiled cuda kernel for gru_cell" in impls["fast_s2s[cpp]"].reason
     # Triton in its interpreter is never timed on CUDA: it would not be the GPU's figure
-    assert not impls["fast_s2s[triton]"]["timed"]
-    assert "TRITON_INTERPRET=1" in impls["fast_s2s[triton]"]["reason"]
+    assert impls["fast_s2s[triton]"].make is None
+    assert "TRITON_INTERPRET=1" in impls["fast_s2s[triton]"].reason
     chosen, left_out = reg.default_backends("dot_attention", "cpu", quick=True)
     assert "reference" not in chosen and "--quick" in left_out["reference"]  # CPU only
+    # --plan prints the same, case by case, without a GPU
+    assert main(_parse(["--device", "cuda", "--quick", "--ops", "gru_cell", "--plan"])) == 0
+    out = capsys.readouterr().out
+    assert "gru_cell decode fwd B1-I1024-H1024: fast_s2s[reference]" in out
+    assert "not timed fast_s2s[cpp]: no compiled cuda kernel for gru_cell" in out
+
+
+def test_gpu_check_plan_step_runs_without_a_gpu():
+    """scripts/gpu_check.sh's `plan` step: the one bench command of its `bench` step, all three
+    dtypes, with --plan; it needs no GPU."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHON": sys.executable, "FAST_S2S_BENCH_ARGS": "--quick --ops gru_cell"}
+    done = subprocess.run(
+        ["bash", str(root / "scripts" / "gpu_check.sh"), "plan"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "fast-s2s bench plan: cuda, dtypes float32, float16, bfloat16" in done.stdout
+    assert "gru_cell decode fwd B1-I1024-H1024:" in done.stdout
 
 
 def test_gru_peer_row_says_whether_cudnn_ran_it(monkeypatch):
@@ -362,28 +389,22 @@ def test_goals_are_checked_per_row_and_dtype():
 # ----------------------------------------------------------------------------- end to end (CPU)
 
 
-def test_one_run_per_dtype_then_summarize(tmp_path, capsys):
-    """One run per dtype (as scripts/gpu_check.sh does on CUDA), then --summarize over both."""
-    common = ["--quick", "--shapes", "tiny", "--ops", "dot_attention,gru_cell", "--backends",
-              "reference,cpp,auto", "--peers", "composite,GRUCell", "--min-time", "0"]  # fmt: skip
-    files = []
-    for dtype in ("float32", "bfloat16"):
-        files.append(tmp_path / f"bench-{dtype}.json")
-        assert main(_parse([*common, "--dtype", dtype, "--json", str(files[-1])])) == 0
-        data = json.loads(files[-1].read_text())
-        assert data["settings"]["dtypes"] == [dtype] and {r["dtype"] for r in data["results"]} == {
-            dtype
-        }
-        assert data["machine"]["copy_gbps"] > 0 and data["machine"]["copy_bytes"] == 1 << 20
+def test_one_run_over_two_dtypes_ranks_the_backends_over_both(tmp_path, capsys):
+    """One run over several dtypes (as scripts/gpu_check.sh does on CUDA): the fastest-backend
+    summary in its JSON and output covers every target case in every dtype."""
+    path = tmp_path / "bench.json"
+    args = ["--quick", "--shapes", "tiny", "--ops", "dot_attention,gru_cell", "--backends",
+            "reference,cpp,auto", "--peers", "composite,GRUCell", "--min-time", "0",
+            "--dtype", "float32,bfloat16", "--json", str(path)]  # fmt: skip
+    assert main(_parse(args)) == 0
     out = capsys.readouterr().out
     assert "fastest backend per op" in out and "% copy" in out
     assert "suggested fast_s2s/backends.py AUTO_PREFERENCE" in out
-
-    summary_path = tmp_path / "summary.json"
-    assert main(_parse(["--summarize", *map(str, files), "--json", str(summary_path)])) == 0
-    assert "summary of 2 file(s)" in capsys.readouterr().out
-    summary = json.loads(summary_path.read_text())
-    fastest = summary["fastest_backends"]
+    data = json.loads(path.read_text())
+    assert data["settings"]["dtypes"] == ["float32", "bfloat16"]
+    assert {r["dtype"] for r in data["results"]} == {"float32", "bfloat16"}
+    assert data["machine"]["copy_gbps"] > 0 and data["machine"]["copy_bytes"] == 1 << 20
+    fastest = data["fastest_backends"]
     assert fastest["dtypes"] == ["bfloat16", "float32"] and fastest["device"] == ["cpu"]
     for op in ("dot_attention", "gru_cell"):
         info = fastest["ops"][op]
@@ -391,4 +412,3 @@ def test_one_run_per_dtype_then_summarize(tmp_path, capsys):
         assert info["cases_timed"] == 2 * len(targets)  # every target case in both dtypes
         assert set(info["order"]) == {"reference", "cpp"}
         assert info["auto_now"] == [backends.resolve_backend(op, "auto", "cpu")]
-    assert len(summary["results"]) == sum(len(json.loads(f.read_text())["results"]) for f in files)

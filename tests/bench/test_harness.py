@@ -269,6 +269,26 @@ def test_sdpa_peer_takes_the_fused_4d_path_and_differentiates_like_the_reference
         torch.testing.assert_close(got, want)
 
 
+ATTENTION_CASES = reg.select_cases(["dot_attention", "additive_attention"], "tiny")
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=lambda c: c.id)
+def test_attention_peers_compute_the_reference_output(case):
+    """The composite and SDPA peers (fast_s2s/peers/attention.py) give the reference context on
+    every tiny case: padded sources and beam rows (tiled keys and values) included."""
+    inputs = reg.make_inputs(case, "cpu", torch.float64)
+    impls = {
+        i.label: i for i in reg.build_impls(case, "cpu", [], ["reference", "composite", "sdpa"])
+    }
+    with torch.no_grad():
+        expected = impls.pop("reference").make(inputs)()
+        assert set(impls) == (
+            {"composite", "sdpa"} if case.op == "dot_attention" else {"composite"}
+        )
+        for label, impl in impls.items():
+            torch.testing.assert_close(impl.make(inputs)(), expected, msg=f"{label} on {case.id}")
+
+
 @pytest.mark.parametrize("op", GRU_OPS)
 def test_gru_peers_compute_the_reference_output(op):
     """torch.nn.GRUCell / GRU on the case's weights, fast_s2s.nn.GRU and the ops agree; with

@@ -48,18 +48,33 @@ using gemm::Backend;
 constexpr Backend kStepBackends[] = {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse,
                                      Backend::kPanel};
 
+// Inside fast_s2s.frozen_weights() (an encoder serving one sentence after another), a layer's
+// W_ih prepared for its input projection (packed for MKL, or into panels) is kept across calls,
+// as the runtimes keep their weights packed per session: otherwise MKL's sgemm packs W_ih again
+// for every product, which at a sentence's 25 rows took as long as the product itself (half of
+// the MKL time of a T = 25, H = 256 encoder, one thread). One entry per weight and chunk height
+// (MKL packs for a given number of rows); never destroyed (see gru_cell.cpp's cell_cache).
+template <typename A>
+PreparedCache<gemm::NtWeight<A>>& input_cache() {
+  static auto* cache = new PreparedCache<gemm::NtWeight<A>>(32);
+  return *cache;
+}
+
 // x_t W_ih^T for the steps in order, computed a chunk of steps at a time (one product of at least
 // kChunkRows rows) into a buffer that each thread keeps across calls: the projection goes from
 // the product to the gates through cache, and a call allocates no (T*B, 3H) tensor, whose fresh
-// pages cost more than the product on a VM (a page fault per 4 KiB).
+// pages cost more than the product on a VM (a page fault per 4 KiB). `given_w_ih` is the
+// caller's tensor, which a prepared W_ih is kept for (w_ih may be a per-call copy of it).
 template <typename A>
 class InputProjection {
  public:
   static constexpr int64_t kChunkRows = 256;
 
-  InputProjection(const at::Tensor& x, const at::Tensor& w_ih, bool reverse, int64_t max_len)
+  InputProjection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& given_w_ih,
+                  bool reverse, int64_t max_len)
       : x_(x),
         w_ih_(w_ih),
+        given_w_ih_(given_w_ih),
         reverse_(reverse),
         max_len_(max_len),
         B_(x.size(1)),
@@ -81,7 +96,7 @@ class InputProjection {
       const at::Tensor xs = x_.narrow(0, lo_, hi_ - lo_).view({rows, x_.size(2)});
       if (x_.scalar_type() == at::kBFloat16) {  // bfloat16 x and w_ih: gemm::bf16_native
         gemm::matmul_nt_bf16("gru_layer.input", xs, w_ih_, out);
-      } else {
+      } else if (!multiply_prepared(xs, out)) {
         gemm::matmul_out("gru_layer.input", xs, w_ih_.t(), out);
       }
     }
@@ -89,12 +104,49 @@ class InputProjection {
   }
 
  private:
+  // out = xs W_ih^T with W_ih prepared (NtWeight) where that is the way; false where the
+  // one-shot product (matmul_out) is, having done nothing. In a frozen-weights scope where
+  // W_ih can be tracked, the four backends are measured on their products alone (as the
+  // recurrent product's are there) and a packed W_ih (mkl_packed, panel) is kept in
+  // input_cache. Outside one, only a pinned mkl_packed or panel prepares W_ih, per call: so a
+  // pinned backend computes the same in a frozen scope and out of it, bit for bit.
+  bool multiply_prepared(const at::Tensor& xs, at::Tensor& out) {
+    using gemm::Backend;
+    const std::optional<Backend> pinned = gemm::forced();
+    const bool packs = [](std::optional<Backend> b) {
+      return b == Backend::kMklPacked || b == Backend::kPanel;
+    }(pinned);
+    std::optional<std::vector<WeightIdentity>> ids;
+    if (!pinned || packs) ids = frozen_identities({w_ih_}, {given_w_ih_});
+    const int64_t rows = xs.size(0), K = xs.size(1);
+    if ((!ids && !packs) || K == 0) return false;  // K = 0: matmul_out writes the zeros
+    const A *a = xs.const_data_ptr<A>(), *w = w_ih_.const_data_ptr<A>();
+    A* c = out.mutable_data_ptr<A>();
+    std::unique_ptr<gemm::NtWeight<A>> trial;
+    const Backend backend = gemm::choose(
+        {ids ? "gru_layer.input.frozen" : "gru_layer.input", rows, N_, K, w_ih_.scalar_type()},
+        {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse, Backend::kPanel},
+        [&](Backend b) -> std::function<void()> {
+          trial = std::make_unique<gemm::NtWeight<A>>(b, w, N_, K, K, rows);
+          return [&] { trial->multiply(a, K, c, N_); };
+        });
+    const bool keepable = ids && (backend == Backend::kMklPacked || backend == Backend::kPanel);
+    const std::vector<int64_t> key{static_cast<int64_t>(backend), rows, N_, K};
+    std::unique_ptr<gemm::NtWeight<A>> kept;
+    if (keepable) kept = input_cache<A>().take({w_ih_}, key);
+    if (!kept) kept = std::make_unique<gemm::NtWeight<A>>(backend, w, N_, K, K, rows);
+    kept->multiply(a, K, c, N_);
+    if (keepable) input_cache<A>().put(std::move(*ids), key, std::move(kept));
+    return true;
+  }
+
   static std::vector<A>& buffer() {
     thread_local std::vector<A> storage;
     return storage;
   }
   const at::Tensor& x_;
   const at::Tensor& w_ih_;
+  const at::Tensor& given_w_ih_;
   bool reverse_;
   int64_t max_len_, B_, N_, chunk_;
   int64_t lo_ = 0, hi_ = 0;
@@ -226,7 +278,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
     StepProducts<A>& gh = *kept;
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
     const int64_t out_t = output.stride(0), out_b = output.stride(1);
-    InputProjection<A> projection(xa, p.w_ih, reverse, max_len);
+    InputProjection<A> projection(xa, p.w_ih, w_ih, reverse, max_len);
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
       A* wt = work_base + (target.keep_work ? t : 0) * B * 5 * H;

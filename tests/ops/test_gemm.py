@@ -139,20 +139,23 @@ def _layer_check(x, h0, w, lengths=None, reverse=False):
 
 @pytest.mark.parametrize("B", [1, 16])
 def test_gru_layer_sees_in_place_weight_updates(gemm_backend, frozen, B):
-    """gru_layer keeps its prepared W_hh across calls in a frozen scope (csrc/cpu/gru_layer.cpp,
-    layer_cache): every tracked change of W_hh is seen, in both directions, ragged or not."""
+    """gru_layer keeps its prepared W_hh and W_ih across calls in a frozen scope
+    (csrc/cpu/gru_layer.cpp, layer_cache and input_cache; W_ih per chunk height: at B = 16 the
+    30 steps are chunks of 256 and 224 rows): every tracked change of either is seen, in both
+    directions, ragged or not."""
     T, I, H = 30, 48, 40
     x, h0, w = torch.randn(T, B, I), torch.randn(B, H), _weights(I, H, torch.float32)
     lengths = torch.randint(1, T + 1, (B,)) if B > 1 else None
     for reverse in (False, True):
         _layer_check(x, h0, w, lengths, reverse)
         _layer_check(x, h0, w, lengths, reverse)  # from the cache
-    with torch.no_grad():
-        w[1].mul_(-1.25)  # an optimizer step
-        w[1][H:].zero_()  # a write through a view
-    _layer_check(x, h0, w, lengths)
-    w[1].data = torch.randn_like(w[1]) * 0.2  # a swapped .data
-    _layer_check(x, h0, w, lengths, reverse=True)
+    for weight in (1, 0):  # W_hh, then W_ih
+        with torch.no_grad():
+            w[weight].mul_(-1.25)  # an optimizer step
+            w[weight][H:].zero_()  # a write through a view
+        _layer_check(x, h0, w, lengths)
+        w[weight].data = torch.randn_like(w[weight]) * 0.2  # a swapped .data
+        _layer_check(x, h0, w, lengths, reverse=True)
 
 
 def test_gru_module_one_op_in_a_frozen_scope_tells_modules_apart(gemm_backend, frozen):
@@ -230,7 +233,36 @@ def test_frozen_scope_is_reported_in_the_gemm_choices():
     fast_s2s.gru_cell(x, h, *w, backend="cpp")
     sites = [line.split(" m<=")[0] for line in fast_s2s.gemm_report().choices]
     assert "gru_cell.frozen" in sites and "gru_cell" in sites
-    assert "gru_layer.recurrent.frozen" in sites
+    assert "gru_layer.recurrent.frozen" in sites and "gru_layer.input.frozen" in sites
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_frozen_encoder_on_auto_follows_its_input_weights(threads):
+    """On auto, a frozen encoder measures its input projection's backends with W_ih prepared
+    once (gru_layer.input.frozen) and keeps the packed one: it agrees with torch.nn.GRU, from
+    the cache too, and after its W_ih is updated in place."""
+    fast_s2s.set_gemm_backend("auto")
+    torch.manual_seed(6)
+    mod = fast_s2s.nn.GRU(96, 80, num_layers=2, bidirectional=True).eval()
+    x = torch.randn(25, 1, 96)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for update in (None, "weight_ih_l0", "weight_ih_l1_reverse"):
+            if update is not None:
+                with torch.no_grad():
+                    getattr(mod, update).mul_(-0.5)
+            peer = torch.nn.GRU(96, 80, num_layers=2, bidirectional=True)
+            peer.load_state_dict(mod.state_dict())
+            with torch.no_grad(), fast_s2s.frozen_weights():
+                for _ in range(2):  # prepared, then from the cache
+                    got, want = mod(x), peer(x)
+                    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+                    torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
+    finally:
+        torch.set_num_threads(saved)
+    assert any(line.startswith("gru_layer.input.frozen m<=32 n=240 k=96 ")
+               for line in fast_s2s.gemm_report().choices)  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -19,25 +19,13 @@
 #include <tuple>
 
 #include "cpu/gemm_nt.h"
+#include "cpu/mkl_cblas.h"
 #include "cpu/panel_gemm.h"
-
-// MKL's packed GEMM, declared weak: resolved from torch's CPU library where it links MKL (x86
-// builds), null elsewhere, so the extension loads on every torch build. The CBLAS enum values
-// and LP64 integers are those of torch's MKL (mkl_cblas.h).
-extern "C" {
-size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
-void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha,
-                      const float* src, int ld, float* dest) __attribute__((weak));
-void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a,
-                         int lda, const float* b, int ldb, float beta, float* c, int ldc)
-    __attribute__((weak));
-void MKL_Get_Version_String(char* buffer, int len) __attribute__((weak));
-}
 
 namespace fast_s2s::cpu::gemm {
 namespace {
 
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
+using mkl::kBMatrix, mkl::kNoTrans, mkl::kPacked, mkl::kRowMajor, mkl::kTrans;
 
 bool mkl_packed_linked() {
   return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&

@@ -17,18 +17,12 @@
 #endif
 
 #include "cpu/gemm.h"
-
-// Declared weak like the packed GEMM in gemm.cpp: null where torch's CPU library has no MKL.
-extern "C" {
-void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k, float alpha,
-                            const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta,
-                            float* c, int ldc) __attribute__((weak));
-}
+#include "cpu/mkl_cblas.h"
 
 namespace fast_s2s::cpu::gemm {
 namespace {
 
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;  // mkl_cblas.h
+using mkl::kNoTrans, mkl::kRowMajor, mkl::kTrans;
 
 // AVX512-BF16 (CPUID leaf 7, subleaf 1, EAX bit 5) or AMX-BF16 (leaf 7, subleaf 0, EDX bit 22).
 bool cpu_has_bf16_instructions() {

@@ -111,7 +111,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def show_plan(args: argparse.Namespace, ops: list[str]) -> int:
-    """--plan: per case, in every dtype, what would be timed, and what would not and why."""
+    """--plan: per case, what would be timed, and what would not and why (the same in every
+    dtype; a peer that cannot take a dtype says so when the run reaches it)."""
     from rich.markup import escape
 
     from fast_s2s.benchmark.registry import build_impls, select_cases

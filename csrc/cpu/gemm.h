@@ -134,6 +134,12 @@ std::vector<std::string> report();
 // Notes a bfloat16 product mm_bf16 ran, for report(), keyed like the measured choices.
 void record_bf16_site(const Site& site);
 
+// Whether `backend` keeps its own packed copy of a prepared weight (mkl_packed, panel): what a
+// cache of preparations can hold once the weight's call has returned.
+inline bool keeps_own_copy(Backend backend) {
+  return backend == Backend::kMklPacked || backend == Backend::kPanel;
+}
+
 // A weight w (N x K, rows contiguous, row stride ldw) prepared for many products out = a w^T
 // with a of exactly m rows (MKL packs for a given m), in the accumulation dtype A (float or
 // double). The weight's memory must outlive the NtWeight for the blas and inhouse backends;

@@ -113,9 +113,7 @@ class InputProjection {
   bool multiply_prepared(const at::Tensor& xs, at::Tensor& out) {
     using gemm::Backend;
     const std::optional<Backend> pinned = gemm::forced();
-    const bool packs = [](std::optional<Backend> b) {
-      return b == Backend::kMklPacked || b == Backend::kPanel;
-    }(pinned);
+    const bool packs = pinned && gemm::keeps_own_copy(*pinned);
     std::optional<std::vector<WeightIdentity>> ids;
     if (!pinned || packs) ids = frozen_identities({w_ih_}, {given_w_ih_});
     const int64_t rows = xs.size(0), K = xs.size(1);
@@ -130,7 +128,7 @@ class InputProjection {
           trial = std::make_unique<gemm::NtWeight<A>>(b, w, N_, K, K, rows);
           return [&] { trial->multiply(a, K, c, N_); };
         });
-    const bool keepable = ids && (backend == Backend::kMklPacked || backend == Backend::kPanel);
+    const bool keepable = ids && gemm::keeps_own_copy(backend);
     const std::vector<int64_t> key{static_cast<int64_t>(backend), rows, N_, K};
     std::unique_ptr<gemm::NtWeight<A>> kept;
     if (keepable) kept = input_cache<A>().take({w_ih_}, key);
@@ -320,7 +318,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_into(
     // blas and mkl_bf16 hold W_hh itself (nothing prepared): not worth keeping them alive. For
     // a bfloat16 layer in-house products would point into this call's float32 copy: kept only
     // where the backend keeps its own packed copy.
-    const bool owns_copy = backend == Backend::kPanel || backend == Backend::kMklPacked;
+    const bool owns_copy = gemm::keeps_own_copy(backend);
     const bool keepable = bf16_input_products ? owns_copy : backend != Backend::kBlas;
     if (cached && keepable) layer_cache<A>().put(std::move(*ids), key, std::move(kept));
   });

@@ -2,8 +2,7 @@
 (LOCAL_FAMILY, Luong local-p: centres p = L_b * sigmoid(x)), their cases, inputs and peers. On
 CUDA the large decode reads keys and values past the L2 (S=2048: 268 MB in 16-bit); local
 attention's target is S = 2,000, where a row costs O(window), not O(S). The peers that are more
-than a call are in fast_s2s/peers/attention.py.
-"""
+than a call are in fast_s2s/peers/attention.py."""
 
 from __future__ import annotations
 
@@ -17,12 +16,10 @@ OPS = ("dot_attention", "additive_attention")
 LOCAL = "local_attention"
 WINDOW = 10
 MEMORY_BOUND_GOAL = Goal(family.COPY_FRACTION, 0.8)
+BF16 = ("bfloat16",)
 DECODE_GOALS: dict[str, tuple[Goal, ...]] = {
-    "dot_attention": (
-        Goal(SPEEDUP, 2.0, "composite", ("bfloat16",)),
-        Goal(SPEEDUP, 1.0, "sdpa", ("bfloat16",)),
-    ),
-    "additive_attention": (Goal(SPEEDUP, 2.0, "composite", ("bfloat16",)),),
+    "dot_attention": (Goal(SPEEDUP, 2.0, "composite", BF16), Goal(SPEEDUP, 1.0, "sdpa", BF16)),
+    "additive_attention": (Goal(SPEEDUP, 2.0, "composite", BF16),),
     LOCAL: (Goal(SPEEDUP, 20.0, "global-fused"), Goal(SPEEDUP, 5.0, "local-composite")),
 }
 DECODE_DIMS = {"B": 64, "T": 1, "S": 50, "D": 512}

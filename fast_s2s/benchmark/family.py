@@ -15,13 +15,10 @@ FORWARD = "forward"  # the op without autograd
 FORWARD_BACKWARD = "forward+backward"  # the op, then the gradients of the sum of its output
 TRAIN_STEP = "train-step"  # the whole model: forward, backward, clipping and Adam on a batch
 DECODE = "decode"  # the whole model: greedy or beam decoding of a batch
-# mode -> (tag in case ids, tag in display names)
-MODE_TAGS: dict[str, tuple[str, str]] = {
-    FORWARD: ("fwd", "fwd"),
-    FORWARD_BACKWARD: ("fwdbwd", "fwd+bwd"),
-    TRAIN_STEP: ("train", "fwd+bwd+adam"),
-    DECODE: ("decode", "decode"),
-}
+MODE_TAGS: dict[str, tuple[str, str]] = {  # mode -> (tag in case ids, tag in display names)
+    FORWARD: ("fwd", "fwd"), FORWARD_BACKWARD: ("fwdbwd", "fwd+bwd"),
+    TRAIN_STEP: ("train", "fwd+bwd+adam"), DECODE: ("decode", "decode"),
+}  # fmt: skip
 # targets: the shapes the project's targets name (--quick); full: also beam search, ragged
 # lengths and longer sequences; tiny: the targets at toy sizes, for the tests.
 SHAPE_SETS = ("targets", "full", "tiny")
@@ -39,10 +36,9 @@ class Goal:
     dtypes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.metric not in (COPY_FRACTION, SPEEDUP):
-            raise ValueError(f"Goal.metric must be {COPY_FRACTION!r} or {SPEEDUP!r}")
-        if (self.metric == SPEEDUP) != (self.peer is not None):
-            raise ValueError("a SPEEDUP goal names its peer; a COPY_FRACTION goal none")
+        named = self.peer is not None
+        if self.metric not in (COPY_FRACTION, SPEEDUP) or named != (self.metric == SPEEDUP):
+            raise ValueError(f"Goal: {SPEEDUP!r} names its peer, {COPY_FRACTION!r} none")
 
     def applies_to(self, dtype: str) -> bool:
         return not self.dtypes or dtype in self.dtypes
@@ -69,9 +65,8 @@ class Goal:
 
 @dataclass(frozen=True)
 class Case:
-    """One op at one shape in one mode. `dims`: named sizes in display order; `lengths`: "full"
-    or "ragged"; `memory_bound`: its forward rows report GB/s; `variant` names what the dims do
-    not (the model's wiring) and leads the shape id."""
+    """One op at one shape in one mode. `dims`: named sizes in display order; `memory_bound`: its
+    forward rows report GB/s; `variant`: what the dims do not name (the model's wiring)."""
 
     op: str
     mode: str
@@ -82,9 +77,6 @@ class Case:
     memory_bound: bool = True
     variant: str = ""
     goals: tuple[Goal, ...] = ()
-
-    def dim(self, name: str) -> int:
-        return dict(self.dims)[name]
 
     @property
     def shape(self) -> dict[str, int]:
@@ -119,8 +111,7 @@ class Case:
 
 
 def reports_bandwidth(case: Case) -> bool:
-    """GB/s say something only for forward calls of memory-bound cases."""
-    return case.mode == FORWARD and case.memory_bound
+    return case.mode == FORWARD and case.memory_bound  # GB/s mean something there only
 
 
 def build_cases(make: Callable[..., Case], specs: dict[str, list[tuple]]) -> dict[str, list[Case]]:
@@ -220,16 +211,11 @@ def kernel_peers(op: str, **own: Factory) -> dict[str, Factory]:
 
 @dataclass(frozen=True)
 class Family:
-    """Ops compared against the same peers, printed in one table.
-
-    `cases`: case set ("cpu", also for a device type without its own list; "cuda"; "tiny") ->
-    op -> its cases in report order. `peers`: op -> label -> factory, in column order.
-    `fast_s2s(op, backend)`: the fast_s2s row's factory. `kernel_ops`: the fast_s2s.ops whose
-    backends an op runs on, where not the op itself. `reference_is_peer`: the reference backend
-    is the "reference" peer already. `throughput_table`: steps/s or tokens/s rather than GB/s.
-    `left_out(case, device type, quick)`: peer -> why it is not timed there (an optional package
-    missing, a mode it lacks, too slow for --quick).
-    """
+    """Ops compared against the same peers, printed in one table. `cases`: case set ("cpu", also
+    for devices without their own; "cuda"; "tiny") -> op -> cases. `peers`: op -> label ->
+    factory, in column order. `kernel_ops`: the fast_s2s.ops an op runs on, where not itself.
+    `reference_is_peer`: the reference backend is the "reference" peer. `left_out(case, device
+    type, quick)`: peer -> why it is not timed there."""
 
     name: str
     cases: dict[str, dict[str, list[Case]]]

@@ -2,41 +2,34 @@
 sequence) and gru (the fast_s2s.nn.GRU module as an encoder: 2 layers, bidirectional). The
 weights are torch.nn.Parameters initialised as torch.nn does, and the torch.nn peers and
 fast_s2s.nn.GRU take those very tensors as their parameters: every implementation computes with
-the same weights and forward+backward differentiates the same leaves.
-"""
+the same weights and forward+backward differentiates the same leaves."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from fast_s2s.benchmark import family
 from fast_s2s.benchmark.family import FORWARD, FORWARD_BACKWARD, SPEEDUP, Call, Case, Goal, Inputs
+from fast_s2s.peers import torch_gru
 
-# A decoder loop's cell calls and a server's encoder calls: fast_s2s runs inside
-# fast_s2s.frozen_weights() (as greedy_decode, beam_search and the Translator do), so the CPU
-# kernels pack the weights once for all calls.
+# A decoder loop's cell calls and a server's encoder calls: fast_s2s runs inside frozen_weights()
+# (as greedy_decode, beam_search and the Translator do): the CPU kernels pack weights once.
 FROZEN = "frozen"
 BATCH1_ENCODERS = (
     {"T": 25, "B": 1, "I": 64, "H": 64, "L": 1, "dirs": 2},
     {"T": 25, "B": 1, "I": 256, "H": 256, "L": 2, "dirs": 2},
 )
-GATES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # torch.nn's names, in its order
 RUNTIMES = ("onnxruntime", "openvino")
 QUICK_COMPILE = (
-    "--quick leaves it out of gru_layer forward+backward: compiling the 50-step reference loop "
-    "and its backward takes 40-65 s on a 2-core machine when the inductor cache is cold (timed "
-    "in full mode)"
+    "--quick leaves it out of gru_layer forward+backward: compiling the 50-step loop and its "
+    "backward takes 40-65 s on 2 cores with a cold inductor cache (timed in full mode)"
 )
 
 
 def _case(op: str, mode: str, label: str, dims: dict, small: bool = False, **fields) -> Case:
-    """gru_cell is memory-bound at B=1 (a row reads all 3H x (I + H) weights once) and, on CUDA
-    (`small`), at B <= 16, where it carries the GPU goal; the sequence ops are GEMM-bound. gru
-    runs two layers, both directions, unless the case says otherwise."""
+    """gru_cell is memory-bound at B=1 and on CUDA at B <= 16 (`small`, its GPU goal); the others
+    are GEMM-bound. gru runs two layers, both directions, unless the case says otherwise."""
     if op == "gru_cell":
         fields.update(memory_bound=dims["B"] == 1 or small)
         fields.update(goals=(Goal(SPEEDUP, 2.0, "GRUCell"),) if small else ())
@@ -96,8 +89,7 @@ def _tiny_cases() -> dict[str, list[Case]]:
 
 
 def _weights(I: int, H: int, gen: torch.Generator, device, dtype, grad: bool) -> list:
-    """w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,), uniform(-1/sqrt(H), 1/sqrt(H)) as torch.nn
-    initialises them, drawn like family.randn."""
+    """w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,) drawn as torch.nn initialises them."""
     shapes = ((3 * H, I), (3 * H, H), (3 * H,), (3 * H,))
     draws = [(torch.rand(s, generator=gen, dtype=torch.float32) * 2 - 1) * H**-0.5 for s in shapes]
     return [nn.Parameter(w.to(device, dtype), grad) for w in draws]
@@ -124,7 +116,7 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
         for layer in range(L):
             for direction in ("", "_reverse")[:dirs]:
                 params += _weights(I if layer == 0 else dirs * H, H, gen, device, dtype, grad)
-                names += [f"{name}_l{layer}{direction}" for name in GATES]
+                names += [f"{name}_l{layer}{direction}" for name in torch_gru.GATES]
         extra["params"] = dict(zip(names, params, strict=True))
         args: tuple[torch.Tensor, ...] = (x, h)
         output_numel = d["T"] * B * dirs * H  # output (T, B, dirs * H)
@@ -144,9 +136,8 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
 
 
 def gemm_flops(case: Case) -> int:
-    """The matrix products of one call: 2 * rows * 3H * (I + H) per layer and direction (a layer
-    past the first reads the directions' outputs), three times that with the backward (dx and
-    dh, dW_ih and dW_hh); the O(H) gates are not counted."""
+    """The matrix products of one call: 2 * rows * 3H * (I + H) per layer and direction, three
+    times that with the backward (dx, dh, dW_ih, dW_hh); the O(H) gates are not counted."""
     d = case.shape
     L, dirs, H = d.get("L", 1), d.get("dirs", 1), d["H"]
     inputs = d["I"] + (L - 1) * dirs * H
@@ -155,29 +146,20 @@ def gemm_flops(case: Case) -> int:
 
 
 def _module(inputs: Inputs, cls: type = nn.GRU, twin: bool = False, **kw) -> nn.Module:
-    """torch.nn.GRUCell for gru_cell, else `cls` (torch.nn.GRU or fast_s2s.nn.GRU: gru_layer's
-    one layer as layer 0, or the module's layers and directions), holding the case's parameters
-    themselves: the same tensors, no copies. `twin`: float32 copies on the CPU instead, what the
-    ONNX graph of a runtime peer is built from."""
+    """torch.nn.GRUCell for gru_cell, else `cls` (torch.nn.GRU or fast_s2s.nn.GRU), holding the
+    case's parameters themselves (gru_layer's as layer 0). `twin`: float32 copies on the CPU
+    instead, what the ONNX graph of a runtime peer is built from."""
     x, h = inputs.args[:2]
-    suffix = "_l0" if x.dim() == 3 else ""  # torch.nn.GRU's names for gru_layer's weights
+    suffix = "_l0" if x.dim() == 3 else ""
     params = inputs.extra.get("params") or {
-        name + suffix: p for name, p in zip(GATES, inputs.args[2:], strict=True)
+        name + suffix: p for name, p in zip(torch_gru.GATES, inputs.args[2:], strict=True)
     }
-    dirs = 2 if any(name.endswith("_reverse") for name in params) else 1  # type: ignore[union-attr]
+    if twin:
+        params = {k: nn.Parameter(p.detach().float().cpu()) for k, p in params.items()}
     device, dtype = ("cpu", torch.float32) if twin else (x.device, x.dtype)
-    kw.update(device=device, dtype=dtype)
-    if x.dim() == 2:
-        module: nn.Module = nn.GRUCell(x.shape[1], h.shape[1], **kw)
-    else:
-        layers = h.shape[0] // dirs if h.dim() == 3 else 1
-        module = cls(x.shape[2], h.shape[-1], num_layers=layers, bidirectional=dirs == 2, **kw)
-    for name, param in params.items():  # type: ignore[union-attr]
-        param = nn.Parameter(param.detach().float().cpu()) if twin else param
-        setattr(module, name, param)  # nn.RNNBase keeps its _flat_weights in step
-    if isinstance(module, nn.RNNBase):
-        module.flatten_parameters()  # cuDNN's flat weight buffer; a no-op on the CPU
-    return module
+    cls = nn.GRUCell if x.dim() == 2 else cls
+    size = x.shape[-1], h.shape[-1]
+    return torch_gru.gru_module(params, *size, cls, device=device, dtype=dtype, **kw)
 
 
 def torch_gru_cell(inputs: Inputs) -> Call:
@@ -185,21 +167,10 @@ def torch_gru_cell(inputs: Inputs) -> Call:
     return lambda: cell(x, h)
 
 
-def gru_implementation(x: torch.Tensor) -> str:
-    """Whether torch runs torch.nn.GRU on `x` with cuDNN: exactly when
-    torch.cudnn_is_acceptable(input) (aten/src/ATen/native/RNN.cpp)."""
-    if torch.cudnn_is_acceptable(x):
-        return "torch.nn.GRU (cuDNN)"
-    return "torch.nn.GRU (torch's own kernels: torch.cudnn_is_acceptable is False)"
-
-
 def _gru(inputs: Inputs, cls=nn.GRU, **kw) -> Call:
-    """`cls` (torch.nn.GRU or fast_s2s.nn.GRU) on the case's parameters (_module), as gru(x, h0):
-    gru_layer's one layer (h0 (B, H) viewed as (1, B, H), inside the timed call only when h0
-    needs a gradient: a view made once would be freed by the first backward), or the module's
-    layers and directions. torch.nn.GRU takes the lengths as pack_padded_sequence(x, lengths,
-    enforce_sorted=False), packed outside the timed call unless x needs a gradient, and returns
-    the packed data: the peer at its cheapest."""
+    """`cls` (torch.nn.GRU or fast_s2s.nn.GRU) on the case's parameters as gru(x, h0): gru_layer's
+    h0 (B, H) is viewed as (1, B, H), inside the timed call only when it needs a gradient (a
+    view made once would be freed by the first backward)."""
     x, h0 = inputs.args[:2]
     lengths, gru = inputs.kwargs["lengths"], _module(inputs, cls, **kw)
     if h0.dim() == 2 and not h0.requires_grad:
@@ -207,19 +178,9 @@ def _gru(inputs: Inputs, cls=nn.GRU, **kw) -> Call:
     state = (lambda: h0.unsqueeze(0)) if h0.dim() == 2 else (lambda: h0)
     if cls is not nn.GRU:
         return lambda: gru(x, state(), lengths=lengths)[0]
-    if lengths is None:
-        call = lambda: gru(x, state())[0]  # noqa: E731
-    elif x.requires_grad:  # packing is part of the graph
-        lengths = lengths.cpu()  # pack_padded_sequence takes CPU lengths
-
-        def call():
-            return gru(pack_padded_sequence(x, lengths, enforce_sorted=False), state())[0].data
-
-    else:
-        packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)  # once per batch
-        call = lambda: gru(packed, state())[0].data  # noqa: E731
+    call = torch_gru.gru_call(gru, x, state, lengths)  # type: ignore[arg-type]
     if x.is_cuda:
-        call.implementation = gru_implementation(x)  # type: ignore[attr-defined]
+        call.implementation = torch_gru.gru_implementation(x)  # type: ignore[attr-defined]
     return call
 
 
@@ -241,10 +202,9 @@ def fast_s2s_call(op: str, backend: str) -> family.Factory:
 
 
 def runtime_peer(runtime: str) -> family.Factory:
-    """ONNX Runtime or OpenVINO (fast_s2s/peers/onnx_gru.py) running an ONNX graph of GRU nodes
-    built from the case's weights, forward on the CPU, at torch's thread count: pinned to
-    float32, or for a bfloat16 case OpenVINO at its own default precision (bf16 where the CPU
-    has it)."""
+    """ONNX Runtime or OpenVINO running an ONNX graph of GRU nodes built from the case's weights
+    (fast_s2s/peers/onnx_gru.py), forward on the CPU at torch's thread count: pinned to float32,
+    or for a bfloat16 case OpenVINO at its own default precision (bf16 where the CPU has it)."""
 
     def make(inputs: Inputs) -> Call:
         from fast_s2s.peers import onnx_gru
@@ -255,19 +215,11 @@ def runtime_peer(runtime: str) -> family.Factory:
             raise family.PeerSkipped(
                 f"{runtime} is measured on float32 inputs (OpenVINO also at its bf16 default)"
             )
-        lengths = inputs.kwargs.get("lengths")
-        T, B = (None, x.shape[0]) if x.dim() == 2 else x.shape[:2]
         if h.dim() == 2 and x.dim() == 3:  # gru_layer's h0 (B, H) is the GRU's (1, B, H)
             h = h.unsqueeze(0)
-        graph = onnx_gru.gru_onnx_model(
-            _module(inputs, twin=True), with_lengths=lengths is not None, steps=T, batch=B
-        )
-        precision = "default" if bf16 else "f32"
-        runner = onnx_gru.make_runner(runtime, graph, torch.get_num_threads(), precision=precision)
-        feeds = onnx_gru.gru_inputs(x, h, lengths)  # converted once, outside the timed calls
-        call = functools.partial(runner, feeds)
-        call.implementation = runner.description  # type: ignore[attr-defined]
-        return call
+        threads, precision = torch.get_num_threads(), "default" if bf16 else "f32"
+        twin, lengths = _module(inputs, twin=True), inputs.kwargs.get("lengths")
+        return onnx_gru.runtime_call(runtime, twin, x, h, lengths, threads, precision)  # type: ignore[arg-type]
 
     return make
 

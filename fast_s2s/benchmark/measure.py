@@ -1,8 +1,6 @@
-"""Timing (per-call medians; a case's implementations in alternating rounds; CUDA calls between
-an event pair each), the rooflines at an op's own traffic, so that both sit in the same cache
-level (read: torch.sum over its reads; copy: dst.copy_(src) moving its reads + writes, counted
-both ways as CUDA's bandwidthTest does) and the sgemm rate: the measured half of the machine
-block, whose description is fast_s2s.machine."""
+"""Timing (per-call medians, a case's implementations in alternating rounds, CUDA calls between
+events), rooflines at an op's own traffic so both sit in the same cache level (read: torch.sum;
+copy: dst.copy_(src), counted both ways as CUDA's bandwidthTest does), and the sgemm rate."""
 
 from __future__ import annotations
 
@@ -120,15 +118,11 @@ def measure_interleaved(
     rounds: int = ROUNDS,
 ) -> list[Timing | Exception]:
     """Times every (call, scope) of one case in `rounds` alternating rounds, each with a share of
-    the budget, so that a drift in the machine's speed falls on every implementation alike. Each
-    round runs inside the call's scope (entered afresh) after one untimed call (the first round:
-    `budget.warmup`). A call that raises is dropped and its exception returned in its place."""
-    share = Budget(
-        warmup=budget.warmup,
-        min_repeats=max(1, math.ceil(budget.min_repeats / rounds)),
-        max_repeats=max(1, math.ceil(budget.max_repeats / rounds)),
-        min_time_s=budget.min_time_s / rounds,
-    )
+    the budget, so a drift in the machine's speed falls on all alike. A round runs in the call's
+    scope, entered afresh, after one untimed call (the first round: `budget.warmup`); a call
+    that raises is dropped and its exception returned in its place."""
+    per_round = [max(1, math.ceil(n / rounds)) for n in (budget.min_repeats, budget.max_repeats)]
+    share = Budget(budget.warmup, *per_round, budget.min_time_s / rounds)
     samples: list[list[float]] = [[] for _ in calls]
     failed: dict[int, Exception] = {}
     for r in range(rounds):
@@ -203,6 +197,6 @@ def sgemm_rate(device, budget: Budget = FULL_BUDGET, n: int | None = None) -> di
 
 
 def gemm_choices() -> list[str]:
-    """What the CPU GEMM layer chose for each product site so far (empty without the extension)."""
+    """The CPU GEMM layer's choice per product site so far (empty without the extension)."""
     report = machine.gemm_report()
     return list(report.choices) if report else []

@@ -2,8 +2,7 @@
 (tokens/s over B * (max_len + 1): eos's output bias keeps every decode to max_len + 1 steps,
 checked) of the whole fast_s2s.models.Seq2Seq on each backend, against the same model and
 weights on backend="reference", the Python search loop and the torch.nn model (TorchNNSeq2Seq).
-Data: the reverse task's shape (V = 54 with the 4 specials), seeded; the dates model's sizes.
-"""
+Data: the reverse task's shape (V = 54 with the 4 specials), seeded; the dates model's sizes."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import torch
 
 from fast_s2s.benchmark.family import DECODE, TRAIN_STEP, Call, Case, Factory, Family, Inputs
 from fast_s2s.peers.torch_nn_seq2seq import TorchNNSeq2Seq
-from fast_s2s.training.optimizer import adam
+from fast_s2s.training.optimizer import adam, train_step
 
 # The fast_s2s.ops the model runs, whose backends decide the model's.
 MODEL_KERNEL_OPS = ("gru_layer", "gru_cell", "additive_attention", "dot_attention")
@@ -70,9 +69,8 @@ TINY_CASES = [
 
 
 def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> Inputs:
-    """Everything is in extra: "mode", "config", "state_dict" (the weights every implementation
-    loads), the batch ("src", "src_lengths"; training also "tgt_in", "tgt_out"), "beam",
-    "max_len", and the throughput's "work" per call, "work_unit" and "hypothesis_tokens"."""
+    """All in extra: "mode", "config", "state_dict" (the weights all load), the batch ("src",
+    "src_lengths", "tgt_in", "tgt_out"), "beam", "max_len", "work", "work_unit" and the like."""
     from fast_s2s.data import collate
     from fast_s2s.models import Seq2Seq, Seq2SeqConfig
 
@@ -114,27 +112,21 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
 
 
 def _train_step(model, x: dict) -> Call:
-    """One training step per call, as fast-s2s train does it, with this model's own Adam."""
+    """One training step per call, as fast-s2s train takes it, with this model's own Adam."""
     model.train()
     optimizer = adam(model.parameters(), LR)
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    batch = x["src"], x["src_lengths"], x["tgt_in"], x["tgt_out"]
 
-    def step() -> torch.Tensor:
-        loss_sum, n_tokens = model.loss(x["src"], x["src_lengths"], x["tgt_in"], x["tgt_out"])
-        loss = loss_sum / max(1, n_tokens)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, CLIP)
-        optimizer.step()
-        return loss.detach()
+    def loss() -> torch.Tensor:
+        loss_sum, n_tokens = model.loss(*batch)
+        return loss_sum / max(1, n_tokens)
 
-    return step
+    return lambda: train_step(loss, optimizer, model.parameters(), CLIP)
 
 
 def _decoding(x: dict, decode, tokens) -> Call:
     """A call decoding the case's batch, decode(src, lengths, beam, max_len), that fails the row
-    if a hypothesis ended before max_len: the tokens per call, and so the tokens/s, would be
-    wrong."""
+    if a hypothesis ended before max_len: the tokens per call, so the tokens/s, would be wrong."""
     src, src_lengths, beam, max_len = x["src"], x["src_lengths"], x["beam"], x["max_len"]
 
     def run() -> list:

@@ -1,9 +1,6 @@
-"""Every op family in one place, and what is looked up through them: a device's cases, a case's
-inputs, the implementations a case times (`Impl`: each fast_s2s backend, labelled with the
-concrete backend that runs, then the peers), worked out without touching the device (so
---device cuda --plan needs no GPU). To add an op family: write its module
-(cases, make_inputs, peers, the fast_s2s call: see attention_family.py) and list it in FAMILIES.
-"""
+"""Every op family, and what is looked up through them: a device's cases, a case's inputs, the
+implementations a case times (`Impl`), worked out without touching the device (--device cuda
+--plan needs no GPU). To add a family: write its module (see attention_family.py), list it here."""
 
 from __future__ import annotations
 
@@ -16,7 +13,8 @@ import torch
 from fast_s2s import backends as _backends
 from fast_s2s.benchmark import attention_family, gru_family, model_family
 from fast_s2s.benchmark.family import SHAPE_SETS, Case, Factory, Family, Inputs
-from fast_s2s.benchmark.peers import PEER_IMPLEMENTATIONS
+from fast_s2s.checks import CPU_DTYPES, CUDA_DTYPES
+from fast_s2s.peers import PEER_IMPLEMENTATIONS
 
 FAMILIES: tuple[Family, ...] = (
     attention_family.FAMILY,
@@ -28,16 +26,11 @@ FAMILY_OF: dict[str, Family] = {op: f for f in FAMILIES for op in f.ops}
 OPS: tuple[str, ...] = tuple(FAMILY_OF)  # every op, in report order
 FAST_S2S, PEER = "fast_s2s", "peer"  # a row's "kind"
 CONCRETE_BACKENDS = tuple(b for b in _backends.BACKENDS if b != "auto")
-# The dtypes fast_s2s's ops take per device type (docs/DESIGN.md): float16 is CUDA's only; and
-# what is timed when --dtype is not given (on CUDA the three dtypes of the GPU targets).
-DEVICE_DTYPES: dict[str, tuple[str, ...]] = {
-    "cpu": ("float32", "bfloat16", "float64"),
-    "cuda": ("float32", "float16", "bfloat16", "float64"),
-}
-DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {
-    "cpu": ("float32",),
-    "cuda": ("float32", "float16", "bfloat16"),
-}
+# The dtypes the ops take per device type (fast_s2s.checks), and those timed when --dtype is not
+# given (on CUDA the three of the GPU targets).
+DEVICE_DTYPES = {device: tuple(str(t).removeprefix("torch.") for t in dtypes)
+                 for device, dtypes in (("cpu", CPU_DTYPES), ("cuda", CUDA_DTYPES))}  # fmt: skip
+DEFAULT_DTYPES = {"cpu": ("float32",), "cuda": ("float32", "float16", "bfloat16")}
 
 
 def select_cases(
@@ -66,9 +59,8 @@ def make_inputs(case: Case, device: torch.device | str, dtype: torch.dtype) -> I
 
 @dataclass
 class Impl:
-    """One row of a case: `make(inputs)` returns the call to time; None with `reason` set when
-    it cannot run here. `backend` is the concrete fast_s2s backend (several joined by "+" when
-    auto picks different ones for the ops a model runs)."""
+    """One row of a case: `make(inputs)` returns the call to time (None: `reason` says why not);
+    `backend`: the concrete fast_s2s backend ("+"-joined where a model's ops differ)."""
 
     label: str
     kind: str
@@ -105,36 +97,24 @@ def _left_out_by_default(op: str, backend: str, device: torch.device, quick: boo
         if (why := _backends.why_unavailable(kernel, backend, device)) is not None:
             return f"{kernel}: {why}" if len(kernels) > 1 else why
     cpu = device.type == "cpu"
+    asked = "; name it in --backends to time it anyway"
     if backend == "reference" and FAMILY_OF[op].reference_is_peer:
-        return (
-            "it is the reference peer (the same model on backend='reference'); name it in "
-            "--backends to time it as a fast_s2s row too"
-        )
+        return "it is the reference peer (the same model on backend='reference')" + asked
     if backend == "triton" and cpu:
-        return (
-            "Triton runs on CPU tensors only in the interpreter (TRITON_INTERPRET=1), which "
-            "is not a performance path; pass --backends triton to time it anyway"
-        )
+        return "Triton runs on CPU tensors only in its interpreter, not a performance path" + asked
     if backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
-        return (
-            "TRITON_INTERPRET=1 is set, so Triton would run in its interpreter, not on the "
-            "GPU; unset it (or set TRITON_INTERPRET=0) to time the Triton kernels"
-        )
+        return "TRITON_INTERPRET=1 would run Triton in its interpreter: unset it to time the GPU"
     if backend == "reference" and quick and cpu:
-        return (
-            "--quick leaves it out (it is the reference peer plus dispatch); name it in "
-            "--backends to time it"
-        )
+        return "--quick leaves it out (it is the reference peer plus dispatch)" + asked
     return None
 
 
 def default_backends(
     op: str, device: torch.device | str, quick: bool = False
 ) -> tuple[list[str], dict[str, str]]:
-    """Every available concrete backend plus "auto", and those left out with the reason: Triton
-    on CPU tensors (its interpreter) and under TRITON_INTERPRET=1, the reference backend where it
-    is the family's reference peer, and on the CPU with --quick (on CUDA every backend is timed:
-    the fastest-backend summary compares them)."""
+    """Every available concrete backend plus "auto", and those left out with the reason (Triton in
+    its interpreter, the reference where it is a peer or, on the CPU, with --quick; on CUDA every
+    backend is timed: the fastest-backend summary compares them)."""
     reasons = {
         b: _left_out_by_default(op, b, torch.device(device), quick) for b in CONCRETE_BACKENDS
     }
@@ -160,10 +140,9 @@ def build_impls(
     peers: list[str] | None = None,
     quick: bool = False,
 ) -> list[Impl]:
-    """Every implementation of `case`: the fast_s2s backends (default_backends when `backends`
-    is None, those left out as rows with their reason), then the peers among `peers` (all when
-    None), in column order; those the family leaves out (Family.left_out) come with the reason
-    and nothing to run."""
+    """Every implementation of `case`: the fast_s2s backends (default_backends when `backends` is
+    None), then the peers among `peers` (all when None) in column order; those left out (by
+    default_backends or Family.left_out) with their reason and nothing to run."""
     left_out: dict[str, str] = {}
     if backends is None:
         backends, left_out = default_backends(case.op, device, quick)

@@ -1,19 +1,14 @@
 """Showing and saving results: the machine block, one table per op family, the JSON file (written
-atomically), the PNG; and, from the rows alone, the fastest backend per op and the goals.
-
-Fastest backend: per op that AUTO_PREFERENCE governs, at its target cases in every dtype, the
-rows that asked for a concrete backend are ranked by the geometric mean of median / the case's
-fastest median, those that ran everywhere first: the suggested AUTO_PREFERENCE order (reference
-appended: auto's fallback); `split` flags an op whose winner differs between cases or dtypes.
-"""
+atomically), the PNG; and, from the rows alone, the fastest backend per op (the AUTO_PREFERENCE
+order a run suggests) and the goals."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterable
 from itertools import zip_longest
+from statistics import geometric_mean
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,8 +17,8 @@ from rich.text import Text
 
 from fast_s2s.atomic import write_atomically
 from fast_s2s.benchmark.family import COPY_FRACTION, Goal
-from fast_s2s.benchmark.peers import PEER_NAMES
 from fast_s2s.benchmark.registry import CONCRETE_BACKENDS, FAMILY_OF, FAST_S2S, OPS
+from fast_s2s.peers import PEER_NAMES
 
 MACHINE_KEYS = {
     "cpu": "CPU", "cpu_count": "CPU cores (os)", "torch_threads": "torch threads",
@@ -39,24 +34,16 @@ MACHINE_KEYS = {
     "fast_s2s": "fast_s2s", "extension_loaded": "extension loaded",
 }  # fmt: skip
 OPS_NOTE = (
-    "[dim]vs X = X's median / this row's median (above 1: fast_s2s is faster). GB/s counts "
-    "the compulsory reads (query, keys, values; x, h and the weights for gru_cell), for "
-    "memory-bound cases only; % roof = of the read roofline (torch.sum over as many bytes); "
-    "% copy = reads + writes (context and weights; h') per second, of the copy roofline "
-    "(dst.copy_(src) moving as many bytes, read + written); both measured in the same run. "
-    "GFLOP/s counts the GRU ops' matrix products (2 x rows x 3H x (I + H) per layer and "
-    "direction, x3 with the backward); % sgemm = of the machine's sgemm rate above (torch.mm, "
-    "same run).[/dim]"
+    "[dim]vs X = X's median / this row's median (above 1: fast_s2s is faster). GB/s: compulsory "
+    "reads per second (memory-bound cases); % roof: of the read roofline (torch.sum over as many "
+    "bytes); % copy: reads + writes, of the copy roofline (dst.copy_(src)); GFLOP/s: the GRU "
+    "matrix products (x3 with the backward); % sgemm: of the sgemm rate above. All same run.[/dim]"
 )
 THROUGHPUT_NOTE = (
-    "[dim]model: the same fast_s2s.models.Seq2Seq and weights on each backend; reference = "
-    "backend='reference'. steps/s: training steps (loss, backward, clipping, Adam) per second; "
-    "tokens/s: B x (max_len + 1) output tokens per decode (the best hypothesis per sentence, eos "
-    "included), eos kept from winning before max_len so every decode runs the same steps. "
-    "'native loop' / 'cuda-graph loop' / 'python loop': the search loop that ran "
-    "(fast_s2s.models.decode_path); python-loop = the Python loop on backend='auto'; torch.nn = "
-    "the model from torch.nn modules in a Python loop; vs weight read = us/token over the time "
-    "to read the decoder's weights once.[/dim]"
+    "[dim]model: the same Seq2Seq and weights on each backend. steps/s: training steps (loss, "
+    "backward, clipping, Adam); tokens/s: B x (max_len + 1) tokens per decode (eos kept from "
+    "winning early). '... loop': the search loop that ran (fast_s2s.models.decode_path); vs "
+    "weight read: us/token over the time to read the decoder's weights once.[/dim]"
 )
 # a decode row's "decode_loop" -> its label's suffix (anything else is a "python: why" loop)
 LOOP_LABELS = {
@@ -196,9 +183,8 @@ def family_table(rows: list[dict], title: str, throughput: bool = False) -> Tabl
             label = row["impl"]
             if row.get("decode_loop"):  # which search loop ran (fast_s2s.models.decode_path)
                 label += " " + LOOP_LABELS.get(row["decode_loop"], "python loop")
-            figures = [FAILED_TEXT, *[""] * (len(columns) - 1)]
-            if row["status"] == "ok":
-                figures = [cell(row) for _, cell in columns]
+            failed = [FAILED_TEXT, *[""] * (len(columns) - 1)]
+            figures = [cell(row) for _, cell in columns] if row["status"] == "ok" else failed
             bold = "bold" if row["kind"] == FAST_S2S else ""
             table.add_row(caption or "", Text(label, style=bold), *figures)
     return table
@@ -212,9 +198,8 @@ def print_results(console: Console, rows: list[dict], title: str = "results") ->
         groups.setdefault(FAMILY_OF[row["op"]].name, []).append(row)
     throughput = {name: FAMILY_OF[g[0]["op"]].throughput_table for name, g in groups.items()}
     for name, group in groups.items():
-        console.print(
-            family_table(group, f"{title}: {name}" if len(groups) > 1 else title, throughput[name])
-        )
+        named = f"{title}: {name}" if len(groups) > 1 else title
+        console.print(family_table(group, named, throughput[name]))
     if not all(throughput.values()):
         console.print(OPS_NOTE)
     if any(throughput.values()):
@@ -224,8 +209,8 @@ def print_results(console: Console, rows: list[dict], title: str = "results") ->
         for row in (r for r in rows if r["status"] == status):
             seen.setdefault((row["op"], row["impl"], row["reason"] or ""), []).append(row["case"])
         for (op, impl, reason), cases in seen.items():
-            where = f" ({cases[0] if len(cases) == 1 else f'{len(cases)} cases'})"
-            where = where if status == "failed" else ""
+            where = cases[0] if len(cases) == 1 else f"{len(cases)} cases"
+            where = f" ({where})" if status == "failed" else ""
             console.print(f"{word} {escape(impl)} on {op}{where}: {escape(reason)}")
 
 
@@ -297,33 +282,22 @@ BASIS = (
 
 def _rank(entries: list[dict], not_timed: dict[str, str]) -> dict:
     """One op's summary from its {case, dtype} entries."""
-    for entry in entries:
-        if times := entry["times_us"]:
-            entry["winner"] = min(times, key=times.__getitem__)
-            entry["slowdown"] = {b: t / times[entry["winner"]] for b, t in times.items()}
-    timed = [e for e in entries if e["winner"] is not None]
+    timed = [e for e in entries if e["times_us"]]
+    for e in timed:
+        e["winner"] = min(e["times_us"], key=e["times_us"].__getitem__)
+        e["slowdown"] = {b: t / e["times_us"][e["winner"]] for b, t in e["times_us"].items()}
     backends = [b for b in CONCRETE_BACKENDS if any(b in e["times_us"] for e in timed)]
     ran_in = {b: sum(b in e["times_us"] for e in timed) for b in backends}
     wins = {b: sum(e["winner"] == b for e in timed) for b in backends}
-    geomean = {}
-    for b in backends:
-        slowdowns = [e["slowdown"][b] for e in timed if b in e["slowdown"]]
-        geomean[b] = math.exp(sum(map(math.log, slowdowns)) / len(slowdowns))
+    geomean = {b: geometric_mean([e["slowdown"][b] for e in timed if b in e["slowdown"]])
+               for b in backends}  # fmt: skip
     order = sorted(backends, key=lambda b: (ran_in[b] < len(timed), geomean[b], -wins[b]))
     auto_now = sorted({e["auto"] for e in entries if e["auto"]})
-    return {
-        "cases": entries,
-        "order": order,
-        "winner": order[0] if order else None,
-        "wins": wins,
-        "geomean_slowdown": geomean,
-        "ran_in": ran_in,
-        "cases_timed": len(timed),
-        "not_timed": {b: r for b, r in not_timed.items() if ran_in.get(b, 0) < len(timed)},
-        "split": len({e["winner"] for e in timed}) > 1,
-        "auto_now": auto_now,
-        "auto_agrees": (auto_now == [order[0]]) if order and auto_now else None,
-    }
+    return {"cases": entries, "order": order, "winner": order[0] if order else None,
+            "wins": wins, "geomean_slowdown": geomean, "ran_in": ran_in, "cases_timed": len(timed),
+            "not_timed": {b: r for b, r in not_timed.items() if ran_in.get(b, 0) < len(timed)},
+            "split": len({e["winner"] for e in timed}) > 1, "auto_now": auto_now,
+            "auto_agrees": (auto_now == [order[0]]) if order and auto_now else None}  # fmt: skip
 
 
 def fastest_backends(rows: Iterable[dict]) -> dict:
@@ -337,26 +311,20 @@ def fastest_backends(rows: Iterable[dict]) -> dict:
         op, requested = row["op"], row.get("backend_requested")
         if row["kind"] != FAST_S2S or op not in KERNEL_OPS or not row.get("target"):
             continue
-        entry = per_op.setdefault(op, {}).setdefault(
-            (row["case_id"], row["dtype"]),
-            {"case_id": row["case_id"], "case": row["case"], "mode": row["mode"],
-             "dtype": row["dtype"], "times_us": {}, "winner": None, "slowdown": {}, "auto": None},
-        )  # fmt: skip
+        entry = per_op.setdefault(op, {}).setdefault((row["case_id"], row["dtype"]), {
+            **{k: row[k] for k in ("case_id", "case", "mode", "dtype")},
+            "times_us": {}, "winner": None, "slowdown": {}, "auto": None,
+        })  # fmt: skip
         if requested == "auto":
             entry["auto"] = row.get("backend")
-        elif requested not in CONCRETE_BACKENDS:
-            continue
-        elif row["status"] == "ok" and row.get("median_us"):
+        elif requested in CONCRETE_BACKENDS and row["status"] == "ok" and row.get("median_us"):
             entry["times_us"][requested] = row["median_us"]
-        else:
+        elif requested in CONCRETE_BACKENDS:
             not_timed.setdefault(op, {}).setdefault(requested, row.get("reason") or row["status"])
     ops = {op: _rank(list(per_op[op].values()), not_timed.get(op, {}))
            for op in KERNEL_OPS if op in per_op}  # fmt: skip
-    preference = {
-        op: [*info["order"], *(["reference"] if "reference" not in info["order"] else [])]
-        for op, info in ops.items()
-        if info["order"]
-    }
+    preference = {op: [*info["order"], *(["reference"] if "reference" not in info["order"] else [])]
+                  for op, info in ops.items() if info["order"]}  # fmt: skip
     orders = {tuple(order) for order in preference.values()}
     return {
         "basis": BASIS,
@@ -399,17 +367,18 @@ def print_fastest(console: Console, summary: dict) -> None:
             table.add_row(op, e["case"], e["dtype"], *times, winner, e["auto"] or "")
     console.print(table)
     for op, info in summary["ops"].items():
+        n, ran_in = info["cases_timed"], info["ran_in"]
         ranking = ", ".join(
-            f"{b} {info['geomean_slowdown'][b]:.2f}x ({info['wins'][b]}/{info['cases_timed']} won"
-            + (f", ran on {info['ran_in'][b]}" if info["ran_in"][b] < info["cases_timed"] else "")
-            + ")"
+            f"{b} {info['geomean_slowdown'][b]:.2f}x ({info['wins'][b]}/{n} won"
+            + (f", ran on {ran_in[b]})" if ran_in[b] < n else ")")
             for b in info["order"]
         )
-        notes = []
-        if info["split"]:
-            notes.append("[yellow]split: the winner differs between cases or dtypes[/yellow]")
-        if info["auto_agrees"] is False:
-            notes.append(f"[yellow]auto now picks {', '.join(info['auto_now'])}[/yellow]")
+        notes = ["[yellow]split: the winner differs between cases or dtypes[/yellow]"] * info[
+            "split"
+        ]
+        notes += [f"[yellow]auto now picks {', '.join(info['auto_now'])}[/yellow]"] * (
+            info["auto_agrees"] is False
+        )
         notes += [f"{b} not timed everywhere: {escape(r)}" for b, r in info["not_timed"].items()]
         console.print(
             f"{op}: [bold]{info['winner'] or 'none'}[/bold] fastest; geomean median / fastest: "
@@ -460,9 +429,9 @@ def print_goals(console: Console, results: list[dict]) -> None:
         else:
             value = _percent(r["value"]) if r["metric"] == COPY_FRACTION else f"{r['value']:.2f}x"
         met = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "[dim]-[/dim]"}[r["met"]]
-        case = f"{r['op']} {r['case']}"
-        table.add_row(case, r["dtype"], escape(r["impl"]), r["goal"], value, met)
+        table.add_row(
+            f"{r['op']} {r['case']}", r["dtype"], escape(r["impl"]), r["goal"], value, met
+        )
     console.print(table)
-    counted = [r for r in results if r["met"] is not None]
-    met_count = sum(r["met"] for r in counted)
-    console.print(f"goals met: {met_count} of {len(counted)} measured ({len(results)} in all)")
+    counted = [r["met"] for r in results if r["met"] is not None]
+    console.print(f"goals met: {sum(counted)} of {len(counted)} measured ({len(results)} in all)")

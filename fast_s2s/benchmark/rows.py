@@ -1,7 +1,6 @@
 """The one runner: result rows (flat JSON-ready dicts, one per implementation of a case) for
 `fast-s2s bench` (run_case) and the pytest-benchmark suite in bench/ alike. `speedup_vs[peer]` =
-peer median / fast_s2s median on the same case, device and dtype (above 1: fast_s2s is faster).
-"""
+peer median / fast_s2s median on the same case, device and dtype (above 1: fast_s2s is faster)."""
 
 from __future__ import annotations
 
@@ -12,24 +11,10 @@ from dataclasses import replace
 
 import torch
 
-from fast_s2s.benchmark import measure
-from fast_s2s.benchmark.family import (
-    DECODE,
-    FORWARD,
-    FORWARD_BACKWARD,
-    Case,
-    Inputs,
-    PeerSkipped,
-    reports_bandwidth,
-)
+from fast_s2s.benchmark import family, measure, registry
+from fast_s2s.benchmark.family import DECODE, FORWARD, FORWARD_BACKWARD, Case, Inputs, PeerSkipped
 from fast_s2s.benchmark.measure import COPY, READ, Budget, Roofline, Timing
-from fast_s2s.benchmark.registry import (
-    FAST_S2S,
-    Impl,
-    build_impls,
-    implementation_name,
-    make_inputs,
-)
+from fast_s2s.benchmark.registry import FAST_S2S, Impl, build_impls, implementation_name
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 # The measured fields of a row, None (repeats 0, speedup_vs {}) until they are measured.
@@ -86,9 +71,8 @@ def error_reason(exc: BaseException) -> str:
 def prepare(
     impl: Impl, case: Case, inputs: Inputs, device: torch.device, row: dict
 ) -> tuple[Callable[[], object], Scope]:
-    """Builds the step of `impl` and runs it once (the first call compiles and initialises;
-    never timed), recording what ran and how long that took. Returns the step and the scope a
-    round of its calls runs in (the call's `scope`, e.g. fast_s2s.frozen_weights, else none)."""
+    """Builds the step of `impl` and runs it once, untimed (it compiles, initialises), recording
+    what ran; returns the step and the scope its rounds run in (e.g. fast_s2s.frozen_weights)."""
     assert impl.make is not None
     call = impl.make(inputs)
     scope: Scope = getattr(call, "scope", None) or contextlib.nullcontext
@@ -105,7 +89,6 @@ def prepare(
 
 
 def record(row: dict, timing: Timing) -> dict:
-    """The row of an implementation that ran, with its timing."""
     row.update(status=OK, reason=None, **timing.as_dict())
     return row
 
@@ -125,7 +108,7 @@ def add_figures(
         read_gbps, _ = rooflines[READ].measure(nbytes, dtype)  # type: ignore[arg-type]
         for row in rows:
             row.update(weight_bytes=nbytes, weight_read_us=nbytes / (read_gbps * 1e9) * 1e6)
-    if reports_bandwidth(case) and (ran or not rooflines):
+    if family.reports_bandwidth(case) and (ran or not rooflines):
         read, moved = inputs.read_bytes, inputs.moved_bytes
         roofs = {k: rooflines[k].measure(n, dtype)[0] if k in rooflines else None
                  for k, n in ((READ, read), (COPY, moved))}  # fmt: skip
@@ -139,8 +122,7 @@ def add_figures(
             row["copy_fraction"] = row["copy_gbps"] / roofs[COPY] if roofs[COPY] else None
     work, unit, flops = extra.get("work"), extra.get("work_unit"), inputs.flops
     for row in rows:
-        if flops:
-            row["flops"] = flops
+        row["flops"] = flops or None
         if work and unit:
             row.update(work=work, work_unit=unit, hypothesis_tokens=extra.get("hypothesis_tokens"))
     for row in ran:
@@ -156,26 +138,18 @@ def add_figures(
 
 
 def run_case(
-    case: Case,
-    device: torch.device | str,
-    dtype: torch.dtype,
-    *,
-    backends: list[str] | None = None,
-    peers: list[str] | None = None,
-    budget: Budget = measure.FULL_BUDGET,
-    rooflines: dict[str, Roofline] | None = None,
-    impls: list[Impl] | None = None,
-    quick: bool = False,
-    sgemm_gflops: float | None = None,
-) -> list[dict]:
+    case: Case, device: torch.device | str, dtype: torch.dtype, *,
+    backends: list[str] | None = None, peers: list[str] | None = None,
+    budget: Budget = measure.FULL_BUDGET, rooflines: dict[str, Roofline] | None = None,
+    impls: list[Impl] | None = None, quick: bool = False, sgemm_gflops: float | None = None,
+) -> list[dict]:  # fmt: skip
     """A row per implementation of `case` (registry.build_impls unless `impls` is given), all
     timed together in alternating rounds on the same inputs, with their figures; a failure in
     set-up, compilation or a call is a "failed" row with the reason, never an exception.
-    `rooflines` (READ and COPY) are shared across cases, so each traffic size is measured once
-    per run."""
+    `rooflines` (READ and COPY), shared across cases, measure each traffic size once a run."""
     device = torch.device(device)
     impls = build_impls(case, device, backends, peers, quick=quick) if impls is None else impls
-    inputs = make_inputs(case, device, dtype)
+    inputs = registry.make_inputs(case, device, dtype)
     rows = [base_row(case, impl, device, dtype) for impl in impls]
     prepared: list[tuple[int, Callable[[], object], Scope]] = []
     with grad_mode(case):
@@ -188,11 +162,8 @@ def run_case(
                 rows[i].update(status=SKIPPED, reason=str(exc))
             except Exception as exc:  # a failing implementation is a result, not a crash
                 rows[i].update(status=FAILED, reason=error_reason(exc))
-        timings = measure.measure_interleaved(
-            [(step, scope) for _, step, scope in prepared],
-            device,
-            replace(budget, warmup=max(0, budget.warmup - 1)),  # the first call was one
-        )
+        once = replace(budget, warmup=max(0, budget.warmup - 1))  # the first call was one
+        timings = measure.measure_interleaved([(f, s) for _, f, s in prepared], device, once)
     for (i, _, _), timing in zip(prepared, timings, strict=True):
         if isinstance(timing, Exception):
             rows[i].update(status=FAILED, reason=error_reason(timing))

@@ -7,6 +7,7 @@ are optional (the `peers` extra) and imported only when asked for.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 
@@ -250,6 +251,21 @@ def _openvino(model, threads: int, precision: str) -> tuple[Callable, str]:
 
     # Read back rather than trust the hint: the default is bf16 on CPUs with native bf16.
     return call, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
+
+def runtime_call(
+    name: str, gru: torch.nn.GRU | torch.nn.GRUCell, x: torch.Tensor, h: torch.Tensor,
+    lengths: torch.Tensor | None, threads: int, precision: str = "f32",
+) -> Callable[[], list[np.ndarray]]:  # fmt: skip
+    """A call running `gru` (float32, on the CPU) in runtime `name` on x and h (gru_inputs; the
+    graph's shapes fixed to x's), the inputs converted once, outside the call; its
+    `implementation` is the runner's description."""
+    T, B = (None, x.shape[0]) if x.dim() == 2 else x.shape[:2]
+    graph = gru_onnx_model(gru, with_lengths=lengths is not None, steps=T, batch=B)
+    runner = make_runner(name, graph, threads, precision=precision)
+    call = functools.partial(runner, gru_inputs(x, h, lengths))
+    call.implementation = runner.description  # type: ignore[attr-defined]
+    return call
 
 
 def make_runner(name: str, model, threads: int, *, precision: str = "f32") -> Runner:

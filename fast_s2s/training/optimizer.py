@@ -11,7 +11,7 @@ The update is Adam's either way; the two differ in rounding only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -24,3 +24,19 @@ def adam(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Ada
     parameters = list(parameters)  # an empty list: torch.optim.Adam's own error
     fused = all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in parameters)
     return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
+
+
+def train_step(
+    loss: Callable[[], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    parameters: Iterable[torch.nn.Parameter],
+    clip: float,
+) -> torch.Tensor:
+    """One training step as every training here takes it: loss(), its gradients (the old ones
+    dropped), their global norm clipped to `clip`, the update. Returns the loss, detached."""
+    value = loss()
+    optimizer.zero_grad(set_to_none=True)
+    value.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, clip)
+    optimizer.step()
+    return value.detach()

@@ -4,6 +4,7 @@ atomic checkpoints by rank 0, DistributedDataParallel under torchrun."""
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -21,7 +22,7 @@ from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig
 from fast_s2s.training import checkpoint, distributed, evaluation, memory, schedule
 from fast_s2s.training.data import PreparedData, TrainSettings, prepare_data, uses_frames
 from fast_s2s.training.evaluation import evaluate
-from fast_s2s.training.optimizer import adam
+from fast_s2s.training.optimizer import adam, train_step
 from fast_s2s.training.resume import RECORD_VERSION, check_resume, run_record
 
 
@@ -281,11 +282,10 @@ def train(
                     done = epoch - start_epoch + index / len(batches)
                     _set_cosine_rate(optimizer, settings, done, start_epoch, started, world)
                 batch = batch.to(dev)
-                loss = step_module(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
-                optimizer.step()
+                loss_of_batch = functools.partial(
+                    step_module, batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out
+                )
+                loss = train_step(loss_of_batch, optimizer, model.parameters(), settings.clip)
                 total_loss += loss.item()
                 total_batches += 1
                 progress.update(task, advance=1, loss=total_loss / total_batches)

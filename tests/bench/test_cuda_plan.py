@@ -22,7 +22,6 @@ from rich.console import Console
 pytest.importorskip("fast_s2s.ops", reason="fast_s2s.ops is not importable yet")
 
 from fast_s2s import _extension, backends  # noqa: E402
-from fast_s2s.benchmark import add_arguments, gru_family, main  # noqa: E402
 from fast_s2s.benchmark import measure as roofline  # noqa: E402
 from fast_s2s.benchmark import registry as reg  # noqa: E402
 from fast_s2s.benchmark.family import COPY_FRACTION, FORWARD, FORWARD_BACKWARD, SPEEDUP, Goal  # noqa: E402
@@ -35,6 +34,8 @@ from fast_s2s.benchmark.report import (  # noqa: E402
     print_fastest,
 )
 from fast_s2s.benchmark.rows import base_row, run_case  # noqa: E402
+from fast_s2s.cli.bench import add_arguments, main  # noqa: E402
+from fast_s2s.peers import torch_gru  # noqa: E402
 
 TINY_BUDGET = Budget(warmup=1, min_repeats=3, max_repeats=5, min_time_s=0.0)
 KERNEL_OPS = ["dot_attention", "additive_attention", "gru_cell", "gru_layer"]
@@ -67,11 +68,11 @@ def test_cuda_targets_are_issue_4s_shapes_with_their_goals():
     targets = reg.select_cases(KERNEL_OPS, "targets", "cuda")
 
     def kv(case):  # keys + values of an attention case, in bytes of a 16-bit dtype
-        return 2 * case.dim("B") * case.dim("S") * (case.dim("D") + case.dim("Dv"))
+        return 2 * case.shape["B"] * case.shape["S"] * (case.shape["D"] + case.shape["Dv"])
 
     for op in ("dot_attention", "additive_attention"):
         (decode,) = [c for c in targets if c.op == op and c.label == "decode"]
-        assert (decode.mode, decode.dim("B") * decode.dim("beam"), decode.dim("S")) == (
+        assert (decode.mode, decode.shape["B"] * decode.shape["beam"], decode.shape["S"]) == (
             FORWARD,
             64,
             50,
@@ -80,13 +81,13 @@ def test_cuda_targets_are_issue_4s_shapes_with_their_goals():
         assert (SPEEDUP, "composite", 2.0, ("bfloat16",)) in goals
         assert ((SPEEDUP, "sdpa", 1.0, ("bfloat16",)) in goals) == (op == "dot_attention")
         (large,) = [c for c in targets if c.op == op and c.label == "large"]
-        assert large.memory_bound and large.mode == FORWARD and large.dim("S") == 2048
+        assert large.memory_bound and large.mode == FORWARD and large.shape["S"] == 2048
         assert large.goals == (Goal(COPY_FRACTION, 0.8),)
         assert kv(large) >= 4 * L2_BYTES > L2_BYTES > kv(decode)  # streams / fits in L2
     cells = [c for c in targets if c.op == "gru_cell" and c.mode == FORWARD]
-    assert sorted(c.dim("B") for c in cells) == [1, 16]
+    assert sorted(c.shape["B"] for c in cells) == [1, 16]
     for cell in cells:
-        assert (cell.dim("H"), cell.dim("I")) == (1024, 1024) and cell.memory_bound
+        assert (cell.shape["H"], cell.shape["I"]) == (1024, 1024) and cell.memory_bound
         assert cell.goals == (Goal(SPEEDUP, 2.0, "GRUCell"),)
     (layer,) = [c for c in targets if c.op == "gru_layer" and c.mode == FORWARD]
     assert layer.shape == {"T": 50, "B": 16, "I": 1024, "H": 1024}
@@ -194,8 +195,8 @@ def test_gpu_check_plan_step_runs_without_a_gpu():
 
 def test_gru_peer_row_says_whether_cudnn_ran_it(monkeypatch):
     monkeypatch.setattr(torch, "cudnn_is_acceptable", lambda x: x.dtype != torch.bfloat16)
-    assert gru_family.gru_implementation(torch.zeros(1)) == "torch.nn.GRU (cuDNN)"
-    assert "own kernels" in gru_family.gru_implementation(torch.zeros(1, dtype=torch.bfloat16))
+    assert torch_gru.gru_implementation(torch.zeros(1)) == "torch.nn.GRU (cuDNN)"
+    assert "own kernels" in torch_gru.gru_implementation(torch.zeros(1, dtype=torch.bfloat16))
     case = _tiny("gru_layer")
     (row,) = run_case(case, "cpu", torch.float32, backends=[], peers=["GRU"], budget=TINY_BUDGET)
     assert row["implementation"] == "torch.nn.GRU"  # CPU: nothing more to say

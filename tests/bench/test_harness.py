@@ -16,12 +16,13 @@ from rich.console import Console
 pytest.importorskip("fast_s2s.ops", reason="fast_s2s.ops is not importable yet")
 
 from fast_s2s.backends import resolve_backend  # noqa: E402
-from fast_s2s.benchmark import add_arguments, main, model_family  # noqa: E402
+from fast_s2s.benchmark import model_family  # noqa: E402
 from fast_s2s.benchmark import registry as reg  # noqa: E402
 from fast_s2s.benchmark.family import DECODE, FORWARD, FORWARD_BACKWARD, TRAIN_STEP  # noqa: E402
 from fast_s2s.benchmark.measure import Budget, measure, measure_interleaved, summarize  # noqa: E402
 from fast_s2s.benchmark.report import print_results  # noqa: E402
 from fast_s2s.benchmark.rows import add_speedups, base_row, make_step, run_case  # noqa: E402
+from fast_s2s.cli.bench import add_arguments, main  # noqa: E402
 
 TINY_BUDGET = Budget(warmup=1, min_repeats=3, max_repeats=5, min_time_s=0.0)
 CPU = torch.device("cpu")
@@ -150,7 +151,7 @@ def test_quick_cases_are_the_project_targets():
         ("gru", FORWARD, sentence[1], "full"),
     }
     model = {
-        (c.mode, c.label, c.variant, c.dim("B"), c.shape.get("beam", 1))
+        (c.mode, c.label, c.variant, c.shape["B"], c.shape.get("beam", 1))
         for c in reg.select_cases(["model"], "targets")
     }
     assert model == {
@@ -175,9 +176,9 @@ def test_quick_cases_are_the_project_targets():
         "gru_cell-fwd-frozen-B1-I512-H512",
     ]
     for case in reg.select_cases(["model"], "full"):
-        assert (case.dim("E"), case.dim("H")) == (64, 128)
+        assert (case.shape["E"], case.shape["H"]) == (64, 128)
         if case.mode == DECODE:
-            assert (case.dim("S"), case.dim("maxlen")) == (25, 30)
+            assert (case.shape["S"], case.shape["maxlen"]) == (25, 30)
 
 
 def test_inputs_count_reads_and_writes_and_take_every_gradient():
@@ -198,7 +199,7 @@ def test_inputs_count_reads_and_writes_and_take_every_gradient():
     assert len(train.grad_inputs) == 6 and all(t.requires_grad for t in train.grad_inputs)
     assert all(isinstance(w, torch.nn.Parameter) for w in train.args[2:])
     layer_case = _tiny("gru_layer")
-    T, B, H = (layer_case.dim(k) for k in ("T", "B", "H"))
+    T, B, H = (layer_case.shape[k] for k in ("T", "B", "H"))
     assert reg.make_inputs(layer_case, "cpu", torch.float32).write_bytes == 4 * (T * B * H + B * H)
     module_case = _tiny("gru", FORWARD_BACKWARD)
     module = reg.make_inputs(module_case, "cpu", torch.float32)
@@ -206,7 +207,7 @@ def test_inputs_count_reads_and_writes_and_take_every_gradient():
         torch.nn.GRU(6, 5, num_layers=2, bidirectional=True).state_dict()
     )
     assert len(module.grad_inputs) == 2 + 16
-    L, dirs, T, B, H = (module_case.dim(k) for k in ("L", "dirs", "T", "B", "H"))
+    L, dirs, T, B, H = (module_case.shape[k] for k in ("L", "dirs", "T", "B", "H"))
     assert module.write_bytes == 4 * (T * B * dirs * H + L * dirs * B * H)
 
 
@@ -217,10 +218,10 @@ def test_model_inputs_fix_the_decode_length_and_share_the_weights():
         torch.testing.assert_close(tensor, b.extra["state_dict"][name])  # fixed seed
     eos = a.extra["config"].eos_id
     assert a.extra["state_dict"]["decoder.out.bias"][eos] == model_family.EOS_BIAS
-    B, S, maxlen = case.dim("B"), case.dim("S"), case.dim("maxlen")
+    B, S, maxlen = case.shape["B"], case.shape["S"], case.shape["maxlen"]
     assert a.extra["src"].shape == (B, S) and a.extra["src_lengths"].tolist() == [S] * B
     assert (a.extra["work"], a.extra["work_unit"]) == (B * (maxlen + 1), "token")
-    assert a.extra["hypothesis_tokens"] == B * case.dim("beam") * (maxlen + 1)
+    assert a.extra["hypothesis_tokens"] == B * case.shape["beam"] * (maxlen + 1)
     train = reg.make_inputs(_tiny("model", TRAIN_STEP, variant="bahdanau"), "cpu", torch.float32)
     lengths = train.extra["src_lengths"]
     assert int(lengths.max()) == train.extra["src"].shape[1] and int(lengths.min()) >= 1
@@ -318,8 +319,8 @@ def test_model_decode_is_the_same_on_every_backend_and_runs_max_len_steps(label)
     inputs = reg.make_inputs(case, "cpu", torch.float64)
     decoded = [i.make(inputs)() for i in reg.build_impls(case, "cpu", ["auto"], ["reference"])]
     for hyps in decoded:
-        assert len(hyps) == case.dim("B")
-        assert all(len(h.tokens) == case.dim("maxlen") for h in hyps)
+        assert len(hyps) == case.shape["B"]
+        assert all(len(h.tokens) == case.shape["maxlen"] for h in hyps)
     assert [h.tokens for h in decoded[0]] == [h.tokens for h in decoded[1]]
 
 
@@ -402,8 +403,8 @@ def test_model_rows_carry_throughput_and_leave_the_reference_backend_to_the_peer
         assert row["variant"] == case.variant and row["threads"] == torch.get_num_threads()
     # the time ratio is the speed ratio
     assert fast["speedup_vs"]["reference"] == pytest.approx(fast["throughput"] / ref["throughput"])
-    beam_rows = case.shape.get("beam", 1) * case.dim("B")
-    expected = beam_rows * (case.dim("maxlen") + 1) if label == "beam2" else None
+    beam_rows = case.shape.get("beam", 1) * case.shape["B"]
+    expected = beam_rows * (case.shape["maxlen"] + 1) if label == "beam2" else None
     assert fast["hypothesis_tokens"] == ref["hypothesis_tokens"] == expected
 
 

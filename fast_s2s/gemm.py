@@ -12,7 +12,10 @@ a power of two, columns, depth, dtype, thread count) times every candidate for a
 milliseconds and keeps the fastest for the process. ``set_gemm_backend`` or the environment
 variable ``FAST_S2S_GEMM`` pins one (results are then deterministic per backend); a pinned
 backend a site does not offer (``mkl_packed`` for a one-shot product, or for float64) runs there
-as ``blas``. ``gemm_report()`` says what was chosen and what was measured.
+as ``blas``. Under ``torch.use_deterministic_algorithms(True)`` nothing is measured: with no
+backend pinned, every product runs on ``blas`` (a measured choice can differ between runs, and
+the candidates round differently), so two runs of the same program compute the same bits.
+``gemm_report()`` says what was chosen and what was measured.
 
 ``frozen_weights()`` declares that the weights will not change for a while (a decoding loop):
 inside it ``gru_cell`` packs its weights once and reuses them across calls, instead of once per

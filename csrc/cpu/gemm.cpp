@@ -50,7 +50,9 @@ struct Choice {
   std::vector<double> prepare_us;
 };
 
-using Key = std::tuple<std::string, int64_t, int64_t, int64_t, int, int>;
+// op, rows (a power of two), columns, depth, dtype, threads, and whether the choice was forced
+// by torch.use_deterministic_algorithms (kept apart: switching it off measures again).
+using Key = std::tuple<std::string, int64_t, int64_t, int64_t, int, int, bool>;
 
 struct State {
   std::mutex mutex;
@@ -196,7 +198,7 @@ void set_forced(std::optional<Backend> backend) {
   s.bf16_sites.clear();
 }
 
-std::optional<Backend> forced() {
+std::optional<Backend> pinned() {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   if (!s.env_read) {
@@ -204,6 +206,12 @@ std::optional<Backend> forced() {
     s.env_read = true;
   }
   return s.forced;
+}
+
+std::optional<Backend> forced() {
+  if (std::optional<Backend> p = pinned()) return p;
+  if (at::globalContext().deterministicAlgorithms()) return Backend::kBlas;
+  return std::nullopt;
 }
 
 namespace {
@@ -221,7 +229,9 @@ std::vector<Backend> offered_options(const Site& site, const std::vector<Backend
 // the calling thread alone, whatever the pool's size: keyed as one thread.
 Key key_of(const Site& site) {
   const int threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  return Key{site.op, pow2_at_least(site.m), site.n, site.k, static_cast<int>(site.dtype), threads};
+  const bool deterministic = !pinned() && at::globalContext().deterministicAlgorithms();
+  return Key{site.op, pow2_at_least(site.m), site.n, site.k, static_cast<int>(site.dtype),
+             threads, deterministic};
 }
 
 // A pinned backend the site does not offer (mkl_packed for a one-shot product, float64) runs as
@@ -293,9 +303,10 @@ Backend choose_amortized(Site site, const std::vector<Backend>& offered, int64_t
 }
 
 void record_bf16_site(const Site& site) {
+  const Key key = key_of(site);  // before the lock: key_of reads the pinned backend under it
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
-  s.bf16_sites.insert(key_of(site));
+  s.bf16_sites.insert(key);
 }
 
 std::vector<std::string> report() {
@@ -308,7 +319,7 @@ std::vector<std::string> report() {
          << " k=" << std::get<3>(key) << " " << c10::toString(c10::ScalarType(std::get<4>(key)))
          << " threads=" << std::get<5>(key) << ": " << name(choice.backend);
     if (choice.forced) {
-      line << " (forced)";
+      line << (std::get<6>(key) ? " (deterministic algorithms)" : " (forced)");
     } else {
       line << " (best us:";
       for (const auto& [b, us] : choice.best_us) line << " " << name(b) << " " << us;

@@ -61,6 +61,12 @@ std::string mkl_version();
 
 // nullopt: measure (the default; FAST_S2S_GEMM is read once at the first product).
 void set_forced(std::optional<Backend> backend);
+// The backend pinned by set_forced or FAST_S2S_GEMM, or nullopt ("auto").
+std::optional<Backend> pinned();
+// The backend every product takes without measuring: the pinned one, else blas while
+// torch.use_deterministic_algorithms(True) is on (a measured choice can differ from one run to
+// the next: the candidates round differently, and their timings are close at small shapes),
+// else nullopt: measure.
 std::optional<Backend> forced();
 
 // A product site and shape class: the cache key of a measured choice. m is the number of rows
@@ -129,7 +135,9 @@ at::Tensor split_products_bf16(const char* op, const at::Tensor& d, const at::Te
                                const at::Tensor& in, at::Tensor& grad_in);
 
 // One line per measured or forced choice: "op m<=M n=N k=K dtype threads=T: backend
-// (best time of each candidate in us)". Empty before the first product.
+// (best time of each candidate in us)", "...: backend (forced)" or, under
+// torch.use_deterministic_algorithms, "...: blas (deterministic algorithms)". Empty before the
+// first product.
 std::vector<std::string> report();
 // Notes a bfloat16 product mm_bf16 ran, for report(), keyed like the measured choices.
 void record_bf16_site(const Site& site);

@@ -38,7 +38,7 @@ void set_gemm_backend(std::string name) {
 // (gemm::bf16_native); then one line per choice (gemm::report).
 std::string gemm_report() {
   std::ostringstream out;
-  const std::optional<gemm::Backend> pinned = gemm::forced();
+  const std::optional<gemm::Backend> pinned = gemm::pinned();
   out << "forced: " << (pinned ? gemm::name(*pinned) : "auto") << "\navailable:";
   for (gemm::Backend b : gemm::candidates(at::kFloat)) out << " " << gemm::name(b);
   out << "\nmkl: " << gemm::mkl_version();

@@ -1,7 +1,7 @@
 """The CPU GEMM layer (csrc/cpu/gemm.h, fast_s2s.gemm): every backend the process has, pinned in
 turn, gives the reference's results for every op whose products go through it, at the sizes
 users run; a pinned backend is deterministic; auto measures every candidate and says so; bad
-names are refused."""
+names are refused; deterministic algorithms take blas without measuring."""
 
 from __future__ import annotations
 
@@ -397,6 +397,35 @@ def test_pinned_choice_is_reported_as_forced():
         )
     finally:
         fast_s2s.set_gemm_backend("auto")
+
+
+def test_deterministic_algorithms_run_blas_without_measuring():
+    """Under torch.use_deterministic_algorithms(True) auto measures nothing: every product runs
+    on blas (bit for bit what pinned blas computes, so runs repeat exactly) and is reported so;
+    switched off, auto measures again."""
+    T, B, H = 20, 4, 96
+    x, h0, w = torch.randn(T, B, H), torch.randn(B, H), _weights(H, H, torch.float32)
+
+    def run():
+        return [*fast_s2s.gru_layer(x, h0, *w, backend="cpp"), fast_s2s.gru_cell(x[0], h0, *w)]
+
+    fast_s2s.set_gemm_backend("blas")
+    try:
+        pinned = run()
+    finally:
+        fast_s2s.set_gemm_backend("auto")
+    torch.use_deterministic_algorithms(True)
+    try:
+        got, report = run(), fast_s2s.gemm_report()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(torch.equal(a, b) for a, b in zip(got, pinned, strict=True))
+    assert report.forced == "auto" and not report.bf16_native
+    assert report.choices
+    assert all(c.endswith(": blas (deterministic algorithms)") for c in report.choices)
+    run()
+    measured = [c for c in fast_s2s.gemm_report().choices if "best us:" in c]
+    assert any(c.startswith("gru_layer.recurrent m<=4 n=288 k=96") for c in measured)
 
 
 def test_set_gemm_backend_refuses_unknown_names():

@@ -117,7 +117,9 @@ class InputProjection {
     std::optional<std::vector<WeightIdentity>> ids;
     if (!pinned || packs) ids = frozen_identities({w_ih_}, {given_w_ih_});
     const int64_t rows = xs.size(0), K = xs.size(1);
-    if ((!ids && !packs) || K == 0) return false;  // K = 0: matmul_out writes the zeros
+    if (K == 0) return false;  // matmul_out writes the zeros
+    if (!pinned && !ids) return multiply_per_call(xs, out);
+    if (!ids && !packs) return false;
     const A *a = xs.const_data_ptr<A>(), *w = w_ih_.const_data_ptr<A>();
     A* c = out.mutable_data_ptr<A>();
     std::unique_ptr<gemm::NtWeight<A>> trial;
@@ -138,10 +140,42 @@ class InputProjection {
     return true;
   }
 
+  // Outside a frozen scope, on auto, where the product has one thread (a direction of a
+  // bidirectional layer runs on its own, or the process has one): W_ih prepared once for this
+  // call's full chunks where that pays over them (gemm::choose_amortized: one preparation, then
+  // a product per full chunk), else multiplied as it is. A batch of 16 sentences of 50 steps is
+  // three chunks of 256 rows: panels packed once for the three ran faster than the one-shot
+  // product (docs/results.md); a batch-1 sentence is one chunk, where packing does not pay.
+  // With several threads free the one-shot product runs on all of them, which a prepared
+  // weight's product (serial) would not. A shorter last chunk takes the one-shot product (an
+  // MKL packing is made for its number of rows).
+  bool multiply_per_call(const at::Tensor& xs, at::Tensor& out) {
+    using gemm::Backend;
+    const int64_t rows = xs.size(0), K = xs.size(1);
+    const bool one_thread = at::in_parallel_region() || at::get_num_threads() == 1;
+    if (rows != chunk_ * B_ || !one_thread) return false;
+    const A *a = xs.const_data_ptr<A>(), *w = w_ih_.const_data_ptr<A>();
+    A* c = out.mutable_data_ptr<A>();
+    if (!per_call_) {
+      std::unique_ptr<gemm::NtWeight<A>> trial;
+      const Backend backend = gemm::choose_amortized(
+          {"gru_layer.input.call", rows, N_, K, w_ih_.scalar_type()},
+          {Backend::kMklPacked, Backend::kBlas, Backend::kInHouse, Backend::kPanel},
+          max_len_ / chunk_, [&](Backend b) -> gemm::AmortizedTrial {
+            return {[&, b] { trial = std::make_unique<gemm::NtWeight<A>>(b, w, N_, K, K, rows); },
+                    [&] { trial->multiply(a, K, c, N_); }};
+          });
+      per_call_ = std::make_unique<gemm::NtWeight<A>>(backend, w, N_, K, K, rows);
+    }
+    per_call_->multiply(a, K, c, N_);
+    return true;
+  }
+
   static std::vector<A>& buffer() {
     thread_local std::vector<A> storage;
     return storage;
   }
+  std::unique_ptr<gemm::NtWeight<A>> per_call_;  // multiply_per_call's W_ih, for this call
   const at::Tensor& x_;
   const at::Tensor& w_ih_;
   const at::Tensor& given_w_ih_;

@@ -327,6 +327,49 @@ def _check_module_inference_against_torch(T: int, H: int) -> None:
             ours(torch.randn(2 * T + 1, 5, 13))  # other sizes in between
 
 
+@pytest.mark.parametrize("threads", [1, 2])  # 2: each direction on its own thread
+@pytest.mark.parametrize("longest", [50, 45])  # three full chunks of 16 steps, or two
+def test_auto_prepares_w_ih_once_per_call_over_its_chunks(threads, longest):
+    """On auto, outside a frozen scope, a one-thread input projection of several 256-row chunks
+    may prepare W_ih once for the call (site gru_layer.input.call) and a shorter last chunk
+    takes the one-shot product: against torch.nn.GRU over 50 steps of 16 rows, padded, forward
+    and the gradients of a layer, with W_ih updated in place between calls."""
+    fast_s2s.set_gemm_backend("auto")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        ours = fast_s2s.nn.GRU(40, 48, num_layers=2, bidirectional=True)
+        theirs = torch.nn.GRU(40, 48, num_layers=2, bidirectional=True)
+        theirs.load_state_dict(ours.state_dict())
+        x, h0 = torch.randn(50, 16, 40), torch.randn(4, 16, 48)
+        lengths = torch.tensor([longest] + [max(1, longest - 3 * i) for i in range(1, 16)])
+        for _ in range(2):
+            with torch.no_grad():
+                packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+                want = torch.nn.utils.rnn.pad_packed_sequence(
+                    theirs(packed, h0)[0], total_length=50
+                )
+                torch.testing.assert_close(ours(x, h0, lengths=lengths)[0], want[0], **TOL[x.dtype])
+                for gru in (ours, theirs):
+                    gru.weight_ih_l0.mul_(0.5)  # in place: the next call must see it
+        assert any(
+            c.startswith("gru_layer.input.call m<=256") for c in fast_s2s.gemm_report().choices
+        )
+        inputs = [x.clone(), h0[0].clone(), *_weights(40, 48, torch.float32)]
+        inputs = [t.requires_grad_() for t in inputs]
+        got = fast_s2s.gru_layer(*inputs, lengths, backend="cpp")[0]
+        f64 = _f64(inputs)
+        want = reference.gru_layer(*f64, lengths)[0]
+        torch.testing.assert_close(got.double(), want, **TOL[torch.float32])
+        seed = torch.randn_like(want)
+        grads = torch.autograd.grad(got, inputs, seed.float())
+        for g, r in zip(grads, torch.autograd.grad(want, f64, seed), strict=True):
+            torch.testing.assert_close(g.double(), r, atol=1e-3, rtol=1e-3)
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("D", [96, 100])  # 100: a partial column panel for the panel kernel
 @pytest.mark.parametrize("T", [1, 12])
 def test_dot_attention_matrix_path_matches_reference(gemm_backend, T, D):

@@ -11,7 +11,7 @@ from torch import nn
 
 from fast_s2s.benchmark import family
 from fast_s2s.benchmark.family import FORWARD, FORWARD_BACKWARD, SPEEDUP, Call, Case, Goal, Inputs
-from fast_s2s.peers import torch_gru
+from fast_s2s.peers import onnx_gru, torch_gru
 
 # A decoder loop's cell calls and a server's encoder calls: fast_s2s runs inside frozen_weights()
 # (as greedy_decode, beam_search and the Translator do): the CPU kernels pack weights once.
@@ -20,7 +20,6 @@ BATCH1_ENCODERS = (
     {"T": 25, "B": 1, "I": 64, "H": 64, "L": 1, "dirs": 2},
     {"T": 25, "B": 1, "I": 256, "H": 256, "L": 2, "dirs": 2},
 )
-RUNTIMES = ("onnxruntime", "openvino")
 QUICK_COMPILE = (
     "--quick leaves it out of gru_layer forward+backward: compiling the 50-step loop and its "
     "backward takes 40-65 s on 2 cores with a cold inductor cache (timed in full mode)"
@@ -207,8 +206,6 @@ def runtime_peer(runtime: str) -> family.Factory:
     or for a bfloat16 case OpenVINO at its own default precision (bf16 where the CPU has it)."""
 
     def make(inputs: Inputs) -> Call:
-        from fast_s2s.peers import onnx_gru
-
         x, h = inputs.args[:2]
         bf16 = x.dtype == torch.bfloat16
         if x.dtype not in (torch.float32, torch.bfloat16) or bf16 and runtime == "onnxruntime":
@@ -227,12 +224,10 @@ def runtime_peer(runtime: str) -> family.Factory:
 def left_out(case: Case, device_type: str, quick: bool) -> dict[str, str]:
     """The peers not timed on `case`: a runtime that is missing, or not on the CPU, or asked for
     a backward (it runs inference); with --quick, compile on gru_layer forward+backward."""
-    from fast_s2s.peers import onnx_gru
-
     reasons = {}
     if quick and (case.op, case.mode) == ("gru_layer", FORWARD_BACKWARD):
         reasons["compile"] = QUICK_COMPILE
-    for name in RUNTIMES:
+    for name in onnx_gru.RUNTIMES:
         why = onnx_gru.runtime_unavailable(name)
         if why is None and device_type != "cpu":
             why = f"{name} is measured on the CPU"
@@ -243,7 +238,7 @@ def left_out(case: Case, device_type: str, quick: bool) -> dict[str, str]:
     return reasons
 
 
-RUNTIME_PEERS = {name: runtime_peer(name) for name in RUNTIMES}
+RUNTIME_PEERS = {name: runtime_peer(name) for name in onnx_gru.RUNTIMES}
 FAMILY = family.Family(
     name="GRU",
     cases={"cpu": _cases(cuda=False), "cuda": _cases(cuda=True), "tiny": _tiny_cases()},

@@ -121,8 +121,12 @@ def measure_interleaved(
     the budget, so a drift in the machine's speed falls on all alike. A round runs in the call's
     scope, entered afresh, after one untimed call (the first round: `budget.warmup`); a call
     that raises is dropped and its exception returned in its place."""
-    per_round = [max(1, math.ceil(n / rounds)) for n in (budget.min_repeats, budget.max_repeats)]
-    share = Budget(budget.warmup, *per_round, budget.min_time_s / rounds)
+    share = replace(
+        budget,
+        min_repeats=max(1, math.ceil(budget.min_repeats / rounds)),
+        max_repeats=max(1, math.ceil(budget.max_repeats / rounds)),
+        min_time_s=budget.min_time_s / rounds,
+    )
     samples: list[list[float]] = [[] for _ in calls]
     failed: dict[int, Exception] = {}
     for r in range(rounds):

@@ -317,9 +317,11 @@ def fastest_backends(rows: Iterable[dict]) -> dict:
         })  # fmt: skip
         if requested == "auto":
             entry["auto"] = row.get("backend")
-        elif requested in CONCRETE_BACKENDS and row["status"] == "ok" and row.get("median_us"):
+        elif requested not in CONCRETE_BACKENDS:
+            continue
+        elif row["status"] == "ok" and row.get("median_us"):
             entry["times_us"][requested] = row["median_us"]
-        elif requested in CONCRETE_BACKENDS:
+        else:
             not_timed.setdefault(op, {}).setdefault(requested, row.get("reason") or row["status"])
     ops = {op: _rank(list(per_op[op].values()), not_timed.get(op, {}))
            for op in KERNEL_OPS if op in per_op}  # fmt: skip
@@ -373,12 +375,11 @@ def print_fastest(console: Console, summary: dict) -> None:
             + (f", ran on {ran_in[b]})" if ran_in[b] < n else ")")
             for b in info["order"]
         )
-        notes = ["[yellow]split: the winner differs between cases or dtypes[/yellow]"] * info[
-            "split"
-        ]
-        notes += [f"[yellow]auto now picks {', '.join(info['auto_now'])}[/yellow]"] * (
-            info["auto_agrees"] is False
-        )
+        notes = []
+        if info["split"]:
+            notes.append("[yellow]split: the winner differs between cases or dtypes[/yellow]")
+        if info["auto_agrees"] is False:
+            notes.append(f"[yellow]auto now picks {', '.join(info['auto_now'])}[/yellow]")
         notes += [f"{b} not timed everywhere: {escape(r)}" for b, r in info["not_timed"].items()]
         console.print(
             f"{op}: [bold]{info['winner'] or 'none'}[/bold] fastest; geomean median / fastest: "
@@ -429,9 +430,8 @@ def print_goals(console: Console, results: list[dict]) -> None:
         else:
             value = _percent(r["value"]) if r["metric"] == COPY_FRACTION else f"{r['value']:.2f}x"
         met = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "[dim]-[/dim]"}[r["met"]]
-        table.add_row(
-            f"{r['op']} {r['case']}", r["dtype"], escape(r["impl"]), r["goal"], value, met
-        )
+        case = f"{r['op']} {r['case']}"
+        table.add_row(case, r["dtype"], escape(r["impl"]), r["goal"], value, met)
     console.print(table)
     counted = [r["met"] for r in results if r["met"] is not None]
     console.print(f"goals met: {sum(counted)} of {len(counted)} measured ({len(results)} in all)")

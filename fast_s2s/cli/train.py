@@ -11,7 +11,7 @@
     fast-s2s train --local p --score general --window 10 ...     # Luong local-p attention
     fast-s2s train ... --resume                                  # continue from --checkpoint
                                     # (the same task, data, tokenisation and model options)
-    fast-s2s train ... --processes 2                             # DistributedDataParallel
+    fast-s2s train ... --processes 2                             # two data-parallel replicas
     torchrun --nproc-per-node 2 -m fast_s2s.cli train ...        # the same, or across machines
 
 Each epoch ends with greedy decoding of the validation set (exact match and sacrebleu BLEU);
@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--processes",
         type=PROCESSES,
         help="replicas trained in parallel on this machine's CPU cores, each on its share of "
-        "the batches, gradients averaged (DistributedDataParallel, gloo): default 1 (g2p: "
+        "the batches, gradients averaged through shared memory: default 1 (g2p: "
         f"{g2p.PROCESSES} where there are that many cores); GPUs and other machines: torchrun",
     )
     parser.add_argument(

@@ -168,6 +168,19 @@ def collate(
     )
 
 
+def _shuffle_in_runs(groups: list[T], run: int, rng: random.Random) -> list[T]:
+    """`groups` (in length order) shuffled in runs of `run` neighbours; the len % run groups
+    that make no whole run, picked at random, last. A run of 1 is a plain shuffle."""
+    if run == 1:
+        rng.shuffle(groups)
+        return groups
+    spare = set(rng.sample(range(len(groups)), len(groups) % run))
+    kept = [group for i, group in enumerate(groups) if i not in spare]
+    runs = [kept[start : start + run] for start in range(0, len(kept), run)]
+    rng.shuffle(runs)
+    return [group for r in runs for group in r] + [groups[i] for i in sorted(spare)]
+
+
 def make_batches(
     examples: Sequence[IdPair | FramePair],
     batch_size: int,
@@ -178,6 +191,7 @@ def make_batches(
     pad_id: int = 0,
     bos_id: int = 1,
     eos_id: int = 2,
+    replicas: int = 1,
 ) -> list[Batch]:
     """Cut (source ids, target ids) examples into padded batches of at most `batch_size`.
 
@@ -190,9 +204,17 @@ def make_batches(
     shuffle. Shuffling is deterministic given `seed` (pass the epoch number for a new order each
     epoch). Targets may be empty (inference): tgt_in is then just bos. Batch.indices restore
     the input order.
+
+    replicas > 1 (data-parallel training, each replica taking every replicas-th batch:
+    fast_s2s.training.distributed.shard): with shuffle and bucket, the batches are shuffled in
+    runs of `replicas` neighbours in length order, so the batches the replicas take at one
+    step have about the same lengths (every replica waits for the slowest at each step). The
+    len % replicas batches left over, picked at random, come last.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
     order = list(range(len(examples)))
     rng = random.Random(seed)
     if shuffle:
@@ -201,7 +223,7 @@ def make_batches(
         order.sort(key=lambda i: (len(examples[i][0]), len(examples[i][1])))
     groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if shuffle and bucket:
-        rng.shuffle(groups)
+        groups = _shuffle_in_runs(groups, replicas, rng)
     return [
         collate(examples, group, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id) for group in groups
     ]

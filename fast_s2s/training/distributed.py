@@ -2,8 +2,8 @@
 
 Launched with `fast-s2s train --processes N` (fast_s2s.training.launch) or `torchrun
 --nproc-per-node N -m fast_s2s.cli train ...`, every process trains a
-replica wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU) on its own share of the
-batches; gradients are averaged, so the replicas stay identical. Only rank 0 prints and writes
+replica (gloo on CPU, nccl on GPU) on its own share of the batches; gradients are averaged
+(fast_s2s.training.gradient_sync), so the replicas stay identical. Only rank 0 prints and writes
 checkpoints. Launched plainly, everything here is a no-op and the world has one process.
 """
 

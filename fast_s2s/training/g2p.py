@@ -41,13 +41,17 @@ __all__ = [
 # against 28/s on one (likely OpenMP threads waiting for a core that is busy elsewhere).
 # The cosine schedule over the budget: in two 8-minute runs side by side, stress stripped, it
 # reached a test WER of 33.98% against 39.95% for halving on a plateau (docs/results.md).
+# Patience 10: the cosine schedule sets the run's length. With patience 3 and epochs of ~38 s,
+# a stress-stripped run stopped at epoch 30 (1,226 s) with the rate still 16% of its peak; the
+# same code with patience 10 ran its 40 epochs (1,523 s): test WER 29.10% and 28.53% (beam 5),
+# one run each, so within what another seed could give (docs/results.md).
 TRAIN_DEFAULTS: dict[str, object] = dict(
     epochs=40,
     batch_size=64,
     lr=2e-3,
     lr_schedule="cosine",
     label_smoothing=0.0,
-    patience=3,
+    patience=10,
     time_budget=1680.0,
     max_len=40,
     threads=1,
@@ -60,7 +64,7 @@ MODEL_DEFAULTS: dict[str, object] = dict(
     decoder_layers=1,
     dropout=0.1,
 )
-# Replicas of `fast-s2s train --task g2p` on the CPU (DistributedDataParallel, one thread each):
+# Data-parallel replicas of `fast-s2s train --task g2p` on the CPU (one thread each):
 # on 2 cores, 8 minutes stress stripped, 31.56% test WER against 34.40% for one process, and
 # 27.67-27.78% (two runs) against 29.26% (beam 5) over the whole budget (docs/results.md). Not
 # measured beyond 2: more replicas also mean fewer, larger updates per epoch, another recipe.

@@ -31,12 +31,17 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     parameters: Iterable[torch.nn.Parameter],
     clip: float,
+    after_backward: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """One training step as every training here takes it: loss(), its gradients (the old ones
-    dropped), their global norm clipped to `clip`, the update. Returns the loss, detached."""
+    dropped), after_backward() (data-parallel replicas average them there:
+    fast_s2s.training.gradient_sync), their global norm clipped to `clip`, the update. Returns
+    the loss, detached."""
     value = loss()
     optimizer.zero_grad(set_to_none=True)
     value.backward()
+    if after_backward is not None:
+        after_backward()
     torch.nn.utils.clip_grad_norm_(parameters, clip)
     optimizer.step()
     return value.detach()

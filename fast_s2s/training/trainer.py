@@ -1,6 +1,6 @@
 """The training loop behind `fast-s2s train`: model, Adam with clipping, bucketed batches,
 validation every epoch, a learning-rate schedule (fast_s2s.training.schedule) and early stopping,
-atomic checkpoints by rank 0, DistributedDataParallel under torchrun."""
+atomic checkpoints by rank 0, data-parallel replicas (fast_s2s.training.gradient_sync)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ from fast_s2s.data import (
     make_batches,
 )
 from fast_s2s.models import SearchOptions, Seq2Seq, Seq2SeqConfig
-from fast_s2s.training import checkpoint, distributed, evaluation, memory, schedule
+from fast_s2s.training import (
+    checkpoint,
+    distributed,
+    evaluation,
+    gradient_sync,
+    memory,
+    schedule,
+)
 from fast_s2s.training.data import PreparedData, TrainSettings, prepare_data, uses_frames
 from fast_s2s.training.evaluation import evaluate
 from fast_s2s.training.optimizer import adam, train_step
@@ -47,7 +54,8 @@ def out_of_time(settings: TrainSettings, started: float, world: distributed.Worl
 
 
 class _LossModule(torch.nn.Module):
-    """DistributedDataParallel only synchronises gradients of what its forward computed."""
+    """The step's loss as a module's forward: DistributedDataParallel only synchronises
+    gradients of what its forward computed."""
 
     def __init__(self, model: Seq2Seq, label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -66,12 +74,11 @@ def _set_cosine_rate(
     settings: TrainSettings,
     epochs_done: float,
     start_epoch: int,
-    started: float,
-    world: distributed.World,
+    elapsed: float,
 ) -> None:
-    """Sets every group's rate on the cosine schedule at the run's progress. Rank 0's clock
-    counts for all ranks: replicas stepped at different rates would drift apart."""
-    elapsed = distributed.broadcast_float(time.perf_counter() - started, world)
+    """Sets every group's rate on the cosine schedule at the run's progress. `elapsed` is rank
+    0's clock as of the last step, the same on every rank: replicas stepped at different rates
+    would drift apart."""
     epochs_this_run = settings.epochs - start_epoch
     progress = schedule.run_progress(epochs_done, epochs_this_run, elapsed, settings.time_budget)
     for group in optimizer.param_groups:
@@ -238,9 +245,8 @@ def train(
         best_state = state["model"]
         result.history = list(state.get("history", []))
         console.print(f"resumed from {checkpoint_path} after epoch {start_epoch}")
-    step_module = _LossModule(model, settings.label_smoothing)
-    if world.distributed:
-        step_module = torch.nn.parallel.DistributedDataParallel(step_module)
+    sync = gradient_sync.for_replicas(model, world, dev)
+    step_module = sync.wrap(_LossModule(model, settings.label_smoothing))
     console.print(
         f"training {describe(config)} GRU seq2seq "
         f"({sum(p.numel() for p in model.parameters()):,} parameters, backend {config.backend}) "
@@ -249,6 +255,10 @@ def train(
     )
     started = time.perf_counter()
     stale = 0
+
+    def exchange() -> None:  # after each backward pass: the replicas' gradients and clock
+        sync.exchange(time.perf_counter() - started)
+
     for epoch in range(start_epoch, settings.epochs):
         model.train()
         batches = make_batches(
@@ -259,6 +269,7 @@ def train(
             pad_id=config.pad_id,
             bos_id=config.bos_id,
             eos_id=config.eos_id,
+            replicas=world.size,
         )
         if len(batches) < world.size:
             raise ValueError(
@@ -280,16 +291,19 @@ def train(
             for index, batch in enumerate(batches):
                 if settings.lr_schedule == "cosine":
                     done = epoch - start_epoch + index / len(batches)
-                    _set_cosine_rate(optimizer, settings, done, start_epoch, started, world)
+                    _set_cosine_rate(optimizer, settings, done, start_epoch, sync.elapsed)
                 batch = batch.to(dev)
                 loss_of_batch = functools.partial(
                     step_module, batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out
                 )
-                loss = train_step(loss_of_batch, optimizer, model.parameters(), settings.clip)
+                loss = train_step(
+                    loss_of_batch, optimizer, model.parameters(), settings.clip, exchange
+                )
                 total_loss += loss.item()
                 total_batches += 1
                 progress.update(task, advance=1, loss=total_loss / total_batches)
-                if out_of_time(settings, started, world):
+                budget = settings.time_budget
+                if budget is not None and sync.elapsed >= budget:
                     break  # the budget is spent mid-epoch: validate and save what we have
         metrics = evaluate(model, data, settings.eval_beam, dev, world)
         search_label = SearchOptions(beam=settings.eval_beam).describe()

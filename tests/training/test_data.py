@@ -555,6 +555,34 @@ def test_shuffle_is_deterministic_given_the_seed():
     assert [i for x in unbucketed for i in x.indices] != list(range(200))
 
 
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_replicas_take_batches_of_similar_lengths_at_each_step(replicas):
+    """With replicas, the batches of one step (each run of `replicas` in the list, which
+    distributed.shard deals out) are neighbours in length order; the runs are shuffled and the
+    batches that make no whole run come last, picked at random."""
+    examples = _examples(1000)
+    single = make_batches(examples, 8, shuffle=True, seed=4)
+    batches = make_batches(examples, 8, shuffle=True, seed=4, replicas=replicas)
+    assert sorted(b.indices for b in batches) == sorted(b.indices for b in single)
+    whole = len(batches) - len(batches) % replicas
+    assert len(batches) % replicas  # 125 batches: a part-run is left over at either count
+
+    def length(batch):
+        return (int(batch.src_lengths.max()), int(batch.tgt_lengths.max()))
+
+    runs = [batches[i : i + replicas] for i in range(0, whole, replicas)]
+    assert all(max(length(b)[0] for b in r) - min(length(b)[0] for b in r) <= 1 for r in runs)
+    firsts = [length(r[0]) for r in runs]
+    assert firsts != sorted(firsts)
+    spares = {tuple(b.indices) for b in batches[whole:]}
+    other_seed = make_batches(examples, 8, shuffle=True, seed=5, replicas=replicas)
+    assert spares != {tuple(b.indices) for b in other_seed[whole:]}
+    again = make_batches(examples, 8, shuffle=True, seed=4, replicas=replicas)
+    assert [b.indices for b in again] == [b.indices for b in batches]
+    with pytest.raises(ValueError, match="replicas must be >= 1"):
+        make_batches(examples, 8, replicas=0)
+
+
 def test_batch_to_device_and_bad_batch_size():
     (batch,) = make_batches([([5], [6])], 2)
     moved = batch.to("cpu")

@@ -4,6 +4,9 @@ encoding."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from fast_s2s.data import (
@@ -205,12 +208,31 @@ def _prepare_g2p(
     )
 
 
+@contextlib.contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Preparing the data allocates millions of small objects and keeps every one; Python's cycle
+    collector would walk them all again at each of its passes, and finds nothing to free. CMUdict
+    for g2p (121,376 pairs): 3.85-3.95 s with it, 1.50-1.53 s without, in each replica."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def prepare_data(
     settings: TrainSettings, vocabs: tuple[Vocab | None, Vocab] | None = None
 ) -> PreparedData:
     """Tokenise, filter by length, split off validation, build (or reuse) vocabularies, encode.
 
     A frames source (uses_frames) has no source vocabulary (vocabs[0] is then None)."""
+    with _cycle_collector_paused():
+        return _prepare(settings, vocabs)
+
+
+def _prepare(settings: TrainSettings, vocabs: tuple[Vocab | None, Vocab] | None) -> PreparedData:
     if uses_frames(settings):
         return _prepare_frames(settings, vocabs[1] if vocabs else None)
     if settings.task == G2P_TASK:

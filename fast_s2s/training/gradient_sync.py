@@ -16,7 +16,8 @@ Three ways, chosen by where the replicas run (DESIGN.md, "Data-parallel training
   model's gradients through gloo's TCP ring instead: with two one-thread replicas on two cores
   that took 42 ms a step against 33 ms for the same replicas not communicating at all, and this
   37 ms (docs/results.md, "Grapheme to phoneme on CMUdict").
-- Otherwise (GPUs, several machines): DistributedDataParallel, and the clock broadcast from rank 0.
+- Otherwise (GPUs, several machines, no room for the buffer): DistributedDataParallel, and the
+  clock broadcast from rank 0.
 
 Both averages are the mean over replicas of the same gradients; with two replicas they are equal
 bit for bit (a / 2 + b / 2 and (a + b) / 2 round alike). Every replica sums the same rows in the
@@ -69,8 +70,46 @@ def _shared_directory() -> str:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
 
 
+def _reserved_file(size: int) -> str | None:
+    """A new file of `size` bytes in _shared_directory(), its space reserved, or None."""
+    try:
+        handle, path = tempfile.mkstemp(prefix="fast_s2s-gradients-", dir=_shared_directory())
+    except OSError:
+        return None
+    try:
+        reserve = getattr(os, "posix_fallocate", None)  # not on macOS, which has no /dev/shm
+        if reserve is not None:
+            reserve(handle, 0, size)
+        else:
+            os.ftruncate(handle, size)
+    except OSError:
+        os.unlink(path)
+        return None
+    finally:
+        os.close(handle)
+    return path
+
+
+def map_shared(count: int, world: distributed.World) -> torch.Tensor | None:
+    """A float32 buffer of `count` zeros that every replica maps, or None on every replica where
+    the directory cannot hold it (a container's /dev/shm is often 64 MB). Rank 0 creates the
+    file and reserves its space (a full tmpfs fails here, not with SIGBUS at the first write),
+    the others map it by name, and it is unlinked once all have (the mappings stay)."""
+    names = [_reserved_file(4 * count) if world.is_main else None]
+    dist.broadcast_object_list(names, src=0)
+    if names[0] is None:
+        return None
+    try:
+        buffer = torch.from_file(names[0], shared=True, size=count, dtype=torch.float32)
+        dist.barrier()
+    finally:
+        if world.is_main:
+            os.unlink(names[0])
+    return buffer
+
+
 class SharedMemoryGradients(SingleProcess):
-    """Replicas on one machine average their gradients through shared memory.
+    """Replicas on one machine average their gradients through shared memory (map_shared).
 
     The buffer holds two slots of (replicas, parameters) float32 values, used on alternate
     steps: a replica writes step k + 2's row only after the all-reduce of step k + 1, which
@@ -79,35 +118,19 @@ class SharedMemoryGradients(SingleProcess):
     they are ordered on any CPU.
     """
 
-    def __init__(self, parameters: list[torch.nn.Parameter], world: distributed.World) -> None:
+    def __init__(
+        self, parameters: list[torch.nn.Parameter], buffer: torch.Tensor, world: distributed.World
+    ) -> None:
         super().__init__()
         self._world = world
         self._parameters = parameters
         self._sizes = [p.numel() for p in parameters]
-        count = sum(self._sizes)
-        self._slots = self._map(2 * world.size * count).view(2, world.size, count)
-        self._mean = torch.empty(count)
+        self._slots = buffer.view(2, world.size, sum(self._sizes))
+        self._mean = torch.empty(sum(self._sizes))
         self._clock = torch.zeros(1, dtype=torch.float64)
         self._step = 0
         for p in parameters:  # every replica starts from rank 0's weights, as DDP's would
             dist.broadcast(p.data, src=0)
-
-    def _map(self, count: int) -> torch.Tensor:
-        """A float32 buffer of `count` values that every replica maps: rank 0 creates its file,
-        the others map it by name, and it is unlinked once all have (the mappings stay)."""
-        names = [None]
-        if self._world.is_main:
-            directory = _shared_directory()
-            handle, names[0] = tempfile.mkstemp(prefix="fast_s2s-gradients-", dir=directory)
-            os.close(handle)
-        dist.broadcast_object_list(names, src=0)
-        try:
-            buffer = torch.from_file(names[0], shared=True, size=count, dtype=torch.float32)
-            dist.barrier()
-        finally:
-            if self._world.is_main:
-                os.unlink(names[0])
-        return buffer
 
     def exchange(self, elapsed: float) -> None:
         slot = self._slots[self._step % 2]
@@ -144,5 +167,7 @@ def for_replicas(
         p.device.type == "cpu" and p.dtype == torch.float32 for p in parameters
     )
     if device.type == "cpu" and shareable and one_machine():
-        return SharedMemoryGradients(parameters, world)
+        buffer = map_shared(2 * world.size * sum(p.numel() for p in parameters), world)
+        if buffer is not None:
+            return SharedMemoryGradients(parameters, buffer, world)
     return DataParallel(world)

@@ -606,3 +606,29 @@ def test_split_is_deterministic_and_disjoint():
     assert split(examples, 0.0, seed=0) == (examples, [])
     with pytest.raises(ValueError, match="valid_fraction"):
         split(examples, 1.5, seed=0)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_preparing_data_pauses_the_cycle_collector_and_restores_it(monkeypatch, enabled):
+    """prepare_data runs without Python's cycle collector (it would walk every new pair again at
+    each pass) and leaves it as it found it, also when preparing fails."""
+    import gc
+
+    from fast_s2s.training import data as training_data
+
+    seen = []
+
+    def prepare(settings, vocabs):
+        seen.append(gc.isenabled())
+        raise ValueError("bad data")
+
+    monkeypatch.setattr(training_data, "_prepare", prepare)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        with pytest.raises(ValueError, match="bad data"):
+            training_data.prepare_data(training_data.TrainSettings())
+        assert seen == [False]
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable() if was else gc.disable()

@@ -4,12 +4,18 @@ behind; replicas elsewhere keep DistributedDataParallel. Two CPU processes under
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import torch
+import torch.distributed as dist
+
+from fast_s2s.training import distributed, gradient_sync
 
 DRIVER = textwrap.dedent(
     """
@@ -93,3 +99,46 @@ def test_shared_memory_averages_as_distributed_data_parallel(tmp_path):
         assert report["clock"] == [10.0, 11.0, 12.0, 13.0, 14.0]  # rank 0's, on both
         assert report["files"] == []
     assert reports[0]["weights"] == reports[1]["weights"]  # rank 0's, on both
+
+
+@pytest.fixture
+def one_process_group():
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield distributed.World(0, 1)
+    dist.destroy_process_group()
+
+
+def _ours(directory) -> list[str]:
+    return [f for f in os.listdir(directory) if f.startswith("fast_s2s-gradients-")]
+
+
+def test_the_buffer_is_mapped_zeroed_and_unlinked(one_process_group, tmp_path, monkeypatch):
+    monkeypatch.setattr(gradient_sync, "_shared_directory", lambda: str(tmp_path))
+    buffer = gradient_sync.map_shared(1000, one_process_group)
+    assert buffer is not None and buffer.shape == (1000,) and not buffer.any()
+    buffer += 1  # still mapped after the unlink
+    assert buffer.sum() == 1000
+    assert _ours(tmp_path) == []
+
+
+def test_no_room_for_the_buffer_means_distributed_data_parallel(
+    one_process_group, tmp_path, monkeypatch
+):
+    """A full /dev/shm (a container's is often 64 MB) must not crash the first write with
+    SIGBUS: the space is reserved first, and where it cannot be the replicas keep DDP."""
+
+    def full(handle, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gradient_sync, "_shared_directory", lambda: str(tmp_path))
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    assert gradient_sync.map_shared(1000, one_process_group) is None
+    assert _ours(tmp_path) == []
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    model = torch.nn.Linear(3, 2)
+    world = distributed.World(0, 2)
+    monkeypatch.setattr(dist, "broadcast_object_list", lambda names, src: None)
+    assert type(gradient_sync.for_replicas(model, world, torch.device("cpu"))).__name__ == (
+        "DataParallel"
+    )

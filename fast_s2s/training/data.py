@@ -211,8 +211,10 @@ def _prepare_g2p(
 @contextlib.contextmanager
 def _cycle_collector_paused() -> Iterator[None]:
     """Preparing the data allocates millions of small objects and keeps every one; Python's cycle
-    collector would walk them all again at each of its passes, and finds nothing to free. CMUdict
-    for g2p (121,376 pairs): 3.85-3.95 s with it, 1.50-1.53 s without, in each replica."""
+    collector would walk them all again at each of its passes and find almost nothing to free
+    (27 objects in the g2p data). CMUdict for g2p (121,376 pairs): 3.85-3.95 s with it running,
+    1.66-1.67 s with it paused here, in each replica (docs/results.md, "Grapheme to phoneme on
+    CMUdict")."""
     enabled = gc.isenabled()
     gc.disable()
     try:

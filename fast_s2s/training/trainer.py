@@ -45,12 +45,14 @@ class TrainResult:
     tgt_vocab: Vocab | None = None
 
 
+def budget_spent(settings: TrainSettings, elapsed: float) -> bool:
+    """Whether `elapsed` seconds of training have spent --time-budget."""
+    return settings.time_budget is not None and elapsed >= settings.time_budget
+
+
 def out_of_time(settings: TrainSettings, started: float, world: distributed.World) -> bool:
-    """Whether --time-budget is spent, as rank 0 sees it (all ranks stop at the same batch)."""
-    spent = (
-        settings.time_budget is not None and time.perf_counter() - started >= settings.time_budget
-    )
-    return distributed.broadcast_flag(spent, world)
+    """Whether --time-budget is spent now, as rank 0 sees it (all ranks stop at the same epoch)."""
+    return distributed.broadcast_flag(budget_spent(settings, time.perf_counter() - started), world)
 
 
 class _LossModule(torch.nn.Module):
@@ -302,8 +304,7 @@ def train(
                 total_loss += loss.item()
                 total_batches += 1
                 progress.update(task, advance=1, loss=total_loss / total_batches)
-                budget = settings.time_budget
-                if budget is not None and sync.elapsed >= budget:
+                if budget_spent(settings, sync.elapsed):  # rank 0's clock, on every rank
                     break  # the budget is spent mid-epoch: validate and save what we have
         metrics = evaluate(model, data, settings.eval_beam, dev, world)
         search_label = SearchOptions(beam=settings.eval_beam).describe()

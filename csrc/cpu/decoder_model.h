@@ -8,9 +8,12 @@
 // native_params.py builds them; decoder_params.cpp reads them into DecoderParams):
 //   kinds  {wiring: bahdanau | luong | classic, score: none | additive | concat | dot | general,
 //           local: none | m | p (Luong local-m / local-p, with a dot or general score)}
-//   config {window (their D), input_feeding (0 / 1), layers, tie_proj (0 / 1), pad, bos, eos}
+//   config {window (their D), input_feeding (0 / 1), layers, post_gru (0 / 1), tie_proj (0 / 1),
+//           pad, bos, eos}
 //   params {embedding (V, E),
 //           w_ih_l<l> (3H, I_l), w_hh_l<l> (3H, H), b_ih_l<l> (3H), b_hh_l<l> (3H)  l < layers,
+//           w_ih_post, w_hh_post (3H, H), b_ih_post, b_hh_post (3H)  post_gru (luong): the GRU
+//                                   over h~ whose state is the last hidden row and is projected,
 //           query_proj (Dq, H)      score additive / concat (Dq = A) or general (Dq = H),
 //           v (A)                   score additive / concat,
 //           position_proj (P, H), position_v (P)   local-p (W_p, v_p),
@@ -45,8 +48,10 @@ enum Local : int64_t { kGlobal = 0, kLocalM = 1, kLocalP = 2 };
 
 struct DecoderSpec {
   int64_t wiring = kBahdanau, score = kAdditive;
-  bool input_feeding = false, tie_proj = false;
+  bool input_feeding = false, tie_proj = false, post_gru = false;
   int64_t layers = 1, pad = 0, bos = 1, eos = 2;
+  // The rows of the decoder state: the stacked GRU's layers, then the post-attention GRU's.
+  int64_t state_rows() const { return layers + (post_gru ? 1 : 0); }
   int64_t local = kGlobal, window = 0;
   int64_t V = 0, E = 0, H = 0, Dq = 0;  // Dq: the query / key width of the score (0: none)
   int64_t P = 0;                        // local-p: the rows of W_p
@@ -55,7 +60,7 @@ struct DecoderSpec {
 struct DecoderParams {
   DecoderSpec spec;
   at::Tensor embedding;
-  std::vector<at::Tensor> w_ih, w_hh, b_ih, b_hh;
+  std::vector<at::Tensor> w_ih, w_hh, b_ih, b_hh;  // per state row: layers, then post_gru's
   at::Tensor query_proj, v, position_proj, position_v, readout_w, readout_b, combine_w, tie_proj,
       out_w, out_b;
 };
@@ -81,7 +86,7 @@ DecoderMemory check_memory(const char* op, const DecoderParams& p,
                            const std::optional<at::Tensor>& values,
                            const std::optional<at::Tensor>& context, const at::Tensor& src_lengths);
 
-// hidden (layers, N, H) and, with input feeding, feed (N, H) when given: the state of N rows.
+// hidden (state rows, N, H) and, with input feeding, feed (N, H) when given: the state of N rows.
 void check_state(const char* op, const DecoderParams& p, int64_t rows, const at::Tensor& hidden,
                  const std::optional<at::Tensor>& feed);
 
@@ -97,7 +102,7 @@ class DecoderStepper {
  public:
   DecoderStepper(const DecoderParams& p, const DecoderMemory& m, int64_t rows, int64_t beam);
 
-  // The state: hidden() (layers, N, H), feed() (N, H) with input feeding (else undefined).
+  // The state: hidden() (state rows, N, H), feed() (N, H) with input feeding (else undefined).
   at::Tensor& hidden() { return hidden_; }
   at::Tensor& feed() { return feed_; }
   // After step(): log-probs (N, V) and the attention weights (N, S) (zeros without attention).
@@ -112,7 +117,8 @@ class DecoderStepper {
   void reorder(const int64_t* parent);
 
  private:
-  void attend(const at::Tensor& query, int64_t t);  // writes ctx_ and weights_ (N rows)
+  void attend(const at::Tensor& query, int64_t t);    // writes ctx_ and weights_ (N rows)
+  void gru_update(const at::Tensor& x, int64_t row);  // state row `row` = GRU(x, row)
   void attend_local(const at::Tensor& query, const at::Tensor& scored, int64_t t);
   void product(const at::Tensor& x, const at::Tensor& w, at::Tensor& out);  // out = x w^T
   void linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::Tensor& out,
@@ -122,7 +128,7 @@ class DecoderStepper {
   const DecoderMemory& m_;
   int64_t N_, beam_;
   at::Tensor hidden_, feed_, spare_hidden_, spare_feed_;
-  std::vector<at::Tensor> layer_h_;                          // hidden_[l] views
+  std::vector<at::Tensor> layer_h_;                          // hidden_[row] views
   std::unordered_map<const void*, PackedWeight<A>> packed_;  // by weight data pointer
   at::Tensor emb_, x0_, gi_, gh_, gates_, q_, pos_, ctx_, cat_, pre_, tied_, log_probs_, weights_;
 };

@@ -55,7 +55,7 @@ int64_t kind(const char* op, const DecoderKinds& kinds, const char* key,
 
 DecoderSpec parse_spec(const char* op, const DecoderConfig& config, const DecoderKinds& kinds) {
   check_keys(op, "config", config,
-             {"window", "input_feeding", "layers", "tie_proj", "pad", "bos", "eos"});
+             {"window", "input_feeding", "layers", "post_gru", "tie_proj", "pad", "bos", "eos"});
   check_keys(op, "kinds", kinds, {"wiring", "score", "local"});
   DecoderSpec s;
   s.wiring = kind(op, kinds, "wiring", {"bahdanau", "luong", "classic"});
@@ -66,6 +66,7 @@ DecoderSpec parse_spec(const char* op, const DecoderConfig& config, const Decode
   s.window = config_int(op, config, "window");
   s.input_feeding = config_flag(op, config, "input_feeding");
   s.layers = config_int(op, config, "layers");
+  s.post_gru = config_flag(op, config, "post_gru");
   s.tie_proj = config_flag(op, config, "tie_proj");
   s.pad = config_int(op, config, "pad");
   s.bos = config_int(op, config, "bos");
@@ -76,6 +77,7 @@ DecoderSpec parse_spec(const char* op, const DecoderConfig& config, const Decode
               ": kinds['score'] must be 'additive' for the bahdanau wiring");
   TORCH_CHECK(!s.input_feeding || s.wiring == kLuong, op,
               ": config['input_feeding'] needs the luong wiring");
+  TORCH_CHECK(!s.post_gru || s.wiring == kLuong, op, ": config['post_gru'] needs the luong wiring");
   TORCH_CHECK(s.layers >= 1, op, ": config['layers'] must be >= 1, got ", s.layers);
   TORCH_CHECK(
       s.local == kGlobal || (s.wiring == kLuong && (s.score == kDot || s.score == kGeneral)), op,
@@ -157,6 +159,12 @@ DecoderParams parse_decoder(const char* op, const DecoderWeights& params,
     p.w_hh.push_back(read.take("w_hh" + suffix, {3 * H, H}, dtype));
     p.b_ih.push_back(read.take("b_ih" + suffix, {3 * H}, dtype));
     p.b_hh.push_back(read.take("b_hh" + suffix, {3 * H}, dtype));
+  }
+  if (s.post_gru) {
+    p.w_ih.push_back(read.take("w_ih_post", {3 * H, H}, dtype));
+    p.w_hh.push_back(read.take("w_hh_post", {3 * H, H}, dtype));
+    p.b_ih.push_back(read.take("b_ih_post", {3 * H}, dtype));
+    p.b_hh.push_back(read.take("b_hh_post", {3 * H}, dtype));
   }
   if (s.score == kAdditive || s.score == kGeneral) {
     const at::Tensor& qp = read.find("query_proj");
@@ -245,10 +253,10 @@ void check_state(const char* op, const DecoderParams& p, int64_t rows, const at:
                  const std::optional<at::Tensor>& feed) {
   const DecoderSpec& s = p.spec;
   const auto dtype = p.embedding.scalar_type();
-  TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == s.layers && hidden.size(1) == rows &&
+  TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == s.state_rows() && hidden.size(1) == rows &&
                   hidden.size(2) == s.H,
-              op, ": hidden must have shape (layers, N, H) = (", s.layers, ", ", rows, ", ", s.H,
-              "), got ", hidden.sizes());
+              op, ": hidden must have shape (state rows, N, H) = (", s.state_rows(), ", ", rows,
+              ", ", s.H, "), got ", hidden.sizes(), " (state rows: layers + post_gru)");
   TORCH_CHECK(hidden.scalar_type() == dtype && hidden.device().is_cpu(), op,
               ": hidden must be a CPU tensor of the weights' dtype ", dtype, ", got ",
               hidden.scalar_type(), " on ", hidden.device());

@@ -206,6 +206,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--input-feeding", action="store_true")
     parser.add_argument(
+        "--post-attention-gru",
+        action=argparse.BooleanOptionalAction,
+        help="luong: one more GRU layer over the attentional states, projected to the logits; "
+        + _defaults("post_attention_gru"),
+    )
+    parser.add_argument(
         "--local",
         choices=LOCALS,
         default=c.local,
@@ -303,6 +309,8 @@ def config_from_args(args: argparse.Namespace) -> dict:
         **{name: _value(args, name) for name in g2p.MODEL_DEFAULTS},
     )
     config["wiring"] = wiring
+    if args.post_attention_gru is None and (wiring != "luong" or args.attention != "on"):
+        config["post_attention_gru"] = False  # the g2p default runs over Luong's h~ only
     if args.window is not None:
         config["window"] = args.window
     return config
@@ -321,6 +329,11 @@ def check_args(args: argparse.Namespace) -> str | None:
     problem = _check_local(args)
     if problem:
         return problem
+    if args.post_attention_gru and (_wiring(args) != "luong" or args.attention == "none"):
+        return (
+            "--post-attention-gru runs over Luong's attentional states: it needs --wiring luong "
+            "and attention"
+        )
     if args.plot and args.attention == "none":
         return "--plot: a model without attention (--attention none) has no attention map"
     if args.plot and plotting_unavailable():

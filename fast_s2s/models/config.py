@@ -81,6 +81,11 @@ class Seq2SeqConfig:
             "general".
         window: D >= 0, the half-width of local attention's window (2D + 1 positions, Gaussian
             sigma = D / 2); default 10 as in the paper. Unused when local="none".
+        post_attention_gru: luong only: one more GRU layer (H -> H) over the attentional states
+            h~_t, whose output is projected to the logits. The steps' contexts then reach the
+            next steps through its recurrence (what input feeding gives) while teacher-forced
+            training still runs every target step in one call (fast_s2s.models.luong). Its
+            state is the last row of the decoder hidden: (decoder_layers + 1, N, H).
     """
 
     src_vocab_size: int
@@ -103,6 +108,12 @@ class Seq2SeqConfig:
     frame_size: int = 0
     local: str = "none"
     window: int = 10
+    post_attention_gru: bool = False
+
+    @property
+    def decoder_state_layers(self) -> int:
+        """Rows of the decoder hidden: the stacked GRU's layers, and the post-attention GRU's."""
+        return self.decoder_layers + int(self.post_attention_gru)
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS + _LAYER_FIELDS:
@@ -156,7 +167,7 @@ class Seq2SeqConfig:
                 f"wiring={self.wiring!r}, got {self.score!r}"
             )
         self._check_local()
-        for name in ("input_feeding", "tie_embeddings"):
+        for name in ("input_feeding", "tie_embeddings", "post_attention_gru"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"Seq2SeqConfig: {name} must be a bool, got {getattr(self, name)!r}"
@@ -170,6 +181,12 @@ class Seq2SeqConfig:
             raise ValueError(
                 "Seq2SeqConfig: input_feeding=True needs wiring='luong' (Bahdanau already feeds "
                 f"the context into the GRU), got wiring={self.wiring!r}"
+            )
+        if self.post_attention_gru and (self.wiring != "luong" or self.attention != "on"):
+            raise ValueError(
+                "Seq2SeqConfig: post_attention_gru=True runs over Luong's attentional states and "
+                f"needs wiring='luong' and attention='on', got wiring={self.wiring!r}, "
+                f"attention={self.attention!r}"
             )
         if (
             not isinstance(self.dropout, numbers.Real)
@@ -216,8 +233,8 @@ class Seq2SeqConfig:
     def from_dict(cls, d: dict[str, Any]) -> Seq2SeqConfig:
         """Inverse of to_dict. Unknown keys, missing required keys and bad values raise
         ValueError naming the field. Keys added in later versions (attention, source,
-        frame_size, local, window) may be missing: they take their defaults, so older
-        checkpoints load."""
+        frame_size, local, window, post_attention_gru) may be missing: they take their
+        defaults, so older checkpoints load."""
         if not isinstance(d, dict):
             raise ValueError(f"Seq2SeqConfig.from_dict: expected a dict, got {type(d).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}

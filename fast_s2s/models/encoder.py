@@ -18,7 +18,7 @@ class EncoderOutput(NamedTuple):
     """What Encoder.forward returns.
 
     states: (B, S, H) top-layer outputs, forward and backward directions concatenated.
-    hidden: (decoder_layers, B, H) the initial decoder state.
+    hidden: (config.decoder_state_layers, B, H) the initial decoder state.
     final: (B, H) the top layer's final states [h_fwd_final; h_bwd_final]: the fixed-size summary
         of the whole source that a classic (attention-free) decoder reads at every step.
     """
@@ -42,7 +42,7 @@ class Encoder(nn.Module):
 
     The initial decoder state (Bahdanau et al. 2014 use tanh(W_s h_1_backward)) is
     tanh(bridge([h_fwd_final; h_bwd_final])) of the top encoder layer, one H-sized slice per
-    decoder layer.
+    row of the decoder state (its layers, and the post-attention GRU where the config has one).
     """
 
     def __init__(self, config: Seq2SeqConfig) -> None:
@@ -63,9 +63,9 @@ class Encoder(nn.Module):
             bidirectional=True,
             backend=c.backend,
         )
-        self.decoder_layers = c.decoder_layers
+        self.decoder_layers = c.decoder_state_layers  # one H-sized slice per decoder hidden row
         self.hidden_size = c.hidden_size
-        self.bridge = nn.Linear(c.hidden_size, c.decoder_layers * c.hidden_size)
+        self.bridge = nn.Linear(c.hidden_size, c.decoder_state_layers * c.hidden_size)
 
     def embed(self, src: Tensor) -> Tensor:
         """The GRU input (B, S, E): embedded token ids (B, S), or projected frames (B, T, F)."""

@@ -11,6 +11,16 @@ Without input feeding, no step depends on the previous step's attention, so teac
 training runs the stacked decoder GRU over the whole target in one fast_s2s.nn.GRU call and
 then ONE attention call with a 3-D query (B, T, H). With input feeding the steps are a loop.
 
+With config.post_attention_gru, one more GRU layer runs over the attentional states and its
+output is projected instead (Chen et al. 2018, RNMT+, feed the context into every decoder layer
+above the one that queries the attention):
+
+    s_t       = GRU_post(h~_t, s_{t-1})             logits = W_s s_t + b_s
+
+It carries what the earlier steps read to the later ones, as input feeding does, without making
+h_t depend on the previous step: teacher-forced training stays one GRU call, one attention call
+and one more GRU call over all T positions.
+
 Local attention (config.local "m" or "p", section 3.2 of the paper) replaces the global read by
 a window of 2D + 1 source positions around p_t (fast_s2s.nn.Attention kinds local_m / local_p,
 score dot or general, D = config.window). local-m centres it on the target position t: the
@@ -23,10 +33,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fast_s2s import ops
 from fast_s2s.models.config import Seq2SeqConfig
 from fast_s2s.models.decoder import Decoder
 from fast_s2s.models.state import DecoderState, EncoderState
-from fast_s2s.nn import Attention
+from fast_s2s.nn import GRU, Attention
 
 __all__ = ["LuongDecoder"]
 
@@ -53,6 +64,9 @@ class LuongDecoder(Decoder):
         rnn_input = e + h if config.input_feeding else e
         super().__init__(config, rnn_input_size=rnn_input, attention=attention)
         self.combine = nn.Linear(2 * h, h, bias=False)  # W_c
+        self.post_rnn: GRU | None = None
+        if config.post_attention_gru:
+            self.post_rnn = GRU(h, h, batch_first=True, backend=config.backend)
 
     def initial_state(self, enc: EncoderState, beam: int = 1) -> DecoderState:
         state = super().initial_state(enc, beam)
@@ -87,16 +101,36 @@ class LuongDecoder(Decoder):
         need_weights: bool = True,
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         x = torch.cat([embedded, state.feed], dim=-1) if self.input_feeding else embedded
-        hidden = self.rnn_step(x, state.hidden)
-        attentional, weights = self._attend(enc, hidden[-1], beam, need_weights, state.step)
+        hidden = self.rnn_step(x, state.hidden)  # the stacked GRU's rows
+        top = hidden[self.num_layers - 1]
+        attentional, weights = self._attend(enc, top, beam, need_weights, state.step)
         feed = attentional if self.input_feeding else None
-        return attentional, DecoderState(hidden, feed, state.step + 1), weights
+        pre_output = attentional
+        if self.post_rnn is not None:
+            rnn = self.post_rnn
+            post = ops.gru_cell(
+                attentional,
+                state.hidden[self.num_layers],
+                rnn.weight_ih_l0,
+                rnn.weight_hh_l0,
+                rnn.bias_ih_l0,
+                rnn.bias_hh_l0,
+                backend=self.backend,
+            )
+            hidden = torch.cat([hidden, post.unsqueeze(0)])
+            pre_output = self.dropout(post)
+        return pre_output, DecoderState(hidden, feed, state.step + 1), weights
 
     def forward(self, enc: EncoderState, tgt_in: Tensor) -> Tensor:
         if self.input_feeding:
             return super().forward(enc, tgt_in)
         embedded = self.embed(tgt_in)  # (B, T, E)
-        top, _ = self.rnn(embedded, enc.hidden)  # (B, T, H): every target step in one call
+        layers = self.num_layers
+        # (B, T, H): every target step in one call
+        top, _ = self.rnn(embedded, enc.hidden[:layers])
         # One attention call, 3-D query; training never reads the weights.
         attentional, _ = self._attend(enc, top, beam=1, need_weights=False, step=0)
+        if self.post_rnn is not None:
+            post, _ = self.post_rnn(attentional, enc.hidden[layers:])
+            attentional = self.dropout(post)
         return self.project(attentional)

@@ -100,6 +100,8 @@ class Seq2Seq(nn.Module):
                 s += f", local={c.local!r}, window={c.window}"
         if c.input_feeding:
             s += ", input_feeding=True"
+        if c.post_attention_gru:
+            s += ", post_attention_gru=True"
         if c.source == "frames":
             s += f", source='frames', frame_size={c.frame_size}"
         return s + f", backend={c.backend!r}"
@@ -146,7 +148,7 @@ class Seq2Seq(nn.Module):
 
         Returns:
             EncoderState: states (B, S, H), the attention memory (keys projected once here;
-            None without attention), the initial decoder hidden (decoder_layers, B, H), the
+            None without attention), the initial decoder hidden (decoder_state_layers, B, H), the
             lengths (int64) and the fixed context vector (B, H).
         """
         src, src_lengths = self.encoder_inputs(src, src_lengths)

@@ -24,7 +24,8 @@ class EncoderState(NamedTuple):
     memory: the attention memory from Attention.precompute(states): keys projected once here
         (for the additive / concat scores), values = states. None for a model without
         attention (config.attention="none").
-    hidden: (decoder_layers, B, H) initial decoder state, tanh(W [h_fwd_final; h_bwd_final]).
+    hidden: (config.decoder_state_layers, B, H) initial decoder state, tanh(W [h_fwd_final;
+        h_bwd_final]): the stacked GRU's layers, then the post-attention GRU's row.
     src_lengths: (B,) int64 source lengths, on the device of the states.
     context: (B, H) the top encoder layer's final states [h_fwd_final; h_bwd_final], the fixed
         context vector a classic decoder reads at every step (None when not computed).
@@ -44,7 +45,8 @@ class EncoderState(NamedTuple):
 class DecoderState(NamedTuple):
     """The decoder state of N rows (N = B * beam; row n belongs to sentence n // beam).
 
-    hidden: (decoder_layers, N, H) GRU states.
+    hidden: (config.decoder_state_layers, N, H) GRU states: the stacked layers, then the
+        post-attention GRU (config.post_attention_gru).
     feed: (N, H) the previous attentional state h~ (Luong input feeding), else None.
     step: the decoder steps taken so far, the target position t of the next step (0 before the
         first): an int for every row, or an (N,) / (1,) tensor (a CUDA graph's step counter).

@@ -33,6 +33,8 @@ class TorchNNSeq2Seq(nn.Module):
         c = config
         if c.decoder_layers != 1 or c.tie_embeddings or c.attention != "on":
             raise ValueError("the torch.nn peer covers one-layer attentional untied decoders")
+        if c.post_attention_gru:
+            raise ValueError("the torch.nn peer has no post-attention GRU")
         if (c.wiring, c.score) not in (("bahdanau", "additive"), ("luong", "general")):
             raise ValueError(f"the torch.nn peer has no {c.wiring}/{c.score} decoder")
         self.config = c

@@ -116,7 +116,7 @@ def search_bytes(
     `loop` ("native", "cuda-graph" or "python", fast_s2s.models.decode_path's first word; the
     default, the Python loop's, is the largest)."""
     rows, steps, source = batch * beam, max_len + 1, max(1, src_len)
-    hidden, vocab, layers = config.hidden_size, config.tgt_vocab_size, config.decoder_layers
+    hidden, vocab, layers = config.hidden_size, config.tgt_vocab_size, config.decoder_state_layers
     # Kept for every step: each row's attention over the source (float32), its token and its
     # back-pointer (int64); and the n_best results' tokens and attention.
     copies = HISTORY_COPIES[loop.split(":")[0]]
@@ -187,7 +187,7 @@ def training_bytes(
         parameters = sum(p.numel() for p in Seq2Seq(config).parameters())
     # The weights, their gradients, Adam's two moments and the best epoch's copy.
     state = 5 * parameters * itemsize
-    hidden, layers = config.hidden_size, config.encoder_layers + config.decoder_layers
+    hidden, layers = config.hidden_size, config.encoder_layers + config.decoder_state_layers
     per_token = 8 * hidden * layers + 3 * config.tgt_vocab_size + 2 * config.embed_size
     activations = batch_size * (max_len + 1) * per_token * itemsize
     return state + activations, parameters

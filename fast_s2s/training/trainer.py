@@ -88,8 +88,8 @@ def _set_cosine_rate(
 
 
 def describe(config: Seq2SeqConfig) -> str:
-    """A short name of the model: "bahdanau/additive", "luong/general local-p (D=10)", "classic
-    (no attention)", "... on frames"."""
+    """A short name of the model: "bahdanau/additive", "luong/general local-p (D=10)",
+    "luong/general (post-attention GRU)", "classic (no attention)", "... on frames"."""
     if config.attention == "none":
         name = "classic (no attention)"
     else:
@@ -98,6 +98,8 @@ def describe(config: Seq2SeqConfig) -> str:
         )
         if config.local != "none":
             name += f" local-{config.local} (D={config.window})"
+        if config.post_attention_gru:
+            name += " (post-attention GRU)"
     if config.source == "frames":
         name += f" on frames (F={config.frame_size})"
     return name

@@ -132,6 +132,8 @@ TINY_TRAIN = ["train", "--task", "copy", "--num-examples", "60", "--max-len", "4
         (["--label-smoothing", "1"], "--label-smoothing: must be a finite number in [0, 1), got 1"),
         (["--label-smoothing", "x"], "--label-smoothing"),
         (["--lr-schedule", "linear"], "--lr-schedule: invalid choice: 'linear'"),
+        (["--post-attention-gru"], "--post-attention-gru runs over Luong's attentional states"),
+        (["--wiring", "luong", "--attention", "none", "--post-attention-gru"], "needs --wiring"),
     ],
 )
 def test_train_refuses_bad_options_before_any_work(tmp_path, capsys, extra, message):
@@ -139,6 +141,25 @@ def test_train_refuses_bad_options_before_any_work(tmp_path, capsys, extra, mess
     assert cli.main([*TINY_TRAIN, "--checkpoint", str(ckpt), *extra]) == 2
     assert message in one_line_error(capsys)
     assert not ckpt.exists()
+
+
+@pytest.mark.parametrize(
+    "extra,post",
+    [
+        ([], True),  # the g2p default
+        (["--no-post-attention-gru"], False),
+        (["--wiring", "bahdanau"], False),  # the default is Luong's: left out, not refused
+        (["--attention", "none"], False),
+    ],
+)
+def test_g2p_defaults_to_the_post_attention_gru_where_the_wiring_has_one(extra, post):
+    from fast_s2s.cli import train as train_cli
+
+    args = cli.build_parser().parse_args(["train", "--task", "g2p", *extra])
+    assert train_cli.check_args(args) is None
+    assert train_cli.config_from_args(args)["post_attention_gru"] is post
+    dates = cli.build_parser().parse_args(["train", "--task", "dates", *extra])
+    assert train_cli.config_from_args(dates)["post_attention_gru"] is False
 
 
 def test_train_refuses_tiny_empty_and_directory_corpora(tmp_path, capsys):

@@ -31,7 +31,8 @@ from fast_s2s.models.decoding.static_loop import StaticLoop
 SRC_VOCAB, TGT_VOCAB, EOS = 11, 13, 2
 
 # name -> Seq2SeqConfig keywords: every wiring and score, input feeding, local attention (the
-# step counter), tied embeddings (E != H: the tie projection) and stacked decoders.
+# step counter), tied embeddings (E != H: the tie projection), stacked decoders and the
+# post-attention GRU (a state row after the stacked layers).
 WIRINGS: dict[str, dict[str, object]] = {
     "bahdanau": {"wiring": "bahdanau", "score": "additive"},
     "luong-dot": {"wiring": "luong", "score": "dot"},
@@ -45,6 +46,14 @@ WIRINGS: dict[str, dict[str, object]] = {
     "bahdanau-2layers": {"decoder_layers": 2},
     "bahdanau-tied-2layers": {"tie_embeddings": True, "decoder_layers": 2, "embed_size": 8},
     "luong-dot-tied": {"wiring": "luong", "score": "dot", "tie_embeddings": True},
+    "luong-general-post": {"wiring": "luong", "score": "general", "post_attention_gru": True},
+    "luong-dot-feed-post-2layers": {
+        "wiring": "luong",
+        "score": "dot",
+        "input_feeding": True,
+        "post_attention_gru": True,
+        "decoder_layers": 2,
+    },
 }
 
 

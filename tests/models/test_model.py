@@ -27,13 +27,14 @@ from fast_s2s.models import (
 VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
 MIN_LEN, MAX_LEN = 3, 6
 
-# name -> (wiring, score, input_feeding); every wiring and every Luong score.
+# name -> (wiring, score, input_feeding[, other fields]); every wiring and every Luong score.
 CONFIGS = {
     "bahdanau": ("bahdanau", "additive", False),
     "luong-dot": ("luong", "dot", False),
     "luong-general": ("luong", "general", False),
     "luong-concat": ("luong", "concat", False),
     "luong-general-feed": ("luong", "general", True),
+    "luong-general-post": ("luong", "general", False, {"post_attention_gru": True}),
 }
 # Exact match of greedy decoding on 200 held-out sentences after 400 Adam steps. Measured over
 # four seeds: bahdanau 1.0 always, luong-general-feed 0.99-1.0, the others 0.93-1.0.
@@ -69,7 +70,7 @@ def reverse_batch(n: int, generator: torch.Generator):
 
 
 def make_config(name: str = "bahdanau", **overrides) -> Seq2SeqConfig:
-    wiring, score, feed = CONFIGS[name]
+    wiring, score, feed, *other = CONFIGS[name]
     kwargs = dict(
         src_vocab_size=VOCAB,
         tgt_vocab_size=VOCAB,
@@ -79,6 +80,8 @@ def make_config(name: str = "bahdanau", **overrides) -> Seq2SeqConfig:
         score=score,
         input_feeding=feed,
     )
+    for fields in other:
+        kwargs.update(fields)
     kwargs.update(overrides)
     return Seq2SeqConfig(**kwargs)
 
@@ -147,6 +150,12 @@ def test_config_round_trip():
         ({"bos_id": VOCAB}, "bos_id"),
         ({"backend": "cuda"}, "backend"),
         ({"tie_embeddings": 1}, "tie_embeddings"),
+        ({"post_attention_gru": True}, "post_attention_gru"),  # bahdanau
+        (
+            {"wiring": "luong", "score": "dot", "attention": "none", "post_attention_gru": True},
+            "post_attention_gru",
+        ),
+        ({"wiring": "luong", "score": "dot", "post_attention_gru": 1}, "post_attention_gru"),
     ],
     ids=lambda x: x if isinstance(x, str) else "-".join(f"{k}={v}" for k, v in x.items()),
 )
@@ -213,9 +222,11 @@ def test_teacher_forcing_equals_decode_step_loop(name):
     torch.testing.assert_close(torch.stack(steps, dim=1), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_luong_without_input_feeding_runs_decoder_gru_once(monkeypatch):
-    """The teacher-forced Luong decoder: one gru_layer per layer and ONE attention call."""
-    model = Seq2Seq(make_config("luong-general", decoder_layers=2))
+@pytest.mark.parametrize("name", ["luong-general", "luong-general-post"])
+def test_luong_without_input_feeding_runs_decoder_gru_once(name, monkeypatch):
+    """The teacher-forced Luong decoder: one gru_layer per layer (and one for the post-attention
+    GRU) and ONE attention call."""
+    model = Seq2Seq(make_config(name, decoder_layers=2))
     calls = {"gru_layer": 0, "gru_cell": 0, "dot_attention": [], "src_rows": 0}
     real_layer, real_cell, real_dot = ops.gru_layer, ops.gru_cell, ops.dot_attention
 
@@ -236,8 +247,9 @@ def test_luong_without_input_feeding_runs_decoder_gru_once(monkeypatch):
     monkeypatch.setattr(ops, "dot_attention", dot_attention)
     src, lengths, tgt_in, _ = reverse_batch(4, torch.Generator().manual_seed(0))
     model(src, lengths, tgt_in)
-    # encoder: 1 layer x 2 directions; decoder: 2 layers over the whole target; no step loop
-    assert calls["gru_layer"] == 2 + 2 and calls["gru_cell"] == 0
+    # encoder: 1 layer x 2 directions; decoder: 2 layers (+ 1) over the whole target; no loop
+    post = int(model.config.post_attention_gru)
+    assert calls["gru_layer"] == 2 + 2 + post and calls["gru_cell"] == 0
     assert calls["dot_attention"] == [(4, tgt_in.shape[1], 32)]
 
 

@@ -166,6 +166,8 @@ def _drop(d: dict, key: str) -> None:
         (lambda a: a["config"].update(tie_proj=2), r"config\['tie_proj'\] must be 0 or 1"),
         (lambda a: a["config"].update(layers=2), r"params is missing 'w_ih_l1'"),
         (lambda a: a["config"].update(tie_proj=1), r"params is missing 'tie_proj'"),
+        (lambda a: a["config"].update(post_gru=1), r"config\['post_gru'\] needs the luong"),
+        (lambda a: a["config"].update(post_gru=2), r"config\['post_gru'\] must be 0 or 1"),
         (lambda a: a["config"].update(eos=TGT_VOCAB), r"config\['pad'\], \['bos'\] and \['eos'\]"),
         (
             lambda a: a["params"].update(w_hh_l0=a["params"]["w_hh_l0"][:, :5]),
@@ -193,6 +195,29 @@ def test_bad_op_arguments_are_refused_by_name(change, message):
         torch.ops.fast_s2s.decode_beam(
             a["params"], a["config"], a["kinds"], a["keys"], a["values"], None, a["lengths"],
             a["hidden"],
+            beam=1, max_len=5, min_len=0, n_best=1, finish_lp=tables, reach_lp=tables,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda a: _drop(a["params"], "w_hh_post"), r"params is missing 'w_hh_post'"),
+        (lambda a: a.update(hidden=a["hidden"][:1]), r"hidden must have shape \(state rows"),
+        (lambda a: a["config"].update(post_gru=0), r"unexpected entry '\w+_post'"),
+    ],
+    ids=["weights", "state-rows", "config"],
+)
+def test_a_post_attention_gru_needs_its_weights_and_its_state_row(change, message):
+    model = make_model("luong-general-post")
+    params, config, kinds, keys, values, lengths, hidden = _op_args(model)
+    assert hidden.shape[0] == 2  # the decoder layer's row, then the post-attention GRU's
+    a = dict(params=params, config=config, kinds=kinds, hidden=hidden)
+    change(a)
+    tables = torch.ones(6, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.fast_s2s.decode_beam(
+            a["params"], a["config"], a["kinds"], keys, values, None, lengths, a["hidden"],
             beam=1, max_len=5, min_len=0, n_best=1, finish_lp=tables, reach_lp=tables,
         )  # fmt: skip
 

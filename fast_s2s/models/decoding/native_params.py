@@ -77,6 +77,7 @@ def _config(model: Seq2Seq) -> dict[str, int]:
         "window": cfg.window if cfg.local != "none" else 0,
         "input_feeding": int(cfg.input_feeding),
         "layers": dec.num_layers,
+        "post_gru": int(cfg.post_attention_gru),
         "tie_proj": int(dec.tie_proj is not None),
         "pad": cfg.pad_id,
         "bos": cfg.bos_id,
@@ -87,10 +88,14 @@ def _config(model: Seq2Seq) -> dict[str, int]:
 def _param_paths(model: Seq2Seq, kinds: dict, config: dict) -> dict[str, tuple[str, ...]]:
     """Each packed name -> where the tensor lives: the submodule names, then its own name."""
     paths = {"embedding": ("embedding", "weight")}
+    gru_names = {name: name.replace("weight", "w").replace("bias", "b")
+                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}  # fmt: skip
     for layer in range(model.decoder.num_layers):
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            short = name.replace("weight", "w").replace("bias", "b")
+        for name, short in gru_names.items():
             paths[f"{short}_l{layer}"] = ("rnn", f"{name}_l{layer}")
+    if config["post_gru"]:
+        for name, short in gru_names.items():
+            paths[f"{short}_post"] = ("post_rnn", f"{name}_l0")
     score = kinds["score"]
     if score in ("additive", "concat", "general"):
         paths["query_proj"] = ("attention", "query_proj", "weight")

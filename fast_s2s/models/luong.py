@@ -43,7 +43,9 @@ __all__ = ["LuongDecoder"]
 
 
 class LuongDecoder(Decoder):
-    """GRU, then attention from the new state, h~ = tanh(W_c [c; h]), logits = W_s h~."""
+    """GRU, then attention from the new state, h~ = tanh(W_c [c; h]), logits = W_s h~; with
+    config.post_attention_gru, s = post_rnn(h~, s) (a one-layer fast_s2s.nn.GRU, H -> H) and
+    logits = W_s s."""
 
     def __init__(self, config: Seq2SeqConfig) -> None:
         h, e = config.hidden_size, config.embed_size

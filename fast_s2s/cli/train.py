@@ -297,6 +297,11 @@ def _wiring(args: argparse.Namespace) -> str:
     return _value(args, "wiring")
 
 
+def _luong_attention(args: argparse.Namespace) -> bool:
+    """Whether the options give Luong's attentional decoder (what --post-attention-gru runs on)."""
+    return _wiring(args) == "luong" and args.attention == "on"
+
+
 def config_from_args(args: argparse.Namespace) -> dict:
     wiring = _wiring(args)
     config = dict(
@@ -309,7 +314,7 @@ def config_from_args(args: argparse.Namespace) -> dict:
         **{name: _value(args, name) for name in g2p.MODEL_DEFAULTS},
     )
     config["wiring"] = wiring
-    if args.post_attention_gru is None and (wiring != "luong" or args.attention != "on"):
+    if args.post_attention_gru is None and not _luong_attention(args):
         config["post_attention_gru"] = False  # the g2p default runs over Luong's h~ only
     if args.window is not None:
         config["window"] = args.window
@@ -329,7 +334,7 @@ def check_args(args: argparse.Namespace) -> str | None:
     problem = _check_local(args)
     if problem:
         return problem
-    if args.post_attention_gru and (_wiring(args) != "luong" or args.attention == "none"):
+    if args.post_attention_gru and not _luong_attention(args):
         return (
             "--post-attention-gru runs over Luong's attentional states: it needs --wiring luong "
             "and attention"

@@ -88,17 +88,22 @@ class Decoder(nn.Module):
         for layer in range(self.num_layers):
             if layer > 0 and rnn.dropout > 0 and self.training:
                 x = F.dropout(x, p=rnn.dropout, training=True)
-            x = ops.gru_cell(
-                x,
-                hidden[layer],
-                getattr(rnn, f"weight_ih_l{layer}"),
-                getattr(rnn, f"weight_hh_l{layer}"),
-                getattr(rnn, f"bias_ih_l{layer}"),
-                getattr(rnn, f"bias_hh_l{layer}"),
-                backend=self.backend,
-            )
+            x = self.cell_step(rnn, layer, x, hidden[layer])
             new.append(x)
         return new[0].unsqueeze(0) if len(new) == 1 else torch.stack(new)
+
+    def cell_step(self, rnn: GRU, layer: int, x: Tensor, h: Tensor) -> Tensor:
+        """Layer `layer` of `rnn` for one step, through the fused gru_cell on its weights:
+        x (N, I), h (N, H) -> the new h (N, H)."""
+        return ops.gru_cell(
+            x,
+            h,
+            getattr(rnn, f"weight_ih_l{layer}"),
+            getattr(rnn, f"weight_hh_l{layer}"),
+            getattr(rnn, f"bias_ih_l{layer}"),
+            getattr(rnn, f"bias_hh_l{layer}"),
+            backend=self.backend,
+        )
 
     # -- the decoder interface -----------------------------------------------------------------
 

@@ -63,7 +63,7 @@ class Encoder(nn.Module):
             bidirectional=True,
             backend=c.backend,
         )
-        self.decoder_layers = c.decoder_state_layers  # one H-sized slice per decoder hidden row
+        self.decoder_state_layers = c.decoder_state_layers  # an H-sized slice of the bridge each
         self.hidden_size = c.hidden_size
         self.bridge = nn.Linear(c.hidden_size, c.decoder_state_layers * c.hidden_size)
 
@@ -80,5 +80,5 @@ class Encoder(nn.Module):
         final = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # top layer, forward and backward
         hidden = torch.tanh(self.bridge(final))  # (B, L_dec * H)
         batch = src.shape[0]
-        hidden = hidden.view(batch, self.decoder_layers, self.hidden_size).transpose(0, 1)
+        hidden = hidden.view(batch, self.decoder_state_layers, self.hidden_size).transpose(0, 1)
         return EncoderOutput(states, hidden.contiguous(), final)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fast_s2s import ops
 from fast_s2s.models.config import Seq2SeqConfig
 from fast_s2s.models.decoder import Decoder
 from fast_s2s.models.state import DecoderState, EncoderState
@@ -109,16 +108,7 @@ class LuongDecoder(Decoder):
         feed = attentional if self.input_feeding else None
         pre_output = attentional
         if self.post_rnn is not None:
-            rnn = self.post_rnn
-            post = ops.gru_cell(
-                attentional,
-                state.hidden[self.num_layers],
-                rnn.weight_ih_l0,
-                rnn.weight_hh_l0,
-                rnn.bias_ih_l0,
-                rnn.bias_hh_l0,
-                backend=self.backend,
-            )
+            post = self.cell_step(self.post_rnn, 0, attentional, state.hidden[self.num_layers])
             hidden = torch.cat([hidden, post.unsqueeze(0)])
             pre_output = self.dropout(post)
         return pre_output, DecoderState(hidden, feed, state.step + 1), weights

@@ -153,7 +153,7 @@ CASES = [
         eos_bias=-1.5,
     ),
 ]
-LONG_WIRINGS = ("bahdanau", "luong-concat-feed", "classic")
+LONG_WIRINGS = ("bahdanau", "luong-concat-feed", "classic", "luong-general-post")
 
 
 @functools.cache

@@ -13,7 +13,7 @@ Packing (the layout csrc/cpu/native_encoder.cpp checks; None where a model has n
     params = [embedding weight | frame_proj weight, None | frame_proj bias,
               (weight_ih, weight_hh, bias_ih, bias_hh) per layer and direction,
               bridge weight, bridge bias, key_proj weight?, key_proj bias?]
-    config = [frames, encoder layers, decoder layers]
+    config = [frames, encoder layers, decoder state rows (the bridge's H-sized slices)]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def pack(model: Seq2Seq) -> tuple[list[Tensor | None], list[int]]:
         params += [None, None]
     else:
         params += [key_proj._parameters["weight"], key_proj._parameters.get("bias")]
-    return params, [int(frames), rnn.num_layers, encoder.decoder_layers]
+    return params, [int(frames), rnn.num_layers, encoder.decoder_state_layers]
 
 
 def encode(model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> EncoderState:
